@@ -1,0 +1,2 @@
+//! kdscope: knowledge-distillation experiments and explanations.
+pub mod nn;

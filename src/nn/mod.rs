@@ -1,0 +1,7 @@
+//! The numeric core: kdscope's thin layer over dfdx (values, ops, parameters, optimiser step).
+pub mod ops;
+pub mod params;
+pub mod var;
+
+pub use params::{BatchNorm2d, Conv2d, Linear, PId, Param, Sgd, Store};
+pub use var::{dev, Dev, Grads, Shape4, Tracked, Var};

@@ -1,0 +1,163 @@
+//! Strided single-precision GEMM on top of the `gemm` crate (AVX-512 path enabled), and the
+//! threading policy shared by the ops.
+
+/// A read-only strided matrix view: element (i, j) is at `ptr[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: isize,
+    pub cs: isize,
+}
+
+impl<'a> Mat<'a> {
+    /// Row-major `rows x cols` matrix.
+    pub fn rm(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn rm_t(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            rs: 1,
+            cs: cols as isize,
+        }
+    }
+}
+
+/// `c (m x n, row-major with row stride ldc) (+)= a (m x k) * b (k x n)`.
+///
+/// With `accumulate` the product is added to `c`, otherwise `c` is overwritten.
+/// `threads > 1` lets the GEMM split its work over the rayon pool (used when the caller does not
+/// parallelise over the batch itself).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                c[i * ldc..i * ldc + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    // Bounds: the furthest element each view touches must be inside its slice.
+    let last =
+        |mat: &Mat, r: usize, cc: usize| (r as isize - 1) * mat.rs + (cc as isize - 1) * mat.cs;
+    assert!(last(&a, m, k) < a.data.len() as isize && a.rs >= 0 && a.cs >= 0);
+    assert!(last(&b, k, n) < b.data.len() as isize && b.rs >= 0 && b.cs >= 0);
+    assert!((m - 1) * ldc + n <= c.len());
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: all three views were bounds-checked above; `c` is exclusively borrowed.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            ldc as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs,
+            a.rs,
+            b.data.as_ptr(),
+            b.cs,
+            b.rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Number of worker threads of the rayon pool.
+pub(crate) fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+/// A raw pointer that may be shared across rayon tasks writing disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub *mut f32);
+// SAFETY: users write disjoint index ranges only.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// # Safety
+    /// The range must be in bounds and not accessed by any other task at the same time.
+    pub unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn sgemm_matches_naive_in_all_layouts() {
+        let (m, n, k) = (7, 5, 9);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();
+        let want = naive(m, n, k, &a, &b);
+        let mut c = vec![1.0; m * n];
+        sgemm(m, n, k, Mat::rm(&a, k), Mat::rm(&b, n), &mut c, n, false, 1);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-5);
+        }
+        // transposed storage of a, accumulate
+        let mut at = vec![0.0; k * m];
+        for i in 0..m {
+            for p in 0..k {
+                at[p * m + i] = a[i * k + p];
+            }
+        }
+        sgemm(
+            m,
+            n,
+            k,
+            Mat::rm_t(&at, m),
+            Mat::rm(&b, n),
+            &mut c,
+            n,
+            true,
+            2,
+        );
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - 2.0 * y).abs() < 1e-4);
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! 2-D convolution (NCHW, stride, zero padding, groups) as a differentiable dfdx op.
+//!
+//! Forward and both gradients are im2col + GEMM per image and group: `out = W · col(x)`,
+//! `dW += dout · col(x)ᵀ`, `dx += col2im(Wᵀ · dout)`. Pointwise convolutions (1x1, stride 1, no
+//! padding) skip the im2col copy. Batches are split over the rayon pool one image per task with a
+//! single-threaded GEMM (no synchronisation inside a layer); batches smaller than the pool use a
+//! multi-threaded GEMM instead.
+use std::cell::RefCell;
+
+use dfdx::prelude::Tape;
+use rayon::prelude::*;
+
+use super::blas::{sgemm, threads, Mat, SyncPtr};
+use crate::nn::var::{accumulate, add_into, finish, Dev, Flat, Grads, Shape4, Var};
+
+/// Convolution hyper-parameters (square kernels are the common case but not required).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvCfg {
+    pub stride: usize,
+    pub pad: usize,
+    pub groups: usize,
+}
+
+impl ConvCfg {
+    pub const fn new(stride: usize, pad: usize) -> Self {
+        Self {
+            stride,
+            pad,
+            groups: 1,
+        }
+    }
+    pub const fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+}
+
+/// Geometry of one convolution call.
+#[derive(Clone, Copy, Debug)]
+struct Geo {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    kh: usize,
+    kw: usize,
+    s: usize,
+    p: usize,
+    g: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geo {
+    fn cg(&self) -> usize {
+        self.c / self.g
+    }
+    fn cog(&self) -> usize {
+        self.co / self.g
+    }
+    fn kk(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+    fn hwo(&self) -> usize {
+        self.ho * self.wo
+    }
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.s == 1 && self.p == 0
+    }
+    fn in_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    fn out_len(&self) -> usize {
+        self.co * self.hwo()
+    }
+}
+
+/// Output spatial size of a convolution or pooling window.
+pub fn out_size(input: usize, k: usize, stride: usize, pad: usize) -> usize {
+    assert!(
+        input + 2 * pad >= k,
+        "window {k} larger than padded input {input}+2*{pad}"
+    );
+    (input + 2 * pad - k) / stride + 1
+}
+
+/// Range of output columns whose input column `o*s + k - p` lies inside `[0, w)`.
+fn valid_range(k: usize, p: usize, s: usize, w: usize, wo: usize) -> (usize, usize) {
+    let lo = if p > k { (p - k).div_ceil(s) } else { 0 };
+    let hi = if w + p > k {
+        ((w - 1 + p - k) / s + 1).min(wo)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
+/// im2col of one image group `x` (`cg x h x w`) into `col` (`cg*kh*kw x ho*wo`).
+fn im2col(x: &[f32], g: &Geo, col: &mut [f32]) {
+    let (h, w, ho, wo, s, p) = (g.h, g.w, g.ho, g.wo, g.s, g.p);
+    let hwo = ho * wo;
+    for c in 0..g.cg() {
+        let xc = &x[c * h * w..(c + 1) * h * w];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = &mut col[((c * g.kh + ky) * g.kw + kx) * hwo..][..hwo];
+                let (ox0, ox1) = valid_range(kx, p, s, w, wo);
+                for oy in 0..ho {
+                    let dst = &mut row[oy * wo..(oy + 1) * wo];
+                    let iy = (oy * s + ky) as isize - p as isize;
+                    if iy < 0 || iy >= h as isize || ox0 >= ox1 {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &xc[iy as usize * w..(iy as usize + 1) * w];
+                    dst[..ox0].fill(0.0);
+                    dst[ox1..].fill(0.0);
+                    let ix0 = ox0 * s + kx - p;
+                    if s == 1 {
+                        dst[ox0..ox1].copy_from_slice(&src[ix0..ix0 + (ox1 - ox0)]);
+                    } else {
+                        for (o, d) in dst[ox0..ox1].iter_mut().enumerate() {
+                            *d = src[ix0 + o * s];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adjoint of [`im2col`]: scatters-adds `col` into `dx` (`cg x h x w`).
+fn col2im(col: &[f32], g: &Geo, dx: &mut [f32]) {
+    let (h, w, ho, wo, s, p) = (g.h, g.w, g.ho, g.wo, g.s, g.p);
+    let hwo = ho * wo;
+    for c in 0..g.cg() {
+        let dxc = &mut dx[c * h * w..(c + 1) * h * w];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = &col[((c * g.kh + ky) * g.kw + kx) * hwo..][..hwo];
+                let (ox0, ox1) = valid_range(kx, p, s, w, wo);
+                if ox0 >= ox1 {
+                    continue;
+                }
+                for oy in 0..ho {
+                    let iy = (oy * s + ky) as isize - p as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let src = &row[oy * wo + ox0..oy * wo + ox1];
+                    let dst = &mut dxc[iy as usize * w..(iy as usize + 1) * w];
+                    let ix0 = ox0 * s + kx - p;
+                    if s == 1 {
+                        add_into(&mut dst[ix0..ix0 + src.len()], src);
+                    } else {
+                        for (o, v) in src.iter().enumerate() {
+                            dst[ix0 + o * s] += *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (a, b) = &mut *s;
+        if a.len() < len {
+            a.resize(len, 0.0);
+            b.resize(len, 0.0);
+        }
+        f(&mut a[..len], &mut b[..len])
+    })
+}
+
+/// Forward of one image: `out_img (co x hwo) = W · col(x_img)` (+ bias).
+fn forward_image(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    g: &Geo,
+    out: &mut [f32],
+    gemm_threads: usize,
+) {
+    let (cg, cog, kk, hwo) = (g.cg(), g.cog(), g.kk(), g.hwo());
+    let run = |col: &[f32], out: &mut [f32], gi: usize| {
+        let wg = &wt[gi * cog * kk..(gi + 1) * cog * kk];
+        let og = &mut out[gi * cog * hwo..(gi + 1) * cog * hwo];
+        sgemm(
+            cog,
+            hwo,
+            kk,
+            Mat::rm(wg, kk),
+            Mat::rm(col, hwo),
+            og,
+            hwo,
+            false,
+            gemm_threads,
+        );
+    };
+    for gi in 0..g.g {
+        let xg = &x[gi * cg * g.h * g.w..(gi + 1) * cg * g.h * g.w];
+        if g.pointwise() {
+            run(xg, out, gi);
+        } else {
+            with_scratch(kk * hwo, |col, _| {
+                im2col(xg, g, col);
+                run(col, out, gi);
+            });
+        }
+    }
+    if let Some(b) = bias {
+        for (co, plane) in out.chunks_mut(hwo).enumerate() {
+            plane.iter_mut().for_each(|v| *v += b[co]);
+        }
+    }
+}
+
+/// Backward of one image: accumulates `dW` into `dw` and (optionally) `dx` into `dx`.
+#[allow(clippy::too_many_arguments)]
+fn backward_image(
+    x: &[f32],
+    wt: &[f32],
+    gout: &[f32],
+    g: &Geo,
+    dw: &mut [f32],
+    dx: Option<&mut [f32]>,
+    gemm_threads: usize,
+) {
+    let (cg, cog, kk, hwo) = (g.cg(), g.cog(), g.kk(), g.hwo());
+    let plane_in = g.h * g.w;
+    let mut dx = dx;
+    for gi in 0..g.g {
+        let xg = &x[gi * cg * plane_in..(gi + 1) * cg * plane_in];
+        let wg = &wt[gi * cog * kk..(gi + 1) * cog * kk];
+        let gg = &gout[gi * cog * hwo..(gi + 1) * cog * hwo];
+        let dwg = &mut dw[gi * cog * kk..(gi + 1) * cog * kk];
+        if g.pointwise() {
+            sgemm(
+                cog,
+                kk,
+                hwo,
+                Mat::rm(gg, hwo),
+                Mat::rm_t(xg, hwo),
+                dwg,
+                kk,
+                true,
+                gemm_threads,
+            );
+            if let Some(dx) = dx.as_deref_mut() {
+                let dxg = &mut dx[gi * cg * plane_in..(gi + 1) * cg * plane_in];
+                sgemm(
+                    kk,
+                    hwo,
+                    cog,
+                    Mat::rm_t(wg, kk),
+                    Mat::rm(gg, hwo),
+                    dxg,
+                    hwo,
+                    true,
+                    gemm_threads,
+                );
+            }
+        } else {
+            with_scratch(kk * hwo, |col, dcol| {
+                im2col(xg, g, col);
+                sgemm(
+                    cog,
+                    kk,
+                    hwo,
+                    Mat::rm(gg, hwo),
+                    Mat::rm_t(col, hwo),
+                    dwg,
+                    kk,
+                    true,
+                    gemm_threads,
+                );
+                if let Some(dx) = dx.as_deref_mut() {
+                    sgemm(
+                        kk,
+                        hwo,
+                        cog,
+                        Mat::rm_t(wg, kk),
+                        Mat::rm(gg, hwo),
+                        dcol,
+                        hwo,
+                        false,
+                        gemm_threads,
+                    );
+                    col2im(
+                        dcol,
+                        g,
+                        &mut dx[gi * cg * plane_in..(gi + 1) * cg * plane_in],
+                    );
+                }
+            });
+        }
+    }
+}
+
+/// 2-D convolution. `w` has logical shape `[co, c/groups, kh, kw]` (PyTorch layout) and `bias`, if
+/// any, `[co]`; `w_data`/`b_data` are their current values.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d<T: Tape<f32, Dev>>(
+    x: Var<T>,
+    w: &Flat,
+    w_data: Vec<f32>,
+    w_shape: [usize; 4],
+    bias: Option<(&Flat, Vec<f32>)>,
+    cfg: ConvCfg,
+) -> Var<T> {
+    let [co, cg, kh, kw] = w_shape;
+    let s = x.shape;
+    assert!(
+        cfg.groups >= 1 && s.c % cfg.groups == 0 && co % cfg.groups == 0,
+        "conv2d: channels {} / out {co} not divisible by groups {}",
+        s.c,
+        cfg.groups
+    );
+    assert_eq!(
+        cg,
+        s.c / cfg.groups,
+        "conv2d: weight expects {} input channels per group, input has {} channels in {} groups",
+        cg,
+        s.c,
+        cfg.groups
+    );
+    assert_eq!(w_data.len(), co * cg * kh * kw);
+    assert!(cfg.stride >= 1);
+    let g = Geo {
+        n: s.n,
+        c: s.c,
+        h: s.h,
+        w: s.w,
+        co,
+        kh,
+        kw,
+        s: cfg.stride,
+        p: cfg.pad,
+        g: cfg.groups,
+        ho: out_size(s.h, kh, cfg.stride, cfg.pad),
+        wo: out_size(s.w, kw, cfg.stride, cfg.pad),
+    };
+    let (xs, tape, _, x_needs_grad) = x.split();
+    let mut out = vec![0.0f32; g.n * g.out_len()];
+    let nthreads = threads();
+    let b_vals = bias.as_ref().map(|(_, b)| b.as_slice());
+    {
+        let xd = xs.data();
+        if g.n >= nthreads {
+            out.par_chunks_mut(g.out_len())
+                .enumerate()
+                .for_each(|(i, o)| {
+                    forward_image(
+                        &xd[i * g.in_len()..(i + 1) * g.in_len()],
+                        &w_data,
+                        b_vals,
+                        &g,
+                        o,
+                        1,
+                    )
+                });
+        } else {
+            for (i, o) in out.chunks_mut(g.out_len()).enumerate() {
+                forward_image(
+                    &xd[i * g.in_len()..(i + 1) * g.in_len()],
+                    &w_data,
+                    b_vals,
+                    &g,
+                    o,
+                    nthreads,
+                );
+            }
+        }
+    }
+    let oshape = Shape4::new(g.n, co, g.ho, g.wo);
+    let wt = w.clone();
+    let bt = bias.map(|(b, _)| b.clone());
+    finish(
+        out,
+        oshape,
+        tape,
+        move |grads: &mut Grads, gout: Vec<f32>, _| {
+            let xd = xs.data();
+            let mut dw = vec![0.0f32; w_data.len()];
+            let mut dx_buf = if x_needs_grad {
+                Some(grads.get_or_alloc_mut(&xs.t)?)
+            } else {
+                None
+            };
+            let nthreads = threads();
+            if g.n >= nthreads {
+                let dxp = dx_buf.as_mut().map(|d| SyncPtr(d.as_mut_ptr()));
+                dw = (0..g.n)
+                    .into_par_iter()
+                    .fold(
+                        || vec![0.0f32; w_data.len()],
+                        |mut acc, i| {
+                            // SAFETY: image i's slice of dx is written by this task only.
+                            let dxi = dxp.map(|p| unsafe { p.slice(i * g.in_len(), g.in_len()) });
+                            backward_image(
+                                &xd[i * g.in_len()..(i + 1) * g.in_len()],
+                                &w_data,
+                                &gout[i * g.out_len()..(i + 1) * g.out_len()],
+                                &g,
+                                &mut acc,
+                                dxi,
+                                1,
+                            );
+                            acc
+                        },
+                    )
+                    .reduce(
+                        || vec![0.0f32; w_data.len()],
+                        |mut a, b| {
+                            add_into(&mut a, &b);
+                            a
+                        },
+                    );
+            } else {
+                for i in 0..g.n {
+                    let dxi = dx_buf
+                        .as_mut()
+                        .map(|d| &mut d[i * g.in_len()..(i + 1) * g.in_len()]);
+                    backward_image(
+                        &xd[i * g.in_len()..(i + 1) * g.in_len()],
+                        &w_data,
+                        &gout[i * g.out_len()..(i + 1) * g.out_len()],
+                        &g,
+                        &mut dw,
+                        dxi,
+                        nthreads,
+                    );
+                }
+            }
+            drop(dx_buf);
+            accumulate(grads, &wt, &dw)?;
+            if let Some(bt) = bt {
+                let db = grads.get_or_alloc_mut(&bt)?;
+                for img in gout.chunks(g.out_len()) {
+                    for (c, plane) in img.chunks(g.hwo()).enumerate() {
+                        db[c] += plane.iter().sum::<f32>();
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+}

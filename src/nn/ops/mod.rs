@@ -1,0 +1,17 @@
+//! Differentiable ops written on dfdx's public tape API (`Tape::add_backward_op`,
+//! `Gradients::get_or_alloc_mut`), multi-threaded with rayon and GEMM-based where it pays.
+mod batchnorm;
+pub(crate) mod blas;
+mod conv;
+mod elementwise;
+mod linear;
+mod pool;
+
+pub use batchnorm::{batch_norm, BnCfg, RunningStats};
+pub use conv::{conv2d, out_size, ConvCfg};
+pub use elementwise::{add, relu, reshape, scale};
+pub use linear::linear;
+pub use pool::{adaptive_avg_pool2d, avg_pool2d, global_avg_pool, max_pool2d, upsample_nearest};
+
+#[cfg(test)]
+mod tests;

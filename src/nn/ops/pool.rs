@@ -1,0 +1,181 @@
+//! Pooling and resampling: max / average pooling, adaptive average pooling (PyTorch's bin rule),
+//! global average pooling and nearest-neighbour upsampling. All parallel over NCHW planes.
+use dfdx::prelude::Tape;
+use rayon::prelude::*;
+
+use super::conv::out_size;
+use crate::nn::var::{finish, Dev, Grads, Shape4, Var};
+
+/// Max pooling with window `k`, stride `s`, padding `p` (padding never wins the max).
+pub fn max_pool2d<T: Tape<f32, Dev>>(x: Var<T>, k: usize, s: usize, p: usize) -> Var<T> {
+    assert!(
+        p * 2 <= k,
+        "max_pool2d: padding {p} must be at most half the window {k}"
+    );
+    let (xs, tape, sh, needs) = x.split();
+    let (ho, wo) = (out_size(sh.h, k, s, p), out_size(sh.w, k, s, p));
+    let oshape = Shape4::new(sh.n, sh.c, ho, wo);
+    let (hw, ohw) = (sh.plane(), ho * wo);
+    let mut out = vec![0.0f32; oshape.numel()];
+    let mut arg = vec![0u32; oshape.numel()];
+    let xd = xs.data();
+    out.par_chunks_mut(ohw)
+        .zip(arg.par_chunks_mut(ohw))
+        .enumerate()
+        .for_each(|(i, (o, a))| {
+            let xp = &xd[i * hw..(i + 1) * hw];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let (mut best, mut bi) = (f32::NEG_INFINITY, 0usize);
+                    for ky in 0..k {
+                        let iy = (oy * s + ky) as isize - p as isize;
+                        if iy < 0 || iy >= sh.h as isize {
+                            continue;
+                        }
+                        for kx in 0..k {
+                            let ix = (ox * s + kx) as isize - p as isize;
+                            if ix < 0 || ix >= sh.w as isize {
+                                continue;
+                            }
+                            let j = iy as usize * sh.w + ix as usize;
+                            // NaN propagates like PyTorch's max pooling.
+                            if xp[j] > best || xp[j].is_nan() {
+                                best = xp[j];
+                                bi = j;
+                            }
+                        }
+                    }
+                    o[oy * wo + ox] = best;
+                    a[oy * wo + ox] = bi as u32;
+                }
+            }
+        });
+    finish(out, oshape, tape, move |grads: &mut Grads, gout, _| {
+        if needs {
+            let dx = grads.get_or_alloc_mut(&xs.t)?;
+            dx.par_chunks_mut(hw).enumerate().for_each(|(i, d)| {
+                for (g, &a) in gout[i * ohw..(i + 1) * ohw]
+                    .iter()
+                    .zip(&arg[i * ohw..(i + 1) * ohw])
+                {
+                    d[a as usize] += *g;
+                }
+            });
+        }
+        Ok(())
+    })
+}
+
+/// A pooling window over one axis: `[start, end)` in input coordinates for each output index.
+type Bins = Vec<(usize, usize)>;
+
+/// Averages over rectangular bins (`rows x cols`), dividing by `div(bin)`.
+fn bin_average<T: Tape<f32, Dev>>(x: Var<T>, rows: Bins, cols: Bins, divisors: Vec<f32>) -> Var<T> {
+    let (xs, tape, sh, needs) = x.split();
+    let (ho, wo) = (rows.len(), cols.len());
+    let oshape = Shape4::new(sh.n, sh.c, ho, wo);
+    let (hw, ohw) = (sh.plane(), ho * wo);
+    let mut out = vec![0.0f32; oshape.numel()];
+    let xd = xs.data();
+    out.par_chunks_mut(ohw).enumerate().for_each(|(i, o)| {
+        let xp = &xd[i * hw..(i + 1) * hw];
+        for (oy, &(y0, y1)) in rows.iter().enumerate() {
+            for (ox, &(x0, x1)) in cols.iter().enumerate() {
+                let mut acc = 0.0f32;
+                for y in y0..y1 {
+                    acc += xp[y * sh.w + x0..y * sh.w + x1].iter().sum::<f32>();
+                }
+                o[oy * wo + ox] = acc / divisors[oy * wo + ox];
+            }
+        }
+    });
+    finish(out, oshape, tape, move |grads: &mut Grads, gout, _| {
+        if needs {
+            let dx = grads.get_or_alloc_mut(&xs.t)?;
+            dx.par_chunks_mut(hw).enumerate().for_each(|(i, d)| {
+                let gp = &gout[i * ohw..(i + 1) * ohw];
+                for (oy, &(y0, y1)) in rows.iter().enumerate() {
+                    for (ox, &(x0, x1)) in cols.iter().enumerate() {
+                        let g = gp[oy * wo + ox] / divisors[oy * wo + ox];
+                        for y in y0..y1 {
+                            d[y * sh.w + x0..y * sh.w + x1]
+                                .iter_mut()
+                                .for_each(|v| *v += g);
+                        }
+                    }
+                }
+            });
+        }
+        Ok(())
+    })
+}
+
+/// Average pooling with window `k`, stride `s`, zero padding `p`; padded cells count in the divisor
+/// (PyTorch's default `count_include_pad=True`).
+pub fn avg_pool2d<T: Tape<f32, Dev>>(x: Var<T>, k: usize, s: usize, p: usize) -> Var<T> {
+    let sh = x.shape;
+    let axis = |len: usize| -> Bins {
+        (0..out_size(len, k, s, p))
+            .map(|o| {
+                let a = (o * s) as isize - p as isize;
+                (a.max(0) as usize, ((a + k as isize) as usize).min(len))
+            })
+            .collect()
+    };
+    let (rows, cols) = (axis(sh.h), axis(sh.w));
+    let div = vec![(k * k) as f32; rows.len() * cols.len()];
+    bin_average(x, rows, cols, div)
+}
+
+/// Adaptive average pooling to `(oh, ow)`: bin `i` covers `[floor(i*L/o), ceil((i+1)*L/o))`.
+pub fn adaptive_avg_pool2d<T: Tape<f32, Dev>>(x: Var<T>, oh: usize, ow: usize) -> Var<T> {
+    let sh = x.shape;
+    let axis = |len: usize, o: usize| -> Bins {
+        (0..o)
+            .map(|i| (i * len / o, ((i + 1) * len).div_ceil(o)))
+            .collect()
+    };
+    let (rows, cols) = (axis(sh.h, oh), axis(sh.w, ow));
+    let div = rows
+        .iter()
+        .flat_map(|r| cols.iter().map(move |c| ((r.1 - r.0) * (c.1 - c.0)) as f32))
+        .collect();
+    bin_average(x, rows, cols, div)
+}
+
+/// Global average pooling: `(n, c, h, w)` to the matrix `(n, c)`.
+pub fn global_avg_pool<T: Tape<f32, Dev>>(x: Var<T>) -> Var<T> {
+    let v = adaptive_avg_pool2d(x, 1, 1);
+    let s = v.shape;
+    v.with_shape(Shape4::mat(s.n, s.c))
+}
+
+/// Nearest-neighbour resampling to `(oh, ow)`: output cell `i` reads input `floor(i * L / o)`
+/// (PyTorch's `mode="nearest"`).
+pub fn upsample_nearest<T: Tape<f32, Dev>>(x: Var<T>, oh: usize, ow: usize) -> Var<T> {
+    let (xs, tape, sh, needs) = x.split();
+    let oshape = Shape4::new(sh.n, sh.c, oh, ow);
+    let (hw, ohw) = (sh.plane(), oh * ow);
+    let src: Vec<usize> = (0..ohw)
+        .map(|j| ((j / ow) * sh.h / oh) * sh.w + (j % ow) * sh.w / ow)
+        .collect();
+    let mut out = vec![0.0f32; oshape.numel()];
+    let xd = xs.data();
+    out.par_chunks_mut(ohw).enumerate().for_each(|(i, o)| {
+        let xp = &xd[i * hw..(i + 1) * hw];
+        for (o, &j) in o.iter_mut().zip(&src) {
+            *o = xp[j];
+        }
+    });
+    finish(out, oshape, tape, move |grads: &mut Grads, gout, _| {
+        if needs {
+            let dx = grads.get_or_alloc_mut(&xs.t)?;
+            dx.par_chunks_mut(hw).enumerate().for_each(|(i, d)| {
+                for (g, &j) in gout[i * ohw..(i + 1) * ohw].iter().zip(&src) {
+                    d[j] += *g;
+                }
+            });
+        }
+        Ok(())
+    })
+}

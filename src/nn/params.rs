@@ -1,0 +1,307 @@
+//! Parameter storage, layer types and the SGD step: the part of the thin dfdx layer that models see.
+//!
+//! A [`Store`] owns every trainable tensor of a model (as flat dfdx tensors, named as in PyTorch's
+//! `state_dict`) and every batch-norm's running statistics. Layers ([`Conv2d`], [`BatchNorm2d`],
+//! [`Linear`]) hold indices into it, so checkpoints, parameter counts and the optimiser walk one list.
+use std::sync::Mutex;
+
+use dfdx::prelude::{Tape, TensorFromVec};
+use rand::Rng;
+use rand_distr::{Distribution, Normal};
+
+use super::ops::{self, BnCfg, ConvCfg, RunningStats};
+use super::var::{dev, Dev, Flat, Var};
+
+/// A trainable tensor.
+pub struct Param {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub(crate) t: Flat,
+}
+
+impl Param {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Current values (a copy).
+    pub fn values(&self) -> Vec<f32> {
+        self.t.as_vec()
+    }
+}
+
+/// Running statistics of one batch-norm layer, with its name prefix (`layer1.0.bn1`).
+pub struct BnBuffers {
+    pub prefix: String,
+    pub stats: Mutex<RunningStats>,
+}
+
+/// Index of a parameter in a [`Store`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PId(pub usize);
+
+/// All parameters and buffers of a model.
+#[derive(Default)]
+pub struct Store {
+    pub params: Vec<Param>,
+    pub bns: Vec<BnBuffers>,
+}
+
+impl Store {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a parameter with the given values.
+    pub fn add(&mut self, name: impl Into<String>, shape: Vec<usize>, values: Vec<f32>) -> PId {
+        let name = name.into();
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "parameter {name}: shape/value mismatch"
+        );
+        assert!(
+            self.find(&name).is_none(),
+            "duplicate parameter name {name}"
+        );
+        let len = values.len();
+        let t = dev().tensor_from_vec(values, (len,));
+        self.params.push(Param { name, shape, t });
+        PId(self.params.len() - 1)
+    }
+
+    pub fn get(&self, id: PId) -> &Param {
+        &self.params[id.0]
+    }
+
+    pub fn find(&self, name: &str) -> Option<PId> {
+        self.params.iter().position(|p| p.name == name).map(PId)
+    }
+
+    /// Replaces a parameter's values (shape must match).
+    pub fn set(&mut self, id: PId, values: Vec<f32>) {
+        let p = &mut self.params[id.0];
+        assert_eq!(
+            values.len(),
+            p.numel(),
+            "parameter {}: {} values for shape {:?}",
+            p.name,
+            values.len(),
+            p.shape
+        );
+        // In place: gradients and optimiser state are keyed by the tensor's id.
+        p.t.copy_from(&values);
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_params(&self) -> usize {
+        self.params.iter().map(Param::numel).sum()
+    }
+
+    /// Flat copy of all parameter values, in order (for comparisons and determinism checks).
+    pub fn flat_values(&self) -> Vec<f32> {
+        self.params.iter().flat_map(|p| p.values()).collect()
+    }
+}
+
+/// Kaiming-normal values for a tensor with `fan` (`std = sqrt(2 / fan)`).
+pub fn kaiming_normal(rng: &mut impl Rng, n: usize, fan: usize) -> Vec<f32> {
+    let d = Normal::new(0.0f32, (2.0 / fan as f32).sqrt()).expect("valid std");
+    (0..n).map(|_| d.sample(rng)).collect()
+}
+
+/// PyTorch's default `nn.Linear`/`nn.Conv2d` init: `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
+pub fn uniform_fan_in(rng: &mut impl Rng, n: usize, fan_in: usize) -> Vec<f32> {
+    let b = 1.0 / (fan_in as f32).sqrt();
+    (0..n).map(|_| rng.gen_range(-b..b)).collect()
+}
+
+/// 2-D convolution layer (weight `[out, in/groups, k, k]`, optional bias).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    pub weight: PId,
+    pub bias: Option<PId>,
+    pub shape: [usize; 4],
+    pub cfg: ConvCfg,
+}
+
+impl Conv2d {
+    /// Creates a conv named `name` (`name.weight`, `name.bias`), Kaiming-normal (fan-out) init as
+    /// RepDistiller's CIFAR models.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        s: &mut Store,
+        rng: &mut impl Rng,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        cfg: ConvCfg,
+        bias: bool,
+    ) -> Self {
+        let shape = [cout, cin / cfg.groups, k, k];
+        let n = shape.iter().product();
+        let weight = s.add(
+            format!("{name}.weight"),
+            shape.to_vec(),
+            kaiming_normal(rng, n, cout * k * k / cfg.groups),
+        );
+        let bias = bias.then(|| s.add(format!("{name}.bias"), vec![cout], vec![0.0; cout]));
+        Self {
+            weight,
+            bias,
+            shape,
+            cfg,
+        }
+    }
+
+    pub fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>) -> Var<T> {
+        let w = s.get(self.weight);
+        let b = self.bias.map(|b| (&s.get(b).t, s.get(b).values()));
+        ops::conv2d(x, &w.t, w.values(), self.shape, b, self.cfg)
+    }
+}
+
+/// Batch normalisation layer (`name.weight`, `name.bias`, running statistics).
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    pub gamma: PId,
+    pub beta: PId,
+    pub stats: usize,
+    pub cfg: BnCfg,
+}
+
+impl BatchNorm2d {
+    pub fn new(s: &mut Store, name: &str, c: usize) -> Self {
+        let gamma = s.add(format!("{name}.weight"), vec![c], vec![1.0; c]);
+        let beta = s.add(format!("{name}.bias"), vec![c], vec![0.0; c]);
+        s.bns.push(BnBuffers {
+            prefix: name.to_string(),
+            stats: Mutex::new(RunningStats::new(c)),
+        });
+        Self {
+            gamma,
+            beta,
+            stats: s.bns.len() - 1,
+            cfg: BnCfg::default(),
+        }
+    }
+
+    /// Batch norm, fused with a ReLU when `relu`.
+    pub fn forward<T: Tape<f32, Dev>>(
+        &self,
+        s: &Store,
+        x: Var<T>,
+        train: bool,
+        relu: bool,
+    ) -> Var<T> {
+        let (g, b) = (s.get(self.gamma), s.get(self.beta));
+        let mut stats = s.bns[self.stats]
+            .stats
+            .lock()
+            .expect("batch-norm statistics lock");
+        ops::batch_norm(
+            x,
+            &g.t,
+            g.values(),
+            &b.t,
+            b.values(),
+            &mut stats,
+            train,
+            BnCfg { relu, ..self.cfg },
+        )
+    }
+}
+
+/// Fully connected layer (`name.weight` `[out, in]`, `name.bias`), PyTorch default init.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: PId,
+    pub bias: Option<PId>,
+    pub out: usize,
+}
+
+impl Linear {
+    pub fn new(
+        s: &mut Store,
+        rng: &mut impl Rng,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        bias: bool,
+    ) -> Self {
+        let weight = s.add(
+            format!("{name}.weight"),
+            vec![cout, cin],
+            uniform_fan_in(rng, cin * cout, cin),
+        );
+        let bias = bias.then(|| {
+            s.add(
+                format!("{name}.bias"),
+                vec![cout],
+                uniform_fan_in(rng, cout, cin),
+            )
+        });
+        Self {
+            weight,
+            bias,
+            out: cout,
+        }
+    }
+
+    pub fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>) -> Var<T> {
+        let w = s.get(self.weight);
+        let b = self.bias.map(|b| (&s.get(b).t, s.get(b).values()));
+        ops::linear(x, &w.t, w.values(), self.out, b)
+    }
+}
+
+/// SGD (momentum / Nesterov, L2 weight decay) using dfdx's SGD kernel, which follows PyTorch.
+pub struct Sgd {
+    pub cfg: dfdx::prelude::SgdConfig,
+    velocity: super::var::Grads,
+}
+
+impl Sgd {
+    pub fn new(lr: f64, momentum: f64, nesterov: bool, weight_decay: f64) -> Self {
+        use dfdx::prelude::{Momentum, SgdConfig, WeightDecay};
+        let momentum = (momentum > 0.0).then(|| {
+            if nesterov {
+                Momentum::Nesterov(momentum)
+            } else {
+                Momentum::Classic(momentum)
+            }
+        });
+        let weight_decay = (weight_decay > 0.0).then_some(WeightDecay::L2(weight_decay));
+        Self {
+            cfg: SgdConfig {
+                lr,
+                momentum,
+                weight_decay,
+            },
+            velocity: dfdx::prelude::Gradients::leaky(),
+        }
+    }
+
+    pub fn set_lr(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+
+    /// One update of every parameter of `store` from `grads`. A parameter that received no
+    /// gradient is updated with a zero gradient (weight decay and momentum still act), which differs
+    /// from PyTorch only for parameters that did not take part in the forward pass.
+    pub fn step(&mut self, store: &mut Store, grads: &mut super::var::Grads) -> anyhow::Result<()> {
+        for p in store.params.iter_mut() {
+            let g = grads
+                .get_or_alloc_mut(&p.t)
+                .map_err(|e| anyhow::anyhow!("gradient of {}: {e}", p.name))?;
+            let v = self
+                .velocity
+                .get_or_alloc_mut(&p.t)
+                .map_err(|e| anyhow::anyhow!("velocity of {}: {e}", p.name))?;
+            self.cfg
+                .try_update(&mut p.t, v, g)
+                .map_err(|e| anyhow::anyhow!("SGD update of {}: {e}", p.name))?;
+        }
+        Ok(())
+    }
+}

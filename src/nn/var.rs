@@ -1,0 +1,279 @@
+//! The thin layer over dfdx: the device, the tape types and [`Var`], the activation value that our
+//! differentiable ops take and return.
+//!
+//! A [`Var`] is a flat dfdx tensor (so dfdx's [`Gradients`] and tape machinery key and hold its
+//! gradient) plus the logical NCHW shape. Every `Var` is created by this crate from a `Vec<f32>` that
+//! it then owns through the dfdx tensor, so the crate can read its data without copying: dfdx 0.13
+//! does not expose a tensor's storage publicly, and copying every activation in and out of dfdx would
+//! cost a fifth of a training step.
+use dfdx::prelude::{
+    Gradients, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor, TensorFromVec, WithEmptyTape,
+};
+
+/// The device all kernels run on. A CUDA path implements the same kernels for `dfdx::tensor::Cuda`.
+pub type Dev = dfdx::tensor::Cpu;
+/// A tape that records backward operations.
+pub type Tracked = OwnedTape<f32, Dev>;
+/// A flat (rank-1) dfdx tensor on [`Dev`].
+pub type Flat<T = NoneTape> = Tensor<(usize,), f32, Dev, T>;
+/// Gradients of a backward pass.
+pub type Grads = Gradients<f32, Dev>;
+
+/// The process-wide device (dfdx's `Cpu` is a cheap handle; its allocation cache stays disabled).
+pub fn dev() -> Dev {
+    static DEV: std::sync::OnceLock<Dev> = std::sync::OnceLock::new();
+    DEV.get_or_init(Dev::default).clone()
+}
+
+/// Logical shape of a [`Var`]: NCHW, with `(n, k)` matrices stored as `(n, k, 1, 1)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape4 {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Shape4 {
+    pub const fn new(n: usize, c: usize, h: usize, w: usize) -> Self {
+        Self { n, c, h, w }
+    }
+    pub const fn mat(n: usize, k: usize) -> Self {
+        Self {
+            n,
+            c: k,
+            h: 1,
+            w: 1,
+        }
+    }
+    pub const fn numel(&self) -> usize {
+        self.n * self.c * self.h * self.w
+    }
+    /// Elements of one sample.
+    pub const fn per_sample(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    pub const fn plane(&self) -> usize {
+        self.h * self.w
+    }
+    pub fn to_vec(&self) -> Vec<usize> {
+        vec![self.n, self.c, self.h, self.w]
+    }
+}
+
+impl std::fmt::Display for Shape4 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}, {}, {}, {}]", self.n, self.c, self.h, self.w)
+    }
+}
+
+/// Pointer to the buffer owned by a `Var`'s tensor; valid while that tensor (or a clone) lives.
+#[derive(Clone, Copy)]
+pub(crate) struct DataPtr(*const f32, usize);
+
+// SAFETY: the pointee is an immutable f32 buffer kept alive by the Arc inside the dfdx tensor that is
+// always stored next to the pointer.
+unsafe impl Send for DataPtr {}
+unsafe impl Sync for DataPtr {}
+
+/// A differentiable activation: a dfdx tensor with tape `T` and its NCHW shape.
+pub struct Var<T = NoneTape> {
+    pub(crate) t: Flat<T>,
+    pub shape: Shape4,
+    ptr: DataPtr,
+    /// Whether a gradient with respect to this value is wanted (false for raw input batches during
+    /// training, so the first layer skips its input gradient).
+    pub(crate) needs_grad: bool,
+}
+
+/// A tape-less handle to a `Var`'s tensor and data, captured by backward closures.
+#[derive(Clone)]
+pub(crate) struct Saved {
+    pub(crate) t: Flat,
+    ptr: DataPtr,
+}
+
+impl Saved {
+    pub(crate) fn data(&self) -> &[f32] {
+        // SAFETY: `self.t` keeps the buffer alive and nothing mutates it (see module docs).
+        unsafe { std::slice::from_raw_parts(self.ptr.0, self.ptr.1) }
+    }
+}
+
+impl Var<NoneTape> {
+    /// Wraps `data` (taken, not copied) as a value of shape `shape`.
+    pub fn from_vec(data: Vec<f32>, shape: Shape4) -> Self {
+        assert_eq!(
+            data.len(),
+            shape.numel(),
+            "Var::from_vec: {} values for shape {shape}",
+            data.len()
+        );
+        let ptr = DataPtr(data.as_ptr(), data.len());
+        let len = data.len();
+        let t = dev().tensor_from_vec(data, (len,));
+        Self {
+            t,
+            shape,
+            ptr,
+            needs_grad: true,
+        }
+    }
+
+    /// Starts recording: the result carries a fresh tape (its gradients are kept for every tensor).
+    pub fn traced(self) -> Var<Tracked> {
+        let t = self.t.put_tape(Tracked::default());
+        Var {
+            t,
+            shape: self.shape,
+            ptr: self.ptr,
+            needs_grad: self.needs_grad,
+        }
+    }
+
+    /// A training input batch: tracked, but no gradient with respect to the input itself is computed.
+    pub fn traced_input(self) -> Var<Tracked> {
+        let mut v = self.traced();
+        v.needs_grad = false;
+        v
+    }
+}
+
+impl<T> Var<T> {
+    pub fn data(&self) -> &[f32] {
+        // SAFETY: `self.t` owns the buffer (see module docs).
+        unsafe { std::slice::from_raw_parts(self.ptr.0, self.ptr.1) }
+    }
+    /// The same value viewed with another shape of equal size (no copy, no tape entry).
+    pub(crate) fn with_shape(mut self, shape: Shape4) -> Self {
+        assert_eq!(shape.numel(), self.shape.numel());
+        self.shape = shape;
+        self
+    }
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.data().to_vec()
+    }
+    /// Splits the tape off, returning a tape-less saved handle, the tape, and the shape.
+    pub(crate) fn split(self) -> (Saved, T, Shape4, bool)
+    where
+        T: Tape<f32, Dev>,
+    {
+        let (t, tape) = self.t.split_tape();
+        (
+            Saved { t, ptr: self.ptr },
+            tape,
+            self.shape,
+            self.needs_grad,
+        )
+    }
+    /// Two handles to one value for two consumers (e.g. a residual branch and its shortcut); their
+    /// tapes merge again when the branches join, and both gradients add up.
+    pub fn fork(self) -> (Var<T>, Var<T>)
+    where
+        T: Tape<f32, Dev>,
+    {
+        let other = Var {
+            t: self.t.with_empty_tape(),
+            shape: self.shape,
+            ptr: self.ptr,
+            needs_grad: self.needs_grad,
+        };
+        (self, other)
+    }
+    /// The gradient of this value in `grads` (zeros if nothing flowed into it).
+    pub fn grad(&self, grads: &mut Grads) -> Vec<f32> {
+        grads
+            .get_or_alloc_mut(&self.t)
+            .map(|g| g.to_vec())
+            .unwrap_or_else(|_| vec![0.0; self.shape.numel()])
+    }
+    /// Same value without any tape (a detached copy sharing the buffer).
+    pub fn detach(&self) -> Var<NoneTape> {
+        Var {
+            t: self.t.retaped::<NoneTape>(),
+            shape: self.shape,
+            ptr: self.ptr,
+            needs_grad: true,
+        }
+    }
+    /// The underlying dfdx tensor as an `(n, k)` matrix (for dfdx's losses); the data is copied.
+    pub fn dfdx_matrix(self) -> Tensor<(usize, usize), f32, Dev, T>
+    where
+        T: Tape<f32, Dev>,
+    {
+        let (n, k) = (self.shape.n, self.shape.per_sample());
+        let (saved, mut tape, _, _) = self.split();
+        let out = dev().tensor_from_vec(saved.data().to_vec(), (n, k));
+        if T::OWNS_TAPE {
+            let o = out.clone();
+            tape.add_backward_op(move |grads: &mut Grads| {
+                let g = take_grad(grads, &o)?;
+                let gx = grads.get_or_alloc_mut(&saved.t)?;
+                add_into(gx, &g);
+                Ok(())
+            });
+        }
+        out.put_tape(tape)
+    }
+}
+
+/// Builds an op's output from its data and tape and, when the tape records, registers `backward`.
+///
+/// `backward` receives the gradients, the (taken) gradient of the output and the output itself.
+pub(crate) fn finish<T, F>(data: Vec<f32>, shape: Shape4, mut tape: T, backward: F) -> Var<T>
+where
+    T: Tape<f32, Dev>,
+    F: 'static + FnOnce(&mut Grads, Vec<f32>, &Saved) -> Result<(), dfdx::tensor::CpuError>,
+{
+    let v = Var::from_vec(data, shape);
+    if T::OWNS_TAPE {
+        let saved = Saved {
+            t: v.t.clone(),
+            ptr: v.ptr,
+        };
+        tape.add_backward_op(move |grads: &mut Grads| {
+            let g = take_grad(grads, &saved.t)?;
+            backward(grads, g, &saved)
+        });
+    }
+    let Var { t, ptr, .. } = v;
+    Var {
+        t: t.put_tape(tape),
+        shape,
+        ptr,
+        needs_grad: true,
+    }
+}
+
+/// Adds `g` into the gradient of `t` (allocating it).
+pub(crate) fn accumulate(
+    grads: &mut Grads,
+    t: &Flat,
+    g: &[f32],
+) -> Result<(), dfdx::tensor::CpuError> {
+    add_into(grads.get_or_alloc_mut(t)?, g);
+    Ok(())
+}
+
+/// Takes the gradient of `t` out of `grads` (it is not needed after the op that produced `t` has
+/// propagated it), allocating zeros if nothing flowed into `t`.
+pub(crate) fn take_grad<S: dfdx::shapes::Shape>(
+    grads: &mut Grads,
+    t: &Tensor<S, f32, Dev>,
+) -> Result<Vec<f32>, dfdx::tensor::CpuError> {
+    let g = grads.get_or_alloc_mut(t)?;
+    Ok(std::mem::take(&mut **g))
+}
+
+/// `dst += src`, element-wise.
+pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
+    debug_assert_eq!(dst.len(), src.len());
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += *s;
+    }
+}
+
+/// Merges the tapes of two values (for binary ops).
+pub(crate) fn merge_tapes<T: Tape<f32, Dev>>(a: T, b: T) -> T {
+    a.merge(b)
+}
