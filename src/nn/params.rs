@@ -54,15 +54,8 @@ impl Store {
     /// Adds a parameter with the given values.
     pub fn add(&mut self, name: impl Into<String>, shape: Vec<usize>, values: Vec<f32>) -> PId {
         let name = name.into();
-        assert_eq!(
-            shape.iter().product::<usize>(),
-            values.len(),
-            "parameter {name}: shape/value mismatch"
-        );
-        assert!(
-            self.find(&name).is_none(),
-            "duplicate parameter name {name}"
-        );
+        assert_eq!(shape.iter().product::<usize>(), values.len(), "parameter {name}: shape/value mismatch");
+        assert!(self.find(&name).is_none(), "duplicate parameter name {name}");
         let len = values.len();
         let t = dev().tensor_from_vec(values, (len,));
         self.params.push(Param { name, shape, t });
@@ -80,14 +73,7 @@ impl Store {
     /// Replaces a parameter's values (shape must match).
     pub fn set(&mut self, id: PId, values: Vec<f32>) {
         let p = &mut self.params[id.0];
-        assert_eq!(
-            values.len(),
-            p.numel(),
-            "parameter {}: {} values for shape {:?}",
-            p.name,
-            values.len(),
-            p.shape
-        );
+        assert_eq!(values.len(), p.numel(), "parameter {}: {} values for shape {:?}", p.name, values.len(), p.shape);
         // In place: gradients and optimiser state are keyed by the tensor's id.
         p.t.copy_from(&values);
     }
@@ -140,18 +126,9 @@ impl Conv2d {
     ) -> Self {
         let shape = [cout, cin / cfg.groups, k, k];
         let n = shape.iter().product();
-        let weight = s.add(
-            format!("{name}.weight"),
-            shape.to_vec(),
-            kaiming_normal(rng, n, cout * k * k / cfg.groups),
-        );
+        let weight = s.add(format!("{name}.weight"), shape.to_vec(), kaiming_normal(rng, n, cout * k * k / cfg.groups));
         let bias = bias.then(|| s.add(format!("{name}.bias"), vec![cout], vec![0.0; cout]));
-        Self {
-            weight,
-            bias,
-            shape,
-            cfg,
-        }
+        Self { weight, bias, shape, cfg }
     }
 
     pub fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>) -> Var<T> {
@@ -174,41 +151,15 @@ impl BatchNorm2d {
     pub fn new(s: &mut Store, name: &str, c: usize) -> Self {
         let gamma = s.add(format!("{name}.weight"), vec![c], vec![1.0; c]);
         let beta = s.add(format!("{name}.bias"), vec![c], vec![0.0; c]);
-        s.bns.push(BnBuffers {
-            prefix: name.to_string(),
-            stats: Mutex::new(RunningStats::new(c)),
-        });
-        Self {
-            gamma,
-            beta,
-            stats: s.bns.len() - 1,
-            cfg: BnCfg::default(),
-        }
+        s.bns.push(BnBuffers { prefix: name.to_string(), stats: Mutex::new(RunningStats::new(c)) });
+        Self { gamma, beta, stats: s.bns.len() - 1, cfg: BnCfg::default() }
     }
 
     /// Batch norm, fused with a ReLU when `relu`.
-    pub fn forward<T: Tape<f32, Dev>>(
-        &self,
-        s: &Store,
-        x: Var<T>,
-        train: bool,
-        relu: bool,
-    ) -> Var<T> {
+    pub fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, relu: bool) -> Var<T> {
         let (g, b) = (s.get(self.gamma), s.get(self.beta));
-        let mut stats = s.bns[self.stats]
-            .stats
-            .lock()
-            .expect("batch-norm statistics lock");
-        ops::batch_norm(
-            x,
-            &g.t,
-            g.values(),
-            &b.t,
-            b.values(),
-            &mut stats,
-            train,
-            BnCfg { relu, ..self.cfg },
-        )
+        let mut stats = s.bns[self.stats].stats.lock().expect("batch-norm statistics lock");
+        ops::batch_norm(x, &g.t, g.values(), &b.t, b.values(), &mut stats, train, BnCfg { relu, ..self.cfg })
     }
 }
 
@@ -221,31 +172,10 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(
-        s: &mut Store,
-        rng: &mut impl Rng,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        bias: bool,
-    ) -> Self {
-        let weight = s.add(
-            format!("{name}.weight"),
-            vec![cout, cin],
-            uniform_fan_in(rng, cin * cout, cin),
-        );
-        let bias = bias.then(|| {
-            s.add(
-                format!("{name}.bias"),
-                vec![cout],
-                uniform_fan_in(rng, cout, cin),
-            )
-        });
-        Self {
-            weight,
-            bias,
-            out: cout,
-        }
+    pub fn new(s: &mut Store, rng: &mut impl Rng, name: &str, cin: usize, cout: usize, bias: bool) -> Self {
+        let weight = s.add(format!("{name}.weight"), vec![cout, cin], uniform_fan_in(rng, cin * cout, cin));
+        let bias = bias.then(|| s.add(format!("{name}.bias"), vec![cout], uniform_fan_in(rng, cout, cin)));
+        Self { weight, bias, out: cout }
     }
 
     pub fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>) -> Var<T> {
@@ -264,22 +194,10 @@ pub struct Sgd {
 impl Sgd {
     pub fn new(lr: f64, momentum: f64, nesterov: bool, weight_decay: f64) -> Self {
         use dfdx::prelude::{Momentum, SgdConfig, WeightDecay};
-        let momentum = (momentum > 0.0).then(|| {
-            if nesterov {
-                Momentum::Nesterov(momentum)
-            } else {
-                Momentum::Classic(momentum)
-            }
-        });
+        let momentum =
+            (momentum > 0.0).then(|| if nesterov { Momentum::Nesterov(momentum) } else { Momentum::Classic(momentum) });
         let weight_decay = (weight_decay > 0.0).then_some(WeightDecay::L2(weight_decay));
-        Self {
-            cfg: SgdConfig {
-                lr,
-                momentum,
-                weight_decay,
-            },
-            velocity: dfdx::prelude::Gradients::leaky(),
-        }
+        Self { cfg: SgdConfig { lr, momentum, weight_decay }, velocity: dfdx::prelude::Gradients::leaky() }
     }
 
     pub fn set_lr(&mut self, lr: f64) {
@@ -291,16 +209,9 @@ impl Sgd {
     /// from PyTorch only for parameters that did not take part in the forward pass.
     pub fn step(&mut self, store: &mut Store, grads: &mut super::var::Grads) -> anyhow::Result<()> {
         for p in store.params.iter_mut() {
-            let g = grads
-                .get_or_alloc_mut(&p.t)
-                .map_err(|e| anyhow::anyhow!("gradient of {}: {e}", p.name))?;
-            let v = self
-                .velocity
-                .get_or_alloc_mut(&p.t)
-                .map_err(|e| anyhow::anyhow!("velocity of {}: {e}", p.name))?;
-            self.cfg
-                .try_update(&mut p.t, v, g)
-                .map_err(|e| anyhow::anyhow!("SGD update of {}: {e}", p.name))?;
+            let g = grads.get_or_alloc_mut(&p.t).map_err(|e| anyhow::anyhow!("gradient of {}: {e}", p.name))?;
+            let v = self.velocity.get_or_alloc_mut(&p.t).map_err(|e| anyhow::anyhow!("velocity of {}: {e}", p.name))?;
+            self.cfg.try_update(&mut p.t, v, g).map_err(|e| anyhow::anyhow!("SGD update of {}: {e}", p.name))?;
         }
         Ok(())
     }

@@ -6,9 +6,7 @@
 //! it then owns through the dfdx tensor, so the crate can read its data without copying: dfdx 0.13
 //! does not expose a tensor's storage publicly, and copying every activation in and out of dfdx would
 //! cost a fifth of a training step.
-use dfdx::prelude::{
-    Gradients, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor, TensorFromVec, WithEmptyTape,
-};
+use dfdx::prelude::{Gradients, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor, TensorFromVec, WithEmptyTape};
 
 /// The device all kernels run on. A CUDA path implements the same kernels for `dfdx::tensor::Cuda`.
 pub type Dev = dfdx::tensor::Cpu;
@@ -39,12 +37,7 @@ impl Shape4 {
         Self { n, c, h, w }
     }
     pub const fn mat(n: usize, k: usize) -> Self {
-        Self {
-            n,
-            c: k,
-            h: 1,
-            w: 1,
-        }
+        Self { n, c: k, h: 1, w: 1 }
     }
     pub const fn numel(&self) -> usize {
         self.n * self.c * self.h * self.w
@@ -103,32 +96,17 @@ impl Saved {
 impl Var<NoneTape> {
     /// Wraps `data` (taken, not copied) as a value of shape `shape`.
     pub fn from_vec(data: Vec<f32>, shape: Shape4) -> Self {
-        assert_eq!(
-            data.len(),
-            shape.numel(),
-            "Var::from_vec: {} values for shape {shape}",
-            data.len()
-        );
+        assert_eq!(data.len(), shape.numel(), "Var::from_vec: {} values for shape {shape}", data.len());
         let ptr = DataPtr(data.as_ptr(), data.len());
         let len = data.len();
         let t = dev().tensor_from_vec(data, (len,));
-        Self {
-            t,
-            shape,
-            ptr,
-            needs_grad: true,
-        }
+        Self { t, shape, ptr, needs_grad: true }
     }
 
     /// Starts recording: the result carries a fresh tape (its gradients are kept for every tensor).
     pub fn traced(self) -> Var<Tracked> {
         let t = self.t.put_tape(Tracked::default());
-        Var {
-            t,
-            shape: self.shape,
-            ptr: self.ptr,
-            needs_grad: self.needs_grad,
-        }
+        Var { t, shape: self.shape, ptr: self.ptr, needs_grad: self.needs_grad }
     }
 
     /// A training input batch: tracked, but no gradient with respect to the input itself is computed.
@@ -159,12 +137,7 @@ impl<T> Var<T> {
         T: Tape<f32, Dev>,
     {
         let (t, tape) = self.t.split_tape();
-        (
-            Saved { t, ptr: self.ptr },
-            tape,
-            self.shape,
-            self.needs_grad,
-        )
+        (Saved { t, ptr: self.ptr }, tape, self.shape, self.needs_grad)
     }
     /// Two handles to one value for two consumers (e.g. a residual branch and its shortcut); their
     /// tapes merge again when the branches join, and both gradients add up.
@@ -172,29 +145,16 @@ impl<T> Var<T> {
     where
         T: Tape<f32, Dev>,
     {
-        let other = Var {
-            t: self.t.with_empty_tape(),
-            shape: self.shape,
-            ptr: self.ptr,
-            needs_grad: self.needs_grad,
-        };
+        let other = Var { t: self.t.with_empty_tape(), shape: self.shape, ptr: self.ptr, needs_grad: self.needs_grad };
         (self, other)
     }
     /// The gradient of this value in `grads` (zeros if nothing flowed into it).
     pub fn grad(&self, grads: &mut Grads) -> Vec<f32> {
-        grads
-            .get_or_alloc_mut(&self.t)
-            .map(|g| g.to_vec())
-            .unwrap_or_else(|_| vec![0.0; self.shape.numel()])
+        grads.get_or_alloc_mut(&self.t).map(|g| g.to_vec()).unwrap_or_else(|_| vec![0.0; self.shape.numel()])
     }
     /// Same value without any tape (a detached copy sharing the buffer).
     pub fn detach(&self) -> Var<NoneTape> {
-        Var {
-            t: self.t.retaped::<NoneTape>(),
-            shape: self.shape,
-            ptr: self.ptr,
-            needs_grad: true,
-        }
+        Var { t: self.t.retaped::<NoneTape>(), shape: self.shape, ptr: self.ptr, needs_grad: true }
     }
     /// The underlying dfdx tensor as an `(n, k)` matrix (for dfdx's losses); the data is copied.
     pub fn dfdx_matrix(self) -> Tensor<(usize, usize), f32, Dev, T>
@@ -227,30 +187,18 @@ where
 {
     let v = Var::from_vec(data, shape);
     if T::OWNS_TAPE {
-        let saved = Saved {
-            t: v.t.clone(),
-            ptr: v.ptr,
-        };
+        let saved = Saved { t: v.t.clone(), ptr: v.ptr };
         tape.add_backward_op(move |grads: &mut Grads| {
             let g = take_grad(grads, &saved.t)?;
             backward(grads, g, &saved)
         });
     }
     let Var { t, ptr, .. } = v;
-    Var {
-        t: t.put_tape(tape),
-        shape,
-        ptr,
-        needs_grad: true,
-    }
+    Var { t: t.put_tape(tape), shape, ptr, needs_grad: true }
 }
 
 /// Adds `g` into the gradient of `t` (allocating it).
-pub(crate) fn accumulate(
-    grads: &mut Grads,
-    t: &Flat,
-    g: &[f32],
-) -> Result<(), dfdx::tensor::CpuError> {
+pub(crate) fn accumulate(grads: &mut Grads, t: &Flat, g: &[f32]) -> Result<(), dfdx::tensor::CpuError> {
     add_into(grads.get_or_alloc_mut(t)?, g);
     Ok(())
 }

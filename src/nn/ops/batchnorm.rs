@@ -20,11 +20,7 @@ pub struct RunningStats {
 
 impl RunningStats {
     pub fn new(c: usize) -> Self {
-        Self {
-            mean: vec![0.0; c],
-            var: vec![1.0; c],
-            batches: 0,
-        }
+        Self { mean: vec![0.0; c], var: vec![1.0; c], batches: 0 }
     }
 }
 
@@ -38,11 +34,7 @@ pub struct BnCfg {
 
 impl Default for BnCfg {
     fn default() -> Self {
-        Self {
-            eps: 1e-5,
-            momentum: 0.1,
-            relu: false,
-        }
+        Self { eps: 1e-5, momentum: 0.1, relu: false }
     }
 }
 
@@ -99,22 +91,13 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
     cfg: BnCfg,
 ) -> Var<T> {
     let s = x.shape;
-    assert_eq!(
-        g_data.len(),
-        s.c,
-        "batch_norm: {} channels, gamma has {}",
-        s.c,
-        g_data.len()
-    );
+    assert_eq!(g_data.len(), s.c, "batch_norm: {} channels, gamma has {}", s.c, g_data.len());
     let m = s.n * s.plane();
     let hw = s.plane();
     let (xs, tape, _, x_needs_grad) = x.split();
     let xd = xs.data();
     let (mean, invstd): (Vec<f32>, Vec<f32>) = if train {
-        assert!(
-            m > 1,
-            "batch_norm in training mode needs more than one value per channel"
-        );
+        assert!(m > 1, "batch_norm in training mode needs more than one value per channel");
         let tot = channel_totals(s, |i| sums(&xd[i * hw..(i + 1) * hw]));
         let mut mean = Vec::with_capacity(s.c);
         let mut invstd = Vec::with_capacity(s.c);
@@ -131,14 +114,7 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         stats.batches += 1;
         (mean, invstd)
     } else {
-        (
-            stats.mean.clone(),
-            stats
-                .var
-                .iter()
-                .map(|v| 1.0 / (v + cfg.eps).sqrt())
-                .collect(),
-        )
+        (stats.mean.clone(), stats.var.iter().map(|v| 1.0 / (v + cfg.eps).sqrt()).collect())
     };
     let mut out = vec![0.0f32; s.numel()];
     out.par_chunks_mut(hw).enumerate().for_each(|(i, o)| {
@@ -157,67 +133,59 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         }
     });
     let (gt, bt) = (gamma.clone(), beta.clone());
-    finish(
-        out,
-        s,
-        tape,
-        move |grads: &mut Grads, mut gout: Vec<f32>, y| {
-            let xd = xs.data();
-            if cfg.relu {
-                let yd = y.data();
-                gout.par_chunks_mut(hw).enumerate().for_each(|(i, g)| {
-                    for (g, &v) in g.iter_mut().zip(&yd[i * hw..(i + 1) * hw]) {
-                        if v <= 0.0 {
-                            *g = 0.0;
-                        }
+    finish(out, s, tape, move |grads: &mut Grads, mut gout: Vec<f32>, y| {
+        let xd = xs.data();
+        if cfg.relu {
+            let yd = y.data();
+            gout.par_chunks_mut(hw).enumerate().for_each(|(i, g)| {
+                for (g, &v) in g.iter_mut().zip(&yd[i * hw..(i + 1) * hw]) {
+                    if v <= 0.0 {
+                        *g = 0.0;
                     }
-                });
-            }
-            // dbeta = sum g ; dgamma = sum g * xhat
-            let tot = channel_totals(s, |i| {
-                let c = i % s.c;
-                let (mu, is) = (mean[c], invstd[c]);
-                let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-                for (ch_g, ch_x) in gout[i * hw..(i + 1) * hw]
-                    .chunks(256)
-                    .zip(xd[i * hw..(i + 1) * hw].chunks(256))
-                {
-                    let (mut a, mut b) = (0.0f32, 0.0f32);
-                    for (&g, &v) in ch_g.iter().zip(ch_x) {
-                        a += g;
-                        b += g * (v - mu) * is;
-                    }
-                    sg += a as f64;
-                    sgx += b as f64;
                 }
-                (sg, sgx)
             });
-            let dbeta: Vec<f32> = tot.iter().map(|t| t.0 as f32).collect();
-            let dgamma: Vec<f32> = tot.iter().map(|t| t.1 as f32).collect();
-            if x_needs_grad {
-                let dx = grads.get_or_alloc_mut(&xs.t)?;
-                dx.par_chunks_mut(hw).enumerate().for_each(|(i, dx)| {
-                    let c = i % s.c;
-                    let (mu, is, gm) = (mean[c], invstd[c], g_data[c]);
-                    let gi = &gout[i * hw..(i + 1) * hw];
-                    let xi = &xd[i * hw..(i + 1) * hw];
-                    if train {
-                        let k = gm * is / m as f32;
-                        let (db, dg) = (dbeta[c], dgamma[c]);
-                        for ((d, &g), &v) in dx.iter_mut().zip(gi).zip(xi) {
-                            let xhat = (v - mu) * is;
-                            *d += k * (m as f32 * g - db - xhat * dg);
-                        }
-                    } else {
-                        let k = gm * is;
-                        for (d, &g) in dx.iter_mut().zip(gi) {
-                            *d += k * g;
-                        }
-                    }
-                });
+        }
+        // dbeta = sum g ; dgamma = sum g * xhat
+        let tot = channel_totals(s, |i| {
+            let c = i % s.c;
+            let (mu, is) = (mean[c], invstd[c]);
+            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+            for (ch_g, ch_x) in gout[i * hw..(i + 1) * hw].chunks(256).zip(xd[i * hw..(i + 1) * hw].chunks(256)) {
+                let (mut a, mut b) = (0.0f32, 0.0f32);
+                for (&g, &v) in ch_g.iter().zip(ch_x) {
+                    a += g;
+                    b += g * (v - mu) * is;
+                }
+                sg += a as f64;
+                sgx += b as f64;
             }
-            accumulate(grads, &gt, &dgamma)?;
-            accumulate(grads, &bt, &dbeta)
-        },
-    )
+            (sg, sgx)
+        });
+        let dbeta: Vec<f32> = tot.iter().map(|t| t.0 as f32).collect();
+        let dgamma: Vec<f32> = tot.iter().map(|t| t.1 as f32).collect();
+        if x_needs_grad {
+            let dx = grads.get_or_alloc_mut(&xs.t)?;
+            dx.par_chunks_mut(hw).enumerate().for_each(|(i, dx)| {
+                let c = i % s.c;
+                let (mu, is, gm) = (mean[c], invstd[c], g_data[c]);
+                let gi = &gout[i * hw..(i + 1) * hw];
+                let xi = &xd[i * hw..(i + 1) * hw];
+                if train {
+                    let k = gm * is / m as f32;
+                    let (db, dg) = (dbeta[c], dgamma[c]);
+                    for ((d, &g), &v) in dx.iter_mut().zip(gi).zip(xi) {
+                        let xhat = (v - mu) * is;
+                        *d += k * (m as f32 * g - db - xhat * dg);
+                    }
+                } else {
+                    let k = gm * is;
+                    for (d, &g) in dx.iter_mut().zip(gi) {
+                        *d += k * g;
+                    }
+                }
+            });
+        }
+        accumulate(grads, &gt, &dgamma)?;
+        accumulate(grads, &bt, &dbeta)
+    })
 }

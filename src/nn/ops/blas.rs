@@ -12,19 +12,11 @@ pub(crate) struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// Row-major `rows x cols` matrix.
     pub fn rm(data: &'a [f32], cols: usize) -> Self {
-        Self {
-            data,
-            rs: cols as isize,
-            cs: 1,
-        }
+        Self { data, rs: cols as isize, cs: 1 }
     }
     /// The transpose of a row-major matrix with `cols` columns.
     pub fn rm_t(data: &'a [f32], cols: usize) -> Self {
-        Self {
-            data,
-            rs: 1,
-            cs: cols as isize,
-        }
+        Self { data, rs: 1, cs: cols as isize }
     }
 }
 
@@ -57,16 +49,11 @@ pub(crate) fn sgemm(
         return;
     }
     // Bounds: the furthest element each view touches must be inside its slice.
-    let last =
-        |mat: &Mat, r: usize, cc: usize| (r as isize - 1) * mat.rs + (cc as isize - 1) * mat.cs;
+    let last = |mat: &Mat, r: usize, cc: usize| (r as isize - 1) * mat.rs + (cc as isize - 1) * mat.cs;
     assert!(last(&a, m, k) < a.data.len() as isize && a.rs >= 0 && a.cs >= 0);
     assert!(last(&b, k, n) < b.data.len() as isize && b.rs >= 0 && b.cs >= 0);
     assert!((m - 1) * ldc + n <= c.len());
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: all three views were bounds-checked above; `c` is exclusively borrowed.
     unsafe {
         gemm::gemm(
@@ -145,17 +132,7 @@ mod tests {
                 at[p * m + i] = a[i * k + p];
             }
         }
-        sgemm(
-            m,
-            n,
-            k,
-            Mat::rm_t(&at, m),
-            Mat::rm(&b, n),
-            &mut c,
-            n,
-            true,
-            2,
-        );
+        sgemm(m, n, k, Mat::rm_t(&at, m), Mat::rm(&b, n), &mut c, n, true, 2);
         for (x, y) in c.iter().zip(&want) {
             assert!((x - 2.0 * y).abs() < 1e-4);
         }

@@ -23,11 +23,7 @@ pub struct ConvCfg {
 
 impl ConvCfg {
     pub const fn new(stride: usize, pad: usize) -> Self {
-        Self {
-            stride,
-            pad,
-            groups: 1,
-        }
+        Self { stride, pad, groups: 1 }
     }
     pub const fn groups(mut self, g: usize) -> Self {
         self.groups = g;
@@ -78,21 +74,14 @@ impl Geo {
 
 /// Output spatial size of a convolution or pooling window.
 pub fn out_size(input: usize, k: usize, stride: usize, pad: usize) -> usize {
-    assert!(
-        input + 2 * pad >= k,
-        "window {k} larger than padded input {input}+2*{pad}"
-    );
+    assert!(input + 2 * pad >= k, "window {k} larger than padded input {input}+2*{pad}");
     (input + 2 * pad - k) / stride + 1
 }
 
 /// Range of output columns whose input column `o*s + k - p` lies inside `[0, w)`.
 fn valid_range(k: usize, p: usize, s: usize, w: usize, wo: usize) -> (usize, usize) {
     let lo = if p > k { (p - k).div_ceil(s) } else { 0 };
-    let hi = if w + p > k {
-        ((w - 1 + p - k) / s + 1).min(wo)
-    } else {
-        0
-    };
+    let hi = if w + p > k { ((w - 1 + p - k) / s + 1).min(wo) } else { 0 };
     (lo.min(hi), hi)
 }
 
@@ -164,6 +153,9 @@ fn col2im(col: &[f32], g: &Geo, dx: &mut [f32]) {
     }
 }
 
+/// Number of image chunks whose weight gradients are summed separately (then in order).
+const REDUCE_CHUNKS: usize = 8;
+
 thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
@@ -181,29 +173,12 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R
 }
 
 /// Forward of one image: `out_img (co x hwo) = W · col(x_img)` (+ bias).
-fn forward_image(
-    x: &[f32],
-    wt: &[f32],
-    bias: Option<&[f32]>,
-    g: &Geo,
-    out: &mut [f32],
-    gemm_threads: usize,
-) {
+fn forward_image(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut [f32], gemm_threads: usize) {
     let (cg, cog, kk, hwo) = (g.cg(), g.cog(), g.kk(), g.hwo());
     let run = |col: &[f32], out: &mut [f32], gi: usize| {
         let wg = &wt[gi * cog * kk..(gi + 1) * cog * kk];
         let og = &mut out[gi * cog * hwo..(gi + 1) * cog * hwo];
-        sgemm(
-            cog,
-            hwo,
-            kk,
-            Mat::rm(wg, kk),
-            Mat::rm(col, hwo),
-            og,
-            hwo,
-            false,
-            gemm_threads,
-        );
+        sgemm(cog, hwo, kk, Mat::rm(wg, kk), Mat::rm(col, hwo), og, hwo, false, gemm_threads);
     };
     for gi in 0..g.g {
         let xg = &x[gi * cg * g.h * g.w..(gi + 1) * cg * g.h * g.w];
@@ -243,62 +218,18 @@ fn backward_image(
         let gg = &gout[gi * cog * hwo..(gi + 1) * cog * hwo];
         let dwg = &mut dw[gi * cog * kk..(gi + 1) * cog * kk];
         if g.pointwise() {
-            sgemm(
-                cog,
-                kk,
-                hwo,
-                Mat::rm(gg, hwo),
-                Mat::rm_t(xg, hwo),
-                dwg,
-                kk,
-                true,
-                gemm_threads,
-            );
+            sgemm(cog, kk, hwo, Mat::rm(gg, hwo), Mat::rm_t(xg, hwo), dwg, kk, true, gemm_threads);
             if let Some(dx) = dx.as_deref_mut() {
                 let dxg = &mut dx[gi * cg * plane_in..(gi + 1) * cg * plane_in];
-                sgemm(
-                    kk,
-                    hwo,
-                    cog,
-                    Mat::rm_t(wg, kk),
-                    Mat::rm(gg, hwo),
-                    dxg,
-                    hwo,
-                    true,
-                    gemm_threads,
-                );
+                sgemm(kk, hwo, cog, Mat::rm_t(wg, kk), Mat::rm(gg, hwo), dxg, hwo, true, gemm_threads);
             }
         } else {
             with_scratch(kk * hwo, |col, dcol| {
                 im2col(xg, g, col);
-                sgemm(
-                    cog,
-                    kk,
-                    hwo,
-                    Mat::rm(gg, hwo),
-                    Mat::rm_t(col, hwo),
-                    dwg,
-                    kk,
-                    true,
-                    gemm_threads,
-                );
+                sgemm(cog, kk, hwo, Mat::rm(gg, hwo), Mat::rm_t(col, hwo), dwg, kk, true, gemm_threads);
                 if let Some(dx) = dx.as_deref_mut() {
-                    sgemm(
-                        kk,
-                        hwo,
-                        cog,
-                        Mat::rm_t(wg, kk),
-                        Mat::rm(gg, hwo),
-                        dcol,
-                        hwo,
-                        false,
-                        gemm_threads,
-                    );
-                    col2im(
-                        dcol,
-                        g,
-                        &mut dx[gi * cg * plane_in..(gi + 1) * cg * plane_in],
-                    );
+                    sgemm(kk, hwo, cog, Mat::rm_t(wg, kk), Mat::rm(gg, hwo), dcol, hwo, false, gemm_threads);
+                    col2im(dcol, g, &mut dx[gi * cg * plane_in..(gi + 1) * cg * plane_in]);
                 }
             });
         }
@@ -357,100 +288,66 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         if g.n >= nthreads {
             out.par_chunks_mut(g.out_len())
                 .enumerate()
-                .for_each(|(i, o)| {
-                    forward_image(
-                        &xd[i * g.in_len()..(i + 1) * g.in_len()],
-                        &w_data,
-                        b_vals,
-                        &g,
-                        o,
-                        1,
-                    )
-                });
+                .for_each(|(i, o)| forward_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], &w_data, b_vals, &g, o, 1));
         } else {
             for (i, o) in out.chunks_mut(g.out_len()).enumerate() {
-                forward_image(
-                    &xd[i * g.in_len()..(i + 1) * g.in_len()],
-                    &w_data,
-                    b_vals,
-                    &g,
-                    o,
-                    nthreads,
-                );
+                forward_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], &w_data, b_vals, &g, o, nthreads);
             }
         }
     }
     let oshape = Shape4::new(g.n, co, g.ho, g.wo);
     let wt = w.clone();
     let bt = bias.map(|(b, _)| b.clone());
-    finish(
-        out,
-        oshape,
-        tape,
-        move |grads: &mut Grads, gout: Vec<f32>, _| {
-            let xd = xs.data();
-            let mut dw = vec![0.0f32; w_data.len()];
-            let mut dx_buf = if x_needs_grad {
-                Some(grads.get_or_alloc_mut(&xs.t)?)
-            } else {
-                None
-            };
-            let nthreads = threads();
-            if g.n >= nthreads {
-                let dxp = dx_buf.as_mut().map(|d| SyncPtr(d.as_mut_ptr()));
-                dw = (0..g.n)
-                    .into_par_iter()
-                    .fold(
-                        || vec![0.0f32; w_data.len()],
-                        |mut acc, i| {
-                            // SAFETY: image i's slice of dx is written by this task only.
-                            let dxi = dxp.map(|p| unsafe { p.slice(i * g.in_len(), g.in_len()) });
-                            backward_image(
-                                &xd[i * g.in_len()..(i + 1) * g.in_len()],
-                                &w_data,
-                                &gout[i * g.out_len()..(i + 1) * g.out_len()],
-                                &g,
-                                &mut acc,
-                                dxi,
-                                1,
-                            );
-                            acc
-                        },
-                    )
-                    .reduce(
-                        || vec![0.0f32; w_data.len()],
-                        |mut a, b| {
-                            add_into(&mut a, &b);
-                            a
-                        },
-                    );
-            } else {
-                for i in 0..g.n {
-                    let dxi = dx_buf
-                        .as_mut()
-                        .map(|d| &mut d[i * g.in_len()..(i + 1) * g.in_len()]);
-                    backward_image(
-                        &xd[i * g.in_len()..(i + 1) * g.in_len()],
-                        &w_data,
-                        &gout[i * g.out_len()..(i + 1) * g.out_len()],
-                        &g,
-                        &mut dw,
-                        dxi,
-                        nthreads,
-                    );
-                }
-            }
-            drop(dx_buf);
-            accumulate(grads, &wt, &dw)?;
-            if let Some(bt) = bt {
-                let db = grads.get_or_alloc_mut(&bt)?;
-                for img in gout.chunks(g.out_len()) {
-                    for (c, plane) in img.chunks(g.hwo()).enumerate() {
-                        db[c] += plane.iter().sum::<f32>();
+    finish(out, oshape, tape, move |grads: &mut Grads, gout: Vec<f32>, _| {
+        let xd = xs.data();
+        let mut dw = vec![0.0f32; w_data.len()];
+        let mut dx_buf = if x_needs_grad { Some(grads.get_or_alloc_mut(&xs.t)?) } else { None };
+        let nthreads = threads();
+        if g.n >= nthreads {
+            let dxp = dx_buf.as_mut().map(|d| SyncPtr(d.as_mut_ptr()));
+            // Fixed chunks reduced in order: the result does not depend on scheduling.
+            let chunk = g.n.div_ceil(REDUCE_CHUNKS);
+            let partial: Vec<Vec<f32>> = (0..g.n.div_ceil(chunk))
+                .into_par_iter()
+                .map(|ci| {
+                    let mut acc = vec![0.0f32; w_data.len()];
+                    for i in ci * chunk..((ci + 1) * chunk).min(g.n) {
+                        // SAFETY: image i's slice of dx is written by this task only.
+                        let dxi = dxp.map(|p| unsafe { p.slice(i * g.in_len(), g.in_len()) });
+                        let (x_i, g_i) = (i * g.in_len(), i * g.out_len());
+                        let (x_i, g_i) = (&xd[x_i..x_i + g.in_len()], &gout[g_i..g_i + g.out_len()]);
+                        backward_image(x_i, &w_data, g_i, &g, &mut acc, dxi, 1);
                     }
+                    acc
+                })
+                .collect();
+            for p in &partial {
+                add_into(&mut dw, p);
+            }
+        } else {
+            for i in 0..g.n {
+                let dxi = dx_buf.as_mut().map(|d| &mut d[i * g.in_len()..(i + 1) * g.in_len()]);
+                backward_image(
+                    &xd[i * g.in_len()..(i + 1) * g.in_len()],
+                    &w_data,
+                    &gout[i * g.out_len()..(i + 1) * g.out_len()],
+                    &g,
+                    &mut dw,
+                    dxi,
+                    nthreads,
+                );
+            }
+        }
+        drop(dx_buf);
+        accumulate(grads, &wt, &dw)?;
+        if let Some(bt) = bt {
+            let db = grads.get_or_alloc_mut(&bt)?;
+            for img in gout.chunks(g.out_len()) {
+                for (c, plane) in img.chunks(g.hwo()).enumerate() {
+                    db[c] += plane.iter().sum::<f32>();
                 }
             }
-            Ok(())
-        },
-    )
+        }
+        Ok(())
+    })
 }

@@ -10,13 +10,11 @@ const CHUNK: usize = 1 << 14;
 pub fn relu<T: Tape<f32, Dev>>(x: Var<T>) -> Var<T> {
     let (xs, tape, s, needs) = x.split();
     let mut out = vec![0.0f32; s.numel()];
-    out.par_chunks_mut(CHUNK)
-        .zip(xs.data().par_chunks(CHUNK))
-        .for_each(|(o, x)| {
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = v.max(0.0);
-            }
-        });
+    out.par_chunks_mut(CHUNK).zip(xs.data().par_chunks(CHUNK)).for_each(|(o, x)| {
+        for (o, &v) in o.iter_mut().zip(x) {
+            *o = v.max(0.0);
+        }
+    });
     finish(out, s, tape, move |grads: &mut Grads, gout, y| {
         if needs {
             let dx = grads.get_or_alloc_mut(&xs.t)?;
@@ -36,26 +34,18 @@ pub fn relu<T: Tape<f32, Dev>>(x: Var<T>) -> Var<T> {
 
 /// `a + b`, or `relu(a + b)` with `relu` (the residual join of ResNets).
 pub fn add<T: Tape<f32, Dev>>(a: Var<T>, b: Var<T>, relu: bool) -> Var<T> {
-    assert_eq!(
-        a.shape, b.shape,
-        "add: shapes {} and {} differ",
-        a.shape, b.shape
-    );
+    assert_eq!(a.shape, b.shape, "add: shapes {} and {} differ", a.shape, b.shape);
     let (asv, ta, s, na) = a.split();
     let (bsv, tb, _, nb) = b.split();
     let tape = merge_tapes(ta, tb);
     let mut out = vec![0.0f32; s.numel()];
-    out.par_chunks_mut(CHUNK)
-        .zip(
-            asv.data()
-                .par_chunks(CHUNK)
-                .zip(bsv.data().par_chunks(CHUNK)),
-        )
-        .for_each(|(o, (x, y))| {
+    out.par_chunks_mut(CHUNK).zip(asv.data().par_chunks(CHUNK).zip(bsv.data().par_chunks(CHUNK))).for_each(
+        |(o, (x, y))| {
             for ((o, &p), &q) in o.iter_mut().zip(x).zip(y) {
                 *o = if relu { (p + q).max(0.0) } else { p + q };
             }
-        });
+        },
+    );
     finish(out, s, tape, move |grads: &mut Grads, mut gout, y| {
         if relu {
             let yd = y.data();
@@ -70,9 +60,7 @@ pub fn add<T: Tape<f32, Dev>>(a: Var<T>, b: Var<T>, relu: bool) -> Var<T> {
         for (sv, needs) in [(&asv, na), (&bsv, nb)] {
             if needs {
                 let d = grads.get_or_alloc_mut(&sv.t)?;
-                d.par_chunks_mut(CHUNK)
-                    .zip(gout.par_chunks(CHUNK))
-                    .for_each(|(d, g)| add_into(d, g));
+                d.par_chunks_mut(CHUNK).zip(gout.par_chunks(CHUNK)).for_each(|(d, g)| add_into(d, g));
             }
         }
         Ok(())
@@ -96,23 +84,12 @@ pub fn scale<T: Tape<f32, Dev>>(x: Var<T>, k: f32) -> Var<T> {
 
 /// Same data under another shape with the same number of elements (e.g. NCHW to `(n, c*h*w)`).
 pub fn reshape<T: Tape<f32, Dev>>(x: Var<T>, shape: Shape4) -> Var<T> {
-    assert_eq!(
-        x.shape.numel(),
-        shape.numel(),
-        "reshape: {} to {}",
-        x.shape,
-        shape
-    );
+    assert_eq!(x.shape.numel(), shape.numel(), "reshape: {} to {}", x.shape, shape);
     let (xs, tape, _, needs) = x.split();
-    finish(
-        xs.data().to_vec(),
-        shape,
-        tape,
-        move |grads: &mut Grads, gout, _| {
-            if needs {
-                add_into(grads.get_or_alloc_mut(&xs.t)?, &gout);
-            }
-            Ok(())
-        },
-    )
+    finish(xs.data().to_vec(), shape, tape, move |grads: &mut Grads, gout, _| {
+        if needs {
+            add_into(grads.get_or_alloc_mut(&xs.t)?, &gout);
+        }
+        Ok(())
+    })
 }

@@ -27,61 +27,26 @@ pub fn linear<T: Tape<f32, Dev>>(
         }
     }
     let th = threads();
-    sgemm(
-        n,
-        o,
-        k,
-        Mat::rm(xs.data(), k),
-        Mat::rm_t(&w_data, k),
-        &mut out,
-        o,
-        bias.is_some(),
-        th,
-    );
+    sgemm(n, o, k, Mat::rm(xs.data(), k), Mat::rm_t(&w_data, k), &mut out, o, bias.is_some(), th);
     let wt = w.clone();
     let bt = bias.map(|(b, _)| b.clone());
-    finish(
-        out,
-        Shape4::mat(n, o),
-        tape,
-        move |grads: &mut Grads, gout, _| {
-            if needs {
-                let dx = grads.get_or_alloc_mut(&xs.t)?;
-                sgemm(
-                    n,
-                    k,
-                    o,
-                    Mat::rm(&gout, o),
-                    Mat::rm(&w_data, k),
-                    dx,
-                    k,
-                    true,
-                    th,
-                );
-            }
-            let mut dw = vec![0.0f32; o * k];
-            sgemm(
-                o,
-                k,
-                n,
-                Mat::rm_t(&gout, o),
-                Mat::rm(xs.data(), k),
-                &mut dw,
-                k,
-                false,
-                th,
-            );
-            accumulate(grads, &wt, &dw)?;
-            if let Some(bt) = bt {
-                let mut db = vec![0.0f32; o];
-                for row in gout.chunks(o) {
-                    for (d, g) in db.iter_mut().zip(row) {
-                        *d += g;
-                    }
+    finish(out, Shape4::mat(n, o), tape, move |grads: &mut Grads, gout, _| {
+        if needs {
+            let dx = grads.get_or_alloc_mut(&xs.t)?;
+            sgemm(n, k, o, Mat::rm(&gout, o), Mat::rm(&w_data, k), dx, k, true, th);
+        }
+        let mut dw = vec![0.0f32; o * k];
+        sgemm(o, k, n, Mat::rm_t(&gout, o), Mat::rm(xs.data(), k), &mut dw, k, false, th);
+        accumulate(grads, &wt, &dw)?;
+        if let Some(bt) = bt {
+            let mut db = vec![0.0f32; o];
+            for row in gout.chunks(o) {
+                for (d, g) in db.iter_mut().zip(row) {
+                    *d += g;
                 }
-                accumulate(grads, &bt, &db)?;
             }
-            Ok(())
-        },
-    )
+            accumulate(grads, &bt, &db)?;
+        }
+        Ok(())
+    })
 }

@@ -8,10 +8,7 @@ use crate::nn::var::{finish, Dev, Grads, Shape4, Var};
 
 /// Max pooling with window `k`, stride `s`, padding `p` (padding never wins the max).
 pub fn max_pool2d<T: Tape<f32, Dev>>(x: Var<T>, k: usize, s: usize, p: usize) -> Var<T> {
-    assert!(
-        p * 2 <= k,
-        "max_pool2d: padding {p} must be at most half the window {k}"
-    );
+    assert!(p * 2 <= k, "max_pool2d: padding {p} must be at most half the window {k}");
     let (xs, tape, sh, needs) = x.split();
     let (ho, wo) = (out_size(sh.h, k, s, p), out_size(sh.w, k, s, p));
     let oshape = Shape4::new(sh.n, sh.c, ho, wo);
@@ -19,45 +16,39 @@ pub fn max_pool2d<T: Tape<f32, Dev>>(x: Var<T>, k: usize, s: usize, p: usize) ->
     let mut out = vec![0.0f32; oshape.numel()];
     let mut arg = vec![0u32; oshape.numel()];
     let xd = xs.data();
-    out.par_chunks_mut(ohw)
-        .zip(arg.par_chunks_mut(ohw))
-        .enumerate()
-        .for_each(|(i, (o, a))| {
-            let xp = &xd[i * hw..(i + 1) * hw];
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let (mut best, mut bi) = (f32::NEG_INFINITY, 0usize);
-                    for ky in 0..k {
-                        let iy = (oy * s + ky) as isize - p as isize;
-                        if iy < 0 || iy >= sh.h as isize {
+    out.par_chunks_mut(ohw).zip(arg.par_chunks_mut(ohw)).enumerate().for_each(|(i, (o, a))| {
+        let xp = &xd[i * hw..(i + 1) * hw];
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let (mut best, mut bi) = (f32::NEG_INFINITY, 0usize);
+                for ky in 0..k {
+                    let iy = (oy * s + ky) as isize - p as isize;
+                    if iy < 0 || iy >= sh.h as isize {
+                        continue;
+                    }
+                    for kx in 0..k {
+                        let ix = (ox * s + kx) as isize - p as isize;
+                        if ix < 0 || ix >= sh.w as isize {
                             continue;
                         }
-                        for kx in 0..k {
-                            let ix = (ox * s + kx) as isize - p as isize;
-                            if ix < 0 || ix >= sh.w as isize {
-                                continue;
-                            }
-                            let j = iy as usize * sh.w + ix as usize;
-                            // NaN propagates like PyTorch's max pooling.
-                            if xp[j] > best || xp[j].is_nan() {
-                                best = xp[j];
-                                bi = j;
-                            }
+                        let j = iy as usize * sh.w + ix as usize;
+                        // NaN propagates like PyTorch's max pooling.
+                        if xp[j] > best || xp[j].is_nan() {
+                            best = xp[j];
+                            bi = j;
                         }
                     }
-                    o[oy * wo + ox] = best;
-                    a[oy * wo + ox] = bi as u32;
                 }
+                o[oy * wo + ox] = best;
+                a[oy * wo + ox] = bi as u32;
             }
-        });
+        }
+    });
     finish(out, oshape, tape, move |grads: &mut Grads, gout, _| {
         if needs {
             let dx = grads.get_or_alloc_mut(&xs.t)?;
             dx.par_chunks_mut(hw).enumerate().for_each(|(i, d)| {
-                for (g, &a) in gout[i * ohw..(i + 1) * ohw]
-                    .iter()
-                    .zip(&arg[i * ohw..(i + 1) * ohw])
-                {
+                for (g, &a) in gout[i * ohw..(i + 1) * ohw].iter().zip(&arg[i * ohw..(i + 1) * ohw]) {
                     d[a as usize] += *g;
                 }
             });
@@ -98,9 +89,7 @@ fn bin_average<T: Tape<f32, Dev>>(x: Var<T>, rows: Bins, cols: Bins, divisors: V
                     for (ox, &(x0, x1)) in cols.iter().enumerate() {
                         let g = gp[oy * wo + ox] / divisors[oy * wo + ox];
                         for y in y0..y1 {
-                            d[y * sh.w + x0..y * sh.w + x1]
-                                .iter_mut()
-                                .for_each(|v| *v += g);
+                            d[y * sh.w + x0..y * sh.w + x1].iter_mut().for_each(|v| *v += g);
                         }
                     }
                 }
@@ -130,16 +119,9 @@ pub fn avg_pool2d<T: Tape<f32, Dev>>(x: Var<T>, k: usize, s: usize, p: usize) ->
 /// Adaptive average pooling to `(oh, ow)`: bin `i` covers `[floor(i*L/o), ceil((i+1)*L/o))`.
 pub fn adaptive_avg_pool2d<T: Tape<f32, Dev>>(x: Var<T>, oh: usize, ow: usize) -> Var<T> {
     let sh = x.shape;
-    let axis = |len: usize, o: usize| -> Bins {
-        (0..o)
-            .map(|i| (i * len / o, ((i + 1) * len).div_ceil(o)))
-            .collect()
-    };
+    let axis = |len: usize, o: usize| -> Bins { (0..o).map(|i| (i * len / o, ((i + 1) * len).div_ceil(o))).collect() };
     let (rows, cols) = (axis(sh.h, oh), axis(sh.w, ow));
-    let div = rows
-        .iter()
-        .flat_map(|r| cols.iter().map(move |c| ((r.1 - r.0) * (c.1 - c.0)) as f32))
-        .collect();
+    let div = rows.iter().flat_map(|r| cols.iter().map(move |c| ((r.1 - r.0) * (c.1 - c.0)) as f32)).collect();
     bin_average(x, rows, cols, div)
 }
 
@@ -156,9 +138,7 @@ pub fn upsample_nearest<T: Tape<f32, Dev>>(x: Var<T>, oh: usize, ow: usize) -> V
     let (xs, tape, sh, needs) = x.split();
     let oshape = Shape4::new(sh.n, sh.c, oh, ow);
     let (hw, ohw) = (sh.plane(), oh * ow);
-    let src: Vec<usize> = (0..ohw)
-        .map(|j| ((j / ow) * sh.h / oh) * sh.w + (j % ow) * sh.w / ow)
-        .collect();
+    let src: Vec<usize> = (0..ohw).map(|j| ((j / ow) * sh.h / oh) * sh.w + (j % ow) * sh.w / ow).collect();
     let mut out = vec![0.0f32; oshape.numel()];
     let xd = xs.data();
     out.par_chunks_mut(ohw).enumerate().for_each(|(i, o)| {

@@ -20,11 +20,7 @@ fn weighted_loss(out: Var<Tracked>, r: &[f32]) -> Tensor<(), f32, crate::nn::Dev
 }
 
 fn weighted_value(out: &Var, r: &[f32]) -> f64 {
-    out.data()
-        .iter()
-        .zip(r)
-        .map(|(a, b)| *a as f64 * *b as f64)
-        .sum()
+    out.data().iter().zip(r).map(|(a, b)| *a as f64 * *b as f64).sum()
 }
 
 /// Checks d(sum(f(x) * r))/dx against central differences, and returns the analytic gradient.
@@ -49,14 +45,10 @@ fn check_input_grad(
         xp[i] += eps;
         let mut xm = x.clone();
         xm[i] -= eps;
-        let fd = (weighted_value(&g(Var::from_vec(xp, shape)), &r)
-            - weighted_value(&g(Var::from_vec(xm, shape)), &r))
+        let fd = (weighted_value(&g(Var::from_vec(xp, shape)), &r) - weighted_value(&g(Var::from_vec(xm, shape)), &r))
             / (2.0 * eps as f64);
         let a = analytic[i] as f64;
-        assert!(
-            (fd - a).abs() <= tol * (1.0 + fd.abs()),
-            "input grad {i}: analytic {a} vs finite difference {fd}"
-        );
+        assert!((fd - a).abs() <= tol * (1.0 + fd.abs()), "input grad {i}: analytic {a} vs finite difference {fd}");
     }
     analytic
 }
@@ -74,13 +66,9 @@ fn check_param_grads(
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let out0 = g(store, Var::from_vec(x.clone(), shape));
     let r = rand_vec(&mut rng, out0.shape.numel());
-    let mut grads: Grads =
-        weighted_loss(f(store, Var::from_vec(x.clone(), shape).traced_input()), &r).backward();
+    let mut grads: Grads = weighted_loss(f(store, Var::from_vec(x.clone(), shape).traced_input()), &r).backward();
     for pi in 0..store.params.len() {
-        let analytic = grads
-            .get_or_alloc_mut(&store.params[pi].t)
-            .unwrap()
-            .to_vec();
+        let analytic = grads.get_or_alloc_mut(&store.params[pi].t).unwrap().to_vec();
         let base = store.params[pi].values();
         for i in 0..base.len() {
             let mut v = base.clone();
@@ -120,10 +108,7 @@ fn conv2d_hand_computed() {
     let mut w = vec![0.0; 9];
     w[4] = 2.0;
     s.set(conv.weight, w);
-    let y = conv.forward(
-        &s,
-        Var::from_vec((1..=9).map(|v| v as f32).collect(), Shape4::new(1, 1, 3, 3)),
-    );
+    let y = conv.forward(&s, Var::from_vec((1..=9).map(|v| v as f32).collect(), Shape4::new(1, 1, 3, 3)));
     assert_eq!(y.data(), &[2.0, 6.0, 14.0, 18.0]);
 }
 
@@ -139,37 +124,13 @@ fn conv2d_gradients_match_finite_differences() {
     ] {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut s = Store::new();
-        let conv = Conv2d::new(
-            &mut s,
-            &mut rng,
-            "c",
-            cin,
-            cout,
-            k,
-            ConvCfg::new(stride, pad).groups(groups),
-            true,
-        );
+        let conv = Conv2d::new(&mut s, &mut rng, "c", cin, cout, k, ConvCfg::new(stride, pad).groups(groups), true);
         let shape = Shape4::new(n, cin, hw, hw);
         let x = rand_vec(&mut rng, shape.numel());
         let c2 = conv.clone();
         let s_ref = &s;
-        check_input_grad(
-            |v| conv.forward(s_ref, v),
-            |v| c2.forward(s_ref, v),
-            x.clone(),
-            shape,
-            1e-2,
-            2e-3,
-        );
-        check_param_grads(
-            &mut s,
-            |s, v| conv.forward(s, v),
-            |s, v| conv.forward(s, v),
-            x,
-            shape,
-            1e-2,
-            2e-3,
-        );
+        check_input_grad(|v| conv.forward(s_ref, v), |v| c2.forward(s_ref, v), x.clone(), shape, 1e-2, 2e-3);
+        check_param_grads(&mut s, |s, v| conv.forward(s, v), |s, v| conv.forward(s, v), x, shape, 1e-2, 2e-3);
     }
 }
 
@@ -181,14 +142,9 @@ fn batch_norm_train_gradients_and_stats() {
     s.set(bn.gamma, vec![1.5, -0.7, 0.9]);
     s.set(bn.beta, vec![0.1, 0.2, -0.3]);
     let shape = Shape4::new(4, 3, 3, 3);
-    let x: Vec<f32> = rand_vec(&mut rng, shape.numel())
-        .iter()
-        .map(|v| v * 2.0 + 0.5)
-        .collect();
+    let x: Vec<f32> = rand_vec(&mut rng, shape.numel()).iter().map(|v| v * 2.0 + 0.5).collect();
     // Hand-computed statistics: channel 0 mean and (unbiased) variance.
-    let ch0: Vec<f64> = (0..4)
-        .flat_map(|n| x[n * 27..n * 27 + 9].iter().map(|&v| v as f64))
-        .collect();
+    let ch0: Vec<f64> = (0..4).flat_map(|n| x[n * 27..n * 27 + 9].iter().map(|&v| v as f64)).collect();
     let mu = ch0.iter().sum::<f64>() / 36.0;
     let var_b = ch0.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / 36.0;
     let y = bn.forward(&s, Var::from_vec(x.clone(), shape), true, false);
@@ -250,12 +206,7 @@ fn batch_norm_eval_uses_running_stats() {
         st.mean[0] = 2.0;
         st.var[0] = 4.0;
     }
-    let y = bn.forward(
-        &s,
-        Var::from_vec(vec![4.0, 0.0], Shape4::new(1, 1, 1, 2)),
-        false,
-        true,
-    );
+    let y = bn.forward(&s, Var::from_vec(vec![4.0, 0.0], Shape4::new(1, 1, 1, 2)), false, true);
     let d = (4.0f32 + 1e-5).sqrt();
     assert!((y.data()[0] - 2.0 / d).abs() < 1e-6);
     assert_eq!(y.data()[1], 0.0); // relu
@@ -266,63 +217,19 @@ fn elementwise_and_pools_gradients() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let shape = Shape4::new(2, 3, 6, 6);
     // Values away from 0 and without ties, so ReLU and max are differentiable at the test point.
-    let mut x: Vec<f32> = (0..shape.numel())
-        .map(|i| (i as f32 * 0.7137).sin() * 2.0)
-        .collect();
+    let mut x: Vec<f32> = (0..shape.numel()).map(|i| (i as f32 * 0.7137).sin() * 2.0).collect();
     for v in x.iter_mut() {
         if v.abs() < 0.05 {
             *v += 0.2;
         }
     }
     check_input_grad(relu, relu, x.clone(), shape, 1e-3, 1e-3);
-    check_input_grad(
-        |v| max_pool2d(v, 3, 2, 1),
-        |v| max_pool2d(v, 3, 2, 1),
-        x.clone(),
-        shape,
-        1e-3,
-        1e-3,
-    );
-    check_input_grad(
-        |v| avg_pool2d(v, 3, 2, 1),
-        |v| avg_pool2d(v, 3, 2, 1),
-        x.clone(),
-        shape,
-        1e-2,
-        1e-3,
-    );
-    check_input_grad(
-        |v| adaptive_avg_pool2d(v, 4, 3),
-        |v| adaptive_avg_pool2d(v, 4, 3),
-        x.clone(),
-        shape,
-        1e-2,
-        1e-3,
-    );
-    check_input_grad(
-        global_avg_pool,
-        global_avg_pool,
-        x.clone(),
-        shape,
-        1e-2,
-        1e-3,
-    );
-    check_input_grad(
-        |v| upsample_nearest(v, 9, 12),
-        |v| upsample_nearest(v, 9, 12),
-        x.clone(),
-        shape,
-        1e-2,
-        1e-3,
-    );
-    check_input_grad(
-        |v| scale(v, -1.5),
-        |v| scale(v, -1.5),
-        x.clone(),
-        shape,
-        1e-2,
-        1e-3,
-    );
+    check_input_grad(|v| max_pool2d(v, 3, 2, 1), |v| max_pool2d(v, 3, 2, 1), x.clone(), shape, 1e-3, 1e-3);
+    check_input_grad(|v| avg_pool2d(v, 3, 2, 1), |v| avg_pool2d(v, 3, 2, 1), x.clone(), shape, 1e-2, 1e-3);
+    check_input_grad(|v| adaptive_avg_pool2d(v, 4, 3), |v| adaptive_avg_pool2d(v, 4, 3), x.clone(), shape, 1e-2, 1e-3);
+    check_input_grad(global_avg_pool, global_avg_pool, x.clone(), shape, 1e-2, 1e-3);
+    check_input_grad(|v| upsample_nearest(v, 9, 12), |v| upsample_nearest(v, 9, 12), x.clone(), shape, 1e-2, 1e-3);
+    check_input_grad(|v| scale(v, -1.5), |v| scale(v, -1.5), x.clone(), shape, 1e-2, 1e-3);
     let y: Vec<f32> = rand_vec(&mut rng, shape.numel());
     let yv = y.clone();
     // add and add+relu w.r.t. the first operand (the second is a constant input here).
@@ -342,18 +249,9 @@ fn elementwise_and_pools_gradients() {
 
 #[test]
 fn pools_hand_computed() {
-    let x = Var::from_vec(
-        (1..=16).map(|v| v as f32).collect(),
-        Shape4::new(1, 1, 4, 4),
-    );
-    assert_eq!(
-        max_pool2d(x.detach(), 2, 2, 0).data(),
-        &[6.0, 8.0, 14.0, 16.0]
-    );
-    assert_eq!(
-        avg_pool2d(x.detach(), 2, 2, 0).data(),
-        &[3.5, 5.5, 11.5, 13.5]
-    );
+    let x = Var::from_vec((1..=16).map(|v| v as f32).collect(), Shape4::new(1, 1, 4, 4));
+    assert_eq!(max_pool2d(x.detach(), 2, 2, 0).data(), &[6.0, 8.0, 14.0, 16.0]);
+    assert_eq!(avg_pool2d(x.detach(), 2, 2, 0).data(), &[3.5, 5.5, 11.5, 13.5]);
     // padding counts in the divisor (count_include_pad): corner window holds only x[0,0] = 1.
     assert_eq!(avg_pool2d(x.detach(), 2, 2, 1).data()[0], 0.25);
     // adaptive 4 -> 3: bins [0,2), [1,3), [2,4) on each axis.
@@ -363,11 +261,7 @@ fn pools_hand_computed() {
     let g = global_avg_pool(x.detach());
     assert_eq!(g.shape, Shape4::mat(1, 1));
     assert_eq!(g.data(), &[8.5]);
-    let u = upsample_nearest(
-        Var::from_vec(vec![1.0, 2.0, 3.0, 4.0], Shape4::new(1, 1, 2, 2)),
-        4,
-        4,
-    );
+    let u = upsample_nearest(Var::from_vec(vec![1.0, 2.0, 3.0, 4.0], Shape4::new(1, 1, 2, 2)), 4, 4);
     assert_eq!(&u.data()[..8], &[1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0]);
 }
 
@@ -386,23 +280,8 @@ fn linear_hand_computed_and_gradients() {
     let x = rand_vec(&mut rng, shape.numel());
     let f2 = fc.clone();
     let sr = &s;
-    check_input_grad(
-        |v| fc.forward(sr, v),
-        |v| f2.forward(sr, v),
-        x.clone(),
-        shape,
-        1e-2,
-        1e-3,
-    );
-    check_param_grads(
-        &mut s,
-        |s, v| fc.forward(s, v),
-        |s, v| fc.forward(s, v),
-        x,
-        shape,
-        1e-2,
-        1e-3,
-    );
+    check_input_grad(|v| fc.forward(sr, v), |v| f2.forward(sr, v), x.clone(), shape, 1e-2, 1e-3);
+    check_param_grads(&mut s, |s, v| fc.forward(s, v), |s, v| fc.forward(s, v), x, shape, 1e-2, 1e-3);
 }
 
 #[test]

@@ -1,0 +1,357 @@
+//! Datasets: in-memory image sets, class hierarchies, readers for the standard formats, the
+//! built-in synthetic dataset, augmentation and seeded batching.
+pub mod cifar;
+mod error;
+pub mod folder;
+pub mod mnist;
+pub mod synthetic;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+pub use error::DataError;
+
+use crate::nn::{Shape4, Var};
+
+/// Class → superclass mapping with names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hierarchy {
+    pub super_names: Vec<String>,
+    /// `class_to_super[class]` is the superclass index of `class`.
+    pub class_to_super: Vec<usize>,
+}
+
+impl Hierarchy {
+    /// Builds a hierarchy from `(class, superclass)` index pairs; every class must appear once.
+    pub fn new(super_names: Vec<String>, class_to_super: Vec<usize>) -> Result<Self, DataError> {
+        if let Some((c, &s)) = class_to_super.iter().enumerate().find(|(_, &s)| s >= super_names.len()) {
+            return Err(DataError::Invalid(format!("class {c} maps to superclass {s}, but only {} superclasses are named", super_names.len())));
+        }
+        Ok(Self { super_names, class_to_super })
+    }
+
+    /// A user hierarchy from superclass name → class names, resolved against `class_names`.
+    pub fn from_groups(class_names: &[String], groups: &[(&str, &[&str])]) -> Result<Self, DataError> {
+        let mut map = vec![usize::MAX; class_names.len()];
+        for (si, (_, members)) in groups.iter().enumerate() {
+            for m in members.iter() {
+                let c = class_names.iter().position(|n| n == m).ok_or_else(|| DataError::Invalid(format!("hierarchy names unknown class '{m}'")))?;
+                if map[c] != usize::MAX {
+                    return Err(DataError::Invalid(format!("class '{m}' is in two superclasses")));
+                }
+                map[c] = si;
+            }
+        }
+        if let Some(c) = map.iter().position(|&s| s == usize::MAX) {
+            return Err(DataError::Invalid(format!("class '{}' has no superclass", class_names[c])));
+        }
+        Self::new(groups.iter().map(|(n, _)| n.to_string()).collect(), map)
+    }
+
+    pub fn num_super(&self) -> usize {
+        self.super_names.len()
+    }
+
+    /// Classes of superclass `s`, in class order.
+    pub fn members(&self, s: usize) -> Vec<usize> {
+        (0..self.class_to_super.len()).filter(|&c| self.class_to_super[c] == s).collect()
+    }
+}
+
+/// Per-channel normalisation constants.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// CIFAR-100 constants (RepDistiller / mdistiller).
+    pub fn cifar100() -> Self {
+        Self { mean: vec![0.5071, 0.4865, 0.4409], std: vec![0.2673, 0.2564, 0.2762] }
+    }
+    pub fn cifar10() -> Self {
+        Self { mean: vec![0.4914, 0.4822, 0.4465], std: vec![0.2470, 0.2435, 0.2616] }
+    }
+    pub fn mnist() -> Self {
+        Self { mean: vec![0.1307], std: vec![0.3081] }
+    }
+}
+
+/// An in-memory image set: `u8` images in CHW order, one label each.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub name: String,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub pixels: Vec<u8>,
+    pub labels: Vec<usize>,
+    pub class_names: Vec<String>,
+    pub hierarchy: Option<Hierarchy>,
+    pub norm: Normalization,
+    /// Files it was read from with their SHA-256 (or a description of how it was generated).
+    pub provenance: Vec<(String, String)>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
+    }
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+    /// Raw CHW bytes of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.pixels[i * self.image_len()..(i + 1) * self.image_len()]
+    }
+
+    /// A subset by indices (e.g. a quick evaluation sample).
+    pub fn subset(&self, idx: &[usize]) -> Dataset {
+        let mut pixels = Vec::with_capacity(idx.len() * self.image_len());
+        for &i in idx {
+            pixels.extend_from_slice(self.image(i));
+        }
+        Dataset { pixels, labels: idx.iter().map(|&i| self.labels[i]).collect(), ..self.meta() }
+    }
+
+    /// The first `n` images of each class.
+    pub fn take_per_class(&self, n: usize) -> Dataset {
+        let mut count = vec![0usize; self.num_classes()];
+        let idx: Vec<usize> = (0..self.len())
+            .filter(|&i| {
+                let c = &mut count[self.labels[i]];
+                *c += 1;
+                *c <= n
+            })
+            .collect();
+        self.subset(&idx)
+    }
+
+    /// Everything but the images and labels.
+    fn meta(&self) -> Dataset {
+        Dataset {
+            name: self.name.clone(),
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            pixels: Vec::new(),
+            labels: Vec::new(),
+            class_names: self.class_names.clone(),
+            hierarchy: self.hierarchy.clone(),
+            norm: self.norm.clone(),
+            provenance: self.provenance.clone(),
+        }
+    }
+
+    /// Checks labels against the class list.
+    pub fn validate(&self) -> Result<(), DataError> {
+        if self.pixels.len() != self.len() * self.image_len() {
+            return Err(DataError::Invalid(format!("{}: {} pixel bytes for {} images of {}x{}x{}", self.name, self.pixels.len(), self.len(), self.channels, self.height, self.width)));
+        }
+        if let Some((i, &l)) = self.labels.iter().enumerate().find(|(_, &l)| l >= self.num_classes()) {
+            return Err(DataError::Invalid(format!("{}: image {i} has label {l}, but there are {} classes", self.name, self.num_classes())));
+        }
+        if let Some(h) = &self.hierarchy {
+            if h.class_to_super.len() != self.num_classes() {
+                return Err(DataError::Invalid(format!("{}: hierarchy covers {} classes, dataset has {}", self.name, h.class_to_super.len(), self.num_classes())));
+            }
+        }
+        if self.norm.mean.len() != self.channels || self.norm.std.len() != self.channels {
+            return Err(DataError::Invalid(format!("{}: normalisation has {} channels, images have {}", self.name, self.norm.mean.len(), self.channels)));
+        }
+        Ok(())
+    }
+}
+
+/// A train/test pair.
+#[derive(Clone, Debug)]
+pub struct DataSplit {
+    pub train: Dataset,
+    pub test: Dataset,
+}
+
+/// Training-time augmentation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Augment {
+    /// Zero padding before the random crop back to the original size (0 disables the crop).
+    pub crop_pad: usize,
+    /// Random horizontal flips with probability 1/2.
+    pub hflip: bool,
+}
+
+impl Augment {
+    /// Standard CIFAR augmentation: 4-pixel padded random crop and horizontal flip.
+    pub const STANDARD: Augment = Augment { crop_pad: 4, hflip: true };
+    pub const NONE: Augment = Augment { crop_pad: 0, hflip: false };
+}
+
+/// One batch: normalised NCHW input and labels.
+pub struct Batch {
+    pub x: Var,
+    pub labels: Vec<usize>,
+    /// Dataset indices of the images in the batch.
+    pub indices: Vec<usize>,
+}
+
+/// Writes image `i` of `ds` normalised (and augmented with `rng` when `aug` is given) into `out`.
+fn write_image(ds: &Dataset, i: usize, aug: Option<(Augment, &mut ChaCha8Rng)>, out: &mut [f32]) {
+    let (c, h, w) = (ds.channels, ds.height, ds.width);
+    let img = ds.image(i);
+    let (dy, dx, flip) = match aug {
+        Some((a, rng)) => {
+            let p = a.crop_pad as isize;
+            let dy = if p > 0 { rng.gen_range(-p..=p) } else { 0 };
+            let dx = if p > 0 { rng.gen_range(-p..=p) } else { 0 };
+            (dy, dx, a.hflip && rng.gen_bool(0.5))
+        }
+        None => (0, 0, false),
+    };
+    for ch in 0..c {
+        let (m, s) = (ds.norm.mean[ch], ds.norm.std[ch]);
+        let zero = (0.0 - m) / s;
+        for y in 0..h {
+            let sy = y as isize + dy;
+            for x in 0..w {
+                let xx = if flip { w - 1 - x } else { x };
+                let sx = xx as isize + dx;
+                out[(ch * h + y) * w + x] = if sy < 0 || sy >= h as isize || sx < 0 || sx >= w as isize {
+                    zero
+                } else {
+                    (img[(ch * h + sy as usize) * w + sx as usize] as f32 / 255.0 - m) / s
+                };
+            }
+        }
+    }
+}
+
+/// Builds a batch from dataset indices. With `aug`, image `k` of the batch is augmented with an RNG
+/// seeded from `(seed, indices[k])`, so results do not depend on the thread count.
+pub fn make_batch(ds: &Dataset, indices: &[usize], aug: Option<(Augment, u64)>) -> Batch {
+    let il = ds.image_len();
+    let mut x = vec![0.0f32; indices.len() * il];
+    x.par_chunks_mut(il).zip(indices.par_iter()).for_each(|(out, &i)| match aug {
+        Some((a, seed)) => {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            write_image(ds, i, Some((a, &mut rng)), out)
+        }
+        None => write_image(ds, i, None, out),
+    });
+    Batch {
+        x: Var::from_vec(x, Shape4::new(indices.len(), ds.channels, ds.height, ds.width)),
+        labels: indices.iter().map(|&i| ds.labels[i]).collect(),
+        indices: indices.to_vec(),
+    }
+}
+
+/// Index batches of one epoch: shuffled with `(seed, epoch)` when `shuffle`, the last partial batch
+/// kept unless `drop_last`.
+pub fn epoch_batches(n: usize, batch: usize, shuffle: bool, seed: u64, epoch: usize, drop_last: bool) -> Vec<Vec<usize>> {
+    assert!(batch > 0, "batch size must be positive");
+    let mut idx: Vec<usize> = (0..n).collect();
+    if shuffle {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        idx.shuffle(&mut rng);
+    }
+    idx.chunks(batch).filter(|c| !drop_last || c.len() == batch).map(|c| c.to_vec()).collect()
+}
+
+/// SHA-256 of a byte slice, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads a whole file with a contextual error.
+pub(crate) fn read_file(path: &std::path::Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|e| DataError::Io { path: path.to_path_buf(), source: e })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Dataset {
+        Dataset {
+            name: "tiny".into(),
+            channels: 1,
+            height: 2,
+            width: 3,
+            pixels: vec![0, 51, 102, 153, 204, 255, 255, 255, 255, 0, 0, 0],
+            labels: vec![0, 1],
+            class_names: vec!["a".into(), "b".into()],
+            hierarchy: None,
+            norm: Normalization { mean: vec![0.5], std: vec![0.5] },
+            provenance: vec![],
+        }
+    }
+
+    #[test]
+    fn batch_normalises_and_flips() {
+        let ds = tiny();
+        let b = make_batch(&ds, &[0], None);
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+        assert!(close(b.x.data(), &[-1.0, -0.6, -0.2, 0.2, 0.6, 1.0]), "{:?}", b.x.data());
+        // No crop and certain flip is not expressible via the RNG; check the flip path directly.
+        let mut out = vec![0.0; 6];
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        // Find a seed state that flips: draw until gen_bool would be true, then replay.
+        loop {
+            let mut probe = rng.clone();
+            if probe.gen_bool(0.5) {
+                break;
+            }
+            rng.gen_bool(0.5);
+        }
+        write_image(&ds, 0, Some((Augment { crop_pad: 0, hflip: true }, &mut rng)), &mut out);
+        assert!(close(&out, &[-0.2, -0.6, -1.0, 1.0, 0.6, 0.2]), "{out:?}");
+    }
+
+    #[test]
+    fn crop_pads_with_normalised_zero() {
+        let ds = tiny();
+        // With padding 4 on a 2x3 image, some crops must show padding (value of pixel 0 = -1).
+        let mut seen_pad = false;
+        for s in 0..20 {
+            let b = make_batch(&ds, &[1], Some((Augment { crop_pad: 4, hflip: false }, s)));
+            let d = b.x.data();
+            seen_pad |= d.iter().any(|&v| v == -1.0) && d.iter().any(|&v| v == 1.0);
+            assert!(d.iter().all(|&v| v == -1.0 || v == 1.0));
+        }
+        assert!(seen_pad);
+    }
+
+    #[test]
+    fn epoch_batches_are_seeded_permutations() {
+        let a = epoch_batches(10, 4, true, 3, 1, false);
+        let b = epoch_batches(10, 4, true, 3, 1, false);
+        let c = epoch_batches(10, 4, true, 3, 2, false);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 4, 2]);
+        let mut all: Vec<usize> = a.concat();
+        all.sort();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        assert_eq!(epoch_batches(10, 4, false, 0, 0, true).len(), 2);
+    }
+
+    #[test]
+    fn hierarchy_from_groups() {
+        let names: Vec<String> = ["cat", "dog", "car"].iter().map(|s| s.to_string()).collect();
+        let h = Hierarchy::from_groups(&names, &[("animal", &["cat", "dog"]), ("vehicle", &["car"])]).unwrap();
+        assert_eq!(h.class_to_super, vec![0, 0, 1]);
+        assert_eq!(h.members(0), vec![0, 1]);
+        assert!(Hierarchy::from_groups(&names, &[("animal", &["cat", "dog"])]).is_err());
+        assert!(Hierarchy::from_groups(&names, &[("a", &["cat", "dog", "car"]), ("b", &["cat"])]).is_err());
+    }
+}

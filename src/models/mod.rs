@@ -1,0 +1,241 @@
+//! The model zoo. A [`Model`] is an architecture ([`ModelSpec`]) plus its parameters ([`Store`]);
+//! its forward pass returns logits and named intermediate features ([`Outputs`]).
+pub mod resnet;
+pub mod wrn;
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{bail, Context};
+use dfdx::prelude::{NoneTape, Tape};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::nn::{Dev, Shape4, Store, Tracked, Var};
+
+/// Architecture family and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Arch {
+    /// CIFAR ResNet of depth `6n+2`; `x4` widens it to filters `[32,64,128,256]`.
+    ResNet { depth: usize, x4: bool },
+    /// Wide ResNet WRN-depth-widen.
+    Wrn { depth: usize, widen: usize },
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Arch::ResNet { depth, x4: false } => write!(f, "resnet{depth}"),
+            Arch::ResNet { depth, x4: true } => write!(f, "resnet{depth}x4"),
+            Arch::Wrn { depth, widen } => write!(f, "wrn_{depth}_{widen}"),
+        }
+    }
+}
+
+impl FromStr for Arch {
+    type Err = anyhow::Error;
+    /// Parses `resnet20`, `resnet8x4`, `wrn_40_2`, `wrn-16-2`, `WRN-40-2` (case-insensitive).
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let l = s.trim().to_ascii_lowercase().replace('-', "_");
+        if let Some(rest) = l.strip_prefix("resnet") {
+            let (d, x4) = match rest.strip_suffix("x4") {
+                Some(d) => (d, true),
+                None => (rest, false),
+            };
+            let depth: usize = d.parse().with_context(|| format!("bad ResNet depth in '{s}'"))?;
+            if depth < 8 || (depth - 2) % 6 != 0 {
+                bail!("CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110), got '{s}'");
+            }
+            return Ok(Arch::ResNet { depth, x4 });
+        }
+        if let Some(rest) = l.strip_prefix("wrn") {
+            let parts: Vec<&str> = rest.trim_start_matches('_').split('_').collect();
+            if parts.len() == 2 {
+                let depth: usize = parts[0].parse().with_context(|| format!("bad WRN depth in '{s}'"))?;
+                let widen: usize = parts[1].parse().with_context(|| format!("bad WRN width in '{s}'"))?;
+                if depth < 10 || (depth - 4) % 6 != 0 || widen == 0 {
+                    bail!("WRN depth must be 6n+4 and width >= 1, got '{s}'");
+                }
+                return Ok(Arch::Wrn { depth, widen });
+            }
+        }
+        bail!("unknown architecture '{s}' (known: resnet8/14/20/32/44/56/110, resnet8x4, resnet32x4, wrn_d_w)")
+    }
+}
+
+/// Everything needed to build a model: architecture, input channels and number of classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub arch: Arch,
+    pub in_channels: usize,
+    pub num_classes: usize,
+}
+
+impl ModelSpec {
+    pub fn new(arch: &str, num_classes: usize) -> anyhow::Result<Self> {
+        Ok(Self { arch: arch.parse()?, in_channels: 3, num_classes })
+    }
+}
+
+impl fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} classes)", self.arch, self.num_classes)
+    }
+}
+
+/// Named intermediate features collected during a forward pass.
+pub struct Features<T> {
+    enabled: bool,
+    pub items: Vec<(String, Var<T>)>,
+}
+
+impl<T: Tape<f32, Dev>> Features<T> {
+    pub fn new(enabled: bool) -> Self {
+        Self { enabled, items: Vec::new() }
+    }
+    /// Records `v` under `name` (a second handle sharing its tape) and hands `v` back.
+    pub fn tap(&mut self, name: &str, v: Var<T>) -> Var<T> {
+        if !self.enabled {
+            return v;
+        }
+        let (main, kept) = v.fork();
+        self.items.push((name.to_string(), kept));
+        main
+    }
+    pub fn get(&self, name: &str) -> Option<&Var<T>> {
+        self.items.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+    /// Removes and returns the feature `name`.
+    pub fn take(&mut self, name: &str) -> Option<Var<T>> {
+        let i = self.items.iter().position(|(n, _)| n == name)?;
+        Some(self.items.remove(i).1)
+    }
+    pub fn names(&self) -> Vec<&str> {
+        self.items.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+/// Result of a forward pass.
+pub struct Outputs<T> {
+    pub logits: Var<T>,
+    pub features: Features<T>,
+}
+
+#[derive(Clone, Debug)]
+enum Body {
+    ResNet(resnet::ResNet),
+    Wrn(wrn::Wrn),
+}
+
+/// A model of the zoo with its parameters.
+pub struct Model {
+    pub spec: ModelSpec,
+    pub store: Store,
+    body: Body,
+}
+
+impl Model {
+    /// Builds a freshly initialised model; the same `seed` gives the same parameters.
+    pub fn new(spec: ModelSpec, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut store = Store::new();
+        let body = match spec.arch {
+            Arch::ResNet { depth, x4 } => {
+                Body::ResNet(resnet::ResNet::new(&mut store, &mut rng, depth, x4, spec.in_channels, spec.num_classes))
+            }
+            Arch::Wrn { depth, widen } => {
+                Body::Wrn(wrn::Wrn::new(&mut store, &mut rng, depth, widen, spec.in_channels, spec.num_classes))
+            }
+        };
+        Self { spec, store, body }
+    }
+
+    /// Shorthand: `Model::build("resnet20", 100, seed)`.
+    pub fn build(arch: &str, num_classes: usize, seed: u64) -> anyhow::Result<Self> {
+        Ok(Self::new(ModelSpec::new(arch, num_classes)?, seed))
+    }
+
+    pub fn name(&self) -> String {
+        self.spec.arch.to_string()
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.store.num_params()
+    }
+
+    /// Forward pass with any tape; `train` selects batch statistics (and updates running ones).
+    pub fn forward_with<T: Tape<f32, Dev>>(&self, x: Var<T>, train: bool, features: bool) -> Outputs<T> {
+        assert_eq!(
+            x.shape.c,
+            self.spec.in_channels,
+            "{} expects {} input channels, got input {}",
+            self.name(),
+            self.spec.in_channels,
+            x.shape
+        );
+        let mut feats = Features::new(features);
+        let logits = match &self.body {
+            Body::ResNet(m) => m.forward(&self.store, x, train, &mut feats),
+            Body::Wrn(m) => m.forward(&self.store, x, train, &mut feats),
+        };
+        Outputs { logits, features: feats }
+    }
+
+    /// Recorded forward pass (training or gradient-based analysis).
+    pub fn forward(&self, x: Var<Tracked>, train: bool) -> Outputs<Tracked> {
+        self.forward_with(x, train, true)
+    }
+
+    /// Inference: evaluation mode, no tape, logits only.
+    pub fn logits(&self, x: Var<NoneTape>) -> Var<NoneTape> {
+        self.forward_with(x, false, false).logits
+    }
+
+    /// Shape of the logits for an input batch shape.
+    pub fn logits_shape(&self, input: Shape4) -> Shape4 {
+        Shape4::mat(input.n, self.spec.num_classes)
+    }
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Model({}, {} params)", self.spec, self.num_params())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_display_archs() {
+        for name in ["resnet8", "resnet20", "resnet110", "resnet8x4", "resnet32x4", "wrn_40_2", "wrn_16_2"] {
+            assert_eq!(name.parse::<Arch>().unwrap().to_string(), name);
+        }
+        assert_eq!("WRN-40-2".parse::<Arch>().unwrap(), Arch::Wrn { depth: 40, widen: 2 });
+        assert!("resnet21".parse::<Arch>().is_err());
+        assert!("vgg8".parse::<Arch>().is_err());
+    }
+
+    /// Parameter counts of the PyTorch definitions (RepDistiller `resnet.py`/`wrn.py`), counted with
+    /// `sum(p.numel() for p in model.parameters())` at 100 classes (PyTorch 2.x, the anchor's model
+    /// definitions).
+    #[test]
+    fn parameter_counts_match_pytorch_definitions() {
+        let count = |a: &str| Model::build(a, 100, 0).unwrap().num_params();
+        assert_eq!(count("resnet8"), 83_892);
+        assert_eq!(count("resnet14"), 181_108);
+        assert_eq!(count("resnet32"), 472_756);
+        assert_eq!(count("resnet44"), 667_188);
+        assert_eq!(count("wrn_40_1"), 569_780);
+        assert_eq!(count("wrn_16_1"), 180_916);
+        assert_eq!(count("resnet20"), 278_324);
+        assert_eq!(count("resnet56"), 861_620);
+        assert_eq!(count("resnet110"), 1_736_564);
+        assert_eq!(count("resnet8x4"), 1_233_540);
+        assert_eq!(count("resnet32x4"), 7_433_860);
+        assert_eq!(count("wrn_40_2"), 2_255_156);
+        assert_eq!(count("wrn_16_2"), 703_284);
+    }
+}

@@ -1,0 +1,106 @@
+//! CIFAR ResNets of "Deep Residual Learning" (He et al. 2016) as defined in RepDistiller's and
+//! mdistiller's `resnet.py`: depth `6n+2`, BasicBlocks, filters `[16,16,32,64]` (or
+//! `[32,64,128,256]` for the `x4` variants), 1x1-conv + BN shortcut when the shape changes,
+//! 8x8 average pooling and a linear classifier.
+use dfdx::prelude::Tape;
+use rand::Rng;
+
+use super::Features;
+use crate::nn::ops::{self, ConvCfg};
+use crate::nn::{BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
+
+#[derive(Clone, Debug)]
+struct Block {
+    conv1: Conv2d,
+    bn1: BatchNorm2d,
+    conv2: Conv2d,
+    bn2: BatchNorm2d,
+    down: Option<(Conv2d, BatchNorm2d)>,
+}
+
+impl Block {
+    fn new(s: &mut Store, rng: &mut impl Rng, name: &str, cin: usize, cout: usize, stride: usize) -> Self {
+        let conv1 = Conv2d::new(s, rng, &format!("{name}.conv1"), cin, cout, 3, ConvCfg::new(stride, 1), false);
+        let bn1 = BatchNorm2d::new(s, &format!("{name}.bn1"), cout);
+        let conv2 = Conv2d::new(s, rng, &format!("{name}.conv2"), cout, cout, 3, ConvCfg::new(1, 1), false);
+        let bn2 = BatchNorm2d::new(s, &format!("{name}.bn2"), cout);
+        let down = (stride != 1 || cin != cout).then(|| {
+            (
+                Conv2d::new(s, rng, &format!("{name}.downsample.0"), cin, cout, 1, ConvCfg::new(stride, 0), false),
+                BatchNorm2d::new(s, &format!("{name}.downsample.1"), cout),
+            )
+        });
+        Self { conv1, bn1, conv2, bn2, down }
+    }
+
+    /// The block output, with the final ReLU fused into the residual add when `fuse_relu` (the last
+    /// block of a stage leaves it to the caller, which taps the pre-activation).
+    fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, fuse_relu: bool) -> Var<T> {
+        let (a, b) = x.fork();
+        let out = self.bn1.forward(s, self.conv1.forward(s, a), train, true);
+        let out = self.bn2.forward(s, self.conv2.forward(s, out), train, false);
+        let res = match &self.down {
+            Some((c, bn)) => bn.forward(s, c.forward(s, b), train, false),
+            None => b,
+        };
+        ops::add(out, res, fuse_relu)
+    }
+}
+
+/// A CIFAR ResNet.
+#[derive(Clone, Debug)]
+pub struct ResNet {
+    conv1: Conv2d,
+    bn1: BatchNorm2d,
+    layers: Vec<Vec<Block>>,
+    fc: Linear,
+    pub widths: [usize; 4],
+}
+
+impl ResNet {
+    pub fn new(s: &mut Store, rng: &mut impl Rng, depth: usize, x4: bool, in_ch: usize, classes: usize) -> Self {
+        assert!(
+            depth >= 8 && (depth - 2) % 6 == 0,
+            "CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110), got {depth}"
+        );
+        let n = (depth - 2) / 6;
+        let widths = if x4 { [32, 64, 128, 256] } else { [16, 16, 32, 64] };
+        let conv1 = Conv2d::new(s, rng, "conv1", in_ch, widths[0], 3, ConvCfg::new(1, 1), false);
+        let bn1 = BatchNorm2d::new(s, "bn1", widths[0]);
+        let mut cin = widths[0];
+        let mut layers = Vec::new();
+        for (li, &w) in widths[1..].iter().enumerate() {
+            let stride = if li == 0 { 1 } else { 2 };
+            let blocks = (0..n)
+                .map(|bi| {
+                    let b =
+                        Block::new(s, rng, &format!("layer{}.{bi}", li + 1), cin, w, if bi == 0 { stride } else { 1 });
+                    cin = w;
+                    b
+                })
+                .collect();
+            layers.push(blocks);
+        }
+        let fc = Linear::new(s, rng, "fc", widths[3], classes, true);
+        Self { conv1, bn1, layers, fc, widths }
+    }
+
+    pub fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, feats: &mut Features<T>) -> Var<T> {
+        let mut out = self.bn1.forward(s, self.conv1.forward(s, x), train, true);
+        out = feats.tap("stem", out);
+        for (li, blocks) in self.layers.iter().enumerate() {
+            let last = blocks.len() - 1;
+            for (bi, b) in blocks.iter().enumerate() {
+                if bi < last {
+                    out = b.forward(s, out, train, true);
+                } else {
+                    let pre = b.forward(s, out, train, false);
+                    let pre = feats.tap(&format!("layer{}.pre", li + 1), pre);
+                    out = feats.tap(&format!("layer{}", li + 1), ops::relu(pre));
+                }
+            }
+        }
+        let pooled = feats.tap("pool", ops::global_avg_pool(out));
+        self.fc.forward(s, pooled)
+    }
+}

@@ -1,0 +1,108 @@
+//! Wide ResNets (Zagoruyko & Komodakis 2016), WRN-d-w, as RepDistiller's `wrn.py`: pre-activation
+//! blocks (BN-ReLU-conv), `n = (d-4)/6` blocks per group, widths `[16, 16w, 32w, 64w]`, 1x1-conv
+//! shortcut when the width changes, final BN-ReLU, global average pooling and a linear classifier.
+use dfdx::prelude::Tape;
+use rand::Rng;
+
+use super::Features;
+use crate::nn::ops::{self, ConvCfg};
+use crate::nn::{BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
+
+#[derive(Clone, Debug)]
+struct Block {
+    bn1: BatchNorm2d,
+    conv1: Conv2d,
+    bn2: BatchNorm2d,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl Block {
+    fn new(s: &mut Store, rng: &mut impl Rng, name: &str, cin: usize, cout: usize, stride: usize) -> Self {
+        let bn1 = BatchNorm2d::new(s, &format!("{name}.bn1"), cin);
+        let conv1 = Conv2d::new(s, rng, &format!("{name}.conv1"), cin, cout, 3, ConvCfg::new(stride, 1), false);
+        let bn2 = BatchNorm2d::new(s, &format!("{name}.bn2"), cout);
+        let conv2 = Conv2d::new(s, rng, &format!("{name}.conv2"), cout, cout, 3, ConvCfg::new(1, 1), false);
+        let shortcut = (cin != cout).then(|| {
+            Conv2d::new(s, rng, &format!("{name}.convShortcut"), cin, cout, 1, ConvCfg::new(stride, 0), false)
+        });
+        Self { bn1, conv1, bn2, conv2, shortcut }
+    }
+
+    fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool) -> Var<T> {
+        match &self.shortcut {
+            // equalInOut: the residual is the raw input.
+            None => {
+                let (a, res) = x.fork();
+                let out = self.bn1.forward(s, a, train, true);
+                let out = self.bn2.forward(s, self.conv1.forward(s, out), train, true);
+                ops::add(self.conv2.forward(s, out), res, false)
+            }
+            // Width changes: both paths start from relu(bn1(x)).
+            Some(sc) => {
+                let act = self.bn1.forward(s, x, train, true);
+                let (a, b) = act.fork();
+                let out = self.bn2.forward(s, self.conv1.forward(s, a), train, true);
+                ops::add(self.conv2.forward(s, out), sc.forward(s, b), false)
+            }
+        }
+    }
+}
+
+/// A Wide ResNet WRN-depth-widen.
+#[derive(Clone, Debug)]
+pub struct Wrn {
+    conv1: Conv2d,
+    groups: Vec<Vec<Block>>,
+    bn1: BatchNorm2d,
+    fc: Linear,
+    pub widths: [usize; 4],
+}
+
+impl Wrn {
+    pub fn new(s: &mut Store, rng: &mut impl Rng, depth: usize, widen: usize, in_ch: usize, classes: usize) -> Self {
+        assert!(depth >= 10 && (depth - 4) % 6 == 0, "WRN depth must be 6n+4 (16, 28, 40, ...), got {depth}");
+        assert!(widen >= 1, "WRN widen factor must be at least 1");
+        let n = (depth - 4) / 6;
+        let widths = [16, 16 * widen, 32 * widen, 64 * widen];
+        let conv1 = Conv2d::new(s, rng, "conv1", in_ch, widths[0], 3, ConvCfg::new(1, 1), false);
+        let mut cin = widths[0];
+        let mut groups = Vec::new();
+        for (gi, &w) in widths[1..].iter().enumerate() {
+            let stride = if gi == 0 { 1 } else { 2 };
+            let blocks = (0..n)
+                .map(|bi| {
+                    let b = Block::new(
+                        s,
+                        rng,
+                        &format!("block{}.layer.{bi}", gi + 1),
+                        cin,
+                        w,
+                        if bi == 0 { stride } else { 1 },
+                    );
+                    cin = w;
+                    b
+                })
+                .collect();
+            groups.push(blocks);
+        }
+        let bn1 = BatchNorm2d::new(s, "bn1", widths[3]);
+        let fc = Linear::new(s, rng, "fc", widths[3], classes, true);
+        // RepDistiller zero-initialises the classifier bias.
+        s.set(fc.bias.expect("fc has a bias"), vec![0.0; classes]);
+        Self { conv1, groups, bn1, fc, widths }
+    }
+
+    pub fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, feats: &mut Features<T>) -> Var<T> {
+        let mut out = feats.tap("stem", self.conv1.forward(s, x));
+        for (gi, blocks) in self.groups.iter().enumerate() {
+            for b in blocks {
+                out = b.forward(s, out, train);
+            }
+            out = feats.tap(&format!("block{}", gi + 1), out);
+        }
+        let out = feats.tap("final", self.bn1.forward(s, out, train, true));
+        let pooled = feats.tap("pool", ops::global_avg_pool(out));
+        self.fc.forward(s, pooled)
+    }
+}
