@@ -4,4 +4,7 @@ pub mod nn;
 
 pub use models::{Arch, Model, ModelSpec, Outputs};
 pub mod data;
+pub mod demo;
 pub mod distill;
+pub mod perf;
+pub mod train;

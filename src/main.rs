@@ -1,1 +1,262 @@
-fn main() {}
+//! `kdscope` command line: the demo, one configurable training run, model info and the benchmark.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use kdscope::data::{self, synthetic::SynthConfig, DataSplit};
+use kdscope::demo::{self, DemoConfig};
+use kdscope::models::{Model, ModelSpec};
+use kdscope::train::{self, checkpoint, RunOptions, Schedule, TrainConfig};
+
+#[derive(Parser)]
+#[command(name = "kdscope", version, about = "Knowledge-distillation experiments: train, distill, measure, explain")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DatasetKind {
+    /// The built-in synthetic dataset (shapes-20).
+    Synthetic,
+    Cifar10,
+    Cifar100,
+    Mnist,
+    /// `DIR/train/<class>/*` and `DIR/test/<class>/*` images.
+    Folder,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScheduleKind {
+    Cosine,
+    Multistep,
+    Constant,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a ResNet-56 teacher, a ResNet-20 alone and a ResNet-20 with KD on the built-in dataset.
+    Demo {
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Epochs for the teacher and for each student (default: the demo's sizing).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Training images per class of the synthetic dataset.
+        #[arg(long)]
+        train_per_class: Option<usize>,
+        /// Distillation method of the KD student (kd, kd-mse).
+        #[arg(long, default_value = "kd")]
+        method: String,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Train one model (optionally distilled from a teacher checkpoint).
+    Train {
+        #[arg(long, value_enum, default_value = "synthetic")]
+        dataset: DatasetKind,
+        /// Dataset directory (not needed for the synthetic dataset).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Image size for folder datasets.
+        #[arg(long, default_value_t = 32)]
+        image_size: usize,
+        #[arg(long, default_value = "resnet20")]
+        arch: String,
+        /// ce, kd or kd-mse.
+        #[arg(long, default_value = "ce")]
+        method: String,
+        /// Teacher checkpoint (kdscope safetensors) for distillation methods.
+        #[arg(long)]
+        teacher: Option<PathBuf>,
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 0.05)]
+        lr: f64,
+        #[arg(long, default_value_t = 0.9)]
+        momentum: f64,
+        #[arg(long)]
+        nesterov: bool,
+        #[arg(long, default_value_t = 5e-4)]
+        weight_decay: f64,
+        #[arg(long, value_enum, default_value = "cosine")]
+        schedule: ScheduleKind,
+        /// Milestones for the multistep schedule (epochs), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "150,180,210")]
+        milestones: Vec<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Use the standard CIFAR-100 preset (240 epochs, LR 0.05 x0.1 at 150/180/210, batch 64).
+        #[arg(long)]
+        cifar100_preset: bool,
+        /// Output checkpoint (resumed from if it exists and --resume is given).
+        #[arg(long, default_value = "runs/model.safetensors")]
+        out: PathBuf,
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Print architectures with their exact parameter counts.
+    Info {
+        #[arg(long, default_value_t = 100)]
+        classes: usize,
+    },
+    /// Training and inference throughput (images/s) of ResNet-20 and ResNet-56 at batch 128.
+    Bench {
+        #[arg(long, value_delimiter = ',', default_value = "resnet20,resnet56")]
+        archs: Vec<String>,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
+}
+
+fn load_data(kind: DatasetKind, dir: Option<PathBuf>, size: usize, seed: u64) -> anyhow::Result<DataSplit> {
+    let need = || dir.clone().context("--data-dir is required for this dataset");
+    Ok(match kind {
+        DatasetKind::Synthetic => data::synthetic::shapes20(&SynthConfig { seed, ..Default::default() }),
+        DatasetKind::Cifar10 => data::cifar::load_cifar10(need()?)?,
+        DatasetKind::Cifar100 => data::cifar::load_cifar100(need()?)?,
+        DatasetKind::Mnist => data::mnist::load_mnist(need()?)?,
+        DatasetKind::Folder => data::folder::load_image_folder_split(need()?, size)?,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Demo { out, seed, epochs, train_per_class, method, quiet } => {
+            let mut cfg = DemoConfig { out_dir: out, method, ..DemoConfig::default() };
+            cfg.train.seed = seed;
+            cfg.data.seed = seed;
+            if let Some(e) = epochs {
+                cfg.teacher_epochs = e;
+                cfg.student_epochs = e;
+            }
+            if let Some(n) = train_per_class {
+                cfg.data.train_per_class = n;
+            }
+            let t = std::time::Instant::now();
+            let r = demo::run(&cfg, !quiet)?;
+            println!("{}", r.table());
+            println!(
+                "total {:.1}s; checkpoints and summary.json in {}",
+                t.elapsed().as_secs_f64(),
+                cfg.out_dir.display()
+            );
+        }
+        Cmd::Train {
+            dataset,
+            data_dir,
+            image_size,
+            arch,
+            method,
+            teacher,
+            epochs,
+            batch_size,
+            lr,
+            momentum,
+            nesterov,
+            weight_decay,
+            schedule,
+            milestones,
+            seed,
+            cifar100_preset,
+            out,
+            resume,
+        } => {
+            let data = load_data(dataset, data_dir, image_size, seed)?;
+            let cfg = if cifar100_preset {
+                TrainConfig { seed, ..TrainConfig::cifar100_standard() }
+            } else {
+                let schedule = match schedule {
+                    ScheduleKind::Cosine => Schedule::Cosine { min_lr: 0.0 },
+                    ScheduleKind::Multistep => Schedule::MultiStep { milestones, gamma: 0.1 },
+                    ScheduleKind::Constant => Schedule::Constant,
+                };
+                TrainConfig {
+                    epochs,
+                    batch_size,
+                    lr,
+                    momentum,
+                    nesterov,
+                    weight_decay,
+                    schedule,
+                    seed,
+                    ..TrainConfig::default()
+                }
+            };
+            let mut spec = ModelSpec::new(&arch, data.train.num_classes())?;
+            spec.in_channels = data.train.channels;
+            let mut model = Model::new(spec, seed);
+            let teacher = teacher.map(checkpoint::load_model).transpose()?;
+            let mut distiller = kdscope::distill::by_name(&method)?;
+            println!(
+                "{} on {} ({} train / {} test images), {} parameters",
+                model.name(),
+                data.train.name,
+                data.train.len(),
+                data.test.len(),
+                model.num_params()
+            );
+            let opts = RunOptions { label: model.name(), checkpoint: Some(out.clone()), resume, progress: true };
+            let h = train::fit(&mut model, teacher.as_ref(), distiller.as_mut(), &data, &cfg, &opts)?;
+            let last = h.last().context("no epoch was run")?;
+            println!(
+                "final test accuracy {:.2}% (best {:.2}%), checkpoint {}",
+                100.0 * last.test_acc,
+                100.0 * h.best_test_acc(),
+                out.display()
+            );
+        }
+        Cmd::Info { classes } => {
+            println!("{:<12} {:>12}", "model", "parameters");
+            for a in [
+                "resnet8",
+                "resnet14",
+                "resnet20",
+                "resnet32",
+                "resnet44",
+                "resnet56",
+                "resnet110",
+                "resnet8x4",
+                "resnet32x4",
+                "wrn_16_1",
+                "wrn_16_2",
+                "wrn_40_1",
+                "wrn_40_2",
+            ] {
+                println!("{:<12} {:>12}", a, Model::build(a, classes, 0)?.num_params());
+            }
+        }
+        Cmd::Bench { archs, batch, iters, reps } => {
+            println!("{:<10} {:<6} {:>6} {:>12} {:>10}", "model", "mode", "batch", "s/iter", "img/s");
+            for a in &archs {
+                for r in [
+                    kdscope::perf::bench_train(a, batch, iters, reps)?,
+                    kdscope::perf::bench_infer(a, 2 * batch, iters, reps)?,
+                ] {
+                    for s in &r.sec_per_iter {
+                        println!("RESULT {}_{}_b{} {:.4} {:.1}", r.model, r.mode, r.batch, s, r.batch as f64 / s);
+                    }
+                    println!(
+                        "{:<10} {:<6} {:>6} {:>12.4} {:>10.1}",
+                        r.model,
+                        r.mode,
+                        r.batch,
+                        r.median(),
+                        r.images_per_sec()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

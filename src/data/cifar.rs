@@ -12,18 +12,29 @@ use super::{read_file, sha256_hex, DataError, DataSplit, Dataset, Hierarchy, Nor
 const PIXELS: usize = 3 * 32 * 32;
 
 /// The CIFAR-10 class names, used when `batches.meta.txt` is absent.
-pub const CIFAR10_NAMES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+pub const CIFAR10_NAMES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// Parses records of `label_bytes` label bytes followed by 3072 pixels; returns the label bytes of each
 /// record and the pixels. `limits[k]` bounds label byte `k`.
-fn parse_records(path: &Path, bytes: &[u8], label_bytes: usize, limits: &[usize]) -> Result<(Vec<Vec<usize>>, Vec<u8>), DataError> {
+fn parse_records(
+    path: &Path,
+    bytes: &[u8],
+    label_bytes: usize,
+    limits: &[usize],
+) -> Result<(Vec<Vec<usize>>, Vec<u8>), DataError> {
     let rec = label_bytes + PIXELS;
     if bytes.is_empty() {
         return Err(DataError::format(path, 0, format!("{rec}-byte records"), "an empty file"));
     }
     if bytes.len() % rec != 0 {
         let full = bytes.len() / rec * rec;
-        return Err(DataError::format(path, full, format!("a complete {rec}-byte record ({label_bytes} label byte(s) + {PIXELS} pixel bytes)"), format!("{} trailing bytes (truncated file?)", bytes.len() - full)));
+        return Err(DataError::format(
+            path,
+            full,
+            format!("a complete {rec}-byte record ({label_bytes} label byte(s) + {PIXELS} pixel bytes)"),
+            format!("{} trailing bytes (truncated file?)", bytes.len() - full),
+        ));
     }
     let n = bytes.len() / rec;
     let mut labels = vec![Vec::with_capacity(n); label_bytes];
@@ -32,7 +43,12 @@ fn parse_records(path: &Path, bytes: &[u8], label_bytes: usize, limits: &[usize]
         for k in 0..label_bytes {
             let l = r[k] as usize;
             if l >= limits[k] {
-                return Err(DataError::format(path, i * rec + k, format!("a label below {}", limits[k]), format!("label {l}")));
+                return Err(DataError::format(
+                    path,
+                    i * rec + k,
+                    format!("a label below {}", limits[k]),
+                    format!("label {l}"),
+                ));
             }
             labels[k].push(l);
         }
@@ -52,13 +68,37 @@ fn read_names(path: &Path, expected: usize, default: Option<&[&str]>) -> Result<
     let text = String::from_utf8_lossy(&bytes);
     let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
     if names.len() != expected {
-        return Err(DataError::format(path, bytes.len(), format!("{expected} class names"), format!("{} names", names.len())));
+        return Err(DataError::format(
+            path,
+            bytes.len(),
+            format!("{expected} class names"),
+            format!("{} names", names.len()),
+        ));
     }
     Ok(names)
 }
 
-fn dataset(name: &str, pixels: Vec<u8>, labels: Vec<usize>, class_names: Vec<String>, hierarchy: Option<Hierarchy>, norm: Normalization, provenance: Vec<(String, String)>) -> Dataset {
-    Dataset { name: name.into(), channels: 3, height: 32, width: 32, pixels, labels, class_names, hierarchy, norm, provenance }
+fn dataset(
+    name: &str,
+    pixels: Vec<u8>,
+    labels: Vec<usize>,
+    class_names: Vec<String>,
+    hierarchy: Option<Hierarchy>,
+    norm: Normalization,
+    provenance: Vec<(String, String)>,
+) -> Dataset {
+    Dataset {
+        name: name.into(),
+        channels: 3,
+        height: 32,
+        width: 32,
+        pixels,
+        labels,
+        class_names,
+        hierarchy,
+        norm,
+        provenance,
+    }
 }
 
 /// Loads CIFAR-10 from the directory holding the `.bin` files.
@@ -95,15 +135,32 @@ pub fn load_cifar100(dir: impl AsRef<Path>) -> Result<DataSplit, DataError> {
             if map[f] == usize::MAX {
                 map[f] = c;
             } else if map[f] != c {
-                return Err(DataError::format(&p, i * (2 + PIXELS), format!("coarse label {} for fine label {f} (as in earlier records)", map[f]), format!("coarse label {c}")));
+                return Err(DataError::format(
+                    &p,
+                    i * (2 + PIXELS),
+                    format!("coarse label {} for fine label {f} (as in earlier records)", map[f]),
+                    format!("coarse label {c}"),
+                ));
             }
         }
-        Ok(dataset("cifar100", px, l[1].clone(), fine.clone(), None, Normalization::cifar100(), vec![(p.display().to_string(), sha256_hex(&bytes))]))
+        Ok(dataset(
+            "cifar100",
+            px,
+            l[1].clone(),
+            fine.clone(),
+            None,
+            Normalization::cifar100(),
+            vec![(p.display().to_string(), sha256_hex(&bytes))],
+        ))
     };
     let mut train = load("train.bin")?;
     let mut test = load("test.bin")?;
     if let Some(f) = map.iter().position(|&c| c == usize::MAX) {
-        return Err(DataError::Invalid(format!("{}: fine class {f} ('{}') never occurs, so its superclass is unknown", dir.display(), fine[f])));
+        return Err(DataError::Invalid(format!(
+            "{}: fine class {f} ('{}') never occurs, so its superclass is unknown",
+            dir.display(),
+            fine[f]
+        )));
     }
     let h = Hierarchy::new(coarse, map)?;
     train.hierarchy = Some(h.clone());

@@ -13,7 +13,17 @@ pub enum DataError {
 }
 
 impl DataError {
-    pub(crate) fn format(path: &std::path::Path, offset: usize, expected: impl Into<String>, found: impl Into<String>) -> Self {
-        DataError::Format { path: path.to_path_buf(), offset: offset as u64, expected: expected.into(), found: found.into() }
+    pub(crate) fn format(
+        path: &std::path::Path,
+        offset: usize,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> Self {
+        DataError::Format {
+            path: path.to_path_buf(),
+            offset: offset as u64,
+            expected: expected.into(),
+            found: found.into(),
+        }
     }
 }

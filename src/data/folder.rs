@@ -5,7 +5,10 @@ use std::path::Path;
 use super::{sha256_hex, DataError, DataSplit, Dataset, Normalization};
 
 fn is_image(p: &Path) -> bool {
-    matches!(p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(), Some("png" | "jpg" | "jpeg" | "bmp"))
+    matches!(
+        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+        Some("png" | "jpg" | "jpeg" | "bmp")
+    )
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
@@ -17,13 +20,24 @@ fn sorted_entries(dir: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
 
 /// Loads `root/<class>/<image>` files, resized to `size x size` RGB. Class names are the sorted
 /// sub-folder names; `classes` fixes them (and their order) when given, e.g. for a test split.
-pub fn load_image_folder(root: impl AsRef<Path>, size: usize, classes: Option<&[String]>) -> Result<Dataset, DataError> {
+pub fn load_image_folder(
+    root: impl AsRef<Path>,
+    size: usize,
+    classes: Option<&[String]>,
+) -> Result<Dataset, DataError> {
     let root = root.as_ref();
-    let found: Vec<String> = sorted_entries(root)?.into_iter().filter(|p| p.is_dir()).filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
+    let found: Vec<String> = sorted_entries(root)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
     let class_names: Vec<String> = match classes {
         Some(c) => {
             if let Some(extra) = found.iter().find(|f| !c.contains(f)) {
-                return Err(DataError::Invalid(format!("{}: class folder '{extra}' is not among the known classes", root.display())));
+                return Err(DataError::Invalid(format!(
+                    "{}: class folder '{extra}' is not among the known classes",
+                    root.display()
+                )));
             }
             c.to_vec()
         }
@@ -39,8 +53,14 @@ pub fn load_image_folder(root: impl AsRef<Path>, size: usize, classes: Option<&[
             continue;
         }
         for p in sorted_entries(&cdir)?.into_iter().filter(|p| is_image(p)) {
-            let img = image::open(&p).map_err(|e| DataError::Invalid(format!("{}: not a readable image: {e}", p.display())))?;
-            let rgb = image::imageops::resize(&img.to_rgb8(), size as u32, size as u32, image::imageops::FilterType::Triangle);
+            let img = image::open(&p)
+                .map_err(|e| DataError::Invalid(format!("{}: not a readable image: {e}", p.display())))?;
+            let rgb = image::imageops::resize(
+                &img.to_rgb8(),
+                size as u32,
+                size as u32,
+                image::imageops::FilterType::Triangle,
+            );
             for ch in 0..3 {
                 pixels.extend(rgb.pixels().map(|px| px.0[ch]));
             }
@@ -48,7 +68,10 @@ pub fn load_image_folder(root: impl AsRef<Path>, size: usize, classes: Option<&[
         }
     }
     if labels.is_empty() {
-        return Err(DataError::Invalid(format!("{}: no images (png, jpg, jpeg, bmp) in the class folders", root.display())));
+        return Err(DataError::Invalid(format!(
+            "{}: no images (png, jpg, jpeg, bmp) in the class folders",
+            root.display()
+        )));
     }
     let digest = sha256_hex(&pixels);
     Ok(Dataset {

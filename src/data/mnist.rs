@@ -24,17 +24,29 @@ pub fn read_idx(path: &Path, ndim: u8) -> Result<(Vec<usize>, Vec<u8>, String), 
     }
     let want = [0, 0, 0x08, ndim];
     if bytes[..4] != want {
-        return Err(DataError::format(path, 0, format!("IDX magic {want:02x?} (unsigned bytes, {ndim} dimensions)"), format!("{:02x?}", &bytes[..4])));
+        return Err(DataError::format(
+            path,
+            0,
+            format!("IDX magic {want:02x?} (unsigned bytes, {ndim} dimensions)"),
+            format!("{:02x?}", &bytes[..4]),
+        ));
     }
     let header = 4 + 4 * ndim as usize;
     if bytes.len() < header {
         return Err(DataError::format(path, bytes.len(), format!("{ndim} big-endian u32 dimensions"), "end of file"));
     }
-    let dims: Vec<usize> = (0..ndim as usize).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize).collect();
+    let dims: Vec<usize> = (0..ndim as usize)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
+        .collect();
     let need: usize = dims.iter().product();
     let have = bytes.len() - header;
     if have != need {
-        return Err(DataError::format(path, bytes.len().min(header + need), format!("{need} data bytes for dimensions {dims:?}"), format!("{have} bytes")));
+        return Err(DataError::format(
+            path,
+            bytes.len().min(header + need),
+            format!("{need} data bytes for dimensions {dims:?}"),
+            format!("{have} bytes"),
+        ));
     }
     Ok((dims, bytes[header..].to_vec(), hash))
 }
@@ -55,7 +67,12 @@ fn load_pair(dir: &Path, prefix: &str) -> Result<Dataset, DataError> {
     let (idims, pixels, ih) = read_idx(&ip, 3)?;
     let (ldims, labels, lh) = read_idx(&lp, 1)?;
     if idims[0] != ldims[0] {
-        return Err(DataError::format(&lp, 4, format!("{} labels (one per image in {})", idims[0], ip.display()), format!("{}", ldims[0])));
+        return Err(DataError::format(
+            &lp,
+            4,
+            format!("{} labels (one per image in {})", idims[0], ip.display()),
+            format!("{}", ldims[0]),
+        ));
     }
     if let Some(i) = labels.iter().position(|&l| l > 9) {
         return Err(DataError::format(&lp, 8 + i, "a digit label 0-9", format!("{}", labels[i])));

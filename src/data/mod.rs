@@ -28,7 +28,10 @@ impl Hierarchy {
     /// Builds a hierarchy from `(class, superclass)` index pairs; every class must appear once.
     pub fn new(super_names: Vec<String>, class_to_super: Vec<usize>) -> Result<Self, DataError> {
         if let Some((c, &s)) = class_to_super.iter().enumerate().find(|(_, &s)| s >= super_names.len()) {
-            return Err(DataError::Invalid(format!("class {c} maps to superclass {s}, but only {} superclasses are named", super_names.len())));
+            return Err(DataError::Invalid(format!(
+                "class {c} maps to superclass {s}, but only {} superclasses are named",
+                super_names.len()
+            )));
         }
         Ok(Self { super_names, class_to_super })
     }
@@ -38,7 +41,10 @@ impl Hierarchy {
         let mut map = vec![usize::MAX; class_names.len()];
         for (si, (_, members)) in groups.iter().enumerate() {
             for m in members.iter() {
-                let c = class_names.iter().position(|n| n == m).ok_or_else(|| DataError::Invalid(format!("hierarchy names unknown class '{m}'")))?;
+                let c = class_names
+                    .iter()
+                    .position(|n| n == m)
+                    .ok_or_else(|| DataError::Invalid(format!("hierarchy names unknown class '{m}'")))?;
                 if map[c] != usize::MAX {
                     return Err(DataError::Invalid(format!("class '{m}' is in two superclasses")));
                 }
@@ -156,18 +162,40 @@ impl Dataset {
     /// Checks labels against the class list.
     pub fn validate(&self) -> Result<(), DataError> {
         if self.pixels.len() != self.len() * self.image_len() {
-            return Err(DataError::Invalid(format!("{}: {} pixel bytes for {} images of {}x{}x{}", self.name, self.pixels.len(), self.len(), self.channels, self.height, self.width)));
+            return Err(DataError::Invalid(format!(
+                "{}: {} pixel bytes for {} images of {}x{}x{}",
+                self.name,
+                self.pixels.len(),
+                self.len(),
+                self.channels,
+                self.height,
+                self.width
+            )));
         }
         if let Some((i, &l)) = self.labels.iter().enumerate().find(|(_, &l)| l >= self.num_classes()) {
-            return Err(DataError::Invalid(format!("{}: image {i} has label {l}, but there are {} classes", self.name, self.num_classes())));
+            return Err(DataError::Invalid(format!(
+                "{}: image {i} has label {l}, but there are {} classes",
+                self.name,
+                self.num_classes()
+            )));
         }
         if let Some(h) = &self.hierarchy {
             if h.class_to_super.len() != self.num_classes() {
-                return Err(DataError::Invalid(format!("{}: hierarchy covers {} classes, dataset has {}", self.name, h.class_to_super.len(), self.num_classes())));
+                return Err(DataError::Invalid(format!(
+                    "{}: hierarchy covers {} classes, dataset has {}",
+                    self.name,
+                    h.class_to_super.len(),
+                    self.num_classes()
+                )));
             }
         }
         if self.norm.mean.len() != self.channels || self.norm.std.len() != self.channels {
-            return Err(DataError::Invalid(format!("{}: normalisation has {} channels, images have {}", self.name, self.norm.mean.len(), self.channels)));
+            return Err(DataError::Invalid(format!(
+                "{}: normalisation has {} channels, images have {}",
+                self.name,
+                self.norm.mean.len(),
+                self.channels
+            )));
         }
         Ok(())
     }
@@ -255,7 +283,14 @@ pub fn make_batch(ds: &Dataset, indices: &[usize], aug: Option<(Augment, u64)>) 
 
 /// Index batches of one epoch: shuffled with `(seed, epoch)` when `shuffle`, the last partial batch
 /// kept unless `drop_last`.
-pub fn epoch_batches(n: usize, batch: usize, shuffle: bool, seed: u64, epoch: usize, drop_last: bool) -> Vec<Vec<usize>> {
+pub fn epoch_batches(
+    n: usize,
+    batch: usize,
+    shuffle: bool,
+    seed: u64,
+    epoch: usize,
+    drop_last: bool,
+) -> Vec<Vec<usize>> {
     assert!(batch > 0, "batch size must be positive");
     let mut idx: Vec<usize> = (0..n).collect();
     if shuffle {

@@ -44,7 +44,10 @@ pub fn class_names() -> Vec<String> {
 }
 
 pub fn hierarchy() -> Hierarchy {
-    Hierarchy { super_names: SUPER_NAMES.iter().map(|s| s.to_string()).collect(), class_to_super: (0..20).map(|c| c / 4).collect() }
+    Hierarchy {
+        super_names: SUPER_NAMES.iter().map(|s| s.to_string()).collect(),
+        class_to_super: (0..20).map(|c| c / 4).collect(),
+    }
 }
 
 fn hsv(h: f32, s: f32, v: f32) -> [f32; 3] {
@@ -98,7 +101,8 @@ fn render(cfg: &SynthConfig, class: usize, rng: &mut ChaCha8Rng, out: &mut [u8])
     }
     // Distractors: two small faint shapes of random families.
     for _ in 0..2 {
-        let (dk, cx, cy, r) = (rng.gen_range(0..5), rng.gen_range(0.0..32.0f32), rng.gen_range(0.0..32.0f32), rng.gen_range(2.5..5.0f32));
+        let (dk, cx, cy, r) =
+            (rng.gen_range(0..5), rng.gen_range(0.0..32.0f32), rng.gen_range(0.0..32.0f32), rng.gen_range(2.5..5.0f32));
         let col = hsv(rng.gen_range(0.0..360.0), rng.gen_range(0.2..0.8), rng.gen_range(0.3..1.0));
         let alpha = rng.gen_range(0.25..0.5);
         for y in 0..S {
@@ -151,7 +155,8 @@ fn generate(cfg: &SynthConfig, per_class: usize, split_tag: u64, name: &str) -> 
     // Classes interleave (0, 1, …, 19, 0, …) so any prefix is balanced.
     let labels: Vec<usize> = (0..n).map(|i| i % 20).collect();
     pixels.par_chunks_mut(il).enumerate().for_each(|(i, out)| {
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (split_tag << 40) ^ i as u64);
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (split_tag << 40) ^ i as u64);
         render(cfg, i % 20, &mut rng, out);
     });
     Dataset {
@@ -164,13 +169,19 @@ fn generate(cfg: &SynthConfig, per_class: usize, split_tag: u64, name: &str) -> 
         class_names: class_names(),
         hierarchy: Some(hierarchy()),
         norm: Normalization::cifar100(),
-        provenance: vec![("generated".into(), format!("kdscope synthetic shapes-20 {}", serde_json::to_string(cfg).unwrap_or_default()))],
+        provenance: vec![(
+            "generated".into(),
+            format!("kdscope synthetic shapes-20 {}", serde_json::to_string(cfg).unwrap_or_default()),
+        )],
     }
 }
 
 /// Generates the train and test splits (disjoint random streams).
 pub fn shapes20(cfg: &SynthConfig) -> DataSplit {
-    DataSplit { train: generate(cfg, cfg.train_per_class, 1, "shapes20-train"), test: generate(cfg, cfg.test_per_class, 2, "shapes20-test") }
+    DataSplit {
+        train: generate(cfg, cfg.train_per_class, 1, "shapes20-train"),
+        test: generate(cfg, cfg.test_per_class, 2, "shapes20-test"),
+    }
 }
 
 #[cfg(test)]

@@ -53,7 +53,13 @@ impl Distiller for HintonKd {
     fn needs_teacher(&self) -> bool {
         true
     }
-    fn loss(&mut self, student: Outputs<Tracked>, teacher: Option<&Outputs<NoneTape>>, labels: &[usize], _: StepCtx) -> LossParts {
+    fn loss(
+        &mut self,
+        student: Outputs<Tracked>,
+        teacher: Option<&Outputs<NoneTape>>,
+        labels: &[usize],
+        _: StepCtx,
+    ) -> LossParts {
         let teacher = teacher.expect("Hinton KD needs a teacher");
         let s = logits_of(student.logits);
         let s2 = s.with_empty_tape();

@@ -39,7 +39,13 @@ pub trait Distiller: Send {
         false
     }
     /// The training loss for one batch.
-    fn loss(&mut self, student: Outputs<Tracked>, teacher: Option<&Outputs<NoneTape>>, labels: &[usize], ctx: StepCtx) -> LossParts;
+    fn loss(
+        &mut self,
+        student: Outputs<Tracked>,
+        teacher: Option<&Outputs<NoneTape>>,
+        labels: &[usize],
+        ctx: StepCtx,
+    ) -> LossParts;
 }
 
 /// Builds a distiller from its name: `ce` (no distillation), `kd` (Hinton KD, KL·T², T=4,

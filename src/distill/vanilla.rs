@@ -21,7 +21,13 @@ impl Distiller for Vanilla {
     fn needs_teacher(&self) -> bool {
         false
     }
-    fn loss(&mut self, student: Outputs<Tracked>, _: Option<&Outputs<NoneTape>>, labels: &[usize], _: StepCtx) -> LossParts {
+    fn loss(
+        &mut self,
+        student: Outputs<Tracked>,
+        _: Option<&Outputs<NoneTape>>,
+        labels: &[usize],
+        _: StepCtx,
+    ) -> LossParts {
         let ce = cross_entropy(logits_of(student.logits), labels);
         let v = ce.array();
         LossParts { total: ce, parts: vec![("ce", v)] }

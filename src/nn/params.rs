@@ -200,6 +200,25 @@ impl Sgd {
         Self { cfg: SgdConfig { lr, momentum, weight_decay }, velocity: dfdx::prelude::Gradients::leaky() }
     }
 
+    /// Momentum buffer of parameter `p` (zeros before the first step).
+    pub fn velocity(&mut self, p: &Param) -> Vec<f32> {
+        self.velocity.get_or_alloc_mut(&p.t).map(|v| v.to_vec()).unwrap_or_else(|_| vec![0.0; p.numel()])
+    }
+
+    /// Restores the momentum buffer of parameter `p`.
+    pub fn set_velocity(&mut self, p: &Param, values: &[f32]) -> anyhow::Result<()> {
+        let v = self.velocity.get_or_alloc_mut(&p.t).map_err(|e| anyhow::anyhow!("velocity of {}: {e}", p.name))?;
+        anyhow::ensure!(
+            v.len() == values.len(),
+            "velocity of {}: {} values for {} parameters",
+            p.name,
+            values.len(),
+            v.len()
+        );
+        v.copy_from_slice(values);
+        Ok(())
+    }
+
     pub fn set_lr(&mut self, lr: f64) {
         self.cfg.lr = lr;
     }

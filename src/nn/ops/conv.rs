@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
-use super::blas::{sgemm, threads, Mat, SyncPtr};
+use super::blas::{sgemm, sgemm_strided, threads, Mat, SyncPtr};
 use crate::nn::var::{accumulate, add_into, finish, Dev, Flat, Grads, Shape4, Var};
 
 /// Convolution hyper-parameters (square kernels are the common case but not required).
@@ -198,7 +198,8 @@ fn forward_image(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut
     }
 }
 
-/// Backward of one image: accumulates `dW` into `dw` and (optionally) `dx` into `dx`.
+/// Backward of one image: accumulates `dW` (each group's block transposed, `kk x cog`) into `dw`
+/// and (optionally) `dx` into `dx`.
 #[allow(clippy::too_many_arguments)]
 fn backward_image(
     x: &[f32],
@@ -218,7 +219,7 @@ fn backward_image(
         let gg = &gout[gi * cog * hwo..(gi + 1) * cog * hwo];
         let dwg = &mut dw[gi * cog * kk..(gi + 1) * cog * kk];
         if g.pointwise() {
-            sgemm(cog, kk, hwo, Mat::rm(gg, hwo), Mat::rm_t(xg, hwo), dwg, kk, true, gemm_threads);
+            sgemm_strided(cog, kk, hwo, Mat::rm(gg, hwo), Mat::rm_t(xg, hwo), dwg, (1, cog), true, gemm_threads);
             if let Some(dx) = dx.as_deref_mut() {
                 let dxg = &mut dx[gi * cg * plane_in..(gi + 1) * cg * plane_in];
                 sgemm(kk, hwo, cog, Mat::rm_t(wg, kk), Mat::rm(gg, hwo), dxg, hwo, true, gemm_threads);
@@ -226,7 +227,7 @@ fn backward_image(
         } else {
             with_scratch(kk * hwo, |col, dcol| {
                 im2col(xg, g, col);
-                sgemm(cog, kk, hwo, Mat::rm(gg, hwo), Mat::rm_t(col, hwo), dwg, kk, true, gemm_threads);
+                sgemm_strided(cog, kk, hwo, Mat::rm(gg, hwo), Mat::rm_t(col, hwo), dwg, (1, cog), true, gemm_threads);
                 if let Some(dx) = dx.as_deref_mut() {
                     sgemm(kk, hwo, cog, Mat::rm_t(wg, kk), Mat::rm(gg, hwo), dcol, hwo, false, gemm_threads);
                     col2im(dcol, g, &mut dx[gi * cg * plane_in..(gi + 1) * cg * plane_in]);
@@ -339,7 +340,18 @@ pub fn conv2d<T: Tape<f32, Dev>>(
             }
         }
         drop(dx_buf);
-        accumulate(grads, &wt, &dw)?;
+        // `dw` holds each group's block transposed (kk x cog); bring it to [co, cg, kh, kw].
+        let (cog, kk) = (g.cog(), g.kk());
+        let mut dw_t = vec![0.0f32; dw.len()];
+        for gi in 0..g.g {
+            let (src, dst) = (&dw[gi * cog * kk..(gi + 1) * cog * kk], &mut dw_t[gi * cog * kk..(gi + 1) * cog * kk]);
+            for j in 0..kk {
+                for i in 0..cog {
+                    dst[i * kk + j] = src[j * cog + i];
+                }
+            }
+        }
+        accumulate(grads, &wt, &dw_t)?;
         if let Some(bt) = bt {
             let db = grads.get_or_alloc_mut(&bt)?;
             for img in gout.chunks(g.out_len()) {

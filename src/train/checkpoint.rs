@@ -1,0 +1,223 @@
+//! Checkpoints as safetensors files named like PyTorch's `state_dict` of the same architecture
+//! (RepDistiller / mdistiller naming: `conv1.weight`, `bn1.running_mean`, `layer1.0.conv1.weight`,
+//! `fc.weight`, …), so a file written here loads into the PyTorch model with
+//! `model.load_state_dict(safetensors.torch.load_file(path))` and vice versa.
+//!
+//! Model files carry the architecture in their metadata (`kdscope.spec`); training runs also write
+//! `<path>.train-state.safetensors` with the optimiser's momentum buffers and the history, so a run
+//! can resume exactly. Every write goes to a temporary file in the same folder and is renamed into
+//! place, so a crash never leaves a half-written checkpoint.
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::History;
+use crate::models::{Model, ModelSpec};
+use crate::nn::Sgd;
+
+const SPEC_KEY: &str = "kdscope.spec";
+const EPOCH_KEY: &str = "kdscope.epoch";
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn bytes_f32(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// Writes `bytes` to `path` atomically (temporary file + fsync + rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path.file_name().context("checkpoint path has no file name")?.to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
+    drop(f);
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Named tensors to serialise: (name, dtype, shape, little-endian bytes).
+type Entry = (String, Dtype, Vec<usize>, Vec<u8>);
+
+fn serialize(entries: &[Entry], meta: HashMap<String, String>) -> anyhow::Result<Vec<u8>> {
+    let views: Vec<(String, TensorView)> = entries
+        .iter()
+        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
+        .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    Ok(safetensors::serialize(views, &Some(meta))?)
+}
+
+fn model_entries(model: &Model) -> Vec<Entry> {
+    let mut e: Vec<Entry> = model
+        .store
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), Dtype::F32, p.shape.clone(), f32_bytes(&p.values())))
+        .collect();
+    for bn in &model.store.bns {
+        let st = bn.stats.lock().expect("batch-norm statistics lock");
+        let c = st.mean.len();
+        e.push((format!("{}.running_mean", bn.prefix), Dtype::F32, vec![c], f32_bytes(&st.mean)));
+        e.push((format!("{}.running_var", bn.prefix), Dtype::F32, vec![c], f32_bytes(&st.var)));
+        e.push((format!("{}.num_batches_tracked", bn.prefix), Dtype::I64, vec![], st.batches.to_le_bytes().to_vec()));
+    }
+    e
+}
+
+fn model_meta(model: &Model, epoch: Option<usize>) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    m.insert("format".into(), "pt".into());
+    m.insert(SPEC_KEY.into(), serde_json::to_string(&model.spec).expect("spec serialises"));
+    m.insert("kdscope.version".into(), env!("CARGO_PKG_VERSION").into());
+    if let Some(e) = epoch {
+        m.insert(EPOCH_KEY.into(), e.to_string());
+    }
+    m
+}
+
+/// Saves a model's parameters and batch-norm buffers.
+pub fn save_model(path: impl AsRef<Path>, model: &Model) -> anyhow::Result<()> {
+    let bytes = serialize(&model_entries(model), model_meta(model, None))?;
+    write_atomic(path.as_ref(), &bytes)
+}
+
+/// The architecture recorded in a checkpoint, if it was written by kdscope.
+pub fn read_spec(path: impl AsRef<Path>) -> anyhow::Result<Option<ModelSpec>> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    match meta.metadata().as_ref().and_then(|m| m.get(SPEC_KEY)) {
+        Some(s) => {
+            Ok(Some(serde_json::from_str(s).with_context(|| format!("{}: bad {SPEC_KEY} metadata", path.display()))?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Loads a model from a checkpoint written by kdscope (architecture from its metadata).
+pub fn load_model(path: impl AsRef<Path>) -> anyhow::Result<Model> {
+    let path = path.as_ref();
+    let spec = read_spec(path)?.with_context(|| {
+        format!("{} has no kdscope architecture metadata; build the model and use load_into", path.display())
+    })?;
+    let mut m = Model::new(spec, 0);
+    load_into(path, &mut m)?;
+    Ok(m)
+}
+
+fn tensor_f32(st: &SafeTensors, path: &Path, name: &str, shape: &[usize]) -> anyhow::Result<Vec<f32>> {
+    let t = st.tensor(name).map_err(|_| anyhow::anyhow!("{}: tensor '{name}' is missing", path.display()))?;
+    ensure!(t.dtype() == Dtype::F32, "{}: tensor '{name}' is {:?}, expected F32", path.display(), t.dtype());
+    if t.shape() != shape {
+        bail!("{}: tensor '{name}' has shape {:?}, the model expects {shape:?}", path.display(), t.shape());
+    }
+    Ok(bytes_f32(t.data()))
+}
+
+/// Loads parameters and buffers into `model`, checking the architecture (from the metadata when
+/// present) and every tensor's name, dtype and shape.
+pub fn load_into(path: impl AsRef<Path>, model: &mut Model) -> anyhow::Result<()> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
+    if let Some(spec) = read_spec(path)? {
+        if spec != model.spec {
+            bail!("{} holds {}, but the model is {}", path.display(), spec, model.spec);
+        }
+    }
+    let mut values = Vec::with_capacity(model.store.params.len());
+    for p in &model.store.params {
+        let v = tensor_f32(&st, path, &p.name, &p.shape).map_err(|e| {
+            if p.name.starts_with("fc.") {
+                e.context(format!("(the model has {} classes)", model.spec.num_classes))
+            } else {
+                e
+            }
+        })?;
+        values.push(v);
+    }
+    for (i, v) in values.into_iter().enumerate() {
+        model.store.set(crate::nn::PId(i), v);
+    }
+    for bn in &model.store.bns {
+        let mut stats = bn.stats.lock().expect("batch-norm statistics lock");
+        let c = stats.mean.len();
+        stats.mean = tensor_f32(&st, path, &format!("{}.running_mean", bn.prefix), &[c])?;
+        stats.var = tensor_f32(&st, path, &format!("{}.running_var", bn.prefix), &[c])?;
+        let name = format!("{}.num_batches_tracked", bn.prefix);
+        if let Ok(t) = st.tensor(&name) {
+            ensure!(
+                t.dtype() == Dtype::I64 && t.data().len() == 8,
+                "{}: '{name}' must be a scalar I64",
+                path.display()
+            );
+            stats.batches = i64::from_le_bytes(t.data().try_into().expect("8 bytes"));
+        }
+    }
+    let known: std::collections::HashSet<String> = model_entries(model).into_iter().map(|e| e.0).collect();
+    if let Some(extra) = st.names().into_iter().find(|n| !known.contains(n.as_str())) {
+        bail!("{}: tensor '{extra}' does not belong to {}", path.display(), model.spec);
+    }
+    Ok(())
+}
+
+/// Path of the training-state companion file of a checkpoint.
+pub fn train_state_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".train-state.safetensors");
+    PathBuf::from(s)
+}
+
+/// Saves a resumable training checkpoint: the model file plus the optimiser state and history.
+pub fn save_training(path: &Path, model: &Model, sgd: &mut Sgd, history: &History) -> anyhow::Result<()> {
+    let epoch = history.epochs.len();
+    let entries: Vec<Entry> = model
+        .store
+        .params
+        .iter()
+        .map(|p| (format!("velocity.{}", p.name), Dtype::F32, p.shape.clone(), f32_bytes(&sgd.velocity(p))))
+        .collect();
+    let mut meta = HashMap::new();
+    meta.insert("kdscope.history".into(), serde_json::to_string(history)?);
+    meta.insert(EPOCH_KEY.into(), epoch.to_string());
+    // State first, then the model: a crash in between leaves a state one epoch ahead, which
+    // load_training detects.
+    write_atomic(&train_state_path(path), &serialize(&entries, meta)?)?;
+    write_atomic(path, &serialize(&model_entries(model), model_meta(model, Some(epoch)))?)
+}
+
+/// Restores a training checkpoint into `model` and `sgd`; returns the history so far.
+pub fn load_training(path: &Path, model: &mut Model, sgd: &mut Sgd) -> anyhow::Result<History> {
+    load_into(path, model)?;
+    let sp = train_state_path(path);
+    let bytes = std::fs::read(&sp).with_context(|| format!("reading {}", sp.display()))?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&bytes).with_context(|| format!("{}: not a safetensors file", sp.display()))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    let history: History = serde_json::from_str(meta.get("kdscope.history").context("training state has no history")?)?;
+    let model_bytes = std::fs::read(path)?;
+    let (_, mmeta) = SafeTensors::read_metadata(&model_bytes)?;
+    let model_epoch = mmeta.metadata().as_ref().and_then(|m| m.get(EPOCH_KEY)).cloned();
+    ensure!(
+        model_epoch.as_deref() == Some(&history.epochs.len().to_string()),
+        "{} (epoch {:?}) and {} (epoch {}) are from different epochs",
+        path.display(),
+        model_epoch,
+        sp.display(),
+        history.epochs.len()
+    );
+    let st = SafeTensors::deserialize(&bytes)?;
+    for p in &model.store.params {
+        let v = tensor_f32(&st, &sp, &format!("velocity.{}", p.name), &p.shape)?;
+        sgd.set_velocity(p, &v)?;
+    }
+    Ok(history)
+}

@@ -1,0 +1,240 @@
+//! Training: configuration, learning-rate schedules, the train/eval loops with progress bars,
+//! per-epoch history, checkpoints and resume.
+pub mod checkpoint;
+mod eval;
+mod schedule;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use dfdx::prelude::{AsArray, Backward};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+pub use eval::{evaluate, Predictions};
+pub use schedule::Schedule;
+
+use crate::data::{epoch_batches, make_batch, Augment, DataSplit};
+use crate::distill::{Distiller, StepCtx};
+use crate::models::Model;
+use crate::nn::Sgd;
+
+/// Hyper-parameters of one training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    pub augment: Augment,
+    pub seed: u64,
+    /// Drop the last incomplete batch of each epoch (batch-norm needs more than one sample).
+    pub drop_last: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 64,
+            lr: 0.05,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 5e-4,
+            schedule: Schedule::Cosine { min_lr: 0.0 },
+            augment: Augment::STANDARD,
+            seed: 0,
+            drop_last: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The standard CIFAR-100 KD schedule (RepDistiller / mdistiller): 240 epochs, batch 64, SGD 0.9,
+    /// weight decay 5e-4, learning rate 0.05 divided by 10 at epochs 150, 180 and 210.
+    pub fn cifar100_standard() -> Self {
+        Self {
+            epochs: 240,
+            batch_size: 64,
+            lr: 0.05,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 5e-4,
+            schedule: Schedule::MultiStep { milestones: vec![150, 180, 210], gamma: 0.1 },
+            augment: Augment::STANDARD,
+            seed: 0,
+            drop_last: false,
+        }
+    }
+}
+
+/// One epoch of the history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    pub seconds: f64,
+}
+
+/// Per-epoch records of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub epochs: Vec<EpochRecord>,
+}
+
+impl History {
+    pub fn last(&self) -> Option<&EpochRecord> {
+        self.epochs.last()
+    }
+    pub fn best_test_acc(&self) -> f64 {
+        self.epochs.iter().map(|e| e.test_acc).fold(0.0, f64::max)
+    }
+    pub fn total_seconds(&self) -> f64 {
+        self.epochs.iter().map(|e| e.seconds).sum()
+    }
+}
+
+/// Where and how a run reports and saves.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Label shown on progress bars (e.g. "teacher resnet56").
+    pub label: String,
+    /// Checkpoint written (atomically) after every epoch; a run resumes from it if it exists and
+    /// `resume` is set.
+    pub checkpoint: Option<PathBuf>,
+    pub resume: bool,
+    /// Show progress bars and per-epoch lines on stderr.
+    pub progress: bool,
+}
+
+fn bar(len: u64, label: &str, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>24} {bar:30} {pos}/{len} batches {elapsed_precise} eta {eta} {msg}")
+            .expect("valid template"),
+    );
+    pb.set_prefix(label.to_string());
+    pb
+}
+
+/// Trains `student` on `data.train` with `distiller` (and `teacher`, if the method needs one),
+/// evaluating on `data.test` after every epoch. Returns the history.
+///
+/// A non-finite loss stops the run with an error; the checkpoint on disk is then the one of the last
+/// completed epoch. With `opts.resume` and an existing checkpoint, training continues after the
+/// epoch it recorded (parameters, running statistics, momentum and history are restored).
+pub fn fit(
+    student: &mut Model,
+    teacher: Option<&Model>,
+    distiller: &mut dyn Distiller,
+    data: &DataSplit,
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+) -> anyhow::Result<History> {
+    crate::perf::tune_allocator();
+    data.train.validate()?;
+    data.test.validate()?;
+    if distiller.needs_teacher() && teacher.is_none() {
+        bail!("method '{}' needs a teacher model", distiller.name());
+    }
+    if student.spec.num_classes != data.train.num_classes() {
+        bail!(
+            "{} has {} outputs, but {} has {} classes",
+            student.name(),
+            student.spec.num_classes,
+            data.train.name,
+            data.train.num_classes()
+        );
+    }
+    let mut sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay);
+    let mut history = History::default();
+    if let (true, Some(path)) = (opts.resume, &opts.checkpoint) {
+        if path.exists() {
+            let state = checkpoint::load_training(path, student, &mut sgd)
+                .with_context(|| format!("resuming from {}", path.display()))?;
+            history = state;
+        }
+    }
+    let start = history.epochs.len();
+    for epoch in start..cfg.epochs {
+        let t0 = Instant::now();
+        let lr = cfg.schedule.lr(cfg.lr, epoch, cfg.epochs);
+        sgd.set_lr(lr);
+        let batches = epoch_batches(data.train.len(), cfg.batch_size, true, cfg.seed, epoch, cfg.drop_last);
+        let pb = bar(batches.len() as u64, &format!("{} {}/{}", opts.label, epoch + 1, cfg.epochs), opts.progress);
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let aug_seed = cfg.seed.wrapping_mul(0x5851_F42D_4C95_7F2D).wrapping_add(epoch as u64);
+        for idx in &batches {
+            let b = make_batch(&data.train, idx, Some((cfg.augment, aug_seed)));
+            let t_out = teacher.map(|t| t.forward_with(b.x.detach(), false, distiller.needs_features()));
+            let s_out = student.forward_with(b.x.traced_input(), true, distiller.needs_features());
+            correct += eval::count_correct(s_out.logits.data(), student.spec.num_classes, &b.labels);
+            seen += b.labels.len();
+            let ctx = StepCtx { epoch, epochs: cfg.epochs };
+            let parts = distiller.loss(s_out, t_out.as_ref(), &b.labels, ctx);
+            let lv = parts.total.array();
+            if !lv.is_finite() {
+                pb.abandon();
+                bail!(
+                    "{}: loss became {lv} at epoch {} (batch of images {:?}…); components {:?}. Lower the learning rate; the last good checkpoint is {}",
+                    opts.label,
+                    epoch + 1,
+                    &b.indices[..b.indices.len().min(4)],
+                    parts.parts,
+                    opts.checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "not kept (no checkpoint path)".into())
+                );
+            }
+            loss_sum += lv as f64 * b.labels.len() as f64;
+            let mut grads = parts.total.backward();
+            sgd.step(&mut student.store, &mut grads)?;
+            pb.inc(1);
+            pb.set_message(format!("loss {:.3}", loss_sum / seen as f64));
+        }
+        pb.finish_and_clear();
+        let test = evaluate(student, &data.test, 256);
+        let rec = EpochRecord {
+            epoch: epoch + 1,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_acc: correct as f64 / seen.max(1) as f64,
+            test_loss: test.mean_loss(),
+            test_acc: test.accuracy(),
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        if opts.progress {
+            eprintln!(
+                "{:>24} epoch {:>3}/{}  lr {:.4}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.1}s",
+                opts.label,
+                rec.epoch,
+                cfg.epochs,
+                rec.lr,
+                rec.train_loss,
+                100.0 * rec.train_acc,
+                rec.test_loss,
+                100.0 * rec.test_acc,
+                rec.seconds
+            );
+        }
+        history.epochs.push(rec);
+        if let Some(path) = &opts.checkpoint {
+            checkpoint::save_training(path, student, &mut sgd, &history)?;
+        }
+    }
+    Ok(history)
+}
+
+/// Convenience: a default checkpoint path `dir/name.safetensors`.
+pub fn checkpoint_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.safetensors"))
+}
