@@ -11,6 +11,7 @@ use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
 use super::blas::{sgemm, sgemm_strided, threads, Mat, SyncPtr};
+use super::direct::{self, Padded};
 use crate::nn::var::{accumulate, add_into, finish, Dev, Flat, Grads, Shape4, Var};
 
 /// Convolution hyper-parameters (square kernels are the common case but not required).
@@ -63,6 +64,13 @@ impl Geo {
     }
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.s == 1 && self.p == 0
+    }
+    /// 3x3, stride 1, padding 1, no groups: handled by the direct kernel.
+    fn direct(&self) -> bool {
+        self.kh == 3 && self.kw == 3 && self.s == 1 && self.p == 1 && self.g == 1
+    }
+    fn padded(&self) -> Padded {
+        Padded { h: self.h, w: self.w }
     }
     fn in_len(&self) -> usize {
         self.c * self.h * self.w
@@ -160,6 +168,31 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+thread_local! {
+    static DIRECT: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+fn with_direct<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
+    DIRECT.with(|s| {
+        let mut s = s.borrow_mut();
+        let (a, b, c) = &mut *s;
+        f(a, b, c)
+    })
+}
+
+/// Weights of the input-gradient convolution: `wf[ci][co][tap] = w[co][ci][8 - tap]`.
+fn flip_transpose(wt: &[f32], co: usize, c: usize) -> Vec<f32> {
+    let mut wf = vec![0.0f32; wt.len()];
+    for o in 0..co {
+        for i in 0..c {
+            for t in 0..9 {
+                wf[(i * co + o) * 9 + t] = wt[(o * c + i) * 9 + 8 - t];
+            }
+        }
+    }
+    wf
+}
+
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
@@ -175,6 +208,14 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R
 /// Forward of one image: `out_img (co x hwo) = W · col(x_img)` (+ bias).
 fn forward_image(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut [f32], gemm_threads: usize) {
     let (cg, cog, kk, hwo) = (g.cg(), g.cog(), g.kk(), g.hwo());
+    if g.direct() {
+        with_direct(|xp, scratch, _| {
+            direct::pad_planes(x, g.c, g.padded(), xp);
+            direct::conv3x3(xp, g.c, g.padded(), wt, g.co, out, false, scratch);
+        });
+        add_bias(out, bias, hwo);
+        return;
+    }
     let run = |col: &[f32], out: &mut [f32], gi: usize| {
         let wg = &wt[gi * cog * kk..(gi + 1) * cog * kk];
         let og = &mut out[gi * cog * hwo..(gi + 1) * cog * hwo];
@@ -191,11 +232,35 @@ fn forward_image(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut
             });
         }
     }
+    add_bias(out, bias, hwo);
+}
+
+fn add_bias(out: &mut [f32], bias: Option<&[f32]>, hwo: usize) {
     if let Some(b) = bias {
         for (co, plane) in out.chunks_mut(hwo).enumerate() {
             plane.iter_mut().for_each(|v| *v += b[co]);
         }
     }
+}
+
+/// Direct-path backward of one image: `dW` by one strided GEMM per tap over the padded planes, and
+/// `dx` as the direct convolution of the output gradient with the flipped weights `wf`.
+fn backward_image_direct(x: &[f32], wf: &[f32], gout: &[f32], g: &Geo, dw: &mut [f32], dx: Option<&mut [f32]>) {
+    let pg = g.padded();
+    with_direct(|xp, gp, scratch| {
+        direct::pad_planes(x, g.c, pg, xp);
+        direct::pad_planes(gout, g.co, pg, gp);
+        // dW_tap (co x c) = G (co x q) . X_tap^T: strided views of the padded planes, no im2col.
+        let (wp, plane, k) = (pg.wp(), pg.plane(), g.h * pg.wp());
+        for (t, off) in direct::taps(pg).into_iter().enumerate() {
+            let a = Mat { data: &gp[wp + 1..], rs: plane as isize, cs: 1 };
+            let b = Mat { data: &xp[off..], rs: 1, cs: plane as isize };
+            sgemm_strided(g.co, g.c, k, a, b, &mut dw[t * g.co..], (1, 9 * g.co), true, 1);
+        }
+        if let Some(dx) = dx {
+            direct::conv3x3(gp, g.co, pg, wf, g.c, dx, true, scratch);
+        }
+    });
 }
 
 /// Backward of one image: accumulates `dW` (each group's block transposed, `kk x cog`) into `dw`
@@ -304,6 +369,15 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         let mut dw = vec![0.0f32; w_data.len()];
         let mut dx_buf = if x_needs_grad { Some(grads.get_or_alloc_mut(&xs.t)?) } else { None };
         let nthreads = threads();
+        let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c));
+        let image = |i: usize, acc: &mut [f32], dxi: Option<&mut [f32]>, gemm_threads: usize| {
+            let x_i = &xd[i * g.in_len()..(i + 1) * g.in_len()];
+            let g_i = &gout[i * g.out_len()..(i + 1) * g.out_len()];
+            match &wf {
+                Some(wf) => backward_image_direct(x_i, wf, g_i, &g, acc, dxi),
+                None => backward_image(x_i, &w_data, g_i, &g, acc, dxi, gemm_threads),
+            }
+        };
         if g.n >= nthreads {
             let dxp = dx_buf.as_mut().map(|d| SyncPtr(d.as_mut_ptr()));
             // Fixed chunks reduced in order: the result does not depend on scheduling.
@@ -315,9 +389,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                     for i in ci * chunk..((ci + 1) * chunk).min(g.n) {
                         // SAFETY: image i's slice of dx is written by this task only.
                         let dxi = dxp.map(|p| unsafe { p.slice(i * g.in_len(), g.in_len()) });
-                        let (x_i, g_i) = (i * g.in_len(), i * g.out_len());
-                        let (x_i, g_i) = (&xd[x_i..x_i + g.in_len()], &gout[g_i..g_i + g.out_len()]);
-                        backward_image(x_i, &w_data, g_i, &g, &mut acc, dxi, 1);
+                        image(i, &mut acc, dxi, 1);
                     }
                     acc
                 })
@@ -328,15 +400,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         } else {
             for i in 0..g.n {
                 let dxi = dx_buf.as_mut().map(|d| &mut d[i * g.in_len()..(i + 1) * g.in_len()]);
-                backward_image(
-                    &xd[i * g.in_len()..(i + 1) * g.in_len()],
-                    &w_data,
-                    &gout[i * g.out_len()..(i + 1) * g.out_len()],
-                    &g,
-                    &mut dw,
-                    dxi,
-                    nthreads,
-                );
+                image(i, &mut dw, dxi, nthreads);
             }
         }
         drop(dx_buf);

@@ -3,6 +3,8 @@
 mod batchnorm;
 pub(crate) mod blas;
 mod conv;
+#[doc(hidden)]
+pub mod direct;
 mod elementwise;
 mod linear;
 mod pool;

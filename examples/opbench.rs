@@ -1,0 +1,34 @@
+use kdscope::nn::{ops, BatchNorm2d, Conv2d, Shape4, Store, Var};
+use rand::SeedableRng;
+use std::time::Instant;
+fn t<F: FnMut()>(name: &str, flop: f64, mut f: F) {
+    f();
+    let n = 10;
+    let s = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    let e = s.elapsed().as_secs_f64() / n as f64;
+    println!("{name:<28} {:8.2} ms  {:6.1} GFLOP/s", e * 1e3, flop / e / 1e9);
+}
+fn main() {
+    kdscope::perf::tune_allocator();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    for (c, hw) in [(16usize, 32usize), (32, 16), (64, 8)] {
+        let mut s = Store::new();
+        let conv = Conv2d::new(&mut s, &mut rng, "c", c, c, 3, ops::ConvCfg::new(1, 1), false);
+        let bn = BatchNorm2d::new(&mut s, "bn", c);
+        let shape = Shape4::new(128, c, hw, hw);
+        let x = Var::from_vec(vec![0.3; shape.numel()], shape);
+        let flop = 2.0 * (128 * c * c * 9 * hw * hw) as f64;
+        t(&format!("conv fwd c{c} hw{hw}"), flop, || {
+            std::hint::black_box(conv.forward(&s, x.detach()));
+        });
+        t(&format!("bn+relu fwd c{c} hw{hw}"), 0.0, || {
+            std::hint::black_box(bn.forward(&s, x.detach(), true, true));
+        });
+        t(&format!("alloc+zero {}", shape.numel()), 0.0, || {
+            std::hint::black_box(vec![0.0f32; shape.numel()]);
+        });
+    }
+}

@@ -1,0 +1,254 @@
+//! Direct 3x3 / stride 1 / padding 1 convolution of one image, without im2col.
+//!
+//! The input is copied once into zero-padded planes of width `wp = w + 2`, flattened. On that grid
+//! every output position `q = y * wp + x` is `sum_taps w[tap] * xp[q + ky * wp + kx]`, so each tap
+//! is a contiguous shifted read and a tile of outputs is a block of FMAs with broadcast weights
+//! (the two columns per row with `x >= w` are computed and dropped). The same kernel computes the
+//! input gradient, as the convolution of the output gradient with the flipped, transposed weights.
+//!
+//! With AVX-512 the tile is 4 output channels x 96 positions held in 24 registers; elsewhere a
+//! portable version of the same loop runs.
+
+/// Output positions per tile (6 vectors of 16).
+const TILE: usize = 96;
+/// Output channels per register block.
+const CB: usize = 4;
+
+/// Geometry of a padded, flattened plane set.
+#[derive(Clone, Copy, Debug)]
+pub struct Padded {
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Padded {
+    pub fn wp(&self) -> usize {
+        self.w + 2
+    }
+    /// Elements of one padded plane.
+    pub fn plane(&self) -> usize {
+        (self.h + 2) * self.wp()
+    }
+    /// Output positions computed per plane (rows of the padded width), rounded up to whole tiles.
+    pub fn q_len(&self) -> usize {
+        (self.h * self.wp()).div_ceil(TILE) * TILE
+    }
+    /// Length of a padded buffer of `c` planes, with slack for the last tile's reads.
+    pub fn buf_len(&self, c: usize) -> usize {
+        c * self.plane() + self.q_len() + 2 * self.wp() + 2
+    }
+}
+
+/// Copies `c` planes of `h x w` into zero-padded planes. Only the borders and the slack are
+/// zeroed (the interior is overwritten), so re-using `buf` costs one copy of the data.
+pub fn pad_planes(x: &[f32], c: usize, g: Padded, buf: &mut Vec<f32>) {
+    let len = g.buf_len(c);
+    if buf.len() != len {
+        buf.clear();
+        buf.resize(len, 0.0);
+    }
+    let (wp, plane) = (g.wp(), g.plane());
+    for ci in 0..c {
+        let p = &mut buf[ci * plane..(ci + 1) * plane];
+        p[..wp + 1].fill(0.0);
+        for y in 0..g.h {
+            let row = (y + 1) * wp;
+            p[row + 1..row + 1 + g.w].copy_from_slice(&x[(ci * g.h + y) * g.w..(ci * g.h + y + 1) * g.w]);
+            p[row + 1 + g.w..row + wp + 1].fill(0.0);
+        }
+        p[(g.h + 1) * wp + 1..].fill(0.0);
+    }
+    buf[c * plane..].fill(0.0);
+}
+
+/// `out[co][y][x] (+)= sum_ci sum_taps wt[co][ci][tap] * xp[ci][(y+ky)*wp + x+kx]` for one image;
+/// `xp` from [`pad_planes`], `out` is `co x h x w`. `scratch` holds the padded-width output.
+pub fn conv3x3(
+    xp: &[f32],
+    c: usize,
+    g: Padded,
+    wt: &[f32],
+    co: usize,
+    out: &mut [f32],
+    accumulate: bool,
+    scratch: &mut Vec<f32>,
+) {
+    let ql = g.q_len();
+    // Every element is written by the kernels; only grow (zero-filled) when needed.
+    if scratch.len() < co * ql {
+        scratch.resize(co * ql, 0.0);
+    }
+    let scratch = &mut scratch[..co * ql];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F; all reads and writes are bounds-checked per tile.
+            unsafe { avx512::conv3x3(xp, c, g, wt, co, scratch) };
+            unpad(scratch, co, g, out, accumulate);
+            return;
+        }
+    }
+    portable(xp, c, g, wt, co, scratch);
+    unpad(scratch, co, g, out, accumulate);
+}
+
+fn unpad(s: &[f32], co: usize, g: Padded, out: &mut [f32], accumulate: bool) {
+    let (wp, ql) = (g.wp(), g.q_len());
+    for o in 0..co {
+        for y in 0..g.h {
+            let src = &s[o * ql + y * wp..o * ql + y * wp + g.w];
+            let dst = &mut out[(o * g.h + y) * g.w..(o * g.h + y + 1) * g.w];
+            if accumulate {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            } else {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+}
+
+/// Offsets of the 9 taps on the padded grid.
+pub fn taps(g: Padded) -> [usize; 9] {
+    let wp = g.wp();
+    [0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2]
+}
+
+fn portable(xp: &[f32], c: usize, g: Padded, wt: &[f32], co: usize, s: &mut [f32]) {
+    let (ql, plane, off) = (g.q_len(), g.plane(), taps(g));
+    for o in 0..co {
+        let acc = &mut s[o * ql..(o + 1) * ql];
+        acc.fill(0.0);
+        for ci in 0..c {
+            let base = &xp[ci * plane..];
+            for (t, &d) in off.iter().enumerate() {
+                let w = wt[(o * c + ci) * 9 + t];
+                let src = &base[d..d + ql];
+                acc.iter_mut().zip(src).for_each(|(a, x)| *a += w * x);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{taps, Padded, CB, TILE};
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn conv3x3(xp: &[f32], c: usize, g: Padded, wt: &[f32], co: usize, s: &mut [f32]) {
+        let (ql, plane, off) = (g.q_len(), g.plane(), taps(g));
+        assert!(xp.len() >= c * plane + ql + off[8]);
+        assert!(wt.len() >= co * c * 9 && s.len() >= co * ql);
+        let full = co / CB * CB;
+        for o0 in (0..full).step_by(CB) {
+            block::<CB>(xp, c, plane, &off, wt, o0, ql, s);
+        }
+        for o0 in full..co {
+            block::<1>(xp, c, plane, &off, wt, o0, ql, s);
+        }
+    }
+
+    /// `NB` output channels starting at `o0`, all tiles; accumulators stay in registers because
+    /// every loop bound is a constant.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const NB: usize>(
+        xp: &[f32],
+        c: usize,
+        plane: usize,
+        off: &[usize; 9],
+        wt: &[f32],
+        o0: usize,
+        ql: usize,
+        s: &mut [f32],
+    ) {
+        let xptr = xp.as_ptr();
+        let wptr = wt.as_ptr();
+        let sptr = s.as_mut_ptr();
+        for q0 in (0..ql).step_by(TILE) {
+            let mut acc = [[_mm512_setzero_ps(); 6]; NB];
+            for ci in 0..c {
+                let xb = xptr.add(ci * plane + q0);
+                let wrow = wptr.add((o0 * c + ci) * 9);
+                for t in 0..9 {
+                    let p = xb.add(off[t]);
+                    let xv = [
+                        _mm512_loadu_ps(p),
+                        _mm512_loadu_ps(p.add(16)),
+                        _mm512_loadu_ps(p.add(32)),
+                        _mm512_loadu_ps(p.add(48)),
+                        _mm512_loadu_ps(p.add(64)),
+                        _mm512_loadu_ps(p.add(80)),
+                    ];
+                    for b in 0..NB {
+                        let w = _mm512_set1_ps(*wrow.add(b * c * 9 + t));
+                        for v in 0..6 {
+                            acc[b][v] = _mm512_fmadd_ps(w, xv[v], acc[b][v]);
+                        }
+                    }
+                }
+            }
+            for b in 0..NB {
+                let dst = sptr.add((o0 + b) * ql + q0);
+                for v in 0..6 {
+                    _mm512_storeu_ps(dst.add(16 * v), acc[b][v]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(x: &[f32], c: usize, h: usize, w: usize, wt: &[f32], co: usize) -> Vec<f32> {
+        let mut out = vec![0.0; co * h * w];
+        for o in 0..co {
+            for y in 0..h {
+                for xx in 0..w {
+                    let mut acc = 0.0;
+                    for ci in 0..c {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) = (y as isize + ky as isize - 1, xx as isize + kx as isize - 1);
+                                if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
+                                    acc += wt[(o * c + ci) * 9 + ky * 3 + kx]
+                                        * x[(ci * h + iy as usize) * w + ix as usize];
+                                }
+                            }
+                        }
+                    }
+                    out[(o * h + y) * w + xx] = acc;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn direct_matches_naive_on_odd_sizes() {
+        for (c, co, h, w) in [(3, 5, 7, 9), (16, 16, 8, 8), (2, 9, 32, 32), (1, 1, 1, 1)] {
+            let x: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let g = Padded { h, w };
+            let mut xp = Vec::new();
+            pad_planes(&x, c, g, &mut xp);
+            let mut out = vec![0.0; co * h * w];
+            let mut s = Vec::new();
+            conv3x3(&xp, c, g, &wt, co, &mut out, false, &mut s);
+            let want = naive(&x, c, h, w, &wt, co);
+            for (a, b) in out.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+            let mut port = vec![0.0; co * g.q_len()];
+            portable(&xp, c, g, &wt, co, &mut port);
+            let mut out2 = vec![1.0; co * h * w];
+            unpad(&port, co, g, &mut out2, true);
+            for (a, b) in out2.iter().zip(&want) {
+                assert!((a - 1.0 - b).abs() < 1e-4);
+            }
+        }
+    }
+}
