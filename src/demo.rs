@@ -104,6 +104,7 @@ fn train_one(
         checkpoint: Some(cfg.out_dir.join(format!("{}.safetensors", role.replace(' ', "_")))),
         resume: false,
         progress,
+        stop_after: None,
     };
     let history = fit(&mut model, teacher, method, data, &tc, &opts)?;
     let preds = evaluate(&model, &data.test, 256);

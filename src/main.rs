@@ -206,7 +206,13 @@ fn main() -> anyhow::Result<()> {
                 data.test.len(),
                 model.num_params()
             );
-            let opts = RunOptions { label: model.name(), checkpoint: Some(out.clone()), resume, progress: true };
+            let opts = RunOptions {
+                label: model.name(),
+                checkpoint: Some(out.clone()),
+                resume,
+                progress: true,
+                stop_after: None,
+            };
             let h = train::fit(&mut model, teacher.as_ref(), distiller.as_mut(), &data, &cfg, &opts)?;
             let last = h.last().context("no epoch was run")?;
             println!(

@@ -1,13 +1,14 @@
 //! The built-in synthetic dataset ("shapes-20"): deterministic 3x32x32 colour images in 20 classes
 //! grouped into 5 superclasses, generated from a seed, so the demo and the tests need no download.
 //!
-//! Each superclass is a shape family with its own hue range (disk, square, triangle, ring, cross).
-//! Its four classes differ only in the orientation of a striped texture inside the object (0°, 45°,
-//! 90°, 135°, each jittered by ±[`SynthConfig::angle_jitter`]), which is overlaid by a weaker stripe
-//! pattern at a random orientation, so classes of one superclass are far more confusable with each
-//! other than with classes of other superclasses. Position, size, rotation, colour, contrast,
-//! background gradients, distractor shapes and pixel noise vary per image, which makes the fine
-//! distinction a matter of capacity: deeper ResNets separate the orientations better.
+//! Each superclass is a shape family with its own hue (disk, square, triangle, ring, cross). Its four
+//! classes are the combinations of two subtle cues: the orientation of a striped texture inside the
+//! object (vertical or horizontal stripes, jittered by ±[`SynthConfig::angle_jitter`] and overlaid by
+//! a weaker stripe pattern at a random orientation) and a small hue shift (±[`SynthConfig::hue_shift`]
+//! degrees, with a jitter that makes neighbouring shades overlap). Classes of one superclass are
+//! therefore far more confusable with each other than with classes of other superclasses, and
+//! telling them apart under the per-image variation (position, size, rotation, saturation,
+//! brightness, contrast, background gradients, distractor shapes, pixel noise) takes capacity.
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{DataSplit, Dataset, Hierarchy, Normalization};
 
 pub const SUPER_NAMES: [&str; 5] = ["disk", "square", "triangle", "ring", "cross"];
-const ORIENT_NAMES: [&str; 4] = ["0", "45", "90", "135"];
+const CLASS_NAMES: [&str; 4] = ["warm-v", "warm-h", "cool-v", "cool-h"];
 
 /// Size and difficulty of the synthetic dataset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,9 @@ pub struct SynthConfig {
     pub test_per_class: usize,
     /// Uniform jitter of the texture orientation, degrees.
     pub angle_jitter: f32,
+    /// Hue offset of the two shades of a superclass, degrees (jittered by ±`hue_jitter`).
+    pub hue_shift: f32,
+    pub hue_jitter: f32,
     /// Standard deviation of the pixel noise (0-255 scale).
     pub noise: f32,
     /// Amplitude of the second, randomly oriented stripe pattern relative to the main one.
@@ -34,13 +38,22 @@ pub struct SynthConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        Self { seed: 0, train_per_class: 250, test_per_class: 50, angle_jitter: 14.0, noise: 14.0, confounder: 0.55 }
+        Self {
+            seed: 0,
+            train_per_class: 150,
+            test_per_class: 50,
+            angle_jitter: 25.0,
+            hue_shift: 14.0,
+            hue_jitter: 12.0,
+            noise: 12.0,
+            confounder: 0.25,
+        }
     }
 }
 
-/// Class names: `<shape>-<orientation>` (e.g. `ring-45`).
+/// Class names: `<shape>-<shade>-<stripes>` (e.g. `ring-cool-h`).
 pub fn class_names() -> Vec<String> {
-    SUPER_NAMES.iter().flat_map(|s| ORIENT_NAMES.iter().map(move |o| format!("{s}-{o}"))).collect()
+    SUPER_NAMES.iter().flat_map(|s| CLASS_NAMES.iter().map(move |o| format!("{s}-{o}"))).collect()
 }
 
 pub fn hierarchy() -> Hierarchy {
@@ -85,7 +98,11 @@ fn inside(kind: usize, u: f32, v: f32) -> bool {
 fn render(cfg: &SynthConfig, class: usize, rng: &mut ChaCha8Rng, out: &mut [u8]) {
     const S: usize = 32;
     let kind = class / 4;
-    let orient = (class % 4) as f32 * 45.0 + rng.gen_range(-cfg.angle_jitter..=cfg.angle_jitter);
+    let (cool, horizontal) = (class % 4 >= 2, class % 2 == 1);
+    let orient = if horizontal { 90.0 } else { 0.0 } + rng.gen_range(-cfg.angle_jitter..=cfg.angle_jitter);
+    let hue = kind as f32 * 72.0
+        + if cool { cfg.hue_shift } else { -cfg.hue_shift }
+        + rng.gen_range(-cfg.hue_jitter..=cfg.hue_jitter);
     // Background: a colour gradient.
     let bg0 = hsv(rng.gen_range(0.0..360.0), rng.gen_range(0.0..0.35), rng.gen_range(0.2..0.8));
     let bg1 = hsv(rng.gen_range(0.0..360.0), rng.gen_range(0.0..0.35), rng.gen_range(0.2..0.8));
@@ -119,9 +136,9 @@ fn render(cfg: &SynthConfig, class: usize, rng: &mut ChaCha8Rng, out: &mut [u8])
     let (cx, cy) = (15.5 + rng.gen_range(-5.0..5.0f32), 15.5 + rng.gen_range(-5.0..5.0f32));
     let radius = rng.gen_range(8.0..12.0f32);
     let rot = rng.gen_range(0.0..std::f32::consts::TAU);
-    let col = hsv(kind as f32 * 72.0 + rng.gen_range(-22.0..22.0), rng.gen_range(0.55..1.0), rng.gen_range(0.55..1.0));
+    let col = hsv(hue, rng.gen_range(0.55..1.0), rng.gen_range(0.55..1.0));
     let (freq, phase) = (rng.gen_range(0.75..1.15f32), rng.gen_range(0.0..std::f32::consts::TAU));
-    let amp = rng.gen_range(0.18..0.4f32);
+    let amp = rng.gen_range(0.3..0.5f32);
     let conf_dir = rng.gen_range(0.0..std::f32::consts::PI);
     let (cfreq, cphase) = (rng.gen_range(0.6..1.3f32), rng.gen_range(0.0..std::f32::consts::TAU));
     let (od, cd) = (orient.to_radians(), conf_dir);
@@ -201,6 +218,6 @@ mod tests {
         assert_ne!(a.train.pixels, c.train.pixels);
         a.train.validate().unwrap();
         assert_eq!(a.train.hierarchy.as_ref().unwrap().members(3), vec![12, 13, 14, 15]);
-        assert_eq!(a.train.class_names[13], "ring-45");
+        assert_eq!(a.train.class_names[13], "ring-warm-h");
     }
 }

@@ -29,6 +29,11 @@ impl Param {
     }
 }
 
+/// The dfdx tensor behind a parameter (to look up its gradient in a [`super::Grads`]).
+pub fn tensor_of(p: &Param) -> &Flat {
+    &p.t
+}
+
 /// Running statistics of one batch-norm layer, with its name prefix (`layer1.0.bn1`).
 pub struct BnBuffers {
     pub prefix: String,

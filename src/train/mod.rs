@@ -113,6 +113,9 @@ pub struct RunOptions {
     pub resume: bool,
     /// Show progress bars and per-epoch lines on stderr.
     pub progress: bool,
+    /// Stop after this many completed epochs (of the configured schedule), e.g. to train in slices
+    /// with `resume`.
+    pub stop_after: Option<usize>,
 }
 
 fn bar(len: u64, label: &str, show: bool) -> ProgressBar {
@@ -167,7 +170,8 @@ pub fn fit(
         }
     }
     let start = history.epochs.len();
-    for epoch in start..cfg.epochs {
+    let end = opts.stop_after.map_or(cfg.epochs, |s| s.min(cfg.epochs));
+    for epoch in start..end {
         let t0 = Instant::now();
         let lr = cfg.schedule.lr(cfg.lr, epoch, cfg.epochs);
         sgd.set_lr(lr);
