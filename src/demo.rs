@@ -86,6 +86,7 @@ impl DemoResult {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train_one(
     cfg: &DemoConfig,
     role: &str,

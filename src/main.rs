@@ -51,6 +51,9 @@ enum Cmd {
         /// Distillation method of the KD student (kd, kd-mse).
         #[arg(long, default_value = "kd")]
         method: String,
+        /// Synthetic dataset settings as JSON (see `train --synth`).
+        #[arg(long)]
+        synth: Option<String>,
         #[arg(long)]
         quiet: bool,
     },
@@ -64,6 +67,9 @@ enum Cmd {
         /// Image size for folder datasets.
         #[arg(long, default_value_t = 32)]
         image_size: usize,
+        /// Synthetic dataset settings as JSON, e.g. '{"train_per_class": 300, "noise": 20}'.
+        #[arg(long)]
+        synth: Option<String>,
         #[arg(long, default_value = "resnet20")]
         arch: String,
         /// ce, kd or kd-mse.
@@ -118,10 +124,10 @@ enum Cmd {
     },
 }
 
-fn load_data(kind: DatasetKind, dir: Option<PathBuf>, size: usize, seed: u64) -> anyhow::Result<DataSplit> {
+fn load_data(kind: DatasetKind, dir: Option<PathBuf>, size: usize, synth: SynthConfig) -> anyhow::Result<DataSplit> {
     let need = || dir.clone().context("--data-dir is required for this dataset");
     Ok(match kind {
-        DatasetKind::Synthetic => data::synthetic::shapes20(&SynthConfig { seed, ..Default::default() }),
+        DatasetKind::Synthetic => data::synthetic::shapes20(&synth),
         DatasetKind::Cifar10 => data::cifar::load_cifar10(need()?)?,
         DatasetKind::Cifar100 => data::cifar::load_cifar100(need()?)?,
         DatasetKind::Mnist => data::mnist::load_mnist(need()?)?,
@@ -132,8 +138,11 @@ fn load_data(kind: DatasetKind, dir: Option<PathBuf>, size: usize, seed: u64) ->
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Demo { out, seed, epochs, train_per_class, method, quiet } => {
+        Cmd::Demo { out, seed, epochs, train_per_class, method, synth, quiet } => {
             let mut cfg = DemoConfig { out_dir: out, method, ..DemoConfig::default() };
+            if let Some(j) = synth {
+                cfg.data = serde_json::from_str(&j).context("--synth: not a synthetic dataset configuration")?;
+            }
             cfg.train.seed = seed;
             cfg.data.seed = seed;
             if let Some(e) = epochs {
@@ -156,6 +165,7 @@ fn main() -> anyhow::Result<()> {
             dataset,
             data_dir,
             image_size,
+            synth,
             arch,
             method,
             teacher,
@@ -172,7 +182,11 @@ fn main() -> anyhow::Result<()> {
             out,
             resume,
         } => {
-            let data = load_data(dataset, data_dir, image_size, seed)?;
+            let synth: SynthConfig = match synth {
+                Some(j) => serde_json::from_str(&j).context("--synth: not a synthetic dataset configuration")?,
+                None => SynthConfig { seed, ..Default::default() },
+            };
+            let data = load_data(dataset, data_dir, image_size, synth)?;
             let cfg = if cifar100_preset {
                 TrainConfig { seed, ..TrainConfig::cifar100_standard() }
             } else {

@@ -27,7 +27,7 @@ fn parse_records(
     if bytes.is_empty() {
         return Err(DataError::format(path, 0, format!("{rec}-byte records"), "an empty file"));
     }
-    if bytes.len() % rec != 0 {
+    if !bytes.len().is_multiple_of(rec) {
         let full = bytes.len() / rec * rec;
         return Err(DataError::format(
             path,

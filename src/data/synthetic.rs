@@ -21,6 +21,7 @@ const CLASS_NAMES: [&str; 4] = ["warm-v", "warm-h", "cool-v", "cool-h"];
 
 /// Size and difficulty of the synthetic dataset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SynthConfig {
     pub seed: u64,
     pub train_per_class: usize,
@@ -34,6 +35,8 @@ pub struct SynthConfig {
     pub noise: f32,
     /// Amplitude of the second, randomly oriented stripe pattern relative to the main one.
     pub confounder: f32,
+    /// Range of the stripe contrast (relative brightness modulation).
+    pub contrast: (f32, f32),
 }
 
 impl Default for SynthConfig {
@@ -47,6 +50,7 @@ impl Default for SynthConfig {
             hue_jitter: 12.0,
             noise: 12.0,
             confounder: 0.25,
+            contrast: (0.3, 0.5),
         }
     }
 }
@@ -85,7 +89,7 @@ fn inside(kind: usize, u: f32, v: f32) -> bool {
     match kind {
         0 => u * u + v * v <= 1.0,
         1 => u.abs() <= 0.85 && v.abs() <= 0.85,
-        2 => v >= -0.7 && v <= 0.9 && u.abs() <= (0.9 - v) * 0.62,
+        2 => (-0.7..=0.9).contains(&v) && u.abs() <= (0.9 - v) * 0.62,
         3 => {
             let r2 = u * u + v * v;
             (0.42..=1.0).contains(&r2)
@@ -138,7 +142,7 @@ fn render(cfg: &SynthConfig, class: usize, rng: &mut ChaCha8Rng, out: &mut [u8])
     let rot = rng.gen_range(0.0..std::f32::consts::TAU);
     let col = hsv(hue, rng.gen_range(0.55..1.0), rng.gen_range(0.55..1.0));
     let (freq, phase) = (rng.gen_range(0.75..1.15f32), rng.gen_range(0.0..std::f32::consts::TAU));
-    let amp = rng.gen_range(0.3..0.5f32);
+    let amp = rng.gen_range(cfg.contrast.0..cfg.contrast.1.max(cfg.contrast.0 + 1e-6));
     let conf_dir = rng.gen_range(0.0..std::f32::consts::PI);
     let (cfreq, cphase) = (rng.gen_range(0.6..1.3f32), rng.gen_range(0.0..std::f32::consts::TAU));
     let (od, cd) = (orient.to_radians(), conf_dir);

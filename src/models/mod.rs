@@ -44,7 +44,7 @@ impl FromStr for Arch {
                 None => (rest, false),
             };
             let depth: usize = d.parse().with_context(|| format!("bad ResNet depth in '{s}'"))?;
-            if depth < 8 || (depth - 2) % 6 != 0 {
+            if depth < 8 || !(depth - 2).is_multiple_of(6) {
                 bail!("CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110), got '{s}'");
             }
             return Ok(Arch::ResNet { depth, x4 });
@@ -54,7 +54,7 @@ impl FromStr for Arch {
             if parts.len() == 2 {
                 let depth: usize = parts[0].parse().with_context(|| format!("bad WRN depth in '{s}'"))?;
                 let widen: usize = parts[1].parse().with_context(|| format!("bad WRN width in '{s}'"))?;
-                if depth < 10 || (depth - 4) % 6 != 0 || widen == 0 {
+                if depth < 10 || !(depth - 4).is_multiple_of(6) || widen == 0 {
                     bail!("WRN depth must be 6n+4 and width >= 1, got '{s}'");
                 }
                 return Ok(Arch::Wrn { depth, widen });

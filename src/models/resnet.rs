@@ -60,7 +60,7 @@ pub struct ResNet {
 impl ResNet {
     pub fn new(s: &mut Store, rng: &mut impl Rng, depth: usize, x4: bool, in_ch: usize, classes: usize) -> Self {
         assert!(
-            depth >= 8 && (depth - 2) % 6 == 0,
+            depth >= 8 && (depth - 2).is_multiple_of(6),
             "CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110), got {depth}"
         );
         let n = (depth - 2) / 6;

@@ -61,7 +61,7 @@ pub struct Wrn {
 
 impl Wrn {
     pub fn new(s: &mut Store, rng: &mut impl Rng, depth: usize, widen: usize, in_ch: usize, classes: usize) -> Self {
-        assert!(depth >= 10 && (depth - 4) % 6 == 0, "WRN depth must be 6n+4 (16, 28, 40, ...), got {depth}");
+        assert!(depth >= 10 && (depth - 4).is_multiple_of(6), "WRN depth must be 6n+4 (16, 28, 40, ...), got {depth}");
         assert!(widen >= 1, "WRN widen factor must be at least 1");
         let n = (depth - 4) / 6;
         let widths = [16, 16 * widen, 32 * widen, 64 * widen];

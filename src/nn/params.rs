@@ -199,8 +199,11 @@ pub struct Sgd {
 impl Sgd {
     pub fn new(lr: f64, momentum: f64, nesterov: bool, weight_decay: f64) -> Self {
         use dfdx::prelude::{Momentum, SgdConfig, WeightDecay};
-        let momentum =
-            (momentum > 0.0).then(|| if nesterov { Momentum::Nesterov(momentum) } else { Momentum::Classic(momentum) });
+        let momentum = (momentum > 0.0).then_some(if nesterov {
+            Momentum::Nesterov(momentum)
+        } else {
+            Momentum::Classic(momentum)
+        });
         let weight_decay = (weight_decay > 0.0).then_some(WeightDecay::L2(weight_decay));
         Self { cfg: SgdConfig { lr, momentum, weight_decay }, velocity: dfdx::prelude::Gradients::leaky() }
     }

@@ -316,7 +316,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
     let [co, cg, kh, kw] = w_shape;
     let s = x.shape;
     assert!(
-        cfg.groups >= 1 && s.c % cfg.groups == 0 && co % cfg.groups == 0,
+        cfg.groups >= 1 && s.c.is_multiple_of(cfg.groups) && co % cfg.groups == 0,
         "conv2d: channels {} / out {co} not divisible by groups {}",
         s.c,
         cfg.groups
@@ -403,7 +403,6 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 image(i, &mut dw, dxi, nthreads);
             }
         }
-        drop(dx_buf);
         // `dw` holds each group's block transposed (kk x cog); bring it to [co, cg, kh, kw].
         let (cog, kk) = (g.cog(), g.kk());
         let mut dw_t = vec![0.0f32; dw.len()];

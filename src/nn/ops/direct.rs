@@ -63,6 +63,7 @@ pub fn pad_planes(x: &[f32], c: usize, g: Padded, buf: &mut Vec<f32>) {
 
 /// `out[co][y][x] (+)= sum_ci sum_taps wt[co][ci][tap] * xp[ci][(y+ky)*wp + x+kx]` for one image;
 /// `xp` from [`pad_planes`], `out` is `co x h x w`. `scratch` holds the padded-width output.
+#[allow(clippy::too_many_arguments)]
 pub fn conv3x3(
     xp: &[f32],
     c: usize,
@@ -152,7 +153,7 @@ mod avx512 {
     /// `NB` output channels starting at `o0`, all tiles; accumulators stay in registers because
     /// every loop bound is a constant.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     unsafe fn block<const NB: usize>(
         xp: &[f32],
         c: usize,

@@ -1,7 +1,9 @@
+//! Per-op throughput at the ResNet-20 layer shapes (batch 128): `cargo bench --bench ops`.
+//! Prints milliseconds per call and GFLOP/s for convolutions.
 use kdscope::nn::{ops, BatchNorm2d, Conv2d, Shape4, Store, Var};
 use rand::SeedableRng;
 use std::time::Instant;
-fn t<F: FnMut()>(name: &str, flop: f64, mut f: F) {
+fn time<F: FnMut()>(name: &str, flop: f64, mut f: F) {
     f();
     let n = 10;
     let s = Instant::now();
@@ -21,13 +23,13 @@ fn main() {
         let shape = Shape4::new(128, c, hw, hw);
         let x = Var::from_vec(vec![0.3; shape.numel()], shape);
         let flop = 2.0 * (128 * c * c * 9 * hw * hw) as f64;
-        t(&format!("conv fwd c{c} hw{hw}"), flop, || {
+        time(&format!("conv fwd c{c} hw{hw}"), flop, || {
             std::hint::black_box(conv.forward(&s, x.detach()));
         });
-        t(&format!("bn+relu fwd c{c} hw{hw}"), 0.0, || {
+        time(&format!("bn+relu fwd c{c} hw{hw}"), 0.0, || {
             std::hint::black_box(bn.forward(&s, x.detach(), true, true));
         });
-        t(&format!("alloc+zero {}", shape.numel()), 0.0, || {
+        time(&format!("alloc+zero {}", shape.numel()), 0.0, || {
             std::hint::black_box(vec![0.0f32; shape.numel()]);
         });
     }
