@@ -151,6 +151,11 @@ pub fn fit(
     if distiller.needs_teacher() && teacher.is_none() {
         bail!("method '{}' needs a teacher model", distiller.name());
     }
+    if let Some(t) = teacher {
+        if t.spec.num_classes != student.spec.num_classes || t.spec.in_channels != student.spec.in_channels {
+            bail!("teacher {} and student {} disagree on classes or input channels", t.spec, student.spec);
+        }
+    }
     if student.spec.num_classes != data.train.num_classes() {
         bail!(
             "{} has {} outputs, but {} has {} classes",
