@@ -29,15 +29,15 @@ impl Default for DemoConfig {
             teacher: "resnet56".into(),
             student: "resnet20".into(),
             teacher_epochs: 12,
-            student_epochs: 12,
+            student_epochs: 5,
             train: TrainConfig {
-                epochs: 12,
-                batch_size: 64,
+                epochs: 10,
+                batch_size: 32,
                 lr: 0.05,
                 schedule: Schedule::Cosine { min_lr: 0.0 },
                 ..TrainConfig::default()
             },
-            method: "kd".into(),
+            method: "kd-mse".into(),
             out_dir: PathBuf::from("runs/demo"),
         }
     }

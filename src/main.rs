@@ -42,14 +42,17 @@ enum Cmd {
         out: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Epochs for the teacher and for each student (default: the demo's sizing).
+        /// Epochs of the teacher (default 12).
         #[arg(long)]
-        epochs: Option<usize>,
+        teacher_epochs: Option<usize>,
+        /// Epochs of each student (default 5).
+        #[arg(long)]
+        student_epochs: Option<usize>,
         /// Training images per class of the synthetic dataset.
         #[arg(long)]
         train_per_class: Option<usize>,
-        /// Distillation method of the KD student (kd, kd-mse).
-        #[arg(long, default_value = "kd")]
+        /// Distillation method of the KD student (kd-mse: KD-Lib's CE + T²·MSE form; kd: KL·T²).
+        #[arg(long, default_value = "kd-mse")]
         method: String,
         /// Synthetic dataset settings as JSON (see `train --synth`).
         #[arg(long)]
@@ -138,15 +141,17 @@ fn load_data(kind: DatasetKind, dir: Option<PathBuf>, size: usize, synth: SynthC
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Demo { out, seed, epochs, train_per_class, method, synth, quiet } => {
+        Cmd::Demo { out, seed, teacher_epochs, student_epochs, train_per_class, method, synth, quiet } => {
             let mut cfg = DemoConfig { out_dir: out, method, ..DemoConfig::default() };
             if let Some(j) = synth {
                 cfg.data = serde_json::from_str(&j).context("--synth: not a synthetic dataset configuration")?;
             }
             cfg.train.seed = seed;
             cfg.data.seed = seed;
-            if let Some(e) = epochs {
+            if let Some(e) = teacher_epochs {
                 cfg.teacher_epochs = e;
+            }
+            if let Some(e) = student_epochs {
                 cfg.student_epochs = e;
             }
             if let Some(n) = train_per_class {

@@ -168,3 +168,24 @@ fn kd_students_train_end_to_end() {
         .to_string()
         .contains("needs a teacher"));
 }
+
+#[test]
+fn synthetic_confusions_stay_within_superclasses() {
+    // After a short training run the superclass (shape + hue) is learned and the remaining errors
+    // are between the accent shades of one superclass, far above the 3/19 expected by chance.
+    let data = shapes20(&SynthConfig { train_per_class: 40, test_per_class: 20, ..Default::default() });
+    let mut m = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 0);
+    let c = TrainConfig { epochs: 3, batch_size: 32, ..cfg(3) };
+    fit(&mut m, None, &mut Vanilla, &data, &c, &quiet(None, false)).unwrap();
+    let p = evaluate(&m, &data.test, 100);
+    let h = data.test.hierarchy.as_ref().unwrap();
+    let (mut within, mut errors) = (0, 0);
+    for (pred, &label) in p.predicted().into_iter().zip(&p.labels) {
+        if pred != label {
+            errors += 1;
+            within += usize::from(h.class_to_super[pred] == h.class_to_super[label]);
+        }
+    }
+    assert!(errors > 20, "too few errors to judge: {errors}");
+    assert!(within as f64 >= 0.7 * errors as f64, "{within} of {errors} errors within a superclass");
+}

@@ -1,14 +1,15 @@
 //! The built-in synthetic dataset ("shapes-20"): deterministic 3x32x32 colour images in 20 classes
 //! grouped into 5 superclasses, generated from a seed, so the demo and the tests need no download.
 //!
-//! Each superclass is a shape family with its own hue (disk, square, triangle, ring, cross). Its four
-//! classes are the combinations of two subtle cues: the orientation of a striped texture inside the
-//! object (vertical or horizontal stripes, jittered by ±[`SynthConfig::angle_jitter`] and overlaid by
-//! a weaker stripe pattern at a random orientation) and a small hue shift (±[`SynthConfig::hue_shift`]
-//! degrees, with a jitter that makes neighbouring shades overlap). Classes of one superclass are
-//! therefore far more confusable with each other than with classes of other superclasses, and
-//! telling them apart under the per-image variation (position, size, rotation, saturation,
-//! brightness, contrast, background gradients, distractor shapes, pixel noise) takes capacity.
+//! Each superclass is a shape family with its own hue (disk, square, triangle, ring, cross). The
+//! object carries stripes (random orientation, frequency and phase) that blend its colour with an
+//! accent colour, and the four classes of a superclass differ only in the accent's hue: four shades
+//! [`SynthConfig::accent_step`] degrees apart, each jittered by ±[`SynthConfig::accent_jitter`], so
+//! neighbouring classes overlap a little. Classes of one superclass are therefore far more
+//! confusable with each other than with classes of other superclasses, and neighbouring accents are
+//! more confusable than distant ones (the "dark knowledge" a teacher passes on). Position, size,
+//! rotation, saturation, brightness, stripe contrast, a weaker brightness grating, background
+//! gradients, distractor shapes and pixel noise vary per image.
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{DataSplit, Dataset, Hierarchy, Normalization};
 
 pub const SUPER_NAMES: [&str; 5] = ["disk", "square", "triangle", "ring", "cross"];
-const CLASS_NAMES: [&str; 4] = ["warm-v", "warm-h", "cool-v", "cool-h"];
+const CLASS_NAMES: [&str; 4] = ["a", "b", "c", "d"];
 
 /// Size and difficulty of the synthetic dataset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,16 +27,15 @@ pub struct SynthConfig {
     pub seed: u64,
     pub train_per_class: usize,
     pub test_per_class: usize,
-    /// Uniform jitter of the texture orientation, degrees.
-    pub angle_jitter: f32,
-    /// Hue offset of the two shades of a superclass, degrees (jittered by ±`hue_jitter`).
-    pub hue_shift: f32,
-    pub hue_jitter: f32,
+    /// Hue distance between the accents of neighbouring classes, degrees.
+    pub accent_step: f32,
+    /// Uniform jitter of the accent hue, degrees.
+    pub accent_jitter: f32,
     /// Standard deviation of the pixel noise (0-255 scale).
     pub noise: f32,
-    /// Amplitude of the second, randomly oriented stripe pattern relative to the main one.
+    /// Amplitude of the weaker brightness grating at a random orientation.
     pub confounder: f32,
-    /// Range of the stripe contrast (relative brightness modulation).
+    /// Range of the stripe contrast (how far the stripes blend towards the accent colour).
     pub contrast: (f32, f32),
 }
 
@@ -45,17 +45,16 @@ impl Default for SynthConfig {
             seed: 0,
             train_per_class: 150,
             test_per_class: 50,
-            angle_jitter: 25.0,
-            hue_shift: 14.0,
-            hue_jitter: 12.0,
+            accent_step: 30.0,
+            accent_jitter: 14.0,
             noise: 12.0,
-            confounder: 0.25,
-            contrast: (0.3, 0.5),
+            confounder: 0.2,
+            contrast: (0.45, 0.8),
         }
     }
 }
 
-/// Class names: `<shape>-<shade>-<stripes>` (e.g. `ring-cool-h`).
+/// Class names: `<shape>-<accent>` with accents `a`…`d` in hue order (e.g. `ring-b`).
 pub fn class_names() -> Vec<String> {
     SUPER_NAMES.iter().flat_map(|s| CLASS_NAMES.iter().map(move |o| format!("{s}-{o}"))).collect()
 }
@@ -102,11 +101,12 @@ fn inside(kind: usize, u: f32, v: f32) -> bool {
 fn render(cfg: &SynthConfig, class: usize, rng: &mut ChaCha8Rng, out: &mut [u8]) {
     const S: usize = 32;
     let kind = class / 4;
-    let (cool, horizontal) = (class % 4 >= 2, class % 2 == 1);
-    let orient = if horizontal { 90.0 } else { 0.0 } + rng.gen_range(-cfg.angle_jitter..=cfg.angle_jitter);
-    let hue = kind as f32 * 72.0
-        + if cool { cfg.hue_shift } else { -cfg.hue_shift }
-        + rng.gen_range(-cfg.hue_jitter..=cfg.hue_jitter);
+    let hue = kind as f32 * 72.0 + rng.gen_range(-15.0..15.0);
+    let accent_hue = kind as f32 * 72.0
+        + 180.0
+        + ((class % 4) as f32 - 1.5) * cfg.accent_step
+        + rng.gen_range(-cfg.accent_jitter..=cfg.accent_jitter);
+    let orient = rng.gen_range(0.0..std::f32::consts::PI);
     // Background: a colour gradient.
     let bg0 = hsv(rng.gen_range(0.0..360.0), rng.gen_range(0.0..0.35), rng.gen_range(0.2..0.8));
     let bg1 = hsv(rng.gen_range(0.0..360.0), rng.gen_range(0.0..0.35), rng.gen_range(0.2..0.8));
@@ -141,11 +141,12 @@ fn render(cfg: &SynthConfig, class: usize, rng: &mut ChaCha8Rng, out: &mut [u8])
     let radius = rng.gen_range(8.0..12.0f32);
     let rot = rng.gen_range(0.0..std::f32::consts::TAU);
     let col = hsv(hue, rng.gen_range(0.55..1.0), rng.gen_range(0.55..1.0));
+    let accent = hsv(accent_hue, rng.gen_range(0.6..1.0), rng.gen_range(0.6..1.0));
     let (freq, phase) = (rng.gen_range(0.75..1.15f32), rng.gen_range(0.0..std::f32::consts::TAU));
     let amp = rng.gen_range(cfg.contrast.0..cfg.contrast.1.max(cfg.contrast.0 + 1e-6));
     let conf_dir = rng.gen_range(0.0..std::f32::consts::PI);
     let (cfreq, cphase) = (rng.gen_range(0.6..1.3f32), rng.gen_range(0.0..std::f32::consts::TAU));
-    let (od, cd) = (orient.to_radians(), conf_dir);
+    let (od, cd) = (orient, conf_dir);
     for y in 0..S {
         for x in 0..S {
             let (dx, dy) = (x as f32 - cx, y as f32 - cy);
@@ -155,9 +156,10 @@ fn render(cfg: &SynthConfig, class: usize, rng: &mut ChaCha8Rng, out: &mut [u8])
             }
             let main = (freq * (dx * od.cos() + dy * od.sin()) + phase).sin();
             let conf = (cfreq * (dx * cd.cos() + dy * cd.sin()) + cphase).sin();
-            let shade = 1.0 + amp * (main + cfg.confounder * conf);
+            let t = amp * 0.5 * (main + 1.0);
+            let shade = 1.0 + cfg.confounder * conf;
             for c in 0..3 {
-                img[y * S + x][c] = col[c] * shade;
+                img[y * S + x][c] = (col[c] * (1.0 - t) + accent[c] * t) * shade;
             }
         }
     }
@@ -222,6 +224,6 @@ mod tests {
         assert_ne!(a.train.pixels, c.train.pixels);
         a.train.validate().unwrap();
         assert_eq!(a.train.hierarchy.as_ref().unwrap().members(3), vec![12, 13, 14, 15]);
-        assert_eq!(a.train.class_names[13], "ring-warm-h");
+        assert_eq!(a.train.class_names[13], "ring-b");
     }
 }

@@ -7,6 +7,7 @@
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
+use super::blas::zeroed;
 use crate::nn::var::{accumulate, finish, Dev, Flat, Grads, Shape4, Var};
 
 /// Running statistics of a batch-norm layer (PyTorch buffers `running_mean`, `running_var`,
@@ -116,7 +117,7 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
     } else {
         (stats.mean.clone(), stats.var.iter().map(|v| 1.0 / (v + cfg.eps).sqrt()).collect())
     };
-    let mut out = vec![0.0f32; s.numel()];
+    let mut out = zeroed(s.numel());
     out.par_chunks_mut(hw).enumerate().for_each(|(i, o)| {
         let c = i % s.c;
         let scale = g_data[c] * invstd[c];

@@ -1,5 +1,6 @@
 //! Strided single-precision GEMM on top of the `gemm` crate (AVX-512 path enabled), and the
 //! threading policy shared by the ops.
+use rayon::prelude::*;
 
 /// A read-only strided matrix view: element (i, j) is at `ptr[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -100,6 +101,17 @@ pub(crate) fn sgemm_strided(
             par,
         );
     }
+}
+
+/// A zero-filled buffer; large ones are filled by all threads (a serial memset of every activation
+/// and gradient buffer costs several percent of a training step).
+pub(crate) fn zeroed(n: usize) -> Vec<f32> {
+    if n < 1 << 16 {
+        return vec![0.0; n];
+    }
+    let mut v = Vec::with_capacity(n);
+    (0..n).into_par_iter().with_min_len(1 << 14).map(|_| 0.0f32).collect_into_vec(&mut v);
+    v
 }
 
 /// Number of worker threads of the rayon pool.

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
-use super::blas::{sgemm, sgemm_strided, threads, Mat, SyncPtr};
+use super::blas::{sgemm, sgemm_strided, threads, zeroed, Mat, SyncPtr};
 use super::direct::{self, Padded};
 use crate::nn::var::{accumulate, add_into, finish, Dev, Flat, Grads, Shape4, Var};
 
@@ -211,7 +211,7 @@ fn forward_image(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut
     if g.direct() {
         with_direct(|xp, scratch, _| {
             direct::pad_planes(x, g.c, g.padded(), xp);
-            direct::conv3x3(xp, g.c, g.padded(), wt, g.co, out, false, scratch);
+            direct::conv3x3(xp, g.c, g.padded().plane(), g.padded(), wt, g.co, out, false, scratch);
         });
         add_bias(out, bias, hwo);
         return;
@@ -241,26 +241,6 @@ fn add_bias(out: &mut [f32], bias: Option<&[f32]>, hwo: usize) {
             plane.iter_mut().for_each(|v| *v += b[co]);
         }
     }
-}
-
-/// Direct-path backward of one image: `dW` by one strided GEMM per tap over the padded planes, and
-/// `dx` as the direct convolution of the output gradient with the flipped weights `wf`.
-fn backward_image_direct(x: &[f32], wf: &[f32], gout: &[f32], g: &Geo, dw: &mut [f32], dx: Option<&mut [f32]>) {
-    let pg = g.padded();
-    with_direct(|xp, gp, scratch| {
-        direct::pad_planes(x, g.c, pg, xp);
-        direct::pad_planes(gout, g.co, pg, gp);
-        // dW_tap (co x c) = G (co x q) . X_tap^T: strided views of the padded planes, no im2col.
-        let (wp, plane, k) = (pg.wp(), pg.plane(), g.h * pg.wp());
-        for (t, off) in direct::taps(pg).into_iter().enumerate() {
-            let a = Mat { data: &gp[wp + 1..], rs: plane as isize, cs: 1 };
-            let b = Mat { data: &xp[off..], rs: 1, cs: plane as isize };
-            sgemm_strided(g.co, g.c, k, a, b, &mut dw[t * g.co..], (1, 9 * g.co), true, 1);
-        }
-        if let Some(dx) = dx {
-            direct::conv3x3(gp, g.co, pg, wf, g.c, dx, true, scratch);
-        }
-    });
 }
 
 /// Backward of one image: accumulates `dW` (each group's block transposed, `kk x cog`) into `dw`
@@ -300,6 +280,38 @@ fn backward_image(
             });
         }
     }
+}
+
+/// Direct-path backward of `nb` consecutive images (`x`, `gout` hold them NCHW): `dW` by one
+/// strided GEMM per tap over channel-major padded planes of all `nb` images (k = nb x plane), and
+/// `dx` per image as the direct convolution of the output gradient with the flipped weights `wf`.
+fn backward_chunk_direct(
+    x: &[f32],
+    wf: &[f32],
+    gout: &[f32],
+    nb: usize,
+    g: &Geo,
+    dw: &mut [f32],
+    dx: Option<&mut [f32]>,
+) {
+    let pg = g.padded();
+    let (wp, plane) = (pg.wp(), pg.plane());
+    let cs = nb * plane;
+    with_direct(|xp, gp, scratch| {
+        direct::pad_chunk(x, nb, g.c, pg, xp);
+        direct::pad_chunk(gout, nb, g.co, pg, gp);
+        // dW_tap (co x c) = G (co x nb*plane) . X_tap^T, as strided views (no im2col).
+        for (t, off) in direct::taps(pg).into_iter().enumerate() {
+            let a = Mat { data: &gp[wp + 1..], rs: cs as isize, cs: 1 };
+            let b = Mat { data: &xp[off..], rs: 1, cs: cs as isize };
+            sgemm_strided(g.co, g.c, cs, a, b, &mut dw[t * g.co..], (1, 9 * g.co), true, 1);
+        }
+        if let Some(dx) = dx {
+            for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
+                direct::conv3x3(&gp[bi * plane..], g.co, cs, pg, wf, g.c, dxi, true, scratch);
+            }
+        }
+    });
 }
 
 /// 2-D convolution. `w` has logical shape `[co, c/groups, kh, kw]` (PyTorch layout) and `bias`, if
@@ -346,7 +358,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         wo: out_size(s.w, kw, cfg.stride, cfg.pad),
     };
     let (xs, tape, _, x_needs_grad) = x.split();
-    let mut out = vec![0.0f32; g.n * g.out_len()];
+    let mut out = zeroed(g.n * g.out_len());
     let nthreads = threads();
     let b_vals = bias.as_ref().map(|(_, b)| b.as_slice());
     {
@@ -370,12 +382,22 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         let mut dx_buf = if x_needs_grad { Some(grads.get_or_alloc_mut(&xs.t)?) } else { None };
         let nthreads = threads();
         let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c));
-        let image = |i: usize, acc: &mut [f32], dxi: Option<&mut [f32]>, gemm_threads: usize| {
-            let x_i = &xd[i * g.in_len()..(i + 1) * g.in_len()];
-            let g_i = &gout[i * g.out_len()..(i + 1) * g.out_len()];
+        // Images [i0, i1) of the batch: accumulate their weight gradient into `acc` and write their
+        // input gradients into `dxs` (the matching slice of dx), if wanted.
+        let run = |i0: usize, i1: usize, acc: &mut [f32], dxs: Option<&mut [f32]>, gemm_threads: usize| {
+            let xs_ = &xd[i0 * g.in_len()..i1 * g.in_len()];
+            let gs = &gout[i0 * g.out_len()..i1 * g.out_len()];
             match &wf {
-                Some(wf) => backward_image_direct(x_i, wf, g_i, &g, acc, dxi),
-                None => backward_image(x_i, &w_data, g_i, &g, acc, dxi, gemm_threads),
+                Some(wf) => backward_chunk_direct(xs_, wf, gs, i1 - i0, &g, acc, dxs),
+                None => {
+                    let mut dxs = dxs;
+                    for i in 0..i1 - i0 {
+                        let dxi = dxs.as_deref_mut().map(|d| &mut d[i * g.in_len()..(i + 1) * g.in_len()]);
+                        let x_i = &xs_[i * g.in_len()..(i + 1) * g.in_len()];
+                        let g_i = &gs[i * g.out_len()..(i + 1) * g.out_len()];
+                        backward_image(x_i, &w_data, g_i, &g, acc, dxi, gemm_threads);
+                    }
+                }
             }
         };
         if g.n >= nthreads {
@@ -386,11 +408,10 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 .into_par_iter()
                 .map(|ci| {
                     let mut acc = vec![0.0f32; w_data.len()];
-                    for i in ci * chunk..((ci + 1) * chunk).min(g.n) {
-                        // SAFETY: image i's slice of dx is written by this task only.
-                        let dxi = dxp.map(|p| unsafe { p.slice(i * g.in_len(), g.in_len()) });
-                        image(i, &mut acc, dxi, 1);
-                    }
+                    let (i0, i1) = (ci * chunk, ((ci + 1) * chunk).min(g.n));
+                    // SAFETY: images [i0, i1) of dx are written by this task only.
+                    let dxs = dxp.map(|p| unsafe { p.slice(i0 * g.in_len(), (i1 - i0) * g.in_len()) });
+                    run(i0, i1, &mut acc, dxs, 1);
                     acc
                 })
                 .collect();
@@ -398,10 +419,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 add_into(&mut dw, p);
             }
         } else {
-            for i in 0..g.n {
-                let dxi = dx_buf.as_mut().map(|d| &mut d[i * g.in_len()..(i + 1) * g.in_len()]);
-                image(i, &mut dw, dxi, nthreads);
-            }
+            run(0, g.n, &mut dw, dx_buf.map(|d| &mut d[..]), nthreads);
         }
         // `dw` holds each group's block transposed (kk x cog); bring it to [co, cg, kh, kw].
         let (cog, kk) = (g.cog(), g.kk());

@@ -6,11 +6,9 @@
 //! (the two columns per row with `x >= w` are computed and dropped). The same kernel computes the
 //! input gradient, as the convolution of the output gradient with the flipped, transposed weights.
 //!
-//! With AVX-512 the tile is 4 output channels x 96 positions held in 24 registers; elsewhere a
-//! portable version of the same loop runs.
+//! With AVX-512 the tile is 4 output channels x 64-96 positions held in up to 24 registers;
+//! elsewhere a portable version of the same loop runs.
 
-/// Output positions per tile (6 vectors of 16).
-const TILE: usize = 96;
 /// Output channels per register block.
 const CB: usize = 4;
 
@@ -29,9 +27,16 @@ impl Padded {
     pub fn plane(&self) -> usize {
         (self.h + 2) * self.wp()
     }
+    /// Vectors of 16 positions per tile (4, 5 or 6): the one that wastes the fewest positions on
+    /// this plane size (an 8x8 plane has 80 positions on the padded grid: 5 vectors, not 6).
+    pub fn tile_vectors(&self) -> usize {
+        let q = self.h * self.wp();
+        [6, 5, 4].into_iter().min_by_key(|v| q.div_ceil(16 * v) * 16 * v).expect("non-empty")
+    }
     /// Output positions computed per plane (rows of the padded width), rounded up to whole tiles.
     pub fn q_len(&self) -> usize {
-        (self.h * self.wp()).div_ceil(TILE) * TILE
+        let t = 16 * self.tile_vectors();
+        (self.h * self.wp()).div_ceil(t) * t
     }
     /// Length of a padded buffer of `c` planes, with slack for the last tile's reads.
     pub fn buf_len(&self, c: usize) -> usize {
@@ -61,12 +66,40 @@ pub fn pad_planes(x: &[f32], c: usize, g: Padded, buf: &mut Vec<f32>) {
     buf[c * plane..].fill(0.0);
 }
 
-/// `out[co][y][x] (+)= sum_ci sum_taps wt[co][ci][tap] * xp[ci][(y+ky)*wp + x+kx]` for one image;
-/// `xp` from [`pad_planes`], `out` is `co x h x w`. `scratch` holds the padded-width output.
+/// Pads `b` images (`x` holds them NCHW, `c` channels each) into channel-major planes
+/// `[c][b][plane]`, so one channel of all `b` images is contiguous (batched weight gradients).
+pub fn pad_chunk(x: &[f32], b: usize, c: usize, g: Padded, buf: &mut Vec<f32>) {
+    let (wp, plane) = (g.wp(), g.plane());
+    let len = c * b * plane + g.q_len() + 2 * wp + 2;
+    if buf.len() != len {
+        buf.clear();
+        buf.resize(len, 0.0);
+    }
+    for ci in 0..c {
+        for bi in 0..b {
+            let p = &mut buf[(ci * b + bi) * plane..(ci * b + bi + 1) * plane];
+            let src = &x[(bi * c + ci) * g.h * g.w..(bi * c + ci + 1) * g.h * g.w];
+            p[..wp + 1].fill(0.0);
+            for y in 0..g.h {
+                let row = (y + 1) * wp;
+                p[row + 1..row + 1 + g.w].copy_from_slice(&src[y * g.w..(y + 1) * g.w]);
+                p[row + 1 + g.w..row + wp + 1].fill(0.0);
+            }
+            p[(g.h + 1) * wp + 1..].fill(0.0);
+        }
+    }
+    buf[c * b * plane..].fill(0.0);
+}
+
+/// `out[co][y][x] (+)= sum_ci sum_taps wt[co][ci][tap] * xp[ci * cstride + (y+ky)*wp + x+kx]` for one
+/// image; `xp` from [`pad_planes`] (`cstride` = plane size) or an image's offset into
+/// [`pad_chunk`]'s buffer (`cstride` = images x plane size); `out` is `co x h x w`. `scratch` holds
+/// the padded-width output.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3(
     xp: &[f32],
     c: usize,
+    cstride: usize,
     g: Padded,
     wt: &[f32],
     co: usize,
@@ -84,12 +117,12 @@ pub fn conv3x3(
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F; all reads and writes are bounds-checked per tile.
-            unsafe { avx512::conv3x3(xp, c, g, wt, co, scratch) };
+            unsafe { avx512::conv3x3(xp, c, cstride, g, wt, co, scratch) };
             unpad(scratch, co, g, out, accumulate);
             return;
         }
     }
-    portable(xp, c, g, wt, co, scratch);
+    portable(xp, c, cstride, g, wt, co, scratch);
     unpad(scratch, co, g, out, accumulate);
 }
 
@@ -114,13 +147,13 @@ pub fn taps(g: Padded) -> [usize; 9] {
     [0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2]
 }
 
-fn portable(xp: &[f32], c: usize, g: Padded, wt: &[f32], co: usize, s: &mut [f32]) {
-    let (ql, plane, off) = (g.q_len(), g.plane(), taps(g));
+fn portable(xp: &[f32], c: usize, cstride: usize, g: Padded, wt: &[f32], co: usize, s: &mut [f32]) {
+    let (ql, off) = (g.q_len(), taps(g));
     for o in 0..co {
         let acc = &mut s[o * ql..(o + 1) * ql];
         acc.fill(0.0);
         for ci in 0..c {
-            let base = &xp[ci * plane..];
+            let base = &xp[ci * cstride..];
             for (t, &d) in off.iter().enumerate() {
                 let w = wt[(o * c + ci) * 9 + t];
                 let src = &base[d..d + ql];
@@ -134,19 +167,39 @@ fn portable(xp: &[f32], c: usize, g: Padded, wt: &[f32], co: usize, s: &mut [f32
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{taps, Padded, CB, TILE};
+    use super::{taps, Padded, CB};
 
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn conv3x3(xp: &[f32], c: usize, g: Padded, wt: &[f32], co: usize, s: &mut [f32]) {
-        let (ql, plane, off) = (g.q_len(), g.plane(), taps(g));
-        assert!(xp.len() >= c * plane + ql + off[8]);
+    pub(super) unsafe fn conv3x3(xp: &[f32], c: usize, plane: usize, g: Padded, wt: &[f32], co: usize, s: &mut [f32]) {
+        let (ql, off) = (g.q_len(), taps(g));
+        assert!(xp.len() >= (c - 1) * plane + ql + off[8]);
         assert!(wt.len() >= co * c * 9 && s.len() >= co * ql);
         let full = co / CB * CB;
+        match g.tile_vectors() {
+            6 => run::<6>(xp, c, plane, &off, wt, co, full, ql, s),
+            5 => run::<5>(xp, c, plane, &off, wt, co, full, ql, s),
+            _ => run::<4>(xp, c, plane, &off, wt, co, full, ql, s),
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run<const V: usize>(
+        xp: &[f32],
+        c: usize,
+        plane: usize,
+        off: &[usize; 9],
+        wt: &[f32],
+        co: usize,
+        full: usize,
+        ql: usize,
+        s: &mut [f32],
+    ) {
         for o0 in (0..full).step_by(CB) {
-            block::<CB>(xp, c, plane, &off, wt, o0, ql, s);
+            block::<CB, V>(xp, c, plane, off, wt, o0, ql, s);
         }
         for o0 in full..co {
-            block::<1>(xp, c, plane, &off, wt, o0, ql, s);
+            block::<1, V>(xp, c, plane, off, wt, o0, ql, s);
         }
     }
 
@@ -154,7 +207,7 @@ mod avx512 {
     /// every loop bound is a constant.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-    unsafe fn block<const NB: usize>(
+    unsafe fn block<const NB: usize, const V: usize>(
         xp: &[f32],
         c: usize,
         plane: usize,
@@ -167,24 +220,20 @@ mod avx512 {
         let xptr = xp.as_ptr();
         let wptr = wt.as_ptr();
         let sptr = s.as_mut_ptr();
-        for q0 in (0..ql).step_by(TILE) {
-            let mut acc = [[_mm512_setzero_ps(); 6]; NB];
+        for q0 in (0..ql).step_by(16 * V) {
+            let mut acc = [[_mm512_setzero_ps(); V]; NB];
             for ci in 0..c {
                 let xb = xptr.add(ci * plane + q0);
                 let wrow = wptr.add((o0 * c + ci) * 9);
                 for t in 0..9 {
                     let p = xb.add(off[t]);
-                    let xv = [
-                        _mm512_loadu_ps(p),
-                        _mm512_loadu_ps(p.add(16)),
-                        _mm512_loadu_ps(p.add(32)),
-                        _mm512_loadu_ps(p.add(48)),
-                        _mm512_loadu_ps(p.add(64)),
-                        _mm512_loadu_ps(p.add(80)),
-                    ];
+                    let mut xv = [_mm512_setzero_ps(); V];
+                    for v in 0..V {
+                        xv[v] = _mm512_loadu_ps(p.add(16 * v));
+                    }
                     for b in 0..NB {
                         let w = _mm512_set1_ps(*wrow.add(b * c * 9 + t));
-                        for v in 0..6 {
+                        for v in 0..V {
                             acc[b][v] = _mm512_fmadd_ps(w, xv[v], acc[b][v]);
                         }
                     }
@@ -192,7 +241,7 @@ mod avx512 {
             }
             for b in 0..NB {
                 let dst = sptr.add((o0 + b) * ql + q0);
-                for v in 0..6 {
+                for v in 0..V {
                     _mm512_storeu_ps(dst.add(16 * v), acc[b][v]);
                 }
             }
@@ -238,17 +287,28 @@ mod tests {
             pad_planes(&x, c, g, &mut xp);
             let mut out = vec![0.0; co * h * w];
             let mut s = Vec::new();
-            conv3x3(&xp, c, g, &wt, co, &mut out, false, &mut s);
+            conv3x3(&xp, c, g.plane(), g, &wt, co, &mut out, false, &mut s);
             let want = naive(&x, c, h, w, &wt, co);
             for (a, b) in out.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
             }
             let mut port = vec![0.0; co * g.q_len()];
-            portable(&xp, c, g, &wt, co, &mut port);
+            portable(&xp, c, g.plane(), g, &wt, co, &mut port);
             let mut out2 = vec![1.0; co * h * w];
             unpad(&port, co, g, &mut out2, true);
             for (a, b) in out2.iter().zip(&want) {
                 assert!((a - 1.0 - b).abs() < 1e-4);
+            }
+            // The same image as the second of three in a channel-major chunk.
+            let mut three = x.iter().map(|v| v * 3.0).collect::<Vec<f32>>();
+            three.extend_from_slice(&x);
+            three.extend(x.iter().map(|v| -v));
+            let mut chunk = Vec::new();
+            pad_chunk(&three, 3, c, g, &mut chunk);
+            let mut out3 = vec![0.0; co * h * w];
+            conv3x3(&chunk[g.plane()..], c, 3 * g.plane(), g, &wt, co, &mut out3, false, &mut s);
+            for (a, b) in out3.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4);
             }
         }
     }

@@ -9,12 +9,8 @@ const CHUNK: usize = 1 << 14;
 /// `max(x, 0)`.
 pub fn relu<T: Tape<f32, Dev>>(x: Var<T>) -> Var<T> {
     let (xs, tape, s, needs) = x.split();
-    let mut out = vec![0.0f32; s.numel()];
-    out.par_chunks_mut(CHUNK).zip(xs.data().par_chunks(CHUNK)).for_each(|(o, x)| {
-        for (o, &v) in o.iter_mut().zip(x) {
-            *o = v.max(0.0);
-        }
-    });
+    let mut out = Vec::with_capacity(s.numel());
+    xs.data().par_iter().with_min_len(CHUNK).map(|v| v.max(0.0)).collect_into_vec(&mut out);
     finish(out, s, tape, move |grads: &mut Grads, gout, y| {
         if needs {
             let dx = grads.get_or_alloc_mut(&xs.t)?;
@@ -38,14 +34,13 @@ pub fn add<T: Tape<f32, Dev>>(a: Var<T>, b: Var<T>, relu: bool) -> Var<T> {
     let (asv, ta, s, na) = a.split();
     let (bsv, tb, _, nb) = b.split();
     let tape = merge_tapes(ta, tb);
-    let mut out = vec![0.0f32; s.numel()];
-    out.par_chunks_mut(CHUNK).zip(asv.data().par_chunks(CHUNK).zip(bsv.data().par_chunks(CHUNK))).for_each(
-        |(o, (x, y))| {
-            for ((o, &p), &q) in o.iter_mut().zip(x).zip(y) {
-                *o = if relu { (p + q).max(0.0) } else { p + q };
-            }
-        },
-    );
+    let mut out = Vec::with_capacity(s.numel());
+    let sum = asv.data().par_iter().zip(bsv.data().par_iter()).with_min_len(CHUNK);
+    if relu {
+        sum.map(|(p, q)| (p + q).max(0.0)).collect_into_vec(&mut out);
+    } else {
+        sum.map(|(p, q)| p + q).collect_into_vec(&mut out);
+    }
     finish(out, s, tape, move |grads: &mut Grads, mut gout, y| {
         if relu {
             let yd = y.data();

@@ -3,6 +3,7 @@
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
+use super::blas::zeroed;
 use super::conv::out_size;
 use crate::nn::var::{finish, Dev, Grads, Shape4, Var};
 
@@ -13,7 +14,7 @@ pub fn max_pool2d<T: Tape<f32, Dev>>(x: Var<T>, k: usize, s: usize, p: usize) ->
     let (ho, wo) = (out_size(sh.h, k, s, p), out_size(sh.w, k, s, p));
     let oshape = Shape4::new(sh.n, sh.c, ho, wo);
     let (hw, ohw) = (sh.plane(), ho * wo);
-    let mut out = vec![0.0f32; oshape.numel()];
+    let mut out = zeroed(oshape.numel());
     let mut arg = vec![0u32; oshape.numel()];
     let xd = xs.data();
     out.par_chunks_mut(ohw).zip(arg.par_chunks_mut(ohw)).enumerate().for_each(|(i, (o, a))| {
@@ -66,7 +67,7 @@ fn bin_average<T: Tape<f32, Dev>>(x: Var<T>, rows: Bins, cols: Bins, divisors: V
     let (ho, wo) = (rows.len(), cols.len());
     let oshape = Shape4::new(sh.n, sh.c, ho, wo);
     let (hw, ohw) = (sh.plane(), ho * wo);
-    let mut out = vec![0.0f32; oshape.numel()];
+    let mut out = zeroed(oshape.numel());
     let xd = xs.data();
     out.par_chunks_mut(ohw).enumerate().for_each(|(i, o)| {
         let xp = &xd[i * hw..(i + 1) * hw];
@@ -139,7 +140,7 @@ pub fn upsample_nearest<T: Tape<f32, Dev>>(x: Var<T>, oh: usize, ow: usize) -> V
     let oshape = Shape4::new(sh.n, sh.c, oh, ow);
     let (hw, ohw) = (sh.plane(), oh * ow);
     let src: Vec<usize> = (0..ohw).map(|j| ((j / ow) * sh.h / oh) * sh.w + (j % ow) * sh.w / ow).collect();
-    let mut out = vec![0.0f32; oshape.numel()];
+    let mut out = zeroed(oshape.numel());
     let xd = xs.data();
     out.par_chunks_mut(ohw).enumerate().for_each(|(i, o)| {
         let xp = &xd[i * hw..(i + 1) * hw];
