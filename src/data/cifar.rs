@@ -78,29 +78,6 @@ fn read_names(path: &Path, expected: usize, default: Option<&[&str]>) -> Result<
     Ok(names)
 }
 
-fn dataset(
-    name: &str,
-    pixels: Vec<u8>,
-    labels: Vec<usize>,
-    class_names: Vec<String>,
-    hierarchy: Option<Hierarchy>,
-    norm: Normalization,
-    provenance: Vec<(String, String)>,
-) -> Dataset {
-    Dataset {
-        name: name.into(),
-        channels: 3,
-        height: 32,
-        width: 32,
-        pixels,
-        labels,
-        class_names,
-        hierarchy,
-        norm,
-        provenance,
-    }
-}
-
 /// Loads CIFAR-10 from the directory holding the `.bin` files.
 pub fn load_cifar10(dir: impl AsRef<Path>) -> Result<DataSplit, DataError> {
     let dir = dir.as_ref();
@@ -115,7 +92,7 @@ pub fn load_cifar10(dir: impl AsRef<Path>) -> Result<DataSplit, DataError> {
             px.extend(x);
             lb.extend(l.into_iter().next().unwrap_or_default());
         }
-        Ok(dataset("cifar10", px, lb, names.clone(), None, Normalization::cifar10(), prov))
+        Ok(Dataset::rgb32("cifar10", px, lb, names.clone(), None, Normalization::cifar10(), prov))
     };
     let train: Vec<String> = (1..=5).map(|i| format!("data_batch_{i}.bin")).collect();
     Ok(DataSplit { train: load(&train)?, test: load(&["test_batch.bin".to_string()])? })
@@ -143,7 +120,7 @@ pub fn load_cifar100(dir: impl AsRef<Path>) -> Result<DataSplit, DataError> {
                 ));
             }
         }
-        Ok(dataset(
+        Ok(Dataset::rgb32(
             "cifar100",
             px,
             l[1].clone(),

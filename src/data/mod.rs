@@ -104,6 +104,31 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// A 3 x 32 x 32 colour dataset (CIFAR and the built-in dataset).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rgb32(
+        name: &str,
+        pixels: Vec<u8>,
+        labels: Vec<usize>,
+        class_names: Vec<String>,
+        hierarchy: Option<Hierarchy>,
+        norm: Normalization,
+        provenance: Vec<(String, String)>,
+    ) -> Dataset {
+        Dataset {
+            name: name.into(),
+            channels: 3,
+            height: 32,
+            width: 32,
+            pixels,
+            labels,
+            class_names,
+            hierarchy,
+            norm,
+            provenance,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }

@@ -182,21 +182,18 @@ fn generate(cfg: &SynthConfig, per_class: usize, split_tag: u64, name: &str) -> 
             ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (split_tag << 40) ^ i as u64);
         render(cfg, i % 20, &mut rng, out);
     });
-    Dataset {
-        name: name.into(),
-        channels: 3,
-        height: 32,
-        width: 32,
+    Dataset::rgb32(
+        name,
         pixels,
         labels,
-        class_names: class_names(),
-        hierarchy: Some(hierarchy()),
-        norm: Normalization::cifar100(),
-        provenance: vec![(
+        class_names(),
+        Some(hierarchy()),
+        Normalization::cifar100(),
+        vec![(
             "generated".into(),
             format!("kdscope synthetic shapes-20 {}", serde_json::to_string(cfg).unwrap_or_default()),
         )],
-    }
+    )
 }
 
 /// Generates the train and test splits (disjoint random streams).
