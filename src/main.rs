@@ -61,54 +61,7 @@ enum Cmd {
         quiet: bool,
     },
     /// Train one model (optionally distilled from a teacher checkpoint).
-    Train {
-        #[arg(long, value_enum, default_value = "synthetic")]
-        dataset: DatasetKind,
-        /// Dataset directory (not needed for the synthetic dataset).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Image size for folder datasets.
-        #[arg(long, default_value_t = 32)]
-        image_size: usize,
-        /// Synthetic dataset settings as JSON, e.g. '{"train_per_class": 300, "noise": 20}'.
-        #[arg(long)]
-        synth: Option<String>,
-        #[arg(long, default_value = "resnet20")]
-        arch: String,
-        /// ce, kd or kd-mse.
-        #[arg(long, default_value = "ce")]
-        method: String,
-        /// Teacher checkpoint (kdscope safetensors) for distillation methods.
-        #[arg(long)]
-        teacher: Option<PathBuf>,
-        #[arg(long, default_value_t = 30)]
-        epochs: usize,
-        #[arg(long, default_value_t = 64)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 0.05)]
-        lr: f64,
-        #[arg(long, default_value_t = 0.9)]
-        momentum: f64,
-        #[arg(long)]
-        nesterov: bool,
-        #[arg(long, default_value_t = 5e-4)]
-        weight_decay: f64,
-        #[arg(long, value_enum, default_value = "cosine")]
-        schedule: ScheduleKind,
-        /// Milestones for the multistep schedule (epochs), comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "150,180,210")]
-        milestones: Vec<usize>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Use the standard CIFAR-100 preset (240 epochs, LR 0.05 x0.1 at 150/180/210, batch 64).
-        #[arg(long)]
-        cifar100_preset: bool,
-        /// Output checkpoint (resumed from if it exists and --resume is given).
-        #[arg(long, default_value = "runs/model.safetensors")]
-        out: PathBuf,
-        #[arg(long)]
-        resume: bool,
-    },
+    Train(TrainArgs),
     /// Print architectures with their exact parameter counts.
     Info {
         #[arg(long, default_value_t = 100)]
@@ -125,6 +78,82 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
+}
+
+/// Arguments of `kdscope train`.
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[arg(long, value_enum, default_value = "synthetic")]
+    dataset: DatasetKind,
+    /// Dataset directory (not needed for the synthetic dataset).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Image size for folder datasets.
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+    /// Synthetic dataset settings as JSON, e.g. '{"train_per_class": 300, "noise": 20}'.
+    #[arg(long)]
+    synth: Option<String>,
+    #[arg(long, default_value = "resnet20")]
+    arch: String,
+    /// ce, kd or kd-mse.
+    #[arg(long, default_value = "ce")]
+    method: String,
+    /// Teacher checkpoint (kdscope safetensors) for distillation methods.
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long)]
+    nesterov: bool,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    #[arg(long, value_enum, default_value = "cosine")]
+    schedule: ScheduleKind,
+    /// Milestones for the multistep schedule (epochs), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "150,180,210")]
+    milestones: Vec<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use the standard CIFAR-100 preset (240 epochs, LR 0.05 x0.1 at 150/180/210, batch 64).
+    #[arg(long)]
+    cifar100_preset: bool,
+    /// Output checkpoint (resumed from if it exists and --resume is given).
+    #[arg(long, default_value = "runs/model.safetensors")]
+    out: PathBuf,
+    #[arg(long)]
+    resume: bool,
+}
+
+impl TrainArgs {
+    /// The training configuration these arguments describe.
+    fn config(&self) -> TrainConfig {
+        if self.cifar100_preset {
+            return TrainConfig { seed: self.seed, ..TrainConfig::cifar100_standard() };
+        }
+        let schedule = match self.schedule {
+            ScheduleKind::Cosine => Schedule::Cosine { min_lr: 0.0 },
+            ScheduleKind::Multistep => Schedule::MultiStep { milestones: self.milestones.clone(), gamma: 0.1 },
+            ScheduleKind::Constant => Schedule::Constant,
+        };
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            schedule,
+            seed: self.seed,
+            ..TrainConfig::default()
+        }
+    }
 }
 
 fn load_data(kind: DatasetKind, dir: Option<PathBuf>, size: usize, synth: SynthConfig) -> anyhow::Result<DataSplit> {
@@ -166,57 +195,18 @@ fn main() -> anyhow::Result<()> {
                 cfg.out_dir.display()
             );
         }
-        Cmd::Train {
-            dataset,
-            data_dir,
-            image_size,
-            synth,
-            arch,
-            method,
-            teacher,
-            epochs,
-            batch_size,
-            lr,
-            momentum,
-            nesterov,
-            weight_decay,
-            schedule,
-            milestones,
-            seed,
-            cifar100_preset,
-            out,
-            resume,
-        } => {
-            let synth: SynthConfig = match synth {
-                Some(j) => serde_json::from_str(&j).context("--synth: not a synthetic dataset configuration")?,
-                None => SynthConfig { seed, ..Default::default() },
+        Cmd::Train(args) => {
+            let synth: SynthConfig = match &args.synth {
+                Some(j) => serde_json::from_str(j).context("--synth: not a synthetic dataset configuration")?,
+                None => SynthConfig { seed: args.seed, ..Default::default() },
             };
-            let data = load_data(dataset, data_dir, image_size, synth)?;
-            let cfg = if cifar100_preset {
-                TrainConfig { seed, ..TrainConfig::cifar100_standard() }
-            } else {
-                let schedule = match schedule {
-                    ScheduleKind::Cosine => Schedule::Cosine { min_lr: 0.0 },
-                    ScheduleKind::Multistep => Schedule::MultiStep { milestones, gamma: 0.1 },
-                    ScheduleKind::Constant => Schedule::Constant,
-                };
-                TrainConfig {
-                    epochs,
-                    batch_size,
-                    lr,
-                    momentum,
-                    nesterov,
-                    weight_decay,
-                    schedule,
-                    seed,
-                    ..TrainConfig::default()
-                }
-            };
-            let mut spec = ModelSpec::new(&arch, data.train.num_classes())?;
+            let data = load_data(args.dataset, args.data_dir.clone(), args.image_size, synth)?;
+            let cfg = args.config();
+            let mut spec = ModelSpec::new(&args.arch, data.train.num_classes())?;
             spec.in_channels = data.train.channels;
-            let mut model = Model::new(spec, seed);
-            let teacher = teacher.map(checkpoint::load_model).transpose()?;
-            let mut distiller = kdscope::distill::by_name(&method)?;
+            let mut model = Model::new(spec, args.seed);
+            let teacher = args.teacher.as_ref().map(checkpoint::load_model).transpose()?;
+            let mut distiller = kdscope::distill::by_name(&args.method)?;
             println!(
                 "{} on {} ({} train / {} test images), {} parameters",
                 model.name(),
@@ -227,8 +217,8 @@ fn main() -> anyhow::Result<()> {
             );
             let opts = RunOptions {
                 label: model.name(),
-                checkpoint: Some(out.clone()),
-                resume,
+                checkpoint: Some(args.out.clone()),
+                resume: args.resume,
                 progress: true,
                 stop_after: None,
             };
@@ -238,7 +228,7 @@ fn main() -> anyhow::Result<()> {
                 "final test accuracy {:.2}% (best {:.2}%), checkpoint {}",
                 100.0 * last.test_acc,
                 100.0 * h.best_test_acc(),
-                out.display()
+                args.out.display()
             );
         }
         Cmd::Info { classes } => {
