@@ -8,6 +8,7 @@ use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
 use super::blas::zeroed;
+use super::elementwise::mask_relu_grad;
 use crate::nn::var::{accumulate, finish, Dev, Flat, Grads, Shape4, Var};
 
 /// Running statistics of a batch-norm layer (PyTorch buffers `running_mean`, `running_var`,
@@ -137,14 +138,7 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
     finish(out, s, tape, move |grads: &mut Grads, mut gout: Vec<f32>, y| {
         let xd = xs.data();
         if cfg.relu {
-            let yd = y.data();
-            gout.par_chunks_mut(hw).enumerate().for_each(|(i, g)| {
-                for (g, &v) in g.iter_mut().zip(&yd[i * hw..(i + 1) * hw]) {
-                    if v <= 0.0 {
-                        *g = 0.0;
-                    }
-                }
-            });
+            mask_relu_grad(&mut gout, y.data());
         }
         // dbeta = sum g ; dgamma = sum g * xhat
         let tot = channel_totals(s, |i| {

@@ -44,33 +44,18 @@ impl Padded {
     }
 }
 
-/// Copies `c` planes of `h x w` into zero-padded planes. Only the borders and the slack are
-/// zeroed (the interior is overwritten), so re-using `buf` costs one copy of the data.
+/// Copies `c` planes of `h x w` into zero-padded planes (one image; see [`pad_chunk`]).
 pub fn pad_planes(x: &[f32], c: usize, g: Padded, buf: &mut Vec<f32>) {
-    let len = g.buf_len(c);
-    if buf.len() != len {
-        buf.clear();
-        buf.resize(len, 0.0);
-    }
-    let (wp, plane) = (g.wp(), g.plane());
-    for ci in 0..c {
-        let p = &mut buf[ci * plane..(ci + 1) * plane];
-        p[..wp + 1].fill(0.0);
-        for y in 0..g.h {
-            let row = (y + 1) * wp;
-            p[row + 1..row + 1 + g.w].copy_from_slice(&x[(ci * g.h + y) * g.w..(ci * g.h + y + 1) * g.w]);
-            p[row + 1 + g.w..row + wp + 1].fill(0.0);
-        }
-        p[(g.h + 1) * wp + 1..].fill(0.0);
-    }
-    buf[c * plane..].fill(0.0);
+    pad_chunk(x, 1, c, g, buf)
 }
 
 /// Pads `b` images (`x` holds them NCHW, `c` channels each) into channel-major planes
 /// `[c][b][plane]`, so one channel of all `b` images is contiguous (batched weight gradients).
+/// Only the borders and the slack are zeroed (the interior is overwritten), so re-using `buf` costs
+/// one copy of the data.
 pub fn pad_chunk(x: &[f32], b: usize, c: usize, g: Padded, buf: &mut Vec<f32>) {
     let (wp, plane) = (g.wp(), g.plane());
-    let len = c * b * plane + g.q_len() + 2 * wp + 2;
+    let len = g.buf_len(c * b);
     if buf.len() != len {
         buf.clear();
         buf.resize(len, 0.0);

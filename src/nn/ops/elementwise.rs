@@ -6,23 +6,32 @@ use crate::nn::var::{add_into, finish, merge_tapes, Dev, Grads, Shape4, Var};
 
 const CHUNK: usize = 1 << 14;
 
+/// ReLU backward on an output gradient: zeroes `g` wherever the ReLU output `y` is not positive
+/// (used by ReLU, add+ReLU and batch-norm+ReLU).
+pub(crate) fn mask_relu_grad(g: &mut [f32], y: &[f32]) {
+    g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
+        for (g, &v) in g.iter_mut().zip(y) {
+            if v <= 0.0 {
+                *g = 0.0;
+            }
+        }
+    });
+}
+
+/// `dst += src`, in parallel chunks.
+fn add_into_par(dst: &mut [f32], src: &[f32]) {
+    dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, g)| add_into(d, g));
+}
+
 /// `max(x, 0)`.
 pub fn relu<T: Tape<f32, Dev>>(x: Var<T>) -> Var<T> {
     let (xs, tape, s, needs) = x.split();
     let mut out = Vec::with_capacity(s.numel());
     xs.data().par_iter().with_min_len(CHUNK).map(|v| v.max(0.0)).collect_into_vec(&mut out);
-    finish(out, s, tape, move |grads: &mut Grads, gout, y| {
+    finish(out, s, tape, move |grads: &mut Grads, mut gout, y| {
         if needs {
-            let dx = grads.get_or_alloc_mut(&xs.t)?;
-            let yd = y.data();
-            dx.par_chunks_mut(CHUNK).enumerate().for_each(|(i, d)| {
-                let off = i * CHUNK;
-                for (j, d) in d.iter_mut().enumerate() {
-                    if yd[off + j] > 0.0 {
-                        *d += gout[off + j];
-                    }
-                }
-            });
+            mask_relu_grad(&mut gout, y.data());
+            add_into_par(grads.get_or_alloc_mut(&xs.t)?, &gout);
         }
         Ok(())
     })
@@ -43,19 +52,11 @@ pub fn add<T: Tape<f32, Dev>>(a: Var<T>, b: Var<T>, relu: bool) -> Var<T> {
     }
     finish(out, s, tape, move |grads: &mut Grads, mut gout, y| {
         if relu {
-            let yd = y.data();
-            gout.par_chunks_mut(CHUNK).enumerate().for_each(|(i, g)| {
-                for (j, g) in g.iter_mut().enumerate() {
-                    if yd[i * CHUNK + j] <= 0.0 {
-                        *g = 0.0;
-                    }
-                }
-            });
+            mask_relu_grad(&mut gout, y.data());
         }
         for (sv, needs) in [(&asv, na), (&bsv, nb)] {
             if needs {
-                let d = grads.get_or_alloc_mut(&sv.t)?;
-                d.par_chunks_mut(CHUNK).zip(gout.par_chunks(CHUNK)).for_each(|(d, g)| add_into(d, g));
+                add_into_par(grads.get_or_alloc_mut(&sv.t)?, &gout);
             }
         }
         Ok(())
