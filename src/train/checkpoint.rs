@@ -87,13 +87,17 @@ pub fn save_model(path: impl AsRef<Path>, model: &Model) -> anyhow::Result<()> {
     write_atomic(path.as_ref(), &bytes)
 }
 
-/// The architecture recorded in a checkpoint, if it was written by kdscope.
-pub fn read_spec(path: impl AsRef<Path>) -> anyhow::Result<Option<ModelSpec>> {
-    let path = path.as_ref();
+/// A checkpoint file's bytes and its metadata (read once per load).
+fn read_with_meta(path: &Path) -> anyhow::Result<(Vec<u8>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let (_, meta) =
         SafeTensors::read_metadata(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
-    match meta.metadata().as_ref().and_then(|m| m.get(SPEC_KEY)) {
+    let meta = meta.metadata().clone().unwrap_or_default();
+    Ok((bytes, meta))
+}
+
+fn spec_in(meta: &HashMap<String, String>, path: &Path) -> anyhow::Result<Option<ModelSpec>> {
+    match meta.get(SPEC_KEY) {
         Some(s) => {
             Ok(Some(serde_json::from_str(s).with_context(|| format!("{}: bad {SPEC_KEY} metadata", path.display()))?))
         }
@@ -101,14 +105,21 @@ pub fn read_spec(path: impl AsRef<Path>) -> anyhow::Result<Option<ModelSpec>> {
     }
 }
 
+/// The architecture recorded in a checkpoint, if it was written by kdscope.
+pub fn read_spec(path: impl AsRef<Path>) -> anyhow::Result<Option<ModelSpec>> {
+    let path = path.as_ref();
+    spec_in(&read_with_meta(path)?.1, path)
+}
+
 /// Loads a model from a checkpoint written by kdscope (architecture from its metadata).
 pub fn load_model(path: impl AsRef<Path>) -> anyhow::Result<Model> {
     let path = path.as_ref();
-    let spec = read_spec(path)?.with_context(|| {
+    let (bytes, meta) = read_with_meta(path)?;
+    let spec = spec_in(&meta, path)?.with_context(|| {
         format!("{} has no kdscope architecture metadata; build the model and use load_into", path.display())
     })?;
     let mut m = Model::new(spec, 0);
-    load_into(path, &mut m)?;
+    load_bytes(path, &bytes, &meta, &mut m)?;
     Ok(m)
 }
 
@@ -125,10 +136,15 @@ fn tensor_f32(st: &SafeTensors, path: &Path, name: &str, shape: &[usize]) -> any
 /// present) and every tensor's name, dtype and shape.
 pub fn load_into(path: impl AsRef<Path>, model: &mut Model) -> anyhow::Result<()> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
-    if let Some(spec) = read_spec(path)? {
+    let (bytes, meta) = read_with_meta(path)?;
+    load_bytes(path, &bytes, &meta, model)
+}
+
+/// [`load_into`] on a file already read (`meta` is its metadata).
+fn load_bytes(path: &Path, bytes: &[u8], meta: &HashMap<String, String>, model: &mut Model) -> anyhow::Result<()> {
+    let st =
+        SafeTensors::deserialize(bytes).with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
+    if let Some(spec) = spec_in(meta, path)? {
         if spec != model.spec {
             bail!("{} holds {}, but the model is {}", path.display(), spec, model.spec);
         }
@@ -196,16 +212,12 @@ pub fn save_training(path: &Path, model: &Model, sgd: &mut Sgd, history: &Histor
 
 /// Restores a training checkpoint into `model` and `sgd`; returns the history so far.
 pub fn load_training(path: &Path, model: &mut Model, sgd: &mut Sgd) -> anyhow::Result<History> {
-    load_into(path, model)?;
+    let (model_bytes, model_meta) = read_with_meta(path)?;
+    load_bytes(path, &model_bytes, &model_meta, model)?;
     let sp = train_state_path(path);
-    let bytes = std::fs::read(&sp).with_context(|| format!("reading {}", sp.display()))?;
-    let (_, meta) =
-        SafeTensors::read_metadata(&bytes).with_context(|| format!("{}: not a safetensors file", sp.display()))?;
-    let meta = meta.metadata().clone().unwrap_or_default();
+    let (bytes, meta) = read_with_meta(&sp)?;
     let history: History = serde_json::from_str(meta.get("kdscope.history").context("training state has no history")?)?;
-    let model_bytes = std::fs::read(path)?;
-    let (_, mmeta) = SafeTensors::read_metadata(&model_bytes)?;
-    let model_epoch = mmeta.metadata().as_ref().and_then(|m| m.get(EPOCH_KEY)).cloned();
+    let model_epoch = model_meta.get(EPOCH_KEY).cloned();
     ensure!(
         model_epoch.as_deref() == Some(&history.epochs.len().to_string()),
         "{} (epoch {:?}) and {} (epoch {}) are from different epochs",
