@@ -84,6 +84,28 @@ impl fmt::Display for ModelSpec {
     }
 }
 
+/// The three stages of a CIFAR ResNet or WRN: `n` blocks at each of `widths[1..]`, the first block
+/// of stages 2 and 3 with stride 2. `make(stage, index, cin, cout, stride)` builds one block
+/// (`stage` and `index` from 0).
+pub(crate) fn stages<B>(
+    widths: [usize; 4],
+    n: usize,
+    mut make: impl FnMut(usize, usize, usize, usize, usize) -> B,
+) -> Vec<Vec<B>> {
+    let mut cin = widths[0];
+    let mut out = Vec::new();
+    for (si, &w) in widths[1..].iter().enumerate() {
+        let mut blocks = Vec::with_capacity(n);
+        for bi in 0..n {
+            let stride = if si > 0 && bi == 0 { 2 } else { 1 };
+            blocks.push(make(si, bi, cin, w, stride));
+            cin = w;
+        }
+        out.push(blocks);
+    }
+    out
+}
+
 /// Named intermediate features collected during a forward pass.
 pub struct Features<T> {
     enabled: bool,

@@ -5,7 +5,7 @@
 use dfdx::prelude::Tape;
 use rand::Rng;
 
-use super::Features;
+use super::{stages, Features};
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
 
@@ -67,20 +67,9 @@ impl ResNet {
         let widths = if x4 { [32, 64, 128, 256] } else { [16, 16, 32, 64] };
         let conv1 = Conv2d::new(s, rng, "conv1", in_ch, widths[0], 3, ConvCfg::new(1, 1), false);
         let bn1 = BatchNorm2d::new(s, "bn1", widths[0]);
-        let mut cin = widths[0];
-        let mut layers = Vec::new();
-        for (li, &w) in widths[1..].iter().enumerate() {
-            let stride = if li == 0 { 1 } else { 2 };
-            let blocks = (0..n)
-                .map(|bi| {
-                    let b =
-                        Block::new(s, rng, &format!("layer{}.{bi}", li + 1), cin, w, if bi == 0 { stride } else { 1 });
-                    cin = w;
-                    b
-                })
-                .collect();
-            layers.push(blocks);
-        }
+        let layers = stages(widths, n, |si, bi, cin, cout, stride| {
+            Block::new(s, rng, &format!("layer{}.{bi}", si + 1), cin, cout, stride)
+        });
         let fc = Linear::new(s, rng, "fc", widths[3], classes, true);
         Self { conv1, bn1, layers, fc, widths }
     }

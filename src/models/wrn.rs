@@ -4,7 +4,7 @@
 use dfdx::prelude::Tape;
 use rand::Rng;
 
-use super::Features;
+use super::{stages, Features};
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
 
@@ -66,26 +66,9 @@ impl Wrn {
         let n = (depth - 4) / 6;
         let widths = [16, 16 * widen, 32 * widen, 64 * widen];
         let conv1 = Conv2d::new(s, rng, "conv1", in_ch, widths[0], 3, ConvCfg::new(1, 1), false);
-        let mut cin = widths[0];
-        let mut groups = Vec::new();
-        for (gi, &w) in widths[1..].iter().enumerate() {
-            let stride = if gi == 0 { 1 } else { 2 };
-            let blocks = (0..n)
-                .map(|bi| {
-                    let b = Block::new(
-                        s,
-                        rng,
-                        &format!("block{}.layer.{bi}", gi + 1),
-                        cin,
-                        w,
-                        if bi == 0 { stride } else { 1 },
-                    );
-                    cin = w;
-                    b
-                })
-                .collect();
-            groups.push(blocks);
-        }
+        let groups = stages(widths, n, |si, bi, cin, cout, stride| {
+            Block::new(s, rng, &format!("block{}.layer.{bi}", si + 1), cin, cout, stride)
+        });
         let bn1 = BatchNorm2d::new(s, "bn1", widths[3]);
         let fc = Linear::new(s, rng, "fc", widths[3], classes, true);
         // RepDistiller zero-initialises the classifier bias.
