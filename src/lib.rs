@@ -6,9 +6,24 @@
 pub mod data;
 pub mod demo;
 pub mod distill;
+pub mod experiment;
 pub mod models;
 pub mod nn;
+pub mod notebook;
 pub mod perf;
+pub mod report;
 pub mod train;
 
 pub use models::{Arch, Model, ModelSpec, Outputs};
+/// The image, polars and plotly versions kdscope's frames and charts use, so notebooks need no extra `:dep`.
+pub use {image, plotly, polars};
+
+/// What a notebook usually needs, in one `use kdscope::prelude::*;`.
+pub mod prelude {
+    pub use crate::data::synthetic::{shapes20, SynthConfig};
+    pub use crate::data::{DataSplit, Dataset};
+    pub use crate::experiment::{history_frame, summary_frame, training_curves, Recipe, Run};
+    pub use crate::notebook::{self as nb, chart, image, image_scaled, table};
+    pub use crate::report::Report;
+    pub use polars::prelude::DataFrame;
+}

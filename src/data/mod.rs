@@ -146,6 +146,28 @@ impl Dataset {
         &self.pixels[i * self.image_len()..(i + 1) * self.image_len()]
     }
 
+    /// Image `i` as an RGB image (grey images are repeated over the three channels).
+    pub fn rgb_image(&self, i: usize) -> image::RgbImage {
+        let px = self.image(i);
+        let plane = self.height * self.width;
+        image::RgbImage::from_fn(self.width as u32, self.height as u32, |x, y| {
+            let at = y as usize * self.width + x as usize;
+            let ch = |c: usize| px[c.min(self.channels - 1) * plane + at];
+            image::Rgb([ch(0), ch(1), ch(2)])
+        })
+    }
+
+    /// The first `n` images of every class as RGB images, class by class (for a look at the data).
+    pub fn class_examples(&self, n: usize) -> Vec<image::RgbImage> {
+        let mut by_class = vec![Vec::new(); self.num_classes()];
+        for (i, &l) in self.labels.iter().enumerate() {
+            if by_class[l].len() < n {
+                by_class[l].push(self.rgb_image(i));
+            }
+        }
+        by_class.into_iter().flatten().collect()
+    }
+
     /// A subset by indices (e.g. a quick evaluation sample).
     pub fn subset(&self, idx: &[usize]) -> Dataset {
         let mut pixels = Vec::with_capacity(idx.len() * self.image_len());

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Executes kdscope's notebooks with a real Jupyter client (nbclient, the engine of
+`jupyter nbconvert --execute`) and the evcxr `rust` kernel, one after another, and checks their outputs.
+
+Each notebook lists what its executed copy must contain in its metadata, e.g.
+    "kdscope": {"expect": ["table", "chart", "image", "report:../reports/quickstart.html"]}
+  table  - an HTML table made by kdscope (class "kdscope-frame")
+  chart  - a plotly chart div made by kdscope (class "kdscope-chart"), with plotly.js inlined once
+  image  - an inline PNG
+  report:PATH - the file PATH (relative to the notebook) exists, is non-empty HTML and its path was printed
+Executed copies go to notebooks/executed/. Exit status 1 if a cell fails or a check does not hold.
+
+usage: run_notebooks.py [NOTEBOOK ...]   (default: every notebooks/*.ipynb)
+"""
+import glob
+import os
+import sys
+import time
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NB_DIR = os.path.join(ROOT, "notebooks")
+OUT_DIR = os.path.join(NB_DIR, "executed")
+
+
+def outputs(nb):
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            yield from cell.get("outputs", [])
+
+
+def texts(nb, mime):
+    for out in outputs(nb):
+        data = out.get("data", {})
+        if mime in data:
+            v = data[mime]
+            yield v if isinstance(v, str) else "".join(v)
+        if mime == "text/plain" and out.get("output_type") == "stream":
+            t = out.get("text", "")
+            yield t if isinstance(t, str) else "".join(t)
+
+
+def check(nb, path):
+    failures = []
+    html = "\n".join(texts(nb, "text/html"))
+    plain = "\n".join(texts(nb, "text/plain"))
+    for want in nb.metadata.get("kdscope", {}).get("expect", []):
+        if want == "table":
+            ok = 'class="kdscope-frame"' in html
+        elif want == "chart":
+            ok = 'class="kdscope-chart"' in html and "Plotly.newPlot" in html
+            n_js = html.count("window.Plotly = Plotly")
+            if ok and n_js != 1:
+                failures.append(f"plotly.js is inlined {n_js} times (want once)")
+        elif want == "image":
+            ok = any("image/png" in o.get("data", {}) for o in outputs(nb))
+        elif want.startswith("report:"):
+            rel = want[len("report:"):]
+            file = os.path.normpath(os.path.join(os.path.dirname(path), rel))
+            ok = os.path.isfile(file) and os.path.getsize(file) > 0 and os.path.basename(rel) in plain
+            if ok:
+                with open(file, encoding="utf-8") as f:
+                    page = f.read()
+                ok = page.lstrip().startswith("<!DOCTYPE html>") and "<script src=" not in page
+        else:
+            failures.append(f"unknown expectation {want!r}")
+            continue
+        if not ok:
+            failures.append(f"expected {want!r} in the executed notebook")
+    if not nb.metadata.get("kdscope", {}).get("expect"):
+        failures.append("the notebook declares no expected outputs (metadata kdscope.expect)")
+    return failures
+
+
+def main(paths):
+    os.makedirs(OUT_DIR, exist_ok=True)
+    paths = paths or sorted(glob.glob(os.path.join(NB_DIR, "*.ipynb")))
+    failed = False
+    for path in paths:
+        path = os.path.abspath(path)
+        name = os.path.basename(path)
+        nb = nbformat.read(path, as_version=4)
+        client = NotebookClient(nb, timeout=1800, kernel_name="rust",
+                                resources={"metadata": {"path": os.path.dirname(path)}})
+        start = time.time()
+        try:
+            client.execute()
+            problems = check(nb, path)
+        except CellExecutionError as e:
+            problems = [f"a cell failed:\n{e}"]
+            for out in outputs(nb):
+                if out.get("output_type") == "error":
+                    problems.append(f"{out.get('ename')}: {out.get('evalue')}\n" + "\n".join(out.get("traceback", [])))
+        nbformat.write(nb, os.path.join(OUT_DIR, name))
+        took = time.time() - start
+        if problems:
+            failed = True
+            print(f"FAIL {name} ({took:.0f} s)")
+            for p in problems:
+                print("  " + p.replace("\n", "\n  "))
+        else:
+            print(f"ok   {name} ({took:.0f} s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
