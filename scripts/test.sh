@@ -3,5 +3,13 @@
 # This is the README's test command and what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The report's browser test (tests/report_browser.rs) needs Chromium.
+if [ -z "${KDSCOPE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+    echo "== installing Chromium (Debian package) for the report browser test"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 cargo test --release
 scripts/notebooks.sh

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::synthetic::{shapes20, SynthConfig};
 use crate::distill::{self, Distiller};
+use crate::experiment::evaluate_model;
 use crate::models::{Model, ModelSpec};
+use crate::report::KdReport;
 use crate::train::{checkpoint, evaluate, fit, History, RunOptions, Schedule, TrainConfig};
 
 /// Settings of the demo.
@@ -20,6 +22,8 @@ pub struct DemoConfig {
     pub train: TrainConfig,
     pub method: String,
     pub out_dir: PathBuf,
+    /// The teacher-vs-student HTML report (None: no report).
+    pub report: Option<PathBuf>,
 }
 
 impl Default for DemoConfig {
@@ -39,6 +43,7 @@ impl Default for DemoConfig {
             },
             method: "kd-mse".into(),
             out_dir: PathBuf::from("runs/demo"),
+            report: Some(PathBuf::from("reports/demo.html")),
         }
     }
 }
@@ -122,16 +127,36 @@ fn train_one(
     Ok((model, row))
 }
 
-/// Runs the demo; writes checkpoints and `summary.json` into `cfg.out_dir`.
+/// Runs the demo; writes checkpoints and `summary.json` into `cfg.out_dir` and the report to
+/// `cfg.report`.
 pub fn run(cfg: &DemoConfig, progress: bool) -> anyhow::Result<DemoResult> {
     let data = shapes20(&cfg.data);
     let mut ce = distill::Vanilla;
     let (teacher, t_row) = train_one(cfg, "teacher", &cfg.teacher, cfg.teacher_epochs, &mut ce, None, &data, progress)?;
-    let (_, s_row) = train_one(cfg, "student alone", &cfg.student, cfg.student_epochs, &mut ce, None, &data, progress)?;
+    let (alone, s_row) =
+        train_one(cfg, "student alone", &cfg.student, cfg.student_epochs, &mut ce, None, &data, progress)?;
     let mut kd = distill::by_name(&cfg.method)?;
-    let (_, k_row) =
+    let (kd_student, k_row) =
         train_one(cfg, "student KD", &cfg.student, cfg.student_epochs, kd.as_mut(), Some(&teacher), &data, progress)?;
     let result = DemoResult { config: cfg.clone(), rows: vec![t_row, s_row, k_row] };
     checkpoint::write_atomic(&cfg.out_dir.join("summary.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
+    if let Some(path) = &cfg.report {
+        let ev = |name: &str, m: &Model| evaluate_model(name, m, &data.test);
+        let hyper: Vec<(String, String)> = match kd.hyper() {
+            serde_json::Value::Object(o) => o.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+            other => vec![("hyper".into(), other.to_string())],
+        };
+        let hyper: Vec<(&str, String)> = hyper.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let mut report = KdReport::new(ev("teacher", &teacher), ev("student KD", &kd_student))
+            .title("kdscope demo: teacher vs distilled student")
+            .other(ev("student alone", &alone))
+            .method(&kd.name(), &hyper)
+            .fact("demo_config", cfg)
+            .fact("reproduce", "cargo run --release -- demo");
+        for r in &result.rows {
+            report = report.history(&r.role, &r.history);
+        }
+        report.write(&data.test, path)?;
+    }
     Ok(result)
 }

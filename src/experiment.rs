@@ -21,8 +21,9 @@ use plotly::layout::{Axis, Layout};
 use plotly::{Plot, Scatter};
 use polars::prelude::{Column, DataFrame};
 
-use crate::data::DataSplit;
+use crate::data::{DataSplit, Dataset};
 use crate::distill;
+use crate::metrics::Evaluation;
 use crate::models::{Model, ModelSpec};
 use crate::train::{evaluate, fit, History, Predictions, RunOptions, Schedule, TrainConfig};
 
@@ -149,6 +150,28 @@ pub struct Run {
 impl Run {
     pub fn accuracy(&self) -> f64 {
         self.test.accuracy()
+    }
+
+    /// The run's test predictions with the names the metric frames need (`test` is the split the run
+    /// was evaluated on: `data.test`).
+    pub fn evaluation(&self, test: &Dataset) -> Evaluation {
+        evaluation_of(&self.name, &self.model, self.test.clone(), test)
+    }
+}
+
+/// Evaluates `model` on `data` and wraps the predictions for the metric frames and reports.
+pub fn evaluate_model(name: &str, model: &Model, data: &Dataset) -> Evaluation {
+    evaluation_of(name, model, evaluate(model, data, 256), data)
+}
+
+fn evaluation_of(name: &str, model: &Model, predictions: Predictions, data: &Dataset) -> Evaluation {
+    Evaluation {
+        name: name.into(),
+        arch: model.spec.arch.to_string(),
+        params: model.num_params(),
+        predictions,
+        class_names: data.class_names.clone(),
+        hierarchy: data.hierarchy.clone(),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod data;
 pub mod demo;
 pub mod distill;
 pub mod experiment;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod notebook;
@@ -23,7 +24,13 @@ pub mod prelude {
     pub use crate::data::synthetic::{shapes20, SynthConfig};
     pub use crate::data::{DataSplit, Dataset};
     pub use crate::experiment::{history_frame, summary_frame, training_curves, Recipe, Run};
+    pub use crate::metrics::export::{to_latex, write_csv, write_json, write_latex, write_parquet};
+    pub use crate::metrics::{
+        compare_classes, compare_superclasses, confusion, overall, per_class, per_superclass, superclass_confusion,
+        top_confusions, Evaluation,
+    };
     pub use crate::notebook::{self as nb, chart, image, image_scaled, table};
-    pub use crate::report::Report;
+    pub use crate::report::kd::superclass_polar;
+    pub use crate::report::{KdReport, Report};
     pub use polars::prelude::DataFrame;
 }

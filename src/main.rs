@@ -57,9 +57,14 @@ enum Cmd {
         /// Synthetic dataset settings as JSON (see `train --synth`).
         #[arg(long)]
         synth: Option<String>,
+        /// Where the teacher-vs-student HTML report goes.
+        #[arg(long, default_value = "reports/demo.html")]
+        report: PathBuf,
         #[arg(long)]
         quiet: bool,
     },
+    /// Build the teacher-vs-student HTML report from two checkpoints (evaluated on a dataset's test split).
+    Report(ReportArgs),
     /// Train one model (optionally distilled from a teacher checkpoint).
     Train(TrainArgs),
     /// Print architectures with their exact parameter counts.
@@ -156,6 +161,72 @@ impl TrainArgs {
     }
 }
 
+/// Arguments of `kdscope report`.
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Teacher checkpoint (kdscope safetensors; its training history is read from the train-state file beside it).
+    #[arg(long)]
+    teacher: PathBuf,
+    /// Student checkpoint.
+    #[arg(long)]
+    student: PathBuf,
+    /// Further checkpoints shown in the header table (e.g. the student trained alone).
+    #[arg(long)]
+    other: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "synthetic")]
+    dataset: DatasetKind,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+    /// Synthetic dataset settings as JSON (must match the ones the models were trained on).
+    #[arg(long)]
+    synth: Option<String>,
+    /// KD method of the student, for the header (e.g. kd-mse).
+    #[arg(long, default_value = "")]
+    method: String,
+    /// Test images per class in the image corpus.
+    #[arg(long, default_value_t = kdscope::report::kd::DEFAULT_IMAGES_PER_CLASS)]
+    images_per_class: usize,
+    #[arg(long, default_value = "reports/report.html")]
+    out: PathBuf,
+}
+
+fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let synth: SynthConfig = match &args.synth {
+        Some(j) => serde_json::from_str(j).context("--synth: not a synthetic dataset configuration")?,
+        None => SynthConfig::default(),
+    };
+    let data = load_data(args.dataset, args.data_dir.clone(), args.image_size, synth)?;
+    let name = |p: &PathBuf| p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let load = |p: &PathBuf| -> anyhow::Result<_> {
+        let m = checkpoint::load_model(p)?;
+        anyhow::ensure!(
+            m.spec.num_classes == data.test.num_classes(),
+            "{}: {} classes, but the dataset has {}",
+            p.display(),
+            m.spec.num_classes,
+            data.test.num_classes()
+        );
+        Ok(kdscope::experiment::evaluate_model(&name(p), &m, &data.test))
+    };
+    let mut r = kdscope::report::KdReport::new(load(&args.teacher)?, load(&args.student)?)
+        .method(&args.method, &[])
+        .images_per_class(args.images_per_class)
+        .fact("checkpoints", [&args.teacher, &args.student]);
+    for p in &args.other {
+        r = r.other(load(p)?);
+    }
+    for p in [&args.teacher, &args.student].into_iter().chain(&args.other) {
+        if let Some(h) = checkpoint::read_history(p)? {
+            r = r.history(&name(p), &h);
+        }
+    }
+    let path = r.write(&data.test, &args.out)?;
+    println!("report written to {}", path.display());
+    Ok(())
+}
+
 fn load_data(kind: DatasetKind, dir: Option<PathBuf>, size: usize, synth: SynthConfig) -> anyhow::Result<DataSplit> {
     let need = || dir.clone().context("--data-dir is required for this dataset");
     Ok(match kind {
@@ -170,8 +241,8 @@ fn load_data(kind: DatasetKind, dir: Option<PathBuf>, size: usize, synth: SynthC
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Demo { out, seed, teacher_epochs, student_epochs, train_per_class, method, synth, quiet } => {
-            let mut cfg = DemoConfig { out_dir: out, method, ..DemoConfig::default() };
+        Cmd::Demo { out, seed, teacher_epochs, student_epochs, train_per_class, method, synth, report, quiet } => {
+            let mut cfg = DemoConfig { out_dir: out, method, report: Some(report), ..DemoConfig::default() };
             if let Some(j) = synth {
                 cfg.data = serde_json::from_str(&j).context("--synth: not a synthetic dataset configuration")?;
             }
@@ -190,11 +261,13 @@ fn main() -> anyhow::Result<()> {
             let r = demo::run(&cfg, !quiet)?;
             println!("{}", r.table());
             println!(
-                "total {:.1}s; checkpoints and summary.json in {}",
+                "total {:.1}s; checkpoints and summary.json in {}; report {}",
                 t.elapsed().as_secs_f64(),
-                cfg.out_dir.display()
+                cfg.out_dir.display(),
+                cfg.report.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
             );
         }
+        Cmd::Report(args) => report(args)?,
         Cmd::Train(args) => {
             let synth: SynthConfig = match &args.synth {
                 Some(j) => serde_json::from_str(j).context("--synth: not a synthetic dataset configuration")?,

@@ -146,6 +146,12 @@ pub fn table_with(df: &DataFrame, max_rows: usize) -> Html {
     Html { html: h, text: format!("{df}") }
 }
 
+/// JSON made safe to embed in a `<script>` element: `<`, `>` and `&` (which occur only inside JSON
+/// strings) become `\u003c`, `\u003e`, `\u0026`, so no string can end the script or open markup.
+pub fn script_json(json: &str) -> String {
+    json.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
+}
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A unique element id for this process (charts of one notebook never collide).
@@ -175,14 +181,18 @@ impl Chart {
 
     /// The `div` + `script` fragment (expects plotly.js loaded on the page).
     pub fn html(&self) -> String {
-        // `</` inside a script body would end it early.
-        let json = self.json.replace("</", "<\\/");
+        let json = script_json(&self.json);
         format!(
             "<div id=\"{id}\" class=\"kdscope-chart\" style=\"width:100%;height:{h}px\"></div>\n\
              <script type=\"text/javascript\">(function() {{\n\
              var el = document.getElementById(\"{id}\"); var fig = {json};\n\
-             if (window.Plotly) {{ Plotly.newPlot(el, fig.data, fig.layout || {{}}, fig.config || {{}}); }}\n\
-             else {{ el.textContent = \"plotly.js is not loaded: run kdscope::notebook::init() first\"; }}\n\
+             function draw() {{\n\
+             if (!window.Plotly) {{ el.textContent = \"plotly.js is not loaded: run kdscope::notebook::init() first\"; return; }}\n\
+             var cfg = fig.config || {{}}; cfg.responsive = true;\n\
+             Plotly.newPlot(el, fig.data, fig.layout || {{}}, cfg);\n\
+             }}\n\
+             // Draw once the page is laid out, so the chart takes its final width.\n\
+             if (document.readyState === \"loading\") document.addEventListener(\"DOMContentLoaded\", draw); else draw();\n\
              }})();</script>",
             id = self.id,
             h = self.height_px,

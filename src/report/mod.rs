@@ -22,6 +22,9 @@ use serde::Serialize;
 
 use crate::notebook;
 
+pub mod kd;
+pub use kd::KdReport;
+
 /// The page template (`templates/report.html`), compiled into the library.
 pub const TEMPLATE: &str = include_str!("../../templates/report.html");
 

@@ -210,6 +210,17 @@ pub fn save_training(path: &Path, model: &Model, sgd: &mut Sgd, history: &Histor
     write_atomic(path, &serialize(&model_entries(model), model_meta(model, Some(epoch)))?)
 }
 
+/// The training history stored beside a checkpoint (in its train-state file), if there is one.
+pub fn read_history(path: &Path) -> anyhow::Result<Option<History>> {
+    let sp = train_state_path(path);
+    if !sp.exists() {
+        return Ok(None);
+    }
+    let (_, meta) = read_with_meta(&sp)?;
+    let h = meta.get("kdscope.history").context("training state has no history")?;
+    Ok(Some(serde_json::from_str(h).with_context(|| format!("{}: malformed history", sp.display()))?))
+}
+
 /// Restores a training checkpoint into `model` and `sgd`; returns the history so far.
 pub fn load_training(path: &Path, model: &mut Model, sgd: &mut Sgd) -> anyhow::Result<History> {
     let (model_bytes, model_meta) = read_with_meta(path)?;

@@ -1,7 +1,7 @@
 //! Training: configuration, learning-rate schedules, the train/eval loops with progress bars,
 //! per-epoch history, checkpoints and resume.
 pub mod checkpoint;
-mod eval;
+pub(crate) mod eval;
 mod schedule;
 
 use std::path::{Path, PathBuf};

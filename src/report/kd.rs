@@ -1,0 +1,410 @@
+//! The teacher-vs-student report (KD-Explorer as one offline HTML file): model header, superclass
+//! polar bars and tables, grouped confusion matrices with superclass highlighting, a filterable image
+//! corpus with both models' top-5, training curves and a reproducibility appendix.
+//!
+//! It reads metric frames, predictions, histories and test images, never models.
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context as _};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::data::{Dataset, Hierarchy};
+use crate::metrics::{self, Evaluation};
+use crate::notebook::{self, Chart};
+use crate::train::History;
+
+/// The report template (`templates/kd_report.html`), compiled into the library.
+pub const TEMPLATE: &str = include_str!("../../templates/kd_report.html");
+
+/// Default test images per class in the image corpus (100 classes stay under ~15 MB).
+pub const DEFAULT_IMAGES_PER_CLASS: usize = 20;
+
+/// Builder of a teacher-vs-student report.
+#[derive(Clone, Debug)]
+pub struct KdReport {
+    pub title: String,
+    pub teacher: Evaluation,
+    pub student: Evaluation,
+    /// Further models shown in the header table (e.g. the student trained alone).
+    pub others: Vec<Evaluation>,
+    pub method: String,
+    pub hyper: Vec<(String, String)>,
+    pub histories: Vec<(String, History)>,
+    pub images_per_class: usize,
+    /// Free-form reproducibility facts (configuration, seeds, command …), merged into the appendix.
+    pub appendix: serde_json::Map<String, Value>,
+}
+
+impl KdReport {
+    /// A report comparing `teacher` and `student`, both evaluated on the same test images.
+    pub fn new(teacher: Evaluation, student: Evaluation) -> Self {
+        Self {
+            title: format!("{} vs {}", teacher.name, student.name),
+            teacher,
+            student,
+            others: vec![],
+            method: String::new(),
+            hyper: vec![],
+            histories: vec![],
+            images_per_class: DEFAULT_IMAGES_PER_CLASS,
+            appendix: Default::default(),
+        }
+    }
+
+    pub fn title(mut self, t: &str) -> Self {
+        self.title = t.into();
+        self
+    }
+
+    /// Another model for the header table (same test images).
+    pub fn other(mut self, ev: Evaluation) -> Self {
+        self.others.push(ev);
+        self
+    }
+
+    /// The distillation method and its hyper-parameters.
+    pub fn method(mut self, name: &str, hyper: &[(&str, String)]) -> Self {
+        self.method = name.into();
+        self.hyper = hyper.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        self
+    }
+
+    /// A training history for the curves (one line per model).
+    pub fn history(mut self, name: &str, h: &History) -> Self {
+        self.histories.push((name.into(), h.clone()));
+        self
+    }
+
+    pub fn images_per_class(mut self, n: usize) -> Self {
+        self.images_per_class = n;
+        self
+    }
+
+    /// A reproducibility fact (any serialisable value: a config struct, a seed, a command line …).
+    pub fn fact(mut self, key: &str, value: impl Serialize) -> Self {
+        self.appendix.insert(key.into(), serde_json::to_value(value).unwrap_or(Value::Null));
+        self
+    }
+
+    /// Renders the page; `test` is the split both models were evaluated on (its images feed the corpus).
+    pub fn render(&self, test: &Dataset) -> anyhow::Result<String> {
+        let (t, s) = (&self.teacher, &self.student);
+        ensure!(
+            t.predictions.labels == test.labels && s.predictions.labels == test.labels,
+            "the teacher and student predictions must be on the given test split ({} images)",
+            test.len()
+        );
+        let h = t.hierarchy.clone().unwrap_or_else(|| single_group(t.num_classes()));
+        let (t, s) = (with_hierarchy(t, &h), with_hierarchy(s, &h));
+
+        let mut overall = metrics::overall(&t)?;
+        overall.vstack_mut(&metrics::overall(&s)?)?;
+        for o in &self.others {
+            overall.vstack_mut(&metrics::overall(&with_hierarchy(o, &h))?)?;
+        }
+        let super_cmp = metrics::compare_superclasses(&t, &s)?;
+        let class_cmp = metrics::compare_classes(&t, &s)?;
+        let (ts, ss) = (metrics::per_superclass(&t)?, metrics::per_superclass(&s)?);
+
+        let polar: Vec<String> = [("precision", "Precision"), ("recall", "Recall (accuracy)"), ("f1", "F1")]
+            .iter()
+            .map(|(col, title)| -> anyhow::Result<String> {
+                let a: Vec<f64> = ts.column(col)?.f64()?.into_no_null_iter().collect();
+                let b: Vec<f64> = ss.column(col)?.f64()?.into_no_null_iter().collect();
+                Ok(polar_chart(&format!("kd-polar-{col}"), title, &h.super_names, &a, &b, &t.name, &s.name).html())
+            })
+            .collect::<anyhow::Result<_>>()?;
+
+        let order: Vec<usize> = (0..h.num_super()).flat_map(|g| h.members(g)).collect();
+        let rates = |ev: &Evaluation| -> Vec<Vec<f64>> {
+            let c = metrics::confusion_matrix(ev);
+            order
+                .iter()
+                .map(|&i| {
+                    let n: u64 = (0..c.n).map(|j| c.get(i, j)).sum();
+                    order.iter().map(|&j| if n == 0 { 0.0 } else { c.get(i, j) as f64 / n as f64 }).collect()
+                })
+                .collect()
+        };
+        let (zt, zs) = (rates(&t), rates(&s));
+        let names: Vec<&str> = order.iter().map(|&k| t.class_names[k].as_str()).collect();
+        let bounds: Vec<usize> = (0..h.num_super())
+            .scan(0, |acc, g| {
+                *acc += h.members(g).len();
+                Some(*acc)
+            })
+            .collect();
+        let cm_t = confusion_chart("kd-cm-teacher", &format!("teacher: {}", t.name), &names, &zt, &bounds);
+        let cm_s = confusion_chart("kd-cm-student", &format!("student: {}", s.name), &names, &zs, &bounds);
+
+        let corpus = corpus(test, &t, &s, self.images_per_class);
+        let data = json!({
+            "teacher": t.name, "student": s.name,
+            "classes": t.class_names, "supers": h.super_names, "class_super": h.class_to_super,
+            "order": order,
+            "cm": { "kd-cm-teacher": zt, "kd-cm-student": zs },
+            "corpus": corpus,
+        });
+
+        let mut curves = plotly::Plot::new();
+        for (name, hist) in &self.histories {
+            let x: Vec<usize> = hist.epochs.iter().map(|e| e.epoch).collect();
+            let y: Vec<f64> = hist.epochs.iter().map(|e| 100.0 * e.test_acc).collect();
+            curves.add_trace(plotly::Scatter::new(x, y).mode(plotly::common::Mode::LinesMarkers).name(name));
+        }
+        curves.set_layout(
+            plotly::Layout::new()
+                .title("Test accuracy per epoch")
+                .x_axis(plotly::layout::Axis::new().title("epoch"))
+                .y_axis(plotly::layout::Axis::new().title("test accuracy (%)")),
+        );
+        let curves_html = if self.histories.is_empty() {
+            "<p class=\"legend\">No training histories were given.</p>".to_string()
+        } else {
+            notebook::chart(&curves).html()
+        };
+
+        let mut appendix = serde_json::Map::new();
+        appendix.insert("kdscope_version".into(), env!("CARGO_PKG_VERSION").into());
+        appendix.insert("git_revision".into(), git_revision().map(Value::from).unwrap_or(Value::Null));
+        appendix.insert(
+            "dataset".into(),
+            json!({ "name": test.name, "images": test.len(), "classes": test.num_classes(),
+                    "provenance": test.provenance }),
+        );
+        appendix.insert(
+            "training_seconds".into(),
+            Value::Object(self.histories.iter().map(|(n, h)| (n.clone(), json!(h.total_seconds()))).collect()),
+        );
+        appendix.insert("command".into(), std::env::args().collect::<Vec<_>>().join(" ").into());
+        for (k, v) in &self.appendix {
+            appendix.insert(k.clone(), v.clone());
+        }
+
+        let mut tera = tera::Tera::new();
+        tera.add_raw_template("kd_report.html", TEMPLATE).context("parsing templates/kd_report.html")?;
+        let mut ctx = tera::Context::new();
+        ctx.insert("title", &self.title);
+        ctx.insert("version", env!("CARGO_PKG_VERSION"));
+        ctx.insert("dataset", &test.name);
+        ctx.insert("images", &test.len());
+        ctx.insert("teacher", &format!("{} ({}, {} parameters)", t.name, t.arch, t.params));
+        ctx.insert("student", &format!("{} ({}, {} parameters)", s.name, s.arch, s.params));
+        ctx.insert("method", &self.method);
+        ctx.insert("hyper", &self.hyper);
+        ctx.insert("plotly_js", &notebook::plotly_js());
+        ctx.insert("overall_html", &notebook::table_with(&overall, usize::MAX).html);
+        ctx.insert("polar_charts", &polar);
+        ctx.insert("super_table", &notebook::table_with(&super_cmp, usize::MAX).html);
+        ctx.insert("class_table", &notebook::table_with(&class_cmp, usize::MAX).html);
+        ctx.insert("cm_teacher", &cm_t.html());
+        ctx.insert("cm_student", &cm_s.html());
+        ctx.insert("per_class", &self.images_per_class);
+        ctx.insert("curves", &curves_html);
+        ctx.insert("appendix", &serde_json::to_string_pretty(&appendix)?);
+        ctx.insert("data_json", &notebook::script_json(&data.to_string()));
+        tera.render("kd_report.html", &ctx).context("rendering the KD report")
+    }
+
+    /// Renders and writes the report atomically (creating parent folders); returns the path.
+    pub fn write(&self, test: &Dataset, path: impl AsRef<Path>) -> anyhow::Result<PathBuf> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        crate::train::checkpoint::write_atomic(path, self.render(test)?.as_bytes())?;
+        Ok(path.to_path_buf())
+    }
+}
+
+/// The superclass circular bar chart of one metric (`precision`, `recall`, `accuracy` or `f1`):
+/// teacher on the outer ring, student on the inner ring (for notebooks; the report shows three).
+pub fn superclass_polar(teacher: &Evaluation, student: &Evaluation, metric: &str) -> anyhow::Result<Chart> {
+    let h = teacher.hierarchy.clone().unwrap_or_else(|| single_group(teacher.num_classes()));
+    let (t, s) = (with_hierarchy(teacher, &h), with_hierarchy(student, &h));
+    let (ts, ss) = (metrics::per_superclass(&t)?, metrics::per_superclass(&s)?);
+    let a: Vec<f64> = ts.column(metric)?.f64()?.into_no_null_iter().collect();
+    let b: Vec<f64> = ss.column(metric)?.f64()?.into_no_null_iter().collect();
+    Ok(polar_chart(&notebook::unique_id("kd-polar"), metric, &h.super_names, &a, &b, &t.name, &s.name))
+}
+
+fn single_group(n: usize) -> Hierarchy {
+    Hierarchy { super_names: vec!["all classes".into()], class_to_super: vec![0; n] }
+}
+
+fn with_hierarchy(ev: &Evaluation, h: &Hierarchy) -> Evaluation {
+    Evaluation { hierarchy: Some(h.clone()), ..ev.clone() }
+}
+
+/// The commit of the working directory's git checkout, if any (with `+dirty` for local changes).
+pub fn git_revision() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let rev = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    Some(if dirty { format!("{rev}+dirty") } else { rev })
+}
+
+fn polar_chart(
+    id: &str,
+    title: &str,
+    supers: &[String],
+    teacher: &[f64],
+    student: &[f64],
+    tn: &str,
+    sn: &str,
+) -> Chart {
+    const OUTER: f64 = 1.15;
+    let fig = json!({
+        "data": [
+            { "type": "barpolar", "name": format!("teacher: {tn} (outer)"), "theta": supers, "r": teacher,
+              "base": vec![OUTER; teacher.len()], "marker": { "color": "#4c78a8" },
+              "customdata": teacher, "hovertemplate": "%{theta}<br>teacher %{customdata:.3f}<extra></extra>" },
+            { "type": "barpolar", "name": format!("student: {sn} (inner)"), "theta": supers, "r": student,
+              "marker": { "color": "#f58518" },
+              "customdata": student, "hovertemplate": "%{theta}<br>student %{customdata:.3f}<extra></extra>" },
+        ],
+        "layout": {
+            "title": { "text": title },
+            "polar": { "radialaxis": { "range": [0, OUTER + 1.0], "showticklabels": false, "ticks": "" },
+                       "angularaxis": { "direction": "clockwise" } },
+            "legend": { "orientation": "h" },
+            "margin": { "l": 30, "r": 30, "t": 50, "b": 20 },
+        },
+    });
+    Chart { id: id.into(), json: fig.to_string(), height_px: 420 }
+}
+
+fn confusion_chart(id: &str, title: &str, names: &[&str], z: &[Vec<f64>], bounds: &[usize]) -> Chart {
+    let n = names.len() as f64;
+    let shapes: Vec<Value> = bounds[..bounds.len().saturating_sub(1)]
+        .iter()
+        .flat_map(|&b| {
+            let p = b as f64 - 0.5;
+            let line = json!({ "color": "#222", "width": 1 });
+            [
+                json!({ "type": "line", "x0": p, "x1": p, "y0": -0.5, "y1": n - 0.5, "line": line }),
+                json!({ "type": "line", "y0": p, "y1": p, "x0": -0.5, "x1": n - 0.5, "line": line }),
+            ]
+        })
+        .collect();
+    let idx: Vec<usize> = (0..names.len()).collect();
+    let grey = json!([[0, "#fafafa"], [1, "#6b6b6b"]]);
+    let blue = json!([[0, "#f7fbff"], [0.1, "#c6dbef"], [0.4, "#4292c6"], [1, "#08306b"]]);
+    let trace = |colorscale: &Value, showscale: bool| {
+        json!({ "type": "heatmap", "z": z, "x": idx, "y": idx, "zmin": 0, "zmax": 1, "colorscale": colorscale,
+                "showscale": showscale, "customdata": names,
+                "hovertemplate": "true %{y}, predicted %{x}: %{z:.3f}<extra></extra>" })
+    };
+    let ticks = json!({ "tickmode": "array", "tickvals": idx, "ticktext": names, "tickfont": { "size": 8 } });
+    let mut xaxis = ticks.clone();
+    xaxis["title"] = json!("predicted");
+    xaxis["tickangle"] = json!(-60);
+    let mut yaxis = ticks;
+    yaxis["title"] = json!("true");
+    yaxis["autorange"] = json!("reversed");
+    let fig = json!({
+        "data": [trace(&grey, false), trace(&blue, true)],
+        "layout": { "title": { "text": title }, "xaxis": xaxis, "yaxis": yaxis, "shapes": shapes,
+                    "margin": { "l": 90, "r": 10, "t": 40, "b": 90 } },
+    });
+    Chart { id: id.into(), json: fig.to_string(), height_px: 560 }
+}
+
+fn top5(probs: &[f32]) -> Vec<(usize, f32)> {
+    let mut idx: Vec<usize> = (0..probs.len()).collect();
+    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    idx.into_iter().take(5).map(|k| (k, (probs[k] * 10000.0).round() / 10000.0)).collect()
+}
+
+/// The first `per_class` test images of each class, with both models' top-5 and a PNG thumbnail.
+fn corpus(test: &Dataset, t: &Evaluation, s: &Evaluation, per_class: usize) -> Vec<Value> {
+    let (pt, ps) = (t.predictions.probabilities(), s.predictions.probabilities());
+    let k = t.num_classes();
+    let mut taken = vec![0usize; k];
+    let mut out = vec![];
+    for (i, &c) in test.labels.iter().enumerate() {
+        if taken[c] >= per_class {
+            continue;
+        }
+        taken[c] += 1;
+        let png = notebook::image(&test.rgb_image(i)).base64();
+        out.push(json!({
+            "i": i, "c": c, "png": png,
+            "t": top5(&pt[i * k..(i + 1) * k]), "s": top5(&ps[i * k..(i + 1) * k]),
+        }));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synthetic::{shapes20, SynthConfig};
+    use crate::train::Predictions;
+    use rand::{Rng, SeedableRng};
+
+    /// A test split of 40 images with class 0 named like an injection attempt, and two fake models.
+    fn fixture() -> (Dataset, Evaluation, Evaluation) {
+        let mut test = shapes20(&SynthConfig { train_per_class: 1, test_per_class: 2, ..Default::default() }).test;
+        test.class_names[0] = "<script>alert(1)</script>".into();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut fake = |name: &str, skill: f32| {
+            let logits = test
+                .labels
+                .iter()
+                .flat_map(|&l| {
+                    let mut row: Vec<f32> = (0..20).map(|_| rng.gen_range(0.0..1.0)).collect();
+                    row[l] += skill;
+                    row
+                })
+                .collect();
+            let p = Predictions { num_classes: 20, labels: test.labels.clone(), logits };
+            Evaluation::new(name, p, test.class_names.clone(), test.hierarchy.clone())
+        };
+        let (t, s) = (fake("teacher", 0.9), fake("student", 0.4));
+        (test, t, s)
+    }
+
+    #[test]
+    fn report_has_every_view_and_escapes_labels() {
+        let (test, t, s) = fixture();
+        let html = KdReport::new(t.clone(), s.clone())
+            .method("kd-mse", &[("temperature", "20".into())])
+            .fact("seed", 7)
+            .render(&test)
+            .unwrap();
+        for id in ["kd-polar-precision", "kd-polar-recall", "kd-polar-f1", "kd-cm-teacher", "kd-cm-student"] {
+            assert!(html.contains(&format!("<div id=\"{id}\"")), "{id}");
+        }
+        assert_eq!(html.matches("<script>alert(1)").count(), 0, "a class name must never become markup");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "escaped in the tables");
+        assert!(html.contains("\\u003cscript\\u003ealert(1)"), "escaped in the JSON data");
+        assert_eq!(html.matches("window.Plotly = Plotly").count(), 1);
+        let page = html.replace(&notebook::plotly_js(), "");
+        assert!(!page.contains("src=\"http") && !page.contains("href=\"http"), "no external resources");
+        assert!(html.contains("&quot;seed&quot;: 7") && html.contains("kdscope synthetic shapes-20"), "appendix");
+        assert!(html.contains("<dt>temperature</dt><dd>20</dd>"));
+        // The corpus holds every test image at 2 per class, 20 at 1 per class.
+        let count = |h: &str| h.replace(&notebook::plotly_js(), "").matches("\"png\":").count();
+        assert_eq!(count(&html), 40);
+        let one = KdReport::new(t.clone(), s.clone()).images_per_class(1).render(&test).unwrap();
+        assert_eq!(count(&one), 20);
+        // Predictions on other images are refused.
+        let mut other = s.clone();
+        other.predictions.labels.swap(0, 1);
+        assert!(KdReport::new(t, other).render(&test).is_err());
+    }
+
+    #[test]
+    fn top5_is_sorted_and_stable() {
+        assert_eq!(top5(&[0.1, 0.3, 0.3, 0.05, 0.2, 0.05]), vec![(1, 0.3), (2, 0.3), (4, 0.2), (0, 0.1), (3, 0.05)]);
+    }
+}

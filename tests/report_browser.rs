@@ -1,0 +1,106 @@
+//! Opens a generated teacher-vs-student report in headless Chromium with networking disabled and checks
+//! that every chart rendered, the page script ran without errors and the superclass selection (from the
+//! URL) filtered the image corpus. Keeps a screenshot in `target/tmp/report-browser/` (CI artifact).
+//!
+//! Needs Chromium (`apt-get install chromium`; `.ci/run` installs it). Set `KDSCOPE_CHROMIUM` to use
+//! another binary, or `KDSCOPE_SKIP_BROWSER=1` to skip where no browser can be installed.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kdscope::data::synthetic::{shapes20, SynthConfig};
+use kdscope::metrics::Evaluation;
+use kdscope::report::KdReport;
+use kdscope::train::Predictions;
+
+fn chromium() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("KDSCOPE_CHROMIUM") {
+        return Some(p.into());
+    }
+    ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
+        std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+    })
+}
+
+fn browser(bin: &Path, profile: &Path, extra: &[&str], url: &str) -> std::process::Output {
+    let out = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            // No network: every proxy connection and host lookup fails.
+            "--proxy-server=127.0.0.1:9",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--virtual-time-budget=15000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("running chromium");
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+#[test]
+fn report_renders_offline_in_chromium() {
+    let Some(bin) = chromium() else {
+        if std::env::var("KDSCOPE_SKIP_BROWSER").is_ok() {
+            eprintln!("KDSCOPE_SKIP_BROWSER set: browser test skipped");
+            return;
+        }
+        panic!("no Chromium found: apt-get install chromium (or set KDSCOPE_CHROMIUM / KDSCOPE_SKIP_BROWSER=1)");
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-browser");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let mut test = shapes20(&SynthConfig { train_per_class: 1, test_per_class: 2, ..Default::default() }).test;
+    test.class_names[0] = "<script>alert(1)</script>".into();
+    // Two fake models: the teacher is right on every image, the student on the even-numbered ones.
+    let model = |name: &str, right: &dyn Fn(usize) -> bool| {
+        let logits = test
+            .labels
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &l)| {
+                let guess = if right(i) { l } else { (l + 1) % 20 };
+                (0..20).map(move |c| if c == guess { 3.0 } else { (c % 3) as f32 * 0.1 })
+            })
+            .collect();
+        let p = Predictions { num_classes: 20, labels: test.labels.clone(), logits };
+        Evaluation::new(name, p, test.class_names.clone(), test.hierarchy.clone())
+    };
+    let report = KdReport::new(model("teacher", &|_| true), model("student", &|i| i % 2 == 0));
+    let path = report.write(&test, dir.join("report.html")).unwrap();
+    let url = format!("file://{}#super=ring", path.canonicalize().unwrap().display());
+
+    let out = browser(&bin, &dir.join("profile-dom"), &["--dump-dom"], &url);
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    std::fs::write(dir.join("dom.html"), &dom).unwrap();
+    assert!(dom.contains("data-ready=\"1\""), "the page script did not finish");
+    let errors = dom.split("data-js-errors=\"").nth(1).map(|e| e.split('"').next().unwrap_or("").to_string());
+    assert!(errors.is_none(), "script errors: {errors:?}");
+    for id in ["kd-polar-precision", "kd-polar-recall", "kd-polar-f1", "kd-cm-teacher", "kd-cm-student"] {
+        let start = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("{id} missing"));
+        let rest = &dom[start..];
+        let end = rest[10..].find("id=\"kd-").map(|e| e + 10).unwrap_or(rest.len());
+        assert!(rest[..end].contains("main-svg"), "chart {id} did not render");
+    }
+    // `#super=ring` selected the ring superclass: 4 classes x 2 images of 40 are shown.
+    assert!(dom.contains("8 of 40 images"), "corpus filter");
+    assert_eq!(dom.matches("<script>alert(1)").count(), 0);
+
+    browser(
+        &bin,
+        &dir.join("profile-shot"),
+        &["--window-size=1280,2400", &format!("--screenshot={}", dir.join("report.png").display())],
+        &url,
+    );
+    let png = std::fs::read(dir.join("report.png")).expect("screenshot written");
+    assert!(png.len() > 10_000 && png.starts_with(b"\x89PNG"));
+}
