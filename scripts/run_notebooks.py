@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Executes kdscope's notebooks with a real Jupyter client (nbclient, the engine of
-`jupyter nbconvert --execute`) and the evcxr `rust` kernel, one after another, and checks their outputs.
+"""Executes kdscope's notebooks in Jupyter, one after another, with
+`jupyter nbconvert --to notebook --execute --ExecutePreprocessor.kernel_name=rust` (evcxr kernel), and
+checks their outputs. Errors are kept in the executed copy (--allow-errors) so they can be printed here.
 
 Each notebook lists what its executed copy must contain in its metadata, e.g.
     "kdscope": {"expect": ["table", "chart", "image", "report:../reports/quickstart.html"]}
@@ -14,16 +15,18 @@ usage: run_notebooks.py [NOTEBOOK ...]   (default: every notebooks/*.ipynb)
 """
 import glob
 import os
+import subprocess
 import sys
 import time
 
 import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NB_DIR = os.path.join(ROOT, "notebooks")
 OUT_DIR = os.path.join(NB_DIR, "executed")
+# The jupyter of this Python's environment (the venv), else the one on PATH.
+_here = os.path.join(os.path.dirname(sys.executable), "jupyter")
+JUPYTER = _here if os.path.exists(_here) else "jupyter"
 
 
 def outputs(nb):
@@ -82,19 +85,30 @@ def main(paths):
     for path in paths:
         path = os.path.abspath(path)
         name = os.path.basename(path)
-        nb = nbformat.read(path, as_version=4)
-        client = NotebookClient(nb, timeout=1800, kernel_name="rust",
-                                resources={"metadata": {"path": os.path.dirname(path)}})
         start = time.time()
-        try:
-            client.execute()
-            problems = check(nb, path)
-        except CellExecutionError as e:
-            problems = [f"a cell failed:\n{e}"]
-            for out in outputs(nb):
-                if out.get("output_type") == "error":
-                    problems.append(f"{out.get('ename')}: {out.get('evalue')}\n" + "\n".join(out.get("traceback", [])))
-        nbformat.write(nb, os.path.join(OUT_DIR, name))
+        # Remove what a previous run left, so only this run's outputs are checked.
+        expect = nbformat.read(path, as_version=4).metadata.get("kdscope", {}).get("expect", [])
+        stale = [os.path.join(OUT_DIR, name)] + [
+            os.path.normpath(os.path.join(os.path.dirname(path), w[len("report:"):]))
+            for w in expect if w.startswith("report:")]
+        for f in stale:
+            if os.path.exists(f):
+                os.remove(f)
+        cmd = [JUPYTER, "nbconvert", "--to", "notebook", "--execute",
+               "--ExecutePreprocessor.kernel_name=rust", "--ExecutePreprocessor.timeout=1800",
+               "--allow-errors", "--output-dir", OUT_DIR, path]
+        run = subprocess.run(cmd, cwd=os.path.dirname(path), capture_output=True, text=True)
+        out_path = os.path.join(OUT_DIR, name)
+        if run.returncode != 0 or not os.path.exists(out_path):
+            problems = [f"nbconvert failed ({run.returncode}):\n{run.stderr[-4000:]}"]
+        else:
+            nb = nbformat.read(out_path, as_version=4)
+            problems = []
+            for cell in nb.cells:
+                for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+                    if out.get("output_type") == "error":
+                        problems.append(f"cell failed:\n{cell.source}\n--> {out.get('ename')}: {out.get('evalue')}")
+            problems += check(nb, path)
         took = time.time() - start
         if problems:
             failed = True

@@ -77,7 +77,8 @@ fn report_renders_offline_in_chromium() {
     };
     let report = KdReport::new(model("teacher", &|_| true), model("student", &|i| i % 2 == 0));
     let path = report.write(&test, dir.join("report.html")).unwrap();
-    let url = format!("file://{}#super=ring", path.canonicalize().unwrap().display());
+    // Select the ring superclass and open the panel of the first corpus image.
+    let url = format!("file://{}#super=ring&image=0", path.canonicalize().unwrap().display());
 
     let out = browser(&bin, &dir.join("profile-dom"), &["--dump-dom"], &url);
     let dom = String::from_utf8_lossy(&out.stdout).to_string();
@@ -94,6 +95,13 @@ fn report_renders_offline_in_chromium() {
     // `#super=ring` selected the ring superclass: 4 classes x 2 images of 40 are shown.
     assert!(dom.contains("8 of 40 images"), "corpus filter");
     assert_eq!(dom.matches("<script>alert(1)").count(), 0);
+    // The panel shows the image's label and both models' top-5; image 0 is class 0 (the hostile name),
+    // shown as text, and the student is right on it (even position).
+    let panel = &dom[dom.find("id=\"panel\"").expect("panel")..];
+    assert!(panel.starts_with("id=\"panel\" style=\"display: block;\""), "panel not opened");
+    assert!(panel.contains("true: &lt;script&gt;alert(1)&lt;/script&gt; (disk)"), "{}", &panel[..400.min(panel.len())]);
+    assert!(panel.contains("teacher (teacher) top-5") && panel.contains("student (student) top-5"));
+    assert_eq!(panel.split("</table>").next().unwrap().matches("<tr").count(), 5, "five rows of top-5");
 
     browser(
         &bin,

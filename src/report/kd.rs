@@ -404,6 +404,39 @@ mod tests {
     }
 
     #[test]
+    fn hundred_class_report_stays_under_15_mb() {
+        // 100 classes x 30 noise images (noise compresses worst); the default samples 20 per class.
+        let (k, per) = (100usize, 30usize);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let labels: Vec<usize> = (0..k * per).map(|i| i % k).collect();
+        let pixels: Vec<u8> = (0..labels.len() * 3072).map(|_| rng.gen()).collect();
+        let names: Vec<String> = (0..k).map(|c| format!("class-{c}")).collect();
+        let h =
+            Hierarchy::new((0..20).map(|g| format!("super-{g}")).collect(), (0..k).map(|c| c / 5).collect()).unwrap();
+        let test = Dataset::rgb32(
+            "noise",
+            pixels,
+            labels.clone(),
+            names.clone(),
+            Some(h.clone()),
+            crate::data::Normalization::cifar100(),
+            vec![],
+        );
+        let mut fake = |name: &str| {
+            let logits = (0..labels.len() * k).map(|_| rng.gen_range(0.0..1.0f32)).collect();
+            let p = Predictions { num_classes: k, labels: labels.clone(), logits };
+            Evaluation::new(name, p, names.clone(), Some(h.clone()))
+        };
+        let (t, s) = (fake("t"), fake("s"));
+        let html = KdReport::new(t, s).render(&test).unwrap();
+        assert!(html.len() < 15_000_000, "{} bytes", html.len());
+        assert_eq!(
+            html.replace(&notebook::plotly_js(), "").matches("\"png\":").count(),
+            100 * DEFAULT_IMAGES_PER_CLASS
+        );
+    }
+
+    #[test]
     fn top5_is_sorted_and_stable() {
         assert_eq!(top5(&[0.1, 0.3, 0.3, 0.05, 0.2, 0.05]), vec![(1, 0.3), (2, 0.3), (4, 0.2), (0, 0.1), (3, 0.05)]);
     }
