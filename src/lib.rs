@@ -7,6 +7,7 @@ pub mod data;
 pub mod demo;
 pub mod distill;
 pub mod experiment;
+pub mod explain;
 pub mod metrics;
 pub mod models;
 pub mod nn;
