@@ -17,7 +17,7 @@
 
 /// Pairwise Euclidean distances of the rows of `x` (`n × d`), as an `n × n` matrix.
 pub fn distance_matrix(x: &[f32], d: usize) -> Vec<f64> {
-    assert!(d > 0 && x.len() % d == 0, "sample of {} values is not a whole number of {d}-dim points", x.len());
+    assert!(d > 0 && x.len().is_multiple_of(d), "sample of {} values is not a whole number of {d}-dim points", x.len());
     let n = x.len() / d;
     let mut m = vec![0.0f64; n * n];
     for i in 0..n {
