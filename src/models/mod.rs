@@ -12,6 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::nn::ops::{grad_probe, GradProbe};
 use crate::nn::{Dev, Shape4, Store, Tracked, Var};
 
 /// Architecture family and size.
@@ -110,14 +111,25 @@ pub(crate) fn stages<B>(
 pub struct Features<T> {
     enabled: bool,
     pub items: Vec<(String, Var<T>)>,
+    /// Taps whose gradient is recorded (see [`Model::forward_probed`]) and their probes.
+    probe_names: Vec<String>,
+    pub probes: Vec<(String, GradProbe)>,
 }
 
 impl<T: Tape<f32, Dev>> Features<T> {
     pub fn new(enabled: bool) -> Self {
-        Self { enabled, items: Vec::new() }
+        Self { enabled, items: Vec::new(), probe_names: Vec::new(), probes: Vec::new() }
     }
-    /// Records `v` under `name` (a second handle sharing its tape) and hands `v` back.
+    /// Records `v` under `name` (a second handle sharing its tape) and hands `v` back; a probed name
+    /// also gets a gradient probe on the main path.
     pub fn tap(&mut self, name: &str, v: Var<T>) -> Var<T> {
+        let v = if self.probe_names.iter().any(|p| p == name) {
+            let (v, probe) = grad_probe(v);
+            self.probes.push((name.to_string(), probe));
+            v
+        } else {
+            v
+        };
         if !self.enabled {
             return v;
         }
@@ -204,6 +216,26 @@ impl Model {
         Outputs { logits, features: feats }
     }
 
+    /// Recorded forward pass that also records the gradient flowing through each named feature tap
+    /// (`stem`, `layer3`, `pool` …) once the caller runs `backward` on a loss of the outputs.
+    pub fn forward_probed(&self, x: Var<Tracked>, train: bool, taps: &[&str]) -> anyhow::Result<Outputs<Tracked>> {
+        let mut feats = Features::new(true);
+        feats.probe_names = taps.iter().map(|t| t.to_string()).collect();
+        let logits = match &self.body {
+            Body::ResNet(m) => m.forward(&self.store, x, train, &mut feats),
+            Body::Wrn(m) => m.forward(&self.store, x, train, &mut feats),
+        };
+        for t in taps {
+            anyhow::ensure!(
+                feats.probes.iter().any(|(n, _)| n == t),
+                "{} has no feature tap '{t}' (taps: {})",
+                self.name(),
+                feats.items.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        Ok(Outputs { logits, features: feats })
+    }
+
     /// Recorded forward pass (training or gradient-based analysis).
     pub fn forward(&self, x: Var<Tracked>, train: bool) -> Outputs<Tracked> {
         self.forward_with(x, train, true)
@@ -229,6 +261,47 @@ impl fmt::Debug for Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The probes record the tape's gradients at intermediate features: for the loss `Σ_i logit[i][t_i]`
+    /// the gradient at `pool` is the FC weight row `W[t_i]`, and at `layer3` (before the global average
+    /// pool over 8x8) it is `W[t_i][c] / 64` at every position.
+    #[test]
+    fn gradient_probes_see_feature_gradients() {
+        use dfdx::prelude::*;
+        let m = Model::build("resnet8", 10, 3).unwrap();
+        let (n, k) = (2, 10);
+        let x: Vec<f32> = (0..n * 3 * 32 * 32).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        let xv = Var::from_vec(x, Shape4 { n, c: 3, h: 32, w: 32 }).traced_input();
+        let out = m.forward_probed(xv, false, &["layer3", "pool"]).unwrap();
+        let targets = [4usize, 7];
+        let mut mask = vec![0.0f32; n * k];
+        for (i, &t) in targets.iter().enumerate() {
+            mask[i * k + t] = 1.0;
+        }
+        let probes = out.features.probes.clone();
+        let loss = (out.logits.dfdx_matrix() * crate::nn::dev().tensor_from_vec(mask, (n, k))).sum();
+        let _grads = loss.backward();
+        let w = m.store.get(m.store.find("fc.weight").unwrap()).values(); // (10, 64)
+        let got = |name: &str| probes.iter().find(|(p, _)| p == name).unwrap().1.get().unwrap();
+        let pool = got("pool");
+        let l3 = got("layer3");
+        assert_eq!((pool.len(), l3.len()), (n * 64, n * 64 * 64));
+        for (i, &t) in targets.iter().enumerate() {
+            for c in 0..64 {
+                assert!((pool[i * 64 + c] - w[t * 64 + c]).abs() < 1e-6);
+                for p in 0..64 {
+                    assert!((l3[(i * 64 + c) * 64 + p] - w[t * 64 + c] / 64.0).abs() < 1e-7);
+                }
+            }
+        }
+        assert!(m
+            .forward_probed(
+                Var::from_vec(vec![0.0; 3072], Shape4 { n: 1, c: 3, h: 32, w: 32 }).traced_input(),
+                false,
+                &["nope"]
+            )
+            .is_err());
+    }
 
     #[test]
     fn parse_and_display_archs() {

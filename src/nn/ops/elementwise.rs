@@ -78,6 +78,37 @@ pub fn scale<T: Tape<f32, Dev>>(x: Var<T>, k: f32) -> Var<T> {
     })
 }
 
+/// Where a [`grad_probe`] leaves the gradient that flowed through it (filled by `backward`).
+#[derive(Clone, Debug, Default)]
+pub struct GradProbe(std::sync::Arc<std::sync::Mutex<Option<Vec<f32>>>>);
+
+impl GradProbe {
+    /// The recorded gradient (same layout as the probed value), or `None` before backward ran or when
+    /// no gradient reached the probe.
+    pub fn get(&self) -> Option<Vec<f32>> {
+        self.0.lock().map(|g| g.clone()).unwrap_or(None)
+    }
+}
+
+/// Identity whose backward records the gradient arriving at `x`'s value before passing it on. The ops
+/// consume their outputs' gradients during backward, so an intermediate value's gradient is otherwise
+/// gone once `backward` returns; gradient-based explanations (Grad-CAM …) read it from the probe.
+pub fn grad_probe<T: Tape<f32, Dev>>(x: Var<T>) -> (Var<T>, GradProbe) {
+    let probe = GradProbe::default();
+    let keep = probe.clone();
+    let (xs, tape, s, needs) = x.split();
+    let out = finish(xs.data().to_vec(), s, tape, move |grads: &mut Grads, gout, _| {
+        if let Ok(mut g) = keep.0.lock() {
+            *g = Some(gout.clone());
+        }
+        if needs {
+            add_into(grads.get_or_alloc_mut(&xs.t)?, &gout);
+        }
+        Ok(())
+    });
+    (out, probe)
+}
+
 /// Same data under another shape with the same number of elements (e.g. NCHW to `(n, c*h*w)`).
 pub fn reshape<T: Tape<f32, Dev>>(x: Var<T>, shape: Shape4) -> Var<T> {
     assert_eq!(x.shape.numel(), shape.numel(), "reshape: {} to {}", x.shape, shape);
