@@ -9,7 +9,7 @@ use crate::distill::{self, Distiller};
 use crate::experiment::evaluate_model;
 use crate::models::{Model, ModelSpec};
 use crate::report::KdReport;
-use crate::train::{checkpoint, evaluate, fit, History, RunOptions, Schedule, TrainConfig};
+use crate::train::{checkpoint, evaluate, fit, History, RunOptions, TrainConfig};
 
 /// Settings of the demo.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,13 +34,7 @@ impl Default for DemoConfig {
             student: "resnet20".into(),
             teacher_epochs: 12,
             student_epochs: 5,
-            train: TrainConfig {
-                epochs: 10,
-                batch_size: 32,
-                lr: 0.05,
-                schedule: Schedule::Cosine { min_lr: 0.0 },
-                ..TrainConfig::default()
-            },
+            train: TrainConfig::short_cosine(),
             method: "kd-mse".into(),
             out_dir: PathBuf::from("runs/demo"),
             report: Some(PathBuf::from("reports/demo.html")),

@@ -16,16 +16,14 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use plotly::common::Mode;
-use plotly::layout::{Axis, Layout};
-use plotly::{Plot, Scatter};
-use polars::prelude::{Column, DataFrame};
+use plotly::Plot;
+use polars::prelude::DataFrame;
 
 use crate::data::{DataSplit, Dataset};
 use crate::distill;
-use crate::metrics::Evaluation;
+use crate::metrics::{col, Evaluation};
 use crate::models::{Model, ModelSpec};
-use crate::train::{evaluate, fit, History, Predictions, RunOptions, Schedule, TrainConfig};
+use crate::train::{evaluate, fit, History, Predictions, RunOptions, TrainConfig};
 
 /// How to train one model: architecture, method and optimisation settings.
 #[derive(Clone, Debug)]
@@ -49,13 +47,7 @@ impl Recipe {
         Self {
             arch: arch.into(),
             method: "ce".into(),
-            train: TrainConfig {
-                epochs: 10,
-                batch_size: 32,
-                lr: 0.05,
-                schedule: Schedule::Cosine { min_lr: 0.0 },
-                ..TrainConfig::default()
-            },
+            train: TrainConfig::short_cosine(),
             init_seed: 0,
             name: None,
             checkpoint: None,
@@ -175,14 +167,6 @@ fn evaluation_of(name: &str, model: &Model, predictions: Predictions, data: &Dat
     }
 }
 
-fn col<T>(name: &str, v: Vec<T>) -> Column
-where
-    polars::prelude::Series: polars::prelude::NamedFrom<Vec<T>, [T]>,
-{
-    use polars::prelude::NamedFrom;
-    Column::from(polars::prelude::Series::new(name.into(), v))
-}
-
 /// One row per run: name, architecture, method, parameters, top-1/top-5 test accuracy (%), train seconds.
 pub fn summary_frame(runs: &[&Run]) -> anyhow::Result<DataFrame> {
     Ok(DataFrame::new_infer_height(vec![
@@ -213,17 +197,5 @@ pub fn history_frame(runs: &[&Run]) -> anyhow::Result<DataFrame> {
 
 /// Test accuracy per epoch, one line per run.
 pub fn training_curves(runs: &[&Run]) -> Plot {
-    let mut plot = Plot::new();
-    for r in runs {
-        let x: Vec<usize> = r.history.epochs.iter().map(|e| e.epoch).collect();
-        let y: Vec<f64> = r.history.epochs.iter().map(|e| 100.0 * e.test_acc).collect();
-        plot.add_trace(Scatter::new(x, y).mode(Mode::LinesMarkers).name(&r.name));
-    }
-    plot.set_layout(
-        Layout::new()
-            .title("Test accuracy per epoch")
-            .x_axis(Axis::new().title("epoch"))
-            .y_axis(Axis::new().title("test accuracy (%)")),
-    );
-    plot
+    crate::report::accuracy_curves(runs.iter().map(|r| (r.name.as_str(), &r.history)))
 }

@@ -85,9 +85,9 @@ enum Cmd {
     },
 }
 
-/// Arguments of `kdscope train`.
+/// Which dataset a command reads (`train`, `report`).
 #[derive(clap::Args)]
-struct TrainArgs {
+struct DataArgs {
     #[arg(long, value_enum, default_value = "synthetic")]
     dataset: DatasetKind,
     /// Dataset directory (not needed for the synthetic dataset).
@@ -96,9 +96,39 @@ struct TrainArgs {
     /// Image size for folder datasets.
     #[arg(long, default_value_t = 32)]
     image_size: usize,
-    /// Synthetic dataset settings as JSON, e.g. '{"train_per_class": 300, "noise": 20}'.
+    /// Synthetic dataset settings as JSON, e.g. '{"train_per_class": 300, "noise": 20}' (for a report: the
+    /// ones the models were trained on).
     #[arg(long)]
     synth: Option<String>,
+}
+
+fn parse_synth(json: &str) -> anyhow::Result<SynthConfig> {
+    serde_json::from_str(json).context("--synth: not a synthetic dataset configuration")
+}
+
+impl DataArgs {
+    /// Loads the dataset; without `--synth` the synthetic one uses its defaults with `seed`.
+    fn load(&self, seed: u64) -> anyhow::Result<DataSplit> {
+        let synth = match &self.synth {
+            Some(j) => parse_synth(j)?,
+            None => SynthConfig { seed, ..Default::default() },
+        };
+        let need = || self.data_dir.clone().context("--data-dir is required for this dataset");
+        Ok(match self.dataset {
+            DatasetKind::Synthetic => data::synthetic::shapes20(&synth),
+            DatasetKind::Cifar10 => data::cifar::load_cifar10(need()?)?,
+            DatasetKind::Cifar100 => data::cifar::load_cifar100(need()?)?,
+            DatasetKind::Mnist => data::mnist::load_mnist(need()?)?,
+            DatasetKind::Folder => data::folder::load_image_folder_split(need()?, self.image_size)?,
+        })
+    }
+}
+
+/// Arguments of `kdscope train`.
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
     #[arg(long, default_value = "resnet20")]
     arch: String,
     /// ce, kd or kd-mse.
@@ -173,15 +203,8 @@ struct ReportArgs {
     /// Further checkpoints shown in the header table (e.g. the student trained alone).
     #[arg(long)]
     other: Vec<PathBuf>,
-    #[arg(long, value_enum, default_value = "synthetic")]
-    dataset: DatasetKind,
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 32)]
-    image_size: usize,
-    /// Synthetic dataset settings as JSON (must match the ones the models were trained on).
-    #[arg(long)]
-    synth: Option<String>,
+    #[command(flatten)]
+    data: DataArgs,
     /// KD method of the student, for the header (e.g. kd-mse).
     #[arg(long, default_value = "")]
     method: String,
@@ -193,11 +216,7 @@ struct ReportArgs {
 }
 
 fn report(args: ReportArgs) -> anyhow::Result<()> {
-    let synth: SynthConfig = match &args.synth {
-        Some(j) => serde_json::from_str(j).context("--synth: not a synthetic dataset configuration")?,
-        None => SynthConfig::default(),
-    };
-    let data = load_data(args.dataset, args.data_dir.clone(), args.image_size, synth)?;
+    let data = args.data.load(SynthConfig::default().seed)?;
     let name = |p: &PathBuf| p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     let load = |p: &PathBuf| -> anyhow::Result<_> {
         let m = checkpoint::load_model(p)?;
@@ -227,24 +246,13 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_data(kind: DatasetKind, dir: Option<PathBuf>, size: usize, synth: SynthConfig) -> anyhow::Result<DataSplit> {
-    let need = || dir.clone().context("--data-dir is required for this dataset");
-    Ok(match kind {
-        DatasetKind::Synthetic => data::synthetic::shapes20(&synth),
-        DatasetKind::Cifar10 => data::cifar::load_cifar10(need()?)?,
-        DatasetKind::Cifar100 => data::cifar::load_cifar100(need()?)?,
-        DatasetKind::Mnist => data::mnist::load_mnist(need()?)?,
-        DatasetKind::Folder => data::folder::load_image_folder_split(need()?, size)?,
-    })
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Demo { out, seed, teacher_epochs, student_epochs, train_per_class, method, synth, report, quiet } => {
             let mut cfg = DemoConfig { out_dir: out, method, report: Some(report), ..DemoConfig::default() };
             if let Some(j) = synth {
-                cfg.data = serde_json::from_str(&j).context("--synth: not a synthetic dataset configuration")?;
+                cfg.data = parse_synth(&j)?;
             }
             cfg.train.seed = seed;
             cfg.data.seed = seed;
@@ -269,11 +277,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Report(args) => report(args)?,
         Cmd::Train(args) => {
-            let synth: SynthConfig = match &args.synth {
-                Some(j) => serde_json::from_str(j).context("--synth: not a synthetic dataset configuration")?,
-                None => SynthConfig { seed: args.seed, ..Default::default() },
-            };
-            let data = load_data(args.dataset, args.data_dir.clone(), args.image_size, synth)?;
+            let data = args.data.load(args.seed)?;
             let cfg = args.config();
             let mut spec = ModelSpec::new(&args.arch, data.train.num_classes())?;
             spec.in_channels = data.train.channels;

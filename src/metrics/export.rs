@@ -7,18 +7,11 @@ use polars::prelude::{AnyValue, CsvReader, CsvWriter, DataFrame, ParquetReader, 
 
 use crate::train::checkpoint::write_atomic;
 
-fn written(path: &Path, bytes: Vec<u8>) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    write_atomic(path, &bytes)
-}
-
 /// CSV with a header row.
 pub fn write_csv(df: &DataFrame, path: impl AsRef<Path>) -> anyhow::Result<()> {
     let mut buf = Vec::new();
     CsvWriter::new(&mut buf).include_header(true).finish(&mut df.clone())?;
-    written(path.as_ref(), buf)
+    write_atomic(path.as_ref(), &buf)
 }
 
 pub fn read_csv(path: impl AsRef<Path>) -> anyhow::Result<DataFrame> {
@@ -32,7 +25,7 @@ pub fn write_parquet(df: &DataFrame, path: impl AsRef<Path>) -> anyhow::Result<(
     ParquetWriter::new(&mut buf)
         .with_compression(polars::prelude::ParquetCompression::Uncompressed)
         .finish(&mut df.clone())?;
-    written(path.as_ref(), buf)
+    write_atomic(path.as_ref(), &buf)
 }
 
 pub fn read_parquet(path: impl AsRef<Path>) -> anyhow::Result<DataFrame> {
@@ -77,7 +70,7 @@ pub fn to_json(df: &DataFrame) -> serde_json::Value {
 }
 
 pub fn write_json(df: &DataFrame, path: impl AsRef<Path>) -> anyhow::Result<()> {
-    written(path.as_ref(), serde_json::to_vec_pretty(&to_json(df))?)
+    write_atomic(path.as_ref(), &serde_json::to_vec_pretty(&to_json(df))?)
 }
 
 /// Escapes LaTeX's special characters in text.
@@ -133,5 +126,5 @@ pub fn to_latex(df: &DataFrame, caption: &str, label: &str, decimals: usize) -> 
 }
 
 pub fn write_latex(df: &DataFrame, path: impl AsRef<Path>, caption: &str, label: &str) -> anyhow::Result<()> {
-    written(path.as_ref(), to_latex(df, caption, label, 3).into_bytes())
+    write_atomic(path.as_ref(), to_latex(df, caption, label, 3).as_bytes())
 }

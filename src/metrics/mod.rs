@@ -161,6 +161,20 @@ fn top_k_hits(p: &Predictions, k: usize) -> Vec<bool> {
         .collect()
 }
 
+/// The count and score columns shared by the class and superclass frames: support, predicted,
+/// correct, accuracy (= recall), precision, recall, F1.
+fn score_columns(s: &[Scores]) -> Vec<Column> {
+    vec![
+        col("support", s.iter().map(|x| x.support).collect::<Vec<_>>()),
+        col("predicted", s.iter().map(|x| x.predicted).collect::<Vec<_>>()),
+        col("correct", s.iter().map(|x| x.correct).collect::<Vec<_>>()),
+        col("accuracy", s.iter().map(|x| x.recall).collect::<Vec<_>>()),
+        col("precision", s.iter().map(|x| x.precision).collect::<Vec<_>>()),
+        col("recall", s.iter().map(|x| x.recall).collect::<Vec<_>>()),
+        col("f1", s.iter().map(|x| x.f1).collect::<Vec<_>>()),
+    ]
+}
+
 /// One row per class: id, name, superclass, support, predicted, correct, accuracy (= recall),
 /// precision, recall, F1, top-5 accuracy.
 pub fn per_class(ev: &Evaluation) -> anyhow::Result<DataFrame> {
@@ -172,19 +186,14 @@ pub fn per_class(ev: &Evaluation) -> anyhow::Result<DataFrame> {
     for (&l, &h) in ev.predictions.labels.iter().zip(&hits) {
         top5[l] += h as u64;
     }
-    Ok(DataFrame::new_infer_height(vec![
+    let mut cols = vec![
         col("class_id", (0..n as u32).collect::<Vec<_>>()),
         col("class", ev.class_names.clone()),
         col("superclass", (0..n).map(|c| ev.super_name(c)).collect::<Vec<_>>()),
-        col("support", s.iter().map(|x| x.support).collect::<Vec<_>>()),
-        col("predicted", s.iter().map(|x| x.predicted).collect::<Vec<_>>()),
-        col("correct", s.iter().map(|x| x.correct).collect::<Vec<_>>()),
-        col("accuracy", s.iter().map(|x| x.recall).collect::<Vec<_>>()),
-        col("precision", s.iter().map(|x| x.precision).collect::<Vec<_>>()),
-        col("recall", s.iter().map(|x| x.recall).collect::<Vec<_>>()),
-        col("f1", s.iter().map(|x| x.f1).collect::<Vec<_>>()),
-        col("top5_accuracy", (0..n).map(|c| ratio(top5[c], s[c].support)).collect::<Vec<_>>()),
-    ])?)
+    ];
+    cols.extend(score_columns(&s));
+    cols.push(col("top5_accuracy", (0..n).map(|c| ratio(top5[c], s[c].support)).collect::<Vec<_>>()));
+    Ok(DataFrame::new_infer_height(cols)?)
 }
 
 /// One row per superclass: its metrics on superclass-level predictions, and the mean accuracy and F1 of
@@ -194,20 +203,18 @@ pub fn per_superclass(ev: &Evaluation) -> anyhow::Result<DataFrame> {
     let s = super_confusion(ev)?.scores();
     let cls = class_confusion(ev).scores();
     let members: Vec<Vec<usize>> = (0..h.num_super()).map(|g| h.members(g)).collect();
-    Ok(DataFrame::new_infer_height(vec![
+    let mut cols = vec![
         col("superclass_id", (0..h.num_super() as u32).collect::<Vec<_>>()),
         col("superclass", h.super_names.clone()),
         col("classes", members.iter().map(|m| m.len() as u32).collect::<Vec<_>>()),
-        col("support", s.iter().map(|x| x.support).collect::<Vec<_>>()),
-        col("predicted", s.iter().map(|x| x.predicted).collect::<Vec<_>>()),
-        col("correct", s.iter().map(|x| x.correct).collect::<Vec<_>>()),
-        col("accuracy", s.iter().map(|x| x.recall).collect::<Vec<_>>()),
-        col("precision", s.iter().map(|x| x.precision).collect::<Vec<_>>()),
-        col("recall", s.iter().map(|x| x.recall).collect::<Vec<_>>()),
-        col("f1", s.iter().map(|x| x.f1).collect::<Vec<_>>()),
-        col("class_accuracy_mean", members.iter().map(|m| mean(m.iter().map(|&c| cls[c].recall))).collect::<Vec<_>>()),
-        col("class_f1_mean", members.iter().map(|m| mean(m.iter().map(|&c| cls[c].f1))).collect::<Vec<_>>()),
-    ])?)
+    ];
+    cols.extend(score_columns(&s));
+    cols.push(col(
+        "class_accuracy_mean",
+        members.iter().map(|m| mean(m.iter().map(|&c| cls[c].recall))).collect::<Vec<_>>(),
+    ));
+    cols.push(col("class_f1_mean", members.iter().map(|m| mean(m.iter().map(|&c| cls[c].f1))).collect::<Vec<_>>()));
+    Ok(DataFrame::new_infer_height(cols)?)
 }
 
 /// Overall numbers of one model, as a one-row frame: accuracy, top-5, micro and macro P/R/F1,

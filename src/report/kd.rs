@@ -147,22 +147,10 @@ impl KdReport {
             "corpus": corpus,
         });
 
-        let mut curves = plotly::Plot::new();
-        for (name, hist) in &self.histories {
-            let x: Vec<usize> = hist.epochs.iter().map(|e| e.epoch).collect();
-            let y: Vec<f64> = hist.epochs.iter().map(|e| 100.0 * e.test_acc).collect();
-            curves.add_trace(plotly::Scatter::new(x, y).mode(plotly::common::Mode::LinesMarkers).name(name));
-        }
-        curves.set_layout(
-            plotly::Layout::new()
-                .title("Test accuracy per epoch")
-                .x_axis(plotly::layout::Axis::new().title("epoch"))
-                .y_axis(plotly::layout::Axis::new().title("test accuracy (%)")),
-        );
         let curves_html = if self.histories.is_empty() {
             "<p class=\"legend\">No training histories were given.</p>".to_string()
         } else {
-            notebook::chart(&curves).html()
+            notebook::chart(&super::accuracy_curves(self.histories.iter().map(|(n, h)| (n.as_str(), h)))).html()
         };
 
         let mut appendix = serde_json::Map::new();
@@ -210,9 +198,6 @@ impl KdReport {
     /// Renders and writes the report atomically (creating parent folders); returns the path.
     pub fn write(&self, test: &Dataset, path: impl AsRef<Path>) -> anyhow::Result<PathBuf> {
         let path = path.as_ref();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
         crate::train::checkpoint::write_atomic(path, self.render(test)?.as_bytes())?;
         Ok(path.to_path_buf())
     }

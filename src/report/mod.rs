@@ -25,6 +25,25 @@ use crate::notebook;
 pub mod kd;
 pub use kd::KdReport;
 
+/// Test accuracy (%) per epoch, one line per named history (the training-curves chart of the notebooks
+/// and the reports).
+pub fn accuracy_curves<'a>(histories: impl IntoIterator<Item = (&'a str, &'a crate::train::History)>) -> plotly::Plot {
+    use plotly::layout::{Axis, Layout};
+    let mut plot = plotly::Plot::new();
+    for (name, h) in histories {
+        let x: Vec<usize> = h.epochs.iter().map(|e| e.epoch).collect();
+        let y: Vec<f64> = h.epochs.iter().map(|e| 100.0 * e.test_acc).collect();
+        plot.add_trace(plotly::Scatter::new(x, y).mode(plotly::common::Mode::LinesMarkers).name(name));
+    }
+    plot.set_layout(
+        Layout::new()
+            .title("Test accuracy per epoch")
+            .x_axis(Axis::new().title("epoch"))
+            .y_axis(Axis::new().title("test accuracy (%)")),
+    );
+    plot
+}
+
 /// The page template (`templates/report.html`), compiled into the library.
 pub const TEMPLATE: &str = include_str!("../../templates/report.html");
 
@@ -109,9 +128,6 @@ impl Report {
     /// Writes the page to `path` atomically (creating parent folders); returns the path.
     pub fn write(&self, path: impl AsRef<Path>) -> anyhow::Result<PathBuf> {
         let path = path.as_ref();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
         crate::train::checkpoint::write_atomic(path, self.render()?.as_bytes())?;
         Ok(path.to_path_buf())
     }

@@ -54,6 +54,12 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The short schedule of the demo and the notebooks: 10 epochs, batch 32, LR 0.05 with cosine
+    /// decay, otherwise the defaults.
+    pub fn short_cosine() -> Self {
+        Self { epochs: 10, batch_size: 32, lr: 0.05, schedule: Schedule::Cosine { min_lr: 0.0 }, ..Self::default() }
+    }
+
     /// The standard CIFAR-100 KD schedule (RepDistiller / mdistiller): 240 epochs, batch 64, SGD 0.9,
     /// weight decay 5e-4, learning rate 0.05 divided by 10 at epochs 150, 180 and 210.
     pub fn cifar100_standard() -> Self {
