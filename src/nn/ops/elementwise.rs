@@ -6,12 +6,33 @@ use crate::nn::var::{add_into, finish, merge_tapes, Dev, Grads, Shape4, Var};
 
 const CHUNK: usize = 1 << 14;
 
+thread_local! {
+    static GUIDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (typically a `backward` call) with *guided* ReLU gradients on this thread (Springenberg et
+/// al. 2015): every ReLU — the plain op, the one fused into batch norm and the one fused into the
+/// residual add — passes a gradient only where its output is positive **and** the incoming gradient
+/// is positive. Backward passes run on the calling thread, so other threads are unaffected.
+pub fn with_guided_relu<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GUIDED.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GUIDED.with(|g| g.replace(true)));
+    f()
+}
+
 /// ReLU backward on an output gradient: zeroes `g` wherever the ReLU output `y` is not positive
-/// (used by ReLU, add+ReLU and batch-norm+ReLU).
+/// (used by ReLU, add+ReLU and batch-norm+ReLU), and also where `g` is negative in guided mode
+/// ([`with_guided_relu`]).
 pub(crate) fn mask_relu_grad(g: &mut [f32], y: &[f32]) {
+    let guided = GUIDED.with(|g| g.get());
     g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
         for (g, &v) in g.iter_mut().zip(y) {
-            if v <= 0.0 {
+            if v <= 0.0 || (guided && *g < 0.0) {
                 *g = 0.0;
             }
         }

@@ -298,3 +298,66 @@ fn residual_fanout_accumulates_gradients() {
     let mut grads = weighted_loss(y, &[1.0; 4]).backward();
     assert_eq!(h.grad(&mut grads), vec![1.0, 2.0, 1.0, 2.0]);
 }
+
+/// Guided backprop at the op level: with upstream gradient `r` into a ReLU output `y`, the gradient
+/// passed on is `r·[y > 0]` normally and `r·[y > 0]·[r > 0]` under `with_guided_relu` — for the plain
+/// ReLU, the ReLU fused into the residual add (the one after each ResNet block) and the one fused into
+/// batch norm.
+#[test]
+fn guided_relu_masks_negative_gradients_at_every_relu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let shape = Shape4::new(2, 3, 2, 2);
+    let (a, b) = (rand_vec(&mut rng, shape.numel()), rand_vec(&mut rng, shape.numel()));
+    let r = rand_vec(&mut rng, shape.numel());
+    let run = |guided: bool, which: usize| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let av = Var::from_vec(a.clone(), shape).traced();
+        let bv = Var::from_vec(b.clone(), shape).traced();
+        let (av, ak) = av.fork();
+        let (bv, bk) = bv.fork();
+        let (out, y) = match which {
+            0 => {
+                let o = relu(av);
+                let y = o.to_vec();
+                drop(bv);
+                (o, y)
+            }
+            1 => {
+                let o = add(av, bv, true);
+                let y = o.to_vec();
+                (o, y)
+            }
+            _ => {
+                let mut st = Store::new();
+                let bn = BatchNorm2d::new(&mut st, "bn", 3);
+                drop(bv);
+                let o = bn.forward(&st, av, false, true);
+                let y = o.to_vec();
+                (o, y)
+            }
+        };
+        let loss = weighted_loss(out, &r);
+        let mut g = if guided { with_guided_relu(|| loss.backward()) } else { loss.backward() };
+        (ak.grad(&mut g), bk.grad(&mut g), y)
+    };
+    for which in 0..3 {
+        let (ga, gb, y) = run(false, which);
+        let (qa, qb, _) = run(true, which);
+        // Eval-mode BN with fresh statistics: y = relu(x / sqrt(1 + eps)).
+        let scale = if which == 2 { 1.0 / (1.0f32 + 1e-5).sqrt() } else { 1.0 };
+        let mut guided_differs = false;
+        for i in 0..r.len() {
+            let plain = if y[i] > 0.0 { r[i] * scale } else { 0.0 };
+            let guided = if y[i] > 0.0 && r[i] > 0.0 { r[i] * scale } else { 0.0 };
+            assert!((ga[i] - plain).abs() < 1e-6, "op {which}: plain gradient {} vs {plain}", ga[i]);
+            assert!((qa[i] - guided).abs() < 1e-6, "op {which}: guided gradient {} vs {guided}", qa[i]);
+            if which == 1 {
+                assert!((gb[i] - plain).abs() < 1e-6 && (qb[i] - guided).abs() < 1e-6, "residual branch");
+            }
+            guided_differs |= plain != guided;
+        }
+        assert!(guided_differs, "op {which}: the case must exercise a negative upstream gradient");
+    }
+    // Outside the closure the ReLU backward is plain again.
+    let (ga, _, y) = run(false, 0);
+    assert!(ga.iter().zip(&y).zip(&r).all(|((g, y), r)| *g == if *y > 0.0 { *r } else { 0.0 }));
+}
