@@ -150,6 +150,16 @@ pub fn run(cfg: &DemoConfig, progress: bool) -> anyhow::Result<DemoResult> {
         for r in &result.rows {
             report = report.history(&r.role, &r.history);
         }
+        let started = std::time::Instant::now();
+        let section = crate::explain::section(
+            ("teacher", &teacher),
+            ("student KD", &kd_student),
+            Some(("student alone", &alone)),
+            &data.test,
+            &report.corpus_indices(&data.test),
+            &crate::explain::SectionConfig::default(),
+        )?;
+        let report = report.explanations(section).fact("explanations_seconds", started.elapsed().as_secs_f64());
         report.write(&data.test, path)?;
     }
     Ok(result)

@@ -23,14 +23,21 @@ pub use {image, plotly, polars};
 /// What a notebook usually needs, in one `use kdscope::prelude::*;`.
 pub mod prelude {
     pub use crate::data::synthetic::{shapes20, SynthConfig};
-    pub use crate::data::{DataSplit, Dataset};
+    pub use crate::data::{make_batch, DataSplit, Dataset};
     pub use crate::experiment::{history_frame, summary_frame, training_curves, Recipe, Run};
+    pub use crate::explain::agreement::{agreement_per_class, agreement_per_image};
+    pub use crate::explain::overlay::{overlay, overlays};
+    pub use crate::explain::quality::{quality_per_image, quality_summary, sample_indices};
+    pub use crate::explain::unicam::{unicam, LabelEmbedding};
+    pub use crate::explain::{
+        explain_images, method as saliency, section as explain_section, Maps, Saliency, SectionConfig,
+    };
     pub use crate::metrics::export::{to_latex, write_csv, write_json, write_latex, write_parquet};
     pub use crate::metrics::{
         compare_classes, compare_superclasses, confusion, overall, per_class, per_superclass, superclass_confusion,
         top_confusions, Evaluation,
     };
-    pub use crate::notebook::{self as nb, chart, image, image_scaled, table};
+    pub use crate::notebook::{self as nb, chart, grid, image, image_scaled, table};
     pub use crate::report::kd::superclass_polar;
     pub use crate::report::{KdReport, Report};
     pub use polars::prelude::DataFrame;

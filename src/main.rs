@@ -83,6 +83,19 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
+    /// Time saliency maps (input-size maps for N test images of the built-in dataset, untrained model).
+    BenchExplain {
+        #[arg(long, default_value = "resnet56")]
+        arch: String,
+        #[arg(long, default_value_t = 1000)]
+        images: usize,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, value_delimiter = ',', default_value = "grad-cam")]
+        methods: Vec<String>,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
 }
 
 /// Which dataset a command reads (`train`, `report`).
@@ -326,6 +339,37 @@ fn main() -> anyhow::Result<()> {
                 "wrn_40_2",
             ] {
                 println!("{:<12} {:>12}", a, Model::build(a, classes, 0)?.num_params());
+            }
+        }
+        Cmd::BenchExplain { arch, images, batch, methods, reps } => {
+            let per_class = images.div_ceil(20);
+            let data = kdscope::data::synthetic::shapes20(&kdscope::data::synthetic::SynthConfig {
+                train_per_class: 1,
+                test_per_class: per_class,
+                ..Default::default()
+            });
+            let model = Model::build(&arch, 20, 0)?;
+            let idx: Vec<usize> = (0..images.min(data.test.len())).collect();
+            let targets: Vec<usize> = idx.iter().map(|&i| data.test.labels[i]).collect();
+            for name in &methods {
+                let m = kdscope::explain::method(name)?;
+                for _ in 0..reps {
+                    let t = std::time::Instant::now();
+                    let maps = kdscope::explain::explain_images(m.as_ref(), &model, &data.test, &idx, &targets, batch)?;
+                    let s = t.elapsed().as_secs_f64();
+                    println!(
+                        "RESULT explain_{}_{}_n{}_b{} {:.3} s {:.1} img/s ({} maps {}x{})",
+                        m.name(),
+                        arch,
+                        idx.len(),
+                        batch,
+                        s,
+                        idx.len() as f64 / s,
+                        maps.n,
+                        maps.h,
+                        maps.w
+                    );
+                }
             }
         }
         Cmd::Bench { archs, batch, iters, reps } => {

@@ -1,6 +1,6 @@
 //! Opens a generated teacher-vs-student report in headless Chromium with networking disabled and checks
 //! that every chart rendered, the page script ran without errors and the superclass selection (from the
-//! URL) filtered the image corpus. Keeps a screenshot in `target/tmp/report-browser/` (CI artifact).
+//! URL) filtered the image corpus, and the pop-up drew both models' saliency maps. Keeps a screenshot in `target/tmp/report-browser/` (CI artifact).
 //!
 //! Needs Chromium (`apt-get install chromium`; `.ci/run` installs it). Set `KDSCOPE_CHROMIUM` to use
 //! another binary, or `KDSCOPE_SKIP_BROWSER=1` to skip where no browser can be installed.
@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kdscope::data::synthetic::{shapes20, SynthConfig};
+use kdscope::explain::{section, SectionConfig};
 use kdscope::metrics::Evaluation;
+use kdscope::models::Model;
 use kdscope::report::KdReport;
 use kdscope::train::Predictions;
 
@@ -76,6 +78,11 @@ fn report_renders_offline_in_chromium() {
         Evaluation::new(name, p, test.class_names.clone(), test.hierarchy.clone())
     };
     let report = KdReport::new(model("teacher", &|_| true), model("student", &|i| i % 2 == 0));
+    // Explanations from two small untrained networks (the report only reads their maps and frames).
+    let (tm, sm) = (Model::build("resnet8", 20, 1).unwrap(), Model::build("resnet8", 20, 2).unwrap());
+    let cfg = SectionConfig { samples: 16, batch: 8, examples: 4, ..Default::default() };
+    let ex = section(("teacher", &tm), ("student", &sm), None, &test, &report.corpus_indices(&test), &cfg).unwrap();
+    let report = report.explanations(ex);
     let path = report.write(&test, dir.join("report.html")).unwrap();
     // Select the ring superclass and open the panel of the first corpus image.
     let url = format!("file://{}#super=ring&image=0", path.canonicalize().unwrap().display());
@@ -102,6 +109,14 @@ fn report_renders_offline_in_chromium() {
     assert!(panel.contains("true: &lt;script&gt;alert(1)&lt;/script&gt; (disk)"), "{}", &panel[..400.min(panel.len())]);
     assert!(panel.contains("teacher (teacher) top-5") && panel.contains("student (student) top-5"));
     assert_eq!(panel.split("</table>").next().unwrap().matches("<tr").count(), 5, "five rows of top-5");
+    // Both models' maps (first method: grad-cam) drawn over the image, with a method selector.
+    assert_eq!(panel.matches("data-drawn=\"1\"").count(), 2, "two saliency maps drawn");
+    assert!(panel.contains("<option value=\"guided-backprop\">"), "method selector");
+    assert!(panel.contains("teacher: teacher") && panel.contains("student: student"));
+    // The explanations section: quality rows for both models, UniCAM scores, agreement, examples.
+    let ex = &dom[dom.find("id=\"explanations\"").expect("explanations section")..];
+    assert!(ex.contains("average_drop") && ex.contains("rs_distilled") && ex.contains("top_iou"));
+    assert_eq!(ex.matches("class=\"explain-example\"").count(), 4);
 
     browser(
         &bin,

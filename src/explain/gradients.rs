@@ -5,7 +5,7 @@ use anyhow::{ensure, Context};
 use dfdx::prelude::*;
 
 use crate::models::{Arch, Model};
-use crate::nn::ops::with_guided_relu;
+use crate::nn::ops::{with_frozen_params, with_guided_relu};
 use crate::nn::{dev, Shape4, Var};
 
 /// Activations and gradients of the summed target scores `Σ_i logit_i[t_i]`.
@@ -50,7 +50,7 @@ pub(crate) fn target_gradients(
     let v = Var::from_vec(x.to_vec(), x.shape);
     let v = if input { v.traced() } else { v.traced_input() };
     let (v, keep) = v.fork();
-    let out = model.forward_probed(v, false, taps)?;
+    let out = model.forward_probed_with(v, false, taps, !input)?;
     let mut acts = Vec::with_capacity(taps.len());
     for t in taps {
         let f = out.features.get(t).with_context(|| format!("feature tap '{t}' missing"))?;
@@ -62,7 +62,7 @@ pub(crate) fn target_gradients(
         mask[i * k + t] = 1.0;
     }
     let loss = (out.logits.dfdx_matrix() * dev().tensor_from_vec(mask, (n, k))).sum();
-    let mut grads = if guided { with_guided_relu(|| loss.backward()) } else { loss.backward() };
+    let mut grads = with_frozen_params(|| if guided { with_guided_relu(|| loss.backward()) } else { loss.backward() });
     let mut taps_out = Vec::with_capacity(taps.len());
     for (t, (shape, a)) in taps.iter().zip(acts) {
         let g = probes

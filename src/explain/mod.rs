@@ -31,6 +31,7 @@ pub mod guided_backprop;
 pub mod maps;
 pub mod overlay;
 pub mod quality;
+pub mod section;
 pub mod unicam;
 pub mod vanilla_gradient;
 
@@ -42,6 +43,7 @@ pub use grad_cam_plus_plus::GradCamPlusPlus;
 pub use gradients::last_stage_tap;
 pub use guided_backprop::GuidedBackprop;
 pub use maps::Maps;
+pub use section::{section, SectionConfig};
 pub use vanilla_gradient::{input_gradient, VanillaGradient};
 
 use crate::data::{make_batch, Dataset};

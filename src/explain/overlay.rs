@@ -41,3 +41,10 @@ pub fn gray_png_base64(maps: &Maps, i: usize) -> String {
     img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).expect("PNG encoding in memory");
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// Overlays (alpha 0.5) of each map, min-max normalised, on its test image: map `k` belongs to image
+/// `indices[k]` of `data`.
+pub fn overlays(data: &crate::data::Dataset, indices: &[usize], maps: &Maps) -> Vec<RgbImage> {
+    let norm = maps.normalized();
+    indices.iter().enumerate().map(|(k, &i)| overlay(&data.rgb_image(i), &norm, k, 0.5)).collect()
+}

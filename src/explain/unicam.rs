@@ -130,7 +130,7 @@ pub(crate) fn conditioned_cam(
     other: (&[f32], usize),
 ) -> anyhow::Result<(Maps, f64)> {
     let tap = last_stage_tap(model);
-    let mut out = model.forward_probed(Var::from_vec(x.to_vec(), x.shape).traced_input(), false, &[tap])?;
+    let mut out = model.forward_probed_with(Var::from_vec(x.to_vec(), x.shape).traced_input(), false, &[tap], true)?;
     let feat = out.features.get(tap).context("feature tap missing")?;
     let (shape, a) = (feat.shape, feat.to_vec());
     let pool = out.features.take("pool").context("model has no pool tap")?;
@@ -140,7 +140,7 @@ pub(crate) fn conditioned_cam(
     let n = x.shape.n;
     let from_features = (pool.dfdx_matrix() * dev().tensor_from_vec(g, (n, d))).sum();
     let from_logits = (out.logits.dfdx_matrix() * 0.0).sum();
-    let _ = (from_features + from_logits).backward();
+    let _ = crate::nn::ops::with_frozen_params(|| (from_features + from_logits).backward());
     let grads = probe.get().context("no gradient reached the tap")?;
     let hw = shape.plane() as f32;
     let alpha: Vec<f32> = grads.chunks(shape.plane()).map(|p| p.iter().sum::<f32>() / hw).collect();

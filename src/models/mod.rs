@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::nn::ops::{grad_probe, GradProbe};
+use crate::nn::ops::{grad_probe, grad_probe_cut, GradProbe};
 use crate::nn::{Dev, Shape4, Store, Tracked, Var};
 
 /// Architecture family and size.
@@ -113,18 +113,20 @@ pub struct Features<T> {
     pub items: Vec<(String, Var<T>)>,
     /// Taps whose gradient is recorded (see [`Model::forward_probed`]) and their probes.
     probe_names: Vec<String>,
+    /// Whether the earliest probe stops the gradient (nothing before it needs one).
+    cut: bool,
     pub probes: Vec<(String, GradProbe)>,
 }
 
 impl<T: Tape<f32, Dev>> Features<T> {
     pub fn new(enabled: bool) -> Self {
-        Self { enabled, items: Vec::new(), probe_names: Vec::new(), probes: Vec::new() }
+        Self { enabled, items: Vec::new(), probe_names: Vec::new(), cut: false, probes: Vec::new() }
     }
     /// Records `v` under `name` (a second handle sharing its tape) and hands `v` back; a probed name
     /// also gets a gradient probe on the main path.
     pub fn tap(&mut self, name: &str, v: Var<T>) -> Var<T> {
         let v = if self.probe_names.iter().any(|p| p == name) {
-            let (v, probe) = grad_probe(v);
+            let (v, probe) = if self.cut && self.probes.is_empty() { grad_probe_cut(v) } else { grad_probe(v) };
             self.probes.push((name.to_string(), probe));
             v
         } else {
@@ -219,8 +221,21 @@ impl Model {
     /// Recorded forward pass that also records the gradient flowing through each named feature tap
     /// (`stem`, `layer3`, `pool` …) once the caller runs `backward` on a loss of the outputs.
     pub fn forward_probed(&self, x: Var<Tracked>, train: bool, taps: &[&str]) -> anyhow::Result<Outputs<Tracked>> {
+        self.forward_probed_with(x, train, taps, false)
+    }
+
+    /// [`forward_probed`](Model::forward_probed); with `cut`, the gradient stops at the earliest probed
+    /// tap, so `backward` skips the layers before it (for explanations that need no input gradient).
+    pub fn forward_probed_with(
+        &self,
+        x: Var<Tracked>,
+        train: bool,
+        taps: &[&str],
+        cut: bool,
+    ) -> anyhow::Result<Outputs<Tracked>> {
         let mut feats = Features::new(true);
         feats.probe_names = taps.iter().map(|t| t.to_string()).collect();
+        feats.cut = cut;
         let logits = match &self.body {
             Body::ResNet(m) => m.forward(&self.store, x, train, &mut feats),
             Body::Wrn(m) => m.forward(&self.store, x, train, &mut feats),

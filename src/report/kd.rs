@@ -1,8 +1,11 @@
 //! The teacher-vs-student report (KD-Explorer as one offline HTML file): model header, superclass
 //! polar bars and tables, grouped confusion matrices with superclass highlighting, a filterable image
-//! corpus with both models' top-5, training curves and a reproducibility appendix.
+//! corpus with both models' top-5 (and, with [`KdReport::explanations`], both models' saliency maps),
+//! an explanations section (quality metrics, agreement, overlays, UniCAM scores), training curves and a
+//! reproducibility appendix.
 //!
-//! It reads metric frames, predictions, histories and test images, never models.
+//! It reads metric frames, predictions, histories, maps and images, never models: the explanation data
+//! comes in an [`ExplainSection`], built by [`crate::explain::section`].
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context as _};
@@ -13,12 +16,41 @@ use crate::data::{Dataset, Hierarchy};
 use crate::metrics::{self, Evaluation};
 use crate::notebook::{self, Chart};
 use crate::train::History;
+use polars::prelude::DataFrame;
 
 /// The report template (`templates/kd_report.html`), compiled into the library.
 pub const TEMPLATE: &str = include_str!("../../templates/kd_report.html");
 
 /// Default test images per class in the image corpus (100 classes stay under ~15 MB).
 pub const DEFAULT_IMAGES_PER_CLASS: usize = 20;
+
+/// Saliency maps of one method for the corpus images: per model, image index → map as base64 of its
+/// `h × w` bytes (values 0–255 = the map scaled to [0, 1]); the page colours them with the jet map.
+#[derive(Clone, Debug, Default)]
+pub struct CorpusMaps {
+    pub method: String,
+    pub h: usize,
+    pub w: usize,
+    pub teacher: std::collections::BTreeMap<usize, String>,
+    pub student: std::collections::BTreeMap<usize, String>,
+}
+
+/// The data of the report's explanations section (frames and images only).
+#[derive(Clone, Debug, Default)]
+pub struct ExplainSection {
+    /// Explanation-quality summary, one row per model (and method).
+    pub quality: Option<DataFrame>,
+    /// Teacher-vs-student agreement per class.
+    pub agreement: Option<DataFrame>,
+    /// UniCAM scores (FSS, RS).
+    pub unicam: Option<DataFrame>,
+    /// Captioned example images (overlays).
+    pub examples: Vec<(String, image::RgbImage)>,
+    /// Maps for the corpus pop-up, one entry per method.
+    pub corpus_maps: Vec<CorpusMaps>,
+    /// Settings shown under the section (method, samples, seed …).
+    pub notes: Vec<(String, String)>,
+}
 
 /// Builder of a teacher-vs-student report.
 #[derive(Clone, Debug)]
@@ -34,6 +66,7 @@ pub struct KdReport {
     pub images_per_class: usize,
     /// Free-form reproducibility facts (configuration, seeds, command …), merged into the appendix.
     pub appendix: serde_json::Map<String, Value>,
+    pub explain: Option<ExplainSection>,
 }
 
 impl KdReport {
@@ -49,6 +82,7 @@ impl KdReport {
             histories: vec![],
             images_per_class: DEFAULT_IMAGES_PER_CLASS,
             appendix: Default::default(),
+            explain: None,
         }
     }
 
@@ -79,6 +113,18 @@ impl KdReport {
     pub fn images_per_class(mut self, n: usize) -> Self {
         self.images_per_class = n;
         self
+    }
+
+    /// The explanations section and the corpus pop-up maps (see [`crate::explain::section`]).
+    pub fn explanations(mut self, section: ExplainSection) -> Self {
+        self.explain = Some(section);
+        self
+    }
+
+    /// Test-set indices of the images the corpus shows (the first `images_per_class` of each class),
+    /// for computing their saliency maps.
+    pub fn corpus_indices(&self, test: &Dataset) -> Vec<usize> {
+        corpus_indices(test, self.images_per_class)
     }
 
     /// A reproducibility fact (any serialisable value: a config struct, a seed, a command line …).
@@ -139,12 +185,22 @@ impl KdReport {
         let cm_s = confusion_chart("kd-cm-student", &format!("student: {}", s.name), &names, &zs, &bounds);
 
         let corpus = corpus(test, &t, &s, self.images_per_class);
+        let maps: Option<Value> = self.explain.as_ref().filter(|e| !e.corpus_maps.is_empty()).map(|e| {
+            json!({
+                "methods": e.corpus_maps.iter().map(|m| m.method.clone()).collect::<Vec<_>>(),
+                "h": e.corpus_maps[0].h, "w": e.corpus_maps[0].w,
+                "t": e.corpus_maps.iter().map(|m| (m.method.clone(), json!(m.teacher))).collect::<serde_json::Map<_, _>>(),
+                "s": e.corpus_maps.iter().map(|m| (m.method.clone(), json!(m.student))).collect::<serde_json::Map<_, _>>(),
+            })
+        });
+        let explain_html = self.explain.as_ref().map(explain_html).transpose()?;
         let data = json!({
             "teacher": t.name, "student": s.name,
             "classes": t.class_names, "supers": h.super_names, "class_super": h.class_to_super,
             "order": order,
             "cm": { "kd-cm-teacher": zt, "kd-cm-student": zs },
             "corpus": corpus,
+            "maps": maps,
         });
 
         let curves_html = if self.histories.is_empty() {
@@ -190,6 +246,7 @@ impl KdReport {
         ctx.insert("cm_student", &cm_s.html());
         ctx.insert("per_class", &self.images_per_class);
         ctx.insert("curves", &curves_html);
+        ctx.insert("explain_html", &explain_html);
         ctx.insert("appendix", &serde_json::to_string_pretty(&appendix)?);
         ctx.insert("data_json", &notebook::script_json(&data.to_string()));
         tera.render("kd_report.html", &ctx).context("rendering the KD report")
@@ -309,17 +366,56 @@ fn top5(probs: &[f32]) -> Vec<(usize, f32)> {
     idx.into_iter().take(5).map(|k| (k, (probs[k] * 10000.0).round() / 10000.0)).collect()
 }
 
+/// Test-set indices of the first `per_class` images of each class, in test-set order.
+pub fn corpus_indices(test: &Dataset, per_class: usize) -> Vec<usize> {
+    let mut taken = vec![0usize; test.num_classes()];
+    let mut out = vec![];
+    for (i, &c) in test.labels.iter().enumerate() {
+        if taken[c] < per_class {
+            taken[c] += 1;
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// The explanations section's HTML: notes, frames as tables, example images.
+fn explain_html(e: &ExplainSection) -> anyhow::Result<String> {
+    let mut h = String::new();
+    if !e.notes.is_empty() {
+        h.push_str("<p class=\"legend\">");
+        let notes: Vec<String> =
+            e.notes.iter().map(|(k, v)| format!("{}: {}", notebook::escape(k), notebook::escape(v))).collect();
+        h.push_str(&notes.join(" · "));
+        h.push_str("</p>");
+    }
+    for (title, df) in [
+        ("Explanation quality (ADCC metrics)", &e.quality),
+        ("UniCAM: distilled and residual knowledge", &e.unicam),
+        ("Teacher-student map agreement per class", &e.agreement),
+    ] {
+        if let Some(df) = df {
+            h.push_str(&format!("<h3>{title}</h3>"));
+            h.push_str(&notebook::table_with(df, usize::MAX).html);
+        }
+    }
+    for (caption, img) in &e.examples {
+        h.push_str(&format!(
+            "<figure class=\"explain-example\">{}<figcaption>{}</figcaption></figure>",
+            notebook::image(img).html(),
+            notebook::escape(caption)
+        ));
+    }
+    Ok(h)
+}
+
 /// The first `per_class` test images of each class, with both models' top-5 and a PNG thumbnail.
 fn corpus(test: &Dataset, t: &Evaluation, s: &Evaluation, per_class: usize) -> Vec<Value> {
     let (pt, ps) = (t.predictions.probabilities(), s.predictions.probabilities());
     let k = t.num_classes();
-    let mut taken = vec![0usize; k];
     let mut out = vec![];
-    for (i, &c) in test.labels.iter().enumerate() {
-        if taken[c] >= per_class {
-            continue;
-        }
-        taken[c] += 1;
+    for i in corpus_indices(test, per_class) {
+        let c = test.labels[i];
         let png = notebook::image(&test.rgb_image(i)).base64();
         out.push(json!({
             "i": i, "c": c, "png": png,

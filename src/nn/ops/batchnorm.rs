@@ -136,6 +136,9 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
     });
     let (gt, bt) = (gamma.clone(), beta.clone());
     finish(out, s, tape, move |grads: &mut Grads, mut gout: Vec<f32>, y| {
+        if super::elementwise::all_zero(&gout) {
+            return Ok(());
+        }
         let xd = xs.data();
         if cfg.relu {
             mask_relu_grad(&mut gout, y.data());

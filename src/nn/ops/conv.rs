@@ -254,6 +254,7 @@ fn backward_image(
     dw: &mut [f32],
     dx: Option<&mut [f32]>,
     gemm_threads: usize,
+    want_dw: bool,
 ) {
     let (cg, cog, kk, hwo) = (g.cg(), g.cog(), g.kk(), g.hwo());
     let plane_in = g.h * g.w;
@@ -264,15 +265,29 @@ fn backward_image(
         let gg = &gout[gi * cog * hwo..(gi + 1) * cog * hwo];
         let dwg = &mut dw[gi * cog * kk..(gi + 1) * cog * kk];
         if g.pointwise() {
-            sgemm_strided(cog, kk, hwo, Mat::rm(gg, hwo), Mat::rm_t(xg, hwo), dwg, (1, cog), true, gemm_threads);
+            if want_dw {
+                sgemm_strided(cog, kk, hwo, Mat::rm(gg, hwo), Mat::rm_t(xg, hwo), dwg, (1, cog), true, gemm_threads);
+            }
             if let Some(dx) = dx.as_deref_mut() {
                 let dxg = &mut dx[gi * cg * plane_in..(gi + 1) * cg * plane_in];
                 sgemm(kk, hwo, cog, Mat::rm_t(wg, kk), Mat::rm(gg, hwo), dxg, hwo, true, gemm_threads);
             }
         } else {
             with_scratch(kk * hwo, |col, dcol| {
-                im2col(xg, g, col);
-                sgemm_strided(cog, kk, hwo, Mat::rm(gg, hwo), Mat::rm_t(col, hwo), dwg, (1, cog), true, gemm_threads);
+                if want_dw {
+                    im2col(xg, g, col);
+                    sgemm_strided(
+                        cog,
+                        kk,
+                        hwo,
+                        Mat::rm(gg, hwo),
+                        Mat::rm_t(col, hwo),
+                        dwg,
+                        (1, cog),
+                        true,
+                        gemm_threads,
+                    );
+                }
                 if let Some(dx) = dx.as_deref_mut() {
                     sgemm(kk, hwo, cog, Mat::rm_t(wg, kk), Mat::rm(gg, hwo), dcol, hwo, false, gemm_threads);
                     col2im(dcol, g, &mut dx[gi * cg * plane_in..(gi + 1) * cg * plane_in]);
@@ -285,6 +300,7 @@ fn backward_image(
 /// Direct-path backward of `nb` consecutive images (`x`, `gout` hold them NCHW): `dW` by one
 /// strided GEMM per tap over channel-major padded planes of all `nb` images (k = nb x plane), and
 /// `dx` per image as the direct convolution of the output gradient with the flipped weights `wf`.
+#[allow(clippy::too_many_arguments)]
 fn backward_chunk_direct(
     x: &[f32],
     wf: &[f32],
@@ -293,15 +309,18 @@ fn backward_chunk_direct(
     g: &Geo,
     dw: &mut [f32],
     dx: Option<&mut [f32]>,
+    want_dw: bool,
 ) {
     let pg = g.padded();
     let (wp, plane) = (pg.wp(), pg.plane());
     let cs = nb * plane;
     with_direct(|xp, gp, scratch| {
-        direct::pad_chunk(x, nb, g.c, pg, xp);
+        if want_dw {
+            direct::pad_chunk(x, nb, g.c, pg, xp);
+        }
         direct::pad_chunk(gout, nb, g.co, pg, gp);
         // dW_tap (co x c) = G (co x nb*plane) . X_tap^T, as strided views (no im2col).
-        for (t, off) in direct::taps(pg).into_iter().enumerate() {
+        for (t, off) in direct::taps(pg).into_iter().enumerate().filter(|_| want_dw) {
             let a = Mat { data: &gp[wp + 1..], rs: cs as isize, cs: 1 };
             let b = Mat { data: &xp[off..], rs: 1, cs: cs as isize };
             sgemm_strided(g.co, g.c, cs, a, b, &mut dw[t * g.co..], (1, 9 * g.co), true, 1);
@@ -378,6 +397,10 @@ pub fn conv2d<T: Tape<f32, Dev>>(
     let bt = bias.map(|(b, _)| b.clone());
     finish(out, oshape, tape, move |grads: &mut Grads, gout: Vec<f32>, _| {
         let xd = xs.data();
+        let want_dw = !super::elementwise::params_frozen();
+        if (!want_dw && !x_needs_grad) || super::elementwise::all_zero(&gout) {
+            return Ok(());
+        }
         let mut dw = vec![0.0f32; w_data.len()];
         let mut dx_buf = if x_needs_grad { Some(grads.get_or_alloc_mut(&xs.t)?) } else { None };
         let nthreads = threads();
@@ -388,14 +411,14 @@ pub fn conv2d<T: Tape<f32, Dev>>(
             let xs_ = &xd[i0 * g.in_len()..i1 * g.in_len()];
             let gs = &gout[i0 * g.out_len()..i1 * g.out_len()];
             match &wf {
-                Some(wf) => backward_chunk_direct(xs_, wf, gs, i1 - i0, &g, acc, dxs),
+                Some(wf) => backward_chunk_direct(xs_, wf, gs, i1 - i0, &g, acc, dxs, want_dw),
                 None => {
                     let mut dxs = dxs;
                     for i in 0..i1 - i0 {
                         let dxi = dxs.as_deref_mut().map(|d| &mut d[i * g.in_len()..(i + 1) * g.in_len()]);
                         let x_i = &xs_[i * g.in_len()..(i + 1) * g.in_len()];
                         let g_i = &gs[i * g.out_len()..(i + 1) * g.out_len()];
-                        backward_image(x_i, &w_data, g_i, &g, acc, dxi, gemm_threads);
+                        backward_image(x_i, &w_data, g_i, &g, acc, dxi, gemm_threads, want_dw);
                     }
                 }
             }
@@ -420,6 +443,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
             }
         } else {
             run(0, g.n, &mut dw, dx_buf.map(|d| &mut d[..]), nthreads);
+        }
+        if !want_dw {
+            return Ok(());
         }
         // `dw` holds each group's block transposed (kk x cog); bring it to [co, cg, kh, kw].
         let (cog, kk) = (g.cog(), g.kk());

@@ -8,6 +8,26 @@ const CHUNK: usize = 1 << 14;
 
 thread_local! {
     static GUIDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static FROZEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (typically a `backward` call for an explanation) without computing parameter gradients on
+/// this thread: convolutions and linear layers skip their weight-gradient GEMMs, which are a third of
+/// a backward pass, and only gradients with respect to activations and inputs are produced.
+pub fn with_frozen_params<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FROZEN.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(FROZEN.with(|g| g.replace(true)));
+    f()
+}
+
+/// Whether parameter gradients are switched off on this thread ([`with_frozen_params`]).
+pub(crate) fn params_frozen() -> bool {
+    FROZEN.with(|g| g.get())
 }
 
 /// Runs `f` (typically a `backward` call) with *guided* ReLU gradients on this thread (Springenberg et
@@ -115,19 +135,35 @@ impl GradProbe {
 /// consume their outputs' gradients during backward, so an intermediate value's gradient is otherwise
 /// gone once `backward` returns; gradient-based explanations (Grad-CAM …) read it from the probe.
 pub fn grad_probe<T: Tape<f32, Dev>>(x: Var<T>) -> (Var<T>, GradProbe) {
+    probe(x, true)
+}
+
+/// [`grad_probe`] that stops the gradient there (`pass_on = false`): everything recorded before `x`
+/// gets no gradient from this path, and ops that receive an all-zero gradient skip their backward
+/// work, so an explanation that only needs the gradient at a late feature does not pay for the rest.
+pub fn grad_probe_cut<T: Tape<f32, Dev>>(x: Var<T>) -> (Var<T>, GradProbe) {
+    probe(x, false)
+}
+
+fn probe<T: Tape<f32, Dev>>(x: Var<T>, pass_on: bool) -> (Var<T>, GradProbe) {
     let probe = GradProbe::default();
     let keep = probe.clone();
     let (xs, tape, s, needs) = x.split();
     let out = finish(xs.data().to_vec(), s, tape, move |grads: &mut Grads, gout, _| {
-        if let Ok(mut g) = keep.0.lock() {
-            *g = Some(gout.clone());
-        }
-        if needs {
+        if needs && pass_on {
             add_into(grads.get_or_alloc_mut(&xs.t)?, &gout);
+        }
+        if let Ok(mut g) = keep.0.lock() {
+            *g = Some(gout);
         }
         Ok(())
     });
     (out, probe)
+}
+
+/// Whether a gradient is zero everywhere (its op's backward can be skipped: every contribution is 0).
+pub(crate) fn all_zero(g: &[f32]) -> bool {
+    g.par_chunks(CHUNK).all(|c| c.iter().all(|&v| v == 0.0))
 }
 
 /// Same data under another shape with the same number of elements (e.g. NCHW to `(n, c*h*w)`).

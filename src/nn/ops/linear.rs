@@ -35,6 +35,9 @@ pub fn linear<T: Tape<f32, Dev>>(
             let dx = grads.get_or_alloc_mut(&xs.t)?;
             sgemm(n, k, o, Mat::rm(&gout, o), Mat::rm(&w_data, k), dx, k, true, th);
         }
+        if super::elementwise::params_frozen() {
+            return Ok(());
+        }
         let mut dw = vec![0.0f32; o * k];
         sgemm(o, k, n, Mat::rm_t(&gout, o), Mat::rm(xs.data(), k), &mut dw, k, false, th);
         accumulate(grads, &wt, &dw)?;

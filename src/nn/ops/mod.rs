@@ -11,7 +11,9 @@ mod pool;
 
 pub use batchnorm::{batch_norm, BnCfg, RunningStats};
 pub use conv::{conv2d, out_size, ConvCfg};
-pub use elementwise::{add, grad_probe, relu, reshape, scale, with_guided_relu, GradProbe};
+pub use elementwise::{
+    add, grad_probe, grad_probe_cut, relu, reshape, scale, with_frozen_params, with_guided_relu, GradProbe,
+};
 pub use linear::linear;
 pub use pool::{adaptive_avg_pool2d, avg_pool2d, global_avg_pool, max_pool2d, upsample_nearest};
 
