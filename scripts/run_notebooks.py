@@ -108,6 +108,10 @@ def main(paths):
                 for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
                     if out.get("output_type") == "error":
                         problems.append(f"cell failed:\n{cell.source}\n--> {out.get('ename')}: {out.get('evalue')}")
+                    text = out.get("text", "") if out.get("output_type") == "stream" else ""
+                    if "panicked at" in text:
+                        # A panic on a worker thread is printed to stderr without failing the cell.
+                        problems.append(f"cell panicked:\n{cell.source}\n--> {text.strip()[:600]}")
             problems += check(nb, path)
         took = time.time() - start
         if problems:

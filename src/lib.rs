@@ -40,5 +40,6 @@ pub mod prelude {
     pub use crate::notebook::{self as nb, chart, grid, image, image_scaled, table};
     pub use crate::report::kd::superclass_polar;
     pub use crate::report::{KdReport, Report};
+    pub use image::RgbImage;
     pub use polars::prelude::DataFrame;
 }

@@ -226,6 +226,13 @@ struct ReportArgs {
     images_per_class: usize,
     #[arg(long, default_value = "reports/report.html")]
     out: PathBuf,
+    /// Add the explanations section and saliency maps in the image pop-up (the first `--other`, e.g. the
+    /// student trained alone, is the base model: its quality row and UniCAM's reference).
+    #[arg(long)]
+    explain: bool,
+    /// Saliency methods offered in the pop-up (with --explain).
+    #[arg(long, value_delimiter = ',', default_value = "grad-cam,grad-cam++,guided-backprop")]
+    explain_methods: Vec<String>,
 }
 
 fn report(args: ReportArgs) -> anyhow::Result<()> {
@@ -240,14 +247,26 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
             m.spec.num_classes,
             data.test.num_classes()
         );
-        Ok(kdscope::experiment::evaluate_model(&name(p), &m, &data.test))
+        Ok(m)
     };
-    let mut r = kdscope::report::KdReport::new(load(&args.teacher)?, load(&args.student)?)
+    let ev = |p: &PathBuf, m: &Model| kdscope::experiment::evaluate_model(&name(p), m, &data.test);
+    let (teacher, student) = (load(&args.teacher)?, load(&args.student)?);
+    let others = args.other.iter().map(load).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut r = kdscope::report::KdReport::new(ev(&args.teacher, &teacher), ev(&args.student, &student))
         .method(&args.method, &[])
         .images_per_class(args.images_per_class)
         .fact("checkpoints", [&args.teacher, &args.student]);
-    for p in &args.other {
-        r = r.other(load(p)?);
+    for (p, m) in args.other.iter().zip(&others) {
+        r = r.other(ev(p, m));
+    }
+    if args.explain {
+        let cfg = kdscope::explain::SectionConfig { methods: args.explain_methods.clone(), ..Default::default() };
+        let (tn, sn) = (name(&args.teacher), name(&args.student));
+        let base_name = args.other.first().map(&name);
+        let base = base_name.as_deref().zip(others.first());
+        let corpus = r.corpus_indices(&data.test);
+        let section = kdscope::explain::section((&tn, &teacher), (&sn, &student), base, &data.test, &corpus, &cfg)?;
+        r = r.explanations(section);
     }
     for p in [&args.teacher, &args.student].into_iter().chain(&args.other) {
         if let Some(h) = checkpoint::read_history(p)? {

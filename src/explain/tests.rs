@@ -278,3 +278,19 @@ fn jet_overlay_and_png() {
     let back = image::load_from_memory(&bytes).unwrap().to_luma8();
     assert_eq!(back.into_raw(), vec![0, 128, 255, 255]);
 }
+
+/// Every method runs on a WRN too (last stage `final`, classifier `fc`), with maps at input size.
+#[test]
+fn methods_run_on_a_wide_resnet() {
+    let m = Model::build("wrn_16_1", 10, 0).unwrap();
+    let x = batch(2, 4);
+    for name in METHODS {
+        let maps = method(name).unwrap().maps(&m, &x, &[1, 2]).unwrap();
+        assert_eq!((maps.n, maps.h, maps.w), (2, 32, 32), "{name}");
+        assert!(maps.data.iter().all(|v| v.is_finite()), "{name}");
+    }
+    let g = GradCam::default().explain(&m, &x, &[1, 2]).unwrap();
+    let c = Cam.explain(&m, &x, &[1, 2]).unwrap();
+    let hw = (g.h * g.w) as f32;
+    assert!(g.data.iter().zip(&c.data).all(|(a, b)| (a - b.max(0.0) / hw).abs() < 1e-6));
+}

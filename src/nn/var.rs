@@ -190,6 +190,7 @@ where
         let saved = Saved { t: v.t.clone(), ptr: v.ptr };
         tape.add_backward_op(move |grads: &mut Grads| {
             let g = take_grad(grads, &saved.t)?;
+            check_grad_len(g.len(), shape.numel());
             backward(grads, g, &saved)
         });
     }
@@ -199,8 +200,23 @@ where
 
 /// Adds `g` into the gradient of `t` (allocating it).
 pub(crate) fn accumulate(grads: &mut Grads, t: &Flat, g: &[f32]) -> Result<(), dfdx::tensor::CpuError> {
-    add_into(grads.get_or_alloc_mut(t)?, g);
+    let d = grads.get_or_alloc_mut(t)?;
+    check_grad_len(d.len(), g.len());
+    add_into(d, g);
     Ok(())
+}
+
+/// A gradient buffer of the wrong length means two tensors share a dfdx id. That happens when the
+/// tensors come from two copies of dfdx's id counter — in evcxr each notebook cell links its own copy of
+/// the crates, so a backward pass that touches tensors created in another cell (e.g. the parameters of a
+/// model trained in an earlier cell) could mix up gradients. kdscope avoids it (explanations compute no
+/// parameter gradients); this check turns any other case into a clear error instead of wrong numbers.
+fn check_grad_len(got: usize, want: usize) {
+    assert_eq!(
+        got, want,
+        "gradient buffer of {got} values for a tensor of {want}: two tensors share a dfdx id (were they \
+         created in different evcxr notebook cells? run the backward pass in the cell that created them)"
+    );
 }
 
 /// Takes the gradient of `t` out of `grads` (it is not needed after the op that produced `t` has

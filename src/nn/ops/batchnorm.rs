@@ -183,6 +183,9 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
                 }
             });
         }
+        if super::elementwise::params_frozen() {
+            return Ok(());
+        }
         accumulate(grads, &gt, &dgamma)?;
         accumulate(grads, &bt, &dbeta)
     })
