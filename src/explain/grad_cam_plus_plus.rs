@@ -3,7 +3,7 @@
 //! first-order gradients `g = ∂y_t/∂A` of the target score:
 //! `a_c(p) = g² / (2g² + (Σ_q A_c(q)) g³ + ε)` (0 where `g = 0`, `ε = 1e-6`),
 //! `w_c = Σ_p a_c(p) ReLU(g_c(p))`, `M = ReLU(Σ_c w_c A_c)`.
-use super::gradients::{last_stage_tap, target_gradients, weighted_sum};
+use super::gradients::{tap_name, target_cam};
 use super::{Maps, Saliency};
 use crate::models::Model;
 use crate::nn::Var;
@@ -37,17 +37,9 @@ pub(crate) fn plus_plus_weight(a: &[f32], g: &[f32]) -> f32 {
 
 impl Saliency for GradCamPlusPlus {
     fn name(&self) -> String {
-        match &self.tap {
-            Some(t) => format!("grad-cam++@{t}"),
-            None => "grad-cam++".into(),
-        }
+        tap_name("grad-cam++", &self.tap)
     }
     fn explain(&self, model: &Model, x: &Var, targets: &[usize]) -> anyhow::Result<Maps> {
-        let tap = self.tap.as_deref().unwrap_or_else(|| last_stage_tap(model));
-        let g = target_gradients(model, x, &[tap], targets, false, false)?;
-        let (shape, a, grads) = &g.taps[0];
-        let hw = shape.plane();
-        let w: Vec<f32> = a.chunks(hw).zip(grads.chunks(hw)).map(|(a, g)| plus_plus_weight(a, g)).collect();
-        Ok(weighted_sum(*shape, a, &w, true))
+        target_cam(model, x, targets, self.tap.as_deref(), plus_plus_weight)
     }
 }

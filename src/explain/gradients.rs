@@ -75,6 +75,57 @@ pub(crate) fn target_gradients(
     Ok(TapeGrads { taps: taps_out, input: input.then(|| keep.grad(&mut grads)) })
 }
 
+/// A CAM-style method's name: `base`, or `base@tap` for an explicit tap.
+pub(crate) fn tap_name(base: &str, tap: &Option<String>) -> String {
+    match tap {
+        Some(t) => format!("{base}@{t}"),
+        None => base.into(),
+    }
+}
+
+/// Grad-CAM's channel weight: the mean of the gradient over the plane (`a`, the activations, unused).
+pub(crate) fn mean_gradient(_a: &[f32], g: &[f32]) -> f32 {
+    g.iter().sum::<f32>() / g.len() as f32
+}
+
+/// `ReLU(Σ_c w_c A_c)` with each channel's weight `w_c = weight(A_c, ∂/∂A_c)` from its activation and
+/// gradient planes.
+pub(crate) fn cam_from_gradients(
+    shape: Shape4,
+    a: &[f32],
+    grads: &[f32],
+    weight: impl Fn(&[f32], &[f32]) -> f32,
+) -> super::Maps {
+    let hw = shape.plane();
+    let w: Vec<f32> = a.chunks(hw).zip(grads.chunks(hw)).map(|(a, g)| weight(a, g)).collect();
+    weighted_sum(shape, a, &w, true)
+}
+
+/// A gradient-weighted CAM of the target scores at `tap` (default: the last stage).
+pub(crate) fn target_cam(
+    model: &Model,
+    x: &Var,
+    targets: &[usize],
+    tap: Option<&str>,
+    weight: impl Fn(&[f32], &[f32]) -> f32,
+) -> anyhow::Result<super::Maps> {
+    let tap = tap.unwrap_or_else(|| last_stage_tap(model));
+    let g = target_gradients(model, x, &[tap], targets, false, false)?;
+    let (shape, a, grads) = &g.taps[0];
+    Ok(cam_from_gradients(*shape, a, grads, weight))
+}
+
+/// The input gradient of the target scores (guided or not) as one map: `max_c |g_c(p)|`.
+pub(crate) fn input_gradient_map(
+    model: &Model,
+    x: &Var,
+    targets: &[usize],
+    guided: bool,
+) -> anyhow::Result<super::Maps> {
+    let g = target_gradients(model, x, &[], targets, true, guided)?;
+    Ok(abs_max_over_channels(x.shape, &g.input.unwrap_or_default()))
+}
+
 /// Channel-weighted sum of a feature map per image, `Σ_c w[i][c] A[i][c]`, optionally rectified.
 pub(crate) fn weighted_sum(shape: Shape4, a: &[f32], weights: &[f32], relu: bool) -> super::Maps {
     let (n, c, hw) = (shape.n, shape.c, shape.plane());

@@ -5,7 +5,7 @@
 //! residual add are guided too — module-swapping implementations miss the latter. The map is
 //! `max_c |g_c(p)|` at input resolution; [`input_gradient`](super::input_gradient) with
 //! `guided = true` gives the colour gradient image.
-use super::gradients::{abs_max_over_channels, target_gradients};
+use super::gradients::input_gradient_map;
 use super::{Maps, Saliency};
 use crate::models::Model;
 use crate::nn::Var;
@@ -19,7 +19,6 @@ impl Saliency for GuidedBackprop {
         "guided-backprop".into()
     }
     fn explain(&self, model: &Model, x: &Var, targets: &[usize]) -> anyhow::Result<Maps> {
-        let g = target_gradients(model, x, &[], targets, true, true)?;
-        Ok(abs_max_over_channels(x.shape, &g.input.unwrap_or_default()))
+        input_gradient_map(model, x, targets, true)
     }
 }

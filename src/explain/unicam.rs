@@ -28,7 +28,7 @@ use anyhow::{ensure, Context};
 use dfdx::prelude::*;
 
 use super::dcor::{distance_correlation_sqr, partial_distance_correlation_grad};
-use super::gradients::{check_targets, last_stage_tap, weighted_sum};
+use super::gradients::{cam_from_gradients, check_targets, last_stage_tap, mean_gradient};
 use super::Maps;
 use crate::data::{make_batch, Dataset};
 use crate::models::Model;
@@ -142,9 +142,7 @@ pub(crate) fn conditioned_cam(
     let from_logits = (out.logits.dfdx_matrix() * 0.0).sum();
     let _ = crate::nn::ops::with_frozen_params(|| (from_features + from_logits).backward());
     let grads = probe.get().context("no gradient reached the tap")?;
-    let hw = shape.plane() as f32;
-    let alpha: Vec<f32> = grads.chunks(shape.plane()).map(|p| p.iter().sum::<f32>() / hw).collect();
-    Ok((weighted_sum(shape, &a, &alpha, true), r))
+    Ok((cam_from_gradients(shape, &a, &grads, mean_gradient), r))
 }
 
 /// UniCAM for a batch: `student` (trained with KD) against `reference` (its teacher or a base model

@@ -1,7 +1,7 @@
 //! Vanilla gradient saliency ("Deep Inside Convolutional Networks", Simonyan, Vedaldi & Zisserman
 //! 2014): `M(p) = max_c |∂y_t/∂x_c(p)|`, the gradient of the target score with respect to the input
 //! image, at input resolution.
-use super::gradients::{abs_max_over_channels, target_gradients};
+use super::gradients::{input_gradient_map, target_gradients};
 use super::{Maps, Saliency};
 use crate::models::Model;
 use crate::nn::Var;
@@ -15,8 +15,7 @@ impl Saliency for VanillaGradient {
         "gradient".into()
     }
     fn explain(&self, model: &Model, x: &Var, targets: &[usize]) -> anyhow::Result<Maps> {
-        let g = target_gradients(model, x, &[], targets, true, false)?;
-        Ok(abs_max_over_channels(x.shape, &g.input.unwrap_or_default()))
+        input_gradient_map(model, x, targets, false)
     }
 }
 

@@ -12,17 +12,10 @@ thread_local! {
 }
 
 /// Runs `f` (typically a `backward` call for an explanation) without computing parameter gradients on
-/// this thread: convolutions and linear layers skip their weight-gradient GEMMs, which are a third of
+/// this thread: convolutions, linear layers and batch norm skip them (the weight-gradient GEMMs are a third of
 /// a backward pass, and only gradients with respect to activations and inputs are produced.
 pub fn with_frozen_params<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FROZEN.with(|g| g.set(self.0));
-        }
-    }
-    let _restore = Restore(FROZEN.with(|g| g.replace(true)));
-    f()
+    with_flag(&FROZEN, f)
 }
 
 /// Whether parameter gradients are switched off on this thread ([`with_frozen_params`]).
@@ -35,13 +28,18 @@ pub(crate) fn params_frozen() -> bool {
 /// residual add — passes a gradient only where its output is positive **and** the incoming gradient
 /// is positive. Backward passes run on the calling thread, so other threads are unaffected.
 pub fn with_guided_relu<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
+    with_flag(&GUIDED, f)
+}
+
+/// Runs `f` with the thread-local `flag` set, restoring its previous value afterwards (also on panic).
+fn with_flag<R>(flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>, f: impl FnOnce() -> R) -> R {
+    struct Restore(&'static std::thread::LocalKey<std::cell::Cell<bool>>, bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            GUIDED.with(|g| g.set(self.0));
+            self.0.with(|g| g.set(self.1));
         }
     }
-    let _restore = Restore(GUIDED.with(|g| g.replace(true)));
+    let _restore = Restore(flag, flag.with(|g| g.replace(true)));
     f()
 }
 
