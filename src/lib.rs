@@ -6,6 +6,7 @@
 pub mod data;
 pub mod demo;
 pub mod distill;
+pub mod embed;
 pub mod experiment;
 pub mod explain;
 pub mod metrics;
@@ -24,6 +25,10 @@ pub use {image, plotly, polars};
 pub mod prelude {
     pub use crate::data::synthetic::{shapes20, SynthConfig};
     pub use crate::data::{make_batch, DataSplit, Dataset};
+    pub use crate::embed::{
+        darksight, embed_predictions, local_fidelity, rejection_curve, section as embed_section, tsne, DarkSightConfig,
+        EmbedConfig, TsneConfig,
+    };
     pub use crate::experiment::{history_frame, summary_frame, training_curves, Recipe, Run};
     pub use crate::explain::agreement::{agreement_per_class, agreement_per_image};
     pub use crate::explain::overlay::{overlay, overlays};

@@ -96,6 +96,24 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
+    /// Times DarkSight and t-SNE on seeded synthetic predictions (`embed::synthetic_logits`).
+    BenchEmbed {
+        #[arg(long, default_value_t = 10000)]
+        points: usize,
+        #[arg(long, default_value_t = 20)]
+        classes: usize,
+        /// t-SNE gradient: auto, exact or bh.
+        #[arg(long, default_value = "auto")]
+        tsne_method: String,
+        /// Which embeddings to time.
+        #[arg(long, value_delimiter = ',', default_value = "darksight,tsne")]
+        run: Vec<String>,
+        /// Also write the probabilities as CSV (for benches/embed_opentsne.py).
+        #[arg(long)]
+        write_input: Option<PathBuf>,
+        #[arg(long)]
+        progress: bool,
+    },
 }
 
 /// Which dataset a command reads (`train`, `report`).
@@ -358,6 +376,46 @@ fn main() -> anyhow::Result<()> {
                 "wrn_40_2",
             ] {
                 println!("{:<12} {:>12}", a, Model::build(a, classes, 0)?.num_params());
+            }
+        }
+        Cmd::BenchEmbed { points, classes, tsne_method, run, write_input, progress } => {
+            use kdscope::embed;
+            let (logits, _) = embed::synthetic_logits(points, classes, 0);
+            let probs: Vec<f32> =
+                embed::log_softmax_rows(&logits, classes, 1.0).iter().map(|v| v.exp() as f32).collect();
+            if let Some(path) = write_input {
+                let mut csv = String::new();
+                for row in probs.chunks(classes) {
+                    csv += &row.iter().map(|v| format!("{v:.7e}")).collect::<Vec<_>>().join(",");
+                    csv.push('\n');
+                }
+                kdscope::train::checkpoint::write_atomic(&path, csv.as_bytes())?;
+            }
+            let predicted: Vec<usize> =
+                logits.chunks(classes).map(|r| (0..classes).fold(0, |b, c| if r[c] > r[b] { c } else { b })).collect();
+            if run.iter().any(|r| r == "darksight") {
+                let cfg = embed::DarkSightConfig { progress, ..Default::default() };
+                let ds = embed::darksight(&logits, classes, &cfg)?;
+                println!(
+                    "RESULT darksight_n{points}_c{classes} {:.2} s (2000 epochs) final symmetric KL {:.4} agreement {:.4}",
+                    ds.seconds,
+                    ds.final_loss,
+                    ds.agreement(&predicted)
+                );
+            }
+            if run.iter().any(|r| r == "tsne") {
+                let method = match tsne_method.as_str() {
+                    "auto" => embed::TsneMethod::Auto,
+                    "exact" => embed::TsneMethod::Exact,
+                    "bh" | "barnes-hut" => embed::TsneMethod::BarnesHut,
+                    other => anyhow::bail!("unknown t-SNE method {other:?} (auto, exact, bh)"),
+                };
+                let cfg = embed::TsneConfig { method, progress, ..Default::default() };
+                let t = embed::tsne(&probs, classes, &cfg)?;
+                println!(
+                    "RESULT tsne_{:?}_n{points}_c{classes} {:.2} s ({} iterations) KL {:.4}",
+                    t.method, t.seconds, t.iterations, t.kl
+                );
             }
         }
         Cmd::BenchExplain { arch, images, batch, methods, reps } => {

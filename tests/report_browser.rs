@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kdscope::data::synthetic::{shapes20, SynthConfig};
+use kdscope::embed::{self, DarkSightConfig, EmbedConfig, TsneConfig};
 use kdscope::explain::{section, SectionConfig};
 use kdscope::metrics::Evaluation;
 use kdscope::models::Model;
@@ -82,10 +83,19 @@ fn report_renders_offline_in_chromium() {
     let (tm, sm) = (Model::build("resnet8", 20, 1).unwrap(), Model::build("resnet8", 20, 2).unwrap());
     let cfg = SectionConfig { samples: 16, batch: 8, examples: 4, ..Default::default() };
     let ex = section(("teacher", &tm), ("student", &sm), None, &test, &report.corpus_indices(&test), &cfg).unwrap();
-    let report = report.explanations(ex);
+    // Embeddings of the same two networks (short schedules: 40 points).
+    let ecfg = EmbedConfig {
+        darksight: DarkSightConfig::quick(200),
+        tsne: TsneConfig { perplexity: 5.0, iters: 300, exaggeration_iters: 100, ..Default::default() },
+        kmax: 5,
+        outliers: 4,
+        ..Default::default()
+    };
+    let emb = embed::section(("teacher", &tm), ("student", &sm), &test, &ecfg).unwrap();
+    let report = report.explanations(ex).embeddings(emb);
     let path = report.write(&test, dir.join("report.html")).unwrap();
     // Select the ring superclass and open the panel of the first corpus image.
-    let url = format!("file://{}#super=ring&image=0", path.canonicalize().unwrap().display());
+    let url = format!("file://{}#super=ring&image=0&emb=1:3", path.canonicalize().unwrap().display());
 
     let out = browser(&bin, &dir.join("profile-dom"), &["--dump-dom"], &url);
     let dom = String::from_utf8_lossy(&out.stdout).to_string();
@@ -117,6 +127,27 @@ fn report_renders_offline_in_chromium() {
     let ex = &dom[dom.find("id=\"explanations\"").expect("explanations section")..];
     assert!(ex.contains("average_drop") && ex.contains("rs_distilled") && ex.contains("top_iou"));
     assert_eq!(ex.matches("class=\"explain-example\"").count(), 4);
+    // The embeddings section: both scatter plots, the rejection and M_k charts, the point shown from
+    // the URL (#emb=1:3: student side, fourth point) with its image and both models' top-3.
+    let em = &dom[dom.find("id=\"embeddings\"").expect("embeddings section")..];
+    for id in ["emb-plot-0", "emb-plot-1", "kd-reject-0", "kd-reject-1", "kd-fidelity"] {
+        let start = em.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("{id} missing"));
+        assert!(em[start..].contains("main-svg"), "chart {id} did not render");
+    }
+    let scatter = &em[em.find("id=\"emb-plot-0\"").unwrap()..em.find("id=\"emb-plot-1\"").unwrap()];
+    // WebGL where available, else SVG (headless Chromium here has no WebGL): 40 points either way.
+    if scatter.contains("data-trace=\"scatter\"") {
+        assert_eq!(scatter.matches("class=\"point\"").count(), 40, "SVG points");
+    } else {
+        assert!(scatter.contains("data-trace=\"scattergl\"") && scatter.contains("gl-container"), "WebGL scatter");
+    }
+    let info = &em[em.find("id=\"emb-info\"").expect("info box")..];
+    assert!(info.starts_with("id=\"emb-info\" data-point=\"1:3\""), "{}", &info[..200.min(info.len())]);
+    assert!(info.contains("data:image/png;base64,") && info.contains("image #3"));
+    assert!(info.contains("teacher (teacher)") && info.contains("student (student)"));
+    assert!(em.contains("<option value=\"t-SNE features\">") && em.contains("<option value=\"DarkSight\">"));
+    assert_eq!(em.matches("class=\"outlier\"").count(), 8, "4 outliers per model");
+    assert!(em.contains("M_5") && em.contains("agreement"), "summary table");
 
     browser(
         &bin,

@@ -52,6 +52,24 @@ pub struct ExplainSection {
     pub notes: Vec<(String, String)>,
 }
 
+/// The data of the report's embeddings section (frames only), built by [`crate::embed::section`].
+#[derive(Clone, Debug)]
+pub struct EmbedSection {
+    /// Every point of every embedding (`model, method, index, x, y, label, predicted, correct,
+    /// kde_log_density, …`).
+    pub points: DataFrame,
+    /// One row per model and embedding (objective, agreement, `M_k`, seconds).
+    pub summary: DataFrame,
+    /// `model, method, k, m_k`.
+    pub fidelity: DataFrame,
+    /// `model, measure, kept, accuracy`.
+    pub rejection: DataFrame,
+    /// Lowest-density DarkSight points per model (`model, index, label, predicted, …`).
+    pub outliers: DataFrame,
+    /// Settings shown under the section.
+    pub notes: Vec<(String, String)>,
+}
+
 /// Builder of a teacher-vs-student report.
 #[derive(Clone, Debug)]
 pub struct KdReport {
@@ -67,6 +85,7 @@ pub struct KdReport {
     /// Free-form reproducibility facts (configuration, seeds, command …), merged into the appendix.
     pub appendix: serde_json::Map<String, Value>,
     pub explain: Option<ExplainSection>,
+    pub embed: Option<EmbedSection>,
 }
 
 impl KdReport {
@@ -83,6 +102,7 @@ impl KdReport {
             images_per_class: DEFAULT_IMAGES_PER_CLASS,
             appendix: Default::default(),
             explain: None,
+            embed: None,
         }
     }
 
@@ -118,6 +138,13 @@ impl KdReport {
     /// The explanations section and the corpus pop-up maps (see [`crate::explain::section`]).
     pub fn explanations(mut self, section: ExplainSection) -> Self {
         self.explain = Some(section);
+        self
+    }
+
+    /// The embeddings section: DarkSight and t-SNE scatter plots of both models side by side, with
+    /// image thumbnails on hover, outliers, rejection and `M_k` curves (see [`crate::embed::section`]).
+    pub fn embeddings(mut self, section: EmbedSection) -> Self {
+        self.embed = Some(section);
         self
     }
 
@@ -194,6 +221,13 @@ impl KdReport {
             })
         });
         let explain_html = self.explain.as_ref().map(explain_html).transpose()?;
+        let corpus_set: std::collections::BTreeSet<usize> =
+            corpus.iter().filter_map(|c| c["i"].as_u64().map(|i| i as usize)).collect();
+        let embed = self.embed.as_ref().map(|e| embed_parts(e, test, &t, &s, &corpus_set)).transpose()?;
+        let (embed_json, embed_html) = match embed {
+            Some((j, h)) => (Some(j), Some(h)),
+            None => (None, None),
+        };
         let data = json!({
             "teacher": t.name, "student": s.name,
             "classes": t.class_names, "supers": h.super_names, "class_super": h.class_to_super,
@@ -201,6 +235,7 @@ impl KdReport {
             "cm": { "kd-cm-teacher": zt, "kd-cm-student": zs },
             "corpus": corpus,
             "maps": maps,
+            "embed": embed_json,
         });
 
         let curves_html = if self.histories.is_empty() {
@@ -247,6 +282,7 @@ impl KdReport {
         ctx.insert("per_class", &self.images_per_class);
         ctx.insert("curves", &curves_html);
         ctx.insert("explain_html", &explain_html);
+        ctx.insert("embed_html", &embed_html);
         ctx.insert("appendix", &serde_json::to_string_pretty(&appendix)?);
         ctx.insert("data_json", &notebook::script_json(&data.to_string()));
         tera.render("kd_report.html", &ctx).context("rendering the KD report")
@@ -407,6 +443,184 @@ fn explain_html(e: &ExplainSection) -> anyhow::Result<String> {
         ));
     }
     Ok(h)
+}
+
+/// The distinct values of a string column, in order of first appearance.
+fn distinct(df: &DataFrame, col: &str) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = vec![];
+    for v in df.column(col)?.str()?.iter().map(|v| v.unwrap_or("")) {
+        if !out.iter().any(|o| o == v) {
+            out.push(v.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn f64s(df: &DataFrame, col: &str) -> anyhow::Result<Vec<f64>> {
+    Ok(df.column(col)?.f64()?.into_no_null_iter().collect())
+}
+
+fn u32s(df: &DataFrame, col: &str) -> anyhow::Result<Vec<u32>> {
+    Ok(df.column(col)?.u32()?.into_no_null_iter().collect())
+}
+
+fn strs(df: &DataFrame, col: &str) -> anyhow::Result<Vec<String>> {
+    Ok(df.column(col)?.str()?.iter().map(|s| s.unwrap_or("").to_string()).collect())
+}
+
+fn line_chart(id: &str, title: &str, xt: &str, yt: &str, lines: Vec<(String, Vec<f64>, Vec<f64>, bool)>) -> Chart {
+    let data: Vec<Value> = lines
+        .into_iter()
+        .map(|(name, x, y, dashed)| {
+            json!({ "type": "scatter", "mode": "lines+markers", "name": name, "x": x, "y": y,
+                    "marker": { "size": 4 }, "line": { "dash": if dashed { "dash" } else { "solid" } } })
+        })
+        .collect();
+    let fig = json!({
+        "data": data,
+        "layout": { "title": { "text": title }, "xaxis": { "title": xt }, "yaxis": { "title": yt },
+                    "legend": { "orientation": "h", "y": -0.25 }, "margin": { "l": 50, "r": 10, "t": 40, "b": 40 } },
+    });
+    Chart { id: id.into(), json: fig.to_string(), height_px: 440 }
+}
+
+/// The embeddings section: the scatter data (JSON for the page script: points per model and
+/// embedding, thumbnails of points outside the corpus, both models' top-5) and the server-rendered
+/// part (notes, summary table, rejection and `M_k` charts, outlier images).
+fn embed_parts(
+    e: &EmbedSection,
+    test: &Dataset,
+    t: &Evaluation,
+    s: &Evaluation,
+    corpus: &std::collections::BTreeSet<usize>,
+) -> anyhow::Result<(Value, String)> {
+    let p = &e.points;
+    let models = distinct(p, "model")?;
+    ensure!(models.len() == 2, "the embeddings section needs exactly two models (teacher, student), found {models:?}");
+    let methods = distinct(p, "method")?;
+    let (pm, pme) = (strs(p, "model")?, strs(p, "method")?);
+    let (x, y, idx, pred, kde) =
+        (f64s(p, "x")?, f64s(p, "y")?, u32s(p, "index")?, u32s(p, "predicted")?, f64s(p, "kde_log_density")?);
+    let correct: Vec<bool> = p.column("correct")?.bool()?.iter().map(|v| v.unwrap_or(false)).collect();
+    let mut sets = serde_json::Map::new();
+    for m in &models {
+        for me in &methods {
+            let rows: Vec<usize> = (0..pm.len()).filter(|&r| &pm[r] == m && &pme[r] == me).collect();
+            let r3 = |v: f64| (v * 1e4).round() / 1e4;
+            sets.insert(
+                format!("{m}|{me}"),
+                json!({
+                    "x": rows.iter().map(|&r| r3(x[r])).collect::<Vec<_>>(),
+                    "y": rows.iter().map(|&r| r3(y[r])).collect::<Vec<_>>(),
+                    "i": rows.iter().map(|&r| idx[r]).collect::<Vec<_>>(),
+                    "p": rows.iter().map(|&r| pred[r]).collect::<Vec<_>>(),
+                    "k": rows.iter().map(|&r| r3(kde[r])).collect::<Vec<_>>(),
+                    "c": rows.iter().map(|&r| correct[r] as u8).collect::<Vec<_>>(),
+                }),
+            );
+        }
+    }
+    let (pt, ps) = (t.predictions.probabilities(), s.predictions.probabilities());
+    let k = t.num_classes();
+    let all_idx: std::collections::BTreeSet<usize> = idx.iter().map(|&i| i as usize).collect();
+    ensure!(all_idx.iter().all(|&i| i < test.len()), "an embedded point's index is outside the test split");
+    let mut thumbs = serde_json::Map::new();
+    let mut tops = serde_json::Map::new();
+    for &i in &all_idx {
+        if !corpus.contains(&i) {
+            thumbs.insert(i.to_string(), json!(notebook::image(&test.rgb_image(i)).base64()));
+        }
+        tops.insert(
+            i.to_string(),
+            json!([test.labels[i], top5(&pt[i * k..(i + 1) * k]), top5(&ps[i * k..(i + 1) * k])]),
+        );
+    }
+    let data = json!({ "models": models, "methods": methods, "sets": sets, "thumbs": thumbs, "tops": tops });
+
+    let mut h = String::new();
+    if !e.notes.is_empty() {
+        let notes: Vec<String> =
+            e.notes.iter().map(|(k, v)| format!("{}: {}", notebook::escape(k), notebook::escape(v))).collect();
+        h.push_str(&format!("<p class=\"legend\">{}</p>", notes.join(" · ")));
+    }
+    h.push_str("<h3>Embeddings</h3>");
+    h.push_str(&notebook::table_with(&e.summary, usize::MAX).html);
+    // Rejection curves, one chart per model.
+    let (rm, rme, rk, ra) = (
+        strs(&e.rejection, "model")?,
+        strs(&e.rejection, "measure")?,
+        f64s(&e.rejection, "kept")?,
+        f64s(&e.rejection, "accuracy")?,
+    );
+    h.push_str("<h3>Accuracy vs data kept</h3><div class=\"row\">");
+    for (mi, m) in models.iter().enumerate() {
+        let lines = distinct(&e.rejection, "measure")?
+            .into_iter()
+            .map(|me| {
+                let rows: Vec<usize> = (0..rm.len()).filter(|&r| &rm[r] == m && rme[r] == me).collect();
+                let dashed = !me.starts_with("KDE");
+                (me, rows.iter().map(|&r| rk[r]).collect(), rows.iter().map(|&r| ra[r]).collect(), dashed)
+            })
+            .collect();
+        let c = line_chart(
+            &format!("kd-reject-{mi}"),
+            &format!("{m}: rejection curves"),
+            "fraction of data kept (most confident first)",
+            "accuracy",
+            lines,
+        );
+        h.push_str(&format!("<div>{}</div>", c.html()));
+    }
+    h.push_str("</div>");
+    // M_k, one line per model and embedding.
+    let (fm, fme, fk, fv) =
+        (strs(&e.fidelity, "model")?, strs(&e.fidelity, "method")?, u32s(&e.fidelity, "k")?, f64s(&e.fidelity, "m_k")?);
+    let mut lines = vec![];
+    for (mi, m) in models.iter().enumerate() {
+        for me in &methods {
+            let rows: Vec<usize> = (0..fm.len()).filter(|&r| &fm[r] == m && &fme[r] == me).collect();
+            lines.push((
+                format!("{m}: {me}"),
+                rows.iter().map(|&r| fk[r] as f64).collect(),
+                rows.iter().map(|&r| fv[r]).collect(),
+                mi == 1,
+            ));
+        }
+    }
+    h.push_str("<h3>Local fidelity</h3>");
+    h.push_str(
+        &line_chart(
+            "kd-fidelity",
+            "M_k: mean JSD to the k nearest neighbours in 2-D (lower is better)",
+            "k",
+            "M_k (nats)",
+            lines,
+        )
+        .html(),
+    );
+    // Outliers with their images.
+    let o = &e.outliers;
+    let (om, oi, ol, op, ok) =
+        (strs(o, "model")?, u32s(o, "index")?, u32s(o, "label")?, u32s(o, "predicted")?, f64s(o, "kde_log_density")?);
+    h.push_str("<h3>Outliers (lowest DarkSight density)</h3>");
+    for m in &models {
+        h.push_str(&format!("<p class=\"legend\">{}</p><div class=\"outliers\">", notebook::escape(m)));
+        for r in (0..om.len()).filter(|&r| &om[r] == m) {
+            let i = oi[r] as usize;
+            ensure!(i < test.len() && (ol[r] as usize) < k && (op[r] as usize) < k, "outlier row {r} is out of range");
+            let caption = format!(
+                "#{i} {} → {} (log density {:.2})",
+                t.class_names[ol[r] as usize], t.class_names[op[r] as usize], ok[r]
+            );
+            h.push_str(&format!(
+                "<figure class=\"outlier\">{}<figcaption>{}</figcaption></figure>",
+                notebook::image_scaled(&test.rgb_image(i), 2).html(),
+                notebook::escape(&caption)
+            ));
+        }
+        h.push_str("</div>");
+    }
+    Ok((data, h))
 }
 
 /// The first `per_class` test images of each class, with both models' top-5 and a PNG thumbnail.
