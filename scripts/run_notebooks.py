@@ -17,6 +17,7 @@ import glob
 import os
 import subprocess
 import sys
+import re
 import time
 
 import nbformat
@@ -27,6 +28,9 @@ OUT_DIR = os.path.join(NB_DIR, "executed")
 # The jupyter of this Python's environment (the venv), else the one on PATH.
 _here = os.path.join(os.path.dirname(sys.executable), "jupyter")
 JUPYTER = _here if os.path.exists(_here) else "jupyter"
+
+
+EPOCH_LOG = re.compile(r"epoch +\d+/\d+ ")
 
 
 def outputs(nb):
@@ -112,6 +116,12 @@ def main(paths):
                     if "panicked at" in text:
                         # A panic on a worker thread is printed to stderr without failing the cell.
                         problems.append(f"cell panicked:\n{cell.source}\n--> {text.strip()[:600]}")
+                    elif out.get("name") == "stderr":
+                        # evcxr prints the error of a cell's `?` to stderr without failing the cell;
+                        # the only stderr lines kdscope's notebooks may print are training logs.
+                        bad = [l for l in text.splitlines() if l.strip() and not EPOCH_LOG.search(l)]
+                        if bad:
+                            problems.append(f"cell wrote to stderr (an error?):\n{cell.source}\n--> {bad[0][:600]}")
             problems += check(nb, path)
         took = time.time() - start
         if problems:

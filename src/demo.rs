@@ -1,5 +1,6 @@
 //! The demo experiment on the built-in dataset: a ResNet-56 teacher, a ResNet-20 student trained
-//! alone and a ResNet-20 student distilled from the teacher (Hinton KD), evaluated side by side.
+//! alone and a ResNet-20 student distilled from the teacher (Hinton KD), evaluated side by side; the
+//! report adds explanations and DarkSight/t-SNE embeddings.
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -160,6 +161,12 @@ pub fn run(cfg: &DemoConfig, progress: bool) -> anyhow::Result<DemoResult> {
             &crate::explain::SectionConfig::default(),
         )?;
         let report = report.explanations(section).fact("explanations_seconds", started.elapsed().as_secs_f64());
+        let started = std::time::Instant::now();
+        let mut ecfg = crate::embed::EmbedConfig::default();
+        ecfg.darksight.progress = progress;
+        ecfg.tsne.progress = progress;
+        let embed = crate::embed::section(("teacher", &teacher), ("student KD", &kd_student), &data.test, &ecfg)?;
+        let report = report.embeddings(embed).fact("embeddings_seconds", started.elapsed().as_secs_f64());
         report.write(&data.test, path)?;
     }
     Ok(result)

@@ -26,8 +26,8 @@ pub mod prelude {
     pub use crate::data::synthetic::{shapes20, SynthConfig};
     pub use crate::data::{make_batch, DataSplit, Dataset};
     pub use crate::embed::{
-        darksight, embed_predictions, local_fidelity, rejection_curve, section as embed_section, tsne, DarkSightConfig,
-        EmbedConfig, TsneConfig,
+        darksight, embed_predictions, local_fidelity, model_outputs, rejection_curve, section as embed_section,
+        sections_from, tsne, DarkSightConfig, EmbedConfig, TsneConfig,
     };
     pub use crate::experiment::{history_frame, summary_frame, training_curves, Recipe, Run};
     pub use crate::explain::agreement::{agreement_per_class, agreement_per_image};
@@ -43,7 +43,7 @@ pub mod prelude {
         top_confusions, Evaluation,
     };
     pub use crate::notebook::{self as nb, chart, grid, image, image_scaled, table};
-    pub use crate::report::kd::superclass_polar;
+    pub use crate::report::kd::{embedding_scatter, fidelity_chart, rejection_chart, superclass_polar};
     pub use crate::report::{KdReport, Report};
     pub use image::RgbImage;
     pub use polars::prelude::DataFrame;

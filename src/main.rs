@@ -251,6 +251,12 @@ struct ReportArgs {
     /// Saliency methods offered in the pop-up (with --explain).
     #[arg(long, value_delimiter = ',', default_value = "grad-cam,grad-cam++,guided-backprop")]
     explain_methods: Vec<String>,
+    /// Add the embeddings section (DarkSight and t-SNE of both models' test predictions).
+    #[arg(long)]
+    embed: bool,
+    /// Test images embedded (a seeded sample; the report holds a thumbnail of each).
+    #[arg(long, default_value_t = 2000)]
+    embed_points: usize,
 }
 
 fn report(args: ReportArgs) -> anyhow::Result<()> {
@@ -285,6 +291,13 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
         let corpus = r.corpus_indices(&data.test);
         let section = kdscope::explain::section((&tn, &teacher), (&sn, &student), base, &data.test, &corpus, &cfg)?;
         r = r.explanations(section);
+    }
+    if args.embed {
+        let mut cfg = kdscope::embed::EmbedConfig { max_points: Some(args.embed_points), ..Default::default() };
+        cfg.darksight.progress = true;
+        cfg.tsne.progress = true;
+        let (tn, sn) = (name(&args.teacher), name(&args.student));
+        r = r.embeddings(kdscope::embed::section((&tn, &teacher), (&sn, &student), &data.test, &cfg)?);
     }
     for p in [&args.teacher, &args.student].into_iter().chain(&args.other) {
         if let Some(h) = checkpoint::read_history(p)? {

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
-use polars::prelude::{AnyValue, DataFrame};
+use polars::prelude::{AnyValue, Column, DataFrame};
 
 fn emit(mime: &str, content: &str) {
     println!("EVCXR_BEGIN_CONTENT {mime}\n{content}\nEVCXR_END_CONTENT");
@@ -66,6 +66,18 @@ impl Html {
         emit("text/plain", &self.text);
         emit("text/html", &self.html);
     }
+}
+
+/// A frame's column by name, found by comparing names one by one.
+///
+/// Prefer it to `DataFrame::column` for frames that may come from another notebook cell: evcxr
+/// links a copy of polars into every cell, and a frame keeps a name index hashed with the hasher of
+/// the cell that built it, so `DataFrame::column` in a later cell can miss a column that is there.
+pub fn col<'a>(df: &'a DataFrame, name: &str) -> anyhow::Result<&'a Column> {
+    df.columns().iter().find(|c| c.name().as_str() == name).ok_or_else(|| {
+        let have: Vec<&str> = df.columns().iter().map(|c| c.name().as_str()).collect();
+        anyhow::anyhow!("the frame has no column {name:?} (columns: {have:?})")
+    })
 }
 
 /// Escapes `&`, `<`, `>` and quotes for HTML text and attributes.

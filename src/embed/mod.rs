@@ -40,7 +40,7 @@ pub use fidelity::local_fidelity;
 pub use kde::{kde_log_density, Bandwidth, Kde, KdeScope};
 pub use knn::{knn, Knn};
 pub use rejection::{max_probability, negative_entropy, rejection_curve};
-pub use section::{embed_predictions, section, EmbedConfig, ModelEmbeddings};
+pub use section::{embed_predictions, model_outputs, section, sections_from, EmbedConfig, ModelEmbeddings, TsneInput};
 pub use tsne::{exact_kl, tsne, Tsne, TsneConfig, TsneInit, TsneMethod};
 
 /// Seeded synthetic logits (`n × classes`) with the structure of a real classifier's: 80 % confident

@@ -47,7 +47,8 @@ pub struct EmbedConfig {
     pub kmax: usize,
     /// Points of each rejection curve.
     pub rejection_steps: usize,
-    /// Embed at most this many test images (a seeded sample, in test order); `None`: all.
+    /// Embed at most this many test images (a seeded sample, in test order); `None`: all. The report
+    /// holds a thumbnail of every embedded image (≈3 KB each), hence the default of 2,000.
     pub max_points: Option<usize>,
     /// Lowest-density DarkSight points listed as outliers per model.
     pub outliers: usize,
@@ -65,7 +66,7 @@ impl Default for EmbedConfig {
             kde_scope: KdeScope::PredictedClass,
             kmax: 20,
             rejection_steps: 20,
-            max_points: None,
+            max_points: Some(2000),
             outliers: 12,
             batch: 256,
             seed: 0,

@@ -285,6 +285,7 @@ fn exact_tsne_kl_matches_scikit_learn() {
     let x = &r.x[..r.exact_points * r.d];
     let t = tsne(x, r.d, &TsneConfig { method: TsneMethod::Exact, ..Default::default() }).unwrap();
     let rel = (t.kl - r.sklearn_exact_kl).abs() / r.sklearn_exact_kl;
+    eprintln!("exact t-SNE KL: kdscope {:.4}, scikit-learn {:.4}", t.kl, r.sklearn_exact_kl);
     assert!(rel < 0.03, "kdscope {} vs scikit-learn {} ({:.1} %)", t.kl, r.sklearn_exact_kl, 100.0 * rel);
     assert_eq!(t.method, TsneMethod::Exact);
 }
@@ -294,6 +295,10 @@ fn barnes_hut_tsne_kl_matches_scikit_learn_and_opentsne() {
     let r = reference();
     let t = tsne(&r.x, r.d, &TsneConfig { method: TsneMethod::BarnesHut, ..Default::default() }).unwrap();
     assert_eq!(t.points.len(), r.n);
+    eprintln!(
+        "BH t-SNE KL: kdscope {:.4}, scikit-learn {:.4}, openTSNE {:.4}",
+        t.kl, r.sklearn_bh_kl, r.opentsne_bh_kl
+    );
     for (name, want) in [("scikit-learn", r.sklearn_bh_kl), ("openTSNE", r.opentsne_bh_kl)] {
         let rel = (t.kl - want).abs() / want;
         assert!(rel < 0.05, "kdscope {} vs {name} {want} ({:.1} %)", t.kl, 100.0 * rel);

@@ -83,9 +83,9 @@ pub fn agreement_per_image(
 /// Per class (classes present, in label order): `label`, `class`, `images`, mean `rank_corr`, mean
 /// `top_iou`.
 pub fn agreement_per_class(per_image: &DataFrame, class_names: &[String]) -> anyhow::Result<DataFrame> {
-    let labels: Vec<u32> = per_image.column("label")?.u32()?.into_no_null_iter().collect();
-    let rc: Vec<f64> = per_image.column("rank_corr")?.f64()?.into_no_null_iter().collect();
-    let iou: Vec<f64> = per_image.column("top_iou")?.f64()?.into_no_null_iter().collect();
+    let labels: Vec<u32> = crate::notebook::col(per_image, "label")?.u32()?.into_no_null_iter().collect();
+    let rc: Vec<f64> = crate::notebook::col(per_image, "rank_corr")?.f64()?.into_no_null_iter().collect();
+    let iou: Vec<f64> = crate::notebook::col(per_image, "top_iou")?.f64()?.into_no_null_iter().collect();
     let mut acc = vec![(0u32, 0.0f64, 0.0f64); class_names.len()];
     for ((&l, r), i) in labels.iter().zip(rc).zip(iou) {
         let a = &mut acc[l as usize];

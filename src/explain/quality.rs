@@ -176,7 +176,8 @@ pub fn quality_per_image(
 /// `increase_in_confidence`, `coherency`, `coherency_ssim`, `complexity`, `adcc` (means of the
 /// per-image columns).
 pub fn quality_summary(model: &str, method: &str, per_image: &DataFrame) -> anyhow::Result<DataFrame> {
-    let mean = |c: &str| -> anyhow::Result<f64> { Ok(per_image.column(c)?.f64()?.mean().unwrap_or(f64::NAN)) };
+    let mean =
+        |c: &str| -> anyhow::Result<f64> { Ok(crate::notebook::col(per_image, c)?.f64()?.mean().unwrap_or(f64::NAN)) };
     Ok(df!(
         "model" => [model],
         "method" => [method],

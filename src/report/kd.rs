@@ -183,8 +183,8 @@ impl KdReport {
         let polar: Vec<String> = [("precision", "Precision"), ("recall", "Recall (accuracy)"), ("f1", "F1")]
             .iter()
             .map(|(col, title)| -> anyhow::Result<String> {
-                let a: Vec<f64> = ts.column(col)?.f64()?.into_no_null_iter().collect();
-                let b: Vec<f64> = ss.column(col)?.f64()?.into_no_null_iter().collect();
+                let a: Vec<f64> = crate::notebook::col(&ts, col)?.f64()?.into_no_null_iter().collect();
+                let b: Vec<f64> = crate::notebook::col(&ss, col)?.f64()?.into_no_null_iter().collect();
                 Ok(polar_chart(&format!("kd-polar-{col}"), title, &h.super_names, &a, &b, &t.name, &s.name).html())
             })
             .collect::<anyhow::Result<_>>()?;
@@ -302,8 +302,8 @@ pub fn superclass_polar(teacher: &Evaluation, student: &Evaluation, metric: &str
     let h = teacher.hierarchy.clone().unwrap_or_else(|| single_group(teacher.num_classes()));
     let (t, s) = (with_hierarchy(teacher, &h), with_hierarchy(student, &h));
     let (ts, ss) = (metrics::per_superclass(&t)?, metrics::per_superclass(&s)?);
-    let a: Vec<f64> = ts.column(metric)?.f64()?.into_no_null_iter().collect();
-    let b: Vec<f64> = ss.column(metric)?.f64()?.into_no_null_iter().collect();
+    let a: Vec<f64> = crate::notebook::col(&ts, metric)?.f64()?.into_no_null_iter().collect();
+    let b: Vec<f64> = crate::notebook::col(&ss, metric)?.f64()?.into_no_null_iter().collect();
     Ok(polar_chart(&notebook::unique_id("kd-polar"), metric, &h.super_names, &a, &b, &t.name, &s.name))
 }
 
@@ -448,7 +448,7 @@ fn explain_html(e: &ExplainSection) -> anyhow::Result<String> {
 /// The distinct values of a string column, in order of first appearance.
 fn distinct(df: &DataFrame, col: &str) -> anyhow::Result<Vec<String>> {
     let mut out: Vec<String> = vec![];
-    for v in df.column(col)?.str()?.iter().map(|v| v.unwrap_or("")) {
+    for v in crate::notebook::col(df, col)?.str()?.iter().map(|v| v.unwrap_or("")) {
         if !out.iter().any(|o| o == v) {
             out.push(v.to_string());
         }
@@ -457,15 +457,15 @@ fn distinct(df: &DataFrame, col: &str) -> anyhow::Result<Vec<String>> {
 }
 
 fn f64s(df: &DataFrame, col: &str) -> anyhow::Result<Vec<f64>> {
-    Ok(df.column(col)?.f64()?.into_no_null_iter().collect())
+    Ok(crate::notebook::col(df, col)?.f64()?.into_no_null_iter().collect())
 }
 
 fn u32s(df: &DataFrame, col: &str) -> anyhow::Result<Vec<u32>> {
-    Ok(df.column(col)?.u32()?.into_no_null_iter().collect())
+    Ok(crate::notebook::col(df, col)?.u32()?.into_no_null_iter().collect())
 }
 
 fn strs(df: &DataFrame, col: &str) -> anyhow::Result<Vec<String>> {
-    Ok(df.column(col)?.str()?.iter().map(|s| s.unwrap_or("").to_string()).collect())
+    Ok(crate::notebook::col(df, col)?.str()?.iter().map(|s| s.unwrap_or("").to_string()).collect())
 }
 
 fn line_chart(id: &str, title: &str, xt: &str, yt: &str, lines: Vec<(String, Vec<f64>, Vec<f64>, bool)>) -> Chart {
@@ -482,6 +482,94 @@ fn line_chart(id: &str, title: &str, xt: &str, yt: &str, lines: Vec<(String, Vec
                     "legend": { "orientation": "h", "y": -0.25 }, "margin": { "l": 50, "r": 10, "t": 40, "b": 40 } },
     });
     Chart { id: id.into(), json: fig.to_string(), height_px: 440 }
+}
+
+/// Accuracy-vs-data-kept curves of one model from a rejection frame (`model, measure, kept,
+/// accuracy`, see [`crate::embed::ModelEmbeddings::rejection_frame`]); KDE measures solid, the model's
+/// own confidences dashed.
+pub fn rejection_chart(rejection: &DataFrame, model: &str) -> anyhow::Result<Chart> {
+    let (rm, rme, rk, ra) = (
+        strs(rejection, "model")?,
+        strs(rejection, "measure")?,
+        f64s(rejection, "kept")?,
+        f64s(rejection, "accuracy")?,
+    );
+    ensure!(rm.iter().any(|m| m == model), "no rejection curves of model {model:?}");
+    let lines = distinct(rejection, "measure")?
+        .into_iter()
+        .map(|me| {
+            let rows: Vec<usize> = (0..rm.len()).filter(|&r| rm[r] == model && rme[r] == me).collect();
+            let dashed = !me.starts_with("KDE");
+            (me, rows.iter().map(|&r| rk[r]).collect(), rows.iter().map(|&r| ra[r]).collect(), dashed)
+        })
+        .collect();
+    Ok(line_chart(
+        &notebook::unique_id("kd-reject"),
+        &format!("{model}: rejection curves"),
+        "fraction of data kept (most confident first)",
+        "accuracy",
+        lines,
+    ))
+}
+
+/// `M_k` against `k` for every model and embedding of a fidelity frame (`model, method, k, m_k`);
+/// the second model's lines dashed.
+pub fn fidelity_chart(fidelity: &DataFrame) -> anyhow::Result<Chart> {
+    let (fm, fme, fk, fv) =
+        (strs(fidelity, "model")?, strs(fidelity, "method")?, u32s(fidelity, "k")?, f64s(fidelity, "m_k")?);
+    let mut lines = vec![];
+    for (mi, m) in distinct(fidelity, "model")?.iter().enumerate() {
+        for me in distinct(fidelity, "method")? {
+            let rows: Vec<usize> = (0..fm.len()).filter(|&r| &fm[r] == m && fme[r] == me).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let (x, y) = (rows.iter().map(|&r| fk[r] as f64).collect(), rows.iter().map(|&r| fv[r]).collect());
+            lines.push((format!("{m}: {me}"), x, y, mi % 2 == 1));
+        }
+    }
+    Ok(line_chart(
+        &notebook::unique_id("kd-fidelity"),
+        "M_k: mean JSD to the k nearest neighbours in 2-D (lower is better)",
+        "k",
+        "M_k (nats)",
+        lines,
+    ))
+}
+
+/// One embedding of one model from a points frame (see
+/// [`crate::embed::ModelEmbeddings::points_frame`]), coloured by predicted class (for notebooks; the
+/// report draws its own interactive pair).
+pub fn embedding_scatter(
+    points: &DataFrame,
+    model: &str,
+    method: &str,
+    class_names: &[String],
+) -> anyhow::Result<Chart> {
+    let (pm, pme) = (strs(points, "model")?, strs(points, "method")?);
+    let (x, y, idx, pred) =
+        (f64s(points, "x")?, f64s(points, "y")?, u32s(points, "index")?, u32s(points, "predicted")?);
+    let rows: Vec<usize> = (0..pm.len()).filter(|&r| pm[r] == model && pme[r] == method).collect();
+    ensure!(!rows.is_empty(), "no points of model {model:?} and method {method:?}");
+    let mut traces = vec![];
+    for c in rows.iter().map(|&r| pred[r]).collect::<std::collections::BTreeSet<_>>() {
+        let rs: Vec<usize> = rows.iter().copied().filter(|&r| pred[r] == c).collect();
+        let name = class_names.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
+        traces.push(json!({
+            "type": "scattergl", "mode": "markers", "name": name, "marker": { "size": 5 },
+            "x": rs.iter().map(|&r| x[r]).collect::<Vec<_>>(), "y": rs.iter().map(|&r| y[r]).collect::<Vec<_>>(),
+            "text": rs.iter().map(|&r| format!("#{}", idx[r])).collect::<Vec<_>>(),
+            "hovertemplate": "%{text} predicted %{fullData.name}<extra></extra>",
+        }));
+    }
+    let fig = json!({
+        "data": traces,
+        "layout": { "title": { "text": format!("{model}: {method}") },
+                    "xaxis": { "showticklabels": false, "zeroline": false },
+                    "yaxis": { "showticklabels": false, "zeroline": false, "scaleanchor": "x" },
+                    "margin": { "l": 10, "r": 10, "t": 40, "b": 10 } },
+    });
+    Ok(Chart { id: notebook::unique_id("kd-embed"), json: fig.to_string(), height_px: 560 })
 }
 
 /// The embeddings section: the scatter data (JSON for the page script: points per model and
@@ -501,7 +589,7 @@ fn embed_parts(
     let (pm, pme) = (strs(p, "model")?, strs(p, "method")?);
     let (x, y, idx, pred, kde) =
         (f64s(p, "x")?, f64s(p, "y")?, u32s(p, "index")?, u32s(p, "predicted")?, f64s(p, "kde_log_density")?);
-    let correct: Vec<bool> = p.column("correct")?.bool()?.iter().map(|v| v.unwrap_or(false)).collect();
+    let correct: Vec<bool> = crate::notebook::col(p, "correct")?.bool()?.iter().map(|v| v.unwrap_or(false)).collect();
     let mut sets = serde_json::Map::new();
     for m in &models {
         for me in &methods {
@@ -545,59 +633,16 @@ fn embed_parts(
     }
     h.push_str("<h3>Embeddings</h3>");
     h.push_str(&notebook::table_with(&e.summary, usize::MAX).html);
-    // Rejection curves, one chart per model.
-    let (rm, rme, rk, ra) = (
-        strs(&e.rejection, "model")?,
-        strs(&e.rejection, "measure")?,
-        f64s(&e.rejection, "kept")?,
-        f64s(&e.rejection, "accuracy")?,
-    );
     h.push_str("<h3>Accuracy vs data kept</h3><div class=\"row\">");
     for (mi, m) in models.iter().enumerate() {
-        let lines = distinct(&e.rejection, "measure")?
-            .into_iter()
-            .map(|me| {
-                let rows: Vec<usize> = (0..rm.len()).filter(|&r| &rm[r] == m && rme[r] == me).collect();
-                let dashed = !me.starts_with("KDE");
-                (me, rows.iter().map(|&r| rk[r]).collect(), rows.iter().map(|&r| ra[r]).collect(), dashed)
-            })
-            .collect();
-        let c = line_chart(
-            &format!("kd-reject-{mi}"),
-            &format!("{m}: rejection curves"),
-            "fraction of data kept (most confident first)",
-            "accuracy",
-            lines,
-        );
+        let mut c = rejection_chart(&e.rejection, m)?;
+        c.id = format!("kd-reject-{mi}");
         h.push_str(&format!("<div>{}</div>", c.html()));
     }
-    h.push_str("</div>");
-    // M_k, one line per model and embedding.
-    let (fm, fme, fk, fv) =
-        (strs(&e.fidelity, "model")?, strs(&e.fidelity, "method")?, u32s(&e.fidelity, "k")?, f64s(&e.fidelity, "m_k")?);
-    let mut lines = vec![];
-    for (mi, m) in models.iter().enumerate() {
-        for me in &methods {
-            let rows: Vec<usize> = (0..fm.len()).filter(|&r| &fm[r] == m && &fme[r] == me).collect();
-            lines.push((
-                format!("{m}: {me}"),
-                rows.iter().map(|&r| fk[r] as f64).collect(),
-                rows.iter().map(|&r| fv[r]).collect(),
-                mi == 1,
-            ));
-        }
-    }
-    h.push_str("<h3>Local fidelity</h3>");
-    h.push_str(
-        &line_chart(
-            "kd-fidelity",
-            "M_k: mean JSD to the k nearest neighbours in 2-D (lower is better)",
-            "k",
-            "M_k (nats)",
-            lines,
-        )
-        .html(),
-    );
+    h.push_str("</div><h3>Local fidelity</h3>");
+    let mut c = fidelity_chart(&e.fidelity)?;
+    c.id = "kd-fidelity".into();
+    h.push_str(&c.html());
     // Outliers with their images.
     let o = &e.outliers;
     let (om, oi, ol, op, ok) =
