@@ -188,7 +188,7 @@ fn batch_gradients(st: Student, y: &[f64], log_p: &[f64], idx: std::ops::Range<u
         .enumerate()
         .map(|(ci, dy)| {
             let mut part = Partial { loss: 0.0, d_means: vec![0.0; 2 * k], d_w: vec![0.0; k] };
-            let (mut a, mut s) = (vec![0.0; k], vec![0.0; k]);
+            let (mut a, mut s, mut g) = (vec![0.0; k], vec![0.0; k], vec![0.0; k]);
             for (j, dyi) in dy.chunks_mut(2).enumerate() {
                 let i = idx.start + ci * CHUNK + j;
                 let yi = [y[2 * i], y[2 * i + 1]];
@@ -197,7 +197,6 @@ fn batch_gradients(st: Student, y: &[f64], log_p: &[f64], idx: std::ops::Range<u
                 log_normalize(&mut a); // a = log q
                                        // d/d(log q_c) of ½ Σ (q − p)(log q − log p) = ½ (q_c (log q_c − log p_c) + q_c − p_c).
                 let mut gsum = 0.0;
-                let mut g = vec![0.0; k];
                 for c in 0..k {
                     let (q, p) = (a[c].exp(), lp[c].exp());
                     part.loss += 0.5 * (q - p) * (a[c] - lp[c]);

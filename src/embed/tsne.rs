@@ -28,6 +28,9 @@ pub enum TsneMethod {
 /// `TsneMethod::Auto` uses the exact gradient up to this many points.
 pub const EXACT_MAX_POINTS: usize = 1000;
 
+/// The exact gradient refuses more points than this (its dense affinities would need `8·n²` bytes).
+pub const EXACT_LIMIT: usize = 10_000;
+
 /// How the points start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TsneInit {
@@ -528,6 +531,10 @@ pub fn tsne(x: &[f32], d: usize, cfg: &TsneConfig) -> anyhow::Result<Tsne> {
         TsneMethod::Auto => TsneMethod::BarnesHut,
         m => m,
     };
+    ensure!(
+        method != TsneMethod::Exact || n <= EXACT_LIMIT,
+        "exact t-SNE keeps all {n}² affinities; use Barnes-Hut above {EXACT_LIMIT} points"
+    );
     let aff = match method {
         TsneMethod::Exact => Affinities::Dense(joint_probabilities_exact(x, d, cfg.perplexity)),
         _ => Affinities::Sparse(joint_probabilities_knn(x, d, cfg.perplexity), cfg.theta),
