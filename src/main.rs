@@ -387,6 +387,11 @@ fn main() -> anyhow::Result<()> {
                 "wrn_16_2",
                 "wrn_40_1",
                 "wrn_40_2",
+                "vgg8",
+                "vgg11",
+                "vgg13",
+                "vgg16",
+                "vgg19",
             ] {
                 println!("{:<12} {:>12}", a, Model::build(a, classes, 0)?.num_params());
             }

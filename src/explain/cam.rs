@@ -21,7 +21,8 @@ impl Saliency for Cam {
         let tap = last_stage_tap(model);
         let out = model.forward_with(Var::from_vec(x.to_vec(), x.shape), false, true);
         let feat = out.features.get(tap).context("feature tap missing")?;
-        let w = model.store.get(model.store.find("fc.weight").context("model has no fc.weight")?).values();
+        let name = format!("{}.weight", model.classifier_name());
+        let w = model.store.get(model.store.find(&name).with_context(|| format!("model has no {name}"))?).values();
         let c = feat.shape.c;
         let weights: Vec<f32> = targets.iter().flat_map(|&t| w[t * c..(t + 1) * c].to_vec()).collect();
         Ok(weighted_sum(feat.shape, feat.data(), &weights, false))

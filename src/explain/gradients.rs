@@ -31,7 +31,8 @@ pub(crate) fn check_targets(model: &Model, x: &Var, targets: &[usize]) -> anyhow
 pub fn last_stage_tap(model: &Model) -> &'static str {
     match model.spec.arch {
         Arch::Wrn { .. } => "final",
-        _ => "layer3",
+        Arch::Vgg { .. } => "block4",
+        Arch::ResNet { .. } => "layer3",
     }
 }
 

@@ -1,6 +1,7 @@
 //! The model zoo. A [`Model`] is an architecture ([`ModelSpec`]) plus its parameters ([`Store`]);
 //! its forward pass returns logits and named intermediate features ([`Outputs`]).
 pub mod resnet;
+pub mod vgg;
 pub mod wrn;
 
 use std::fmt;
@@ -22,6 +23,8 @@ pub enum Arch {
     ResNet { depth: usize, x4: bool },
     /// Wide ResNet WRN-depth-widen.
     Wrn { depth: usize, widen: usize },
+    /// CIFAR VGG with batch norm, depth 8, 11, 13, 16 or 19.
+    Vgg { depth: usize },
 }
 
 impl fmt::Display for Arch {
@@ -30,6 +33,7 @@ impl fmt::Display for Arch {
             Arch::ResNet { depth, x4: false } => write!(f, "resnet{depth}"),
             Arch::ResNet { depth, x4: true } => write!(f, "resnet{depth}x4"),
             Arch::Wrn { depth, widen } => write!(f, "wrn_{depth}_{widen}"),
+            Arch::Vgg { depth } => write!(f, "vgg{depth}"),
         }
     }
 }
@@ -61,7 +65,15 @@ impl FromStr for Arch {
                 return Ok(Arch::Wrn { depth, widen });
             }
         }
-        bail!("unknown architecture '{s}' (known: resnet8/14/20/32/44/56/110, resnet8x4, resnet32x4, wrn_d_w)")
+        if let Some(rest) = l.strip_prefix("vgg") {
+            let d = rest.strip_suffix("_bn").or_else(|| rest.strip_suffix("bn")).unwrap_or(rest);
+            let depth: usize = d.parse().with_context(|| format!("bad VGG depth in '{s}'"))?;
+            if vgg::config(depth).is_none() {
+                bail!("VGG depth must be 8, 11, 13, 16 or 19, got '{s}'");
+            }
+            return Ok(Arch::Vgg { depth });
+        }
+        bail!("unknown architecture '{s}' (known: resnet8/14/20/32/44/56/110, resnet8x4, resnet32x4, wrn_d_w, vgg8/11/13/16/19)")
     }
 }
 
@@ -162,6 +174,7 @@ pub struct Outputs<T> {
 enum Body {
     ResNet(resnet::ResNet),
     Wrn(wrn::Wrn),
+    Vgg(vgg::Vgg),
 }
 
 /// A model of the zoo with its parameters.
@@ -183,6 +196,9 @@ impl Model {
             Arch::Wrn { depth, widen } => {
                 Body::Wrn(wrn::Wrn::new(&mut store, &mut rng, depth, widen, spec.in_channels, spec.num_classes))
             }
+            Arch::Vgg { depth } => {
+                Body::Vgg(vgg::Vgg::new(&mut store, &mut rng, depth, spec.in_channels, spec.num_classes))
+            }
         };
         Self { spec, store, body }
     }
@@ -200,6 +216,14 @@ impl Model {
         self.store.num_params()
     }
 
+    /// The name of the linear classifier after global pooling (`fc`, or `classifier` for VGGs).
+    pub fn classifier_name(&self) -> &'static str {
+        match self.spec.arch {
+            Arch::Vgg { .. } => "classifier",
+            Arch::ResNet { .. } | Arch::Wrn { .. } => "fc",
+        }
+    }
+
     /// Forward pass with any tape; `train` selects batch statistics (and updates running ones).
     pub fn forward_with<T: Tape<f32, Dev>>(&self, x: Var<T>, train: bool, features: bool) -> Outputs<T> {
         assert_eq!(
@@ -214,6 +238,7 @@ impl Model {
         let logits = match &self.body {
             Body::ResNet(m) => m.forward(&self.store, x, train, &mut feats),
             Body::Wrn(m) => m.forward(&self.store, x, train, &mut feats),
+            Body::Vgg(m) => m.forward(&self.store, x, train, &mut feats),
         };
         Outputs { logits, features: feats }
     }
@@ -239,6 +264,7 @@ impl Model {
         let logits = match &self.body {
             Body::ResNet(m) => m.forward(&self.store, x, train, &mut feats),
             Body::Wrn(m) => m.forward(&self.store, x, train, &mut feats),
+            Body::Vgg(m) => m.forward(&self.store, x, train, &mut feats),
         };
         for t in taps {
             anyhow::ensure!(
@@ -320,12 +346,14 @@ mod tests {
 
     #[test]
     fn parse_and_display_archs() {
-        for name in ["resnet8", "resnet20", "resnet110", "resnet8x4", "resnet32x4", "wrn_40_2", "wrn_16_2"] {
+        for name in
+            ["resnet8", "resnet20", "resnet110", "resnet8x4", "resnet32x4", "wrn_40_2", "wrn_16_2", "vgg8", "vgg13"]
+        {
             assert_eq!(name.parse::<Arch>().unwrap().to_string(), name);
         }
         assert_eq!("WRN-40-2".parse::<Arch>().unwrap(), Arch::Wrn { depth: 40, widen: 2 });
         assert!("resnet21".parse::<Arch>().is_err());
-        assert!("vgg8".parse::<Arch>().is_err());
+        assert!("mobilenetv2".parse::<Arch>().is_err());
     }
 
     /// Parameter counts of the PyTorch definitions (RepDistiller `resnet.py`/`wrn.py`), counted with
@@ -347,5 +375,13 @@ mod tests {
         assert_eq!(count("resnet32x4"), 7_433_860);
         assert_eq!(count("wrn_40_2"), 2_255_156);
         assert_eq!(count("wrn_16_2"), 703_284);
+        // RepDistiller's vgg*_bn (conv biases, BN, one 512→100 classifier), counted in PyTorch.
+        assert_eq!(count("vgg8"), 3_965_028);
+        assert_eq!(count("vgg11"), 9_277_284);
+        assert_eq!(count("vgg13"), 9_462_180);
+        assert_eq!(count("vgg16"), 14_774_436);
+        assert_eq!(count("vgg19"), 20_086_692);
+        assert_eq!("VGG13_bn".parse::<Arch>().unwrap(), Arch::Vgg { depth: 13 });
+        assert!("vgg10".parse::<Arch>().is_err());
     }
 }

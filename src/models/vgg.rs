@@ -1,0 +1,80 @@
+//! VGG for CIFAR as RepDistiller's `vgg.py`, batch-norm variants (the ones RepDistiller registers as
+//! `vgg8`, `vgg11`, `vgg13`, `vgg16`, `vgg19`): five blocks of 3x3 convolutions (with bias) + BN +
+//! ReLU, `blockB.{3i}` the i-th convolution and `blockB.{3i+1}` its batch norm; the last ReLU of each
+//! block is applied outside it (so `blockB.pre` is the pre-activation feature); 2x2 max pooling after
+//! blocks 0–2 (and after block 3 only for 64-pixel inputs), global average pooling, a 512→classes
+//! linear classifier. Initialisation as RepDistiller: convolutions N(0, 2/(9·out)) with zero bias, the
+//! classifier N(0, 0.01²) with zero bias.
+use dfdx::prelude::Tape;
+use rand::Rng;
+use rand_distr::{Distribution, Normal};
+
+use super::Features;
+use crate::nn::ops::{self, ConvCfg};
+use crate::nn::{BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
+
+/// Channel widths of the five blocks for a VGG depth (RepDistiller's configurations S, A, B, D, E).
+pub fn config(depth: usize) -> Option<[&'static [usize]; 5]> {
+    Some(match depth {
+        8 => [&[64], &[128], &[256], &[512], &[512]],
+        11 => [&[64], &[128], &[256, 256], &[512, 512], &[512, 512]],
+        13 => [&[64, 64], &[128, 128], &[256, 256], &[512, 512], &[512, 512]],
+        16 => [&[64, 64], &[128, 128], &[256, 256, 256], &[512, 512, 512], &[512, 512, 512]],
+        19 => [&[64, 64], &[128, 128], &[256, 256, 256, 256], &[512, 512, 512, 512], &[512, 512, 512, 512]],
+        _ => return None,
+    })
+}
+
+/// A CIFAR VGG with batch norm.
+#[derive(Clone, Debug)]
+pub struct Vgg {
+    blocks: Vec<Vec<(Conv2d, BatchNorm2d)>>,
+    classifier: Linear,
+}
+
+impl Vgg {
+    pub fn new(s: &mut Store, rng: &mut impl Rng, depth: usize, in_ch: usize, classes: usize) -> Self {
+        let cfg = config(depth).unwrap_or_else(|| panic!("VGG depth must be 8, 11, 13, 16 or 19, got {depth}"));
+        let mut cin = in_ch;
+        let blocks = cfg
+            .iter()
+            .enumerate()
+            .map(|(b, widths)| {
+                widths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &w)| {
+                        let conv =
+                            Conv2d::new(s, rng, &format!("block{b}.{}", 3 * i), cin, w, 3, ConvCfg::new(1, 1), true);
+                        let bn = BatchNorm2d::new(s, &format!("block{b}.{}", 3 * i + 1), w);
+                        cin = w;
+                        (conv, bn)
+                    })
+                    .collect()
+            })
+            .collect();
+        let classifier = Linear::new(s, rng, "classifier", 512, classes, true);
+        let normal = Normal::new(0.0f32, 0.01).expect("valid normal");
+        s.set(classifier.weight, (0..512 * classes).map(|_| normal.sample(rng)).collect());
+        s.set(classifier.bias.expect("classifier has a bias"), vec![0.0; classes]);
+        Self { blocks, classifier }
+    }
+
+    pub fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, feats: &mut Features<T>) -> Var<T> {
+        let h = x.shape.h;
+        let mut out = x;
+        for (b, block) in self.blocks.iter().enumerate() {
+            for (i, (conv, bn)) in block.iter().enumerate() {
+                let last = i + 1 == block.len();
+                out = bn.forward(s, conv.forward(s, out), train, !last);
+            }
+            out = feats.tap(&format!("block{b}.pre"), out);
+            out = feats.tap(&format!("block{b}"), ops::relu(out));
+            if b < 3 || (b == 3 && h == 64) {
+                out = ops::max_pool2d(out, 2, 2, 0);
+            }
+        }
+        let pooled = feats.tap("pool", ops::global_avg_pool(out));
+        self.classifier.forward(s, pooled)
+    }
+}
