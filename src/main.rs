@@ -398,7 +398,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::BenchEmbed { points, classes, tsne_method, run, write_input, progress } => {
             use kdscope::embed;
-            let (logits, _) = embed::synthetic_logits(points, classes, 0);
+            let (logits, labels) = embed::synthetic_logits(points, classes, 0);
             let probs: Vec<f32> =
                 embed::log_softmax_rows(&logits, classes, 1.0).iter().map(|v| v.exp() as f32).collect();
             if let Some(path) = write_input {
@@ -409,8 +409,8 @@ fn main() -> anyhow::Result<()> {
                 }
                 kdscope::train::checkpoint::write_atomic(&path, csv.as_bytes())?;
             }
-            let predicted: Vec<usize> =
-                logits.chunks(classes).map(|r| (0..classes).fold(0, |b, c| if r[c] > r[b] { c } else { b })).collect();
+            let predicted =
+                kdscope::train::Predictions { num_classes: classes, labels, logits: logits.clone() }.predicted();
             if run.iter().any(|r| r == "darksight") {
                 let cfg = embed::DarkSightConfig { progress, ..Default::default() };
                 let ds = embed::darksight(&logits, classes, &cfg)?;

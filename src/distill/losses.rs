@@ -22,15 +22,22 @@ fn one_hot(labels: &[usize], k: usize) -> Vec<f32> {
     v
 }
 
-/// Row-wise log-softmax of `x / t` in f64 (for constant teacher targets).
-pub fn log_softmax_rows(x: &[f32], k: usize, t: f32) -> Vec<f32> {
+/// Row-wise log-softmax of `x / t`, computed and returned in f64.
+pub fn log_softmax_rows_f64(x: &[f32], k: usize, t: f64) -> Vec<f64> {
+    assert!(k > 0 && x.len().is_multiple_of(k), "logits of length {} are not rows of {k}", x.len());
+    assert!(t > 0.0, "temperature must be positive, got {t}");
     let mut out = Vec::with_capacity(x.len());
     for row in x.chunks(k) {
-        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64 / t as f64;
-        let lse = m + row.iter().map(|&v| (v as f64 / t as f64 - m).exp()).sum::<f64>().ln();
-        out.extend(row.iter().map(|&v| (v as f64 / t as f64 - lse) as f32));
+        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64 / t;
+        let lse = m + row.iter().map(|&v| (v as f64 / t - m).exp()).sum::<f64>().ln();
+        out.extend(row.iter().map(|&v| v as f64 / t - lse));
     }
     out
+}
+
+/// Row-wise log-softmax of `x / t` in f64, rounded to f32 (for constant teacher targets).
+pub fn log_softmax_rows(x: &[f32], k: usize, t: f32) -> Vec<f32> {
+    log_softmax_rows_f64(x, k, t as f64).into_iter().map(|v| v as f32).collect()
 }
 
 /// Mean cross-entropy of `logits` against hard `labels`.

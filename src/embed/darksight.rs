@@ -278,7 +278,7 @@ pub fn darksight(logits: &[f32], k: usize, cfg: &DarkSightConfig) -> anyhow::Res
         (Adam::new(2 * k, cfg.lr_means), Adam::new(2 * n, cfg.lr_points), Adam::new(k, cfg.lr_prior));
     let mut d_y_full = vec![0.0; 2 * n];
     let mut loss = Vec::with_capacity(cfg.epochs);
-    let pb = super::progress(cfg.epochs as u64, "DarkSight", "epochs", cfg.progress);
+    let pb = crate::train::progress_bar(cfg.epochs as u64, "DarkSight", "epochs", cfg.progress);
     for epoch in 1..=cfg.epochs {
         if let Some(a) = &cfg.annealing {
             let target = cfg.temperature;
@@ -342,23 +342,30 @@ impl DarkSight {
         self.points.is_empty()
     }
 
-    fn student(&self) -> (Vec<f64>, Vec<f64>) {
-        (self.means.iter().flat_map(|m| [m[0], m[1]]).collect(), log_softmax_vec(&self.prior_logits))
+    /// `(log q(c | y), log p(y))` at each of `points`, the student built once.
+    fn posterior_parts(&self, points: &[[f64; 2]]) -> Vec<(Vec<f64>, f64)> {
+        let means: Vec<f64> = self.means.iter().flat_map(|m| [m[0], m[1]]).collect();
+        let log_prior = log_softmax_vec(&self.prior_logits);
+        let st = Student { means: &means, log_prior: &log_prior, h: self.precision };
+        points
+            .par_iter()
+            .map(|&y| {
+                let (mut a, mut s) = (vec![0.0; self.num_classes], vec![0.0; self.num_classes]);
+                st.scores(y, &mut a, &mut s);
+                let log_marginal = log_normalize(&mut a);
+                (a, log_marginal)
+            })
+            .collect()
     }
 
     /// `log q(c | y)` of the Naive-Bayes student at any 2-D location.
     pub fn log_posterior_at(&self, y: [f64; 2]) -> Vec<f64> {
-        let (means, log_prior) = self.student();
-        let st = Student { means: &means, log_prior: &log_prior, h: self.precision };
-        let (mut a, mut s) = (vec![0.0; self.num_classes], vec![0.0; self.num_classes]);
-        st.scores(y, &mut a, &mut s);
-        log_normalize(&mut a);
-        a
+        self.posterior_parts(&[y]).remove(0).0
     }
 
     /// `log q(c | y_i)` of every point (`n × k`, row-major).
     pub fn log_posteriors(&self) -> Vec<f64> {
-        self.points.par_iter().flat_map_iter(|&p| self.log_posterior_at(p)).collect()
+        self.posterior_parts(&self.points).into_iter().flat_map(|(a, _)| a).collect()
     }
 
     /// The student's probabilities at every point (`n × k`).
@@ -381,21 +388,12 @@ impl DarkSight {
     /// The student's marginal density `p(y) = Σ_c π_c t(y | μ_c)` at every point (the official
     /// output's `p_y`).
     pub fn marginal_density(&self) -> Vec<f64> {
-        let (means, log_prior) = self.student();
-        let st = Student { means: &means, log_prior: &log_prior, h: self.precision };
-        self.points
-            .iter()
-            .map(|&p| {
-                let (mut a, mut s) = (vec![0.0; self.num_classes], vec![0.0; self.num_classes]);
-                st.scores(p, &mut a, &mut s);
-                log_normalize(&mut a).exp()
-            })
-            .collect()
+        self.posterior_parts(&self.points).into_iter().map(|(_, lm)| lm.exp()).collect()
     }
 
     /// The points as a flat `n × 2` f32 buffer.
     pub fn flat(&self) -> Vec<f32> {
-        self.points.iter().flat_map(|p| [p[0] as f32, p[1] as f32]).collect()
+        super::flat_points(&self.points)
     }
 }
 

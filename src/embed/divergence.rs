@@ -1,22 +1,11 @@
 //! The divergences and densities the embeddings use, on plain rows of probabilities.
 //!
-//! All logarithms are natural. Probabilities below `1e-12` are clamped before a logarithm, so rows with
-//! exact zeros (one-hot predictions) give finite values.
-
-const TINY: f64 = 1e-12;
+//! All logarithms are natural.
 
 /// `log softmax(logits / t)` of each row of a row-major `n × k` matrix, in f64.
-pub fn log_softmax_rows(logits: &[f32], k: usize, t: f64) -> Vec<f64> {
-    assert!(k > 0 && logits.len().is_multiple_of(k), "logits of length {} are not rows of {k}", logits.len());
-    assert!(t > 0.0, "temperature must be positive, got {t}");
-    let mut out = Vec::with_capacity(logits.len());
-    for row in logits.chunks(k) {
-        let m = row.iter().map(|&v| v as f64 / t).fold(f64::NEG_INFINITY, f64::max);
-        let lse = m + row.iter().map(|&v| (v as f64 / t - m).exp()).sum::<f64>().ln();
-        out.extend(row.iter().map(|&v| v as f64 / t - lse));
-    }
-    out
-}
+pub use crate::distill::losses::log_softmax_rows_f64 as log_softmax_rows;
+/// `KL(P‖Q) = Σ p log(p/q)` of two probability rows (terms with `p = 0` contribute 0).
+pub use crate::metrics::kl;
 
 /// Symmetric KL divergence of two distributions given as log-probabilities, with DarkSight's
 /// weighting: `½ KL(P‖Q) + ½ KL(Q‖P) = ½ Σ_c (p_c − q_c)(log p_c − log q_c)`.
@@ -37,16 +26,6 @@ pub fn mean_symmetric_kl(log_p: &[f64], log_q: &[f64], k: usize) -> f64 {
 pub fn student_t2_logpdf(y: [f64; 2], mu: [f64; 2], h: f64) -> f64 {
     let r2 = (y[0] - mu[0]).powi(2) + (y[1] - mu[1]).powi(2);
     h.ln() - (2.0 * std::f64::consts::PI).ln() - 2.0 * (1.0 + 0.5 * h * r2).ln()
-}
-
-/// `KL(P‖Q) = Σ p log(p/q)` of two probability rows (terms with `p = 0` contribute 0).
-pub fn kl(p: &[f32], q: &[f32]) -> f64 {
-    assert_eq!(p.len(), q.len());
-    p.iter()
-        .zip(q)
-        .filter(|(&a, _)| a > 0.0)
-        .map(|(&a, &b)| a as f64 * ((a as f64).max(TINY).ln() - (b as f64).max(TINY).ln()))
-        .sum()
 }
 
 /// Jensen-Shannon divergence `½ KL(P‖M) + ½ KL(Q‖M)`, `M = ½(P + Q)`, in nats (between 0 and ln 2).

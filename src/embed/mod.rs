@@ -43,6 +43,11 @@ pub use rejection::{max_probability, negative_entropy, rejection_curve};
 pub use section::{embed_predictions, model_outputs, section, sections_from, EmbedConfig, ModelEmbeddings, TsneInput};
 pub use tsne::{exact_kl, tsne, Tsne, TsneConfig, TsneInit, TsneMethod};
 
+/// 2-D points as a flat `n × 2` f32 buffer (what [`knn`] and [`local_fidelity`] take).
+pub fn flat_points(points: &[[f64; 2]]) -> Vec<f32> {
+    points.iter().flat_map(|p| [p[0] as f32, p[1] as f32]).collect()
+}
+
 /// Seeded synthetic logits (`n × classes`) with the structure of a real classifier's: 80 % confident
 /// predictions, 15 % confused between the true class and a sibling of its group of 4 classes, 5 % nearly
 /// flat; point `i` has label `i % classes`. For benchmarks and examples.
@@ -68,16 +73,4 @@ pub fn synthetic_logits(n: usize, classes: usize, seed: u64) -> (Vec<f32>, Vec<u
         logits.extend(row);
     }
     (logits, (0..n).map(|i| i % classes).collect())
-}
-
-/// A progress bar on stderr (hidden when `show` is false).
-pub(crate) fn progress(len: u64, label: &str, unit: &str, show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(len);
-    let template = format!("{{prefix:>12}} {{bar:30}} {{pos}}/{{len}} {unit} {{elapsed_precise}} eta {{eta}} {{msg}}");
-    pb.set_style(indicatif::ProgressStyle::with_template(&template).expect("valid template"));
-    pb.set_prefix(label.to_string());
-    pb
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::darksight::{darksight, DarkSight, DarkSightConfig};
 use super::divergence::{entropy, log_softmax_rows};
 use super::fidelity::local_fidelity;
+use super::flat_points;
 use super::kde::{kde_log_density, Bandwidth, KdeScope};
 use super::rejection::{max_probability, negative_entropy, rejection_curve};
 use super::tsne::{tsne, Tsne, TsneConfig};
@@ -132,13 +133,9 @@ pub fn embed_predictions(
     let mut kde = vec![];
     let mut fidelity = vec![];
     let kmax = cfg.kmax.min(n.saturating_sub(1)).max(1);
-    let embeddings: Vec<(String, Vec<[f64; 2]>, Vec<f32>)> =
-        std::iter::once(("DarkSight".to_string(), ds.points.clone(), ds.flat()))
-            .chain(tsnes.iter().map(|(l, t)| (l.clone(), t.points.clone(), t.flat())))
-            .collect();
-    for (label, pts, flat) in &embeddings {
-        kde.push((label.clone(), kde_log_density(pts, &predicted, cfg.bandwidth, cfg.kde_scope)?));
-        fidelity.push((label.clone(), local_fidelity(flat, &probabilities, k, kmax)?));
+    for (label, pts) in all_points(&ds, &tsnes) {
+        kde.push((label.to_string(), kde_log_density(pts, &predicted, cfg.bandwidth, cfg.kde_scope)?));
+        fidelity.push((label.to_string(), local_fidelity(&flat_points(pts), &probabilities, k, kmax)?));
     }
     let correct: Vec<bool> = predicted.iter().zip(labels).map(|(p, l)| p == l).collect();
     let mut rejection = vec![];
@@ -168,20 +165,21 @@ pub fn embed_predictions(
     })
 }
 
-impl ModelEmbeddings {
-    fn embeddings(&self) -> Vec<(&str, Vec<[f64; 2]>)> {
-        std::iter::once(("DarkSight", self.darksight.points.clone()))
-            .chain(self.tsne.iter().map(|(l, t)| (l.as_str(), t.points.clone())))
-            .collect()
-    }
+/// Every embedding's label and points, DarkSight first (the order of `kde` and `fidelity`).
+fn all_points<'a>(ds: &'a DarkSight, tsnes: &'a [(String, Tsne)]) -> Vec<(&'a str, &'a [[f64; 2]])> {
+    std::iter::once(("DarkSight", ds.points.as_slice()))
+        .chain(tsnes.iter().map(|(l, t)| (l.as_str(), t.points.as_slice())))
+        .collect()
+}
 
+impl ModelEmbeddings {
     /// Every point of every embedding: `model, method, index, x, y, label, predicted, correct,
     /// kde_log_density, max_probability, entropy`.
     pub fn points_frame(&self) -> anyhow::Result<DataFrame> {
         let k = self.num_classes;
         let n = self.indices.len();
         let (mut method, mut x, mut y, mut dens) = (vec![], vec![], vec![], vec![]);
-        for ((label, pts), (_, kd)) in self.embeddings().into_iter().zip(&self.kde) {
+        for ((label, pts), (_, kd)) in all_points(&self.darksight, &self.tsne).into_iter().zip(&self.kde) {
             for (p, &d) in pts.iter().zip(kd) {
                 method.push(label.to_string());
                 x.push(p[0]);

@@ -100,7 +100,7 @@ pub struct Tsne {
 impl Tsne {
     /// The points as a flat `n × 2` f32 buffer.
     pub fn flat(&self) -> Vec<f32> {
-        self.points.iter().flat_map(|p| [p[0] as f32, p[1] as f32]).collect()
+        super::flat_points(&self.points)
     }
 }
 
@@ -280,6 +280,22 @@ pub fn pca2(x: &[f32], d: usize) -> Vec<[f64; 2]> {
         .collect()
 }
 
+/// The gradient `4 (e·attraction − repulsion / Z)` from per-point sums `[attraction x, y, repulsion
+/// x, y, Σ_j q_ij (unnormalised), Σ_j p_ij (log p_ij − log q_ij)]`, with `Z = Σ_i Σ_j q_ij`; returns
+/// KL(P‖Q) `= Σ p (log p − log q_unnorm) + log Z` (as `Σ p = 1`) when asked, else 0.
+fn finish_gradient(rows: &[[f64; 6]], exaggeration: f64, grad: &mut [f64], with_kl: bool) -> f64 {
+    let z: f64 = rows.iter().map(|r| r[4]).sum();
+    for (i, r) in rows.iter().enumerate() {
+        grad[2 * i] = 4.0 * (exaggeration * r[0] - r[2] / z);
+        grad[2 * i + 1] = 4.0 * (exaggeration * r[1] - r[3] / z);
+    }
+    if with_kl {
+        rows.iter().map(|r| r[5]).sum::<f64>() + z.ln()
+    } else {
+        0.0
+    }
+}
+
 /// Exact gradient (`4 Σ_j (e·p_ij − q_ij) (1 + ‖y_i − y_j‖²)⁻¹ (y_i − y_j)`) and, optionally, KL(P‖Q).
 fn exact_gradient(p: &[f64], y: &[f64], exaggeration: f64, grad: &mut [f64], with_kl: bool) -> f64 {
     let n = y.len() / 2;
@@ -310,17 +326,7 @@ fn exact_gradient(p: &[f64], y: &[f64], exaggeration: f64, grad: &mut [f64], wit
             r
         })
         .collect();
-    let z: f64 = rows.iter().map(|r| r[4]).sum();
-    for (i, r) in rows.iter().enumerate() {
-        grad[2 * i] = 4.0 * (exaggeration * r[0] - r[2] / z);
-        grad[2 * i + 1] = 4.0 * (exaggeration * r[1] - r[3] / z);
-    }
-    // KL = Σ p (log p − log q_unnorm) + log Z (Σ p = 1).
-    if with_kl {
-        rows.iter().map(|r| r[5]).sum::<f64>() + z.ln()
-    } else {
-        0.0
-    }
+    finish_gradient(&rows, exaggeration, grad, with_kl)
 }
 
 /// A 2-D quadtree over the points, storing counts and coordinate sums per cell.
@@ -478,16 +484,7 @@ fn bh_gradient(p: &SparseP, y: &[f64], exaggeration: f64, theta: f64, grad: &mut
             r
         })
         .collect();
-    let z: f64 = rows.iter().map(|r| r[4]).sum();
-    for (i, r) in rows.iter().enumerate() {
-        grad[2 * i] = 4.0 * (exaggeration * r[0] - r[2] / z);
-        grad[2 * i + 1] = 4.0 * (exaggeration * r[1] - r[3] / z);
-    }
-    if with_kl {
-        rows.iter().map(|r| r[5]).sum::<f64>() + z.ln()
-    } else {
-        0.0
-    }
+    finish_gradient(&rows, exaggeration, grad, with_kl)
 }
 
 enum Affinities {
@@ -558,7 +555,7 @@ pub fn tsne(x: &[f32], d: usize, cfg: &TsneConfig) -> anyhow::Result<Tsne> {
         }
     };
     let lr = cfg.learning_rate.unwrap_or((n as f64 / cfg.early_exaggeration / 4.0).max(50.0));
-    let pb = super::progress(cfg.iters as u64, "t-SNE", "iterations", cfg.progress);
+    let pb = crate::train::progress_bar(cfg.iters as u64, "t-SNE", "iterations", cfg.progress);
     let mut grad = vec![0.0; 2 * n];
     let mut it = 0;
     for (stage, (end, momentum, ex)) in

@@ -222,7 +222,7 @@ impl KdReport {
         });
         let explain_html = self.explain.as_ref().map(explain_html).transpose()?;
         let corpus_set: std::collections::BTreeSet<usize> =
-            corpus.iter().filter_map(|c| c["i"].as_u64().map(|i| i as usize)).collect();
+            corpus_indices(test, self.images_per_class).into_iter().collect();
         let embed = self.embed.as_ref().map(|e| embed_parts(e, test, &t, &s, &corpus_set)).transpose()?;
         let (embed_json, embed_html) = match embed {
             Some((j, h)) => (Some(j), Some(h)),
@@ -415,16 +415,20 @@ pub fn corpus_indices(test: &Dataset, per_class: usize) -> Vec<usize> {
     out
 }
 
+/// A section's settings as one legend line (`key: value · …`), or nothing without notes.
+fn notes_html(notes: &[(String, String)]) -> String {
+    if notes.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> =
+        notes.iter().map(|(k, v)| format!("{}: {}", notebook::escape(k), notebook::escape(v))).collect();
+    format!("<p class=\"legend\">{}</p>", items.join(" · "))
+}
+
 /// The explanations section's HTML: notes, frames as tables, example images.
 fn explain_html(e: &ExplainSection) -> anyhow::Result<String> {
     let mut h = String::new();
-    if !e.notes.is_empty() {
-        h.push_str("<p class=\"legend\">");
-        let notes: Vec<String> =
-            e.notes.iter().map(|(k, v)| format!("{}: {}", notebook::escape(k), notebook::escape(v))).collect();
-        h.push_str(&notes.join(" · "));
-        h.push_str("</p>");
-    }
+    h.push_str(&notes_html(&e.notes));
     for (title, df) in [
         ("Explanation quality (ADCC metrics)", &e.quality),
         ("UniCAM: distilled and residual knowledge", &e.unicam),
@@ -626,11 +630,7 @@ fn embed_parts(
     let data = json!({ "models": models, "methods": methods, "sets": sets, "thumbs": thumbs, "tops": tops });
 
     let mut h = String::new();
-    if !e.notes.is_empty() {
-        let notes: Vec<String> =
-            e.notes.iter().map(|(k, v)| format!("{}: {}", notebook::escape(k), notebook::escape(v))).collect();
-        h.push_str(&format!("<p class=\"legend\">{}</p>", notes.join(" · ")));
-    }
+    h.push_str(&notes_html(&e.notes));
     h.push_str("<h3>Embeddings</h3>");
     h.push_str(&notebook::table_with(&e.summary, usize::MAX).html);
     h.push_str("<h3>Accuracy vs data kept</h3><div class=\"row\">");

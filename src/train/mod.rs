@@ -124,15 +124,14 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
 }
 
-fn bar(len: u64, label: &str, show: bool) -> ProgressBar {
+/// A progress bar on stderr counting `unit`s (hidden when `show` is false).
+pub(crate) fn progress_bar(len: u64, label: &str, unit: &str, show: bool) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>24} {bar:30} {pos}/{len} batches {elapsed_precise} eta {eta} {msg}")
-            .expect("valid template"),
-    );
+    let template = format!("{{prefix:>24}} {{bar:30}} {{pos}}/{{len}} {unit} {{elapsed_precise}} eta {{eta}} {{msg}}");
+    pb.set_style(ProgressStyle::with_template(&template).expect("valid template"));
     pb.set_prefix(label.to_string());
     pb
 }
@@ -187,7 +186,12 @@ pub fn fit(
         let lr = cfg.schedule.lr(cfg.lr, epoch, cfg.epochs);
         sgd.set_lr(lr);
         let batches = epoch_batches(data.train.len(), cfg.batch_size, true, cfg.seed, epoch, cfg.drop_last);
-        let pb = bar(batches.len() as u64, &format!("{} {}/{}", opts.label, epoch + 1, cfg.epochs), opts.progress);
+        let pb = progress_bar(
+            batches.len() as u64,
+            &format!("{} {}/{}", opts.label, epoch + 1, cfg.epochs),
+            "batches",
+            opts.progress,
+        );
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let aug_seed = cfg.seed.wrapping_mul(0x5851_F42D_4C95_7F2D).wrapping_add(epoch as u64);
         for idx in &batches {
