@@ -58,7 +58,7 @@ impl Distiller for HintonKd {
         student: Outputs<Tracked>,
         teacher: Option<&Outputs<NoneTape>>,
         labels: &[usize],
-        _: StepCtx,
+        _: StepCtx<'_>,
     ) -> LossParts {
         let teacher = teacher.expect("Hinton KD needs a teacher");
         let s = logits_of(student.logits);

@@ -73,6 +73,32 @@ pub fn logits_of(v: Var<Tracked>) -> Logits {
     v.dfdx_matrix()
 }
 
+/// A recorded feature map as an `(n, c·h·w)` dfdx matrix (gradients flow back into the map).
+pub fn feature_matrix(v: Var<Tracked>) -> Logits {
+    v.dfdx_matrix()
+}
+
+/// A constant `(n, k)` matrix (teacher features, masks).
+pub fn constant(values: Vec<f32>, n: usize, k: usize) -> Tensor<(usize, usize), f32, Dev> {
+    assert_eq!(values.len(), n * k, "constant: {} values for ({n}, {k})", values.len());
+    const_matrix(values, n, k)
+}
+
+/// Mean squared error between a recorded feature map and a constant target of the same size
+/// (PyTorch's `F.mse_loss(..., reduction="mean")`).
+pub fn mse_to(student: Var<Tracked>, target: &[f32]) -> Loss {
+    assert_eq!(
+        student.shape.numel(),
+        target.len(),
+        "mse: student feature {} has {} values, the target {}",
+        student.shape,
+        student.shape.numel(),
+        target.len()
+    );
+    let (n, k) = (student.shape.n, student.shape.per_sample());
+    (feature_matrix(student) - const_matrix(target.to_vec(), n, k)).square().mean()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

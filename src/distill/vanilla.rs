@@ -26,7 +26,7 @@ impl Distiller for Vanilla {
         student: Outputs<Tracked>,
         _: Option<&Outputs<NoneTape>>,
         labels: &[usize],
-        _: StepCtx,
+        _: StepCtx<'_>,
     ) -> LossParts {
         let ce = cross_entropy(logits_of(student.logits), labels);
         let v = ce.array();

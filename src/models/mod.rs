@@ -177,6 +177,35 @@ enum Body {
     Vgg(vgg::Vgg),
 }
 
+/// One stage's output as the feature-distillation methods see it: the tap after the stage's last
+/// activation (`feat`, mdistiller's `feats`) and before it (`preact`, mdistiller's `preact_feats`; the
+/// same tap where the architecture has no separate pre-activation), with its shape for one image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stage {
+    pub feat: String,
+    pub preact: String,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// The stages of a model after its stem, shallow to deep, and the width of its pooled feature (the
+/// input of the classifier, tap `pool`), measured by a forward pass at a given input size. Feature
+/// methods derive every connector's channels and every resize from two layouts, so no teacher/student
+/// pair needs a hand-written table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeatureLayout {
+    pub stages: Vec<Stage>,
+    pub pool_channels: usize,
+}
+
+impl FeatureLayout {
+    /// The last `k` stages (the deepest ones), for pairing models with different stage counts.
+    pub fn last(&self, k: usize) -> &[Stage] {
+        &self.stages[self.stages.len() - k.min(self.stages.len())..]
+    }
+}
+
 /// A model of the zoo with its parameters.
 pub struct Model {
     pub spec: ModelSpec,
@@ -222,6 +251,38 @@ impl Model {
             Arch::Vgg { .. } => "classifier",
             Arch::ResNet { .. } | Arch::Wrn { .. } => "fc",
         }
+    }
+
+    /// Names of the post-activation and pre-activation taps of each stage after the stem.
+    fn stage_taps(&self) -> Vec<(String, String)> {
+        match self.spec.arch {
+            Arch::ResNet { .. } => (1..=3).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect(),
+            // Pre-activation blocks: a group's output is the input of the next BN-ReLU.
+            Arch::Wrn { .. } => (1..=3).map(|i| (format!("block{i}"), format!("block{i}"))).collect(),
+            Arch::Vgg { .. } => (1..=4).map(|i| (format!("block{i}"), format!("block{i}.pre"))).collect(),
+        }
+    }
+
+    /// The stage layout for inputs of `height × width` (one evaluation-mode forward pass of a blank
+    /// image; running statistics are not touched).
+    pub fn feature_layout(&self, height: usize, width: usize) -> FeatureLayout {
+        let x = Var::from_vec(
+            vec![0.0; self.spec.in_channels * height * width],
+            Shape4::new(1, self.spec.in_channels, height, width),
+        );
+        let out = self.forward_with(x, false, true);
+        let shape =
+            |name: &str| out.features.get(name).unwrap_or_else(|| panic!("{} has no tap '{name}'", self.name())).shape;
+        let stages = self
+            .stage_taps()
+            .into_iter()
+            .map(|(feat, preact)| {
+                let s = shape(&feat);
+                assert_eq!(s, shape(&preact), "{}: '{feat}' and '{preact}' differ in shape", self.name());
+                Stage { feat, preact, channels: s.c, height: s.h, width: s.w }
+            })
+            .collect();
+        FeatureLayout { stages, pool_channels: shape("pool").c }
     }
 
     /// Forward pass with any tape; `train` selects batch statistics (and updates running ones).

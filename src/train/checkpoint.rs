@@ -16,7 +16,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::History;
 use crate::models::{Model, ModelSpec};
-use crate::nn::Sgd;
+use crate::nn::{Sgd, Store};
 
 const SPEC_KEY: &str = "kdscope.spec";
 const EPOCH_KEY: &str = "kdscope.epoch";
@@ -54,20 +54,33 @@ fn serialize(entries: &[Entry], meta: HashMap<String, String>) -> anyhow::Result
 }
 
 fn model_entries(model: &Model) -> Vec<Entry> {
-    let mut e: Vec<Entry> = model
-        .store
+    store_entries(&model.store, "")
+}
+
+/// Parameters and batch-norm buffers of `store`, names prefixed with `prefix`.
+fn store_entries(store: &Store, prefix: &str) -> Vec<Entry> {
+    let mut e: Vec<Entry> = store
         .params
         .iter()
-        .map(|p| (p.name.clone(), Dtype::F32, p.shape.clone(), f32_bytes(&p.values())))
+        .map(|p| (format!("{prefix}{}", p.name), Dtype::F32, p.shape.clone(), f32_bytes(&p.values())))
         .collect();
-    for bn in &model.store.bns {
+    for bn in &store.bns {
         let st = bn.stats.lock().expect("batch-norm statistics lock");
-        let c = st.mean.len();
-        e.push((format!("{}.running_mean", bn.prefix), Dtype::F32, vec![c], f32_bytes(&st.mean)));
-        e.push((format!("{}.running_var", bn.prefix), Dtype::F32, vec![c], f32_bytes(&st.var)));
-        e.push((format!("{}.num_batches_tracked", bn.prefix), Dtype::I64, vec![], st.batches.to_le_bytes().to_vec()));
+        let (c, n) = (st.mean.len(), &bn.prefix);
+        e.push((format!("{prefix}{n}.running_mean"), Dtype::F32, vec![c], f32_bytes(&st.mean)));
+        e.push((format!("{prefix}{n}.running_var"), Dtype::F32, vec![c], f32_bytes(&st.var)));
+        e.push((format!("{prefix}{n}.num_batches_tracked"), Dtype::I64, vec![], st.batches.to_le_bytes().to_vec()));
     }
     e
+}
+
+/// Momentum buffers of `store`'s parameters.
+fn velocity_entries(store: &Store, prefix: &str, sgd: &mut Sgd) -> Vec<Entry> {
+    store
+        .params
+        .iter()
+        .map(|p| (format!("velocity.{prefix}{}", p.name), Dtype::F32, p.shape.clone(), f32_bytes(&sgd.velocity(p))))
+        .collect()
 }
 
 fn model_meta(model: &Model, epoch: Option<usize>) -> HashMap<String, String> {
@@ -149,26 +162,43 @@ fn load_bytes(path: &Path, bytes: &[u8], meta: &HashMap<String, String>, model: 
             bail!("{} holds {}, but the model is {}", path.display(), spec, model.spec);
         }
     }
-    let mut values = Vec::with_capacity(model.store.params.len());
-    for p in &model.store.params {
-        let v = tensor_f32(&st, path, &p.name, &p.shape).map_err(|e| {
-            if p.name.starts_with("fc.") {
-                e.context(format!("(the model has {} classes)", model.spec.num_classes))
-            } else {
-                e
-            }
-        })?;
-        values.push(v);
+    let classes = model.spec.num_classes;
+    load_store(&st, path, &mut model.store, "", |e, name| {
+        if name.starts_with("fc.") || name.starts_with("classifier.") {
+            e.context(format!("(the model has {classes} classes)"))
+        } else {
+            e
+        }
+    })?;
+    let known: std::collections::HashSet<String> = model_entries(model).into_iter().map(|e| e.0).collect();
+    if let Some(extra) = st.names().into_iter().find(|n| !known.contains(n.as_str())) {
+        bail!("{}: tensor '{extra}' does not belong to {}", path.display(), model.spec);
+    }
+    Ok(())
+}
+
+/// Reads `store`'s parameters and batch-norm buffers (names prefixed with `prefix`) from `st`;
+/// `explain` may add context to a missing or mis-shaped parameter's error.
+fn load_store(
+    st: &SafeTensors,
+    path: &Path,
+    store: &mut Store,
+    prefix: &str,
+    explain: impl Fn(anyhow::Error, &str) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let mut values = Vec::with_capacity(store.params.len());
+    for p in &store.params {
+        values.push(tensor_f32(st, path, &format!("{prefix}{}", p.name), &p.shape).map_err(|e| explain(e, &p.name))?);
     }
     for (i, v) in values.into_iter().enumerate() {
-        model.store.set(crate::nn::PId(i), v);
+        store.set(crate::nn::PId(i), v);
     }
-    for bn in &model.store.bns {
+    for bn in &store.bns {
         let mut stats = bn.stats.lock().expect("batch-norm statistics lock");
-        let c = stats.mean.len();
-        stats.mean = tensor_f32(&st, path, &format!("{}.running_mean", bn.prefix), &[c])?;
-        stats.var = tensor_f32(&st, path, &format!("{}.running_var", bn.prefix), &[c])?;
-        let name = format!("{}.num_batches_tracked", bn.prefix);
+        let (c, n) = (stats.mean.len(), &bn.prefix);
+        stats.mean = tensor_f32(st, path, &format!("{prefix}{n}.running_mean"), &[c])?;
+        stats.var = tensor_f32(st, path, &format!("{prefix}{n}.running_var"), &[c])?;
+        let name = format!("{prefix}{n}.num_batches_tracked");
         if let Ok(t) = st.tensor(&name) {
             ensure!(
                 t.dtype() == Dtype::I64 && t.data().len() == 8,
@@ -177,10 +207,6 @@ fn load_bytes(path: &Path, bytes: &[u8], meta: &HashMap<String, String>, model: 
             );
             stats.batches = i64::from_le_bytes(t.data().try_into().expect("8 bytes"));
         }
-    }
-    let known: std::collections::HashSet<String> = model_entries(model).into_iter().map(|e| e.0).collect();
-    if let Some(extra) = st.names().into_iter().find(|n| !known.contains(n.as_str())) {
-        bail!("{}: tensor '{extra}' does not belong to {}", path.display(), model.spec);
     }
     Ok(())
 }
@@ -192,15 +218,24 @@ pub fn train_state_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Saves a resumable training checkpoint: the model file plus the optimiser state and history.
-pub fn save_training(path: &Path, model: &Model, sgd: &mut Sgd, history: &History) -> anyhow::Result<()> {
+/// Prefix of a distillation method's own modules in the training-state file.
+const METHOD_PREFIX: &str = "method.";
+
+/// Saves a resumable training checkpoint: the model file plus the optimiser state, the history and
+/// the distillation method's own modules (`method`, if it has any) with their optimiser state.
+pub fn save_training(
+    path: &Path,
+    model: &Model,
+    method: Option<&Store>,
+    sgd: &mut Sgd,
+    history: &History,
+) -> anyhow::Result<()> {
     let epoch = history.epochs.len();
-    let entries: Vec<Entry> = model
-        .store
-        .params
-        .iter()
-        .map(|p| (format!("velocity.{}", p.name), Dtype::F32, p.shape.clone(), f32_bytes(&sgd.velocity(p))))
-        .collect();
+    let mut entries = velocity_entries(&model.store, "", sgd);
+    if let Some(m) = method {
+        entries.extend(store_entries(m, METHOD_PREFIX));
+        entries.extend(velocity_entries(m, METHOD_PREFIX, sgd));
+    }
     let mut meta = HashMap::new();
     meta.insert("kdscope.history".into(), serde_json::to_string(history)?);
     meta.insert(EPOCH_KEY.into(), epoch.to_string());
@@ -221,8 +256,14 @@ pub fn read_history(path: &Path) -> anyhow::Result<Option<History>> {
     Ok(Some(serde_json::from_str(h).with_context(|| format!("{}: malformed history", sp.display()))?))
 }
 
-/// Restores a training checkpoint into `model` and `sgd`; returns the history so far.
-pub fn load_training(path: &Path, model: &mut Model, sgd: &mut Sgd) -> anyhow::Result<History> {
+/// Restores a training checkpoint into `model`, the method's modules and `sgd`; returns the history so
+/// far.
+pub fn load_training(
+    path: &Path,
+    model: &mut Model,
+    method: Option<&mut Store>,
+    sgd: &mut Sgd,
+) -> anyhow::Result<History> {
     let (model_bytes, model_meta) = read_with_meta(path)?;
     load_bytes(path, &model_bytes, &model_meta, model)?;
     let sp = train_state_path(path);
@@ -238,9 +279,20 @@ pub fn load_training(path: &Path, model: &mut Model, sgd: &mut Sgd) -> anyhow::R
         history.epochs.len()
     );
     let st = SafeTensors::deserialize(&bytes)?;
-    for p in &model.store.params {
-        let v = tensor_f32(&st, &sp, &format!("velocity.{}", p.name), &p.shape)?;
-        sgd.set_velocity(p, &v)?;
+    restore_velocities(&st, &sp, &model.store, "", sgd)?;
+    if let Some(m) = method {
+        load_store(&st, &sp, m, METHOD_PREFIX, |e, _| {
+            e.context("(was the checkpoint trained with another method or pair?)")
+        })?;
+        restore_velocities(&st, &sp, m, METHOD_PREFIX, sgd)?;
     }
     Ok(history)
+}
+
+fn restore_velocities(st: &SafeTensors, path: &Path, store: &Store, prefix: &str, sgd: &mut Sgd) -> anyhow::Result<()> {
+    for p in &store.params {
+        let v = tensor_f32(st, path, &format!("velocity.{prefix}{}", p.name), &p.shape)?;
+        sgd.set_velocity(p, &v)?;
+    }
+    Ok(())
 }

@@ -16,7 +16,7 @@ pub use eval::{evaluate, Predictions};
 pub use schedule::Schedule;
 
 use crate::data::{epoch_batches, make_batch, Augment, DataSplit};
-use crate::distill::{Distiller, StepCtx};
+use crate::distill::{Distiller, Setup, StepCtx};
 use crate::models::Model;
 use crate::nn::Sgd;
 
@@ -170,11 +170,22 @@ pub fn fit(
             data.train.num_classes()
         );
     }
+    let (h, w) = (data.train.height, data.train.width);
+    let setup = Setup {
+        student,
+        teacher,
+        student_layout: student.feature_layout(h, w),
+        teacher_layout: teacher.map(|t| t.feature_layout(h, w)),
+        train_len: data.train.len(),
+        num_classes: data.train.num_classes(),
+        seed: cfg.seed,
+    };
+    distiller.setup(&setup).with_context(|| format!("setting up '{}'", distiller.name()))?;
     let mut sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay);
     let mut history = History::default();
     if let (true, Some(path)) = (opts.resume, &opts.checkpoint) {
         if path.exists() {
-            let state = checkpoint::load_training(path, student, &mut sgd)
+            let state = checkpoint::load_training(path, student, distiller.modules_mut(), &mut sgd)
                 .with_context(|| format!("resuming from {}", path.display()))?;
             history = state;
         }
@@ -200,7 +211,7 @@ pub fn fit(
             let s_out = student.forward_with(b.x.traced_input(), true, distiller.needs_features());
             correct += eval::count_correct(s_out.logits.data(), student.spec.num_classes, &b.labels);
             seen += b.labels.len();
-            let ctx = StepCtx { epoch, epochs: cfg.epochs };
+            let ctx = StepCtx { epoch, epochs: cfg.epochs, indices: &b.indices };
             let parts = distiller.loss(s_out, t_out.as_ref(), &b.labels, ctx);
             let lv = parts.total.array();
             if !lv.is_finite() {
@@ -217,6 +228,9 @@ pub fn fit(
             loss_sum += lv as f64 * b.labels.len() as f64;
             let mut grads = parts.total.backward();
             sgd.step(&mut student.store, &mut grads)?;
+            if let Some(m) = distiller.modules_mut() {
+                sgd.step(m, &mut grads)?;
+            }
             pb.inc(1);
             pb.set_message(format!("loss {:.3}", loss_sum / seen as f64));
         }
@@ -247,7 +261,7 @@ pub fn fit(
         }
         history.epochs.push(rec);
         if let Some(path) = &opts.checkpoint {
-            checkpoint::save_training(path, student, &mut sgd, &history)?;
+            checkpoint::save_training(path, student, distiller.modules(), &mut sgd, &history)?;
         }
     }
     Ok(history)

@@ -6,6 +6,7 @@ mod conv;
 #[doc(hidden)]
 pub mod direct;
 mod elementwise;
+mod fusion;
 mod linear;
 mod pool;
 
@@ -14,6 +15,7 @@ pub use conv::{conv2d, out_size, ConvCfg};
 pub use elementwise::{
     add, grad_probe, grad_probe_cut, relu, reshape, scale, with_frozen_params, with_guided_relu, GradProbe,
 };
+pub use fusion::{attention_mix, concat_channels, sigmoid};
 pub use linear::linear;
 pub use pool::{adaptive_avg_pool2d, avg_pool2d, global_avg_pool, max_pool2d, upsample_nearest};
 

@@ -361,3 +361,91 @@ fn guided_relu_masks_negative_gradients_at_every_relu() {
     let (ga, _, y) = run(false, 0);
     assert!(ga.iter().zip(&y).zip(&r).all(|((g, y), r)| *g == if *y > 0.0 { *r } else { 0.0 }));
 }
+
+/// Checks d(sum(f(inputs) * r))/d(input_j) against central differences for every input.
+fn check_multi_grad(
+    f: impl Fn(Vec<Var<Tracked>>) -> Var<Tracked>,
+    g: impl Fn(Vec<Var>) -> Var,
+    inputs: Vec<(Vec<f32>, Shape4)>,
+    eps: f32,
+    tol: f64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let plain = |xs: &[(Vec<f32>, Shape4)]| g(xs.iter().map(|(v, s)| Var::from_vec(v.clone(), *s)).collect());
+    let r = rand_vec(&mut rng, plain(&inputs).shape.numel());
+    let vars: Vec<Var> = inputs.iter().map(|(v, s)| Var::from_vec(v.clone(), *s)).collect();
+    let handles: Vec<Var> = vars.iter().map(|v| v.detach()).collect();
+    let mut grads: Grads = weighted_loss(f(vars.into_iter().map(|v| v.traced()).collect()), &r).backward();
+    for (j, h) in handles.iter().enumerate() {
+        let analytic = h.grad(&mut grads);
+        for (i, a) in analytic.iter().enumerate() {
+            let mut up = inputs.clone();
+            up[j].0[i] += eps;
+            let mut down = inputs.clone();
+            down[j].0[i] -= eps;
+            let fd = (weighted_value(&plain(&up), &r) - weighted_value(&plain(&down), &r)) / (2.0 * eps as f64);
+            let a = *a as f64;
+            assert!(
+                (fd - a).abs() <= tol * (1.0 + fd.abs()),
+                "input {j} [{i}]: analytic {a} vs finite difference {fd}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fusion_ops_hand_computed() {
+    let x = Var::from_vec(vec![1.0, 2.0, 3.0, 4.0], Shape4::new(1, 2, 1, 2));
+    let y = Var::from_vec(vec![10.0, 20.0, 30.0, 40.0], Shape4::new(1, 2, 1, 2));
+    // z0 = [0.5, 1], z1 = [0, 0.25] per pixel.
+    let z = Var::from_vec(vec![0.5, 1.0, 0.0, 0.25], Shape4::new(1, 2, 1, 2));
+    let m = attention_mix(x.detach(), y.detach(), z);
+    assert_eq!(m.data(), &[0.5, 2.0 + 5.0, 1.5, 4.0 + 10.0]);
+    let c = concat_channels(x, Var::from_vec(vec![7.0, 8.0], Shape4::new(1, 1, 1, 2)));
+    assert_eq!((c.shape, c.data()), (Shape4::new(1, 3, 1, 2), &[1.0, 2.0, 3.0, 4.0, 7.0, 8.0][..]));
+    let s = sigmoid(Var::from_vec(vec![0.0, 2f32.ln()], Shape4::mat(1, 2)));
+    assert!((s.data()[0] - 0.5).abs() < 1e-7 && (s.data()[1] - 2.0 / 3.0).abs() < 1e-6);
+}
+
+#[test]
+fn fusion_ops_gradients_match_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let fs = Shape4::new(2, 3, 3, 2);
+    let zs = Shape4::new(2, 2, 3, 2);
+    let inputs = vec![
+        (rand_vec(&mut rng, fs.numel()), fs),
+        (rand_vec(&mut rng, fs.numel()), fs),
+        (rand_vec(&mut rng, zs.numel()), zs),
+    ];
+    // The ABF pattern: mix x and y with sigmoid(concat-derived) attention.
+    check_multi_grad(
+        |v: Vec<Var<Tracked>>| {
+            let mut it = v.into_iter();
+            let (x, y, z) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+            attention_mix(x, y, sigmoid(z))
+        },
+        |v: Vec<Var>| {
+            let mut it = v.into_iter();
+            let (x, y, z) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+            attention_mix(x, y, sigmoid(z))
+        },
+        inputs,
+        1e-2,
+        1e-3,
+    );
+    let a = Shape4::new(2, 2, 2, 2);
+    let b = Shape4::new(2, 3, 2, 2);
+    check_multi_grad(
+        |v: Vec<Var<Tracked>>| {
+            let mut it = v.into_iter();
+            concat_channels(it.next().unwrap(), it.next().unwrap())
+        },
+        |v: Vec<Var>| {
+            let mut it = v.into_iter();
+            concat_channels(it.next().unwrap(), it.next().unwrap())
+        },
+        vec![(rand_vec(&mut rng, a.numel()), a), (rand_vec(&mut rng, b.numel()), b)],
+        1e-2,
+        1e-3,
+    );
+}
