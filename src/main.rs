@@ -162,7 +162,8 @@ struct TrainArgs {
     data: DataArgs,
     #[arg(long, default_value = "resnet20")]
     arch: String,
-    /// ce, kd or kd-mse.
+    /// Method: ce, kd, kd-mse, fitnet, at, pkt, rkd, vid, dkd, reviewkd, reviewkd-step0…4
+    /// (`kdscope info` describes them).
     #[arg(long, default_value = "ce")]
     method: String,
     /// Teacher checkpoint (kdscope safetensors) for distillation methods.
@@ -394,6 +395,10 @@ fn main() -> anyhow::Result<()> {
                 "vgg19",
             ] {
                 println!("{:<12} {:>12}", a, Model::build(a, classes, 0)?.num_params());
+            }
+            println!("\n{:<32} description", "method");
+            for (m, d) in kdscope::distill::METHODS {
+                println!("{m:<32} {d}");
             }
         }
         Cmd::BenchEmbed { points, classes, tsne_method, run, write_input, progress } => {

@@ -1,16 +1,28 @@
 //! Distillation methods. Each method is one file behind the [`Distiller`] trait (as in mdistiller):
 //! it turns the student's outputs (with tape), the teacher's outputs and the labels into a loss.
+pub mod attention_transfer;
+pub mod dkd;
+pub mod fitnet;
 pub mod hinton_kd;
 pub mod losses;
+pub mod pkt;
 pub mod review_kd;
+pub mod rkd;
 pub mod vanilla;
+pub mod vid;
 
 use dfdx::prelude::NoneTape;
 
+pub use attention_transfer::AttentionTransfer;
+pub use dkd::Dkd;
+pub use fitnet::{FitNet, FitNetConfig};
 pub use hinton_kd::{HintonKd, KdForm};
 pub use losses::Loss;
+pub use pkt::Pkt;
 pub use review_kd::{ReviewKd, ReviewKdConfig};
+pub use rkd::Rkd;
 pub use vanilla::Vanilla;
+pub use vid::{Vid, VidConfig};
 
 use crate::models::{FeatureLayout, Model, Outputs};
 use crate::nn::{Store, Tracked};
@@ -63,6 +75,13 @@ pub struct LossParts {
     pub parts: Vec<(&'static str, f32)>,
 }
 
+/// `ce_weight · CE + weight · term`, logged as `ce` and `name`.
+pub(crate) fn combine(ce: Loss, ce_weight: f32, name: &'static str, term: Loss, weight: f32) -> LossParts {
+    use dfdx::prelude::AsArray;
+    let (cv, tv) = (ce.array(), term.array());
+    LossParts { total: ce * ce_weight + term * weight, parts: vec![("ce", cv), (name, tv)] }
+}
+
 /// A knowledge-distillation method.
 pub trait Distiller: Send {
     /// Short name (`"ce"`, `"kd"`, …) used in reports and run names.
@@ -98,13 +117,45 @@ pub trait Distiller: Send {
     ) -> LossParts;
 }
 
-/// Builds a distiller from its name: `ce` (no distillation), `kd` (Hinton KD, KL·T², T=4,
-/// CE/KD weights 0.1/0.9), `kd-mse` (CE + T²·MSE of softened outputs, T=20, 0.5/0.5).
+/// Names [`by_name`] knows, with a one-line description each.
+pub const METHODS: &[(&str, &str)] = &[
+    ("ce", "cross-entropy only (no teacher)"),
+    ("kd", "Hinton KD, KL·T² (T 4, CE 0.1 / KD 0.9)"),
+    ("kd-mse", "Hinton KD, CE + T²·MSE of softened outputs (T 20, 0.5 / 0.5)"),
+    ("fitnet", "FitNet hint on the second stage, conv regressor, MSE ×100"),
+    ("at", "attention transfer on every paired stage, p 2, ×1000"),
+    ("pkt", "probabilistic knowledge transfer on pooled features, ×30000"),
+    ("rkd", "relational KD on pooled features (distance 25, angle 50)"),
+    ("vid", "variational information distillation on every paired stage"),
+    ("dkd", "decoupled KD (α 1, β 8, T 4, warm-up 20 epochs)"),
+    ("reviewkd", "ReviewKD: ABF fusion deepest-first, HCL, warm-up 20 epochs"),
+    ("reviewkd-step0 … reviewkd-step4", "ReviewKD ablation steps: same-level L2, + review, + residual, + ABF, + HCL"),
+];
+
+/// Builds a distiller from its name (see [`METHODS`]), with the defaults of mdistiller's CIFAR-100
+/// configurations.
 pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Distiller>> {
-    Ok(match name.to_ascii_lowercase().as_str() {
+    let l = name.to_ascii_lowercase();
+    if let Some(step) = l.strip_prefix("reviewkd-step") {
+        let k: usize = step.parse().ok().filter(|k| *k <= 4).ok_or_else(|| {
+            anyhow::anyhow!("ReviewKD ablation steps are reviewkd-step0 … reviewkd-step4, got '{name}'")
+        })?;
+        return Ok(Box::new(ReviewKd::new(ReviewKdConfig::ablation_step(k))));
+    }
+    Ok(match l.as_str() {
         "ce" | "vanilla" | "none" => Box::new(Vanilla),
         "kd" | "hinton" | "kd-kl" => Box::new(HintonKd::repdistiller()),
         "kd-mse" | "kdlib" => Box::new(HintonKd::kd_lib()),
-        other => anyhow::bail!("unknown distillation method '{other}' (known: ce, kd, kd-mse)"),
+        "fitnet" | "hint" => Box::new(FitNet::default()),
+        "at" => Box::new(AttentionTransfer::default()),
+        "pkt" => Box::new(Pkt::default()),
+        "rkd" => Box::new(Rkd::default()),
+        "vid" => Box::new(Vid::default()),
+        "dkd" => Box::new(Dkd::default()),
+        "reviewkd" | "review" => Box::new(ReviewKd::default()),
+        other => anyhow::bail!(
+            "unknown distillation method '{other}' (known: {})",
+            METHODS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        ),
     })
 }
