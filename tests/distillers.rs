@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use dfdx::prelude::*;
 use kdscope::distill::losses::{feature_matrix, Loss};
 use kdscope::distill::review_kd::{ReviewKd, ReviewKdConfig};
-use kdscope::distill::{attention_transfer, dkd, pkt, rkd, FitNet, Rkd, Vid};
+use kdscope::distill::{attention_transfer, dkd, pkt, rkd, Crd, CrdConfig, FitNet, Rkd, Vid};
 use kdscope::models::{FeatureLayout, Stage};
 use kdscope::nn::{Grads, Shape4, Store, Var};
 use serde::Deserialize;
@@ -19,6 +19,7 @@ struct Reference {
     rkd: Case,
     at: Case,
     vid: Case,
+    crd: Case,
     fitnet: Vec<Case>,
     stages: Vec<((usize, usize), (usize, usize))>,
 }
@@ -31,6 +32,8 @@ struct Case {
     param_grad_norms: BTreeMap<String, f64>,
     #[serde(default)]
     labels: Vec<usize>,
+    #[serde(default)]
+    idx: Vec<usize>,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +225,23 @@ fn logit_and_pooled_methods_match_pytorch() {
     let fs = feature("ps", Shape4::mat(6, 8), true);
     let h = fs.detach();
     check_case("RKD", rkd::rkd_loss(feature_matrix(fs.traced()), ft.data(), &Rkd::default()), &[h], None, &r.rkd);
+    // CRD: 4-d embeddings, 3 negatives, banks of 10 images given by formula, fixed contrast rows.
+    let mut crd = Crd::new(CrdConfig { feat_dim: 4, nce_k: 3, ..CrdConfig::default() });
+    crd.build(8, 12, &[0, 1, 2, 0, 1, 2, 0, 1, 2, 0], 0).unwrap();
+    set_by_formula(crd.store_mut());
+    let (bs, bt) = crd.banks_mut();
+    *bs = feature("bank_s", Shape4::mat(10, 4), false).to_vec();
+    *bt = feature("bank_t", Shape4::mat(10, 4), false).to_vec();
+    let fs = feature("ps", Shape4::mat(6, 8), true);
+    let h = fs.detach();
+    let indices: Vec<usize> = r.crd.idx.chunks(4).map(|c| c[0]).collect();
+    let loss = crd.contrast_loss(fs.traced(), &ft, &indices, r.crd.idx.clone());
+    check_case("CRD", loss, &[h], Some(crd.store_mut()), &r.crd);
+    // The banks moved towards the batch's embeddings (momentum 0.5) and stay unit rows.
+    let (bs, _) = crd.banks_mut();
+    let row = &bs[2 * 4..3 * 4];
+    assert!((row.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-5);
+    assert_ne!(row, &feature("bank_s", Shape4::mat(10, 4), false).to_vec()[8..12]);
 }
 
 #[test]

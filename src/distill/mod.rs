@@ -1,6 +1,7 @@
 //! Distillation methods. Each method is one file behind the [`Distiller`] trait (as in mdistiller):
 //! it turns the student's outputs (with tape), the teacher's outputs and the labels into a loss.
 pub mod attention_transfer;
+pub mod crd;
 pub mod dkd;
 pub mod fitnet;
 pub mod hinton_kd;
@@ -14,6 +15,7 @@ pub mod vid;
 use dfdx::prelude::NoneTape;
 
 pub use attention_transfer::AttentionTransfer;
+pub use crd::{Crd, CrdConfig};
 pub use dkd::Dkd;
 pub use fitnet::{FitNet, FitNetConfig};
 pub use hinton_kd::{HintonKd, KdForm};
@@ -58,6 +60,8 @@ pub struct Setup<'a> {
     pub student_layout: FeatureLayout,
     pub teacher_layout: Option<FeatureLayout>,
     pub train_len: usize,
+    /// Labels of the training images (by dataset index).
+    pub train_labels: &'a [usize],
     pub num_classes: usize,
     pub seed: u64,
 }
@@ -127,6 +131,7 @@ pub const METHODS: &[(&str, &str)] = &[
     ("pkt", "probabilistic knowledge transfer on pooled features, ×30000"),
     ("rkd", "relational KD on pooled features (distance 25, angle 50)"),
     ("vid", "variational information distillation on every paired stage"),
+    ("crd", "contrastive representation distillation (128-d, 16384 negatives, T 0.07), ×0.8"),
     ("dkd", "decoupled KD (α 1, β 8, T 4, warm-up 20 epochs)"),
     ("reviewkd", "ReviewKD: ABF fusion deepest-first, HCL, warm-up 20 epochs"),
     ("reviewkd-step0 … reviewkd-step4", "ReviewKD ablation steps: same-level L2, + review, + residual, + ABF, + HCL"),
@@ -152,6 +157,7 @@ pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Distiller>> {
         "rkd" => Box::new(Rkd::default()),
         "vid" => Box::new(Vid::default()),
         "dkd" => Box::new(Dkd::default()),
+        "crd" => Box::new(Crd::default()),
         "reviewkd" | "review" => Box::new(ReviewKd::default()),
         other => anyhow::bail!(
             "unknown distillation method '{other}' (known: {})",

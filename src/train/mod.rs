@@ -177,6 +177,7 @@ pub fn fit(
         student_layout: student.feature_layout(h, w),
         teacher_layout: teacher.map(|t| t.feature_layout(h, w)),
         train_len: data.train.len(),
+        train_labels: &data.train.labels,
         num_classes: data.train.num_classes(),
         seed: cfg.seed,
     };
