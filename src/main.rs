@@ -374,26 +374,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Info { classes } => {
             println!("{:<12} {:>12}", "model", "parameters");
-            for a in [
-                "resnet8",
-                "resnet14",
-                "resnet20",
-                "resnet32",
-                "resnet44",
-                "resnet56",
-                "resnet110",
-                "resnet8x4",
-                "resnet32x4",
-                "wrn_16_1",
-                "wrn_16_2",
-                "wrn_40_1",
-                "wrn_40_2",
-                "vgg8",
-                "vgg11",
-                "vgg13",
-                "vgg16",
-                "vgg19",
-            ] {
+            for &a in kdscope::models::ZOO {
                 println!("{:<12} {:>12}", a, Model::build(a, classes, 0)?.num_params());
             }
             println!("\n{:<32} description", "method");

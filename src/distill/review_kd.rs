@@ -512,6 +512,8 @@ mod tests {
         check("wrn_40_2", "wrn_16_2", [32, 64, 128, 128], [32, 64, 128, 128], [32, 16, 8, 1], [32, 16, 8, 1]);
         // Different families: VGG-8 has four stages after its stem, a ResNet three (the deepest pair).
         check("resnet32x4", "vgg8", [256, 512, 512, 512], [64, 128, 256, 256], [8, 4, 4, 1], [32, 16, 8, 1]);
+        // mdistiller's ShuffleV2 student setting (stages at half the teacher's resolution; mid 512).
+        check("resnet32x4", "shufflev2", [116, 232, 464, 1024], [64, 128, 256, 256], [16, 8, 4, 1], [32, 16, 8, 1]);
         let levels = plan(&lay("resnet20"), &lay("resnet56"), &ReviewKdConfig::default());
         assert_eq!(levels[0].student_tap, "layer1");
         assert_eq!(levels[0].teacher_tap, "layer1.pre");

@@ -18,6 +18,11 @@ impl Saliency for Cam {
     }
     fn explain(&self, model: &Model, x: &Var, targets: &[usize]) -> anyhow::Result<Maps> {
         check_targets(model, x, targets)?;
+        anyhow::ensure!(
+            model.last_conv_tap().1,
+            "CAM needs a classifier on globally pooled features; {} has a fully connected head (use Grad-CAM)",
+            model.name()
+        );
         let tap = last_stage_tap(model);
         let out = model.forward_with(Var::from_vec(x.to_vec(), x.shape), false, true);
         let feat = out.features.get(tap).context("feature tap missing")?;

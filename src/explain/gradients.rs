@@ -4,7 +4,7 @@
 use anyhow::{ensure, Context};
 use dfdx::prelude::*;
 
-use crate::models::{Arch, Model};
+use crate::models::Model;
 use crate::nn::ops::{with_frozen_params, with_guided_relu};
 use crate::nn::{dev, Shape4, Var};
 
@@ -29,11 +29,7 @@ pub(crate) fn check_targets(model: &Model, x: &Var, targets: &[usize]) -> anyhow
 /// The feature tap of the last stage, where CAM-style methods look by default (`layer3` for the CIFAR
 /// ResNets, `final` — after the last batch norm and ReLU — for WRNs).
 pub fn last_stage_tap(model: &Model) -> &'static str {
-    match model.spec.arch {
-        Arch::Wrn { .. } => "final",
-        Arch::Vgg { .. } => "block4",
-        Arch::ResNet { .. } => "layer3",
-    }
+    model.last_conv_tap().0
 }
 
 /// Runs the model in evaluation mode on `x` and back-propagates `Σ_i logit_i[targets_i]`; with

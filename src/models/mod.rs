@@ -1,6 +1,10 @@
 //! The model zoo. A [`Model`] is an architecture ([`ModelSpec`]) plus its parameters ([`Store`]);
 //! its forward pass returns logits and named intermediate features ([`Outputs`]).
+pub mod lenet;
+pub mod mobilenetv2;
 pub mod resnet;
+pub mod shufflenetv1;
+pub mod shufflenetv2;
 pub mod vgg;
 pub mod wrn;
 
@@ -25,6 +29,14 @@ pub enum Arch {
     Wrn { depth: usize, widen: usize },
     /// CIFAR VGG with batch norm, depth 8, 11, 13, 16 or 19.
     Vgg { depth: usize },
+    /// MobileNetV2 as mdistiller's `MobileNetV2` (`mobile_half`: expansion 6, width ×0.5).
+    MobileNetV2,
+    /// ShuffleNet (v1) as mdistiller's `ShuffleV1` (3 groups).
+    ShuffleV1,
+    /// ShuffleNetV2 as mdistiller's `ShuffleV2` (net size 1).
+    ShuffleV2,
+    /// LeNet-5 for 28×28 digits (MNIST).
+    LeNet5,
 }
 
 impl fmt::Display for Arch {
@@ -34,15 +46,28 @@ impl fmt::Display for Arch {
             Arch::ResNet { depth, x4: true } => write!(f, "resnet{depth}x4"),
             Arch::Wrn { depth, widen } => write!(f, "wrn_{depth}_{widen}"),
             Arch::Vgg { depth } => write!(f, "vgg{depth}"),
+            Arch::MobileNetV2 => write!(f, "mobilenetv2"),
+            Arch::ShuffleV1 => write!(f, "shufflev1"),
+            Arch::ShuffleV2 => write!(f, "shufflev2"),
+            Arch::LeNet5 => write!(f, "lenet5"),
         }
     }
 }
 
 impl FromStr for Arch {
     type Err = anyhow::Error;
-    /// Parses `resnet20`, `resnet8x4`, `wrn_40_2`, `wrn-16-2`, `WRN-40-2` (case-insensitive).
+    /// Parses `resnet20`, `resnet8x4`, `wrn_40_2`, `wrn-16-2`, `WRN-40-2`, `vgg13`, `MobileNetV2`
+    /// (or `mobile_half`), `ShuffleV1`/`shufflenetv1`, `ShuffleV2`/`shufflenetv2`, `lenet5`/`lenet`
+    /// (case-insensitive).
     fn from_str(s: &str) -> anyhow::Result<Self> {
         let l = s.trim().to_ascii_lowercase().replace('-', "_");
+        match l.as_str() {
+            "mobilenetv2" | "mobile_half" | "mobilenet_v2" => return Ok(Arch::MobileNetV2),
+            "shufflev1" | "shufflenetv1" | "shufflenet_v1" | "shufflenet" => return Ok(Arch::ShuffleV1),
+            "shufflev2" | "shufflenetv2" | "shufflenet_v2" => return Ok(Arch::ShuffleV2),
+            "lenet5" | "lenet" | "lenet_5" => return Ok(Arch::LeNet5),
+            _ => {}
+        }
         if let Some(rest) = l.strip_prefix("resnet") {
             let (d, x4) = match rest.strip_suffix("x4") {
                 Some(d) => (d, true),
@@ -73,9 +98,36 @@ impl FromStr for Arch {
             }
             return Ok(Arch::Vgg { depth });
         }
-        bail!("unknown architecture '{s}' (known: resnet8/14/20/32/44/56/110, resnet8x4, resnet32x4, wrn_d_w, vgg8/11/13/16/19)")
+        bail!("unknown architecture '{s}' (known: resnet8/14/20/32/44/56/110, resnet8x4, resnet32x4, wrn_d_w, vgg8/11/13/16/19, mobilenetv2, shufflev1, shufflev2, lenet5)")
     }
 }
+
+/// Every architecture of the zoo by name, as `kdscope info` lists them.
+pub const ZOO: &[&str] = &[
+    "resnet8",
+    "resnet14",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnet8x4",
+    "resnet32x4",
+    "wrn_16_1",
+    "wrn_16_2",
+    "wrn_40_1",
+    "wrn_40_2",
+    "wrn_28_10",
+    "vgg8",
+    "vgg11",
+    "vgg13",
+    "vgg16",
+    "vgg19",
+    "mobilenetv2",
+    "shufflev1",
+    "shufflev2",
+    "lenet5",
+];
 
 /// Everything needed to build a model: architecture, input channels and number of classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,8 +138,11 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
+    /// `arch` for colour images (grey ones for LeNet-5, the MNIST model); set `in_channels` to change.
     pub fn new(arch: &str, num_classes: usize) -> anyhow::Result<Self> {
-        Ok(Self { arch: arch.parse()?, in_channels: 3, num_classes })
+        let arch: Arch = arch.parse()?;
+        let in_channels = if arch == Arch::LeNet5 { 1 } else { 3 };
+        Ok(Self { arch, in_channels, num_classes })
     }
 }
 
@@ -151,6 +206,13 @@ impl<T: Tape<f32, Dev>> Features<T> {
         self.items.push((name.to_string(), kept));
         main
     }
+    /// Records a value that is not on the main path (it keeps its own tape, so losses on it
+    /// back-propagate into the layers that produced it); dropped when features are off.
+    pub fn keep(&mut self, name: &str, v: Var<T>) {
+        if self.enabled {
+            self.items.push((name.to_string(), v));
+        }
+    }
     pub fn get(&self, name: &str) -> Option<&Var<T>> {
         self.items.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
@@ -175,6 +237,24 @@ enum Body {
     ResNet(resnet::ResNet),
     Wrn(wrn::Wrn),
     Vgg(vgg::Vgg),
+    MobileNetV2(mobilenetv2::MobileNetV2),
+    ShuffleV1(shufflenetv1::ShuffleNetV1),
+    ShuffleV2(shufflenetv2::ShuffleNetV2),
+    LeNet5(lenet::LeNet),
+}
+
+impl Body {
+    fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, feats: &mut Features<T>) -> Var<T> {
+        match self {
+            Body::ResNet(m) => m.forward(s, x, train, feats),
+            Body::Wrn(m) => m.forward(s, x, train, feats),
+            Body::Vgg(m) => m.forward(s, x, train, feats),
+            Body::MobileNetV2(m) => m.forward(s, x, train, feats),
+            Body::ShuffleV1(m) => m.forward(s, x, train, feats),
+            Body::ShuffleV2(m) => m.forward(s, x, train, feats),
+            Body::LeNet5(m) => m.forward(s, x, train, feats),
+        }
+    }
 }
 
 /// One stage's output as the feature-distillation methods see it: the tap after the stage's last
@@ -228,6 +308,25 @@ impl Model {
             Arch::Vgg { depth } => {
                 Body::Vgg(vgg::Vgg::new(&mut store, &mut rng, depth, spec.in_channels, spec.num_classes))
             }
+            Arch::MobileNetV2 => Body::MobileNetV2(mobilenetv2::MobileNetV2::new(
+                &mut store,
+                &mut rng,
+                spec.in_channels,
+                spec.num_classes,
+            )),
+            Arch::ShuffleV1 => Body::ShuffleV1(shufflenetv1::ShuffleNetV1::new(
+                &mut store,
+                &mut rng,
+                spec.in_channels,
+                spec.num_classes,
+            )),
+            Arch::ShuffleV2 => Body::ShuffleV2(shufflenetv2::ShuffleNetV2::new(
+                &mut store,
+                &mut rng,
+                spec.in_channels,
+                spec.num_classes,
+            )),
+            Arch::LeNet5 => Body::LeNet5(lenet::LeNet::new(&mut store, &mut rng, spec.in_channels, spec.num_classes)),
         };
         Self { spec, store, body }
     }
@@ -245,11 +344,26 @@ impl Model {
         self.store.num_params()
     }
 
-    /// The name of the linear classifier after global pooling (`fc`, or `classifier` for VGGs).
+    /// The name of the final linear classifier (`fc`, `classifier` for VGGs, …).
     pub fn classifier_name(&self) -> &'static str {
         match self.spec.arch {
             Arch::Vgg { .. } => "classifier",
             Arch::ResNet { .. } | Arch::Wrn { .. } => "fc",
+            Arch::MobileNetV2 => "classifier.0",
+            Arch::ShuffleV1 | Arch::ShuffleV2 => "linear",
+            Arch::LeNet5 => "fc3",
+        }
+    }
+
+    /// The last convolutional feature map (the one CAM-style explanations weight), and whether the
+    /// classifier reads its global average directly (what CAM needs; LeNet's fully connected head
+    /// does not).
+    pub fn last_conv_tap(&self) -> (&'static str, bool) {
+        match self.spec.arch {
+            Arch::Wrn { .. } | Arch::MobileNetV2 | Arch::ShuffleV2 => ("final", true),
+            Arch::Vgg { .. } => ("block4", true),
+            Arch::ResNet { .. } | Arch::ShuffleV1 => ("layer3", true),
+            Arch::LeNet5 => ("layer2", false),
         }
     }
 
@@ -260,6 +374,12 @@ impl Model {
             // Pre-activation blocks: a group's output is the input of the next BN-ReLU.
             Arch::Wrn { .. } => (1..=3).map(|i| (format!("block{i}"), format!("block{i}"))).collect(),
             Arch::Vgg { .. } => (1..=4).map(|i| (format!("block{i}"), format!("block{i}.pre"))).collect(),
+            // Linear bottlenecks: the stage outputs have no activation.
+            Arch::MobileNetV2 => (1..=4).map(|i| (format!("stage{i}"), format!("stage{i}"))).collect(),
+            Arch::ShuffleV1 | Arch::ShuffleV2 => {
+                (1..=3).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect()
+            }
+            Arch::LeNet5 => (1..=2).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect(),
         }
     }
 
@@ -296,11 +416,7 @@ impl Model {
             x.shape
         );
         let mut feats = Features::new(features);
-        let logits = match &self.body {
-            Body::ResNet(m) => m.forward(&self.store, x, train, &mut feats),
-            Body::Wrn(m) => m.forward(&self.store, x, train, &mut feats),
-            Body::Vgg(m) => m.forward(&self.store, x, train, &mut feats),
-        };
+        let logits = self.body.forward(&self.store, x, train, &mut feats);
         Outputs { logits, features: feats }
     }
 
@@ -322,11 +438,7 @@ impl Model {
         let mut feats = Features::new(true);
         feats.probe_names = taps.iter().map(|t| t.to_string()).collect();
         feats.cut = cut;
-        let logits = match &self.body {
-            Body::ResNet(m) => m.forward(&self.store, x, train, &mut feats),
-            Body::Wrn(m) => m.forward(&self.store, x, train, &mut feats),
-            Body::Vgg(m) => m.forward(&self.store, x, train, &mut feats),
-        };
+        let logits = self.body.forward(&self.store, x, train, &mut feats);
         for t in taps {
             anyhow::ensure!(
                 feats.probes.iter().any(|(n, _)| n == t),
@@ -363,6 +475,7 @@ impl fmt::Debug for Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::params::tensor_of;
 
     /// The probes record the tape's gradients at intermediate features: for the loss `Σ_i logit[i][t_i]`
     /// the gradient at `pool` is the FC weight row `W[t_i]`, and at `layer3` (before the global average
@@ -405,6 +518,26 @@ mod tests {
             .is_err());
     }
 
+    /// ShuffleNetV2's `layerN.pre` is not on the main path (it is the unshuffled concatenation); a
+    /// loss on it must still reach the layers that made it: `d Σ pre / d bn3.bias = n·h·w` per channel
+    /// of the last block's final batch norm (4×4 maps, 2 images → 32).
+    #[test]
+    fn side_taps_carry_gradients() {
+        use dfdx::prelude::*;
+        let m = Model::build("shufflev2", 10, 1).unwrap();
+        let x: Vec<f32> = (0..2 * 3 * 32 * 32).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        let mut out = m.forward(Var::from_vec(x, Shape4::new(2, 3, 32, 32)).traced_input(), true);
+        let pre = out.features.take("layer3.pre").unwrap();
+        assert_eq!(pre.shape, Shape4::new(2, 464, 4, 4));
+        // The backward ops of the main path travel with the logits (as in any training loss).
+        let loss = pre.dfdx_matrix().sum() + out.logits.dfdx_matrix().sum() * 0.0;
+        let mut grads = loss.backward();
+        let mut g =
+            |name: &str| grads.get_or_alloc_mut(tensor_of(m.store.get(m.store.find(name).unwrap()))).unwrap().to_vec();
+        let b = g("layer3.3.bn3.bias");
+        assert!(b.iter().all(|&v| (v - 32.0).abs() < 1e-3), "{:?}", &b[..4]);
+    }
+
     #[test]
     fn parse_and_display_archs() {
         for name in
@@ -414,7 +547,11 @@ mod tests {
         }
         assert_eq!("WRN-40-2".parse::<Arch>().unwrap(), Arch::Wrn { depth: 40, widen: 2 });
         assert!("resnet21".parse::<Arch>().is_err());
-        assert!("mobilenetv2".parse::<Arch>().is_err());
+        assert!("mobilenetv3".parse::<Arch>().is_err());
+        for (alias, arch) in [("MobileNetV2", "mobilenetv2"), ("ShuffleV1", "shufflev1"), ("shufflenetv2", "shufflev2")]
+        {
+            assert_eq!(alias.parse::<Arch>().unwrap().to_string(), arch);
+        }
     }
 
     /// Parameter counts of the PyTorch definitions (RepDistiller `resnet.py`/`wrn.py`), counted with

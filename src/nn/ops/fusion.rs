@@ -1,5 +1,6 @@
-//! Ops for feature fusion (ReviewKD's attention-based fusion and similar connectors): logistic sigmoid,
-//! channel concatenation, and the per-pixel attention mix `x·z₀ + y·z₁`.
+//! Ops for feature fusion and channel bookkeeping (ReviewKD's attention-based fusion, ShuffleNet's
+//! split/concat/shuffle): logistic sigmoid, channel concatenation and selection, and the per-pixel
+//! attention mix `x·z₀ + y·z₁`.
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
@@ -116,4 +117,49 @@ pub fn attention_mix<T: Tape<f32, Dev>>(x: Var<T>, y: Var<T>, z: Var<T>) -> Var<
         }
         Ok(())
     })
+}
+
+/// The channels `idx` of `x`, in that order (`out[:, j] = x[:, idx[j]]`; an index may repeat, its
+/// gradients add up). Slicing a channel range and ShuffleNet's channel shuffle are both this op.
+pub fn select_channels<T: Tape<f32, Dev>>(x: Var<T>, idx: &[usize]) -> Var<T> {
+    let c = x.shape.c;
+    assert!(idx.iter().all(|&i| i < c), "select_channels: index out of range for {} channels", c);
+    let (xs, tape, sx, needs) = x.split();
+    let hw = sx.h * sx.w;
+    let s = Shape4::new(sx.n, idx.len(), sx.h, sx.w);
+    let idx = idx.to_vec();
+    let mut out = zeroed(s.numel());
+    out.par_chunks_mut(s.per_sample()).enumerate().for_each(|(n, o)| {
+        let x = &xs.data()[n * sx.per_sample()..(n + 1) * sx.per_sample()];
+        for (o, &i) in o.chunks_mut(hw).zip(&idx) {
+            o.copy_from_slice(&x[i * hw..(i + 1) * hw]);
+        }
+    });
+    finish(out, s, tape, move |grads: &mut Grads, gout, _| {
+        if needs {
+            let d = grads.get_or_alloc_mut(&xs.t)?;
+            d.par_chunks_mut(c * hw).zip(gout.par_chunks(idx.len() * hw)).for_each(|(d, g)| {
+                for (g, &i) in g.chunks(hw).zip(&idx) {
+                    for (d, g) in d[i * hw..(i + 1) * hw].iter_mut().zip(g) {
+                        *d += g;
+                    }
+                }
+            });
+        }
+        Ok(())
+    })
+}
+
+/// Channels `[from, to)` of `x`.
+pub fn slice_channels<T: Tape<f32, Dev>>(x: Var<T>, from: usize, to: usize) -> Var<T> {
+    select_channels(x, &(from..to).collect::<Vec<_>>())
+}
+
+/// ShuffleNet's channel shuffle with `g` groups: channels viewed as `(g, c/g)`, transposed to
+/// `(c/g, g)` and flattened, so output channel `j` is input channel `(j mod g)·(c/g) + ⌊j/g⌋`.
+pub fn channel_shuffle<T: Tape<f32, Dev>>(x: Var<T>, g: usize) -> Var<T> {
+    let c = x.shape.c;
+    assert!(g >= 1 && c.is_multiple_of(g), "channel_shuffle: {c} channels not divisible into {g} groups");
+    let per = c / g;
+    select_channels(x, &(0..c).map(|j| (j % g) * per + j / g).collect::<Vec<_>>())
 }

@@ -15,7 +15,7 @@ pub use conv::{conv2d, out_size, ConvCfg};
 pub use elementwise::{
     add, grad_probe, grad_probe_cut, relu, reshape, scale, with_frozen_params, with_guided_relu, GradProbe,
 };
-pub use fusion::{attention_mix, concat_channels, sigmoid};
+pub use fusion::{attention_mix, channel_shuffle, concat_channels, select_channels, sigmoid, slice_channels};
 pub use linear::linear;
 pub use pool::{adaptive_avg_pool2d, avg_pool2d, global_avg_pool, max_pool2d, upsample_nearest};
 

@@ -449,3 +449,24 @@ fn fusion_ops_gradients_match_finite_differences() {
         1e-3,
     );
 }
+
+/// Channel shuffle by hand (6 channels, 2 groups: `[0,3,1,4,2,5]`), slicing, and repeated indices
+/// (gradients add) against finite differences.
+#[test]
+fn channel_selection_by_hand_and_finite_differences() {
+    let x = Var::from_vec((0..12).map(|v| v as f32).collect(), Shape4::new(1, 6, 1, 2));
+    let s = channel_shuffle(x, 2);
+    assert_eq!(s.data(), &[0.0, 1.0, 6.0, 7.0, 2.0, 3.0, 8.0, 9.0, 4.0, 5.0, 10.0, 11.0][..]);
+    let x = Var::from_vec((0..12).map(|v| v as f32).collect(), Shape4::new(2, 3, 1, 2));
+    let s = slice_channels(x, 1, 3);
+    assert_eq!((s.shape, s.data()), (Shape4::new(2, 2, 1, 2), &[2.0, 3.0, 4.0, 5.0, 8.0, 9.0, 10.0, 11.0][..]));
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let a = Shape4::new(2, 4, 2, 3);
+    check_multi_grad(
+        |v: Vec<Var<Tracked>>| select_channels(v.into_iter().next().unwrap(), &[3, 0, 3, 1]),
+        |v: Vec<Var>| select_channels(v.into_iter().next().unwrap(), &[3, 0, 3, 1]),
+        vec![(rand_vec(&mut rng, a.numel()), a)],
+        1e-2,
+        1e-3,
+    );
+}
