@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use dfdx::prelude::*;
 use kdscope::distill::losses::{feature_matrix, Loss};
 use kdscope::distill::review_kd::{ReviewKd, ReviewKdConfig};
-use kdscope::distill::{attention_transfer, dkd, pkt, rkd, Crd, CrdConfig, FitNet, Rkd, Vid};
+use kdscope::distill::{attention_transfer, dkd, ofd, pkt, rkd, Crd, CrdConfig, FitNet, Ofd, Rkd, Vid};
 use kdscope::models::{FeatureLayout, Stage};
 use kdscope::nn::{Grads, Shape4, Store, Var};
 use serde::Deserialize;
@@ -20,6 +20,7 @@ struct Reference {
     at: Case,
     vid: Case,
     crd: Case,
+    ofd: Case,
     fitnet: Vec<Case>,
     stages: Vec<((usize, usize), (usize, usize))>,
 }
@@ -34,6 +35,8 @@ struct Case {
     labels: Vec<usize>,
     #[serde(default)]
     idx: Vec<usize>,
+    #[serde(default)]
+    margins: Vec<Vec<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -297,6 +300,50 @@ fn stage_feature_methods_match_pytorch() {
         let loss = fit.hint_loss(x.traced(), &teachers[i]);
         check_case(&format!("FitNet pair {i}"), loss, &[h], Some(fit.store_mut()), case);
     }
+    // OFD: margins from formula batch norms (γ = 1 + 0.2v, β = 0.1v), connectors, partial L2 with
+    // the teacher's pre-activations pooled to the student's size, stages weighted 1/4, 1/2, 1.
+    let margins: Vec<Vec<f32>> = r
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, (_, (c, _)))| {
+            let f = |name: String, k: f64, off: f64| -> Vec<f32> {
+                let s = name.bytes().map(|b| b as usize).sum::<usize>() % 1000;
+                (0..*c).map(|j| (off + k * (12.9898 * j as f64 + 0.011 * s as f64).sin()) as f32).collect()
+            };
+            ofd::margins(&f(format!("bn{i}.weight"), 0.2, 1.0), &f(format!("bn{i}.bias"), 0.1, 0.0))
+        })
+        .collect();
+    for (got, want) in margins.iter().zip(&r.ofd.margins) {
+        for (a, b) in got.iter().zip(want) {
+            close(*a as f64, *b, 1e-6, "OFD margin");
+        }
+    }
+    let mut ofd = Ofd::default();
+    ofd.build(&pairs.iter().map(|(s, t)| (s, t)).collect::<Vec<_>>(), margins, 0).unwrap();
+    set_by_formula(ofd.store_mut());
+    let st: Vec<Var> = r
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, ((c, h), _))| feature(&format!("os{i}"), Shape4::new(n, *c, *h, *h), false))
+        .collect();
+    let ot: Vec<Var> = r
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, (_, (c, h)))| feature(&format!("ot{i}"), Shape4::new(n, *c, *h, *h), false))
+        .collect();
+    let hs: Vec<Var> = st.iter().map(|v| v.detach()).collect();
+    let k = st.len();
+    let loss = st
+        .into_iter()
+        .zip(&ot)
+        .enumerate()
+        .map(|(i, (s, t))| ofd.stage_loss(i, s.traced(), t) / (1 << (k - 1 - i)) as f32)
+        .reduce(|a, b| a + b)
+        .unwrap();
+    check_case("OFD", loss, &hs, Some(ofd.store_mut()), &r.ofd);
 }
 
 /// Every method trains a ResNet-8 student under a ResNet-14 teacher on the built-in dataset: finite
@@ -328,6 +375,8 @@ fn every_distiller_trains_a_student_end_to_end() {
         "rkd",
         "vid",
         "dkd",
+        "crd",
+        "ofd",
         "reviewkd-step0",
         "reviewkd-step1",
         "reviewkd-step2",
@@ -337,9 +386,21 @@ fn every_distiller_trains_a_student_end_to_end() {
         let mut method = make(name);
         let mut student = Model::build("resnet8", 20, 2).unwrap();
         let before = student.store.flat_values();
+        // CRD's normaliser Z is fixed on the first batch, against memory banks that still hold their
+        // random initialisation; once the banks hold (at first nearly identical) embeddings the loss
+        // climbs, then falls as the contrast separates them: its run is longer and checked for that
+        // turn and for rising training accuracy.
+        let cfg = if name == "crd" { TrainConfig { epochs: 12, ..cfg.clone() } } else { cfg.clone() };
         let h = fit(&mut student, Some(&teacher), method.as_mut(), &data, &cfg, &RunOptions::default()).unwrap();
-        let (a, b) = (h.epochs[0].train_loss, h.epochs[1].train_loss);
-        assert!(a.is_finite() && b.is_finite() && b < a, "{name}: train loss {a} then {b}");
+        let losses: Vec<f64> = h.epochs.iter().map(|e| e.train_loss).collect();
+        assert!(losses.iter().all(|l| l.is_finite()), "{name}: train losses {losses:?}");
+        let (first, last) = (&h.epochs[0], h.epochs.last().unwrap());
+        if name == "crd" {
+            let peak = losses.iter().cloned().fold(f64::MIN, f64::max);
+            assert!(last.train_loss < peak && last.train_acc > first.train_acc + 0.05, "crd: {losses:?}");
+        } else {
+            assert!(last.train_loss < first.train_loss, "{name}: train losses {losses:?}");
+        }
         assert_ne!(before, student.store.flat_values(), "{name}: student unchanged");
         if let Some(m) = method.modules() {
             assert!(m.num_params() > 0, "{name}: no module parameters");

@@ -6,6 +6,7 @@ pub mod dkd;
 pub mod fitnet;
 pub mod hinton_kd;
 pub mod losses;
+pub mod ofd;
 pub mod pkt;
 pub mod review_kd;
 pub mod rkd;
@@ -20,6 +21,7 @@ pub use dkd::Dkd;
 pub use fitnet::{FitNet, FitNetConfig};
 pub use hinton_kd::{HintonKd, KdForm};
 pub use losses::Loss;
+pub use ofd::{Ofd, OfdConfig};
 pub use pkt::Pkt;
 pub use review_kd::{ReviewKd, ReviewKdConfig};
 pub use rkd::Rkd;
@@ -132,6 +134,7 @@ pub const METHODS: &[(&str, &str)] = &[
     ("rkd", "relational KD on pooled features (distance 25, angle 50)"),
     ("vid", "variational information distillation on every paired stage"),
     ("crd", "contrastive representation distillation (128-d, 16384 negatives, T 0.07), ×0.8"),
+    ("ofd", "overhaul of feature distillation: pre-ReLU features, margins, partial L2, ×0.001"),
     ("dkd", "decoupled KD (α 1, β 8, T 4, warm-up 20 epochs)"),
     ("reviewkd", "ReviewKD: ABF fusion deepest-first, HCL, warm-up 20 epochs"),
     ("reviewkd-step0 … reviewkd-step4", "ReviewKD ablation steps: same-level L2, + review, + residual, + ABF, + HCL"),
@@ -158,6 +161,7 @@ pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Distiller>> {
         "vid" => Box::new(Vid::default()),
         "dkd" => Box::new(Dkd::default()),
         "crd" => Box::new(Crd::default()),
+        "ofd" | "overhaul" => Box::new(Ofd::default()),
         "reviewkd" | "review" => Box::new(ReviewKd::default()),
         other => anyhow::bail!(
             "unknown distillation method '{other}' (known: {})",

@@ -367,6 +367,33 @@ impl Model {
         }
     }
 
+    /// For each stage of [`feature_layout`](Model::feature_layout), the batch norm whose output feeds
+    /// the stage's final ReLU (mdistiller's `get_bn_before_relu`; for ResNets the stage's pre-activation
+    /// is that output plus the residual): OFD's margins come from these. ShuffleNets (whose
+    /// pre-activations concatenate an un-normalised half) and LeNet (no batch norm) have none, as in
+    /// mdistiller.
+    pub fn bn_before_relu(&self) -> anyhow::Result<Vec<String>> {
+        Ok(match self.spec.arch {
+            Arch::ResNet { depth, .. } => (1..=3).map(|i| format!("layer{i}.{}.bn2", (depth - 2) / 6 - 1)).collect(),
+            // Pre-activation blocks: a group's output is normalised by the next group's first bn1, the
+            // last one by the final bn1.
+            Arch::Wrn { .. } => vec!["block2.layer.0.bn1".into(), "block3.layer.0.bn1".into(), "bn1".into()],
+            Arch::Vgg { depth } => {
+                let cfg = vgg::config(depth).expect("valid VGG depth");
+                (1..=4).map(|b| format!("block{b}.{}", 3 * (cfg[b].len() - 1) + 1)).collect()
+            }
+            Arch::MobileNetV2 => {
+                ["blocks.1.1", "blocks.2.2", "blocks.4.2", "blocks.6.0"].iter().map(|b| format!("{b}.conv.7")).collect()
+            }
+            Arch::ShuffleV1 | Arch::ShuffleV2 | Arch::LeNet5 => {
+                anyhow::bail!(
+                    "{} has no batch norm before each stage's ReLU (OFD cannot use it as teacher)",
+                    self.name()
+                )
+            }
+        })
+    }
+
     /// Names of the post-activation and pre-activation taps of each stage after the stem.
     fn stage_taps(&self) -> Vec<(String, String)> {
         match self.spec.arch {
@@ -536,6 +563,22 @@ mod tests {
             |name: &str| grads.get_or_alloc_mut(tensor_of(m.store.get(m.store.find(name).unwrap()))).unwrap().to_vec();
         let b = g("layer3.3.bn3.bias");
         assert!(b.iter().all(|&v| (v - 32.0).abs() < 1e-3), "{:?}", &b[..4]);
+    }
+
+    /// OFD's batch norms exist and match their stage's width for every family that has them.
+    #[test]
+    fn bn_before_relu_matches_the_stages() {
+        for arch in ["resnet8", "resnet32x4", "wrn_16_2", "vgg8", "vgg13", "mobilenetv2"] {
+            let m = Model::build(arch, 10, 0).unwrap();
+            let layout = m.feature_layout(32, 32);
+            let bns = m.bn_before_relu().unwrap();
+            assert_eq!(bns.len(), layout.stages.len(), "{arch}");
+            for (b, st) in bns.iter().zip(&layout.stages) {
+                let id = m.store.find(&format!("{b}.weight")).unwrap_or_else(|| panic!("{arch}: no {b}"));
+                assert_eq!(m.store.get(id).numel(), st.channels, "{arch}: {b} vs {}", st.feat);
+            }
+        }
+        assert!(Model::build("shufflev2", 10, 0).unwrap().bn_before_relu().is_err());
     }
 
     #[test]
