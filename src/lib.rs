@@ -9,6 +9,7 @@ pub mod distill;
 pub mod embed;
 pub mod experiment;
 pub mod explain;
+pub mod grid;
 pub mod metrics;
 pub mod models;
 pub mod nn;

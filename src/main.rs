@@ -67,6 +67,20 @@ enum Cmd {
     Report(ReportArgs),
     /// Train one model (optionally distilled from a teacher checkpoint).
     Train(TrainArgs),
+    /// Run an experiment grid (methods × pairs × seeds × hyper-parameters) from a JSON file;
+    /// resumable: run it again to continue. Writes report.html, runs.csv, summary.csv and LaTeX tables.
+    Grid {
+        /// Grid configuration (see `kdscope grid --example`).
+        #[arg(long, required_unless_present = "example")]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = "runs/grid")]
+        out: PathBuf,
+        /// Print an example configuration (the [Re] ReviewKD ablation on the built-in dataset) and exit.
+        #[arg(long)]
+        example: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Print architectures with their exact parameter counts.
     Info {
         #[arg(long, default_value_t = 100)]
@@ -371,6 +385,33 @@ fn main() -> anyhow::Result<()> {
                 100.0 * h.best_test_acc(),
                 args.out.display()
             );
+        }
+        Cmd::Grid { config, out, example, data } => {
+            use kdscope::grid::{Grid, Pair};
+            if example {
+                let train = TrainConfig { epochs: 30, ..TrainConfig::short_cosine() };
+                let g = Grid::reviewkd_ablation(Pair::new("resnet56", "resnet20"), &[0, 1, 2], train);
+                println!("{}", serde_json::to_string_pretty(&g)?);
+                return Ok(());
+            }
+            let path = config.context("--config is required")?;
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let grid: Grid =
+                serde_json::from_str(&text).with_context(|| format!("{}: not a grid configuration", path.display()))?;
+            let split = data.load(grid.teacher_seed)?;
+            let results = grid.run(&split, &out, true)?;
+            let report = results.export(&out)?;
+            let table = results.table(kdscope::grid::Metric::Best)?;
+            let cols = table.columns();
+            println!("{}", cols.iter().map(|c| c.name().to_string()).collect::<Vec<_>>().join(" | "));
+            for i in 0..table.height() {
+                let cells: Vec<String> = cols
+                    .iter()
+                    .map(|c| c.get(i).map(|v| kdscope::notebook::cell_text(&v)).unwrap_or_default())
+                    .collect();
+                println!("{}", cells.join(" | "));
+            }
+            println!("report {}", report.display());
         }
         Cmd::Info { classes } => {
             println!("{:<12} {:>12}", "model", "parameters");

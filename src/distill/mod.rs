@@ -143,29 +143,85 @@ pub const METHODS: &[(&str, &str)] = &[
 /// Builds a distiller from its name (see [`METHODS`]), with the defaults of mdistiller's CIFAR-100
 /// configurations.
 pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Distiller>> {
+    by_name_with(name, &Params::new())
+}
+
+/// Hyper-parameter overrides by field name of a method's settings (`{"weight": 2.0, "temperature": 8}`),
+/// as JSON values.
+pub type Params = serde_json::Map<String, serde_json::Value>;
+
+/// `c` with the fields named in `params` replaced; an unknown name or a value of the wrong type is an
+/// error that lists the method's hyper-parameters.
+fn tuned<C: serde::Serialize + serde::de::DeserializeOwned>(c: C, params: &Params, method: &str) -> anyhow::Result<C> {
+    if params.is_empty() {
+        return Ok(c);
+    }
+    let mut v = serde_json::to_value(&c)?;
+    let obj = v.as_object_mut().ok_or_else(|| anyhow::anyhow!("method '{method}' has no hyper-parameters"))?;
+    for (k, val) in params {
+        if !obj.contains_key(k) {
+            let known: Vec<&str> = obj.keys().map(String::as_str).collect();
+            anyhow::bail!("method '{method}' has no hyper-parameter '{k}' (it has: {})", known.join(", "));
+        }
+        obj.insert(k.clone(), val.clone());
+    }
+    serde_json::from_value(v).map_err(|e| anyhow::anyhow!("method '{method}': bad hyper-parameter value ({e})"))
+}
+
+/// [`by_name`] with hyper-parameters overridden by field name (see each method's settings type, e.g.
+/// [`ReviewKdConfig`]); `kdscope info` lists the methods.
+pub fn by_name_with(name: &str, params: &Params) -> anyhow::Result<Box<dyn Distiller>> {
     let l = name.to_ascii_lowercase();
     if let Some(step) = l.strip_prefix("reviewkd-step") {
         let k: usize = step.parse().ok().filter(|k| *k <= 4).ok_or_else(|| {
             anyhow::anyhow!("ReviewKD ablation steps are reviewkd-step0 … reviewkd-step4, got '{name}'")
         })?;
-        return Ok(Box::new(ReviewKd::new(ReviewKdConfig::ablation_step(k))));
+        return Ok(Box::new(ReviewKd::new(tuned(ReviewKdConfig::ablation_step(k), params, name)?)));
     }
     Ok(match l.as_str() {
-        "ce" | "vanilla" | "none" => Box::new(Vanilla),
-        "kd" | "hinton" | "kd-kl" => Box::new(HintonKd::repdistiller()),
-        "kd-mse" | "kdlib" => Box::new(HintonKd::kd_lib()),
-        "fitnet" | "hint" => Box::new(FitNet::default()),
-        "at" => Box::new(AttentionTransfer::default()),
-        "pkt" => Box::new(Pkt::default()),
-        "rkd" => Box::new(Rkd::default()),
-        "vid" => Box::new(Vid::default()),
-        "dkd" => Box::new(Dkd::default()),
-        "crd" => Box::new(Crd::default()),
-        "ofd" | "overhaul" => Box::new(Ofd::default()),
-        "reviewkd" | "review" => Box::new(ReviewKd::default()),
+        "ce" | "vanilla" | "none" => {
+            anyhow::ensure!(params.is_empty(), "method '{name}' has no hyper-parameters");
+            Box::new(Vanilla)
+        }
+        "kd" | "hinton" | "kd-kl" => Box::new(tuned(HintonKd::repdistiller(), params, name)?),
+        "kd-mse" | "kdlib" => Box::new(tuned(HintonKd::kd_lib(), params, name)?),
+        "fitnet" | "hint" => Box::new(FitNet::new(tuned(FitNetConfig::default(), params, name)?)),
+        "at" => Box::new(tuned(AttentionTransfer::default(), params, name)?),
+        "pkt" => Box::new(tuned(Pkt::default(), params, name)?),
+        "rkd" => Box::new(tuned(Rkd::default(), params, name)?),
+        "vid" => Box::new(Vid::new(tuned(VidConfig::default(), params, name)?)),
+        "dkd" => Box::new(tuned(Dkd::default(), params, name)?),
+        "crd" => Box::new(Crd::new(tuned(CrdConfig::default(), params, name)?)),
+        "ofd" | "overhaul" => Box::new(Ofd::new(tuned(OfdConfig::default(), params, name)?)),
+        "reviewkd" | "review" => Box::new(ReviewKd::new(tuned(ReviewKdConfig::default(), params, name)?)),
         other => anyhow::bail!(
             "unknown distillation method '{other}' (known: {})",
             METHODS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Overrides reach the method's settings (visible in `hyper`), and unknown names or wrong types are
+    /// refused with the list of known ones.
+    #[test]
+    fn hyper_parameters_by_name() {
+        let mut p = Params::new();
+        p.insert("weight".into(), serde_json::json!(2.5));
+        let m = by_name_with("reviewkd", &p).unwrap();
+        assert_eq!(m.hyper()["config"]["weight"], serde_json::json!(2.5));
+        let m = by_name_with("reviewkd-step2", &p).unwrap();
+        let c = &m.hyper()["config"];
+        assert_eq!((c["weight"].as_f64(), c["attention"].as_bool()), (Some(2.5), Some(false)));
+        p.insert("nope".into(), serde_json::json!(1));
+        let e = by_name_with("at", &p).err().unwrap().to_string();
+        assert!(e.contains("no hyper-parameter 'nope'") && e.contains("weight"), "{e}");
+        let mut bad = Params::new();
+        bad.insert("weight".into(), serde_json::json!("heavy"));
+        assert!(by_name_with("ofd", &bad).is_err());
+        assert!(by_name_with("ce", &bad).is_err());
+    }
 }
