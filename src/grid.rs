@@ -230,6 +230,20 @@ impl Grid {
         }
     }
 
+    /// Sets hyper-parameter `key` of every method whose name starts with `prefix` (e.g. a shorter
+    /// warm-up for all ReviewKD steps).
+    pub fn with_param(mut self, prefix: &str, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        let value = value.into();
+        for m in &mut self.methods {
+            let mut spec = m.spec();
+            if spec.name.starts_with(prefix) {
+                spec.params.insert(key.into(), value.clone());
+                *m = MethodEntry::Spec(spec);
+            }
+        }
+        self
+    }
+
     /// The [Re] study's Table 3 ablation for one pair: ReviewKD's steps 0–4 (same-level L2, + review,
     /// + residual, + ABF, + HCL) and, as reference rows, the student trained alone and Hinton KD.
     pub fn reviewkd_ablation(pair: Pair, seeds: &[u64], train: TrainConfig) -> Self {
@@ -303,6 +317,7 @@ impl Grid {
             grid: self.clone(),
             runs: results,
             teachers: teachers.into_values().map(|(_, r)| r).collect(),
+            out_dir: out.to_path_buf(),
         })
     }
 
@@ -505,6 +520,8 @@ pub struct GridResults {
     pub grid: Grid,
     pub runs: Vec<RunResult>,
     pub teachers: Vec<TeacherResult>,
+    /// The folder the grid ran in.
+    pub out_dir: PathBuf,
 }
 
 impl GridResults {
@@ -655,6 +672,48 @@ impl GridResults {
             .chart("Accuracy by method", &self.chart(Metric::Best))
             .table("Every run", &self.runs_frame()?)
             .text("LaTeX (booktabs)", &self.latex_table(Metric::Best, &format!("{}: top-1 accuracy (%)", self.name))?))
+    }
+
+    /// Adds the comparison to a teacher-vs-student report's "Experiments" section: best- and
+    /// last-epoch tables, the chart and the LaTeX.
+    pub fn add_to_kd(&self, report: crate::report::KdReport) -> anyhow::Result<crate::report::KdReport> {
+        let legend = format!(
+            "{}: test accuracy (%), mean ± sample std over seeds {:?}; teachers trained once; rows are methods, columns teacher → student pairs.",
+            self.name, self.grid.seeds
+        );
+        Ok(report
+            .table(&format!("{}: best-epoch accuracy (%)", self.name), &legend, &self.table(Metric::Best)?)
+            .table(&format!("{}: last-epoch accuracy (%)", self.name), "", &self.table(Metric::Last)?)
+            .chart(&format!("{}: accuracy by method", self.name), &self.chart(Metric::Best))
+            .preformatted(
+                "LaTeX (booktabs)",
+                &self.latex_table(Metric::Best, &format!("{}: top-1 accuracy (%)", self.name))?,
+            ))
+    }
+
+    /// The checkpoint of a run's student (`pair` as [`Pair::label`], `label` the method's label).
+    pub fn student_checkpoint(&self, pair: &str, label: &str, seed: u64) -> anyhow::Result<PathBuf> {
+        let r =
+            self.runs.iter().find(|r| r.pair == pair && r.label == label && r.seed == seed).ok_or_else(|| {
+                anyhow::anyhow!("no run '{label}' of {pair} with seed {seed} in grid '{}'", self.name)
+            })?;
+        let p = Pair { teacher: r.teacher.clone(), assistants: r.assistants.clone(), student: r.student.clone() };
+        Ok(self
+            .out_dir
+            .join("runs")
+            .join(p.slug())
+            .join(slug(label))
+            .join(format!("seed{seed}"))
+            .join(format!("{}.safetensors", slug(&r.student))))
+    }
+
+    /// A teacher's checkpoint.
+    pub fn teacher_checkpoint(&self, arch: &str) -> anyhow::Result<PathBuf> {
+        self.teachers
+            .iter()
+            .find(|t| t.arch == arch)
+            .map(|t| t.checkpoint.clone())
+            .ok_or_else(|| anyhow::anyhow!("grid '{}' has no teacher {arch}", self.name))
     }
 
     /// Writes `runs.csv`, `summary.csv`, `table_best.tex`, `table_last.tex` and `report.html` into `dir`.

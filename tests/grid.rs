@@ -140,4 +140,28 @@ fn grid_runs_aggregates_and_resumes() {
     let page = std::fs::read_to_string(html).unwrap();
     assert!(page.contains("Best-epoch accuracy") && page.contains(&cell));
     assert!(out.join("table_best.tex").exists() && out.join("summary.csv").exists());
+    // The teacher-vs-student report of one run, with the grid's table in its Experiments section.
+    let ck = res.student_checkpoint("resnet14 → resnet8", "kd", 1).unwrap();
+    let student = kdscope::train::checkpoint::load_model(&ck).unwrap();
+    let teacher = kdscope::train::checkpoint::load_model(res.teacher_checkpoint("resnet14").unwrap()).unwrap();
+    assert!((kdscope::train::evaluate(&student, &data.test, 64).accuracy() - want.last_acc).abs() < 1e-12);
+    let ev = |name: &str, m: &kdscope::Model| kdscope::experiment::evaluate_model(name, m, &data.test);
+    let kd = res.add_to_kd(kdscope::report::KdReport::new(ev("teacher", &teacher), ev("student", &student))).unwrap();
+    let page = kd.render(&data.test).unwrap();
+    assert!(page.contains("id=\"experiments\"") && page.contains(&cell) && page.contains("\\toprule"));
+    assert!(res.student_checkpoint("resnet14 → resnet8", "nope", 0).is_err());
+}
+
+#[test]
+fn with_param_reaches_the_matching_methods() {
+    let g = Grid::reviewkd_ablation(Pair::new("resnet14", "resnet8"), &[0], TrainConfig::short_cosine()).with_param(
+        "reviewkd",
+        "warmup_epochs",
+        1,
+    );
+    let runs = g.runs().unwrap();
+    assert_eq!(runs.len(), 7);
+    assert!(runs.iter().filter(|r| r.method.starts_with("reviewkd")).all(|r| r.params["warmup_epochs"] == 1));
+    assert!(runs.iter().filter(|r| !r.method.starts_with("reviewkd")).all(|r| r.params.is_empty()));
+    assert_eq!(runs[6].label, "ReviewKD + HCL");
 }

@@ -86,6 +86,18 @@ pub struct KdReport {
     pub appendix: serde_json::Map<String, Value>,
     pub explain: Option<ExplainSection>,
     pub embed: Option<EmbedSection>,
+    /// Further blocks (tables, charts, text) in the "Experiments" section, e.g. a grid's comparison.
+    pub extra: Vec<ExtraBlock>,
+}
+
+/// A block of the report's "Experiments" section: a heading, a legend, preformatted text (LaTeX …)
+/// and rendered HTML (a table or a chart).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ExtraBlock {
+    pub heading: String,
+    pub text: String,
+    pub pre: String,
+    pub html: String,
 }
 
 impl KdReport {
@@ -103,7 +115,28 @@ impl KdReport {
             appendix: Default::default(),
             explain: None,
             embed: None,
+            extra: vec![],
         }
+    }
+
+    /// A table in the "Experiments" section, with a legend.
+    pub fn table(mut self, heading: &str, legend: &str, df: &DataFrame) -> Self {
+        let html = notebook::table_with(df, usize::MAX).html;
+        self.extra.push(ExtraBlock { heading: heading.into(), text: legend.into(), html, ..Default::default() });
+        self
+    }
+
+    /// A chart in the "Experiments" section.
+    pub fn chart(mut self, heading: &str, plot: &plotly::Plot) -> Self {
+        let html = notebook::chart(plot).html();
+        self.extra.push(ExtraBlock { heading: heading.into(), html, ..Default::default() });
+        self
+    }
+
+    /// Preformatted text (e.g. a LaTeX table) in the "Experiments" section.
+    pub fn preformatted(mut self, heading: &str, text: &str) -> Self {
+        self.extra.push(ExtraBlock { heading: heading.into(), pre: text.into(), ..Default::default() });
+        self
     }
 
     pub fn title(mut self, t: &str) -> Self {
@@ -283,6 +316,7 @@ impl KdReport {
         ctx.insert("curves", &curves_html);
         ctx.insert("explain_html", &explain_html);
         ctx.insert("embed_html", &embed_html);
+        ctx.insert("extra", &self.extra);
         ctx.insert("appendix", &serde_json::to_string_pretty(&appendix)?);
         ctx.insert("data_json", &notebook::script_json(&data.to_string()));
         tera.render("kd_report.html", &ctx).context("rendering the KD report")

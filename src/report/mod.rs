@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::notebook;
 
 pub mod kd;
-pub use kd::{CorpusMaps, EmbedSection, ExplainSection, KdReport};
+pub use kd::{CorpusMaps, EmbedSection, ExplainSection, ExtraBlock, KdReport};
 
 /// Test accuracy (%) per epoch, one line per named history (the training-curves chart of the notebooks
 /// and the reports).
