@@ -9,6 +9,7 @@ Each notebook lists what its executed copy must contain in its metadata, e.g.
   chart  - a plotly chart div made by kdscope (class "kdscope-chart"), with plotly.js inlined once
   image  - an inline PNG
   report:PATH - the file PATH (relative to the notebook) exists, is non-empty HTML and its path was printed
+  report-contains:PATH:TEXT - the file PATH contains TEXT
 Executed copies go to notebooks/executed/. Exit status 1 if a cell fails or a check does not hold.
 
 usage: run_notebooks.py [NOTEBOOK ...]   (default: every notebooks/*.ipynb)
@@ -72,6 +73,10 @@ def check(nb, path):
                 with open(file, encoding="utf-8") as f:
                     page = f.read()
                 ok = page.lstrip().startswith("<!DOCTYPE html>") and "<script src=" not in page
+        elif want.startswith("report-contains:"):
+            rel, text = want[len("report-contains:"):].split(":", 1)
+            file = os.path.normpath(os.path.join(os.path.dirname(path), rel))
+            ok = os.path.isfile(file) and text in open(file, encoding="utf-8").read()
         else:
             failures.append(f"unknown expectation {want!r}")
             continue

@@ -30,7 +30,10 @@ pub mod prelude {
         darksight, embed_predictions, local_fidelity, model_outputs, rejection_curve, section as embed_section,
         sections_from, tsne, DarkSightConfig, EmbedConfig, TsneConfig,
     };
-    pub use crate::experiment::{history_frame, summary_frame, training_curves, Recipe, Run};
+    pub use crate::experiment::{evaluate_model, history_frame, summary_frame, training_curves, Recipe, Run};
+    pub use crate::grid::{Grid, GridResults, MethodSpec, Metric, Pair};
+    pub use crate::models::Model;
+    pub use crate::train::{checkpoint::load_model, TrainConfig};
     pub use crate::explain::agreement::{agreement_per_class, agreement_per_image};
     pub use crate::explain::overlay::{overlay, overlays};
     pub use crate::explain::quality::{quality_per_image, quality_summary, sample_indices};

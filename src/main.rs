@@ -176,7 +176,7 @@ struct TrainArgs {
     data: DataArgs,
     #[arg(long, default_value = "resnet20")]
     arch: String,
-    /// Method: ce, kd, kd-mse, fitnet, at, pkt, rkd, vid, dkd, reviewkd, reviewkd-step0…4
+    /// Method: ce, kd, kd-mse, fitnet, at, pkt, rkd, vid, crd, ofd, dkd, reviewkd, reviewkd-step0…4
     /// (`kdscope info` describes them).
     #[arg(long, default_value = "ce")]
     method: String,
