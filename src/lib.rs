@@ -31,9 +31,6 @@ pub mod prelude {
         sections_from, tsne, DarkSightConfig, EmbedConfig, TsneConfig,
     };
     pub use crate::experiment::{evaluate_model, history_frame, summary_frame, training_curves, Recipe, Run};
-    pub use crate::grid::{Grid, GridResults, MethodSpec, Metric, Pair};
-    pub use crate::models::Model;
-    pub use crate::train::{checkpoint::load_model, TrainConfig};
     pub use crate::explain::agreement::{agreement_per_class, agreement_per_image};
     pub use crate::explain::overlay::{overlay, overlays};
     pub use crate::explain::quality::{quality_per_image, quality_summary, sample_indices};
@@ -41,14 +38,17 @@ pub mod prelude {
     pub use crate::explain::{
         explain_images, method as saliency, section as explain_section, Maps, Saliency, SectionConfig,
     };
+    pub use crate::grid::{Grid, GridResults, MethodSpec, Metric, Pair};
     pub use crate::metrics::export::{to_latex, write_csv, write_json, write_latex, write_parquet};
     pub use crate::metrics::{
         compare_classes, compare_superclasses, confusion, overall, per_class, per_superclass, superclass_confusion,
         top_confusions, Evaluation,
     };
+    pub use crate::models::Model;
     pub use crate::notebook::{self as nb, chart, grid, image, image_scaled, table};
     pub use crate::report::kd::{embedding_scatter, fidelity_chart, rejection_chart, superclass_polar};
     pub use crate::report::{KdReport, Report};
+    pub use crate::train::{checkpoint::load_model, TrainConfig};
     pub use image::RgbImage;
     pub use polars::prelude::DataFrame;
 }

@@ -11,8 +11,9 @@
 //! The scores are computed without gathering the `n × (K+1) × 128` bank slices (a dedicated op reads
 //! the bank rows in place), so the CIFAR-100 setting runs in CPU memory.
 //!
-//! Limitation: the memory banks and `Z` are not part of training checkpoints (the two embedding
-//! layers are); a resumed CRD run starts from fresh banks, which refill within one epoch.
+//! The memory banks and `Z` are buffers of the method's store, so training checkpoints keep them, and
+//! the negatives of a batch are drawn from a generator seeded by (seed, epoch, batch): a resumed run
+//! continues exactly as the uninterrupted one.
 use dfdx::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -112,18 +113,22 @@ pub fn nce_loss(scores: Var<Tracked>, t: f32, z: f32, n_data: usize) -> Loss {
     (log_pos - denom + n as f32 * k * c.ln()).negate() / n as f32
 }
 
+/// Indices of the buffers in CRD's store.
+const BANK_S: usize = 0;
+const BANK_T: usize = 1;
+const Z: usize = 2;
+
 /// CRD.
 pub struct Crd {
     pub cfg: CrdConfig,
     embed_s: Option<Linear>,
     embed_t: Option<Linear>,
+    /// The embeddings' parameters and, as buffers, the memory banks (`memory_s`, `memory_t`:
+    /// `N × feat_dim`, student and teacher) and the normalisation constants `z` (fixed on the first
+    /// batch; 0 until then).
     store: Store,
-    /// Memory banks (`N × feat_dim`), student and teacher.
-    bank_s: Vec<f32>,
-    bank_t: Vec<f32>,
-    /// Normalisation constants, fixed on the first batch.
-    z: Option<(f32, f32)>,
     k: usize,
+    seed: u64,
     labels: Vec<usize>,
     /// Image indices of each class.
     by_class: Vec<Vec<usize>>,
@@ -137,10 +142,8 @@ impl Crd {
             embed_s: None,
             embed_t: None,
             store: Store::new(),
-            bank_s: Vec::new(),
-            bank_t: Vec::new(),
-            z: None,
             k: 0,
+            seed: 0,
             labels: Vec::new(),
             by_class: Vec::new(),
             rng: ChaCha8Rng::seed_from_u64(0),
@@ -164,13 +167,16 @@ impl Crd {
         self.embed_t = Some(Linear::new(&mut store, &mut rng, "embed_t.linear", t_dim, d, true));
         // RepDistiller's bank init: U(−σ, σ), σ = 1/sqrt(d/3).
         let sd = 1.0 / (d as f32 / 3.0).sqrt();
-        self.bank_s = (0..n * d).map(|_| rng.gen_range(-sd..sd)).collect();
-        self.bank_t = (0..n * d).map(|_| rng.gen_range(-sd..sd)).collect();
+        let bank_s: Vec<f32> = (0..n * d).map(|_| rng.gen_range(-sd..sd)).collect();
+        let bank_t: Vec<f32> = (0..n * d).map(|_| rng.gen_range(-sd..sd)).collect();
+        assert_eq!(store.add_buffer("memory_s", vec![n, d], bank_s), BANK_S);
+        assert_eq!(store.add_buffer("memory_t", vec![n, d], bank_t), BANK_T);
+        assert_eq!(store.add_buffer("z", vec![2], vec![0.0; 2]), Z);
         self.k = self.cfg.nce_k.min(smallest_other);
         self.labels = labels.to_vec();
         self.by_class = by_class;
         self.store = store;
-        self.z = None;
+        self.seed = seed;
         self.rng = rng;
         Ok(())
     }
@@ -207,19 +213,21 @@ impl Crd {
         let m = self.k + 1;
         let d = self.cfg.feat_dim;
         let t_ = self.cfg.nce_t;
-        let s1 = bank_scores(v1, &self.bank_t, idx.clone(), m);
-        let s2 = bank_scores(v2, &self.bank_s, idx, m);
+        let s1 = bank_scores(v1, &self.store.buffers[BANK_T].values, idx.clone(), m);
+        let s2 = bank_scores(v2, &self.store.buffers[BANK_S].values, idx, m);
         let n_data = self.labels.len();
-        let (z1, z2) = *self.z.get_or_insert_with(|| {
+        if self.store.buffers[Z].values[0] == 0.0 {
             let z = |sc: &[f32]| {
                 (sc.iter().map(|v| ((v / t_) as f64).exp()).sum::<f64>() / sc.len() as f64 * n_data as f64) as f32
             };
-            (z(s1.data()), z(s2.data()))
-        });
+            self.store.buffers[Z].values = vec![z(s1.data()), z(s2.data())];
+        }
+        let (z1, z2) = (self.store.buffers[Z].values[0], self.store.buffers[Z].values[1]);
         let loss = nce_loss(s1, t_, z1, n_data) + nce_loss(s2, t_, z2, n_data);
         // Momentum update of both banks at the batch's own rows.
         let mom = self.cfg.momentum;
-        for (bank, v) in [(&mut self.bank_s, v1d.data()), (&mut self.bank_t, v2d.data())] {
+        let (bs, rest) = self.store.buffers.split_at_mut(BANK_T);
+        for (bank, v) in [(&mut bs[BANK_S].values, v1d.data()), (&mut rest[0].values, v2d.data())] {
             for (row, &i) in v.chunks(d).zip(indices) {
                 let b = &mut bank[i * d..(i + 1) * d];
                 for (a, x) in b.iter_mut().zip(row) {
@@ -238,7 +246,8 @@ impl Crd {
 
     /// The memory banks (student, teacher) as flat `N × feat_dim` rows.
     pub fn banks_mut(&mut self) -> (&mut Vec<f32>, &mut Vec<f32>) {
-        (&mut self.bank_s, &mut self.bank_t)
+        let (a, b) = self.store.buffers.split_at_mut(BANK_T);
+        (&mut a[BANK_S].values, &mut b[0].values)
     }
 }
 
@@ -280,6 +289,14 @@ impl Distiller for Crd {
     ) -> LossParts {
         let t = teacher.expect("CRD needs a teacher").features.get("pool").expect("teacher pooled feature");
         let s = student.features.take("pool").expect("student pooled feature");
+        // Negatives from a generator seeded by (seed, epoch, first image of the batch): the same on resume.
+        let first = ctx.indices.first().copied().unwrap_or(0) as u64;
+        self.rng = ChaCha8Rng::seed_from_u64(
+            self.seed
+                ^ 0xC4D
+                ^ (ctx.epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ first.wrapping_mul(0xBF58_476D_1CE4_E5B9),
+        );
         let idx = self.contrast_indices(ctx.indices);
         let feat = self.contrast_loss(s, t, ctx.indices, idx);
         let ce = cross_entropy(logits_of(student.logits), labels);

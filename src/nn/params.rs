@@ -44,11 +44,20 @@ pub struct BnBuffers {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PId(pub usize);
 
+/// A named tensor that is saved with checkpoints but not trained (e.g. CRD's memory banks).
+pub struct Buffer {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
 /// All parameters and buffers of a model.
 #[derive(Default)]
 pub struct Store {
     pub params: Vec<Param>,
     pub bns: Vec<BnBuffers>,
+    /// Untrained state saved with checkpoints (the optimiser never touches it).
+    pub buffers: Vec<Buffer>,
 }
 
 impl Store {
@@ -65,6 +74,14 @@ impl Store {
         let t = dev().tensor_from_vec(values, (len,));
         self.params.push(Param { name, shape, t });
         PId(self.params.len() - 1)
+    }
+
+    /// Adds an untrained buffer; returns its index in `buffers`.
+    pub fn add_buffer(&mut self, name: impl Into<String>, shape: Vec<usize>, values: Vec<f32>) -> usize {
+        let name = name.into();
+        assert_eq!(shape.iter().product::<usize>(), values.len(), "buffer {name}: shape/value mismatch");
+        self.buffers.push(Buffer { name, shape, values });
+        self.buffers.len() - 1
     }
 
     pub fn get(&self, id: PId) -> &Param {

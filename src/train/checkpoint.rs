@@ -71,6 +71,9 @@ fn store_entries(store: &Store, prefix: &str) -> Vec<Entry> {
         e.push((format!("{prefix}{n}.running_var"), Dtype::F32, vec![c], f32_bytes(&st.var)));
         e.push((format!("{prefix}{n}.num_batches_tracked"), Dtype::I64, vec![], st.batches.to_le_bytes().to_vec()));
     }
+    for b in &store.buffers {
+        e.push((format!("{prefix}{}", b.name), Dtype::F32, b.shape.clone(), f32_bytes(&b.values)));
+    }
     e
 }
 
@@ -207,6 +210,9 @@ fn load_store(
             );
             stats.batches = i64::from_le_bytes(t.data().try_into().expect("8 bytes"));
         }
+    }
+    for b in &mut store.buffers {
+        b.values = tensor_f32(st, path, &format!("{prefix}{}", b.name), &b.shape)?;
     }
     Ok(())
 }
