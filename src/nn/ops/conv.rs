@@ -2,7 +2,8 @@
 //!
 //! Forward and both gradients are im2col + GEMM per image and group: `out = W · col(x)`,
 //! `dW += dout · col(x)ᵀ`, `dx += col2im(Wᵀ · dout)`. Pointwise convolutions (1x1, stride 1, no
-//! padding) skip the im2col copy. Batches are split over the rayon pool one image per task with a
+//! padding) skip the im2col copy; depthwise convolutions (one channel per group, MobileNet and
+//! ShuffleNet) use direct row loops instead of one tiny GEMM per channel. Batches are split over the rayon pool one image per task with a
 //! single-threaded GEMM (no synchronisation inside a layer); batches smaller than the pool use a
 //! multi-threaded GEMM instead.
 use std::cell::RefCell;
@@ -64,6 +65,10 @@ impl Geo {
     }
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.s == 1 && self.p == 0
+    }
+    /// One input and one output channel per group: handled by the direct depthwise loops.
+    fn depthwise(&self) -> bool {
+        self.g == self.c && self.g == self.co && self.g > 1
     }
     /// 3x3, stride 1, padding 1, no groups: handled by the direct kernel.
     fn direct(&self) -> bool {
@@ -208,6 +213,11 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R
 /// Forward of one image: `out_img (co x hwo) = W · col(x_img)` (+ bias).
 fn forward_image(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut [f32], gemm_threads: usize) {
     let (cg, cog, kk, hwo) = (g.cg(), g.cog(), g.kk(), g.hwo());
+    if g.depthwise() {
+        depthwise_forward(x, wt, g, out);
+        add_bias(out, bias, hwo);
+        return;
+    }
     if g.direct() {
         with_direct(|xp, scratch, _| {
             direct::pad_planes(x, g.c, g.padded(), xp);
@@ -235,6 +245,82 @@ fn forward_image(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut
     add_bias(out, bias, hwo);
 }
 
+/// Calls `f(ky, kx, oy, iy, ox0, ox1, ix0)` for every kernel tap and output row whose input row is
+/// inside the image, with the valid output columns `[ox0, ox1)` and the input column of `ox0`.
+fn depthwise_taps(g: &Geo, mut f: impl FnMut(usize, usize, usize, usize, usize, usize, usize)) {
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let (ox0, ox1) = valid_range(kx, g.p, g.s, g.w, g.wo);
+            if ox0 >= ox1 {
+                continue;
+            }
+            for oy in 0..g.ho {
+                let iy = (oy * g.s + ky) as isize - g.p as isize;
+                if iy >= 0 && iy < g.h as isize {
+                    f(ky, kx, oy, iy as usize, ox0, ox1, ox0 * g.s + kx - g.p);
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise convolution of one image: `out[c] = Σ_taps w[c, ky, kx] · shift(x[c])`, row by row.
+fn depthwise_forward(x: &[f32], wt: &[f32], g: &Geo, out: &mut [f32]) {
+    let (plane, hwo, kk) = (g.h * g.w, g.hwo(), g.kh * g.kw);
+    for c in 0..g.c {
+        let (xc, wc, oc) =
+            (&x[c * plane..(c + 1) * plane], &wt[c * kk..(c + 1) * kk], &mut out[c * hwo..(c + 1) * hwo]);
+        depthwise_taps(g, |ky, kx, oy, iy, ox0, ox1, ix0| {
+            let wv = wc[ky * g.kw + kx];
+            let (o, xr) = (&mut oc[oy * g.wo + ox0..oy * g.wo + ox1], &xc[iy * g.w..(iy + 1) * g.w]);
+            if g.s == 1 {
+                o.iter_mut().zip(&xr[ix0..]).for_each(|(o, x)| *o += wv * x);
+            } else {
+                o.iter_mut().enumerate().for_each(|(j, o)| *o += wv * xr[ix0 + j * g.s]);
+            }
+        });
+    }
+}
+
+/// Backward of [`depthwise_forward`] for one image: `dw[c, ky, kx] += Σ dout · shift(x)` and
+/// `dx[c] += w · unshift(dout)`.
+fn depthwise_backward(
+    x: &[f32],
+    wt: &[f32],
+    gout: &[f32],
+    g: &Geo,
+    mut dw: Option<&mut [f32]>,
+    mut dx: Option<&mut [f32]>,
+) {
+    let (plane, hwo, kk) = (g.h * g.w, g.hwo(), g.kh * g.kw);
+    for c in 0..g.c {
+        let (xc, wc, gc) = (&x[c * plane..(c + 1) * plane], &wt[c * kk..(c + 1) * kk], &gout[c * hwo..(c + 1) * hwo]);
+        let mut dwc = dw.as_deref_mut().map(|d| &mut d[c * kk..(c + 1) * kk]);
+        let mut dxc = dx.as_deref_mut().map(|d| &mut d[c * plane..(c + 1) * plane]);
+        depthwise_taps(g, |ky, kx, oy, iy, ox0, ox1, ix0| {
+            let gr = &gc[oy * g.wo + ox0..oy * g.wo + ox1];
+            let xr = &xc[iy * g.w..(iy + 1) * g.w];
+            if let Some(d) = dwc.as_deref_mut() {
+                let sum: f32 = if g.s == 1 {
+                    gr.iter().zip(&xr[ix0..]).map(|(a, b)| a * b).sum()
+                } else {
+                    gr.iter().enumerate().map(|(j, a)| a * xr[ix0 + j * g.s]).sum()
+                };
+                d[ky * g.kw + kx] += sum;
+            }
+            if let Some(d) = dxc.as_deref_mut() {
+                let wv = wc[ky * g.kw + kx];
+                let dr = &mut d[iy * g.w..(iy + 1) * g.w];
+                if g.s == 1 {
+                    dr[ix0..].iter_mut().zip(gr).for_each(|(d, a)| *d += wv * a);
+                } else {
+                    gr.iter().enumerate().for_each(|(j, a)| dr[ix0 + j * g.s] += wv * a);
+                }
+            }
+        });
+    }
+}
+
 fn add_bias(out: &mut [f32], bias: Option<&[f32]>, hwo: usize) {
     if let Some(b) = bias {
         for (co, plane) in out.chunks_mut(hwo).enumerate() {
@@ -256,6 +342,10 @@ fn backward_image(
     gemm_threads: usize,
     want_dw: bool,
 ) {
+    if g.depthwise() {
+        depthwise_backward(x, wt, gout, g, if want_dw { Some(dw) } else { None }, dx);
+        return;
+    }
     let (cg, cog, kk, hwo) = (g.cg(), g.cog(), g.kk(), g.hwo());
     let plane_in = g.h * g.w;
     let mut dx = dx;
