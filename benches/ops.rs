@@ -1,5 +1,6 @@
 //! Per-op throughput at the ResNet-20 layer shapes (batch 128): `cargo bench --bench ops`.
 //! Prints milliseconds per call and GFLOP/s for convolutions.
+use dfdx::prelude::*;
 use kdscope::nn::{ops, BatchNorm2d, Conv2d, Shape4, Store, Var};
 use rand::SeedableRng;
 use std::time::Instant;
@@ -26,9 +27,33 @@ fn main() {
         time(&format!("conv fwd c{c} hw{hw}"), flop, || {
             std::hint::black_box(conv.forward(&s, x.detach()));
         });
+        time(&format!("conv fwd+dW c{c} hw{hw}"), 2.0 * flop, || {
+            let y = conv.forward(&s, x.detach().traced_input());
+            std::hint::black_box(y.dfdx_matrix().sum::<(), _>().backward());
+        });
+        time(&format!("conv fwd+dW+dX c{c} hw{hw}"), 3.0 * flop, || {
+            let y = conv.forward(&s, x.detach().traced());
+            std::hint::black_box(y.dfdx_matrix().sum::<(), _>().backward());
+        });
         time(&format!("bn+relu fwd c{c} hw{hw}"), 0.0, || {
             std::hint::black_box(bn.forward(&s, x.detach(), true, true));
         });
+        if c < 64 {
+            // The stage transition into this shape's successor: 3x3 stride 2 and the 1x1 stride-2 shortcut.
+            let ho = hw / 2;
+            for (k, pad) in [(3usize, 1usize), (1, 0)] {
+                let down =
+                    Conv2d::new(&mut s, &mut rng, &format!("d{k}"), c, 2 * c, k, ops::ConvCfg::new(2, pad), false);
+                let flop = 2.0 * (128 * c * 2 * c * k * k * ho * ho) as f64;
+                time(&format!("conv{k}x{k}/2 fwd c{c} hw{hw}"), flop, || {
+                    std::hint::black_box(down.forward(&s, x.detach()));
+                });
+                time(&format!("conv{k}x{k}/2 fwd+dW+dX c{c} hw{hw}"), 3.0 * flop, || {
+                    let y = down.forward(&s, x.detach().traced());
+                    std::hint::black_box(y.dfdx_matrix().sum::<(), _>().backward());
+                });
+            }
+        }
         time(&format!("alloc+zero {}", shape.numel()), 0.0, || {
             std::hint::black_box(vec![0.0f32; shape.numel()]);
         });

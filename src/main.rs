@@ -96,6 +96,9 @@ enum Cmd {
         iters: usize,
         #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// After the timed runs, profile `iters` more training steps per op (forward, backward).
+        #[arg(long)]
+        profile: bool,
     },
     /// Time saliency maps (input-size maps for N test images of the built-in dataset, untrained model).
     BenchExplain {
@@ -494,13 +497,15 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Bench { archs, batch, iters, reps } => {
+        Cmd::Bench { archs, batch, iters, reps, profile } => {
             println!("{:<10} {:<6} {:>6} {:>12} {:>10}", "model", "mode", "batch", "s/iter", "img/s");
             for a in &archs {
-                for r in [
-                    kdscope::perf::bench_train(a, batch, iters, reps)?,
-                    kdscope::perf::bench_infer(a, 2 * batch, iters, reps)?,
-                ] {
+                let (train, rows) = kdscope::perf::bench_train_profiled(a, batch, iters, reps, profile)?;
+                if profile {
+                    println!("profile of {iters} training steps of {a} at batch {batch}:");
+                    kdscope::perf::print_profile(&rows, iters);
+                }
+                for r in [train, kdscope::perf::bench_infer(a, 2 * batch, iters, reps)?] {
                     for s in &r.sec_per_iter {
                         println!("RESULT {}_{}_b{} {:.4} {:.1}", r.model, r.mode, r.batch, s, r.batch as f64 / s);
                     }

@@ -186,12 +186,22 @@ where
     F: 'static + FnOnce(&mut Grads, Vec<f32>, &Saved) -> Result<(), dfdx::tensor::CpuError>,
 {
     let v = Var::from_vec(data, shape);
+    let profiling = crate::perf::profile::enabled();
+    let op = || crate::perf::profile::op_name(std::any::type_name::<F>());
+    if profiling {
+        crate::perf::profile::forward_done(op());
+    }
     if T::OWNS_TAPE {
         let saved = Saved { t: v.t.clone(), ptr: v.ptr };
         tape.add_backward_op(move |grads: &mut Grads| {
+            let started = std::time::Instant::now();
             let g = take_grad(grads, &saved.t)?;
             check_grad_len(g.len(), shape.numel());
-            backward(grads, g, &saved)
+            let r = backward(grads, g, &saved);
+            if crate::perf::profile::enabled() {
+                crate::perf::profile::backward_done(op(), started);
+            }
+            r
         });
     }
     let Var { t, ptr, .. } = v;

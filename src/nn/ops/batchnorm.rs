@@ -8,7 +8,7 @@ use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
 use super::blas::zeroed;
-use super::elementwise::mask_relu_grad;
+use super::elementwise::relu_grad;
 use crate::nn::var::{accumulate, finish, Dev, Flat, Grads, Shape4, Var};
 
 /// Running statistics of a batch-norm layer (PyTorch buffers `running_mean`, `running_var`,
@@ -66,6 +66,77 @@ fn sums(x: &[f32]) -> (f64, f64) {
         q64 += (v as f64) * (v as f64);
     }
     (s64, q64)
+}
+
+/// `(sum g', sum g' * (x - mu) * is)` of one plane, in f32 lanes combined in f64 (as [`sums`]),
+/// where `g'` is `g` through the fused ReLU's backward (`relu_grad` on output `y`) if `y` is given.
+fn grad_sums(g: &[f32], x: &[f32], y: Option<&[f32]>, guided: bool, mu: f32, is: f32) -> (f64, f64) {
+    match y {
+        Some(y) => grad_sums_with::<true>(g, x, y, guided, mu, is),
+        None => grad_sums_with::<false>(g, x, g, guided, mu, is),
+    }
+}
+
+/// [`grad_sums`]; without `MASK`, `y` is ignored.
+#[inline(always)]
+fn grad_sums_with<const MASK: bool>(g: &[f32], x: &[f32], y: &[f32], guided: bool, mu: f32, is: f32) -> (f64, f64) {
+    let gv = |g: f32, y: f32| if MASK { relu_grad(g, y, guided) } else { g };
+    let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
+    let (mut a64, mut b64) = (0.0f64, 0.0f64);
+    let (gc, xc, yc) = (g.chunks_exact(16), x.chunks_exact(16), y.chunks_exact(16));
+    let rest = gc.remainder().iter().zip(xc.remainder()).zip(yc.remainder());
+    for (i, ((cg, cx), cy)) in gc.zip(xc).zip(yc).enumerate() {
+        for l in 0..16 {
+            let gi = gv(cg[l], cy[l]);
+            a[l] += gi;
+            b[l] += gi * (cx[l] - mu);
+        }
+        if i % 64 == 63 {
+            a64 += a.iter().map(|&v| v as f64).sum::<f64>();
+            b64 += b.iter().map(|&v| v as f64).sum::<f64>();
+            a = [0.0; 16];
+            b = [0.0; 16];
+        }
+    }
+    a64 += a.iter().map(|&v| v as f64).sum::<f64>();
+    b64 += b.iter().map(|&v| v as f64).sum::<f64>();
+    for ((&g, &xv), &y) in rest {
+        let gi = gv(g, y);
+        a64 += gi as f64;
+        b64 += (gi * (xv - mu)) as f64;
+    }
+    (a64, b64 * is as f64)
+}
+
+/// Input gradient of one plane: `d += k (m g' - dbeta - xhat dgamma)` in training, `d += k g'` in
+/// evaluation, with `g'` given per element.
+struct DxPlane {
+    train: bool,
+    k: f32,
+    m: f32,
+    db: f32,
+    dg: f32,
+    mu: f32,
+    is: f32,
+}
+
+impl DxPlane {
+    /// `g'` is `relu_grad(g, y)` with `MASK`, else `g` (`y` ignored).
+    #[inline(always)]
+    fn run<const MASK: bool>(&self, dx: &mut [f32], x: &[f32], g: &[f32], y: &[f32], guided: bool) {
+        let Self { k, m, db, dg, mu, is, .. } = *self;
+        let gv = |g: f32, y: f32| if MASK { relu_grad(g, y, guided) } else { g };
+        let it = dx.iter_mut().zip(x).zip(g).zip(y);
+        if self.train {
+            for (((d, &v), &g), &y) in it {
+                *d += k * (m * gv(g, y) - db - (v - mu) * is * dg);
+            }
+        } else {
+            for (((d, _), &g), &y) in it {
+                *d += k * gv(g, y);
+            }
+        }
+    }
 }
 
 /// Per-channel totals of per-plane pairs computed by `f` over all `n*c` planes.
@@ -135,29 +206,18 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         }
     });
     let (gt, bt) = (gamma.clone(), beta.clone());
-    finish(out, s, tape, move |grads: &mut Grads, mut gout: Vec<f32>, y| {
+    finish(out, s, tape, move |grads: &mut Grads, gout: Vec<f32>, y| {
         if super::elementwise::all_zero(&gout) {
             return Ok(());
         }
         let xd = xs.data();
-        if cfg.relu {
-            mask_relu_grad(&mut gout, y.data());
-        }
-        // dbeta = sum g ; dgamma = sum g * xhat
+        // The fused ReLU's backward is applied on the fly in both passes (g' below).
+        let (yd, guided) = (cfg.relu.then(|| y.data()), super::elementwise::guided());
+        let plane_y = |i: usize| yd.map(|y| &y[i * hw..(i + 1) * hw]);
+        // dbeta = sum g' ; dgamma = sum g' * xhat
         let tot = channel_totals(s, |i| {
             let c = i % s.c;
-            let (mu, is) = (mean[c], invstd[c]);
-            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-            for (ch_g, ch_x) in gout[i * hw..(i + 1) * hw].chunks(256).zip(xd[i * hw..(i + 1) * hw].chunks(256)) {
-                let (mut a, mut b) = (0.0f32, 0.0f32);
-                for (&g, &v) in ch_g.iter().zip(ch_x) {
-                    a += g;
-                    b += g * (v - mu) * is;
-                }
-                sg += a as f64;
-                sgx += b as f64;
-            }
-            (sg, sgx)
+            grad_sums(&gout[i * hw..(i + 1) * hw], &xd[i * hw..(i + 1) * hw], plane_y(i), guided, mean[c], invstd[c])
         });
         let dbeta: Vec<f32> = tot.iter().map(|t| t.0 as f32).collect();
         let dgamma: Vec<f32> = tot.iter().map(|t| t.1 as f32).collect();
@@ -168,18 +228,12 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
                 let (mu, is, gm) = (mean[c], invstd[c], g_data[c]);
                 let gi = &gout[i * hw..(i + 1) * hw];
                 let xi = &xd[i * hw..(i + 1) * hw];
-                if train {
-                    let k = gm * is / m as f32;
-                    let (db, dg) = (dbeta[c], dgamma[c]);
-                    for ((d, &g), &v) in dx.iter_mut().zip(gi).zip(xi) {
-                        let xhat = (v - mu) * is;
-                        *d += k * (m as f32 * g - db - xhat * dg);
-                    }
-                } else {
-                    let k = gm * is;
-                    for (d, &g) in dx.iter_mut().zip(gi) {
-                        *d += k * g;
-                    }
+                let k = if train { gm * is / m as f32 } else { gm * is };
+                let (db, dg) = (dbeta[c], dgamma[c]);
+                let p = DxPlane { train, k, m: m as f32, db, dg, mu, is };
+                match plane_y(i) {
+                    Some(yi) => p.run::<true>(dx, xi, gi, yi, guided),
+                    None => p.run::<false>(dx, xi, gi, gi, guided),
                 }
             });
         }

@@ -409,8 +409,9 @@ fn backward_chunk_direct(
             direct::pad_chunk(x, nb, g.c, pg, xp);
         }
         direct::pad_chunk(gout, nb, g.co, pg, gp);
-        // dW_tap (co x c) = G (co x nb*plane) . X_tap^T, as strided views (no im2col).
-        for (t, off) in direct::taps(pg).into_iter().enumerate().filter(|_| want_dw) {
+        // dW_tap (co x c) = G (co x nb*plane) . X_tap^T: a direct kernel, or one strided GEMM per tap.
+        let direct_dw = want_dw && direct::conv3x3_weight_grad(xp, gp, g.c, g.co, nb, pg, dw);
+        for (t, off) in direct::taps(pg).into_iter().enumerate().filter(|_| want_dw && !direct_dw) {
             let a = Mat { data: &gp[wp + 1..], rs: cs as isize, cs: 1 };
             let b = Mat { data: &xp[off..], rs: 1, cs: cs as isize };
             sgemm_strided(g.co, g.c, cs, a, b, &mut dw[t * g.co..], (1, 9 * g.co), true, 1);

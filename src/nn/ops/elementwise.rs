@@ -47,14 +47,30 @@ fn with_flag<R>(flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>, f: 
 /// (used by ReLU, add+ReLU and batch-norm+ReLU), and also where `g` is negative in guided mode
 /// ([`with_guided_relu`]).
 pub(crate) fn mask_relu_grad(g: &mut [f32], y: &[f32]) {
-    let guided = GUIDED.with(|g| g.get());
+    let guided = guided();
     g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
         for (g, &v) in g.iter_mut().zip(y) {
-            if v <= 0.0 || (guided && *g < 0.0) {
-                *g = 0.0;
-            }
+            *g = relu_grad(*g, v, guided);
         }
     });
+}
+
+/// The ReLU backward of one element: `g` where the output `y` is positive (and, in guided mode,
+/// `g` is positive too), else 0. Written as a select so loops over it vectorise.
+#[inline(always)]
+pub(crate) fn relu_grad(g: f32, y: f32, guided: bool) -> f32 {
+    // Non-short-circuit `&` / `|`: both sides are evaluated, so this is a select, not a branch.
+    let keep = (y > 0.0) & (!guided | (g >= 0.0));
+    if keep {
+        g
+    } else {
+        0.0
+    }
+}
+
+/// Whether guided ReLU gradients are on for this thread ([`with_guided_relu`]).
+pub(crate) fn guided() -> bool {
+    GUIDED.with(|g| g.get())
 }
 
 /// `dst += src`, in parallel chunks.
@@ -62,15 +78,45 @@ fn add_into_par(dst: &mut [f32], src: &[f32]) {
     dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, g)| add_into(d, g));
 }
 
+/// `dst += relu'(y) * g`: the ReLU backward fused into the accumulation (one pass, no masked copy).
+fn add_relu_grad_into_par(dst: &mut [f32], g: &[f32], y: &[f32]) {
+    let guided = guided();
+    dst.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(y.par_chunks(CHUNK)).for_each(|((d, g), y)| {
+        for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
+            *d += relu_grad(g, y, guided);
+        }
+    });
+}
+
+/// `da += m(g)` and `db += m(g)` in one pass, with `m` the ReLU backward on output `y` if given.
+fn add_grad_into_two(da: &mut [f32], db: &mut [f32], g: &[f32], y: Option<&[f32]>) {
+    let guided = guided();
+    let chunks = da.par_chunks_mut(CHUNK).zip(db.par_chunks_mut(CHUNK)).zip(g.par_chunks(CHUNK));
+    match y {
+        Some(y) => chunks.zip(y.par_chunks(CHUNK)).for_each(|(((a, b), g), y)| {
+            for (((a, b), &g), &y) in a.iter_mut().zip(b.iter_mut()).zip(g).zip(y) {
+                let v = relu_grad(g, y, guided);
+                *a += v;
+                *b += v;
+            }
+        }),
+        None => chunks.for_each(|((a, b), g)| {
+            for ((a, b), &g) in a.iter_mut().zip(b.iter_mut()).zip(g) {
+                *a += g;
+                *b += g;
+            }
+        }),
+    }
+}
+
 /// `max(x, 0)`.
 pub fn relu<T: Tape<f32, Dev>>(x: Var<T>) -> Var<T> {
     let (xs, tape, s, needs) = x.split();
     let mut out = Vec::with_capacity(s.numel());
     xs.data().par_iter().with_min_len(CHUNK).map(|v| v.max(0.0)).collect_into_vec(&mut out);
-    finish(out, s, tape, move |grads: &mut Grads, mut gout, y| {
+    finish(out, s, tape, move |grads: &mut Grads, gout, y| {
         if needs {
-            mask_relu_grad(&mut gout, y.data());
-            add_into_par(grads.get_or_alloc_mut(&xs.t)?, &gout);
+            add_relu_grad_into_par(grads.get_or_alloc_mut(&xs.t)?, &gout, y.data());
         }
         Ok(())
     })
@@ -90,8 +136,16 @@ pub fn add<T: Tape<f32, Dev>>(a: Var<T>, b: Var<T>, relu: bool) -> Var<T> {
         sum.map(|(p, q)| p + q).collect_into_vec(&mut out);
     }
     finish(out, s, tape, move |grads: &mut Grads, mut gout, y| {
-        if relu {
-            mask_relu_grad(&mut gout, y.data());
+        let mask = relu.then(|| y.data());
+        if na && nb && asv.data().as_ptr() != bsv.data().as_ptr() {
+            // Both gradients in one pass: lend `a`'s buffer out while `b`'s is borrowed.
+            let mut da = std::mem::take(&mut **grads.get_or_alloc_mut(&asv.t)?);
+            add_grad_into_two(&mut da, grads.get_or_alloc_mut(&bsv.t)?, &gout, mask);
+            **grads.get_or_alloc_mut(&asv.t)? = da;
+            return Ok(());
+        }
+        if let Some(y) = mask {
+            mask_relu_grad(&mut gout, y);
         }
         for (sv, needs) in [(&asv, na), (&bsv, nb)] {
             if needs {

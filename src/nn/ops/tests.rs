@@ -300,6 +300,15 @@ fn residual_fanout_accumulates_gradients() {
     let y = add(relu(a), b, false);
     let mut grads = weighted_loss(y, &[1.0; 4]).backward();
     assert_eq!(h.grad(&mut grads), vec![1.0, 2.0, 1.0, 2.0]);
+    // x + x (both operands one tensor) with the fused ReLU: 2 [2x > 0], weighted by r.
+    for fuse in [false, true] {
+        let xv = Var::from_vec(vec![-1.0, 2.0, -3.0, 4.0], shape);
+        let h = xv.detach();
+        let (a, b) = xv.traced().fork();
+        let mut grads = weighted_loss(add(a, b, fuse), &[1.0, 0.5, 2.0, -1.0]).backward();
+        let want = if fuse { vec![0.0, 1.0, 0.0, -2.0] } else { vec![2.0, 1.0, 4.0, -2.0] };
+        assert_eq!(h.grad(&mut grads), want);
+    }
 }
 
 /// Guided backprop at the op level: with upstream gradient `r` into a ReLU output `y`, the gradient
