@@ -37,6 +37,12 @@ pub struct SynthConfig {
     pub confounder: f32,
     /// Range of the stripe contrast (how far the stripes blend towards the accent colour).
     pub contrast: (f32, f32),
+    /// Experimental relational variant (off by default): within a superclass the four classes are
+    /// two accent hues (the outer two of the default four) x whether two small markers in opposite
+    /// corners of the image have the same colour (black or white) or not. Global average pooling
+    /// of local features cannot tell "same" from "different" when no receptive field covers both
+    /// markers, so the relation needs depth.
+    pub relation: bool,
 }
 
 impl Default for SynthConfig {
@@ -50,6 +56,7 @@ impl Default for SynthConfig {
             noise: 12.0,
             confounder: 0.2,
             contrast: (0.45, 0.8),
+            relation: false,
         }
     }
 }
@@ -102,9 +109,11 @@ fn render(cfg: &SynthConfig, class: usize, rng: &mut ChaCha8Rng, out: &mut [u8])
     const S: usize = 32;
     let kind = class / 4;
     let hue = kind as f32 * 72.0 + rng.gen_range(-15.0..15.0);
+    // Relational variant: accents a and d only; the class's low bit is the marker relation.
+    let accent_index = if cfg.relation { (class % 4 / 2) as f32 * 3.0 } else { (class % 4) as f32 };
     let accent_hue = kind as f32 * 72.0
         + 180.0
-        + ((class % 4) as f32 - 1.5) * cfg.accent_step
+        + (accent_index - 1.5) * cfg.accent_step
         + rng.gen_range(-cfg.accent_jitter..=cfg.accent_jitter);
     let orient = rng.gen_range(0.0..std::f32::consts::PI);
     // Background: a colour gradient.
@@ -160,6 +169,27 @@ fn render(cfg: &SynthConfig, class: usize, rng: &mut ChaCha8Rng, out: &mut [u8])
             let shade = 1.0 + cfg.confounder * conf;
             for c in 0..3 {
                 img[y * S + x][c] = (col[c] * (1.0 - t) + accent[c] * t) * shade;
+            }
+        }
+    }
+    if cfg.relation {
+        // Two 4x4 markers on a random diagonal, 1-3 px from the corners: same colour for even
+        // classes, different for odd ones.
+        let same = class.is_multiple_of(2);
+        let first = rng.gen_bool(0.5);
+        let second = if same { first } else { !first };
+        let anti = rng.gen_bool(0.5);
+        for (k, white) in [first, second].into_iter().enumerate() {
+            let (ox, oy) = (rng.gen_range(1..=3usize), rng.gen_range(1..=3usize));
+            let (mut x0, y0) = if k == 0 { (ox, oy) } else { (S - 4 - ox, S - 4 - oy) };
+            if anti {
+                x0 = S - 4 - x0;
+            }
+            let v = if white { 0.95 } else { 0.05 };
+            for y in y0..y0 + 4 {
+                for x in x0..x0 + 4 {
+                    img[y * S + x] = [v; 3];
+                }
             }
         }
     }
@@ -222,5 +252,35 @@ mod tests {
         a.train.validate().unwrap();
         assert_eq!(a.train.hierarchy.as_ref().unwrap().members(3), vec![12, 13, 14, 15]);
         assert_eq!(a.train.class_names[13], "ring-b");
+    }
+
+    #[test]
+    fn relation_markers_encode_the_class_low_bit() {
+        let cfg =
+            SynthConfig { train_per_class: 6, test_per_class: 1, noise: 0.0, relation: true, ..Default::default() };
+        let d = shapes20(&cfg).train;
+        let mut seen = [0usize; 2];
+        for i in 0..d.len() {
+            let img = d.image(i);
+            // Marker pixels are the only exactly grey, near-black or near-white ones.
+            let (mut white, mut black) = (Vec::new(), Vec::new());
+            for p in 0..32 * 32 {
+                let (r, g, b) = (img[p], img[1024 + p], img[2048 + p]);
+                if r == g && g == b && r >= 240 {
+                    white.push((p % 32, p / 32));
+                } else if r == g && g == b && r <= 15 {
+                    black.push((p % 32, p / 32));
+                }
+            }
+            assert_eq!(white.len() + black.len(), 32, "image {i}: two 4x4 markers");
+            let all: Vec<_> = white.iter().chain(&black).collect();
+            // Both in corner regions, on one diagonal: one near the top, one near the bottom edge.
+            assert!(all.iter().all(|&&(x, y)| !(8..24).contains(&x) && !(8..24).contains(&y)), "image {i}");
+            assert_eq!(all.iter().filter(|&&&(_, y)| y < 8).count(), 16);
+            let same = white.is_empty() || black.is_empty();
+            assert_eq!(same, d.labels[i].is_multiple_of(2), "image {i} of class {}", d.labels[i]);
+            seen[same as usize] += 1;
+        }
+        assert!(seen[0] > 0 && seen[1] > 0);
     }
 }
