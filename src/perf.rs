@@ -58,8 +58,8 @@ pub fn bench_train(arch: &str, batch: usize, iters: usize, reps: usize) -> anyho
 }
 
 /// [`bench_train`], and with `profile` the per-op profile of one more run of `iters` steps (taken
-/// apart from the timed ones), with rows `step` (whole steps), `loss`, `tape (backward, other)` and
-/// `sgd` beside the ops.
+/// apart from the timed ones): the ops' rows, then `total` rows for whole steps (`step`) and their
+/// phases (`forward (all)`, `loss`, `backward (all)`, `sgd + free`).
 pub fn bench_train_profiled(
     arch: &str,
     batch: usize,
@@ -236,8 +236,10 @@ pub mod profile {
         plain.split("::").filter(|p| !p.is_empty() && !p.starts_with("{{")).last().unwrap_or(type_name).to_string()
     }
 
-    fn add(op: String, pass: &'static str, seconds: f64) {
+    /// Charges the time since `since` (the previous op's end, by default) to `op`'s `pass`.
+    fn add(op: String, pass: &'static str, since: Option<Instant>) {
         if let Some(s) = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            let seconds = since.unwrap_or(s.last).elapsed().as_secs_f64();
             let e = s.rows.entry((op, pass)).or_insert((0.0, 0));
             e.0 += seconds;
             e.1 += 1;
@@ -247,14 +249,11 @@ pub mod profile {
 
     /// Charges the time since the previous op to `op`'s forward pass.
     pub(crate) fn forward_done(op: String) {
-        let since = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|s| s.last.elapsed().as_secs_f64());
-        if let Some(t) = since {
-            add(op, "forward", t);
-        }
+        add(op, "forward", None);
     }
 
     pub(crate) fn backward_done(op: String, started: Instant) {
-        add(op, "backward", started.elapsed().as_secs_f64());
+        add(op, "backward", Some(started));
     }
 
     #[cfg(test)]

@@ -186,9 +186,8 @@ where
     F: 'static + FnOnce(&mut Grads, Vec<f32>, &Saved) -> Result<(), dfdx::tensor::CpuError>,
 {
     let v = Var::from_vec(data, shape);
-    let profiling = crate::perf::profile::enabled();
     let op = || crate::perf::profile::op_name(std::any::type_name::<F>());
-    if profiling {
+    if crate::perf::profile::enabled() {
         crate::perf::profile::forward_done(op());
     }
     if T::OWNS_TAPE {
