@@ -40,32 +40,66 @@ impl Default for BnCfg {
     }
 }
 
+/// Two running sums over a plane, kept in 16 f32 lanes (so the loop vectorises) and flushed into f64
+/// every 1,024 elements, so long planes keep f64-like accuracy at f32 speed.
+struct PairSums {
+    a: [f32; 16],
+    b: [f32; 16],
+    a64: f64,
+    b64: f64,
+}
+
+impl PairSums {
+    /// Sums pairs over the `n` elements of a plane: `chunk(i, l)` gives the f32 pair of lane `l` of
+    /// the 16-element chunk starting at `i` (for the first `16 * (n / 16)` elements), `tail(k)` the
+    /// f64 pair of each remaining element `k`.
+    #[inline(always)]
+    fn over(n: usize, chunk: impl Fn(usize, usize) -> (f32, f32), tail: impl Fn(usize) -> (f64, f64)) -> (f64, f64) {
+        let mut p = PairSums { a: [0.0; 16], b: [0.0; 16], a64: 0.0, b64: 0.0 };
+        for c in 0..n / 16 {
+            for l in 0..16 {
+                let (a, b) = chunk(16 * c, l);
+                p.a[l] += a;
+                p.b[l] += b;
+            }
+            if c % 64 == 63 {
+                p.flush();
+            }
+        }
+        p.flush();
+        for k in n / 16 * 16..n {
+            let (a, b) = tail(k);
+            p.a64 += a;
+            p.b64 += b;
+        }
+        (p.a64, p.b64)
+    }
+
+    #[inline(always)]
+    fn flush(&mut self) {
+        self.a64 += self.a.iter().map(|&v| v as f64).sum::<f64>();
+        self.b64 += self.b.iter().map(|&v| v as f64).sum::<f64>();
+        self.a = [0.0; 16];
+        self.b = [0.0; 16];
+    }
+}
+
+/// The 16 elements of `v` from `i` (one bounds check per chunk, none per lane).
+#[inline(always)]
+fn lanes(v: &[f32], i: usize) -> &[f32; 16] {
+    v[i..i + 16].try_into().unwrap()
+}
+
 /// Sum and sum of squares of a slice, in f32 lanes combined in f64.
 fn sums(x: &[f32]) -> (f64, f64) {
-    let mut s = [0.0f32; 16];
-    let mut q = [0.0f32; 16];
-    let chunks = x.chunks_exact(16);
-    let rem = chunks.remainder();
-    let (mut s64, mut q64) = (0.0f64, 0.0f64);
-    for (i, ch) in chunks.enumerate() {
-        for l in 0..16 {
-            s[l] += ch[l];
-            q[l] += ch[l] * ch[l];
-        }
-        if i % 64 == 63 {
-            s64 += s.iter().map(|&v| v as f64).sum::<f64>();
-            q64 += q.iter().map(|&v| v as f64).sum::<f64>();
-            s = [0.0; 16];
-            q = [0.0; 16];
-        }
-    }
-    s64 += s.iter().map(|&v| v as f64).sum::<f64>();
-    q64 += q.iter().map(|&v| v as f64).sum::<f64>();
-    for &v in rem {
-        s64 += v as f64;
-        q64 += (v as f64) * (v as f64);
-    }
-    (s64, q64)
+    PairSums::over(
+        x.len(),
+        |i, l| {
+            let v = lanes(x, i)[l];
+            (v, v * v)
+        },
+        |k| (x[k] as f64, x[k] as f64 * x[k] as f64),
+    )
 }
 
 /// `(sum g', sum g' * (x - mu) * is)` of one plane, in f32 lanes combined in f64 (as [`sums`]),
@@ -81,31 +115,18 @@ fn grad_sums(g: &[f32], x: &[f32], y: Option<&[f32]>, guided: bool, mu: f32, is:
 #[inline(always)]
 fn grad_sums_with<const MASK: bool>(g: &[f32], x: &[f32], y: &[f32], guided: bool, mu: f32, is: f32) -> (f64, f64) {
     let gv = |g: f32, y: f32| if MASK { relu_grad(g, y, guided) } else { g };
-    let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
-    let (mut a64, mut b64) = (0.0f64, 0.0f64);
-    let (gc, xc, yc) = (g.chunks_exact(16), x.chunks_exact(16), y.chunks_exact(16));
-    let rest = gc.remainder().iter().zip(xc.remainder()).zip(yc.remainder());
-    for (i, ((cg, cx), cy)) in gc.zip(xc).zip(yc).enumerate() {
-        for l in 0..16 {
-            let gi = gv(cg[l], cy[l]);
-            a[l] += gi;
-            b[l] += gi * (cx[l] - mu);
-        }
-        if i % 64 == 63 {
-            a64 += a.iter().map(|&v| v as f64).sum::<f64>();
-            b64 += b.iter().map(|&v| v as f64).sum::<f64>();
-            a = [0.0; 16];
-            b = [0.0; 16];
-        }
-    }
-    a64 += a.iter().map(|&v| v as f64).sum::<f64>();
-    b64 += b.iter().map(|&v| v as f64).sum::<f64>();
-    for ((&g, &xv), &y) in rest {
-        let gi = gv(g, y);
-        a64 += gi as f64;
-        b64 += (gi * (xv - mu)) as f64;
-    }
-    (a64, b64 * is as f64)
+    let (a, b) = PairSums::over(
+        g.len(),
+        |i, l| {
+            let gi = gv(lanes(g, i)[l], lanes(y, i)[l]);
+            (gi, gi * (lanes(x, i)[l] - mu))
+        },
+        |k| {
+            let gi = gv(g[k], y[k]);
+            (gi as f64, (gi * (x[k] - mu)) as f64)
+        },
+    );
+    (a, b * is as f64)
 }
 
 /// Input gradient of one plane: `d += k (m g' - dbeta - xhat dgamma)` in training, `d += k g'` in
@@ -243,4 +264,46 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         accumulate(grads, &gt, &dgamma)?;
         accumulate(grads, &bt, &dbeta)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lane sums (16 lanes, f64 flush every 1,024 elements, scalar tail) against plain f64 sums,
+    /// on a plane long enough for two flushes and a tail.
+    #[test]
+    fn lane_sums_match_f64_sums() {
+        let n = 2 * 1024 + 16 * 3 + 5;
+        let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0 + 3.0).collect();
+        let g: Vec<f32> = (0..n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 11.0).collect();
+        let y: Vec<f32> = (0..n).map(|i| ((i * 29 % 13) as f32 - 6.0) / 3.0).collect();
+        let (s, q) = sums(&x);
+        let s_ref: f64 = x.iter().map(|&v| v as f64).sum();
+        let q_ref: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+        // f32 lanes: relative error of the order of f32 epsilon times the 64 adds per lane and flush.
+        let abs: f64 = x.iter().map(|&v| v.abs() as f64).sum();
+        assert!((s - s_ref).abs() < 1e-6 * abs, "{s} vs {s_ref}");
+        assert!((q - q_ref).abs() < 1e-6 * q_ref, "{q} vs {q_ref}");
+        let (mu, is) = (2.5f32, 0.8f32);
+        for (mask, guided) in [(false, false), (true, false), (true, true)] {
+            let (a, b) = grad_sums(&g, &x, mask.then_some(&y[..]), guided, mu, is);
+            let gv = |k: usize| {
+                let keep = !mask || (y[k] > 0.0 && (!guided || g[k] >= 0.0));
+                if keep {
+                    g[k] as f64
+                } else {
+                    0.0
+                }
+            };
+            let a_ref: f64 = (0..n).map(gv).sum();
+            let b_ref: f64 = (0..n).map(|k| gv(k) * (x[k] as f64 - mu as f64)).sum::<f64>() * is as f64;
+            assert!(
+                (a - a_ref).abs() < 1e-6 * g.iter().map(|&v| v.abs() as f64).sum::<f64>(),
+                "mask {mask} guided {guided}: {a} vs {a_ref}"
+            );
+            assert!((b - b_ref).abs() < 1e-4 * b_ref.abs().max(1.0), "mask {mask} guided {guided}: {b} vs {b_ref}");
+            assert!(a_ref.abs() > 1.0 && b_ref.abs() > 1.0, "non-trivial sums");
+        }
+    }
 }
