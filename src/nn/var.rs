@@ -193,11 +193,11 @@ where
     if T::OWNS_TAPE {
         let saved = Saved { t: v.t.clone(), ptr: v.ptr };
         tape.add_backward_op(move |grads: &mut Grads| {
-            let started = std::time::Instant::now();
+            let started = crate::perf::profile::enabled().then(std::time::Instant::now);
             let g = take_grad(grads, &saved.t)?;
             check_grad_len(g.len(), shape.numel());
             let r = backward(grads, g, &saved);
-            if crate::perf::profile::enabled() {
+            if let Some(started) = started {
                 crate::perf::profile::backward_done(op(), started);
             }
             r

@@ -43,20 +43,9 @@ fn with_flag<R>(flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>, f: 
     f()
 }
 
-/// ReLU backward on an output gradient: zeroes `g` wherever the ReLU output `y` is not positive
-/// (used by ReLU, add+ReLU and batch-norm+ReLU), and also where `g` is negative in guided mode
-/// ([`with_guided_relu`]).
-pub(crate) fn mask_relu_grad(g: &mut [f32], y: &[f32]) {
-    let guided = guided();
-    g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
-        for (g, &v) in g.iter_mut().zip(y) {
-            *g = relu_grad(*g, v, guided);
-        }
-    });
-}
-
-/// The ReLU backward of one element: `g` where the output `y` is positive (and, in guided mode,
-/// `g` is positive too), else 0. Written as a select so loops over it vectorise.
+/// The ReLU backward of one element (used by ReLU, add+ReLU and batch-norm+ReLU): `g` where the
+/// ReLU output `y` is positive (and, in guided mode ([`with_guided_relu`]), `g` is not negative
+/// too), else 0. Written as a select so loops over it vectorise.
 #[inline(always)]
 pub(crate) fn relu_grad(g: f32, y: f32, guided: bool) -> f32 {
     // Non-short-circuit `&` / `|`: both sides are evaluated, so this is a select, not a branch.
@@ -73,19 +62,21 @@ pub(crate) fn guided() -> bool {
     GUIDED.with(|g| g.get())
 }
 
-/// `dst += src`, in parallel chunks.
-fn add_into_par(dst: &mut [f32], src: &[f32]) {
-    dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, g)| add_into(d, g));
-}
-
-/// `dst += relu'(y) * g`: the ReLU backward fused into the accumulation (one pass, no masked copy).
-fn add_relu_grad_into_par(dst: &mut [f32], g: &[f32], y: &[f32]) {
-    let guided = guided();
-    dst.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(y.par_chunks(CHUNK)).for_each(|((d, g), y)| {
-        for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
-            *d += relu_grad(g, y, guided);
+/// `dst += m(g)` in parallel chunks, with `m` the ReLU backward on output `y` if given (fused into
+/// the accumulation: one pass, no masked copy).
+fn add_grad_into_par(dst: &mut [f32], g: &[f32], y: Option<&[f32]>) {
+    let chunks = dst.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
+    match y {
+        Some(y) => {
+            let guided = guided();
+            chunks.zip(y.par_chunks(CHUNK)).for_each(|((d, g), y)| {
+                for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
+                    *d += relu_grad(g, y, guided);
+                }
+            })
         }
-    });
+        None => chunks.for_each(|(d, g)| add_into(d, g)),
+    }
 }
 
 /// `da += m(g)` and `db += m(g)` in one pass, with `m` the ReLU backward on output `y` if given.
@@ -116,7 +107,7 @@ pub fn relu<T: Tape<f32, Dev>>(x: Var<T>) -> Var<T> {
     xs.data().par_iter().with_min_len(CHUNK).map(|v| v.max(0.0)).collect_into_vec(&mut out);
     finish(out, s, tape, move |grads: &mut Grads, gout, y| {
         if needs {
-            add_relu_grad_into_par(grads.get_or_alloc_mut(&xs.t)?, &gout, y.data());
+            add_grad_into_par(grads.get_or_alloc_mut(&xs.t)?, &gout, Some(y.data()));
         }
         Ok(())
     })
@@ -135,7 +126,7 @@ pub fn add<T: Tape<f32, Dev>>(a: Var<T>, b: Var<T>, relu: bool) -> Var<T> {
     } else {
         sum.map(|(p, q)| p + q).collect_into_vec(&mut out);
     }
-    finish(out, s, tape, move |grads: &mut Grads, mut gout, y| {
+    finish(out, s, tape, move |grads: &mut Grads, gout, y| {
         let mask = relu.then(|| y.data());
         if na && nb && asv.data().as_ptr() != bsv.data().as_ptr() {
             // Both gradients in one pass: lend `a`'s buffer out while `b`'s is borrowed.
@@ -144,12 +135,9 @@ pub fn add<T: Tape<f32, Dev>>(a: Var<T>, b: Var<T>, relu: bool) -> Var<T> {
             **grads.get_or_alloc_mut(&asv.t)? = da;
             return Ok(());
         }
-        if let Some(y) = mask {
-            mask_relu_grad(&mut gout, y);
-        }
         for (sv, needs) in [(&asv, na), (&bsv, nb)] {
             if needs {
-                add_into_par(grads.get_or_alloc_mut(&sv.t)?, &gout);
+                add_grad_into_par(grads.get_or_alloc_mut(&sv.t)?, &gout, mask);
             }
         }
         Ok(())
