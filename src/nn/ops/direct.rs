@@ -7,8 +7,9 @@
 //! input gradient, as the convolution of the output gradient with the flipped, transposed weights,
 //! and [`conv3x3_weight_grad`] the weight gradient from the same padded layout.
 //!
-//! With AVX-512 the tile is 4 output channels x 64-96 positions held in up to 24 registers;
-//! elsewhere a portable version of the same loop runs.
+//! The kernels are written once over `pulp`'s SIMD vectors and dispatched at run time: with AVX-512
+//! a tile is 4 output channels x 64-96 positions held in up to 24 registers, with AVX2 + FMA 4
+//! output channels x 16 positions; without either a portable version of the same loop runs.
 
 /// Output channels per register block.
 const CB: usize = 4;
@@ -99,16 +100,10 @@ pub fn conv3x3(
         scratch.resize(co * ql, 0.0);
     }
     let scratch = &mut scratch[..co * ql];
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F; all reads and writes are bounds-checked per tile.
-            unsafe { avx512::conv3x3(xp, c, cstride, g, wt, co, scratch) };
-            unpad(scratch, co, g, out, accumulate);
-            return;
-        }
+    let kernel = simd::Conv { xp, c, plane: cstride, g, wt, co, s: &mut *scratch };
+    if !pulp::Arch::new().dispatch(kernel) {
+        portable(xp, c, cstride, g, wt, co, scratch);
     }
-    portable(xp, c, cstride, g, wt, co, scratch);
     unpad(scratch, co, g, out, accumulate);
 }
 
@@ -133,19 +128,10 @@ fn unpad(s: &[f32], co: usize, g: Padded, out: &mut [f32], accumulate: bool) {
 /// runs over every position of a channel's `nb` consecutive padded planes, where the zero border of
 /// `gp` masks what lies outside the images; each input channel is one pass with up to 3 output
 /// channels x 9 taps of accumulators in registers. Returns `false` and leaves `dw` untouched where
-/// AVX-512 is missing (the caller falls back to one GEMM per tap).
+/// the CPU has neither AVX-512 nor AVX2 + FMA (the caller falls back to one GEMM per tap).
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_weight_grad(xp: &[f32], gp: &[f32], c: usize, co: usize, nb: usize, g: Padded, dw: &mut [f32]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F; the buffer sizes are asserted inside.
-            unsafe { avx512::weight_grad(xp, gp, c, co, nb, g, dw) };
-            return true;
-        }
-    }
-    let _ = (xp, gp, c, co, nb, g, dw);
-    false
+    pulp::Arch::new().dispatch(simd::WeightGrad { xp, gp, c, co, nb, g, dw })
 }
 
 /// Offsets of the 9 taps on the padded grid.
@@ -170,78 +156,187 @@ fn portable(xp: &[f32], c: usize, cstride: usize, g: Padded, wt: &[f32], co: usi
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
+/// The register-blocked kernels, written once over `pulp`'s [`Simd`] vectors and instantiated by
+/// [`pulp::Arch`]'s run-time dispatch for AVX-512 (16 lanes) and AVX2 + FMA (8 lanes); narrower
+/// vectors decline (the callers then run [`portable`] or the GEMM fallback).
+mod simd {
+    use pulp::{Simd, WithSimd};
 
     use super::{taps, Padded, CB};
 
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn conv3x3(xp: &[f32], c: usize, plane: usize, g: Padded, wt: &[f32], co: usize, s: &mut [f32]) {
-        let (ql, off) = (g.q_len(), taps(g));
-        assert!(xp.len() >= (c - 1) * plane + ql + off[8]);
-        assert!(wt.len() >= co * c * 9 && s.len() >= co * ql);
-        let full = co / CB * CB;
-        match g.tile_vectors() {
-            6 => run::<6>(xp, c, plane, &off, wt, co, full, ql, s),
-            5 => run::<5>(xp, c, plane, &off, wt, co, full, ql, s),
-            _ => run::<4>(xp, c, plane, &off, wt, co, full, ql, s),
-        }
+    /// Unaligned load of one vector at `p`.
+    ///
+    /// # Safety
+    /// `p..p + lanes` must be readable.
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const f32) -> S::f32s {
+        p.cast::<S::f32s>().read_unaligned()
     }
 
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn run<const V: usize>(
-        xp: &[f32],
-        c: usize,
-        plane: usize,
-        off: &[usize; 9],
-        wt: &[f32],
-        co: usize,
-        full: usize,
-        ql: usize,
-        s: &mut [f32],
-    ) {
-        for o0 in (0..full).step_by(CB) {
-            block::<CB, V>(xp, c, plane, off, wt, o0, ql, s);
-        }
-        for o0 in full..co {
-            block::<1, V>(xp, c, plane, off, wt, o0, ql, s);
-        }
+    /// Forward tile kernel (see [`super::conv3x3`]); `true` when it ran.
+    pub(super) struct Conv<'a> {
+        pub xp: &'a [f32],
+        pub c: usize,
+        pub plane: usize,
+        pub g: Padded,
+        pub wt: &'a [f32],
+        pub co: usize,
+        pub s: &'a mut [f32],
     }
 
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weight_grad(
-        xp: &[f32],
-        gp: &[f32],
-        c: usize,
-        co: usize,
-        nb: usize,
-        g: Padded,
-        dw: &mut [f32],
-    ) {
-        // Each channel's loop covers `nb * plane` positions (the masked tail reads no lane past
-        // that), shifted by at most `wp + 1` in `gp` and `2 * wp + 2` in `xp`: the slack of
-        // `pad_chunk`'s buffers.
-        let (len, wp) = (nb * g.plane(), g.wp());
-        assert!(gp.len() > co * len + wp && xp.len() >= c * len + 2 * wp + 2 && dw.len() >= c * 9 * co);
-        let mut o0 = 0;
-        while o0 < co {
-            // Blocks of 3 output channels (27 accumulators); 4 left over become 2 + 2.
-            let nbk = match co - o0 {
-                1 => 1,
-                2 | 4 => 2,
-                _ => 3,
-            };
-            for i in 0..c {
-                let args = (xp.as_ptr(), gp.as_ptr(), i, o0, nb, g, dw.as_mut_ptr(), co);
-                match nbk {
-                    3 => wg_block::<3>(args),
-                    2 => wg_block::<2>(args),
-                    _ => wg_block::<1>(args),
+    impl WithSimd for Conv<'_> {
+        type Output = bool;
+
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, simd: S) -> bool {
+            let Conv { xp, c, plane, g, wt, co, s } = self;
+            let (ql, off) = (g.q_len(), taps(g));
+            assert!(xp.len() >= (c - 1) * plane + ql + off[8]);
+            assert!(wt.len() >= co * c * 9 && s.len() >= co * ql);
+            let a = Args { xp: xp.as_ptr(), c, plane, off, wt: wt.as_ptr(), ql, s: s.as_mut_ptr() };
+            // SAFETY (all arms): a tile reads `xp[ci * plane + q0 + off[t] ..][..step]` with
+            // `q0 + step <= ql`, inside the length asserted above, and writes `s[o * ql + q0..][..step]`.
+            unsafe {
+                match (S::F32_LANES, g.tile_vectors()) {
+                    // A tile of 16 x V positions: V vectors x 4 channels = up to 24 of 32 registers.
+                    (16, 6) => run::<S, 6>(simd, &a, co),
+                    (16, 5) => run::<S, 5>(simd, &a, co),
+                    (16, _) => run::<S, 4>(simd, &a, co),
+                    // 16 registers: 2 vectors x 4 channels of accumulators, 4 weights, 1 input.
+                    (8, _) => run::<S, 2>(simd, &a, co),
+                    _ => return false,
                 }
             }
-            o0 += nbk;
+            true
+        }
+    }
+
+    struct Args {
+        xp: *const f32,
+        c: usize,
+        plane: usize,
+        off: [usize; 9],
+        wt: *const f32,
+        ql: usize,
+        s: *mut f32,
+    }
+
+    #[inline(always)]
+    unsafe fn run<S: Simd, const V: usize>(simd: S, a: &Args, co: usize) {
+        let full = co / CB * CB;
+        for o0 in (0..full).step_by(CB) {
+            block::<S, CB, V>(simd, a, o0);
+        }
+        for o0 in full..co {
+            block::<S, 1, V>(simd, a, o0);
+        }
+    }
+
+    /// `NB` output channels starting at `o0`, all tiles of `V` vectors; accumulators stay in
+    /// registers because every loop bound is a constant.
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn block<S: Simd, const NB: usize, const V: usize>(simd: S, a: &Args, o0: usize) {
+        let lanes = S::F32_LANES;
+        for q0 in (0..a.ql).step_by(lanes * V) {
+            let mut acc = [[simd.splat_f32s(0.0); V]; NB];
+            for ci in 0..a.c {
+                let xb = a.xp.add(ci * a.plane + q0);
+                let wrow = a.wt.add((o0 * a.c + ci) * 9);
+                for t in 0..9 {
+                    let p = xb.add(a.off[t]);
+                    let w: [S::f32s; NB] = std::array::from_fn(|b| simd.splat_f32s(*wrow.add(b * a.c * 9 + t)));
+                    for v in 0..V {
+                        let xv = load::<S>(p.add(lanes * v));
+                        for b in 0..NB {
+                            acc[b][v] = simd.mul_add_f32s(w[b], xv, acc[b][v]);
+                        }
+                    }
+                }
+            }
+            for b in 0..NB {
+                let dst = a.s.add((o0 + b) * a.ql + q0);
+                for v in 0..V {
+                    dst.add(lanes * v).cast::<S::f32s>().write_unaligned(acc[b][v]);
+                }
+            }
+        }
+    }
+
+    /// Weight-gradient kernel (see [`super::conv3x3_weight_grad`]); `true` when it ran.
+    pub(super) struct WeightGrad<'a> {
+        pub xp: &'a [f32],
+        pub gp: &'a [f32],
+        pub c: usize,
+        pub co: usize,
+        pub nb: usize,
+        pub g: Padded,
+        pub dw: &'a mut [f32],
+    }
+
+    impl WithSimd for WeightGrad<'_> {
+        type Output = bool;
+
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, simd: S) -> bool {
+            let WeightGrad { xp, gp, c, co, nb, g, dw } = self;
+            // Each channel's loop covers `nb * plane` positions (the tail is a partial load that
+            // reads no element past that), shifted by at most `wp + 1` in `gp` and `2 * wp + 2` in
+            // `xp`: the slack of `pad_chunk`'s buffers.
+            let (len, wp) = (nb * g.plane(), g.wp());
+            assert!(gp.len() > co * len + wp && xp.len() >= c * len + 2 * wp + 2 && dw.len() >= c * 9 * co);
+            // Output channels per pass: their 9 x NO accumulators must fit the register file.
+            let wide = match S::F32_LANES {
+                16 => true,
+                8 => false,
+                _ => return false,
+            };
+            let mut o0 = 0;
+            while o0 < co {
+                // 32 registers: blocks of 3 output channels (27 accumulators), 4 left over become
+                // 2 + 2; 16 registers: one channel (9 accumulators, its gradient and the input).
+                let nbk = match co - o0 {
+                    _ if !wide => 1,
+                    1 => 1,
+                    2 | 4 => 2,
+                    _ => 3,
+                };
+                for i in 0..c {
+                    // SAFETY: the reads stay within the lengths asserted above (see the comment).
+                    unsafe {
+                        let args = (xp.as_ptr(), gp.as_ptr(), i, o0, nb, g, dw.as_mut_ptr(), co);
+                        match nbk {
+                            3 => wg_block::<S, 3>(simd, args),
+                            2 => wg_block::<S, 2>(simd, args),
+                            _ => wg_block::<S, 1>(simd, args),
+                        }
+                    }
+                }
+                o0 += nbk;
+            }
+            true
+        }
+    }
+
+    /// One vector of positions `q..` of [`wg_block`], read through `ld`.
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn wg_step<S: Simd, const NO: usize>(
+        simd: S,
+        acc: &mut [[S::f32s; 9]; NO],
+        rows: &[*const f32; 3],
+        gb: &[*const f32; NO],
+        q: usize,
+        ld: impl Fn(*const f32) -> S::f32s,
+    ) {
+        let gv: [S::f32s; NO] = std::array::from_fn(|o| ld(gb[o].add(q)));
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let xv = ld(rows[ky].add(q + kx));
+                for o in 0..NO {
+                    acc[o][ky * 3 + kx] = simd.mul_add_f32s(gv[o], xv, acc[o][ky * 3 + kx]);
+                }
+            }
         }
     }
 
@@ -251,77 +346,26 @@ mod avx512 {
     /// loop over the channel's `nb` consecutive padded planes (the zero rows and columns of `gp` mask
     /// the positions outside the images), the taps read through three row pointers with constant
     /// column offsets, the 9 x NO accumulators in vector registers.
-    #[target_feature(enable = "avx512f")]
+    #[inline(always)]
     #[allow(clippy::needless_range_loop)]
-    unsafe fn wg_block<const NO: usize>((xp, gp, i, o0, nb, g, dw, co): WgArgs) {
-        let (plane, wp) = (g.plane(), g.wp());
+    unsafe fn wg_block<S: Simd, const NO: usize>(simd: S, (xp, gp, i, o0, nb, g, dw, co): WgArgs) {
+        let (plane, wp, lanes) = (g.plane(), g.wp(), S::F32_LANES);
         let len = nb * plane;
-        let full = len / 16 * 16;
-        let tail: __mmask16 = ((1u32 << (len - full)) - 1) as __mmask16;
+        let full = len / lanes * lanes;
         let xb = xp.add(i * len);
         let rows = [xb, xb.add(wp), xb.add(2 * wp)];
         let gb: [*const f32; NO] = std::array::from_fn(|o| gp.add((o0 + o) * len + wp + 1));
-        let mut acc = [[_mm512_setzero_ps(); 9]; NO];
-        for q in (0..len).step_by(16) {
-            let m = if q < full { !0 } else { tail };
-            let gv: [__m512; NO] = std::array::from_fn(|o| _mm512_maskz_loadu_ps(m, gb[o].add(q)));
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let xv = _mm512_maskz_loadu_ps(m, rows[ky].add(q + kx));
-                    for o in 0..NO {
-                        acc[o][ky * 3 + kx] = _mm512_fmadd_ps(gv[o], xv, acc[o][ky * 3 + kx]);
-                    }
-                }
-            }
+        let mut acc = [[simd.splat_f32s(0.0); 9]; NO];
+        for q in (0..full).step_by(lanes) {
+            wg_step(simd, &mut acc, &rows, &gb, q, |p| load::<S>(p));
+        }
+        if full < len {
+            let n = len - full;
+            wg_step(simd, &mut acc, &rows, &gb, full, |p| simd.partial_load_f32s(std::slice::from_raw_parts(p, n)));
         }
         for o in 0..NO {
             for t in 0..9 {
-                *dw.add((i * 9 + t) * co + o0 + o) += _mm512_reduce_add_ps(acc[o][t]);
-            }
-        }
-    }
-
-    /// `NB` output channels starting at `o0`, all tiles; accumulators stay in registers because
-    /// every loop bound is a constant.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-    unsafe fn block<const NB: usize, const V: usize>(
-        xp: &[f32],
-        c: usize,
-        plane: usize,
-        off: &[usize; 9],
-        wt: &[f32],
-        o0: usize,
-        ql: usize,
-        s: &mut [f32],
-    ) {
-        let xptr = xp.as_ptr();
-        let wptr = wt.as_ptr();
-        let sptr = s.as_mut_ptr();
-        for q0 in (0..ql).step_by(16 * V) {
-            let mut acc = [[_mm512_setzero_ps(); V]; NB];
-            for ci in 0..c {
-                let xb = xptr.add(ci * plane + q0);
-                let wrow = wptr.add((o0 * c + ci) * 9);
-                for t in 0..9 {
-                    let p = xb.add(off[t]);
-                    let mut xv = [_mm512_setzero_ps(); V];
-                    for v in 0..V {
-                        xv[v] = _mm512_loadu_ps(p.add(16 * v));
-                    }
-                    for b in 0..NB {
-                        let w = _mm512_set1_ps(*wrow.add(b * c * 9 + t));
-                        for v in 0..V {
-                            acc[b][v] = _mm512_fmadd_ps(w, xv[v], acc[b][v]);
-                        }
-                    }
-                }
-            }
-            for b in 0..NB {
-                let dst = sptr.add((o0 + b) * ql + q0);
-                for v in 0..V {
-                    _mm512_storeu_ps(dst.add(16 * v), acc[b][v]);
-                }
+                *dw.add((i * 9 + t) * co + o0 + o) += simd.reduce_sum_f32s(acc[o][t]);
             }
         }
     }
@@ -330,6 +374,21 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs a kernel on SIMD level `level` (0: AVX2 + FMA, 1: AVX-512) where this CPU has it, so
+    /// both instantiations are checked on an AVX-512 machine, not only the one dispatch picks.
+    #[cfg(target_arch = "x86_64")]
+    fn on_level<K: pulp::WithSimd<Output = bool>>(level: usize, k: K) -> Option<bool> {
+        use pulp::{x86, Simd};
+        let ran = match level {
+            0 => x86::V3::try_new().map(|s| Simd::vectorize(s, k)),
+            _ => x86::V4::try_new().map(|s| Simd::vectorize(s, k)),
+        };
+        if level == 0 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            assert_eq!(ran, Some(true), "the AVX2 + FMA kernel must run on this CPU");
+        }
+        ran
+    }
 
     fn naive(x: &[f32], c: usize, h: usize, w: usize, wt: &[f32], co: usize) -> Vec<f32> {
         let mut out = vec![0.0; co * h * w];
@@ -386,17 +445,31 @@ mod tests {
             let (mut xp, mut gp) = (Vec::new(), Vec::new());
             pad_chunk(&x, nb, c, g, &mut xp);
             pad_chunk(&gy, nb, co, g, &mut gp);
-            let mut dw = vec![0.5f32; c * 9 * co];
-            if !conv3x3_weight_grad(&xp, &gp, c, co, nb, g, &mut dw) {
-                return; // no AVX-512 here: the GEMM fallback is covered by the op's gradient checks
-            }
-            for o in 0..co {
-                for i in 0..c {
-                    for t in 0..9 {
-                        let got = dw[(i * 9 + t) * co + o] - 0.5;
-                        let w = want[(o * c + i) * 9 + t] as f32;
-                        assert!((got - w).abs() < 1e-3 * (1.0 + w.abs()), "c{c} co{co} {h}x{w}: {got} vs {w}");
+            let check = |dw: &[f32], what: &str| {
+                for o in 0..co {
+                    for i in 0..c {
+                        for t in 0..9 {
+                            let got = dw[(i * 9 + t) * co + o] - 0.5;
+                            let w = want[(o * c + i) * 9 + t] as f32;
+                            assert!(
+                                (got - w).abs() < 1e-3 * (1.0 + w.abs()),
+                                "{what} c{c} co{co} {h}x{w}: {got} vs {w}"
+                            );
+                        }
                     }
+                }
+            };
+            let mut dw = vec![0.5f32; c * 9 * co];
+            // Without AVX2 the GEMM fallback runs instead, covered by the op's gradient checks.
+            if conv3x3_weight_grad(&xp, &gp, c, co, nb, g, &mut dw) {
+                check(&dw, "dispatched");
+            }
+            #[cfg(target_arch = "x86_64")]
+            for level in 0..2 {
+                let mut dw = vec![0.5f32; c * 9 * co];
+                let k = simd::WeightGrad { xp: &xp, gp: &gp, c, co, nb, g, dw: &mut dw };
+                if on_level(level, k) == Some(true) {
+                    check(&dw, ["avx2", "avx512"][level]);
                 }
             }
         }
@@ -416,6 +489,18 @@ mod tests {
             let want = naive(&x, c, h, w, &wt, co);
             for (a, b) in out.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+            #[cfg(target_arch = "x86_64")]
+            for level in 0..2 {
+                let mut sc = vec![f32::NAN; co * g.q_len()];
+                let k = simd::Conv { xp: &xp, c, plane: g.plane(), g, wt: &wt, co, s: &mut sc };
+                if on_level(level, k) == Some(true) {
+                    let mut o = vec![0.0; co * h * w];
+                    unpad(&sc, co, g, &mut o, false);
+                    for (a, b) in o.iter().zip(&want) {
+                        assert!((a - b).abs() < 1e-4, "level {level}: {a} vs {b}");
+                    }
+                }
             }
             let mut port = vec![0.0; co * g.q_len()];
             portable(&xp, c, g.plane(), g, &wt, co, &mut port);
