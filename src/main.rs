@@ -81,6 +81,17 @@ enum Cmd {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Write a dataset (by default the built-in one) in CIFAR-100's binary layout: train.bin, test.bin
+    /// (coarse label, fine label, 3072 pixel bytes per record) and the two names files, to train
+    /// reference models on the same images elsewhere (benches/synth_pytorch.py).
+    Export {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Print architectures with their exact parameter counts.
     Info {
         #[arg(long, default_value_t = 100)]
@@ -415,6 +426,18 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", cells.join(" | "));
             }
             println!("report {}", report.display());
+        }
+        Cmd::Export { data, out, seed } => {
+            let split = data.load(seed)?;
+            data::cifar::write_cifar100_dir(&out, &split)?;
+            println!(
+                "{}: {} train / {} test images, {} classes -> {}",
+                split.train.name,
+                split.train.len(),
+                split.test.len(),
+                split.train.num_classes(),
+                out.display()
+            );
         }
         Cmd::Info { classes } => {
             println!("{:<12} {:>12}", "model", "parameters");

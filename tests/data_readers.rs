@@ -1,7 +1,8 @@
 //! Dataset readers on small files written in the real formats, and their errors on bad files.
 use std::io::Write;
 
-use kdscope::data::{cifar, folder, mnist, DataError, Dataset, Hierarchy, Normalization};
+use kdscope::data::synthetic::{shapes20, SynthConfig};
+use kdscope::data::{cifar, folder, mnist, DataError, DataSplit, Dataset, Hierarchy, Normalization};
 
 fn tiny_rgb(n: usize, classes: usize, seed: u8) -> Dataset {
     let pixels: Vec<u8> = (0..n * 3072).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
@@ -56,10 +57,8 @@ fn cifar100_round_trip_with_hierarchy() {
     train.hierarchy = Some(h.clone());
     let mut test = tiny_rgb(5, 100, 2);
     test.hierarchy = Some(h.clone());
-    cifar::write_cifar100_bin(dir.path().join("train.bin"), &train).unwrap();
-    cifar::write_cifar100_bin(dir.path().join("test.bin"), &test).unwrap();
-    std::fs::write(dir.path().join("fine_label_names.txt"), fine.join("\n")).unwrap();
-    std::fs::write(dir.path().join("coarse_label_names.txt"), coarse.join("\n")).unwrap();
+    train.class_names = fine.clone();
+    cifar::write_cifar100_dir(dir.path(), &DataSplit { train: train.clone(), test: test.clone() }).unwrap();
     let s = cifar::load_cifar100(dir.path()).unwrap();
     assert_eq!(s.train.labels, train.labels);
     assert_eq!(s.test.labels, test.labels);
@@ -68,6 +67,29 @@ fn cifar100_round_trip_with_hierarchy() {
     assert_eq!(got, h);
     assert_eq!(got.super_names[3], "coarse3");
     assert_eq!(s.train.class_names[42], "fine42");
+}
+
+#[test]
+fn built_in_dataset_exports_as_cifar100_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = shapes20(&SynthConfig { train_per_class: 2, test_per_class: 1, ..Default::default() });
+    cifar::write_cifar100_dir(dir.path(), &split).unwrap();
+    let bytes = std::fs::read(dir.path().join("train.bin")).unwrap();
+    assert_eq!(bytes.len(), 40 * 3074);
+    // Record 13: class 13 (classes interleave), superclass 13 / 4 = 3, then the image's pixels.
+    let r = &bytes[13 * 3074..14 * 3074];
+    assert_eq!((r[0], r[1]), (3, 13));
+    assert_eq!(&r[2..], split.train.image(13));
+    assert_eq!(std::fs::read(dir.path().join("test.bin")).unwrap().len(), 20 * 3074);
+    let fine = std::fs::read_to_string(dir.path().join("fine_label_names.txt")).unwrap();
+    assert_eq!(fine.lines().nth(13), Some("ring-b"));
+    let coarse = std::fs::read_to_string(dir.path().join("coarse_label_names.txt")).unwrap();
+    assert_eq!(coarse.lines().collect::<Vec<_>>(), ["disk", "square", "triangle", "ring", "cross"]);
+    // No hierarchy: no coarse labels to write.
+    let mut flat = split.clone();
+    flat.train.hierarchy = None;
+    let err = cifar::write_cifar100_dir(dir.path().join("flat"), &flat).unwrap_err().to_string();
+    assert!(err.contains("hierarchy"), "{err}");
 }
 
 #[test]

@@ -166,3 +166,38 @@ pub fn write_cifar100_bin(path: impl AsRef<Path>, ds: &Dataset) -> std::io::Resu
     }
     std::fs::write(path, out)
 }
+
+/// Writes a split in CIFAR-100's binary layout into `dir`: `train.bin` and `test.bin` (records of a
+/// coarse label byte, a fine label byte and 3072 pixel bytes), `fine_label_names.txt` and
+/// `coarse_label_names.txt`, so models can be trained on the same images elsewhere (e.g. the built-in
+/// dataset in PyTorch: `benches/synth_pytorch.py`). Needs 3x32x32 images, a class hierarchy and at
+/// most 256 classes.
+pub fn write_cifar100_dir(dir: impl AsRef<Path>, split: &DataSplit) -> Result<(), DataError> {
+    let dir = dir.as_ref();
+    let ds = &split.train;
+    let h = ds
+        .hierarchy
+        .as_ref()
+        .ok_or_else(|| DataError::Invalid(format!("{}: has no class hierarchy for the coarse labels", ds.name)))?;
+    if ds.image_len() != PIXELS || ds.num_classes() > 256 {
+        return Err(DataError::Invalid(format!(
+            "{}: CIFAR-100 records hold 3x32x32 images and at most 256 classes, not {}x{}x{} and {}",
+            ds.name,
+            ds.channels,
+            ds.height,
+            ds.width,
+            ds.num_classes()
+        )));
+    }
+    let io = |p: &Path, e: std::io::Error| DataError::Invalid(format!("{}: {e}", p.display()));
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    for (file, part) in [("train.bin", &split.train), ("test.bin", &split.test)] {
+        let p = dir.join(file);
+        write_cifar100_bin(&p, part).map_err(|e| io(&p, e))?;
+    }
+    for (file, names) in [("fine_label_names.txt", &ds.class_names), ("coarse_label_names.txt", &h.super_names)] {
+        let p = dir.join(file);
+        std::fs::write(&p, names.join("\n") + "\n").map_err(|e| io(&p, e))?;
+    }
+    Ok(())
+}
