@@ -43,6 +43,16 @@ pub struct SynthConfig {
     /// of local features cannot tell "same" from "different" when no receptive field covers both
     /// markers, so the relation needs depth.
     pub relation: bool,
+    /// Experimental fractal variant (off by default): each superclass is a random contractive
+    /// iterated function system (3-5 affine maps), each class a fixed perturbation of it (relative
+    /// size [`SynthConfig::fractal_class_shift`]), each image a further per-image perturbation
+    /// ([`SynthConfig::fractal_jitter`]) rendered by the chaos game at a random place, size,
+    /// rotation and colour (colour carries no class information).
+    pub fractal: bool,
+    pub fractal_class_shift: f32,
+    pub fractal_jitter: f32,
+    /// Fractal variant: jitter of the superclass hue, degrees (negative: random hue, no colour cue).
+    pub fractal_hue: f32,
 }
 
 impl Default for SynthConfig {
@@ -57,6 +67,10 @@ impl Default for SynthConfig {
             confounder: 0.2,
             contrast: (0.45, 0.8),
             relation: false,
+            fractal: false,
+            fractal_class_shift: 0.25,
+            fractal_jitter: 0.06,
+            fractal_hue: -1.0,
         }
     }
 }
@@ -201,16 +215,151 @@ fn render(cfg: &SynthConfig, class: usize, rng: &mut ChaCha8Rng, out: &mut [u8])
     }
 }
 
+/// One affine map of an iterated function system: `x -> a x + b`, chosen with probability `p`.
+#[derive(Clone, Copy, Debug)]
+struct AffineMap {
+    a: [f32; 4],
+    b: [f32; 2],
+}
+
+fn gauss(rng: &mut ChaCha8Rng) -> f32 {
+    rng.sample::<f32, _>(rand_distr::StandardNormal)
+}
+
+/// Scales `a` down so its spectral norm is at most `max` (keeps the system contractive).
+fn contract(mut m: AffineMap, max: f32) -> AffineMap {
+    let [p, q, r, s] = m.a;
+    let (e, f, g, h) = ((p + s) / 2.0, (p - s) / 2.0, (r + q) / 2.0, (r - q) / 2.0);
+    let sigma = (e * e + h * h).sqrt() + (f * f + g * g).sqrt();
+    if sigma > max {
+        m.a.iter_mut().for_each(|v| *v *= max / sigma);
+    }
+    m
+}
+
+/// The 20 class systems: superclass `k` gets a random base system, each class a fixed perturbation.
+fn fractal_classes(cfg: &SynthConfig) -> Vec<Vec<AffineMap>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xF4AC_7A1);
+    let mut classes = Vec::with_capacity(20);
+    for _ in 0..5 {
+        let n = rng.gen_range(3..=5usize);
+        let base: Vec<AffineMap> = (0..n)
+            .map(|_| {
+                let (t, f) = (rng.gen_range(0.0..std::f32::consts::TAU), rng.gen_range(0.0..std::f32::consts::TAU));
+                let (s1, s2) = (rng.gen_range(0.3..0.75f32), rng.gen_range(0.3..0.75f32));
+                let s2 = if rng.gen_bool(0.25) { -s2 } else { s2 };
+                // a = R(t) diag(s1, s2) R(f)
+                let (ct, st, cf, sf) = (t.cos(), t.sin(), f.cos(), f.sin());
+                let a = [
+                    ct * s1 * cf - st * s2 * sf,
+                    -ct * s1 * sf - st * s2 * cf,
+                    st * s1 * cf + ct * s2 * sf,
+                    -st * s1 * sf + ct * s2 * cf,
+                ];
+                AffineMap { a, b: [rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0)] }
+            })
+            .collect();
+        for _ in 0..4 {
+            classes.push(base.iter().map(|m| perturb(m, cfg.fractal_class_shift, &mut rng)).collect());
+        }
+    }
+    classes
+}
+
+fn perturb(m: &AffineMap, size: f32, rng: &mut ChaCha8Rng) -> AffineMap {
+    let mut out = *m;
+    out.a.iter_mut().for_each(|v| *v += size * 0.5 * gauss(rng));
+    out.b.iter_mut().for_each(|v| *v += size * gauss(rng));
+    contract(out, 0.85)
+}
+
+/// Renders one fractal image of class system `maps` into `out` (CHW bytes).
+fn render_fractal(cfg: &SynthConfig, class: usize, maps: &[AffineMap], rng: &mut ChaCha8Rng, out: &mut [u8]) {
+    const S: usize = 32;
+    let maps: Vec<AffineMap> = maps.iter().map(|m| perturb(m, cfg.fractal_jitter, rng)).collect();
+    let weights: Vec<f32> = maps.iter().map(|m| (m.a[0] * m.a[3] - m.a[1] * m.a[2]).abs() + 0.05).collect();
+    let total: f32 = weights.iter().sum();
+    let mut pts = Vec::with_capacity(4000);
+    let (mut x, mut y) = (0.0f32, 0.0f32);
+    for i in 0..4020 {
+        let mut r = rng.gen_range(0.0..total);
+        let mut k = 0;
+        while k + 1 < maps.len() && r >= weights[k] {
+            r -= weights[k];
+            k += 1;
+        }
+        let m = &maps[k];
+        (x, y) = (m.a[0] * x + m.a[1] * y + m.b[0], m.a[2] * x + m.a[3] * y + m.b[1]);
+        if i >= 20 {
+            pts.push((x, y));
+        }
+    }
+    let (mut x0, mut x1, mut y0, mut y1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+    for &(x, y) in &pts {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    let extent = (x1 - x0).max(y1 - y0).max(1e-3);
+    let size = rng.gen_range(18.0..28.0f32);
+    let scale = size / extent * if rng.gen_bool(0.5) { -1.0 } else { 1.0 };
+    let rot = rng.gen_range(-0.6..0.6f32);
+    let slack = (16.0 - size / 2.0).max(0.0);
+    let (cx, cy) = (16.0 + rng.gen_range(-slack..=slack), 16.0 + rng.gen_range(-slack..=slack));
+    let (mx, my) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
+    let mut density = vec![0.0f32; S * S];
+    for &(x, y) in &pts {
+        let (u, v) = ((x - mx) * scale, (y - my) * scale.abs());
+        let (px, py) = (cx + u * rot.cos() - v * rot.sin() - 0.5, cy + u * rot.sin() + v * rot.cos() - 0.5);
+        let (ix, iy) = (px.floor(), py.floor());
+        let (fx, fy) = (px - ix, py - iy);
+        for (dx, dy, w) in
+            [(0, 0, (1.0 - fx) * (1.0 - fy)), (1, 0, fx * (1.0 - fy)), (0, 1, (1.0 - fx) * fy), (1, 1, fx * fy)]
+        {
+            let (xx, yy) = (ix as i64 + dx, iy as i64 + dy);
+            if (0..S as i64).contains(&xx) && (0..S as i64).contains(&yy) {
+                density[yy as usize * S + xx as usize] += w;
+            }
+        }
+    }
+    let mut nz: Vec<f32> = density.iter().copied().filter(|&d| d > 0.0).collect();
+    nz.sort_by(|a, b| a.total_cmp(b));
+    let q = nz.get(nz.len() * 3 / 4).copied().unwrap_or(1.0).max(1e-3);
+    let bg0 = hsv(rng.gen_range(0.0..360.0), rng.gen_range(0.0..0.35), rng.gen_range(0.15..0.6));
+    let bg1 = hsv(rng.gen_range(0.0..360.0), rng.gen_range(0.0..0.35), rng.gen_range(0.15..0.6));
+    let gdir = rng.gen_range(0.0..std::f32::consts::TAU);
+    let hue = if cfg.fractal_hue < 0.0 {
+        rng.gen_range(0.0..360.0)
+    } else {
+        (class / 4) as f32 * 72.0 + rng.gen_range(-cfg.fractal_hue..=cfg.fractal_hue)
+    };
+    let col = hsv(hue, rng.gen_range(0.4..1.0), rng.gen_range(0.7..1.0));
+    for (i, d) in density.iter().enumerate() {
+        let (xf, yf) = ((i % S) as f32 - 15.5, (i / S) as f32 - 15.5);
+        let t = (xf * gdir.cos() + yf * gdir.sin()) / 44.0 + 0.5;
+        let alpha = (d / q).min(1.0);
+        for c in 0..3 {
+            let bg = bg0[c] * (1.0 - t) + bg1[c] * t;
+            let v = bg * (1.0 - alpha) + col[c] * alpha;
+            let n = gauss(rng) * cfg.noise;
+            out[c * S * S + i] = (v * 255.0 + n).round().clamp(0.0, 255.0) as u8;
+        }
+    }
+}
+
 fn generate(cfg: &SynthConfig, per_class: usize, split_tag: u64, name: &str) -> Dataset {
     let n = per_class * 20;
     let il = 3 * 32 * 32;
     let mut pixels = vec![0u8; n * il];
     // Classes interleave (0, 1, …, 19, 0, …) so any prefix is balanced.
     let labels: Vec<usize> = (0..n).map(|i| i % 20).collect();
+    let systems = if cfg.fractal { fractal_classes(cfg) } else { Vec::new() };
     pixels.par_chunks_mut(il).enumerate().for_each(|(i, out)| {
         let mut rng =
             ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (split_tag << 40) ^ i as u64);
-        render(cfg, i % 20, &mut rng, out);
+        if cfg.fractal {
+            render_fractal(cfg, i % 20, &systems[i % 20], &mut rng, out);
+        } else {
+            render(cfg, i % 20, &mut rng, out);
+        }
     });
     Dataset::rgb32(
         name,
@@ -282,5 +431,103 @@ mod tests {
             seen[same as usize] += 1;
         }
         assert!(seen[0] > 0 && seen[1] > 0);
+    }
+
+    #[test]
+    fn contraction_bounds_the_spectral_norm() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..200 {
+            let a = [0; 4].map(|_| rng.gen_range(-2.0..2.0f32));
+            let m = contract(AffineMap { a, b: [0.0; 2] }, 0.85);
+            // Largest stretch over 720 unit directions.
+            let norm = (0..720)
+                .map(|k| {
+                    let t = k as f32 * std::f32::consts::PI / 360.0;
+                    let (x, y) = (t.cos(), t.sin());
+                    (m.a[0] * x + m.a[1] * y).hypot(m.a[2] * x + m.a[3] * y)
+                })
+                .fold(0.0f32, f32::max);
+            let before = (0..720)
+                .map(|k| {
+                    let t = k as f32 * std::f32::consts::PI / 360.0;
+                    (a[0] * t.cos() + a[1] * t.sin()).hypot(a[2] * t.cos() + a[3] * t.sin())
+                })
+                .fold(0.0f32, f32::max);
+            assert!(norm <= 0.85 + 1e-3, "{norm}");
+            if before <= 0.85 {
+                assert_eq!(m.a, a, "already contractive maps are left alone");
+            } else {
+                assert!((norm - 0.85).abs() < 2e-3, "scaled to the bound: {norm}");
+            }
+        }
+    }
+
+    #[test]
+    fn fractal_classes_share_their_superclass_system_and_hue() {
+        let cfg = SynthConfig {
+            train_per_class: 4,
+            test_per_class: 1,
+            noise: 0.0,
+            fractal: true,
+            fractal_class_shift: 0.2,
+            fractal_hue: 20.0,
+            ..Default::default()
+        };
+        // Class systems: perturbations of one base per superclass, so parameters are closer within a
+        // superclass than across (0.2 shift against base entries spread over [-1, 1]).
+        let sys = fractal_classes(&cfg);
+        assert_eq!(sys.len(), 20);
+        let dist = |p: &[AffineMap], q: &[AffineMap]| -> Option<f32> {
+            (p.len() == q.len()).then(|| {
+                p.iter()
+                    .zip(q)
+                    .map(|(m, n)| {
+                        (0..4).map(|i| (m.a[i] - n.a[i]).abs()).sum::<f32>()
+                            + (0..2).map(|i| (m.b[i] - n.b[i]).abs()).sum::<f32>()
+                    })
+                    .sum::<f32>()
+                    / p.len() as f32
+            })
+        };
+        let (mut within, mut across) = (Vec::new(), Vec::new());
+        for i in 0..20 {
+            for j in i + 1..20 {
+                if let Some(d) = dist(&sys[i], &sys[j]) {
+                    if i / 4 == j / 4 {
+                        within.push(d)
+                    } else {
+                        across.push(d)
+                    }
+                }
+            }
+        }
+        assert_eq!(within.len(), 5 * 6, "classes of a superclass have as many maps as its base");
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        assert!(!across.is_empty() && mean(&within) < 0.6 * mean(&across), "{} vs {}", mean(&within), mean(&across));
+        // Images: the brightest saturated pixels carry the superclass hue (within the jitter).
+        let d = shapes20(&cfg).train;
+        for i in 0..d.len() {
+            let img = d.image(i);
+            let best = (0..1024)
+                .max_by_key(|&p| {
+                    let (r, g, b) = (img[p] as i32, img[1024 + p] as i32, img[2048 + p] as i32);
+                    r.max(g).max(b) - r.min(g).min(b)
+                })
+                .unwrap();
+            let [r, g, b] = [img[best], img[1024 + best], img[2048 + best]].map(|v| v as f32);
+            let (mx, mn) = (r.max(g).max(b), r.min(g).min(b));
+            let h = 60.0
+                * if mx == r {
+                    ((g - b) / (mx - mn)).rem_euclid(6.0)
+                } else if mx == g {
+                    (b - r) / (mx - mn) + 2.0
+                } else {
+                    (r - g) / (mx - mn) + 4.0
+                };
+            let target = (d.labels[i] / 4) as f32 * 72.0;
+            let off = ((h - target + 540.0).rem_euclid(360.0) - 180.0).abs();
+            assert!(off <= 20.0 + 6.0, "image {i}: hue {h} against superclass hue {target}");
+        }
+        assert_eq!(shapes20(&cfg).train.pixels, d.pixels, "deterministic");
     }
 }
