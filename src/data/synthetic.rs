@@ -239,7 +239,7 @@ fn contract(mut m: AffineMap, max: f32) -> AffineMap {
 
 /// The 20 class systems: superclass `k` gets a random base system, each class a fixed perturbation.
 fn fractal_classes(cfg: &SynthConfig) -> Vec<Vec<AffineMap>> {
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xF4AC_7A1);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x0F4A_C7A1);
     let mut classes = Vec::with_capacity(20);
     for _ in 0..5 {
         let n = rng.gen_range(3..=5usize);
