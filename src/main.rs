@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum DatasetKind {
-    /// The built-in synthetic dataset (shapes-20).
+    /// The built-in synthetic dataset (fractals-20; shapes-20 with --synth '{"fractal":false}').
     Synthetic,
     Cifar10,
     Cifar100,

@@ -8,7 +8,9 @@ use kdscope::{Model, ModelSpec};
 
 #[test]
 fn darksight_agrees_with_a_trained_model_on_the_built_in_dataset() {
-    let data = shapes20(&SynthConfig { train_per_class: 150, test_per_class: 20, ..Default::default() });
+    // shapes-20, which ResNet-8 learns to ≈85 % in 8 epochs (on fractals-20 it needs longer).
+    let data =
+        shapes20(&SynthConfig { train_per_class: 150, test_per_class: 20, fractal: false, ..Default::default() });
     let mut m = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 0);
     let cfg = TrainConfig {
         epochs: 8,

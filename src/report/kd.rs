@@ -764,7 +764,7 @@ mod tests {
         assert_eq!(html.matches("window.Plotly = Plotly").count(), 1);
         let page = html.replace(&notebook::plotly_js(), "");
         assert!(!page.contains("src=\"http") && !page.contains("href=\"http"), "no external resources");
-        assert!(html.contains("&quot;seed&quot;: 7") && html.contains("kdscope synthetic shapes-20"), "appendix");
+        assert!(html.contains("&quot;seed&quot;: 7") && html.contains("kdscope synthetic fractals-20"), "appendix");
         assert!(html.contains("<dt>temperature</dt><dd>20</dd>"));
         // The corpus holds every test image at 2 per class, 20 at 1 per class.
         let count = |h: &str| h.replace(&notebook::plotly_js(), "").matches("\"png\":").count();
