@@ -122,6 +122,28 @@ fn hsv(h: f32, s: f32, v: f32) -> [f32; 3] {
     [r + m, g + m, b + m]
 }
 
+/// A linear colour gradient across the 32x32 image between two pale random colours (saturation below
+/// 0.35, value in `value`), in a random direction: the background of both renderers.
+struct Gradient {
+    from: [f32; 3],
+    to: [f32; 3],
+    dir: f32,
+}
+
+impl Gradient {
+    fn random(rng: &mut ChaCha8Rng, value: std::ops::Range<f32>) -> Self {
+        let from = hsv(rng.gen_range(0.0..360.0), rng.gen_range(0.0..0.35), rng.gen_range(value.clone()));
+        let to = hsv(rng.gen_range(0.0..360.0), rng.gen_range(0.0..0.35), rng.gen_range(value));
+        Gradient { from, to, dir: rng.gen_range(0.0..std::f32::consts::TAU) }
+    }
+
+    /// The colour at pixel `(x, y)`.
+    fn at(&self, x: usize, y: usize) -> [f32; 3] {
+        let t = ((x as f32 - 15.5) * self.dir.cos() + (y as f32 - 15.5) * self.dir.sin()) / 44.0 + 0.5;
+        std::array::from_fn(|c| self.from[c] * (1.0 - t) + self.to[c] * t)
+    }
+}
+
 /// Signed "inside" test of shape `kind` at local coordinates `(u, v)` (already rotated and scaled so
 /// the shape has unit size): returns true inside.
 fn inside(kind: usize, u: f32, v: f32) -> bool {
@@ -149,19 +171,8 @@ fn render(cfg: &SynthConfig, class: usize, rng: &mut ChaCha8Rng, out: &mut [u8])
         + (accent_index - 1.5) * cfg.accent_step
         + rng.gen_range(-cfg.accent_jitter..=cfg.accent_jitter);
     let orient = rng.gen_range(0.0..std::f32::consts::PI);
-    // Background: a colour gradient.
-    let bg0 = hsv(rng.gen_range(0.0..360.0), rng.gen_range(0.0..0.35), rng.gen_range(0.2..0.8));
-    let bg1 = hsv(rng.gen_range(0.0..360.0), rng.gen_range(0.0..0.35), rng.gen_range(0.2..0.8));
-    let gdir = rng.gen_range(0.0..std::f32::consts::TAU);
-    let mut img = vec![[0.0f32; 3]; S * S];
-    for y in 0..S {
-        for x in 0..S {
-            let t = ((x as f32 - 15.5) * gdir.cos() + (y as f32 - 15.5) * gdir.sin()) / 44.0 + 0.5;
-            for c in 0..3 {
-                img[y * S + x][c] = bg0[c] * (1.0 - t) + bg1[c] * t;
-            }
-        }
-    }
+    let background = Gradient::random(rng, 0.2..0.8);
+    let mut img: Vec<[f32; 3]> = (0..S * S).map(|i| background.at(i % S, i / S)).collect();
     // Distractors: two small faint shapes of random families.
     for _ in 0..2 {
         let (dk, cx, cy, r) =
@@ -342,9 +353,7 @@ fn render_fractal(cfg: &SynthConfig, class: usize, maps: &[AffineMap], rng: &mut
     let mut nz: Vec<f32> = density.iter().copied().filter(|&d| d > 0.0).collect();
     nz.sort_by(|a, b| a.total_cmp(b));
     let q = nz.get(nz.len() * 3 / 4).copied().unwrap_or(1.0).max(1e-3);
-    let bg0 = hsv(rng.gen_range(0.0..360.0), rng.gen_range(0.0..0.35), rng.gen_range(0.15..0.6));
-    let bg1 = hsv(rng.gen_range(0.0..360.0), rng.gen_range(0.0..0.35), rng.gen_range(0.15..0.6));
-    let gdir = rng.gen_range(0.0..std::f32::consts::TAU);
+    let background = Gradient::random(rng, 0.15..0.6);
     let hue = if cfg.fractal_hue < 0.0 {
         rng.gen_range(0.0..360.0)
     } else {
@@ -352,12 +361,10 @@ fn render_fractal(cfg: &SynthConfig, class: usize, maps: &[AffineMap], rng: &mut
     };
     let col = hsv(hue, rng.gen_range(0.4..1.0), rng.gen_range(0.7..1.0));
     for (i, d) in density.iter().enumerate() {
-        let (xf, yf) = ((i % S) as f32 - 15.5, (i / S) as f32 - 15.5);
-        let t = (xf * gdir.cos() + yf * gdir.sin()) / 44.0 + 0.5;
+        let bg = background.at(i % S, i / S);
         let alpha = (d / q).min(1.0);
         for c in 0..3 {
-            let bg = bg0[c] * (1.0 - t) + bg1[c] * t;
-            let v = bg * (1.0 - alpha) + col[c] * alpha;
+            let v = bg[c] * (1.0 - alpha) + col[c] * alpha;
             let n = gauss(rng) * cfg.noise;
             out[c * S * S + i] = (v * 255.0 + n).round().clamp(0.0, 255.0) as u8;
         }
