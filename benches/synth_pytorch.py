@@ -2,9 +2,9 @@
 built-in dataset with kdscope's recipe, to check that what kdscope's models learn on it (e.g. ResNet-8
 against ResNet-56, BENCHMARKS.md "Built-in dataset: depth") is not an artefact of kdscope's own ops.
 
-  cargo run --release -- export --out /tmp/shapes20            # train.bin / test.bin, CIFAR-100 layout
-  .venv-anchors/bin/python benches/synth_pytorch.py /tmp/shapes20 8 12 32 0.05
-  .venv-anchors/bin/python benches/synth_pytorch.py /tmp/shapes20 56 12 32 0.05
+  cargo run --release -- export --out /tmp/fractals20            # train.bin / test.bin, CIFAR-100 layout
+  .venv-anchors/bin/python benches/synth_pytorch.py /tmp/fractals20 8 12 32 0.05
+  .venv-anchors/bin/python benches/synth_pytorch.py /tmp/fractals20 56 12 32 0.05
 
 Arguments: export dir, depth (6n+2), epochs, batch size, learning rate. Recipe as `kdscope train`:
 SGD momentum 0.9, weight decay 5e-4, cosine annealing stepped per epoch, random crop (4-px zero

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::synthetic::{shapes20, SynthConfig};
+use crate::data::synthetic::{builtin_dataset, SynthConfig};
 use crate::distill::{self, Distiller};
 use crate::experiment::evaluate_model;
 use crate::models::{Model, ModelSpec};
@@ -125,7 +125,7 @@ fn train_one(
 /// Runs the demo; writes checkpoints and `summary.json` into `cfg.out_dir` and the report to
 /// `cfg.report`.
 pub fn run(cfg: &DemoConfig, progress: bool) -> anyhow::Result<DemoResult> {
-    let data = shapes20(&cfg.data);
+    let data = builtin_dataset(&cfg.data);
     let mut ce = distill::Vanilla;
     let (teacher, t_row) = train_one(cfg, "teacher", &cfg.teacher, cfg.teacher_epochs, &mut ce, None, &data, progress)?;
     let (alone, s_row) =

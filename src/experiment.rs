@@ -2,10 +2,10 @@
 //! trained model, its history and its test predictions), and the frames and charts made from runs.
 //!
 //! ```no_run
-//! use kdscope::data::synthetic::{shapes20, SynthConfig};
+//! use kdscope::data::synthetic::{builtin_dataset, SynthConfig};
 //! use kdscope::experiment::{history_frame, summary_frame, training_curves, Recipe};
 //!
-//! let data = shapes20(&SynthConfig { train_per_class: 60, test_per_class: 20, ..Default::default() });
+//! let data = builtin_dataset(&SynthConfig { train_per_class: 60, test_per_class: 20, ..Default::default() });
 //! let teacher = Recipe::new("resnet20").epochs(4).name("teacher").train(&data)?;
 //! let student = Recipe::new("resnet8").epochs(3).method("kd-mse").name("student KD").distill(&teacher, &data)?;
 //! let summary = summary_frame(&[&teacher, &student])?;

@@ -10,11 +10,11 @@
 //! `history.json`, `predictions.safetensors` (test logits and labels) and `result.json` once done.
 //!
 //! ```no_run
-//! use kdscope::data::synthetic::{shapes20, SynthConfig};
+//! use kdscope::data::synthetic::{builtin_dataset, SynthConfig};
 //! use kdscope::grid::{Grid, Pair};
 //! use kdscope::train::TrainConfig;
 //!
-//! let data = shapes20(&SynthConfig::default());
+//! let data = builtin_dataset(&SynthConfig::default());
 //! let train = TrainConfig { epochs: 5, ..TrainConfig::short_cosine() };
 //! let grid = Grid::new("ablation", vec![Pair::new("resnet20", "resnet8")], &["ce", "kd", "reviewkd"], &[0, 1], train);
 //! let results = grid.run(&data, "reports/ablation", true)?;

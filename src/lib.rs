@@ -24,7 +24,7 @@ pub use {image, plotly, polars};
 
 /// What a notebook usually needs, in one `use kdscope::prelude::*;`.
 pub mod prelude {
-    pub use crate::data::synthetic::{shapes20, SynthConfig};
+    pub use crate::data::synthetic::{builtin_dataset, SynthConfig};
     pub use crate::data::{make_batch, DataSplit, Dataset};
     pub use crate::embed::{
         darksight, embed_predictions, local_fidelity, model_outputs, rejection_curve, section as embed_section,

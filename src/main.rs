@@ -174,7 +174,7 @@ impl DataArgs {
         };
         let need = || self.data_dir.clone().context("--data-dir is required for this dataset");
         Ok(match self.dataset {
-            DatasetKind::Synthetic => data::synthetic::shapes20(&synth),
+            DatasetKind::Synthetic => data::synthetic::builtin_dataset(&synth),
             DatasetKind::Cifar10 => data::cifar::load_cifar10(need()?)?,
             DatasetKind::Cifar100 => data::cifar::load_cifar100(need()?)?,
             DatasetKind::Mnist => data::mnist::load_mnist(need()?)?,
@@ -491,7 +491,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::BenchExplain { arch, images, batch, methods, reps } => {
             let per_class = images.div_ceil(20);
-            let data = kdscope::data::synthetic::shapes20(&kdscope::data::synthetic::SynthConfig {
+            let data = kdscope::data::synthetic::builtin_dataset(&kdscope::data::synthetic::SynthConfig {
                 train_per_class: 1,
                 test_per_class: per_class,
                 ..Default::default()

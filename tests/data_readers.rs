@@ -1,7 +1,7 @@
 //! Dataset readers on small files written in the real formats, and their errors on bad files.
 use std::io::Write;
 
-use kdscope::data::synthetic::{shapes20, SynthConfig};
+use kdscope::data::synthetic::{builtin_dataset, SynthConfig};
 use kdscope::data::{cifar, folder, mnist, DataError, DataSplit, Dataset, Hierarchy, Normalization};
 
 fn tiny_rgb(n: usize, classes: usize, seed: u8) -> Dataset {
@@ -72,7 +72,7 @@ fn cifar100_round_trip_with_hierarchy() {
 #[test]
 fn built_in_dataset_exports_as_cifar100_records() {
     let dir = tempfile::tempdir().unwrap();
-    let split = shapes20(&SynthConfig { train_per_class: 2, test_per_class: 1, ..Default::default() });
+    let split = builtin_dataset(&SynthConfig { train_per_class: 2, test_per_class: 1, ..Default::default() });
     cifar::write_cifar100_dir(dir.path(), &split).unwrap();
     let bytes = std::fs::read(dir.path().join("train.bin")).unwrap();
     assert_eq!(bytes.len(), 40 * 3074);

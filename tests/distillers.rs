@@ -351,10 +351,10 @@ fn stage_feature_methods_match_pytorch() {
 /// checkpointed run that resumes with the method's modules restored.
 #[test]
 fn every_distiller_trains_a_student_end_to_end() {
-    use kdscope::data::synthetic::{shapes20, SynthConfig};
+    use kdscope::data::synthetic::{builtin_dataset, SynthConfig};
     use kdscope::models::Model;
     use kdscope::train::{fit, RunOptions, TrainConfig};
-    let data = shapes20(&SynthConfig { train_per_class: 8, test_per_class: 2, ..Default::default() });
+    let data = builtin_dataset(&SynthConfig { train_per_class: 8, test_per_class: 2, ..Default::default() });
     let teacher = Model::build("resnet14", 20, 1).unwrap();
     let cfg = TrainConfig { epochs: 2, batch_size: 32, lr: 0.02, ..TrainConfig::short_cosine() };
     // ReviewKD's 20-epoch warm-up raises its weight from epoch to epoch, so its losses are compared

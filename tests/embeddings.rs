@@ -1,6 +1,6 @@
 //! DarkSight on a model trained on the built-in dataset: its Naive-Bayes student must agree with the
 //! model's predicted class on at least 95 % of the test points, with the official defaults.
-use kdscope::data::synthetic::{shapes20, SynthConfig};
+use kdscope::data::synthetic::{builtin_dataset, SynthConfig};
 use kdscope::distill::Vanilla;
 use kdscope::embed::{self, DarkSightConfig, EmbedConfig, TsneConfig};
 use kdscope::train::{evaluate, fit, RunOptions, Schedule, TrainConfig};
@@ -9,8 +9,12 @@ use kdscope::{Model, ModelSpec};
 #[test]
 fn darksight_agrees_with_a_trained_model_on_the_built_in_dataset() {
     // shapes-20, which ResNet-8 learns to ≈85 % in 8 epochs (on fractals-20 it needs longer).
-    let data =
-        shapes20(&SynthConfig { train_per_class: 150, test_per_class: 20, fractal: false, ..Default::default() });
+    let data = builtin_dataset(&SynthConfig {
+        train_per_class: 150,
+        test_per_class: 20,
+        fractal: false,
+        ..Default::default()
+    });
     let mut m = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 0);
     let cfg = TrainConfig {
         epochs: 8,

@@ -1,7 +1,7 @@
 //! The experiment grid on the built-in dataset: every run's files, aggregation against hand-computed
 //! means and standard deviations, the [Re]-style table and its LaTeX, teacher-assistant chains, and
 //! resuming (finished runs are read back, an interrupted one continues from its checkpoint).
-use kdscope::data::synthetic::{shapes20, SynthConfig};
+use kdscope::data::synthetic::{builtin_dataset, SynthConfig};
 use kdscope::grid::{load_predictions, mean_std, Grid, MethodSpec, Metric, Pair};
 use kdscope::train::TrainConfig;
 
@@ -40,7 +40,7 @@ fn method_sweeps_expand_to_every_combination() {
 
 #[test]
 fn grid_runs_aggregates_and_resumes() {
-    let data = shapes20(&SynthConfig { train_per_class: 6, test_per_class: 3, ..Default::default() });
+    let data = builtin_dataset(&SynthConfig { train_per_class: 6, test_per_class: 3, ..Default::default() });
     let train = TrainConfig { epochs: 2, batch_size: 32, ..TrainConfig::short_cosine() };
     let pairs = vec![Pair::new("resnet14", "resnet8"), Pair::chain("resnet14", &["resnet8"], "resnet8")];
     let grid = Grid::new("Tiny grid", pairs, &["ce", "kd"], &[0, 1], train.clone());

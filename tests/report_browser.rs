@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kdscope::data::synthetic::{shapes20, SynthConfig};
+use kdscope::data::synthetic::{builtin_dataset, SynthConfig};
 use kdscope::embed::{self, DarkSightConfig, EmbedConfig, TsneConfig};
 use kdscope::explain::{section, SectionConfig};
 use kdscope::metrics::Evaluation;
@@ -62,7 +62,7 @@ fn report_renders_offline_in_chromium() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
 
-    let mut test = shapes20(&SynthConfig { train_per_class: 1, test_per_class: 2, ..Default::default() }).test;
+    let mut test = builtin_dataset(&SynthConfig { train_per_class: 1, test_per_class: 2, ..Default::default() }).test;
     test.class_names[0] = "<script>alert(1)</script>".into();
     // Two fake models: the teacher is right on every image, the student on the even-numbered ones.
     let model = |name: &str, right: &dyn Fn(usize) -> bool| {

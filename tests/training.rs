@@ -1,13 +1,13 @@
 //! Training runs end to end on tiny slices of the built-in dataset: determinism, resume,
 //! checkpoints (round trip, atomic writes, architecture checks) and non-finite loss handling.
-use kdscope::data::synthetic::{shapes20, SynthConfig};
+use kdscope::data::synthetic::{builtin_dataset, SynthConfig};
 use kdscope::data::DataSplit;
 use kdscope::distill::{self, Vanilla};
 use kdscope::train::{checkpoint, evaluate, fit, RunOptions, Schedule, TrainConfig};
 use kdscope::{Model, ModelSpec};
 
 fn tiny_data() -> DataSplit {
-    shapes20(&SynthConfig { train_per_class: 3, test_per_class: 1, ..Default::default() })
+    builtin_dataset(&SynthConfig { train_per_class: 3, test_per_class: 1, ..Default::default() })
 }
 
 fn cfg(epochs: usize) -> TrainConfig {
@@ -173,7 +173,7 @@ fn kd_students_train_end_to_end() {
 fn synthetic_confusions_stay_within_superclasses() {
     // After a short training run the superclass (shape + hue) is learned and the remaining errors
     // are between the accent shades of one superclass, far above the 3/19 expected by chance.
-    let data = shapes20(&SynthConfig { train_per_class: 40, test_per_class: 20, ..Default::default() });
+    let data = builtin_dataset(&SynthConfig { train_per_class: 40, test_per_class: 20, ..Default::default() });
     let mut m = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 0);
     let c = TrainConfig { epochs: 3, batch_size: 32, ..cfg(3) };
     fit(&mut m, None, &mut Vanilla, &data, &c, &quiet(None, false)).unwrap();

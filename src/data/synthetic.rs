@@ -407,7 +407,7 @@ fn generate(cfg: &SynthConfig, per_class: usize, split_tag: u64, name: &str) -> 
 
 /// Generates the train and test splits (disjoint random streams) of the built-in dataset:
 /// fractals-20 by default, shapes-20 with `fractal: false`.
-pub fn shapes20(cfg: &SynthConfig) -> DataSplit {
+pub fn builtin_dataset(cfg: &SynthConfig) -> DataSplit {
     DataSplit {
         train: generate(cfg, cfg.train_per_class, 1, "train"),
         test: generate(cfg, cfg.test_per_class, 2, "test"),
@@ -421,18 +421,18 @@ mod tests {
     #[test]
     fn deterministic_and_balanced() {
         let cfg = SynthConfig { train_per_class: 3, test_per_class: 2, ..Default::default() };
-        let a = shapes20(&cfg);
-        let b = shapes20(&cfg);
+        let a = builtin_dataset(&cfg);
+        let b = builtin_dataset(&cfg);
         assert_eq!(a.train.pixels, b.train.pixels);
         assert_eq!(a.train.len(), 60);
         assert_eq!(a.test.len(), 40);
         assert_ne!(a.train.image(0), a.test.image(0));
-        let c = shapes20(&SynthConfig { seed: 1, ..cfg });
+        let c = builtin_dataset(&SynthConfig { seed: 1, ..cfg });
         assert_ne!(a.train.pixels, c.train.pixels);
         a.train.validate().unwrap();
         assert_eq!(a.train.hierarchy.as_ref().unwrap().members(3), vec![12, 13, 14, 15]);
         assert_eq!(a.train.class_names[13], "blue-b");
-        let shapes = shapes20(&SynthConfig { fractal: false, ..cfg });
+        let shapes = builtin_dataset(&SynthConfig { fractal: false, ..cfg });
         assert_eq!(shapes.train.class_names[13], "ring-b");
         assert_ne!(shapes.train.pixels, a.train.pixels);
     }
@@ -447,7 +447,7 @@ mod tests {
             fractal: false,
             ..Default::default()
         };
-        let d = shapes20(&cfg).train;
+        let d = builtin_dataset(&cfg).train;
         let mut seen = [0usize; 2];
         for i in 0..d.len() {
             let img = d.image(i);
@@ -545,7 +545,7 @@ mod tests {
         let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
         assert!(!across.is_empty() && mean(&within) < 0.6 * mean(&across), "{} vs {}", mean(&within), mean(&across));
         // Images: the brightest saturated pixels carry the superclass hue (within the jitter).
-        let d = shapes20(&cfg).train;
+        let d = builtin_dataset(&cfg).train;
         for i in 0..d.len() {
             let img = d.image(i);
             let best = (0..1024)
@@ -568,6 +568,6 @@ mod tests {
             let off = ((h - target + 540.0).rem_euclid(360.0) - 180.0).abs();
             assert!(off <= 20.0 + 6.0, "image {i}: hue {h} against superclass hue {target}");
         }
-        assert_eq!(shapes20(&cfg).train.pixels, d.pixels, "deterministic");
+        assert_eq!(builtin_dataset(&cfg).train.pixels, d.pixels, "deterministic");
     }
 }

@@ -15,7 +15,7 @@
 //! use kdscope::models::Model;
 //! use kdscope::data::{make_batch, synthetic};
 //!
-//! let data = synthetic::shapes20(&synthetic::SynthConfig { train_per_class: 1, test_per_class: 1, ..Default::default() });
+//! let data = synthetic::builtin_dataset(&synthetic::SynthConfig { train_per_class: 1, test_per_class: 1, ..Default::default() });
 //! let model = Model::build("resnet8", 20, 0).unwrap();
 //! let batch = make_batch(&data.test, &[0, 1], None);
 //! let maps = explain::method("grad-cam").unwrap().maps(&model, &batch.x, &batch.labels).unwrap();

@@ -200,8 +200,8 @@ impl Saliency for LeftHalf {
 
 #[test]
 fn quality_metrics_on_a_fixed_map() {
-    use crate::data::synthetic::{shapes20, SynthConfig};
-    let data = shapes20(&SynthConfig { train_per_class: 1, test_per_class: 1, ..Default::default() });
+    use crate::data::synthetic::{builtin_dataset, SynthConfig};
+    let data = builtin_dataset(&SynthConfig { train_per_class: 1, test_per_class: 1, ..Default::default() });
     let m = Model::build("resnet8", 20, 3).unwrap();
     let idx = [0usize, 5, 9];
     let targets = [data.test.labels[0], 2, data.test.labels[9]];

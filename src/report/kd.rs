@@ -721,13 +721,14 @@ fn corpus(test: &Dataset, t: &Evaluation, s: &Evaluation, per_class: usize) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::synthetic::{shapes20, SynthConfig};
+    use crate::data::synthetic::{builtin_dataset, SynthConfig};
     use crate::train::Predictions;
     use rand::{Rng, SeedableRng};
 
     /// A test split of 40 images with class 0 named like an injection attempt, and two fake models.
     fn fixture() -> (Dataset, Evaluation, Evaluation) {
-        let mut test = shapes20(&SynthConfig { train_per_class: 1, test_per_class: 2, ..Default::default() }).test;
+        let mut test =
+            builtin_dataset(&SynthConfig { train_per_class: 1, test_per_class: 2, ..Default::default() }).test;
         test.class_names[0] = "<script>alert(1)</script>".into();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let mut fake = |name: &str, skill: f32| {
