@@ -94,8 +94,8 @@ fn report_renders_offline_in_chromium() {
     let emb = embed::section(("teacher", &tm), ("student", &sm), &test, &ecfg).unwrap();
     let report = report.explanations(ex).embeddings(emb);
     let path = report.write(&test, dir.join("report.html")).unwrap();
-    // Select the ring superclass and open the panel of the first corpus image.
-    let url = format!("file://{}#super=ring&image=0&emb=1:3", path.canonicalize().unwrap().display());
+    // Select the blue superclass and open the panel of the first corpus image.
+    let url = format!("file://{}#super=blue&image=0&emb=1:3", path.canonicalize().unwrap().display());
 
     let out = browser(&bin, &dir.join("profile-dom"), &["--dump-dom"], &url);
     let dom = String::from_utf8_lossy(&out.stdout).to_string();
@@ -109,14 +109,14 @@ fn report_renders_offline_in_chromium() {
         let end = rest[10..].find("id=\"kd-").map(|e| e + 10).unwrap_or(rest.len());
         assert!(rest[..end].contains("main-svg"), "chart {id} did not render");
     }
-    // `#super=ring` selected the ring superclass: 4 classes x 2 images of 40 are shown.
+    // `#super=blue` selected the blue superclass: 4 classes x 2 images of 40 are shown.
     assert!(dom.contains("8 of 40 images"), "corpus filter");
     assert_eq!(dom.matches("<script>alert(1)").count(), 0);
     // The panel shows the image's label and both models' top-5; image 0 is class 0 (the hostile name),
     // shown as text, and the student is right on it (even position).
     let panel = &dom[dom.find("id=\"panel\"").expect("panel")..];
     assert!(panel.starts_with("id=\"panel\" style=\"display: block;\""), "panel not opened");
-    assert!(panel.contains("true: &lt;script&gt;alert(1)&lt;/script&gt; (disk)"), "{}", &panel[..400.min(panel.len())]);
+    assert!(panel.contains("true: &lt;script&gt;alert(1)&lt;/script&gt; (red)"), "{}", &panel[..400.min(panel.len())]);
     assert!(panel.contains("teacher (teacher) top-5") && panel.contains("student (student) top-5"));
     assert_eq!(panel.split("</table>").next().unwrap().matches("<tr").count(), 5, "five rows of top-5");
     // Both models' maps (first method: grad-cam) drawn over the image, with a method selector.
