@@ -171,8 +171,9 @@ fn kd_students_train_end_to_end() {
 
 #[test]
 fn synthetic_confusions_stay_within_superclasses() {
-    // After a short training run the superclass (shape + hue) is learned and the remaining errors
-    // are between the accent shades of one superclass, far above the 3/19 expected by chance.
+    // After a short training run the superclass (the fractal's hue) is learned and the remaining
+    // errors are between the four perturbed fractals of one superclass, far above the 3/19 expected
+    // by chance.
     let data = builtin_dataset(&SynthConfig { train_per_class: 40, test_per_class: 20, ..Default::default() });
     let mut m = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 0);
     let c = TrainConfig { epochs: 3, batch_size: 32, ..cfg(3) };

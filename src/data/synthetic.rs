@@ -55,7 +55,7 @@ pub struct SynthConfig {
     /// markers, so the relation needs depth.
     pub relation: bool,
     /// fractals-20 (the default) rather than shapes-20: see the module documentation. The accent,
-    /// noise-free shape and relation settings above apply to shapes-20 only; `noise` to both.
+    /// confounder, contrast and relation settings above apply to shapes-20 only; `noise` to both.
     pub fractal: bool,
     /// Size of each class's fixed perturbation of its superclass's maps (matrix entries get half).
     pub fractal_class_shift: f32,
@@ -245,7 +245,8 @@ fn render(cfg: &SynthConfig, class: usize, rng: &mut ChaCha8Rng, out: &mut [u8])
     }
 }
 
-/// One affine map of an iterated function system: `x -> a x + b`, chosen with probability `p`.
+/// One affine map of an iterated function system: `x -> a x + b` (`a` row-major 2x2). The chaos game
+/// picks a map with probability proportional to `|det a|` (plus a floor), see [`render_fractal`].
 #[derive(Clone, Copy, Debug)]
 struct AffineMap {
     a: [f32; 4],
@@ -377,6 +378,7 @@ fn generate(cfg: &SynthConfig, per_class: usize, split_tag: u64, name: &str) -> 
     let mut pixels = vec![0u8; n * il];
     // Classes interleave (0, 1, …, 19, 0, …) so any prefix is balanced.
     let labels: Vec<usize> = (0..n).map(|i| i % 20).collect();
+    let variant = if cfg.fractal { "fractals-20" } else { "shapes-20" };
     let systems = if cfg.fractal { fractal_classes(cfg) } else { Vec::new() };
     pixels.par_chunks_mut(il).enumerate().for_each(|(i, out)| {
         let mut rng =
@@ -388,7 +390,7 @@ fn generate(cfg: &SynthConfig, per_class: usize, split_tag: u64, name: &str) -> 
         }
     });
     Dataset::rgb32(
-        &format!("{}-{name}", if cfg.fractal { "fractals20" } else { "shapes20" }),
+        &format!("{}-{name}", variant.replace('-', "")),
         pixels,
         labels,
         class_names(cfg),
@@ -396,11 +398,7 @@ fn generate(cfg: &SynthConfig, per_class: usize, split_tag: u64, name: &str) -> 
         Normalization::cifar100(),
         vec![(
             "generated".into(),
-            format!(
-                "kdscope synthetic {} {}",
-                if cfg.fractal { "fractals-20" } else { "shapes-20" },
-                serde_json::to_string(cfg).unwrap_or_default()
-            ),
+            format!("kdscope synthetic {variant} {}", serde_json::to_string(cfg).unwrap_or_default()),
         )],
     )
 }
@@ -473,26 +471,24 @@ mod tests {
         assert!(seen[0] > 0 && seen[1] > 0);
     }
 
+    /// Spectral norm by brute force: the largest stretch of `a` over 720 unit directions.
+    fn max_stretch(a: [f32; 4]) -> f32 {
+        (0..720)
+            .map(|k| {
+                let t = k as f32 * std::f32::consts::PI / 360.0;
+                let (x, y) = (t.cos(), t.sin());
+                (a[0] * x + a[1] * y).hypot(a[2] * x + a[3] * y)
+            })
+            .fold(0.0f32, f32::max)
+    }
+
     #[test]
     fn contraction_bounds_the_spectral_norm() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for _ in 0..200 {
             let a = [0; 4].map(|_| rng.gen_range(-2.0..2.0f32));
             let m = contract(AffineMap { a, b: [0.0; 2] }, 0.85);
-            // Largest stretch over 720 unit directions.
-            let norm = (0..720)
-                .map(|k| {
-                    let t = k as f32 * std::f32::consts::PI / 360.0;
-                    let (x, y) = (t.cos(), t.sin());
-                    (m.a[0] * x + m.a[1] * y).hypot(m.a[2] * x + m.a[3] * y)
-                })
-                .fold(0.0f32, f32::max);
-            let before = (0..720)
-                .map(|k| {
-                    let t = k as f32 * std::f32::consts::PI / 360.0;
-                    (a[0] * t.cos() + a[1] * t.sin()).hypot(a[2] * t.cos() + a[3] * t.sin())
-                })
-                .fold(0.0f32, f32::max);
+            let (norm, before) = (max_stretch(m.a), max_stretch(a));
             assert!(norm <= 0.85 + 1e-3, "{norm}");
             if before <= 0.85 {
                 assert_eq!(m.a, a, "already contractive maps are left alone");
