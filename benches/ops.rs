@@ -15,7 +15,7 @@ fn time<F: FnMut()>(name: &str, flop: f64, mut f: F) {
     println!("{name:<28} {:8.2} ms  {:6.1} GFLOP/s", e * 1e3, flop / e / 1e9);
 }
 fn main() {
-    kdscope::perf::tune_allocator();
+    kdscope::train::tune_allocator();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     for (c, hw) in [(16usize, 32usize), (32, 16), (64, 8)] {
         let mut s = Store::new();

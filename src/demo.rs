@@ -6,11 +6,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::data::synthetic::{builtin_dataset, SynthConfig};
-use crate::distill::{self, Distiller};
-use crate::experiment::evaluate_model;
-use crate::models::{Model, ModelSpec};
-use crate::report::KdReport;
-use crate::train::{checkpoint, evaluate, fit, History, RunOptions, TrainConfig};
+use crate::data::DataSplit;
+use crate::run::pipeline::{hyper_rows, write_kd_report, ReportPlan, Shown};
+use crate::run::{Recipe, Run, RunRecord};
+use crate::train::TrainConfig;
 
 /// Settings of the demo.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,24 +42,11 @@ impl Default for DemoConfig {
     }
 }
 
-/// One trained model of the demo.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DemoRow {
-    pub role: String,
-    pub arch: String,
-    pub method: String,
-    pub params: usize,
-    pub test_acc: f64,
-    pub top5_acc: f64,
-    pub train_seconds: f64,
-    pub history: History,
-}
-
-/// Result of the demo.
+/// Result of the demo: one record per trained model (teacher, student alone, student KD).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DemoResult {
     pub config: DemoConfig,
-    pub rows: Vec<DemoRow>,
+    pub rows: Vec<RunRecord>,
 }
 
 impl DemoResult {
@@ -73,7 +59,7 @@ impl DemoResult {
         for r in &self.rows {
             s += &format!(
                 "{:<16} {:<10} {:<8} {:>10} {:>9.2} {:>9.2} {:>9.1}\n",
-                r.role,
+                r.name,
                 r.arch,
                 r.method,
                 r.params,
@@ -86,88 +72,58 @@ impl DemoResult {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Trains one model of the demo: `role` names the run and its checkpoint and offsets the
+/// initialisation seed.
 fn train_one(
     cfg: &DemoConfig,
     role: &str,
-    arch: &str,
-    epochs: usize,
-    method: &mut dyn Distiller,
-    teacher: Option<&Model>,
-    data: &crate::data::DataSplit,
+    (arch, epochs, method): (&str, usize, &str),
+    teacher: Option<&Run>,
+    data: &DataSplit,
     progress: bool,
-) -> anyhow::Result<(Model, DemoRow)> {
-    let spec = ModelSpec::new(arch, data.train.num_classes())?;
-    let mut model = Model::new(spec, cfg.train.seed.wrapping_add(role.len() as u64));
-    let tc = TrainConfig { epochs, ..cfg.train.clone() };
-    let opts = RunOptions {
-        label: format!("{role} {arch}"),
-        checkpoint: Some(cfg.out_dir.join(format!("{}.safetensors", role.replace(' ', "_")))),
-        resume: false,
-        progress,
-        stop_after: None,
-    };
-    let history = fit(&mut model, teacher, method, data, &tc, &opts)?;
-    let preds = evaluate(&model, &data.test, 256);
-    let row = DemoRow {
-        role: role.into(),
-        arch: arch.into(),
-        method: method.name(),
-        params: model.num_params(),
-        test_acc: preds.accuracy(),
-        top5_acc: preds.top_k_accuracy(5),
-        train_seconds: history.total_seconds(),
-        history,
-    };
-    Ok((model, row))
+) -> anyhow::Result<Run> {
+    Recipe::new(arch)
+        .name(role)
+        .method(method)
+        .config(TrainConfig { epochs, ..cfg.train.clone() })
+        .init_seed(cfg.train.seed.wrapping_add(role.len() as u64))
+        .checkpoint(cfg.out_dir.join(format!("{}.safetensors", role.replace(' ', "_"))))
+        .progress(progress)
+        .run(data, teacher.map(|t| &t.model))
 }
 
 /// Runs the demo; writes checkpoints and `summary.json` into `cfg.out_dir` and the report to
 /// `cfg.report`.
 pub fn run(cfg: &DemoConfig, progress: bool) -> anyhow::Result<DemoResult> {
     let data = builtin_dataset(&cfg.data);
-    let mut ce = distill::Vanilla;
-    let (teacher, t_row) = train_one(cfg, "teacher", &cfg.teacher, cfg.teacher_epochs, &mut ce, None, &data, progress)?;
-    let (alone, s_row) =
-        train_one(cfg, "student alone", &cfg.student, cfg.student_epochs, &mut ce, None, &data, progress)?;
-    let mut kd = distill::by_name(&cfg.method)?;
-    let (kd_student, k_row) =
-        train_one(cfg, "student KD", &cfg.student, cfg.student_epochs, kd.as_mut(), Some(&teacher), &data, progress)?;
-    let result = DemoResult { config: cfg.clone(), rows: vec![t_row, s_row, k_row] };
-    checkpoint::write_atomic(&cfg.out_dir.join("summary.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
+    let teacher = train_one(cfg, "teacher", (&cfg.teacher, cfg.teacher_epochs, "ce"), None, &data, progress)?;
+    let student = (cfg.student.as_str(), cfg.student_epochs);
+    let alone = train_one(cfg, "student alone", (student.0, student.1, "ce"), None, &data, progress)?;
+    let kd = train_one(cfg, "student KD", (student.0, student.1, &cfg.method), Some(&teacher), &data, progress)?;
+    let result = DemoResult { config: cfg.clone(), rows: vec![teacher.record(), alone.record(), kd.record()] };
+    crate::io::write_json(&cfg.out_dir.join("summary.json"), &result)?;
     if let Some(path) = &cfg.report {
-        let ev = |name: &str, m: &Model| evaluate_model(name, m, &data.test);
-        let hyper: Vec<(String, String)> = match kd.hyper() {
-            serde_json::Value::Object(o) => o.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
-            other => vec![("hyper".into(), other.to_string())],
-        };
-        let hyper: Vec<(&str, String)> = hyper.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        let mut report = KdReport::new(ev("teacher", &teacher), ev("student KD", &kd_student))
-            .title("kdscope demo: teacher vs distilled student")
-            .other(ev("student alone", &alone))
-            .method(&kd.name(), &hyper)
-            .fact("demo_config", cfg)
-            .fact("reproduce", "cargo run --release -- demo");
-        for r in &result.rows {
-            report = report.history(&r.role, &r.history);
-        }
-        let started = std::time::Instant::now();
-        let section = crate::explain::section(
-            ("teacher", &teacher),
-            ("student KD", &kd_student),
-            Some(("student alone", &alone)),
-            &data.test,
-            &report.corpus_indices(&data.test),
-            &crate::explain::SectionConfig::default(),
-        )?;
-        let report = report.explanations(section).fact("explanations_seconds", started.elapsed().as_secs_f64());
-        let started = std::time::Instant::now();
         let mut ecfg = crate::embed::EmbedConfig::default();
         ecfg.darksight.progress = progress;
         ecfg.tsne.progress = progress;
-        let embed = crate::embed::section(("teacher", &teacher), ("student KD", &kd_student), &data.test, &ecfg)?;
-        let report = report.embeddings(embed).fact("embeddings_seconds", started.elapsed().as_secs_f64());
-        report.write(&data.test, path)?;
+        let plan = ReportPlan {
+            title: Some("kdscope demo: teacher vs distilled student".into()),
+            method: kd.method.clone(),
+            hyper: hyper_rows(&kd.hyper),
+            histories: result.rows.iter().map(|r| (r.name.clone(), r.history.clone())).collect(),
+            explain: Some(crate::explain::SectionConfig::default()),
+            embed: Some(ecfg),
+            facts: vec![
+                ("demo_config".into(), serde_json::to_value(cfg)?),
+                ("reproduce".into(), "cargo run --release -- demo".into()),
+            ],
+            ..Default::default()
+        };
+        write_kd_report(&shown(&teacher), &shown(&kd), &[shown(&alone)], &data.test, &plan, path)?;
     }
     Ok(result)
+}
+
+fn shown(r: &Run) -> Shown<'_> {
+    Shown::new(&r.name, &r.model)
 }

@@ -30,9 +30,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::DataSplit;
 use crate::distill::{self, Params};
-use crate::metrics::col;
-use crate::models::{Model, ModelSpec};
-use crate::train::{checkpoint, evaluate, fit, History, Predictions, RunOptions, TrainConfig};
+use crate::io::{read_json, write_json};
+use crate::metrics::column;
+use crate::models::Model;
+use crate::run::Recipe;
+use crate::train::{checkpoint, evaluate, History, TrainConfig};
 
 /// A teacher → student pair; with `assistants`, a teacher-assistant chain (Mirzadeh et al. 2020):
 /// teacher → assistant₁ → … → student, each hop distilled with the run's method.
@@ -358,7 +360,7 @@ impl Grid {
         let dir = out.join("teachers").join(slug(arch));
         let cfg = TrainConfig { seed: self.teacher_seed, ..self.teacher_train.clone() };
         let hop = Hop { arch, stem: &slug(arch), label: &format!("teacher {arch}") };
-        let (m, h) = train_hop(&hop, None, "ce", &Params::new(), &cfg, data, &dir, progress)?;
+        let (m, h) = train_hop(&hop, None, ("ce", &Params::new()), &cfg, data, &dir, progress)?;
         let r = TeacherResult {
             arch: arch.into(),
             best_acc: h.best_test_acc(),
@@ -392,8 +394,8 @@ impl Grid {
             let stem = if is_student { slug(arch) } else { format!("assistant{}-{}", i + 1, slug(arch)) };
             let label = format!("{} {} s{}", arch, key.label, key.seed);
             let hop = Hop { arch, stem: &stem, label: &label };
-            let (m, h) =
-                train_hop(&hop, uses_teacher.then_some(t), &key.method, &key.params, &cfg, data, dir, progress)?;
+            let method = (key.method.as_str(), &key.params);
+            let (m, h) = train_hop(&hop, uses_teacher.then_some(t), method, &cfg, data, dir, progress)?;
             if !is_student {
                 assistant_acc.push(h.last().map(|e| e.test_acc).unwrap_or(0.0));
             }
@@ -430,79 +432,33 @@ struct Hop<'a> {
 
 /// Trains (or resumes, or — when its checkpoint is complete — just loads) one model in `dir`, saving
 /// its checkpoint (`<stem>.safetensors`), history and test predictions.
-#[allow(clippy::too_many_arguments)]
 fn train_hop(
     hop: &Hop,
     teacher: Option<&Model>,
-    method: &str,
-    params: &Params,
+    (method, params): (&str, &Params),
     cfg: &TrainConfig,
     data: &DataSplit,
     dir: &Path,
     progress: bool,
 ) -> anyhow::Result<(Model, History)> {
-    let (arch, stem) = (hop.arch, hop.stem);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut spec = ModelSpec::new(arch, data.train.num_classes())?;
-    spec.in_channels = data.train.channels;
-    let mut model = Model::new(spec, cfg.seed);
-    let mut distiller = distill::by_name_with(method, params)?;
-    let opts = RunOptions {
-        label: hop.label.into(),
-        checkpoint: Some(dir.join(format!("{stem}.safetensors"))),
-        resume: true,
-        progress,
-        stop_after: None,
-    };
-    let history = fit(&mut model, teacher, distiller.as_mut(), data, cfg, &opts)?;
-    write_json(&dir.join(format!("{stem}.history.json")), &history)?;
-    save_predictions(&dir.join(format!("{stem}.predictions.safetensors")), &evaluate(&model, &data.test, 256))?;
-    Ok((model, history))
-}
-
-/// Test logits (`f32 [n, classes]`) and labels (`i64 [n]`) as a safetensors file.
-pub fn save_predictions(path: &Path, p: &Predictions) -> anyhow::Result<()> {
-    use safetensors::tensor::{Dtype, TensorView};
-    let logits: Vec<u8> = p.logits.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let labels: Vec<u8> = p.labels.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect();
-    let views = vec![
-        ("logits", TensorView::new(Dtype::F32, vec![p.len(), p.num_classes], &logits)?),
-        ("labels", TensorView::new(Dtype::I64, vec![p.len()], &labels)?),
-    ];
-    let bytes = safetensors::serialize(views, &None)?;
-    checkpoint::write_atomic(path, &bytes)
-}
-
-/// Reads [`save_predictions`]'s file.
-pub fn load_predictions(path: &Path) -> anyhow::Result<Predictions> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{}: not safetensors", path.display()))?;
-    let l = st.tensor("logits").with_context(|| format!("{}: no logits", path.display()))?;
-    let shape = l.shape().to_vec();
-    anyhow::ensure!(shape.len() == 2, "{}: logits must be 2-D, got {shape:?}", path.display());
-    let logits = l.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let labels = st
-        .tensor("labels")
-        .with_context(|| format!("{}: no labels", path.display()))?
-        .data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as usize)
-        .collect();
-    Ok(Predictions { num_classes: shape[1], labels, logits })
+    let run = Recipe::new(hop.arch)
+        .name(hop.label)
+        .method(method)
+        .params(params.clone())
+        .config(cfg.clone())
+        .init_seed(cfg.seed)
+        .checkpoint(dir.join(format!("{}.safetensors", hop.stem)))
+        .resume(true)
+        .progress(progress)
+        .run(data, teacher)?;
+    write_json(&dir.join(format!("{}.history.json", hop.stem)), &run.history)?;
+    crate::predictions::save(&dir.join(format!("{}.predictions.safetensors", hop.stem)), &run.test)?;
+    Ok((run.model, run.history))
 }
 
 fn slug(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
-}
-
-fn write_json<T: Serialize>(path: &Path, v: &T) -> anyhow::Result<()> {
-    checkpoint::write_atomic(path, &serde_json::to_vec_pretty(v)?)
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: unexpected content", path.display()))
 }
 
 /// Mean and sample standard deviation (0 for a single value).
@@ -552,14 +508,14 @@ impl GridResults {
     pub fn runs_frame(&self) -> anyhow::Result<DataFrame> {
         let r = &self.runs;
         Ok(DataFrame::new_infer_height(vec![
-            col("pair", r.iter().map(|x| x.pair.clone()).collect::<Vec<_>>()),
-            col("label", r.iter().map(|x| x.label.clone()).collect::<Vec<_>>()),
-            col("method", r.iter().map(|x| x.method.clone()).collect::<Vec<_>>()),
-            col("seed", r.iter().map(|x| x.seed).collect::<Vec<_>>()),
-            col("best_acc_pct", r.iter().map(|x| 100.0 * x.best_acc).collect::<Vec<_>>()),
-            col("last_acc_pct", r.iter().map(|x| 100.0 * x.last_acc).collect::<Vec<_>>()),
-            col("epochs", r.iter().map(|x| x.epochs as u32).collect::<Vec<_>>()),
-            col("seconds", r.iter().map(|x| x.seconds).collect::<Vec<_>>()),
+            column("pair", r.iter().map(|x| x.pair.clone()).collect::<Vec<_>>()),
+            column("label", r.iter().map(|x| x.label.clone()).collect::<Vec<_>>()),
+            column("method", r.iter().map(|x| x.method.clone()).collect::<Vec<_>>()),
+            column("seed", r.iter().map(|x| x.seed).collect::<Vec<_>>()),
+            column("best_acc_pct", r.iter().map(|x| 100.0 * x.best_acc).collect::<Vec<_>>()),
+            column("last_acc_pct", r.iter().map(|x| 100.0 * x.last_acc).collect::<Vec<_>>()),
+            column("epochs", r.iter().map(|x| x.epochs as u32).collect::<Vec<_>>()),
+            column("seconds", r.iter().map(|x| x.seconds).collect::<Vec<_>>()),
         ])?)
     }
 
@@ -579,13 +535,13 @@ impl GridResults {
             }
         }
         Ok(DataFrame::new_infer_height(vec![
-            col("pair", rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()),
-            col("label", rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>()),
-            col("seeds", rows.iter().map(|r| r.2).collect::<Vec<_>>()),
-            col("best_mean", rows.iter().map(|r| r.3 .0).collect::<Vec<_>>()),
-            col("best_std", rows.iter().map(|r| r.3 .1).collect::<Vec<_>>()),
-            col("last_mean", rows.iter().map(|r| r.4 .0).collect::<Vec<_>>()),
-            col("last_std", rows.iter().map(|r| r.4 .1).collect::<Vec<_>>()),
+            column("pair", rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()),
+            column("label", rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>()),
+            column("seeds", rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+            column("best_mean", rows.iter().map(|r| r.3 .0).collect::<Vec<_>>()),
+            column("best_std", rows.iter().map(|r| r.3 .1).collect::<Vec<_>>()),
+            column("last_mean", rows.iter().map(|r| r.4 .0).collect::<Vec<_>>()),
+            column("last_std", rows.iter().map(|r| r.4 .1).collect::<Vec<_>>()),
         ])?)
     }
 
@@ -593,7 +549,7 @@ impl GridResults {
     /// teacher's accuracy in the first row — the layout of the [Re] study's tables.
     pub fn table(&self, metric: Metric) -> anyhow::Result<DataFrame> {
         let (labels, pairs) = self.axes();
-        let mut columns = vec![col(
+        let mut columns = vec![column(
             "method",
             std::iter::once("teacher".to_string()).chain(labels.iter().cloned()).collect::<Vec<_>>(),
         )];
@@ -612,7 +568,7 @@ impl GridResults {
                     format!("{m:.2} ± {s:.2}")
                 });
             }
-            columns.push(col(p, cells));
+            columns.push(column(p, cells));
         }
         Ok(DataFrame::new_infer_height(columns)?)
     }
@@ -723,7 +679,7 @@ impl GridResults {
         write_csv(&self.runs_frame()?, dir.join("runs.csv"))?;
         write_csv(&self.summary_frame()?, dir.join("summary.csv"))?;
         for (m, f) in [(Metric::Best, "table_best.tex"), (Metric::Last, "table_last.tex")] {
-            checkpoint::write_atomic(
+            crate::io::write_atomic(
                 &dir.join(f),
                 self.latex_table(m, &format!("{}: top-1 accuracy (%)", self.name))?.as_bytes(),
             )?;

@@ -6,8 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use kdscope::data::{self, synthetic::SynthConfig, DataSplit};
 use kdscope::demo::{self, DemoConfig};
-use kdscope::models::{Model, ModelSpec};
-use kdscope::train::{self, checkpoint, RunOptions, Schedule, TrainConfig};
+use kdscope::train::{checkpoint, Schedule, TrainConfig};
 
 #[derive(Parser)]
 #[command(name = "kdscope", version, about = "Knowledge-distillation experiments: train, distill, measure, explain")]
@@ -289,9 +288,13 @@ struct ReportArgs {
 }
 
 fn report(args: ReportArgs) -> anyhow::Result<()> {
+    use kdscope::run::pipeline::{write_kd_report, ReportPlan, Shown};
     let data = args.data.load(SynthConfig::default().seed)?;
     let name = |p: &PathBuf| p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let load = |p: &PathBuf| -> anyhow::Result<_> {
+    let paths: Vec<&PathBuf> = [&args.teacher, &args.student].into_iter().chain(&args.other).collect();
+    let mut models = Vec::new();
+    let mut histories = Vec::new();
+    for p in &paths {
         let m = checkpoint::load_model(p)?;
         anyhow::ensure!(
             m.spec.num_classes == data.test.num_classes(),
@@ -300,40 +303,27 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
             m.spec.num_classes,
             data.test.num_classes()
         );
-        Ok(m)
-    };
-    let ev = |p: &PathBuf, m: &Model| kdscope::experiment::evaluate_model(&name(p), m, &data.test);
-    let (teacher, student) = (load(&args.teacher)?, load(&args.student)?);
-    let others = args.other.iter().map(load).collect::<anyhow::Result<Vec<_>>>()?;
-    let mut r = kdscope::report::KdReport::new(ev(&args.teacher, &teacher), ev(&args.student, &student))
-        .method(&args.method, &[])
-        .images_per_class(args.images_per_class)
-        .fact("checkpoints", [&args.teacher, &args.student]);
-    for (p, m) in args.other.iter().zip(&others) {
-        r = r.other(ev(p, m));
-    }
-    if args.explain {
-        let cfg = kdscope::explain::SectionConfig { methods: args.explain_methods.clone(), ..Default::default() };
-        let (tn, sn) = (name(&args.teacher), name(&args.student));
-        let base_name = args.other.first().map(&name);
-        let base = base_name.as_deref().zip(others.first());
-        let corpus = r.corpus_indices(&data.test);
-        let section = kdscope::explain::section((&tn, &teacher), (&sn, &student), base, &data.test, &corpus, &cfg)?;
-        r = r.explanations(section);
-    }
-    if args.embed {
-        let mut cfg = kdscope::embed::EmbedConfig { max_points: Some(args.embed_points), ..Default::default() };
-        cfg.darksight.progress = true;
-        cfg.tsne.progress = true;
-        let (tn, sn) = (name(&args.teacher), name(&args.student));
-        r = r.embeddings(kdscope::embed::section((&tn, &teacher), (&sn, &student), &data.test, &cfg)?);
-    }
-    for p in [&args.teacher, &args.student].into_iter().chain(&args.other) {
+        models.push(m);
         if let Some(h) = checkpoint::read_history(p)? {
-            r = r.history(&name(p), &h);
+            histories.push((name(p), h));
         }
     }
-    let path = r.write(&data.test, &args.out)?;
+    let shown: Vec<Shown> = paths.iter().zip(&models).map(|(p, m)| Shown::new(&name(p), m)).collect();
+    let mut embed = kdscope::embed::EmbedConfig { max_points: Some(args.embed_points), ..Default::default() };
+    embed.darksight.progress = true;
+    embed.tsne.progress = true;
+    let plan = ReportPlan {
+        method: args.method.clone(),
+        images_per_class: Some(args.images_per_class),
+        histories,
+        explain: args
+            .explain
+            .then(|| kdscope::explain::SectionConfig { methods: args.explain_methods.clone(), ..Default::default() }),
+        embed: args.embed.then_some(embed),
+        facts: vec![("checkpoints".into(), serde_json::to_value([&args.teacher, &args.student])?)],
+        ..Default::default()
+    };
+    let path = write_kd_report(&shown[0], &shown[1], &shown[2..], &data.test, &plan, &args.out)?;
     println!("report written to {}", path.display());
     Ok(())
 }
@@ -370,12 +360,15 @@ fn main() -> anyhow::Result<()> {
         Cmd::Report(args) => report(args)?,
         Cmd::Train(args) => {
             let data = args.data.load(args.seed)?;
-            let cfg = args.config();
-            let mut spec = ModelSpec::new(&args.arch, data.train.num_classes())?;
-            spec.in_channels = data.train.channels;
-            let mut model = Model::new(spec, args.seed);
+            let recipe = kdscope::run::Recipe::new(&args.arch)
+                .method(&args.method)
+                .config(args.config())
+                .seed(args.seed)
+                .checkpoint(&args.out)
+                .resume(args.resume);
+            let model = recipe.build(&data)?;
+            let recipe = recipe.name(&model.name());
             let teacher = args.teacher.as_ref().map(checkpoint::load_model).transpose()?;
-            let mut distiller = kdscope::distill::by_name(&args.method)?;
             println!(
                 "{} on {} ({} train / {} test images), {} parameters",
                 model.name(),
@@ -384,19 +377,12 @@ fn main() -> anyhow::Result<()> {
                 data.test.len(),
                 model.num_params()
             );
-            let opts = RunOptions {
-                label: model.name(),
-                checkpoint: Some(args.out.clone()),
-                resume: args.resume,
-                progress: true,
-                stop_after: None,
-            };
-            let h = train::fit(&mut model, teacher.as_ref(), distiller.as_mut(), &data, &cfg, &opts)?;
-            let last = h.last().context("no epoch was run")?;
+            let run = recipe.fit(model, teacher.as_ref(), &data)?;
+            let last = run.history.last().context("no epoch was run")?;
             println!(
                 "final test accuracy {:.2}% (best {:.2}%), checkpoint {}",
                 100.0 * last.test_acc,
-                100.0 * h.best_test_acc(),
+                100.0 * run.history.best_test_acc(),
                 args.out.display()
             );
         }
@@ -440,108 +426,17 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Cmd::Info { classes } => {
-            println!("{:<12} {:>12}", "model", "parameters");
-            for &a in kdscope::models::ZOO {
-                println!("{:<12} {:>12}", a, Model::build(a, classes, 0)?.num_params());
-            }
-            println!("\n{:<32} description", "method");
-            for (m, d) in kdscope::distill::METHODS {
-                println!("{m:<32} {d}");
-            }
+            println!("{}", kdscope::models::zoo_table(classes)?);
+            print!("{}", kdscope::distill::methods_table());
         }
         Cmd::BenchEmbed { points, classes, tsne_method, run, write_input, progress } => {
-            use kdscope::embed;
-            let (logits, labels) = embed::synthetic_logits(points, classes, 0);
-            let probs: Vec<f32> =
-                embed::log_softmax_rows(&logits, classes, 1.0).iter().map(|v| v.exp() as f32).collect();
-            if let Some(path) = write_input {
-                let mut csv = String::new();
-                for row in probs.chunks(classes) {
-                    csv += &row.iter().map(|v| format!("{v:.7e}")).collect::<Vec<_>>().join(",");
-                    csv.push('\n');
-                }
-                kdscope::train::checkpoint::write_atomic(&path, csv.as_bytes())?;
-            }
-            let predicted =
-                kdscope::train::Predictions { num_classes: classes, labels, logits: logits.clone() }.predicted();
-            if run.iter().any(|r| r == "darksight") {
-                let cfg = embed::DarkSightConfig { progress, ..Default::default() };
-                let ds = embed::darksight(&logits, classes, &cfg)?;
-                println!(
-                    "RESULT darksight_n{points}_c{classes} {:.2} s (2000 epochs) final symmetric KL {:.4} agreement {:.4}",
-                    ds.seconds,
-                    ds.final_loss,
-                    ds.agreement(&predicted)
-                );
-            }
-            if run.iter().any(|r| r == "tsne") {
-                let method = match tsne_method.as_str() {
-                    "auto" => embed::TsneMethod::Auto,
-                    "exact" => embed::TsneMethod::Exact,
-                    "bh" | "barnes-hut" => embed::TsneMethod::BarnesHut,
-                    other => anyhow::bail!("unknown t-SNE method {other:?} (auto, exact, bh)"),
-                };
-                let cfg = embed::TsneConfig { method, progress, ..Default::default() };
-                let t = embed::tsne(&probs, classes, &cfg)?;
-                println!(
-                    "RESULT tsne_{:?}_n{points}_c{classes} {:.2} s ({} iterations) KL {:.4}",
-                    t.method, t.seconds, t.iterations, t.kl
-                );
-            }
+            kdscope::bench::embed(points, classes, &tsne_method, &run, write_input.as_deref(), progress)?
         }
         Cmd::BenchExplain { arch, images, batch, methods, reps } => {
-            let per_class = images.div_ceil(20);
-            let data = kdscope::data::synthetic::builtin_dataset(&kdscope::data::synthetic::SynthConfig {
-                train_per_class: 1,
-                test_per_class: per_class,
-                ..Default::default()
-            });
-            let model = Model::build(&arch, 20, 0)?;
-            let idx: Vec<usize> = (0..images.min(data.test.len())).collect();
-            let targets: Vec<usize> = idx.iter().map(|&i| data.test.labels[i]).collect();
-            for name in &methods {
-                let m = kdscope::explain::method(name)?;
-                for _ in 0..reps {
-                    let t = std::time::Instant::now();
-                    let maps = kdscope::explain::explain_images(m.as_ref(), &model, &data.test, &idx, &targets, batch)?;
-                    let s = t.elapsed().as_secs_f64();
-                    println!(
-                        "RESULT explain_{}_{}_n{}_b{} {:.3} s {:.1} img/s ({} maps {}x{})",
-                        m.name(),
-                        arch,
-                        idx.len(),
-                        batch,
-                        s,
-                        idx.len() as f64 / s,
-                        maps.n,
-                        maps.h,
-                        maps.w
-                    );
-                }
-            }
+            kdscope::bench::explain(&arch, images, batch, &methods, reps)?
         }
         Cmd::Bench { archs, batch, iters, reps, profile } => {
-            println!("{:<10} {:<6} {:>6} {:>12} {:>10}", "model", "mode", "batch", "s/iter", "img/s");
-            for a in &archs {
-                let (train, rows) = kdscope::perf::bench_train_profiled(a, batch, iters, reps, profile)?;
-                if profile {
-                    println!("profile of {iters} training steps of {a} at batch {batch}:");
-                    kdscope::perf::print_profile(&rows, iters);
-                }
-                for r in [train, kdscope::perf::bench_infer(a, 2 * batch, iters, reps)?] {
-                    for s in &r.sec_per_iter {
-                        println!("RESULT {}_{}_b{} {:.4} {:.1}", r.model, r.mode, r.batch, s, r.batch as f64 / s);
-                    }
-                    println!(
-                        "{:<10} {:<6} {:>6} {:>12.4} {:>10.1}",
-                        r.model,
-                        r.mode,
-                        r.batch,
-                        r.median(),
-                        r.images_per_sec()
-                    );
-                }
-            }
+            kdscope::bench::throughput(&archs, batch, iters, reps, profile)?
         }
     }
     Ok(())

@@ -359,9 +359,9 @@ fn every_distiller_trains_a_student_end_to_end() {
     let cfg = TrainConfig { epochs: 2, batch_size: 32, lr: 0.02, ..TrainConfig::short_cosine() };
     // ReviewKD's 20-epoch warm-up raises its weight from epoch to epoch, so its losses are compared
     // without it (DKD's warm-up multiplies a term that falls faster than the weight grows).
-    let make = |name: &str| -> Box<dyn kdscope::distill::Distiller> {
+    let make = |name: &str| -> kdscope::distill::Method {
         match name.strip_prefix("reviewkd-step") {
-            Some(k) => Box::new(ReviewKd::new(ReviewKdConfig {
+            Some(k) => kdscope::distill::Method::distill(ReviewKd::new(ReviewKdConfig {
                 warmup_epochs: 0,
                 ..ReviewKdConfig::ablation_step(k.parse().unwrap())
             })),
@@ -391,7 +391,7 @@ fn every_distiller_trains_a_student_end_to_end() {
         // climbs, then falls as the contrast separates them: its run is longer and checked for that
         // turn and for rising training accuracy.
         let cfg = if name == "crd" { TrainConfig { epochs: 12, ..cfg.clone() } } else { cfg.clone() };
-        let h = fit(&mut student, Some(&teacher), method.as_mut(), &data, &cfg, &RunOptions::default()).unwrap();
+        let h = fit(&mut student, Some(&teacher), &mut method, &data, &cfg, &RunOptions::default()).unwrap();
         let losses: Vec<f64> = h.epochs.iter().map(|e| e.train_loss).collect();
         assert!(losses.iter().all(|l| l.is_finite()), "{name}: train losses {losses:?}");
         let (first, last) = (&h.epochs[0], h.epochs.last().unwrap());
@@ -413,7 +413,7 @@ fn every_distiller_trains_a_student_end_to_end() {
         let mut method = kdscope::distill::by_name("reviewkd").unwrap();
         let mut student = Model::build("resnet8", 20, 2).unwrap();
         let opts = RunOptions { checkpoint: Some(ck.clone()), resume, stop_after: stop, ..RunOptions::default() };
-        fit(&mut student, Some(&teacher), method.as_mut(), &data, &cfg, &opts).unwrap();
+        fit(&mut student, Some(&teacher), &mut method, &data, &cfg, &opts).unwrap();
         (student.store.flat_values(), method.modules().unwrap().flat_values())
     };
     let full = run(None, false);

@@ -1,7 +1,7 @@
 //! DarkSight on a model trained on the built-in dataset: its Naive-Bayes student must agree with the
 //! model's predicted class on at least 95 % of the test points, with the official defaults.
 use kdscope::data::synthetic::{builtin_dataset, SynthConfig};
-use kdscope::distill::Vanilla;
+use kdscope::distill::Method;
 use kdscope::embed::{self, DarkSightConfig, EmbedConfig, TsneConfig};
 use kdscope::train::{evaluate, fit, RunOptions, Schedule, TrainConfig};
 use kdscope::{Model, ModelSpec};
@@ -25,7 +25,7 @@ fn darksight_agrees_with_a_trained_model_on_the_built_in_dataset() {
         ..TrainConfig::default()
     };
     let quiet = RunOptions { label: "test".into(), checkpoint: None, resume: false, progress: false, stop_after: None };
-    fit(&mut m, None, &mut Vanilla, &data, &cfg, &quiet).unwrap();
+    fit(&mut m, None, &mut Method::Alone, &data, &cfg, &quiet).unwrap();
     let p = evaluate(&m, &data.test, 100);
     // A usefully trained model (≈85 % here); DarkSight is meant for confident classifiers, an
     // untrained one's near-uniform predictions have no stable arg-max to reproduce.

@@ -2,7 +2,8 @@
 //! means and standard deviations, the [Re]-style table and its LaTeX, teacher-assistant chains, and
 //! resuming (finished runs are read back, an interrupted one continues from its checkpoint).
 use kdscope::data::synthetic::{builtin_dataset, SynthConfig};
-use kdscope::grid::{load_predictions, mean_std, Grid, MethodSpec, Metric, Pair};
+use kdscope::grid::{mean_std, Grid, MethodSpec, Metric, Pair};
+use kdscope::predictions::load as load_predictions;
 use kdscope::train::TrainConfig;
 
 #[test]
@@ -124,7 +125,7 @@ fn grid_runs_aggregates_and_resumes() {
             ..Default::default()
         };
         let cfg = TrainConfig { seed: 1, ..train.clone() };
-        assert_eq!(fit(&mut student, Some(&teacher), kd.as_mut(), &data, &cfg, &opts).unwrap().epochs.len(), 1);
+        assert_eq!(fit(&mut student, Some(&teacher), &mut kd, &data, &cfg, &opts).unwrap().epochs.len(), 1);
     }
     let resumed = grid.run(&data, out, false).unwrap();
     let a = resumed.runs.iter().find(|r| r.pair == want.pair && r.label == "kd" && r.seed == 1).unwrap();
@@ -145,7 +146,7 @@ fn grid_runs_aggregates_and_resumes() {
     let student = kdscope::train::checkpoint::load_model(&ck).unwrap();
     let teacher = kdscope::train::checkpoint::load_model(res.teacher_checkpoint("resnet14").unwrap()).unwrap();
     assert!((kdscope::train::evaluate(&student, &data.test, 64).accuracy() - want.last_acc).abs() < 1e-12);
-    let ev = |name: &str, m: &kdscope::Model| kdscope::experiment::evaluate_model(name, m, &data.test);
+    let ev = |name: &str, m: &kdscope::Model| kdscope::run::evaluate_model(name, m, &data.test);
     let kd = res.add_to_kd(kdscope::report::KdReport::new(ev("teacher", &teacher), ev("student", &student))).unwrap();
     let page = kd.render(&data.test).unwrap();
     assert!(page.contains("id=\"experiments\"") && page.contains(&cell) && page.contains("\\toprule"));

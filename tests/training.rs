@@ -2,7 +2,7 @@
 //! checkpoints (round trip, atomic writes, architecture checks) and non-finite loss handling.
 use kdscope::data::synthetic::{builtin_dataset, SynthConfig};
 use kdscope::data::DataSplit;
-use kdscope::distill::{self, Vanilla};
+use kdscope::distill::{self, Method};
 use kdscope::train::{checkpoint, evaluate, fit, RunOptions, Schedule, TrainConfig};
 use kdscope::{Model, ModelSpec};
 
@@ -30,7 +30,7 @@ fn same_seed_gives_identical_runs() {
     let data = tiny_data();
     let run = || {
         let mut m = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 3);
-        let h = fit(&mut m, None, &mut Vanilla, &data, &cfg(2), &quiet(None, false)).unwrap();
+        let h = fit(&mut m, None, &mut Method::Alone, &data, &cfg(2), &quiet(None, false)).unwrap();
         (h, m.store.flat_values(), evaluate(&m, &data.test, 7).logits)
     };
     let (h1, p1, l1) = run();
@@ -46,7 +46,8 @@ fn same_seed_gives_identical_runs() {
     assert_eq!(l1, l2);
     // A different seed changes the run.
     let mut m = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 3);
-    let h3 = fit(&mut m, None, &mut Vanilla, &data, &TrainConfig { seed: 6, ..cfg(2) }, &quiet(None, false)).unwrap();
+    let h3 =
+        fit(&mut m, None, &mut Method::Alone, &data, &TrainConfig { seed: 6, ..cfg(2) }, &quiet(None, false)).unwrap();
     assert_ne!(h3.epochs[0].train_loss, h1.epochs[0].train_loss);
 }
 
@@ -56,13 +57,13 @@ fn resume_continues_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("r.safetensors");
     let mut straight = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 1);
-    let hs = fit(&mut straight, None, &mut Vanilla, &data, &cfg(3), &quiet(None, false)).unwrap();
+    let hs = fit(&mut straight, None, &mut Method::Alone, &data, &cfg(3), &quiet(None, false)).unwrap();
     // Two epochs of the 3-epoch run, stopped; then a fresh model (other init) resumes the third.
     let mut a = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 1);
     let h2 = fit(
         &mut a,
         None,
-        &mut Vanilla,
+        &mut Method::Alone,
         &data,
         &cfg(3),
         &RunOptions { stop_after: Some(2), ..quiet(Some(ck.clone()), true) },
@@ -70,7 +71,7 @@ fn resume_continues_exactly() {
     .unwrap();
     assert_eq!(h2.epochs.len(), 2);
     let mut b = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 99);
-    let hr = fit(&mut b, None, &mut Vanilla, &data, &cfg(3), &quiet(Some(ck.clone()), true)).unwrap();
+    let hr = fit(&mut b, None, &mut Method::Alone, &data, &cfg(3), &quiet(Some(ck.clone()), true)).unwrap();
     assert_eq!(hr.epochs.len(), 3);
     // Everything but the wall-clock seconds is identical.
     let key = |e: &kdscope::train::EpochRecord| (e.epoch, e.lr, e.train_loss, e.train_acc, e.test_loss, e.test_acc);
@@ -78,7 +79,7 @@ fn resume_continues_exactly() {
     assert_eq!(b.store.flat_values(), straight.store.flat_values());
     // Resuming a finished run trains nothing and returns the stored history.
     let mut d = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 7);
-    let hd = fit(&mut d, None, &mut Vanilla, &data, &cfg(3), &quiet(Some(ck), true)).unwrap();
+    let hd = fit(&mut d, None, &mut Method::Alone, &data, &cfg(3), &quiet(Some(ck), true)).unwrap();
     assert_eq!(hd.epochs.len(), 3);
     assert_eq!(d.store.flat_values(), straight.store.flat_values());
 }
@@ -89,7 +90,7 @@ fn checkpoint_round_trip_and_architecture_checks() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("m.safetensors");
     let mut m = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 4);
-    fit(&mut m, None, &mut Vanilla, &data, &cfg(1), &quiet(None, false)).unwrap();
+    fit(&mut m, None, &mut Method::Alone, &data, &cfg(1), &quiet(None, false)).unwrap();
     checkpoint::save_model(&p, &m).unwrap();
     // No temporary file is left behind.
     let names: Vec<String> =
@@ -139,10 +140,11 @@ fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("nan.safetensors");
     let mut m = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 2);
-    fit(&mut m, None, &mut Vanilla, &data, &cfg(1), &quiet(Some(ck.clone()), true)).unwrap();
+    fit(&mut m, None, &mut Method::Alone, &data, &cfg(1), &quiet(Some(ck.clone()), true)).unwrap();
     let good = std::fs::read(&ck).unwrap();
     let explode = TrainConfig { epochs: 3, lr: 1e30, schedule: Schedule::Constant, ..cfg(3) };
-    let e = fit(&mut m, None, &mut Vanilla, &data, &explode, &quiet(Some(ck.clone()), true)).unwrap_err().to_string();
+    let e =
+        fit(&mut m, None, &mut Method::Alone, &data, &explode, &quiet(Some(ck.clone()), true)).unwrap_err().to_string();
     assert!(e.contains("loss became") && e.contains("nan.safetensors"), "{e}");
     assert_eq!(std::fs::read(&ck).unwrap(), good);
 }
@@ -151,19 +153,19 @@ fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
 fn kd_students_train_end_to_end() {
     let data = tiny_data();
     let mut teacher = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 0);
-    fit(&mut teacher, None, &mut Vanilla, &data, &cfg(1), &quiet(None, false)).unwrap();
+    fit(&mut teacher, None, &mut Method::Alone, &data, &cfg(1), &quiet(None, false)).unwrap();
     for method in ["kd", "kd-mse"] {
         let mut d = distill::by_name(method).unwrap();
         let mut s = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 1);
         let before = s.store.flat_values();
-        let h = fit(&mut s, Some(&teacher), d.as_mut(), &data, &cfg(1), &quiet(None, false)).unwrap();
+        let h = fit(&mut s, Some(&teacher), &mut d, &data, &cfg(1), &quiet(None, false)).unwrap();
         assert!(h.epochs[0].train_loss.is_finite());
         assert_ne!(s.store.flat_values(), before);
     }
     // A KD method without a teacher is refused.
     let mut d = distill::by_name("kd").unwrap();
     let mut s = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 1);
-    assert!(fit(&mut s, None, d.as_mut(), &data, &cfg(1), &quiet(None, false))
+    assert!(fit(&mut s, None, &mut d, &data, &cfg(1), &quiet(None, false))
         .unwrap_err()
         .to_string()
         .contains("needs a teacher"));
@@ -177,7 +179,7 @@ fn synthetic_confusions_stay_within_superclasses() {
     let data = builtin_dataset(&SynthConfig { train_per_class: 40, test_per_class: 20, ..Default::default() });
     let mut m = Model::new(ModelSpec::new("resnet8", 20).unwrap(), 0);
     let c = TrainConfig { epochs: 3, batch_size: 32, ..cfg(3) };
-    fit(&mut m, None, &mut Vanilla, &data, &c, &quiet(None, false)).unwrap();
+    fit(&mut m, None, &mut Method::Alone, &data, &c, &quiet(None, false)).unwrap();
     let p = evaluate(&m, &data.test, 100);
     let h = data.test.hierarchy.as_ref().unwrap();
     let (mut within, mut errors) = (0, 0);

@@ -309,6 +309,15 @@ fn write_image(ds: &Dataset, i: usize, aug: Option<(Augment, &mut ChaCha8Rng)>, 
     }
 }
 
+/// `n` distinct indices of `0..len` drawn with `seed`, in increasing order (all of them when `n ≥ len`).
+pub fn sample_indices(len: usize, n: usize, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..len).collect();
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    idx.truncate(n);
+    idx.sort_unstable();
+    idx
+}
+
 /// Builds a batch from dataset indices. With `aug`, image `k` of the batch is augmented with an RNG
 /// seeded from `(seed, indices[k])`, so results do not depend on the thread count.
 pub fn make_batch(ds: &Dataset, indices: &[usize], aug: Option<(Augment, u64)>) -> Batch {

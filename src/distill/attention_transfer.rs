@@ -8,10 +8,11 @@ use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::losses::{constant, cross_entropy, feature_matrix, logits_of, Loss};
+use super::losses::{constant, cross_entropy, feature_matrix, logits_of, pool_to_smaller, Loss};
 use super::{Distiller, LossParts, Setup, StepCtx};
+use super::{Method, MethodInfo};
 use crate::models::Outputs;
-use crate::nn::{ops, Shape4, Tracked, Var};
+use crate::nn::{Shape4, Tracked, Var};
 
 /// AT's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,15 +47,7 @@ fn teacher_attention(t: &[f32], s: Shape4, p: i32) -> Vec<f32> {
 /// One stage's AT loss: student map (recorded) against the teacher's (constant), pooled to the smaller
 /// size first.
 pub fn at_stage_loss(student: Var<Tracked>, teacher: &Var, p: i32) -> Loss {
-    let (sh, th) = (student.shape.h, teacher.shape.h);
-    let student = if sh > th { ops::adaptive_avg_pool2d(student, th, teacher.shape.w) } else { student };
-    let pooled;
-    let teacher = if th > sh {
-        pooled = ops::adaptive_avg_pool2d(teacher.detach(), sh, student.shape.w);
-        &pooled
-    } else {
-        teacher
-    };
+    let (student, teacher) = pool_to_smaller(student, teacher);
     let s = student.shape;
     let (n, c, hw) = (s.n, s.c, s.plane());
     let target = teacher_attention(teacher.data(), teacher.shape, p);
@@ -73,14 +66,11 @@ impl Distiller for AttentionTransfer {
     fn hyper(&self) -> serde_json::Value {
         json!({"ce_weight": self.ce_weight, "weight": self.weight, "p": self.p, "pairs": self.pairs})
     }
-    fn needs_teacher(&self) -> bool {
-        true
-    }
     fn needs_features(&self) -> bool {
         true
     }
     fn setup(&mut self, setup: &Setup) -> anyhow::Result<()> {
-        let t = setup.teacher_layout("at")?;
+        let t = &setup.teacher_layout;
         let k = setup.student_layout.stages.len().min(t.stages.len());
         self.pairs =
             setup.student_layout.last(k).iter().zip(t.last(k)).map(|(s, t)| (s.feat.clone(), t.feat.clone())).collect();
@@ -89,11 +79,10 @@ impl Distiller for AttentionTransfer {
     fn loss(
         &mut self,
         mut student: Outputs<Tracked>,
-        teacher: Option<&Outputs<NoneTape>>,
+        teacher: &Outputs<NoneTape>,
         labels: &[usize],
         _: StepCtx<'_>,
     ) -> LossParts {
-        let teacher = teacher.expect("AT needs a teacher");
         assert!(!self.pairs.is_empty(), "AT used before setup");
         let feat = self
             .pairs
@@ -108,3 +97,11 @@ impl Distiller for AttentionTransfer {
         super::combine(ce, self.ce_weight, "at", feat, self.weight)
     }
 }
+
+/// `at` in the registry.
+pub const METHOD: MethodInfo = MethodInfo {
+    name: "at",
+    aliases: &[],
+    about: "attention transfer on every paired stage, p 2, ×1000",
+    build: |name, params| Ok(Method::distill(super::tuned(AttentionTransfer::default(), params, name)?)),
+};

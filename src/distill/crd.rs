@@ -23,6 +23,7 @@ use serde_json::json;
 
 use super::losses::{constant, cross_entropy, feature_matrix, logits_of, Loss};
 use super::{Distiller, LossParts, Setup, StepCtx};
+use super::{Method, MethodInfo};
 use crate::models::Outputs;
 use crate::nn::var::finish;
 use crate::nn::{Grads, Linear, Shape4, Store, Tracked, Var};
@@ -264,14 +265,11 @@ impl Distiller for Crd {
     fn hyper(&self) -> serde_json::Value {
         json!({"config": self.cfg, "negatives": self.k})
     }
-    fn needs_teacher(&self) -> bool {
-        true
-    }
     fn needs_features(&self) -> bool {
         true
     }
     fn setup(&mut self, setup: &Setup) -> anyhow::Result<()> {
-        let t = setup.teacher_layout("crd")?;
+        let t = &setup.teacher_layout;
         self.build(setup.student_layout.pool_channels, t.pool_channels, setup.train_labels, setup.seed)
     }
     fn modules(&self) -> Option<&Store> {
@@ -283,11 +281,11 @@ impl Distiller for Crd {
     fn loss(
         &mut self,
         mut student: Outputs<Tracked>,
-        teacher: Option<&Outputs<NoneTape>>,
+        teacher: &Outputs<NoneTape>,
         labels: &[usize],
         ctx: StepCtx<'_>,
     ) -> LossParts {
-        let t = teacher.expect("CRD needs a teacher").features.get("pool").expect("teacher pooled feature");
+        let t = teacher.features.get("pool").expect("teacher pooled feature");
         let s = student.features.take("pool").expect("student pooled feature");
         // Negatives from a generator seeded by (seed, epoch, first image of the batch): the same on resume.
         let first = ctx.indices.first().copied().unwrap_or(0) as u64;
@@ -303,6 +301,14 @@ impl Distiller for Crd {
         super::combine(ce, self.cfg.ce_weight, "crd", feat, self.cfg.weight)
     }
 }
+
+/// `crd` in the registry.
+pub const METHOD: MethodInfo = MethodInfo {
+    name: "crd",
+    aliases: &[],
+    about: "contrastive representation distillation (128-d, 16384 negatives, T 0.07), ×0.8",
+    build: |name, params| Ok(Method::distill(Crd::new(super::tuned(CrdConfig::default(), params, name)?))),
+};
 
 #[cfg(test)]
 mod tests {

@@ -7,10 +7,12 @@ use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::losses::{constant, cross_entropy, log_softmax_rows_f64, logits_of, Logits, Loss};
+use super::losses::{constant, cross_entropy, logits_of, Logits, Loss};
 use super::{Distiller, LossParts, StepCtx};
+use super::{Method, MethodInfo};
 use crate::models::Outputs;
 use crate::nn::Tracked;
+use crate::predictions::log_softmax_rows;
 
 /// DKD's settings (mdistiller's CIFAR-100 defaults).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,7 +34,7 @@ impl Default for Dkd {
 /// teacher's.
 pub fn dkd_parts(student: Logits, teacher: &[f32], labels: &[usize], t: f32) -> (Loss, Loss) {
     let (n, k) = *student.shape();
-    let lt = log_softmax_rows_f64(teacher, k, t as f64);
+    let lt = log_softmax_rows(teacher, k, t as f64);
     let mut gt = vec![0.0f32; n * k];
     let (mut bt, mut nt, mut const_b, mut const_n) = (vec![0.0f32; n * 2], vec![0.0f32; n * k], 0.0f64, 0.0f64);
     for (i, &y) in labels.iter().enumerate() {
@@ -87,17 +89,14 @@ impl Distiller for Dkd {
     fn hyper(&self) -> serde_json::Value {
         json!(self)
     }
-    fn needs_teacher(&self) -> bool {
-        true
-    }
     fn loss(
         &mut self,
         student: Outputs<Tracked>,
-        teacher: Option<&Outputs<NoneTape>>,
+        teacher: &Outputs<NoneTape>,
         labels: &[usize],
         ctx: StepCtx<'_>,
     ) -> LossParts {
-        let t = teacher.expect("DKD needs a teacher");
+        let t = teacher;
         let s = logits_of(student.logits);
         let (tckd, nckd) = dkd_parts(s.with_empty_tape(), t.logits.data(), labels, self.temperature);
         let ce = cross_entropy(s, labels);
@@ -105,3 +104,11 @@ impl Distiller for Dkd {
         super::combine(ce, self.ce_weight, "dkd", dkd, ctx.warmup(self.warmup_epochs))
     }
 }
+
+/// `dkd` in the registry.
+pub const METHOD: MethodInfo = MethodInfo {
+    name: "dkd",
+    aliases: &[],
+    about: "decoupled KD (α 1, β 8, T 4, warm-up 20 epochs)",
+    build: |name, params| Ok(Method::distill(super::tuned(Dkd::default(), params, name)?)),
+};

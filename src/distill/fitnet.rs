@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::losses::{cross_entropy, logits_of, mse_to};
 use super::{Distiller, LossParts, Setup, StepCtx};
+use super::{Method, MethodInfo};
 use crate::models::{Outputs, Stage};
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{BatchNorm2d, Conv2d, Store, Tracked, Var};
@@ -131,14 +132,11 @@ impl Distiller for FitNet {
     fn hyper(&self) -> serde_json::Value {
         json!({"config": self.cfg, "taps": self.taps})
     }
-    fn needs_teacher(&self) -> bool {
-        true
-    }
     fn needs_features(&self) -> bool {
         true
     }
     fn setup(&mut self, setup: &Setup) -> anyhow::Result<()> {
-        let t = setup.teacher_layout("fitnet")?;
+        let t = &setup.teacher_layout;
         let i = self.cfg.hint_stage;
         let (Some(s), Some(ts)) = (setup.student_layout.stages.get(i), t.stages.get(i)) else {
             anyhow::bail!(
@@ -158,19 +156,23 @@ impl Distiller for FitNet {
     fn loss(
         &mut self,
         mut student: Outputs<Tracked>,
-        teacher: Option<&Outputs<NoneTape>>,
+        teacher: &Outputs<NoneTape>,
         labels: &[usize],
         _: StepCtx<'_>,
     ) -> LossParts {
         let (s, t) = self.taps.clone().expect("FitNet used before setup");
         let sv = student.features.take(&s).unwrap_or_else(|| panic!("student has no tap '{s}'"));
-        let tv = teacher
-            .expect("FitNet needs a teacher")
-            .features
-            .get(&t)
-            .unwrap_or_else(|| panic!("teacher has no tap '{t}'"));
+        let tv = teacher.features.get(&t).unwrap_or_else(|| panic!("teacher has no tap '{t}'"));
         let feat = self.hint_loss(sv, tv);
         let ce = cross_entropy(logits_of(student.logits), labels);
         super::combine(ce, self.cfg.ce_weight, "hint", feat, self.cfg.weight)
     }
 }
+
+/// `fitnet` in the registry.
+pub const METHOD: MethodInfo = MethodInfo {
+    name: "fitnet",
+    aliases: &["hint"],
+    about: "FitNet hint on the second stage, conv regressor, MSE ×100",
+    build: |name, params| Ok(Method::distill(FitNet::new(super::tuned(FitNetConfig::default(), params, name)?))),
+};

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::losses::{cross_entropy, kd_kl, kd_mse, logits_of};
 use super::{Distiller, LossParts, StepCtx};
+use super::{Method, MethodInfo};
 use crate::models::Outputs;
 use crate::nn::Tracked;
 
@@ -50,17 +51,13 @@ impl Distiller for HintonKd {
     fn hyper(&self) -> serde_json::Value {
         json!({"form": self.form, "temperature": self.temperature, "ce_weight": self.ce_weight, "kd_weight": self.kd_weight})
     }
-    fn needs_teacher(&self) -> bool {
-        true
-    }
     fn loss(
         &mut self,
         student: Outputs<Tracked>,
-        teacher: Option<&Outputs<NoneTape>>,
+        teacher: &Outputs<NoneTape>,
         labels: &[usize],
         _: StepCtx<'_>,
     ) -> LossParts {
-        let teacher = teacher.expect("Hinton KD needs a teacher");
         let s = logits_of(student.logits);
         let s2 = s.with_empty_tape();
         let t = teacher.logits.data();
@@ -73,3 +70,19 @@ impl Distiller for HintonKd {
         LossParts { total: ce * self.ce_weight + kd * self.kd_weight, parts: vec![("ce", cv), ("kd", kv)] }
     }
 }
+
+/// `kd`: Hinton KD as RepDistiller.
+pub const KD: MethodInfo = MethodInfo {
+    name: "kd",
+    aliases: &["hinton", "kd-kl"],
+    about: "Hinton KD, KL·T² (T 4, CE 0.1 / KD 0.9)",
+    build: |name, params| Ok(Method::distill(super::tuned(HintonKd::repdistiller(), params, name)?)),
+};
+
+/// `kd-mse`: Hinton KD as KD-Lib.
+pub const KD_MSE: MethodInfo = MethodInfo {
+    name: "kd-mse",
+    aliases: &["kdlib"],
+    about: "Hinton KD, CE + T²·MSE of softened outputs (T 20, 0.5 / 0.5)",
+    build: |name, params| Ok(Method::distill(super::tuned(HintonKd::kd_lib(), params, name)?)),
+};

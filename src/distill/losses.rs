@@ -2,7 +2,8 @@
 //! dfdx's own ops: `log_softmax`, `softmax`, reductions).
 use dfdx::prelude::*;
 
-use crate::nn::{dev, Dev, Tracked, Var};
+use crate::nn::{dev, ops, Dev, Tracked, Var};
+use crate::predictions::log_softmax_rows;
 
 /// A scalar loss with its tape.
 pub type Loss = Tensor<(), f32, Dev, Tracked>;
@@ -22,22 +23,22 @@ fn one_hot(labels: &[usize], k: usize) -> Vec<f32> {
     v
 }
 
-/// Row-wise log-softmax of `x / t`, computed and returned in f64.
-pub fn log_softmax_rows_f64(x: &[f32], k: usize, t: f64) -> Vec<f64> {
-    assert!(k > 0 && x.len().is_multiple_of(k), "logits of length {} are not rows of {k}", x.len());
-    assert!(t > 0.0, "temperature must be positive, got {t}");
-    let mut out = Vec::with_capacity(x.len());
-    for row in x.chunks(k) {
-        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64 / t;
-        let lse = m + row.iter().map(|&v| (v as f64 / t - m).exp()).sum::<f64>().ln();
-        out.extend(row.iter().map(|&v| v as f64 / t - lse));
-    }
-    out
+/// A student stage and the teacher's (detached) at the same height: the larger of the two is
+/// average-pooled (adaptive) down to the smaller one's size, as AT, VID and OFD compare stages.
+pub fn pool_to_smaller(student: Var<Tracked>, teacher: &Var) -> (Var<Tracked>, Var) {
+    let (sh, th) = (student.shape.h, teacher.shape.h);
+    let student = if sh > th { ops::adaptive_avg_pool2d(student, th, teacher.shape.w) } else { student };
+    let teacher = if th > sh { pool_teacher_to(teacher, sh, student.shape.w) } else { teacher.detach() };
+    (student, teacher)
 }
 
-/// Row-wise log-softmax of `x / t` in f64, rounded to f32 (for constant teacher targets).
-pub fn log_softmax_rows(x: &[f32], k: usize, t: f32) -> Vec<f32> {
-    log_softmax_rows_f64(x, k, t as f64).into_iter().map(|v| v as f32).collect()
+/// The teacher's feature (detached), average-pooled (adaptive) to `h × w` where its size differs.
+pub fn pool_teacher_to(teacher: &Var, h: usize, w: usize) -> Var {
+    if (teacher.shape.h, teacher.shape.w) == (h, w) {
+        teacher.detach()
+    } else {
+        ops::adaptive_avg_pool2d(teacher.detach(), h, w)
+    }
 }
 
 /// Mean cross-entropy of `logits` against hard `labels`.
@@ -51,7 +52,7 @@ pub fn cross_entropy(logits: Logits, labels: &[usize]) -> Loss {
 /// the batch (RepDistiller's `DistillKL`). Teacher probabilities that underflow contribute 0.
 pub fn kd_kl(student: Logits, teacher_logits: &[f32], t: f32) -> Loss {
     let (n, k) = *student.shape();
-    let lp = log_softmax_rows(teacher_logits, k, t);
+    let lp: Vec<f32> = log_softmax_rows(teacher_logits, k, t as f64).into_iter().map(|v| v as f32).collect();
     let p: Vec<f32> = lp.iter().map(|v| v.exp()).collect();
     let plogp: f32 = p.iter().zip(&lp).map(|(a, b)| if *a > 0.0 { a * b } else { 0.0 }).sum();
     let logq = (student / t).log_softmax::<Axis<1>>();
@@ -63,7 +64,7 @@ pub fn kd_kl(student: Logits, teacher_logits: &[f32], t: f32) -> Loss {
 /// over all batch × class elements.
 pub fn kd_mse(student: Logits, teacher_logits: &[f32], t: f32) -> Loss {
     let (n, k) = *student.shape();
-    let p: Vec<f32> = log_softmax_rows(teacher_logits, k, t).iter().map(|v| v.exp()).collect();
+    let p: Vec<f32> = log_softmax_rows(teacher_logits, k, t as f64).into_iter().map(|v| (v as f32).exp()).collect();
     let q = (student / t).softmax::<Axis<1>>();
     (q - const_matrix(p, n, k)).square().mean() * (t * t)
 }

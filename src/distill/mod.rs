@@ -1,5 +1,8 @@
 //! Distillation methods. Each method is one file behind the [`Distiller`] trait (as in mdistiller):
-//! it turns the student's outputs (with tape), the teacher's outputs and the labels into a loss.
+//! it turns the student's outputs (with tape), the teacher's outputs and the labels into a loss. Each
+//! file also declares its [`MethodInfo`] (name, aliases, description, constructor), registered by one
+//! line in [`METHODS`]; a training run's [`Method`] is either the student alone (cross-entropy) or a
+//! distiller, so needing a teacher is a matter of type.
 pub mod attention_transfer;
 pub mod crd;
 pub mod dkd;
@@ -8,6 +11,7 @@ pub mod hinton_kd;
 pub mod losses;
 pub mod ofd;
 pub mod pkt;
+mod registry;
 pub mod review_kd;
 pub mod rkd;
 pub mod vanilla;
@@ -23,9 +27,9 @@ pub use hinton_kd::{HintonKd, KdForm};
 pub use losses::Loss;
 pub use ofd::{Ofd, OfdConfig};
 pub use pkt::Pkt;
+pub use registry::{by_name, by_name_with, info, methods_table, Method, MethodInfo, METHODS};
 pub use review_kd::{ReviewKd, ReviewKdConfig};
 pub use rkd::Rkd;
-pub use vanilla::Vanilla;
 pub use vid::{Vid, VidConfig};
 
 use crate::models::{FeatureLayout, Model, Outputs};
@@ -58,21 +62,14 @@ impl StepCtx<'_> {
 /// dataset's image size, the training-set size and a seed for its own modules.
 pub struct Setup<'a> {
     pub student: &'a Model,
-    pub teacher: Option<&'a Model>,
+    pub teacher: &'a Model,
     pub student_layout: FeatureLayout,
-    pub teacher_layout: Option<FeatureLayout>,
+    pub teacher_layout: FeatureLayout,
     pub train_len: usize,
     /// Labels of the training images (by dataset index).
     pub train_labels: &'a [usize],
     pub num_classes: usize,
     pub seed: u64,
-}
-
-impl Setup<'_> {
-    /// The teacher's layout, or an error naming the method that needs it.
-    pub fn teacher_layout(&self, method: &str) -> anyhow::Result<&FeatureLayout> {
-        self.teacher_layout.as_ref().ok_or_else(|| anyhow::anyhow!("method '{method}' needs a teacher model"))
-    }
 }
 
 /// A loss and its named components (for logging).
@@ -88,14 +85,12 @@ pub(crate) fn combine(ce: Loss, ce_weight: f32, name: &'static str, term: Loss, 
     LossParts { total: ce * ce_weight + term * weight, parts: vec![("ce", cv), (name, tv)] }
 }
 
-/// A knowledge-distillation method.
+/// A knowledge-distillation method: a loss of the student's and the teacher's outputs.
 pub trait Distiller: Send {
     /// Short name (`"ce"`, `"kd"`, …) used in reports and run names.
     fn name(&self) -> String;
     /// Hyper-parameters, for reports and the reproducibility appendix.
     fn hyper(&self) -> serde_json::Value;
-    /// Whether the method reads the teacher's outputs.
-    fn needs_teacher(&self) -> bool;
     /// Whether the method reads intermediate features (the forward passes then keep them).
     fn needs_features(&self) -> bool {
         false
@@ -113,37 +108,14 @@ pub trait Distiller: Send {
     fn modules_mut(&mut self) -> Option<&mut Store> {
         None
     }
-    /// The training loss for one batch.
+    /// The training loss for one batch (`teacher`: the teacher's outputs on the same images).
     fn loss(
         &mut self,
         student: Outputs<Tracked>,
-        teacher: Option<&Outputs<NoneTape>>,
+        teacher: &Outputs<NoneTape>,
         labels: &[usize],
         ctx: StepCtx<'_>,
     ) -> LossParts;
-}
-
-/// Names [`by_name`] knows, with a one-line description each.
-pub const METHODS: &[(&str, &str)] = &[
-    ("ce", "cross-entropy only (no teacher)"),
-    ("kd", "Hinton KD, KL·T² (T 4, CE 0.1 / KD 0.9)"),
-    ("kd-mse", "Hinton KD, CE + T²·MSE of softened outputs (T 20, 0.5 / 0.5)"),
-    ("fitnet", "FitNet hint on the second stage, conv regressor, MSE ×100"),
-    ("at", "attention transfer on every paired stage, p 2, ×1000"),
-    ("pkt", "probabilistic knowledge transfer on pooled features, ×30000"),
-    ("rkd", "relational KD on pooled features (distance 25, angle 50)"),
-    ("vid", "variational information distillation on every paired stage"),
-    ("crd", "contrastive representation distillation (128-d, 16384 negatives, T 0.07), ×0.8"),
-    ("ofd", "overhaul of feature distillation: pre-ReLU features, margins, partial L2, ×0.001"),
-    ("dkd", "decoupled KD (α 1, β 8, T 4, warm-up 20 epochs)"),
-    ("reviewkd", "ReviewKD: ABF fusion deepest-first, HCL, warm-up 20 epochs"),
-    ("reviewkd-step0 … reviewkd-step4", "ReviewKD ablation steps: same-level L2, + review, + residual, + ABF, + HCL"),
-];
-
-/// Builds a distiller from its name (see [`METHODS`]), with the defaults of mdistiller's CIFAR-100
-/// configurations.
-pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Distiller>> {
-    by_name_with(name, &Params::new())
 }
 
 /// Hyper-parameter overrides by field name of a method's settings (`{"weight": 2.0, "temperature": 8}`),
@@ -152,7 +124,11 @@ pub type Params = serde_json::Map<String, serde_json::Value>;
 
 /// `c` with the fields named in `params` replaced; an unknown name or a value of the wrong type is an
 /// error that lists the method's hyper-parameters.
-fn tuned<C: serde::Serialize + serde::de::DeserializeOwned>(c: C, params: &Params, method: &str) -> anyhow::Result<C> {
+pub(crate) fn tuned<C: serde::Serialize + serde::de::DeserializeOwned>(
+    c: C,
+    params: &Params,
+    method: &str,
+) -> anyhow::Result<C> {
     if params.is_empty() {
         return Ok(c);
     }
@@ -166,39 +142,6 @@ fn tuned<C: serde::Serialize + serde::de::DeserializeOwned>(c: C, params: &Param
         obj.insert(k.clone(), val.clone());
     }
     serde_json::from_value(v).map_err(|e| anyhow::anyhow!("method '{method}': bad hyper-parameter value ({e})"))
-}
-
-/// [`by_name`] with hyper-parameters overridden by field name (see each method's settings type, e.g.
-/// [`ReviewKdConfig`]); `kdscope info` lists the methods.
-pub fn by_name_with(name: &str, params: &Params) -> anyhow::Result<Box<dyn Distiller>> {
-    let l = name.to_ascii_lowercase();
-    if let Some(step) = l.strip_prefix("reviewkd-step") {
-        let k: usize = step.parse().ok().filter(|k| *k <= 4).ok_or_else(|| {
-            anyhow::anyhow!("ReviewKD ablation steps are reviewkd-step0 … reviewkd-step4, got '{name}'")
-        })?;
-        return Ok(Box::new(ReviewKd::new(tuned(ReviewKdConfig::ablation_step(k), params, name)?)));
-    }
-    Ok(match l.as_str() {
-        "ce" | "vanilla" | "none" => {
-            anyhow::ensure!(params.is_empty(), "method '{name}' has no hyper-parameters");
-            Box::new(Vanilla)
-        }
-        "kd" | "hinton" | "kd-kl" => Box::new(tuned(HintonKd::repdistiller(), params, name)?),
-        "kd-mse" | "kdlib" => Box::new(tuned(HintonKd::kd_lib(), params, name)?),
-        "fitnet" | "hint" => Box::new(FitNet::new(tuned(FitNetConfig::default(), params, name)?)),
-        "at" => Box::new(tuned(AttentionTransfer::default(), params, name)?),
-        "pkt" => Box::new(tuned(Pkt::default(), params, name)?),
-        "rkd" => Box::new(tuned(Rkd::default(), params, name)?),
-        "vid" => Box::new(Vid::new(tuned(VidConfig::default(), params, name)?)),
-        "dkd" => Box::new(tuned(Dkd::default(), params, name)?),
-        "crd" => Box::new(Crd::new(tuned(CrdConfig::default(), params, name)?)),
-        "ofd" | "overhaul" => Box::new(Ofd::new(tuned(OfdConfig::default(), params, name)?)),
-        "reviewkd" | "review" => Box::new(ReviewKd::new(tuned(ReviewKdConfig::default(), params, name)?)),
-        other => anyhow::bail!(
-            "unknown distillation method '{other}' (known: {})",
-            METHODS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-        ),
-    })
 }
 
 #[cfg(test)]

@@ -18,10 +18,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::losses::{constant, cross_entropy, feature_matrix, logits_of, Loss};
+use super::losses::{constant, cross_entropy, feature_matrix, logits_of, pool_teacher_to, Loss};
 use super::{Distiller, LossParts, Setup, StepCtx};
+use super::{Method, MethodInfo};
 use crate::models::{Outputs, Stage};
-use crate::nn::ops::{self, ConvCfg};
+use crate::nn::ops::ConvCfg;
 use crate::nn::{BatchNorm2d, Conv2d, Store, Tracked, Var};
 
 /// OFD's settings.
@@ -129,11 +130,7 @@ impl Ofd {
         let c = &self.connectors[i];
         let s = c.bn.forward(&self.store, c.conv.forward(&self.store, student), true, false);
         let sh = s.shape;
-        let target = if (teacher.shape.h, teacher.shape.w) == (sh.h, sh.w) {
-            teacher.detach()
-        } else {
-            ops::adaptive_avg_pool2d(teacher.detach(), sh.h, sh.w)
-        };
+        let target = pool_teacher_to(teacher, sh.h, sh.w);
         assert_eq!(target.shape, sh, "OFD: connector output {} vs teacher {}", sh, target.shape);
         // Per element: a goal (t or m) and whether it counts, from the forward values.
         let hw = sh.plane();
@@ -184,15 +181,12 @@ impl Distiller for Ofd {
         let taps: Vec<_> = self.connectors.iter().map(|c| &c.taps).collect();
         json!({"ce_weight": self.cfg.ce_weight, "weight": self.cfg.weight, "kernel_size": self.cfg.kernel_size, "pairs": taps})
     }
-    fn needs_teacher(&self) -> bool {
-        true
-    }
     fn needs_features(&self) -> bool {
         true
     }
     fn setup(&mut self, setup: &Setup) -> anyhow::Result<()> {
-        let t = setup.teacher_layout("ofd")?;
-        let teacher = setup.teacher.ok_or_else(|| anyhow::anyhow!("method 'ofd' needs a teacher model"))?;
+        let t = &setup.teacher_layout;
+        let teacher = setup.teacher;
         let bns = teacher.bn_before_relu()?;
         anyhow::ensure!(
             bns.len() == t.stages.len(),
@@ -222,17 +216,24 @@ impl Distiller for Ofd {
     fn loss(
         &mut self,
         mut student: Outputs<Tracked>,
-        teacher: Option<&Outputs<NoneTape>>,
+        teacher: &Outputs<NoneTape>,
         labels: &[usize],
         _: StepCtx<'_>,
     ) -> LossParts {
-        let teacher = teacher.expect("OFD needs a teacher");
         assert!(!self.connectors.is_empty(), "OFD used before setup");
         let feat = self.feature_loss(&mut student, teacher);
         let ce = cross_entropy(logits_of(student.logits), labels);
         super::combine(ce, self.cfg.ce_weight, "ofd", feat, self.cfg.weight)
     }
 }
+
+/// `ofd` in the registry.
+pub const METHOD: MethodInfo = MethodInfo {
+    name: "ofd",
+    aliases: &["overhaul"],
+    about: "overhaul of feature distillation: pre-ReLU features, margins, partial L2, ×0.001",
+    build: |name, params| Ok(Method::distill(Ofd::new(super::tuned(OfdConfig::default(), params, name)?))),
+};
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::losses::{constant, cross_entropy, feature_matrix, logits_of, Logits, Loss};
 use super::{Distiller, LossParts, StepCtx};
+use super::{Method, MethodInfo};
 use crate::models::Outputs;
 use crate::nn::Tracked;
 
@@ -69,23 +70,28 @@ impl Distiller for Pkt {
     fn hyper(&self) -> serde_json::Value {
         json!(self)
     }
-    fn needs_teacher(&self) -> bool {
-        true
-    }
     fn needs_features(&self) -> bool {
         true
     }
     fn loss(
         &mut self,
         mut student: Outputs<Tracked>,
-        teacher: Option<&Outputs<NoneTape>>,
+        teacher: &Outputs<NoneTape>,
         labels: &[usize],
         _: StepCtx<'_>,
     ) -> LossParts {
-        let t = teacher.expect("PKT needs a teacher").features.get("pool").expect("teacher pooled feature");
+        let t = teacher.features.get("pool").expect("teacher pooled feature");
         let s = student.features.take("pool").expect("student pooled feature");
         let feat = pkt_loss(feature_matrix(s), t.data(), self.eps);
         let ce = cross_entropy(logits_of(student.logits), labels);
         super::combine(ce, self.ce_weight, "pkt", feat, self.weight)
     }
 }
+
+/// `pkt` in the registry.
+pub const METHOD: MethodInfo = MethodInfo {
+    name: "pkt",
+    aliases: &[],
+    about: "probabilistic knowledge transfer on pooled features, ×30000",
+    build: |name, params| Ok(Method::distill(super::tuned(Pkt::default(), params, name)?)),
+};

@@ -34,6 +34,7 @@ use serde_json::json;
 
 use super::losses::{cross_entropy, logits_of, mse_to, Loss};
 use super::{Distiller, LossParts, Setup, StepCtx};
+use super::{Method, MethodInfo};
 use crate::models::{FeatureLayout, Outputs};
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{BatchNorm2d, Conv2d, Store, Tracked, Var};
@@ -404,14 +405,11 @@ impl Distiller for ReviewKd {
             "out": l.out_channels, "shape": [l.shape.0, l.shape.1], "out_shape": [l.out_shape.0, l.out_shape.1], "fuse": l.fuse,
         })).collect::<Vec<_>>()})
     }
-    fn needs_teacher(&self) -> bool {
-        true
-    }
     fn needs_features(&self) -> bool {
         true
     }
     fn setup(&mut self, setup: &Setup) -> anyhow::Result<()> {
-        let t = setup.teacher_layout("reviewkd")?;
+        let t = &setup.teacher_layout;
         self.build(&setup.student_layout, t, setup.seed)
     }
     fn modules(&self) -> Option<&Store> {
@@ -423,11 +421,10 @@ impl Distiller for ReviewKd {
     fn loss(
         &mut self,
         mut student: Outputs<Tracked>,
-        teacher: Option<&Outputs<NoneTape>>,
+        teacher: &Outputs<NoneTape>,
         labels: &[usize],
         ctx: StepCtx<'_>,
     ) -> LossParts {
-        let teacher = teacher.expect("ReviewKD needs a teacher");
         assert!(!self.levels.is_empty(), "ReviewKD used before setup");
         let feats: Vec<Var<Tracked>> = self
             .levels
@@ -457,6 +454,28 @@ impl Distiller for ReviewKd {
         LossParts { total: ce * self.cfg.ce_weight + review * w, parts: vec![("ce", cv), ("reviewkd", rv)] }
     }
 }
+
+/// `reviewkd` in the registry.
+pub const METHOD: MethodInfo = MethodInfo {
+    name: "reviewkd",
+    aliases: &["review"],
+    about: "ReviewKD: ABF fusion deepest-first, HCL, warm-up 20 epochs",
+    build: |name, params| Ok(Method::distill(ReviewKd::new(super::tuned(ReviewKdConfig::default(), params, name)?))),
+};
+
+/// The ablation steps of the [Re] ReviewKD study's Table 3.
+pub const ABLATION: MethodInfo = MethodInfo {
+    name: "reviewkd-step0 … reviewkd-step4",
+    aliases: &["reviewkd-step0", "reviewkd-step1", "reviewkd-step2", "reviewkd-step3", "reviewkd-step4"],
+    about: "ReviewKD ablation steps: same-level L2, + review, + residual, + ABF, + HCL",
+    build: |name, params| {
+        let k: usize =
+            name.strip_prefix("reviewkd-step").and_then(|k| k.parse().ok()).filter(|k| *k <= 4).ok_or_else(|| {
+                anyhow::anyhow!("ReviewKD ablation steps are reviewkd-step0 … reviewkd-step4, got '{name}'")
+            })?;
+        Ok(Method::distill(ReviewKd::new(super::tuned(ReviewKdConfig::ablation_step(k), params, name)?)))
+    },
+};
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::losses::{constant, cross_entropy, feature_matrix, logits_of, Logits, Loss};
 use super::{Distiller, LossParts, StepCtx};
+use super::{Method, MethodInfo};
 use crate::models::Outputs;
 use crate::nn::Tracked;
 
@@ -124,23 +125,28 @@ impl Distiller for Rkd {
     fn hyper(&self) -> serde_json::Value {
         json!(self)
     }
-    fn needs_teacher(&self) -> bool {
-        true
-    }
     fn needs_features(&self) -> bool {
         true
     }
     fn loss(
         &mut self,
         mut student: Outputs<Tracked>,
-        teacher: Option<&Outputs<NoneTape>>,
+        teacher: &Outputs<NoneTape>,
         labels: &[usize],
         _: StepCtx<'_>,
     ) -> LossParts {
-        let t = teacher.expect("RKD needs a teacher").features.get("pool").expect("teacher pooled feature");
+        let t = teacher.features.get("pool").expect("teacher pooled feature");
         let s = student.features.take("pool").expect("student pooled feature");
         let feat = rkd_loss(feature_matrix(s), t.data(), self);
         let ce = cross_entropy(logits_of(student.logits), labels);
         super::combine(ce, self.ce_weight, "rkd", feat, self.weight)
     }
 }
+
+/// `rkd` in the registry.
+pub const METHOD: MethodInfo = MethodInfo {
+    name: "rkd",
+    aliases: &[],
+    about: "relational KD on pooled features (distance 25, angle 50)",
+    build: |name, params| Ok(Method::distill(super::tuned(Rkd::default(), params, name)?)),
+};

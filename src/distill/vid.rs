@@ -12,8 +12,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::losses::{constant, cross_entropy, feature_matrix, logits_of, Loss};
+use super::losses::{constant, cross_entropy, feature_matrix, logits_of, pool_to_smaller, Loss};
 use super::{Distiller, LossParts, Setup, StepCtx};
+use super::{Method, MethodInfo};
 use crate::models::{Outputs, Stage};
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{Conv2d, PId, Store, Tracked, Var};
@@ -92,10 +93,7 @@ impl Vid {
     pub fn stage_loss(&self, i: usize, student: Var<Tracked>, teacher: &Var) -> Loss {
         let r = &self.regs[i];
         let s = &self.store;
-        let (sh, th) = (student.shape.h, teacher.shape.h);
-        let student = if sh > th { ops::adaptive_avg_pool2d(student, th, teacher.shape.w) } else { student };
-        let target =
-            if th > sh { ops::adaptive_avg_pool2d(teacher.detach(), sh, student.shape.w) } else { teacher.detach() };
+        let (student, target) = pool_to_smaller(student, teacher);
         let x = ops::relu(r.convs[0].forward(s, student));
         let x = ops::relu(r.convs[1].forward(s, x));
         let mean = r.convs[2].forward(s, x);
@@ -123,14 +121,11 @@ impl Distiller for Vid {
     fn hyper(&self) -> serde_json::Value {
         json!({"config": self.cfg, "pairs": self.regs.iter().map(|r| &r.taps).collect::<Vec<_>>()})
     }
-    fn needs_teacher(&self) -> bool {
-        true
-    }
     fn needs_features(&self) -> bool {
         true
     }
     fn setup(&mut self, setup: &Setup) -> anyhow::Result<()> {
-        let t = setup.teacher_layout("vid")?;
+        let t = &setup.teacher_layout;
         let k = setup.student_layout.stages.len().min(t.stages.len());
         let pairs: Vec<(&Stage, &Stage)> = setup.student_layout.last(k).iter().zip(t.last(k)).collect();
         self.build(&pairs, setup.seed);
@@ -145,11 +140,10 @@ impl Distiller for Vid {
     fn loss(
         &mut self,
         mut student: Outputs<Tracked>,
-        teacher: Option<&Outputs<NoneTape>>,
+        teacher: &Outputs<NoneTape>,
         labels: &[usize],
         _: StepCtx<'_>,
     ) -> LossParts {
-        let teacher = teacher.expect("VID needs a teacher");
         assert!(!self.regs.is_empty(), "VID used before setup");
         let feat = (0..self.regs.len())
             .map(|i| {
@@ -163,3 +157,11 @@ impl Distiller for Vid {
         super::combine(ce, self.cfg.ce_weight, "vid", feat, self.cfg.weight)
     }
 }
+
+/// `vid` in the registry.
+pub const METHOD: MethodInfo = MethodInfo {
+    name: "vid",
+    aliases: &[],
+    about: "variational information distillation on every paired stage",
+    build: |name, params| Ok(Method::distill(Vid::new(super::tuned(VidConfig::default(), params, name)?))),
+};

@@ -16,7 +16,7 @@ use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::divergence::log_softmax_rows;
+use crate::predictions::{argmax, log_softmax, log_softmax_in_place, log_softmax_rows};
 
 /// Temperature annealing of the targets (the official `do_annealing`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -157,19 +157,6 @@ impl Student<'_> {
     }
 }
 
-fn log_normalize(a: &mut [f64]) -> f64 {
-    let m = a.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let lse = m + a.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
-    a.iter_mut().for_each(|v| *v -= lse);
-    lse
-}
-
-fn log_softmax_vec(w: &[f64]) -> Vec<f64> {
-    let mut l = w.to_vec();
-    log_normalize(&mut l);
-    l
-}
-
 /// Partial gradients of one chunk of points.
 struct Partial {
     loss: f64,
@@ -194,8 +181,8 @@ fn batch_gradients(st: Student, y: &[f64], log_p: &[f64], idx: std::ops::Range<u
                 let yi = [y[2 * i], y[2 * i + 1]];
                 let lp = &log_p[i * k..(i + 1) * k];
                 st.scores(yi, &mut a, &mut s);
-                log_normalize(&mut a); // a = log q
-                                       // d/d(log q_c) of ½ Σ (q − p)(log q − log p) = ½ (q_c (log q_c − log p_c) + q_c − p_c).
+                log_softmax_in_place(&mut a); // a = log q
+                                              // d/d(log q_c) of ½ Σ (q − p)(log q − log p) = ½ (q_c (log q_c − log p_c) + q_c − p_c).
                 let mut gsum = 0.0;
                 for c in 0..k {
                     let (q, p) = (a[c].exp(), lp[c].exp());
@@ -268,7 +255,7 @@ pub fn darksight(logits: &[f32], k: usize, cfg: &DarkSightConfig) -> anyhow::Res
         })
         .collect();
     let mut w = vec![10f64.ln(); k];
-    let predicted: Vec<usize> = logits.chunks(k).map(crate::train::eval::argmax).collect();
+    let predicted: Vec<usize> = logits.chunks(k).map(argmax).collect();
     let mut y: Vec<f64> = match cfg.init {
         DarkSightInit::Origin => vec![0.0; 2 * n],
         DarkSightInit::ClassMeans => predicted.iter().flat_map(|&c| [means[2 * c], means[2 * c + 1]]).collect(),
@@ -278,7 +265,7 @@ pub fn darksight(logits: &[f32], k: usize, cfg: &DarkSightConfig) -> anyhow::Res
         (Adam::new(2 * k, cfg.lr_means), Adam::new(2 * n, cfg.lr_points), Adam::new(k, cfg.lr_prior));
     let mut d_y_full = vec![0.0; 2 * n];
     let mut loss = Vec::with_capacity(cfg.epochs);
-    let pb = crate::train::progress_bar(cfg.epochs as u64, "DarkSight", "epochs", cfg.progress);
+    let pb = crate::io::progress_bar(cfg.epochs as u64, "DarkSight", "epochs", cfg.progress);
     for epoch in 1..=cfg.epochs {
         if let Some(a) = &cfg.annealing {
             let target = cfg.temperature;
@@ -296,7 +283,7 @@ pub fn darksight(logits: &[f32], k: usize, cfg: &DarkSightConfig) -> anyhow::Res
         let mut batches = 0;
         for start in (0..n).step_by(cfg.batch) {
             let end = (start + cfg.batch).min(n);
-            let log_prior = log_softmax_vec(&w);
+            let log_prior = log_softmax(&w);
             let st = Student { means: &means, log_prior: &log_prior, h };
             d_y_full.iter_mut().for_each(|v| *v = 0.0);
             let part = batch_gradients(st, &y, &log_p, start..end, &mut d_y_full[2 * start..2 * end]);
@@ -345,14 +332,14 @@ impl DarkSight {
     /// `(log q(c | y), log p(y))` at each of `points`, the student built once.
     fn posterior_parts(&self, points: &[[f64; 2]]) -> Vec<(Vec<f64>, f64)> {
         let means: Vec<f64> = self.means.iter().flat_map(|m| [m[0], m[1]]).collect();
-        let log_prior = log_softmax_vec(&self.prior_logits);
+        let log_prior = log_softmax(&self.prior_logits);
         let st = Student { means: &means, log_prior: &log_prior, h: self.precision };
         points
             .par_iter()
             .map(|&y| {
                 let (mut a, mut s) = (vec![0.0; self.num_classes], vec![0.0; self.num_classes]);
                 st.scores(y, &mut a, &mut s);
-                let log_marginal = log_normalize(&mut a);
+                let log_marginal = log_softmax_in_place(&mut a);
                 (a, log_marginal)
             })
             .collect()
@@ -376,7 +363,7 @@ impl DarkSight {
     /// The student's arg-max class at every point.
     pub fn predicted(&self) -> Vec<usize> {
         let k = self.num_classes;
-        self.probabilities().chunks(k).map(crate::train::eval::argmax).collect()
+        self.probabilities().chunks(k).map(argmax).collect()
     }
 
     /// Fraction of points where the student's class equals `predicted` (the model's arg-max).
@@ -408,7 +395,7 @@ pub fn loss_and_gradients(
 ) -> (f64, Vec<f64>, Vec<f64>, Vec<f64>) {
     let k = w.len();
     let n = log_p.len() / k;
-    let log_prior = log_softmax_vec(w);
+    let log_prior = log_softmax(w);
     let st = Student { means, log_prior: &log_prior, h };
     let mut d_y = vec![0.0; 2 * n];
     let p = batch_gradients(st, y, log_p, 0..n, &mut d_y);

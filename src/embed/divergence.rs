@@ -2,11 +2,6 @@
 //!
 //! All logarithms are natural.
 
-/// `log softmax(logits / t)` of each row of a row-major `n × k` matrix, in f64.
-pub use crate::distill::losses::log_softmax_rows_f64 as log_softmax_rows;
-/// `KL(P‖Q) = Σ p log(p/q)` of two probability rows (terms with `p = 0` contribute 0).
-pub use crate::metrics::kl;
-
 /// Symmetric KL divergence of two distributions given as log-probabilities, with DarkSight's
 /// weighting: `½ KL(P‖Q) + ½ KL(Q‖P) = ½ Σ_c (p_c − q_c)(log p_c − log q_c)`.
 pub fn symmetric_kl(log_p: &[f64], log_q: &[f64]) -> f64 {

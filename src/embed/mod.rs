@@ -35,7 +35,7 @@ mod tests;
 pub mod tsne;
 
 pub use darksight::{darksight, Annealing, DarkSight, DarkSightConfig, DarkSightInit};
-pub use divergence::{entropy, jsd, kl, log_softmax_rows, mean_symmetric_kl, student_t2_logpdf, symmetric_kl};
+pub use divergence::{entropy, jsd, mean_symmetric_kl, student_t2_logpdf, symmetric_kl};
 pub use fidelity::local_fidelity;
 pub use kde::{kde_log_density, Bandwidth, Kde, KdeScope};
 pub use knn::{knn, Knn};

@@ -6,7 +6,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::darksight::{darksight, DarkSight, DarkSightConfig};
-use super::divergence::{entropy, log_softmax_rows};
+use super::divergence::entropy;
 use super::fidelity::local_fidelity;
 use super::flat_points;
 use super::kde::{kde_log_density, Bandwidth, KdeScope};
@@ -14,6 +14,7 @@ use super::rejection::{max_probability, negative_entropy, rejection_curve};
 use super::tsne::{tsne, Tsne, TsneConfig};
 use crate::data::{make_batch, Dataset};
 use crate::models::Model;
+use crate::predictions::{argmax, log_softmax_rows};
 use crate::report::EmbedSection;
 
 /// What t-SNE embeds.
@@ -115,7 +116,7 @@ pub fn embed_predictions(
     ensure!(logits.len() == n * k, "{model}: {} logits for {n} points of {k} classes", logits.len());
     ensure!(indices.len() == n, "{model}: {} indices for {n} points", indices.len());
     let probabilities: Vec<f32> = log_softmax_rows(logits, k, 1.0).iter().map(|v| v.exp() as f32).collect();
-    let predicted: Vec<usize> = logits.chunks(k).map(crate::train::eval::argmax).collect();
+    let predicted: Vec<usize> = logits.chunks(k).map(argmax).collect();
     let ds = darksight(logits, k, &cfg.darksight).with_context(|| format!("DarkSight of {model}"))?;
     let mut tsnes = vec![];
     for input in &cfg.tsne_inputs {
@@ -302,7 +303,7 @@ pub fn model_outputs(
 /// The test indices a section embeds: all, or a seeded sample of `max` in test order.
 pub fn section_indices(n: usize, max: Option<usize>, seed: u64) -> Vec<usize> {
     match max {
-        Some(m) if m < n => crate::explain::quality::sample_indices(n, m, seed),
+        Some(m) if m < n => crate::data::sample_indices(n, m, seed),
         _ => (0..n).collect(),
     }
 }

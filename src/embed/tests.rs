@@ -1,4 +1,5 @@
 use super::*;
+use crate::predictions::{kl, log_softmax_rows};
 
 fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * (1.0 + b.abs())

@@ -555,7 +555,7 @@ pub fn tsne(x: &[f32], d: usize, cfg: &TsneConfig) -> anyhow::Result<Tsne> {
         }
     };
     let lr = cfg.learning_rate.unwrap_or((n as f64 / cfg.early_exaggeration / 4.0).max(50.0));
-    let pb = crate::train::progress_bar(cfg.iters as u64, "t-SNE", "iterations", cfg.progress);
+    let pb = crate::io::progress_bar(cfg.iters as u64, "t-SNE", "iterations", cfg.progress);
     let mut grad = vec![0.0; 2 * n];
     let mut it = 0;
     for (stage, (end, momentum, ex)) in

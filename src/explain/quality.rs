@@ -16,14 +16,12 @@
 //!   mean per image with `AD(x) = max(0, Y − O)/Y` (0 when any term is 0).
 use anyhow::ensure;
 use polars::prelude::*;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use super::Saliency;
 use crate::data::{make_batch, Dataset};
 use crate::models::Model;
 use crate::nn::Var;
+use crate::predictions::log_softmax_rows;
 
 /// Pearson correlation of two equally long samples (0 when either is constant).
 pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
@@ -91,25 +89,9 @@ pub fn adcc(coherency: f64, complexity: f64, drop: f64) -> f64 {
     3.0 / terms.iter().map(|t| 1.0 / t).sum::<f64>()
 }
 
-/// `n` distinct indices of `0..len` drawn with `seed`, in increasing order (all of them when `n ≥ len`).
-pub fn sample_indices(len: usize, n: usize, seed: u64) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..len).collect();
-    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    idx.truncate(n);
-    idx.sort_unstable();
-    idx
-}
-
+/// Softmax probability of each row's target class.
 fn softmax_at(logits: &[f32], k: usize, targets: &[usize]) -> Vec<f64> {
-    logits
-        .chunks(k)
-        .zip(targets)
-        .map(|(row, &t)| {
-            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let z: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
-            (row[t] as f64 - m).exp() / z
-        })
-        .collect()
+    log_softmax_rows(logits, k, 1.0).chunks(k).zip(targets).map(|(row, &t)| row[t].exp()).collect()
 }
 
 /// Per-image quality of `method`'s maps for `model` on images `indices` of `data` with `targets`

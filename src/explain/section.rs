@@ -9,10 +9,10 @@ use image::RgbImage;
 
 use super::agreement::{agreement_per_class, agreement_per_image};
 use super::overlay::overlay;
-use super::quality::{quality_per_image, quality_summary, sample_indices};
+use super::quality::{quality_per_image, quality_summary};
 use super::unicam::{unicam, LabelEmbedding};
 use super::{explain_images, method, Maps};
-use crate::data::{make_batch, Dataset};
+use crate::data::{make_batch, sample_indices, Dataset};
 use crate::models::Model;
 use crate::report::{CorpusMaps, ExplainSection};
 

@@ -6,6 +6,7 @@ use super::overlay::*;
 use super::quality::*;
 use super::unicam::*;
 use super::*;
+use crate::data::sample_indices;
 use crate::nn::Shape4;
 
 fn batch(n: usize, seed: usize) -> Var {

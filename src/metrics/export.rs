@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use polars::prelude::{AnyValue, CsvReader, CsvWriter, DataFrame, ParquetReader, ParquetWriter, SerReader, SerWriter};
 
-use crate::train::checkpoint::write_atomic;
+use crate::io::write_atomic;
 
 /// CSV with a header row.
 pub fn write_csv(df: &DataFrame, path: impl AsRef<Path>) -> anyhow::Result<()> {

@@ -31,8 +31,7 @@ use anyhow::{bail, ensure};
 use polars::prelude::{Column, DataFrame, NamedFrom, Series};
 
 use crate::data::Hierarchy;
-use crate::train::eval::argmax;
-use crate::train::Predictions;
+use crate::predictions::{argmax, kl, Predictions};
 
 /// One model's predictions on a split, with what the frames need to name things.
 #[derive(Clone, Debug)]
@@ -134,7 +133,7 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-pub(crate) fn col<T, V>(name: &str, v: V) -> Column
+pub(crate) fn column<T, V>(name: &str, v: V) -> Column
 where
     Series: NamedFrom<V, T>,
     T: ?Sized,
@@ -165,13 +164,13 @@ fn top_k_hits(p: &Predictions, k: usize) -> Vec<bool> {
 /// correct, accuracy (= recall), precision, recall, F1.
 fn score_columns(s: &[Scores]) -> Vec<Column> {
     vec![
-        col("support", s.iter().map(|x| x.support).collect::<Vec<_>>()),
-        col("predicted", s.iter().map(|x| x.predicted).collect::<Vec<_>>()),
-        col("correct", s.iter().map(|x| x.correct).collect::<Vec<_>>()),
-        col("accuracy", s.iter().map(|x| x.recall).collect::<Vec<_>>()),
-        col("precision", s.iter().map(|x| x.precision).collect::<Vec<_>>()),
-        col("recall", s.iter().map(|x| x.recall).collect::<Vec<_>>()),
-        col("f1", s.iter().map(|x| x.f1).collect::<Vec<_>>()),
+        column("support", s.iter().map(|x| x.support).collect::<Vec<_>>()),
+        column("predicted", s.iter().map(|x| x.predicted).collect::<Vec<_>>()),
+        column("correct", s.iter().map(|x| x.correct).collect::<Vec<_>>()),
+        column("accuracy", s.iter().map(|x| x.recall).collect::<Vec<_>>()),
+        column("precision", s.iter().map(|x| x.precision).collect::<Vec<_>>()),
+        column("recall", s.iter().map(|x| x.recall).collect::<Vec<_>>()),
+        column("f1", s.iter().map(|x| x.f1).collect::<Vec<_>>()),
     ]
 }
 
@@ -187,12 +186,12 @@ pub fn per_class(ev: &Evaluation) -> anyhow::Result<DataFrame> {
         top5[l] += h as u64;
     }
     let mut cols = vec![
-        col("class_id", (0..n as u32).collect::<Vec<_>>()),
-        col("class", ev.class_names.clone()),
-        col("superclass", (0..n).map(|c| ev.super_name(c)).collect::<Vec<_>>()),
+        column("class_id", (0..n as u32).collect::<Vec<_>>()),
+        column("class", ev.class_names.clone()),
+        column("superclass", (0..n).map(|c| ev.super_name(c)).collect::<Vec<_>>()),
     ];
     cols.extend(score_columns(&s));
-    cols.push(col("top5_accuracy", (0..n).map(|c| ratio(top5[c], s[c].support)).collect::<Vec<_>>()));
+    cols.push(column("top5_accuracy", (0..n).map(|c| ratio(top5[c], s[c].support)).collect::<Vec<_>>()));
     Ok(DataFrame::new_infer_height(cols)?)
 }
 
@@ -204,16 +203,16 @@ pub fn per_superclass(ev: &Evaluation) -> anyhow::Result<DataFrame> {
     let cls = class_confusion(ev).scores();
     let members: Vec<Vec<usize>> = (0..h.num_super()).map(|g| h.members(g)).collect();
     let mut cols = vec![
-        col("superclass_id", (0..h.num_super() as u32).collect::<Vec<_>>()),
-        col("superclass", h.super_names.clone()),
-        col("classes", members.iter().map(|m| m.len() as u32).collect::<Vec<_>>()),
+        column("superclass_id", (0..h.num_super() as u32).collect::<Vec<_>>()),
+        column("superclass", h.super_names.clone()),
+        column("classes", members.iter().map(|m| m.len() as u32).collect::<Vec<_>>()),
     ];
     cols.extend(score_columns(&s));
-    cols.push(col(
+    cols.push(column(
         "class_accuracy_mean",
         members.iter().map(|m| mean(m.iter().map(|&c| cls[c].recall))).collect::<Vec<_>>(),
     ));
-    cols.push(col("class_f1_mean", members.iter().map(|m| mean(m.iter().map(|&c| cls[c].f1))).collect::<Vec<_>>()));
+    cols.push(column("class_f1_mean", members.iter().map(|m| mean(m.iter().map(|&c| cls[c].f1))).collect::<Vec<_>>()));
     Ok(DataFrame::new_infer_height(cols)?)
 }
 
@@ -232,19 +231,19 @@ pub fn overall(ev: &Evaluation) -> anyhow::Result<DataFrame> {
         None => f64::NAN,
     };
     Ok(DataFrame::new_infer_height(vec![
-        col("model", vec![ev.name.clone()]),
-        col("arch", vec![ev.arch.clone()]),
-        col("params", vec![ev.params as u64]),
-        col("images", vec![c.total()]),
-        col("accuracy", vec![micro]),
-        col("top5_accuracy", vec![ev.predictions.top_k_accuracy(5)]),
-        col("superclass_accuracy", vec![super_acc]),
-        col("micro_precision", vec![micro]),
-        col("micro_recall", vec![micro]),
-        col("micro_f1", vec![micro]),
-        col("macro_precision", vec![mean(s.iter().map(|x| x.precision))]),
-        col("macro_recall", vec![mean(s.iter().map(|x| x.recall))]),
-        col("macro_f1", vec![mean(s.iter().map(|x| x.f1))]),
+        column("model", vec![ev.name.clone()]),
+        column("arch", vec![ev.arch.clone()]),
+        column("params", vec![ev.params as u64]),
+        column("images", vec![c.total()]),
+        column("accuracy", vec![micro]),
+        column("top5_accuracy", vec![ev.predictions.top_k_accuracy(5)]),
+        column("superclass_accuracy", vec![super_acc]),
+        column("micro_precision", vec![micro]),
+        column("micro_recall", vec![micro]),
+        column("micro_f1", vec![micro]),
+        column("macro_precision", vec![mean(s.iter().map(|x| x.precision))]),
+        column("macro_recall", vec![mean(s.iter().map(|x| x.recall))]),
+        column("macro_f1", vec![mean(s.iter().map(|x| x.f1))]),
     ])?)
 }
 
@@ -253,12 +252,12 @@ fn confusion_long(c: &Confusion, names: &[String], key: &str) -> anyhow::Result<
     let support: Vec<u64> = (0..n).map(|t| (0..n).map(|p| c.get(t, p)).sum()).collect();
     let pairs: Vec<(usize, usize)> = (0..n).flat_map(|t| (0..n).map(move |p| (t, p))).collect();
     Ok(DataFrame::new_infer_height(vec![
-        col(&format!("true_{key}_id"), pairs.iter().map(|&(t, _)| t as u32).collect::<Vec<_>>()),
-        col(&format!("true_{key}"), pairs.iter().map(|&(t, _)| names[t].clone()).collect::<Vec<_>>()),
-        col(&format!("predicted_{key}_id"), pairs.iter().map(|&(_, p)| p as u32).collect::<Vec<_>>()),
-        col(&format!("predicted_{key}"), pairs.iter().map(|&(_, p)| names[p].clone()).collect::<Vec<_>>()),
-        col("count", pairs.iter().map(|&(t, p)| c.get(t, p)).collect::<Vec<_>>()),
-        col("rate", pairs.iter().map(|&(t, p)| ratio(c.get(t, p), support[t])).collect::<Vec<_>>()),
+        column(&format!("true_{key}_id"), pairs.iter().map(|&(t, _)| t as u32).collect::<Vec<_>>()),
+        column(&format!("true_{key}"), pairs.iter().map(|&(t, _)| names[t].clone()).collect::<Vec<_>>()),
+        column(&format!("predicted_{key}_id"), pairs.iter().map(|&(_, p)| p as u32).collect::<Vec<_>>()),
+        column(&format!("predicted_{key}"), pairs.iter().map(|&(_, p)| names[p].clone()).collect::<Vec<_>>()),
+        column("count", pairs.iter().map(|&(t, p)| c.get(t, p)).collect::<Vec<_>>()),
+        column("rate", pairs.iter().map(|&(t, p)| ratio(c.get(t, p), support[t])).collect::<Vec<_>>()),
     ])?)
 }
 
@@ -284,26 +283,17 @@ pub fn top_confusions(ev: &Evaluation, n: usize) -> anyhow::Result<DataFrame> {
     let support: Vec<u64> = (0..c.n).map(|t| (0..c.n).map(|p| c.get(t, p)).sum()).collect();
     let names = &ev.class_names;
     Ok(DataFrame::new_infer_height(vec![
-        col("true_class", pairs.iter().map(|&(t, _)| names[t].clone()).collect::<Vec<_>>()),
-        col("predicted_class", pairs.iter().map(|&(_, p)| names[p].clone()).collect::<Vec<_>>()),
-        col("same_superclass", pairs.iter().map(|&(t, p)| ev.super_name(t) == ev.super_name(p)).collect::<Vec<_>>()),
-        col("count", pairs.iter().map(|&(t, p)| c.get(t, p)).collect::<Vec<_>>()),
-        col("rate", pairs.iter().map(|&(t, p)| ratio(c.get(t, p), support[t])).collect::<Vec<_>>()),
+        column("true_class", pairs.iter().map(|&(t, _)| names[t].clone()).collect::<Vec<_>>()),
+        column("predicted_class", pairs.iter().map(|&(_, p)| names[p].clone()).collect::<Vec<_>>()),
+        column("same_superclass", pairs.iter().map(|&(t, p)| ev.super_name(t) == ev.super_name(p)).collect::<Vec<_>>()),
+        column("count", pairs.iter().map(|&(t, p)| c.get(t, p)).collect::<Vec<_>>()),
+        column("rate", pairs.iter().map(|&(t, p)| ratio(c.get(t, p), support[t])).collect::<Vec<_>>()),
     ])?)
 }
 
 /// The class confusion counts as a dense matrix (rows: true class).
 pub fn confusion_matrix(ev: &Evaluation) -> Confusion {
     class_confusion(ev)
-}
-
-/// KL(p ‖ q) of two probability rows, in nats (terms with p = 0 count 0).
-pub fn kl(p: &[f32], q: &[f32]) -> f64 {
-    p.iter()
-        .zip(q)
-        .filter(|(&a, _)| a > 0.0)
-        .map(|(&a, &b)| a as f64 * ((a as f64).ln() - (b.max(1e-30) as f64).ln()))
-        .sum()
 }
 
 /// Per image: whether teacher and student predict the same class, and KL(teacher ‖ student) of their
@@ -342,9 +332,9 @@ fn compare_frames(
         let (a, b) = (t.column(m)?.f64()?, s.column(m)?.f64()?);
         let a: Vec<f64> = a.into_no_null_iter().collect();
         let b: Vec<f64> = b.into_no_null_iter().collect();
-        cols.push(col(&format!("teacher_{m}"), a.clone()));
-        cols.push(col(&format!("student_{m}"), b.clone()));
-        cols.push(col(&format!("delta_{m}"), a.iter().zip(&b).map(|(x, y)| y - x).collect::<Vec<_>>()));
+        cols.push(column(&format!("teacher_{m}"), a.clone()));
+        cols.push(column(&format!("student_{m}"), b.clone()));
+        cols.push(column(&format!("delta_{m}"), a.iter().zip(&b).map(|(x, y)| y - x).collect::<Vec<_>>()));
     }
     let mut agree_n = vec![0u64; n];
     let mut kl_sum = vec![0.0f64; n];
@@ -354,8 +344,8 @@ fn compare_frames(
         kl_sum[g] += k;
         count[g] += 1;
     }
-    cols.push(col("agreement", (0..n).map(|g| ratio(agree_n[g], count[g])).collect::<Vec<_>>()));
-    cols.push(col(
+    cols.push(column("agreement", (0..n).map(|g| ratio(agree_n[g], count[g])).collect::<Vec<_>>()));
+    cols.push(column(
         "kl_teacher_student",
         (0..n).map(|g| if count[g] == 0 { 0.0 } else { kl_sum[g] / count[g] as f64 }).collect::<Vec<_>>(),
     ));

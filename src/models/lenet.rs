@@ -8,11 +8,13 @@
 use dfdx::prelude::Tape;
 use rand::Rng;
 
-use super::shufflenetv1::default_conv;
 use super::Features;
+use rand_chacha::ChaCha8Rng;
+
+use super::registry::Family;
+use super::Network;
 use crate::nn::ops::{self, ConvCfg};
-use crate::nn::params::uniform_fan_in;
-use crate::nn::{Conv2d, Dev, Linear, Shape4, Store, Var};
+use crate::nn::{Conv2d, Dev, Init, Linear, Shape4, Store, Var};
 
 /// The input side LeNet-5's first fully connected layer is sized for.
 pub const INPUT_SIZE: usize = 28;
@@ -27,9 +29,7 @@ pub struct LeNet {
 impl LeNet {
     pub fn new(s: &mut Store, rng: &mut impl Rng, in_ch: usize, classes: usize) -> Self {
         let mut conv = |name: &str, io: (usize, usize), pad: usize| {
-            let c = default_conv(s, rng, name, io, 5, ConvCfg::new(1, pad));
-            let b = s.add(format!("{name}.bias"), vec![io.1], uniform_fan_in(rng, io.1, io.0 * 25));
-            Conv2d { bias: Some(b), ..c }
+            Conv2d::with_init(s, rng, name, io, 5, ConvCfg::new(1, pad), true, Init::UniformFanIn)
         };
         let convs = [conv("conv1", (in_ch, 6), 2), conv("conv2", (6, 16), 0)];
         let fcs = [
@@ -59,3 +59,40 @@ impl LeNet {
         self.fcs[2].forward(s, pooled)
     }
 }
+
+impl Network for LeNet {
+    crate::network_forward!();
+    fn classifier_name(&self) -> &'static str {
+        "fc3"
+    }
+    fn last_conv_tap(&self) -> (&'static str, bool) {
+        ("layer2", false)
+    }
+    fn stage_taps(&self) -> Vec<(String, String)> {
+        (1..=2).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect()
+    }
+    fn bn_before_relu(&self) -> Option<Vec<String>> {
+        None
+    }
+}
+
+fn build(
+    _: &str,
+    s: &mut Store,
+    rng: &mut ChaCha8Rng,
+    in_ch: usize,
+    classes: usize,
+) -> anyhow::Result<Box<dyn Network>> {
+    Ok(Box::new(LeNet::new(s, rng, in_ch, classes)))
+}
+
+/// LeNet-5 (MNIST) in the registry.
+pub const FAMILY: Family = Family {
+    name: "lenet5",
+    aliases: &["lenet", "lenet_5"],
+    parse: None,
+    syntax: "lenet5",
+    zoo: &["lenet5"],
+    in_channels: 1,
+    build,
+};

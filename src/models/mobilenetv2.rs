@@ -10,11 +10,14 @@
 //! `classifier.0`.
 use dfdx::prelude::Tape;
 use rand::Rng;
-use rand_distr::{Distribution, Normal};
 
 use super::Features;
+use rand_chacha::ChaCha8Rng;
+
+use super::registry::Family;
+use super::Network;
 use crate::nn::ops::{self, ConvCfg};
-use crate::nn::{BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
+use crate::nn::{BatchNorm2d, Conv2d, Dev, Init, Linear, Store, Var};
 
 /// `(expansion, width, blocks, stride)` of the seven groups before the width multiplier.
 const SETTING: [(usize, usize, usize, usize); 7] =
@@ -27,10 +30,7 @@ const LAST_CHANNEL: usize = 1280;
 /// Conv with the reference's init `N(0, 2/(k²·out))` (independent of groups).
 #[allow(clippy::too_many_arguments)]
 fn conv(s: &mut Store, rng: &mut impl Rng, name: &str, cin: usize, cout: usize, k: usize, cfg: ConvCfg) -> Conv2d {
-    let c = Conv2d::new(s, rng, name, cin, cout, k, cfg, false);
-    let normal = Normal::new(0.0f32, (2.0 / (k * k * cout) as f32).sqrt()).expect("valid normal");
-    s.set(c.weight, (0..cout * cin / cfg.groups * k * k).map(|_| normal.sample(rng)).collect());
-    c
+    Conv2d::with_init(s, rng, name, (cin, cout), k, cfg, false, Init::Normal((2.0 / (k * k * cout) as f32).sqrt()))
 }
 
 #[derive(Clone, Debug)]
@@ -112,10 +112,7 @@ impl MobileNetV2 {
             conv(s, rng, "conv2.0", cin, LAST_CHANNEL, 1, ConvCfg::new(1, 0)),
             BatchNorm2d::new(s, "conv2.1", LAST_CHANNEL),
         );
-        let classifier = Linear::new(s, rng, "classifier.0", LAST_CHANNEL, classes, true);
-        let normal = Normal::new(0.0f32, 0.01).expect("valid normal");
-        s.set(classifier.weight, (0..LAST_CHANNEL * classes).map(|_| normal.sample(rng)).collect());
-        s.set(classifier.bias.expect("classifier has a bias"), vec![0.0; classes]);
+        let classifier = Linear::with_init(s, rng, "classifier.0", (LAST_CHANNEL, classes), true, Init::Normal(0.01));
         Self { conv1, blocks, conv2, classifier }
     }
 
@@ -136,3 +133,41 @@ impl MobileNetV2 {
         self.classifier.forward(s, pooled)
     }
 }
+
+impl Network for MobileNetV2 {
+    crate::network_forward!();
+    fn classifier_name(&self) -> &'static str {
+        "classifier.0"
+    }
+    fn last_conv_tap(&self) -> (&'static str, bool) {
+        ("final", true)
+    }
+    fn stage_taps(&self) -> Vec<(String, String)> {
+        // Linear bottlenecks: the stage outputs have no activation.
+        (1..=4).map(|i| (format!("stage{i}"), format!("stage{i}"))).collect()
+    }
+    fn bn_before_relu(&self) -> Option<Vec<String>> {
+        Some(["blocks.1.1", "blocks.2.2", "blocks.4.2", "blocks.6.0"].iter().map(|b| format!("{b}.conv.7")).collect())
+    }
+}
+
+fn build(
+    _: &str,
+    s: &mut Store,
+    rng: &mut ChaCha8Rng,
+    in_ch: usize,
+    classes: usize,
+) -> anyhow::Result<Box<dyn Network>> {
+    Ok(Box::new(MobileNetV2::new(s, rng, in_ch, classes)))
+}
+
+/// MobileNetV2 (`mobile_half`) in the registry.
+pub const FAMILY: Family = Family {
+    name: "mobilenetv2",
+    aliases: &["mobile_half", "mobilenet_v2"],
+    parse: None,
+    syntax: "mobilenetv2",
+    zoo: &["mobilenetv2"],
+    in_channels: 3,
+    build,
+};

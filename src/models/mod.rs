@@ -2,6 +2,7 @@
 //! its forward pass returns logits and named intermediate features ([`Outputs`]).
 pub mod lenet;
 pub mod mobilenetv2;
+pub mod registry;
 pub mod resnet;
 pub mod shufflenetv1;
 pub mod shufflenetv2;
@@ -9,128 +10,19 @@ pub mod vgg;
 pub mod wrn;
 
 use std::fmt;
-use std::str::FromStr;
 
-use anyhow::{bail, Context};
 use dfdx::prelude::{NoneTape, Tape};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+pub use registry::{zoo, zoo_table, Arch, Family, FAMILIES};
+
 use crate::nn::ops::{grad_probe, grad_probe_cut, GradProbe};
 use crate::nn::{Dev, Shape4, Store, Tracked, Var};
 
-/// Architecture family and size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Arch {
-    /// CIFAR ResNet of depth `6n+2`; `x4` widens it to filters `[32,64,128,256]`.
-    ResNet { depth: usize, x4: bool },
-    /// Wide ResNet WRN-depth-widen.
-    Wrn { depth: usize, widen: usize },
-    /// CIFAR VGG with batch norm, depth 8, 11, 13, 16 or 19.
-    Vgg { depth: usize },
-    /// MobileNetV2 as mdistiller's `MobileNetV2` (`mobile_half`: expansion 6, width ×0.5).
-    MobileNetV2,
-    /// ShuffleNet (v1) as mdistiller's `ShuffleV1` (3 groups).
-    ShuffleV1,
-    /// ShuffleNetV2 as mdistiller's `ShuffleV2` (net size 1).
-    ShuffleV2,
-    /// LeNet-5 for 28×28 digits (MNIST).
-    LeNet5,
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Arch::ResNet { depth, x4: false } => write!(f, "resnet{depth}"),
-            Arch::ResNet { depth, x4: true } => write!(f, "resnet{depth}x4"),
-            Arch::Wrn { depth, widen } => write!(f, "wrn_{depth}_{widen}"),
-            Arch::Vgg { depth } => write!(f, "vgg{depth}"),
-            Arch::MobileNetV2 => write!(f, "mobilenetv2"),
-            Arch::ShuffleV1 => write!(f, "shufflev1"),
-            Arch::ShuffleV2 => write!(f, "shufflev2"),
-            Arch::LeNet5 => write!(f, "lenet5"),
-        }
-    }
-}
-
-impl FromStr for Arch {
-    type Err = anyhow::Error;
-    /// Parses `resnet20`, `resnet8x4`, `wrn_40_2`, `wrn-16-2`, `WRN-40-2`, `vgg13`, `MobileNetV2`
-    /// (or `mobile_half`), `ShuffleV1`/`shufflenetv1`, `ShuffleV2`/`shufflenetv2`, `lenet5`/`lenet`
-    /// (case-insensitive).
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        let l = s.trim().to_ascii_lowercase().replace('-', "_");
-        match l.as_str() {
-            "mobilenetv2" | "mobile_half" | "mobilenet_v2" => return Ok(Arch::MobileNetV2),
-            "shufflev1" | "shufflenetv1" | "shufflenet_v1" | "shufflenet" => return Ok(Arch::ShuffleV1),
-            "shufflev2" | "shufflenetv2" | "shufflenet_v2" => return Ok(Arch::ShuffleV2),
-            "lenet5" | "lenet" | "lenet_5" => return Ok(Arch::LeNet5),
-            _ => {}
-        }
-        if let Some(rest) = l.strip_prefix("resnet") {
-            let (d, x4) = match rest.strip_suffix("x4") {
-                Some(d) => (d, true),
-                None => (rest, false),
-            };
-            let depth: usize = d.parse().with_context(|| format!("bad ResNet depth in '{s}'"))?;
-            if depth < 8 || !(depth - 2).is_multiple_of(6) {
-                bail!("CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110), got '{s}'");
-            }
-            return Ok(Arch::ResNet { depth, x4 });
-        }
-        if let Some(rest) = l.strip_prefix("wrn") {
-            let parts: Vec<&str> = rest.trim_start_matches('_').split('_').collect();
-            if parts.len() == 2 {
-                let depth: usize = parts[0].parse().with_context(|| format!("bad WRN depth in '{s}'"))?;
-                let widen: usize = parts[1].parse().with_context(|| format!("bad WRN width in '{s}'"))?;
-                if depth < 10 || !(depth - 4).is_multiple_of(6) || widen == 0 {
-                    bail!("WRN depth must be 6n+4 and width >= 1, got '{s}'");
-                }
-                return Ok(Arch::Wrn { depth, widen });
-            }
-        }
-        if let Some(rest) = l.strip_prefix("vgg") {
-            let d = rest.strip_suffix("_bn").or_else(|| rest.strip_suffix("bn")).unwrap_or(rest);
-            let depth: usize = d.parse().with_context(|| format!("bad VGG depth in '{s}'"))?;
-            if vgg::config(depth).is_none() {
-                bail!("VGG depth must be 8, 11, 13, 16 or 19, got '{s}'");
-            }
-            return Ok(Arch::Vgg { depth });
-        }
-        bail!("unknown architecture '{s}' (known: resnet8/14/20/32/44/56/110, resnet8x4, resnet32x4, wrn_d_w, vgg8/11/13/16/19, mobilenetv2, shufflev1, shufflev2, lenet5)")
-    }
-}
-
-/// Every architecture of the zoo by name, as `kdscope info` lists them.
-pub const ZOO: &[&str] = &[
-    "resnet8",
-    "resnet14",
-    "resnet20",
-    "resnet32",
-    "resnet44",
-    "resnet56",
-    "resnet110",
-    "resnet8x4",
-    "resnet32x4",
-    "wrn_16_1",
-    "wrn_16_2",
-    "wrn_40_1",
-    "wrn_40_2",
-    "wrn_28_10",
-    "vgg8",
-    "vgg11",
-    "vgg13",
-    "vgg16",
-    "vgg19",
-    "mobilenetv2",
-    "shufflev1",
-    "shufflev2",
-    "lenet5",
-];
-
 /// Everything needed to build a model: architecture, input channels and number of classes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelSpec {
     pub arch: Arch,
     pub in_channels: usize,
@@ -138,10 +30,11 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// `arch` for colour images (grey ones for LeNet-5, the MNIST model); set `in_channels` to change.
+    /// `arch` with its family's default input channels (colour images; grey ones for LeNet-5, the
+    /// MNIST model); set `in_channels` to change.
     pub fn new(arch: &str, num_classes: usize) -> anyhow::Result<Self> {
         let arch: Arch = arch.parse()?;
-        let in_channels = if arch == Arch::LeNet5 { 1 } else { 3 };
+        let in_channels = arch.family().in_channels;
         Ok(Self { arch, in_channels, num_classes })
     }
 }
@@ -232,28 +125,67 @@ pub struct Outputs<T> {
     pub features: Features<T>,
 }
 
-#[derive(Clone, Debug)]
-enum Body {
-    ResNet(resnet::ResNet),
-    Wrn(wrn::Wrn),
-    Vgg(vgg::Vgg),
-    MobileNetV2(mobilenetv2::MobileNetV2),
-    ShuffleV1(shufflenetv1::ShuffleNetV1),
-    ShuffleV2(shufflenetv2::ShuffleNetV2),
-    LeNet5(lenet::LeNet),
+/// What every architecture of the zoo tells about itself (mdistiller keeps these facts on the model
+/// class: `get_bn_before_relu`, `get_stage_channels`). Each architecture file implements it next to its
+/// layers and registers a [`Family`] (name, parser, constructor) in [`registry::FAMILIES`].
+pub trait Network: Send + Sync {
+    /// Forward pass without a tape (inference, teachers): use [`network_forward!`] to forward both
+    /// passes to one generic `forward`.
+    fn forward_plain(&self, s: &Store, x: Var<NoneTape>, train: bool, f: &mut Features<NoneTape>) -> Var<NoneTape>;
+    /// Recorded forward pass (training, gradient-based explanations).
+    fn forward_tracked(&self, s: &Store, x: Var<Tracked>, train: bool, f: &mut Features<Tracked>) -> Var<Tracked>;
+    /// The name of the final linear classifier (`fc`, `classifier` …).
+    fn classifier_name(&self) -> &'static str;
+    /// The last convolutional feature map (the one CAM-style explanations weight), and whether the
+    /// classifier reads its global average directly (what CAM needs).
+    fn last_conv_tap(&self) -> (&'static str, bool);
+    /// Names of the post-activation and pre-activation taps of each stage after the stem.
+    fn stage_taps(&self) -> Vec<(String, String)>;
+    /// For each stage, the batch norm whose output feeds the stage's final ReLU (OFD's margins), or
+    /// `None` when the architecture has none there.
+    fn bn_before_relu(&self) -> Option<Vec<String>>;
 }
 
-impl Body {
-    fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, feats: &mut Features<T>) -> Var<T> {
-        match self {
-            Body::ResNet(m) => m.forward(s, x, train, feats),
-            Body::Wrn(m) => m.forward(s, x, train, feats),
-            Body::Vgg(m) => m.forward(s, x, train, feats),
-            Body::MobileNetV2(m) => m.forward(s, x, train, feats),
-            Body::ShuffleV1(m) => m.forward(s, x, train, feats),
-            Body::ShuffleV2(m) => m.forward(s, x, train, feats),
-            Body::LeNet5(m) => m.forward(s, x, train, feats),
+/// Implements [`Network::forward_plain`] and [`Network::forward_tracked`] with the type's generic
+/// `forward(&self, s, x, train, feats)`.
+#[macro_export]
+macro_rules! network_forward {
+    () => {
+        fn forward_plain(
+            &self,
+            s: &$crate::nn::Store,
+            x: $crate::nn::Var<dfdx::prelude::NoneTape>,
+            train: bool,
+            f: &mut $crate::models::Features<dfdx::prelude::NoneTape>,
+        ) -> $crate::nn::Var<dfdx::prelude::NoneTape> {
+            self.forward(s, x, train, f)
         }
+        fn forward_tracked(
+            &self,
+            s: &$crate::nn::Store,
+            x: $crate::nn::Var<$crate::nn::Tracked>,
+            train: bool,
+            f: &mut $crate::models::Features<$crate::nn::Tracked>,
+        ) -> $crate::nn::Var<$crate::nn::Tracked> {
+            self.forward(s, x, train, f)
+        }
+    };
+}
+
+/// The tapes a model runs with: no tape, or the recording one. Selects the [`Network`] pass.
+pub trait ModelTape: Tape<f32, Dev> {
+    fn run(net: &dyn Network, s: &Store, x: Var<Self>, train: bool, f: &mut Features<Self>) -> Var<Self>;
+}
+
+impl ModelTape for NoneTape {
+    fn run(net: &dyn Network, s: &Store, x: Var<Self>, train: bool, f: &mut Features<Self>) -> Var<Self> {
+        net.forward_plain(s, x, train, f)
+    }
+}
+
+impl ModelTape for Tracked {
+    fn run(net: &dyn Network, s: &Store, x: Var<Self>, train: bool, f: &mut Features<Self>) -> Var<Self> {
+        net.forward_tracked(s, x, train, f)
     }
 }
 
@@ -290,45 +222,21 @@ impl FeatureLayout {
 pub struct Model {
     pub spec: ModelSpec,
     pub store: Store,
-    body: Body,
+    body: Box<dyn Network>,
 }
 
 impl Model {
     /// Builds a freshly initialised model; the same `seed` gives the same parameters.
     pub fn new(spec: ModelSpec, seed: u64) -> Self {
+        Self::try_new(spec, seed).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`Model::new`], with an error for a spec its family cannot build.
+    pub fn try_new(spec: ModelSpec, seed: u64) -> anyhow::Result<Self> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut store = Store::new();
-        let body = match spec.arch {
-            Arch::ResNet { depth, x4 } => {
-                Body::ResNet(resnet::ResNet::new(&mut store, &mut rng, depth, x4, spec.in_channels, spec.num_classes))
-            }
-            Arch::Wrn { depth, widen } => {
-                Body::Wrn(wrn::Wrn::new(&mut store, &mut rng, depth, widen, spec.in_channels, spec.num_classes))
-            }
-            Arch::Vgg { depth } => {
-                Body::Vgg(vgg::Vgg::new(&mut store, &mut rng, depth, spec.in_channels, spec.num_classes))
-            }
-            Arch::MobileNetV2 => Body::MobileNetV2(mobilenetv2::MobileNetV2::new(
-                &mut store,
-                &mut rng,
-                spec.in_channels,
-                spec.num_classes,
-            )),
-            Arch::ShuffleV1 => Body::ShuffleV1(shufflenetv1::ShuffleNetV1::new(
-                &mut store,
-                &mut rng,
-                spec.in_channels,
-                spec.num_classes,
-            )),
-            Arch::ShuffleV2 => Body::ShuffleV2(shufflenetv2::ShuffleNetV2::new(
-                &mut store,
-                &mut rng,
-                spec.in_channels,
-                spec.num_classes,
-            )),
-            Arch::LeNet5 => Body::LeNet5(lenet::LeNet::new(&mut store, &mut rng, spec.in_channels, spec.num_classes)),
-        };
-        Self { spec, store, body }
+        let body = spec.arch.build(&mut store, &mut rng, spec.in_channels, spec.num_classes)?;
+        Ok(Self { spec, store, body })
     }
 
     /// Shorthand: `Model::build("resnet20", 100, seed)`.
@@ -346,25 +254,14 @@ impl Model {
 
     /// The name of the final linear classifier (`fc`, `classifier` for VGGs, …).
     pub fn classifier_name(&self) -> &'static str {
-        match self.spec.arch {
-            Arch::Vgg { .. } => "classifier",
-            Arch::ResNet { .. } | Arch::Wrn { .. } => "fc",
-            Arch::MobileNetV2 => "classifier.0",
-            Arch::ShuffleV1 | Arch::ShuffleV2 => "linear",
-            Arch::LeNet5 => "fc3",
-        }
+        self.body.classifier_name()
     }
 
     /// The last convolutional feature map (the one CAM-style explanations weight), and whether the
     /// classifier reads its global average directly (what CAM needs; LeNet's fully connected head
     /// does not).
     pub fn last_conv_tap(&self) -> (&'static str, bool) {
-        match self.spec.arch {
-            Arch::Wrn { .. } | Arch::MobileNetV2 | Arch::ShuffleV2 => ("final", true),
-            Arch::Vgg { .. } => ("block4", true),
-            Arch::ResNet { .. } | Arch::ShuffleV1 => ("layer3", true),
-            Arch::LeNet5 => ("layer2", false),
-        }
+        self.body.last_conv_tap()
     }
 
     /// For each stage of [`feature_layout`](Model::feature_layout), the batch norm whose output feeds
@@ -373,41 +270,14 @@ impl Model {
     /// pre-activations concatenate an un-normalised half) and LeNet (no batch norm) have none, as in
     /// mdistiller.
     pub fn bn_before_relu(&self) -> anyhow::Result<Vec<String>> {
-        Ok(match self.spec.arch {
-            Arch::ResNet { depth, .. } => (1..=3).map(|i| format!("layer{i}.{}.bn2", (depth - 2) / 6 - 1)).collect(),
-            // Pre-activation blocks: a group's output is normalised by the next group's first bn1, the
-            // last one by the final bn1.
-            Arch::Wrn { .. } => vec!["block2.layer.0.bn1".into(), "block3.layer.0.bn1".into(), "bn1".into()],
-            Arch::Vgg { depth } => {
-                let cfg = vgg::config(depth).expect("valid VGG depth");
-                (1..=4).map(|b| format!("block{b}.{}", 3 * (cfg[b].len() - 1) + 1)).collect()
-            }
-            Arch::MobileNetV2 => {
-                ["blocks.1.1", "blocks.2.2", "blocks.4.2", "blocks.6.0"].iter().map(|b| format!("{b}.conv.7")).collect()
-            }
-            Arch::ShuffleV1 | Arch::ShuffleV2 | Arch::LeNet5 => {
-                anyhow::bail!(
-                    "{} has no batch norm before each stage's ReLU (OFD cannot use it as teacher)",
-                    self.name()
-                )
-            }
+        self.body.bn_before_relu().ok_or_else(|| {
+            anyhow::anyhow!("{} has no batch norm before each stage's ReLU (OFD cannot use it as teacher)", self.name())
         })
     }
 
     /// Names of the post-activation and pre-activation taps of each stage after the stem.
     fn stage_taps(&self) -> Vec<(String, String)> {
-        match self.spec.arch {
-            Arch::ResNet { .. } => (1..=3).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect(),
-            // Pre-activation blocks: a group's output is the input of the next BN-ReLU.
-            Arch::Wrn { .. } => (1..=3).map(|i| (format!("block{i}"), format!("block{i}"))).collect(),
-            Arch::Vgg { .. } => (1..=4).map(|i| (format!("block{i}"), format!("block{i}.pre"))).collect(),
-            // Linear bottlenecks: the stage outputs have no activation.
-            Arch::MobileNetV2 => (1..=4).map(|i| (format!("stage{i}"), format!("stage{i}"))).collect(),
-            Arch::ShuffleV1 | Arch::ShuffleV2 => {
-                (1..=3).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect()
-            }
-            Arch::LeNet5 => (1..=2).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect(),
-        }
+        self.body.stage_taps()
     }
 
     /// The stage layout for inputs of `height × width` (one evaluation-mode forward pass of a blank
@@ -433,7 +303,7 @@ impl Model {
     }
 
     /// Forward pass with any tape; `train` selects batch statistics (and updates running ones).
-    pub fn forward_with<T: Tape<f32, Dev>>(&self, x: Var<T>, train: bool, features: bool) -> Outputs<T> {
+    pub fn forward_with<T: ModelTape>(&self, x: Var<T>, train: bool, features: bool) -> Outputs<T> {
         assert_eq!(
             x.shape.c,
             self.spec.in_channels,
@@ -443,7 +313,7 @@ impl Model {
             x.shape
         );
         let mut feats = Features::new(features);
-        let logits = self.body.forward(&self.store, x, train, &mut feats);
+        let logits = T::run(self.body.as_ref(), &self.store, x, train, &mut feats);
         Outputs { logits, features: feats }
     }
 
@@ -465,7 +335,7 @@ impl Model {
         let mut feats = Features::new(true);
         feats.probe_names = taps.iter().map(|t| t.to_string()).collect();
         feats.cut = cut;
-        let logits = self.body.forward(&self.store, x, train, &mut feats);
+        let logits = <Tracked as ModelTape>::run(self.body.as_ref(), &self.store, x, train, &mut feats);
         for t in taps {
             anyhow::ensure!(
                 feats.probes.iter().any(|(n, _)| n == t),
@@ -588,7 +458,7 @@ mod tests {
         {
             assert_eq!(name.parse::<Arch>().unwrap().to_string(), name);
         }
-        assert_eq!("WRN-40-2".parse::<Arch>().unwrap(), Arch::Wrn { depth: 40, widen: 2 });
+        assert_eq!("WRN-40-2".parse::<Arch>().unwrap(), "wrn_40_2".parse::<Arch>().unwrap());
         assert!("resnet21".parse::<Arch>().is_err());
         assert!("mobilenetv3".parse::<Arch>().is_err());
         for (alias, arch) in [("MobileNetV2", "mobilenetv2"), ("ShuffleV1", "shufflev1"), ("shufflenetv2", "shufflev2")]
@@ -622,7 +492,7 @@ mod tests {
         assert_eq!(count("vgg13"), 9_462_180);
         assert_eq!(count("vgg16"), 14_774_436);
         assert_eq!(count("vgg19"), 20_086_692);
-        assert_eq!("VGG13_bn".parse::<Arch>().unwrap(), Arch::Vgg { depth: 13 });
+        assert_eq!("VGG13_bn".parse::<Arch>().unwrap().to_string(), "vgg13");
         assert!("vgg10".parse::<Arch>().is_err());
     }
 }

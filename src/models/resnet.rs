@@ -2,10 +2,15 @@
 //! mdistiller's `resnet.py`: depth `6n+2`, BasicBlocks, filters `[16,16,32,64]` (or
 //! `[32,64,128,256]` for the `x4` variants), 1x1-conv + BN shortcut when the shape changes,
 //! 8x8 average pooling and a linear classifier.
+use anyhow::Context;
 use dfdx::prelude::Tape;
 use rand::Rng;
 
 use super::{stages, Features};
+use rand_chacha::ChaCha8Rng;
+
+use super::registry::{Family, ParseFn};
+use super::Network;
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
 
@@ -59,10 +64,6 @@ pub struct ResNet {
 
 impl ResNet {
     pub fn new(s: &mut Store, rng: &mut impl Rng, depth: usize, x4: bool, in_ch: usize, classes: usize) -> Self {
-        assert!(
-            depth >= 8 && (depth - 2).is_multiple_of(6),
-            "CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110), got {depth}"
-        );
         let n = (depth - 2) / 6;
         let widths = if x4 { [32, 64, 128, 256] } else { [16, 16, 32, 64] };
         let conv1 = Conv2d::new(s, rng, "conv1", in_ch, widths[0], 3, ConvCfg::new(1, 1), false);
@@ -93,3 +94,71 @@ impl ResNet {
         self.fc.forward(s, pooled)
     }
 }
+
+impl Network for ResNet {
+    crate::network_forward!();
+    fn classifier_name(&self) -> &'static str {
+        "fc"
+    }
+    fn last_conv_tap(&self) -> (&'static str, bool) {
+        ("layer3", true)
+    }
+    fn stage_taps(&self) -> Vec<(String, String)> {
+        (1..=3).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect()
+    }
+    fn bn_before_relu(&self) -> Option<Vec<String>> {
+        Some((1..=3).map(|i| format!("layer{i}.{}.bn2", self.layers[i - 1].len() - 1)).collect())
+    }
+}
+
+/// `resnet<depth>[x4]` → (depth, x4), for names of this family.
+fn size(name: &str) -> Option<anyhow::Result<(usize, bool)>> {
+    let rest = name.strip_prefix("resnet")?;
+    let (d, x4) = match rest.strip_suffix("x4") {
+        Some(d) => (d, true),
+        None => (rest, false),
+    };
+    Some(super::registry::parse_depth(d, "ResNet").and_then(|depth| {
+        anyhow::ensure!(
+            depth >= 8 && (depth - 2).is_multiple_of(6),
+            "CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110), got {depth}"
+        );
+        Ok((depth, x4))
+    }))
+}
+
+fn parse(name: &str) -> Option<anyhow::Result<String>> {
+    size(name).map(|r| r.map(|(d, x4)| format!("resnet{d}{}", if x4 { "x4" } else { "" })))
+}
+
+fn build(
+    name: &str,
+    s: &mut Store,
+    rng: &mut ChaCha8Rng,
+    in_ch: usize,
+    classes: usize,
+) -> anyhow::Result<Box<dyn Network>> {
+    let (depth, x4) = size(name).context("not a ResNet name")??;
+    Ok(Box::new(ResNet::new(s, rng, depth, x4, in_ch, classes)))
+}
+
+/// CIFAR ResNets in the registry.
+pub const FAMILY: Family = Family {
+    name: "resnet",
+    aliases: &[],
+    parse: Some(parse as ParseFn),
+    syntax: "resnet<6n+2>[x4]",
+    zoo: &[
+        "resnet8",
+        "resnet14",
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "resnet110",
+        "resnet8x4",
+        "resnet32x4",
+    ],
+    in_channels: 3,
+    build,
+};

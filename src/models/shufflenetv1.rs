@@ -9,43 +9,17 @@ use dfdx::prelude::Tape;
 use rand::Rng;
 
 use super::Features;
+use rand_chacha::ChaCha8Rng;
+
+use super::registry::Family;
+use super::Network;
 use crate::nn::ops::{self, ConvCfg};
-use crate::nn::params::uniform_fan_in;
-use crate::nn::{BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
+use crate::nn::{conv_bn, BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
 
 const OUT_PLANES: [usize; 3] = [240, 480, 960];
 const BLOCKS: [usize; 3] = [4, 8, 4];
 const GROUPS: usize = 3;
 const STEM: usize = 24;
-
-/// A conv (no bias) with PyTorch's default init `U(±1/√fan_in)`.
-pub(crate) fn default_conv(
-    s: &mut Store,
-    rng: &mut impl Rng,
-    name: &str,
-    io: (usize, usize),
-    k: usize,
-    cfg: ConvCfg,
-) -> Conv2d {
-    let (cin, cout) = io;
-    let c = Conv2d::new(s, rng, name, cin, cout, k, cfg, false);
-    let fan_in = cin / cfg.groups * k * k;
-    s.set(c.weight, uniform_fan_in(rng, cout * fan_in, fan_in));
-    c
-}
-
-/// Conv + BN named `{name}.convN` / `{name}.bnN`.
-fn conv_bn(
-    s: &mut Store,
-    rng: &mut impl Rng,
-    name: &str,
-    n: usize,
-    io: (usize, usize),
-    k: usize,
-    cfg: ConvCfg,
-) -> (Conv2d, BatchNorm2d) {
-    (default_conv(s, rng, &format!("{name}.conv{n}"), io, k, cfg), BatchNorm2d::new(s, &format!("{name}.bn{n}"), io.1))
-}
 
 #[derive(Clone, Debug)]
 struct Bottleneck {
@@ -94,8 +68,7 @@ pub struct ShuffleNetV1 {
 
 impl ShuffleNetV1 {
     pub fn new(s: &mut Store, rng: &mut impl Rng, in_ch: usize, classes: usize) -> Self {
-        let stem =
-            (default_conv(s, rng, "conv1", (in_ch, STEM), 1, ConvCfg::new(1, 0)), BatchNorm2d::new(s, "bn1", STEM));
+        let stem = conv_bn(s, rng, "", 1, (in_ch, STEM), 1, ConvCfg::new(1, 0));
         let mut cin = STEM;
         let layers = OUT_PLANES
             .iter()
@@ -133,3 +106,40 @@ impl ShuffleNetV1 {
         self.linear.forward(s, pooled)
     }
 }
+
+impl Network for ShuffleNetV1 {
+    crate::network_forward!();
+    fn classifier_name(&self) -> &'static str {
+        "linear"
+    }
+    fn last_conv_tap(&self) -> (&'static str, bool) {
+        ("layer3", true)
+    }
+    fn stage_taps(&self) -> Vec<(String, String)> {
+        (1..=3).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect()
+    }
+    fn bn_before_relu(&self) -> Option<Vec<String>> {
+        None
+    }
+}
+
+fn build(
+    _: &str,
+    s: &mut Store,
+    rng: &mut ChaCha8Rng,
+    in_ch: usize,
+    classes: usize,
+) -> anyhow::Result<Box<dyn Network>> {
+    Ok(Box::new(ShuffleNetV1::new(s, rng, in_ch, classes)))
+}
+
+/// ShuffleNet (v1, `ShuffleV1`) in the registry.
+pub const FAMILY: Family = Family {
+    name: "shufflev1",
+    aliases: &["shufflenetv1", "shufflenet_v1", "shufflenet"],
+    parse: None,
+    syntax: "shufflev1",
+    zoo: &["shufflev1"],
+    in_channels: 3,
+    build,
+};

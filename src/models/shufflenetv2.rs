@@ -10,28 +10,19 @@
 use dfdx::prelude::Tape;
 use rand::Rng;
 
-use super::shufflenetv1::default_conv;
 use super::Features;
+use rand_chacha::ChaCha8Rng;
+
+use super::registry::Family;
+use super::Network;
 use crate::nn::ops::{self, ConvCfg};
-use crate::nn::{BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
+use crate::nn::{conv_bn, BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
 
 const OUT_CHANNELS: [usize; 4] = [116, 232, 464, 1024];
 const BLOCKS: [usize; 3] = [3, 7, 3];
 const STEM: usize = 24;
 
 type ConvBn = (Conv2d, BatchNorm2d);
-
-fn conv_bn(
-    s: &mut Store,
-    rng: &mut impl Rng,
-    name: &str,
-    n: usize,
-    io: (usize, usize),
-    k: usize,
-    cfg: ConvCfg,
-) -> ConvBn {
-    (default_conv(s, rng, &format!("{name}.conv{n}"), io, k, cfg), BatchNorm2d::new(s, &format!("{name}.bn{n}"), io.1))
-}
 
 fn apply<T: Tape<f32, Dev>>(l: &ConvBn, s: &Store, x: Var<T>, train: bool, relu: bool) -> Var<T> {
     l.1.forward(s, l.0.forward(s, x), train, relu)
@@ -117,8 +108,7 @@ pub struct ShuffleNetV2 {
 
 impl ShuffleNetV2 {
     pub fn new(s: &mut Store, rng: &mut impl Rng, in_ch: usize, classes: usize) -> Self {
-        let stem =
-            (default_conv(s, rng, "conv1", (in_ch, STEM), 1, ConvCfg::new(1, 0)), BatchNorm2d::new(s, "bn1", STEM));
+        let stem = conv_bn(s, rng, "", 1, (in_ch, STEM), 1, ConvCfg::new(1, 0));
         let mut cin = STEM;
         let layers = OUT_CHANNELS[..3]
             .iter()
@@ -131,10 +121,7 @@ impl ShuffleNetV2 {
                 (down, blocks)
             })
             .collect();
-        let conv2 = (
-            default_conv(s, rng, "conv2", (OUT_CHANNELS[2], OUT_CHANNELS[3]), 1, ConvCfg::new(1, 0)),
-            BatchNorm2d::new(s, "bn2", OUT_CHANNELS[3]),
-        );
+        let conv2 = conv_bn(s, rng, "", 2, (OUT_CHANNELS[2], OUT_CHANNELS[3]), 1, ConvCfg::new(1, 0));
         let linear = Linear::new(s, rng, "linear", OUT_CHANNELS[3], classes, true);
         Self { stem, layers, conv2, linear }
     }
@@ -160,3 +147,40 @@ impl ShuffleNetV2 {
         self.linear.forward(s, pooled)
     }
 }
+
+impl Network for ShuffleNetV2 {
+    crate::network_forward!();
+    fn classifier_name(&self) -> &'static str {
+        "linear"
+    }
+    fn last_conv_tap(&self) -> (&'static str, bool) {
+        ("final", true)
+    }
+    fn stage_taps(&self) -> Vec<(String, String)> {
+        (1..=3).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect()
+    }
+    fn bn_before_relu(&self) -> Option<Vec<String>> {
+        None
+    }
+}
+
+fn build(
+    _: &str,
+    s: &mut Store,
+    rng: &mut ChaCha8Rng,
+    in_ch: usize,
+    classes: usize,
+) -> anyhow::Result<Box<dyn Network>> {
+    Ok(Box::new(ShuffleNetV2::new(s, rng, in_ch, classes)))
+}
+
+/// ShuffleNetV2 (`ShuffleV2`) in the registry.
+pub const FAMILY: Family = Family {
+    name: "shufflev2",
+    aliases: &["shufflenetv2", "shufflenet_v2"],
+    parse: None,
+    syntax: "shufflev2",
+    zoo: &["shufflev2"],
+    in_channels: 3,
+    build,
+};

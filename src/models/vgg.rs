@@ -5,13 +5,17 @@
 //! blocks 0–2 (and after block 3 only for 64-pixel inputs), global average pooling, a 512→classes
 //! linear classifier. Initialisation as RepDistiller: convolutions N(0, 2/(9·out)) with zero bias, the
 //! classifier N(0, 0.01²) with zero bias.
+use anyhow::Context;
 use dfdx::prelude::Tape;
 use rand::Rng;
-use rand_distr::{Distribution, Normal};
 
 use super::Features;
+use rand_chacha::ChaCha8Rng;
+
+use super::registry::{Family, ParseFn};
+use super::Network;
 use crate::nn::ops::{self, ConvCfg};
-use crate::nn::{BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
+use crate::nn::{BatchNorm2d, Conv2d, Dev, Init, Linear, Store, Var};
 
 /// Channel widths of the five blocks for a VGG depth (RepDistiller's configurations S, A, B, D, E).
 pub fn config(depth: usize) -> Option<[&'static [usize]; 5]> {
@@ -53,10 +57,7 @@ impl Vgg {
                     .collect()
             })
             .collect();
-        let classifier = Linear::new(s, rng, "classifier", 512, classes, true);
-        let normal = Normal::new(0.0f32, 0.01).expect("valid normal");
-        s.set(classifier.weight, (0..512 * classes).map(|_| normal.sample(rng)).collect());
-        s.set(classifier.bias.expect("classifier has a bias"), vec![0.0; classes]);
+        let classifier = Linear::with_init(s, rng, "classifier", (512, classes), true, Init::Normal(0.01));
         Self { blocks, classifier }
     }
 
@@ -78,3 +79,55 @@ impl Vgg {
         self.classifier.forward(s, pooled)
     }
 }
+
+impl Network for Vgg {
+    crate::network_forward!();
+    fn classifier_name(&self) -> &'static str {
+        "classifier"
+    }
+    fn last_conv_tap(&self) -> (&'static str, bool) {
+        ("block4", true)
+    }
+    fn stage_taps(&self) -> Vec<(String, String)> {
+        (1..=4).map(|i| (format!("block{i}"), format!("block{i}.pre"))).collect()
+    }
+    fn bn_before_relu(&self) -> Option<Vec<String>> {
+        Some((1..=4).map(|b| format!("block{b}.{}", 3 * (self.blocks[b].len() - 1) + 1)).collect())
+    }
+}
+
+/// `vgg<depth>[_bn]` → depth, for names of this family.
+fn size(name: &str) -> Option<anyhow::Result<usize>> {
+    let rest = name.strip_prefix("vgg")?;
+    let d = rest.strip_suffix("_bn").or_else(|| rest.strip_suffix("bn")).unwrap_or(rest);
+    Some(super::registry::parse_depth(d, "VGG").and_then(|depth| {
+        anyhow::ensure!(config(depth).is_some(), "VGG depth must be 8, 11, 13, 16 or 19, got {depth}");
+        Ok(depth)
+    }))
+}
+
+fn parse(name: &str) -> Option<anyhow::Result<String>> {
+    size(name).map(|r| r.map(|d| format!("vgg{d}")))
+}
+
+fn build(
+    name: &str,
+    s: &mut Store,
+    rng: &mut ChaCha8Rng,
+    in_ch: usize,
+    classes: usize,
+) -> anyhow::Result<Box<dyn Network>> {
+    let depth = size(name).context("not a VGG name")??;
+    Ok(Box::new(Vgg::new(s, rng, depth, in_ch, classes)))
+}
+
+/// CIFAR VGGs with batch norm in the registry.
+pub const FAMILY: Family = Family {
+    name: "vgg",
+    aliases: &[],
+    parse: Some(parse as ParseFn),
+    syntax: "vgg8/11/13/16/19",
+    zoo: &["vgg8", "vgg11", "vgg13", "vgg16", "vgg19"],
+    in_channels: 3,
+    build,
+};

@@ -1,10 +1,15 @@
 //! Wide ResNets (Zagoruyko & Komodakis 2016), WRN-d-w, as RepDistiller's `wrn.py`: pre-activation
 //! blocks (BN-ReLU-conv), `n = (d-4)/6` blocks per group, widths `[16, 16w, 32w, 64w]`, 1x1-conv
 //! shortcut when the width changes, final BN-ReLU, global average pooling and a linear classifier.
+use anyhow::Context;
 use dfdx::prelude::Tape;
 use rand::Rng;
 
 use super::{stages, Features};
+use rand_chacha::ChaCha8Rng;
+
+use super::registry::{Family, ParseFn};
+use super::Network;
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
 
@@ -89,3 +94,63 @@ impl Wrn {
         self.fc.forward(s, pooled)
     }
 }
+
+impl Network for Wrn {
+    crate::network_forward!();
+    fn classifier_name(&self) -> &'static str {
+        "fc"
+    }
+    fn last_conv_tap(&self) -> (&'static str, bool) {
+        ("final", true)
+    }
+    fn stage_taps(&self) -> Vec<(String, String)> {
+        // Pre-activation blocks: a group's output is the input of the next BN-ReLU.
+        (1..=3).map(|i| (format!("block{i}"), format!("block{i}"))).collect()
+    }
+    fn bn_before_relu(&self) -> Option<Vec<String>> {
+        // A group's output is normalised by the next group's first bn1, the last one by the final bn1.
+        Some(vec!["block2.layer.0.bn1".into(), "block3.layer.0.bn1".into(), "bn1".into()])
+    }
+}
+
+/// `wrn_<depth>_<widen>` → (depth, widen), for names of this family.
+fn size(name: &str) -> Option<anyhow::Result<(usize, usize)>> {
+    let rest = name.strip_prefix("wrn")?;
+    let parts: Vec<&str> = rest.trim_start_matches('_').split('_').collect();
+    Some((|| {
+        anyhow::ensure!(parts.len() == 2, "a WRN is named wrn_<depth>_<width>, got '{name}'");
+        let depth = super::registry::parse_depth(parts[0], "WRN")?;
+        let widen: usize = parts[1].parse().with_context(|| format!("bad WRN width '{}'", parts[1]))?;
+        anyhow::ensure!(
+            depth >= 10 && (depth - 4).is_multiple_of(6) && widen > 0,
+            "WRN depth must be 6n+4 and width >= 1, got depth {depth}, width {widen}"
+        );
+        Ok((depth, widen))
+    })())
+}
+
+fn parse(name: &str) -> Option<anyhow::Result<String>> {
+    size(name).map(|r| r.map(|(d, w)| format!("wrn_{d}_{w}")))
+}
+
+fn build(
+    name: &str,
+    s: &mut Store,
+    rng: &mut ChaCha8Rng,
+    in_ch: usize,
+    classes: usize,
+) -> anyhow::Result<Box<dyn Network>> {
+    let (depth, widen) = size(name).context("not a WRN name")??;
+    Ok(Box::new(Wrn::new(s, rng, depth, widen, in_ch, classes)))
+}
+
+/// Wide ResNets in the registry.
+pub const FAMILY: Family = Family {
+    name: "wrn",
+    aliases: &[],
+    parse: Some(parse as ParseFn),
+    syntax: "wrn_<6n+4>_<w>",
+    zoo: &["wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "wrn_28_10"],
+    in_channels: 3,
+    build,
+};

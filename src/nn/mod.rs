@@ -1,7 +1,8 @@
 //! The numeric core: kdscope's thin layer over dfdx (values, ops, parameters, optimiser step).
 pub mod ops;
 pub mod params;
+pub mod profile;
 pub mod var;
 
-pub use params::{BatchNorm2d, Conv2d, Linear, PId, Param, Sgd, Store};
+pub use params::{conv_bn, BatchNorm2d, Conv2d, Init, Linear, PId, Param, Sgd, Store};
 pub use var::{dev, Dev, Grads, Shape4, Tracked, Var};

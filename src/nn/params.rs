@@ -123,6 +123,40 @@ pub fn uniform_fan_in(rng: &mut impl Rng, n: usize, fan_in: usize) -> Vec<f32> {
     (0..n).map(|_| rng.gen_range(-b..b)).collect()
 }
 
+/// How a layer's weights are drawn: data handed to the constructor (as burn's `Initializer` in a layer
+/// config), so no model overwrites what a constructor drew.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// `N(0, 2/fan_out)`, `fan_out = out·k²/groups`, zero bias: RepDistiller's CIFAR ResNets, WRNs, VGGs.
+    KaimingFanOut,
+    /// `U(±1/√fan_in)` for weight and bias: PyTorch's default for `nn.Conv2d` and `nn.Linear`.
+    UniformFanIn,
+    /// `N(0, std²)`, zero bias.
+    Normal(f32),
+}
+
+impl Init {
+    /// `n` weight values of a layer with the given fans.
+    fn weights(self, rng: &mut impl Rng, n: usize, fan_in: usize, fan_out: usize) -> Vec<f32> {
+        match self {
+            Init::KaimingFanOut => kaiming_normal(rng, n, fan_out),
+            Init::UniformFanIn => uniform_fan_in(rng, n, fan_in),
+            Init::Normal(std) => {
+                let d = Normal::new(0.0f32, std).expect("valid std");
+                (0..n).map(|_| d.sample(rng)).collect()
+            }
+        }
+    }
+
+    /// `n` bias values.
+    fn bias(self, rng: &mut impl Rng, n: usize, fan_in: usize) -> Vec<f32> {
+        match self {
+            Init::UniformFanIn => uniform_fan_in(rng, n, fan_in),
+            Init::KaimingFanOut | Init::Normal(_) => vec![0.0; n],
+        }
+    }
+}
+
 /// 2-D convolution layer (weight `[out, in/groups, k, k]`, optional bias).
 #[derive(Clone, Debug)]
 pub struct Conv2d {
@@ -146,10 +180,28 @@ impl Conv2d {
         cfg: ConvCfg,
         bias: bool,
     ) -> Self {
+        Self::with_init(s, rng, name, (cin, cout), k, cfg, bias, Init::KaimingFanOut)
+    }
+
+    /// A conv with `io = (in, out)` channels initialised by `init`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_init(
+        s: &mut Store,
+        rng: &mut impl Rng,
+        name: &str,
+        io: (usize, usize),
+        k: usize,
+        cfg: ConvCfg,
+        bias: bool,
+        init: Init,
+    ) -> Self {
+        let (cin, cout) = io;
         let shape = [cout, cin / cfg.groups, k, k];
         let n = shape.iter().product();
-        let weight = s.add(format!("{name}.weight"), shape.to_vec(), kaiming_normal(rng, n, cout * k * k / cfg.groups));
-        let bias = bias.then(|| s.add(format!("{name}.bias"), vec![cout], vec![0.0; cout]));
+        let fan_in = cin / cfg.groups * k * k;
+        let weight =
+            s.add(format!("{name}.weight"), shape.to_vec(), init.weights(rng, n, fan_in, cout * k * k / cfg.groups));
+        let bias = bias.then(|| s.add(format!("{name}.bias"), vec![cout], init.bias(rng, cout, fan_in)));
         Self { weight, bias, shape, cfg }
     }
 
@@ -195,8 +247,21 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(s: &mut Store, rng: &mut impl Rng, name: &str, cin: usize, cout: usize, bias: bool) -> Self {
-        let weight = s.add(format!("{name}.weight"), vec![cout, cin], uniform_fan_in(rng, cin * cout, cin));
-        let bias = bias.then(|| s.add(format!("{name}.bias"), vec![cout], uniform_fan_in(rng, cout, cin)));
+        Self::with_init(s, rng, name, (cin, cout), bias, Init::UniformFanIn)
+    }
+
+    /// A fully connected layer with `io = (in, out)` features initialised by `init`.
+    pub fn with_init(
+        s: &mut Store,
+        rng: &mut impl Rng,
+        name: &str,
+        io: (usize, usize),
+        bias: bool,
+        init: Init,
+    ) -> Self {
+        let (cin, cout) = io;
+        let weight = s.add(format!("{name}.weight"), vec![cout, cin], init.weights(rng, cin * cout, cin, cout));
+        let bias = bias.then(|| s.add(format!("{name}.bias"), vec![cout], init.bias(rng, cout, cin)));
         Self { weight, bias, out: cout }
     }
 
@@ -205,6 +270,22 @@ impl Linear {
         let b = self.bias.map(|b| (&s.get(b).t, s.get(b).values()));
         ops::linear(x, &w.t, w.values(), self.out, b)
     }
+}
+
+/// A conv (no bias, PyTorch's default init) followed by batch norm, named `{name}.conv{n}` and
+/// `{name}.bn{n}` (the ShuffleNets' layer naming; `conv{n}` / `bn{n}` for an empty `name`).
+pub fn conv_bn(
+    s: &mut Store,
+    rng: &mut impl Rng,
+    name: &str,
+    n: usize,
+    io: (usize, usize),
+    k: usize,
+    cfg: ConvCfg,
+) -> (Conv2d, BatchNorm2d) {
+    let prefix = if name.is_empty() { String::new() } else { format!("{name}.") };
+    let conv = Conv2d::with_init(s, rng, &format!("{prefix}conv{n}"), io, k, cfg, false, Init::UniformFanIn);
+    (conv, BatchNorm2d::new(s, &format!("{prefix}bn{n}"), io.1))
 }
 
 /// SGD (momentum / Nesterov, L2 weight decay) using dfdx's SGD kernel, which follows PyTorch.

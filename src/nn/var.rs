@@ -186,19 +186,19 @@ where
     F: 'static + FnOnce(&mut Grads, Vec<f32>, &Saved) -> Result<(), dfdx::tensor::CpuError>,
 {
     let v = Var::from_vec(data, shape);
-    let op = || crate::perf::profile::op_name(std::any::type_name::<F>());
-    if crate::perf::profile::enabled() {
-        crate::perf::profile::forward_done(op());
+    let op = || crate::nn::profile::op_name(std::any::type_name::<F>());
+    if crate::nn::profile::enabled() {
+        crate::nn::profile::forward_done(op());
     }
     if T::OWNS_TAPE {
         let saved = Saved { t: v.t.clone(), ptr: v.ptr };
         tape.add_backward_op(move |grads: &mut Grads| {
-            let started = crate::perf::profile::enabled().then(std::time::Instant::now);
+            let started = crate::nn::profile::enabled().then(std::time::Instant::now);
             let g = take_grad(grads, &saved.t)?;
             check_grad_len(g.len(), shape.numel());
             let r = backward(grads, g, &saved);
             if let Some(started) = started {
-                crate::perf::profile::backward_done(op(), started);
+                crate::nn::profile::backward_done(op(), started);
             }
             r
         });

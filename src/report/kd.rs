@@ -325,7 +325,7 @@ impl KdReport {
     /// Renders and writes the report atomically (creating parent folders); returns the path.
     pub fn write(&self, test: &Dataset, path: impl AsRef<Path>) -> anyhow::Result<PathBuf> {
         let path = path.as_ref();
-        crate::train::checkpoint::write_atomic(path, self.render(test)?.as_bytes())?;
+        crate::io::write_atomic(path, self.render(test)?.as_bytes())?;
         Ok(path.to_path_buf())
     }
 }

@@ -128,7 +128,7 @@ impl Report {
     /// Writes the page to `path` atomically (creating parent folders); returns the path.
     pub fn write(&self, path: impl AsRef<Path>) -> anyhow::Result<PathBuf> {
         let path = path.as_ref();
-        crate::train::checkpoint::write_atomic(path, self.render()?.as_bytes())?;
+        crate::io::write_atomic(path, self.render()?.as_bytes())?;
         Ok(path.to_path_buf())
     }
 }

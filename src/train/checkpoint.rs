@@ -8,13 +8,13 @@
 //! can resume exactly. Every write goes to a temporary file in the same folder and is renamed into
 //! place, so a crash never leaves a half-written checkpoint.
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::History;
+use crate::io::write_atomic;
 use crate::models::{Model, ModelSpec};
 use crate::nn::{Sgd, Store};
 
@@ -27,19 +27,6 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 fn bytes_f32(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-}
-
-/// Writes `bytes` to `path` atomically (temporary file + fsync + rename), creating its parent folders.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path.file_name().context("checkpoint path has no file name")?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
-    drop(f);
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
 }
 
 /// Named tensors to serialise: (name, dtype, shape, little-endian bytes).

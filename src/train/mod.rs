@@ -1,5 +1,6 @@
 //! Training: configuration, learning-rate schedules, the train/eval loops with progress bars,
 //! per-epoch history, checkpoints and resume.
+mod alloc;
 pub mod checkpoint;
 pub(crate) mod eval;
 mod schedule;
@@ -9,14 +10,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use dfdx::prelude::{AsArray, Backward};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-pub use eval::{evaluate, Predictions};
+pub use crate::predictions::Predictions;
+pub use alloc::tune_allocator;
+pub use eval::evaluate;
 pub use schedule::Schedule;
 
 use crate::data::{epoch_batches, make_batch, Augment, DataSplit};
-use crate::distill::{Distiller, Setup, StepCtx};
+use crate::distill::{Method, Setup, StepCtx};
 use crate::models::Model;
 use crate::nn::Sgd;
 
@@ -124,19 +126,7 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
 }
 
-/// A progress bar on stderr counting `unit`s (hidden when `show` is false).
-pub(crate) fn progress_bar(len: u64, label: &str, unit: &str, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len);
-    let template = format!("{{prefix:>24}} {{bar:30}} {{pos}}/{{len}} {unit} {{elapsed_precise}} eta {{eta}} {{msg}}");
-    pb.set_style(ProgressStyle::with_template(&template).expect("valid template"));
-    pb.set_prefix(label.to_string());
-    pb
-}
-
-/// Trains `student` on `data.train` with `distiller` (and `teacher`, if the method needs one),
+/// Trains `student` on `data.train` with `method` (and `teacher`, which a distillation method needs),
 /// evaluating on `data.test` after every epoch. Returns the history.
 ///
 /// A non-finite loss stops the run with an error; the checkpoint on disk is then the one of the last
@@ -145,18 +135,22 @@ pub(crate) fn progress_bar(len: u64, label: &str, unit: &str, show: bool) -> Pro
 pub fn fit(
     student: &mut Model,
     teacher: Option<&Model>,
-    distiller: &mut dyn Distiller,
+    method: &mut Method,
     data: &DataSplit,
     cfg: &TrainConfig,
     opts: &RunOptions,
 ) -> anyhow::Result<History> {
-    crate::perf::tune_allocator();
+    tune_allocator();
     data.train.validate()?;
     data.test.validate()?;
-    if distiller.needs_teacher() && teacher.is_none() {
-        bail!("method '{}' needs a teacher model", distiller.name());
-    }
-    if let Some(t) = teacher {
+    let name = method.name();
+    let mut distill = match method {
+        Method::Alone => None,
+        Method::Distill(d) => {
+            Some((d.as_mut(), teacher.with_context(|| format!("method '{name}' needs a teacher model"))?))
+        }
+    };
+    if let Some((_, t)) = &distill {
         if t.spec.num_classes != student.spec.num_classes || t.spec.in_channels != student.spec.in_channels {
             bail!("teacher {} and student {} disagree on classes or input channels", t.spec, student.spec);
         }
@@ -171,22 +165,25 @@ pub fn fit(
         );
     }
     let (h, w) = (data.train.height, data.train.width);
-    let setup = Setup {
-        student,
-        teacher,
-        student_layout: student.feature_layout(h, w),
-        teacher_layout: teacher.map(|t| t.feature_layout(h, w)),
-        train_len: data.train.len(),
-        train_labels: &data.train.labels,
-        num_classes: data.train.num_classes(),
-        seed: cfg.seed,
-    };
-    distiller.setup(&setup).with_context(|| format!("setting up '{}'", distiller.name()))?;
+    if let Some((d, teacher)) = &mut distill {
+        let setup = Setup {
+            student,
+            teacher,
+            student_layout: student.feature_layout(h, w),
+            teacher_layout: teacher.feature_layout(h, w),
+            train_len: data.train.len(),
+            train_labels: &data.train.labels,
+            num_classes: data.train.num_classes(),
+            seed: cfg.seed,
+        };
+        d.setup(&setup).with_context(|| format!("setting up '{name}'"))?;
+    }
     let mut sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay);
     let mut history = History::default();
     if let (true, Some(path)) = (opts.resume, &opts.checkpoint) {
         if path.exists() {
-            let state = checkpoint::load_training(path, student, distiller.modules_mut(), &mut sgd)
+            let modules = distill.as_mut().and_then(|(d, _)| d.modules_mut());
+            let state = checkpoint::load_training(path, student, modules, &mut sgd)
                 .with_context(|| format!("resuming from {}", path.display()))?;
             history = state;
         }
@@ -198,7 +195,7 @@ pub fn fit(
         let lr = cfg.schedule.lr(cfg.lr, epoch, cfg.epochs);
         sgd.set_lr(lr);
         let batches = epoch_batches(data.train.len(), cfg.batch_size, true, cfg.seed, epoch, cfg.drop_last);
-        let pb = progress_bar(
+        let pb = crate::io::progress_bar(
             batches.len() as u64,
             &format!("{} {}/{}", opts.label, epoch + 1, cfg.epochs),
             "batches",
@@ -208,12 +205,16 @@ pub fn fit(
         let aug_seed = cfg.seed.wrapping_mul(0x5851_F42D_4C95_7F2D).wrapping_add(epoch as u64);
         for idx in &batches {
             let b = make_batch(&data.train, idx, Some((cfg.augment, aug_seed)));
-            let t_out = teacher.map(|t| t.forward_with(b.x.detach(), false, distiller.needs_features()));
-            let s_out = student.forward_with(b.x.traced_input(), true, distiller.needs_features());
-            correct += eval::count_correct(s_out.logits.data(), student.spec.num_classes, &b.labels);
+            let features = distill.as_ref().is_some_and(|(d, _)| d.needs_features());
+            let t_out = distill.as_ref().map(|(_, t)| t.forward_with(b.x.detach(), false, features));
+            let s_out = student.forward_with(b.x.traced_input(), true, features);
+            correct += crate::predictions::count_correct(s_out.logits.data(), student.spec.num_classes, &b.labels);
             seen += b.labels.len();
             let ctx = StepCtx { epoch, epochs: cfg.epochs, indices: &b.indices };
-            let parts = distiller.loss(s_out, t_out.as_ref(), &b.labels, ctx);
+            let parts = match (&mut distill, &t_out) {
+                (Some((d, _)), Some(t_out)) => d.loss(s_out, t_out, &b.labels, ctx),
+                _ => crate::distill::vanilla::loss(s_out, &b.labels),
+            };
             let lv = parts.total.array();
             if !lv.is_finite() {
                 pb.abandon();
@@ -229,7 +230,7 @@ pub fn fit(
             loss_sum += lv as f64 * b.labels.len() as f64;
             let mut grads = parts.total.backward();
             sgd.step(&mut student.store, &mut grads)?;
-            if let Some(m) = distiller.modules_mut() {
+            if let Some(m) = distill.as_mut().and_then(|(d, _)| d.modules_mut()) {
                 sgd.step(m, &mut grads)?;
             }
             pb.inc(1);
@@ -262,7 +263,8 @@ pub fn fit(
         }
         history.epochs.push(rec);
         if let Some(path) = &opts.checkpoint {
-            checkpoint::save_training(path, student, distiller.modules(), &mut sgd, &history)?;
+            let modules = distill.as_ref().and_then(|(d, _)| d.modules());
+            checkpoint::save_training(path, student, modules, &mut sgd, &history)?;
         }
     }
     Ok(history)

@@ -1,27 +1,12 @@
-//! Process-level performance settings and the training/inference throughput benchmark.
+//! Benchmarks: training and inference throughput (with a per-op profile), saliency maps and embeddings.
+//! `kdscope bench`, `bench-explain` and `bench-embed` print their results; BENCHMARKS.md records them.
 use std::time::Instant;
 
 use dfdx::prelude::Backward;
 
 use crate::distill::losses::{cross_entropy, logits_of};
 use crate::models::Model;
-use crate::nn::{Sgd, Shape4, Var};
-
-/// Keeps freed activation buffers in the heap instead of returning them to the OS: glibc's defaults
-/// (mmap for blocks over 128 KiB, trimming) make every training step page-fault its activations
-/// in again, costing about 30 % of a ResNet step. Called once by the training entry points; safe to
-/// call repeatedly.
-pub fn tune_allocator() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: mallopt only changes allocator parameters.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        }
-    });
-}
+use crate::nn::{profile, Sgd, Shape4, Var};
 
 /// Throughput of one configuration.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -67,7 +52,7 @@ pub fn bench_train_profiled(
     reps: usize,
     profile: bool,
 ) -> anyhow::Result<(BenchResult, Vec<profile::Row>)> {
-    tune_allocator();
+    crate::train::tune_allocator();
     let mut model = Model::build(arch, 100, 0)?;
     let mut sgd = Sgd::new(0.05, 0.9, true, 5e-4);
     let (x, y) = input(batch, 1);
@@ -143,7 +128,7 @@ pub fn print_profile(rows: &[profile::Row], steps: usize) {
 
 /// Times inference (evaluation-mode forward, no tape) of `arch` at 100 classes.
 pub fn bench_infer(arch: &str, batch: usize, iters: usize, reps: usize) -> anyhow::Result<BenchResult> {
-    tune_allocator();
+    crate::train::tune_allocator();
     let model = Model::build(arch, 100, 0)?;
     let (x, _) = input(batch, 2);
     let _ = model.logits(x.detach());
@@ -158,116 +143,106 @@ pub fn bench_infer(arch: &str, batch: usize, iters: usize, reps: usize) -> anyho
     Ok(BenchResult { model: arch.into(), mode: "infer".into(), batch, sec_per_iter: times })
 }
 
-/// A per-op wall-clock profile of training steps, off unless [`profile::start`] is called (one
-/// relaxed atomic load per op otherwise). Ops run one after another on the calling thread (each
-/// parallel inside), so wall times add up: an op's forward time is the time since the previous
-/// op finished (the model code between two ops counts towards the next), its backward time the
-/// time of its backward closure. `kdscope bench --profile` prints the table.
-pub mod profile {
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Mutex;
-    use std::time::Instant;
-
-    static ON: AtomicBool = AtomicBool::new(false);
-    static STATE: Mutex<Option<State>> = Mutex::new(None);
-
-    struct State {
-        last: Instant,
-        rows: BTreeMap<(String, &'static str), (f64, u64)>,
-    }
-
-    /// One op kind and pass: total seconds over the profiled calls and the number of calls.
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct Row {
-        pub op: String,
-        pub pass: &'static str,
-        pub seconds: f64,
-        pub calls: u64,
-    }
-
-    pub(crate) fn enabled() -> bool {
-        ON.load(Ordering::Relaxed)
-    }
-
-    /// Starts (or restarts) profiling with an empty table.
-    pub fn start() {
-        *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(State { last: Instant::now(), rows: BTreeMap::new() });
-        ON.store(true, Ordering::Relaxed);
-    }
-
-    /// Restarts the forward clock (call at the start of each step, so time between steps is not
-    /// charged to the first op).
-    pub fn mark() {
-        if enabled() {
-            if let Some(s) = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                s.last = Instant::now();
+/// `kdscope bench`: training (and, with `profile`, its per-op profile) and inference throughput of
+/// each architecture, one `RESULT` line per repetition and a summary row per mode.
+pub fn throughput(archs: &[String], batch: usize, iters: usize, reps: usize, profile: bool) -> anyhow::Result<()> {
+    println!("{:<10} {:<6} {:>6} {:>12} {:>10}", "model", "mode", "batch", "s/iter", "img/s");
+    for a in archs {
+        let (train, rows) = bench_train_profiled(a, batch, iters, reps, profile)?;
+        if profile {
+            println!("profile of {iters} training steps of {a} at batch {batch}:");
+            print_profile(&rows, iters);
+        }
+        for r in [train, bench_infer(a, 2 * batch, iters, reps)?] {
+            for s in &r.sec_per_iter {
+                println!("RESULT {}_{}_b{} {:.4} {:.1}", r.model, r.mode, r.batch, s, r.batch as f64 / s);
             }
+            println!("{:<10} {:<6} {:>6} {:>12.4} {:>10.1}", r.model, r.mode, r.batch, r.median(), r.images_per_sec());
         }
     }
+    Ok(())
+}
 
-    /// Stops profiling and returns the table, largest total first.
-    pub fn stop() -> Vec<Row> {
-        ON.store(false, Ordering::Relaxed);
-        let state = STATE.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let mut rows: Vec<Row> = state
-            .map(|s| {
-                s.rows.into_iter().map(|((op, pass), (seconds, calls))| Row { op, pass, seconds, calls }).collect()
-            })
-            .unwrap_or_default();
-        rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-        rows
-    }
-
-    /// `kdscope::nn::ops::conv::conv2d::{{closure}}` → `conv2d`.
-    pub(crate) fn op_name(type_name: &str) -> String {
-        let mut depth = 0usize;
-        let plain: String = type_name
-            .chars()
-            .filter(|&ch| {
-                match ch {
-                    '<' => depth += 1,
-                    '>' => depth = depth.saturating_sub(1),
-                    _ => return depth == 0,
-                }
-                false
-            })
-            .collect();
-        plain.split("::").filter(|p| !p.is_empty() && !p.starts_with("{{")).last().unwrap_or(type_name).to_string()
-    }
-
-    /// Charges the time since `since` (the previous op's end, by default) to `op`'s `pass`.
-    fn add(op: String, pass: &'static str, since: Option<Instant>) {
-        if let Some(s) = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            let seconds = since.unwrap_or(s.last).elapsed().as_secs_f64();
-            let e = s.rows.entry((op, pass)).or_insert((0.0, 0));
-            e.0 += seconds;
-            e.1 += 1;
-            s.last = Instant::now();
-        }
-    }
-
-    /// Charges the time since the previous op to `op`'s forward pass.
-    pub(crate) fn forward_done(op: String) {
-        add(op, "forward", None);
-    }
-
-    pub(crate) fn backward_done(op: String, started: Instant) {
-        add(op, "backward", Some(started));
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn op_names() {
-            assert_eq!(super::op_name("kdscope::nn::ops::conv::conv2d::{{closure}}"), "conv2d");
-            assert_eq!(super::op_name("kdscope::nn::ops::pool::max_pool2d::{{closure}}::{{closure}}"), "max_pool2d");
-            assert_eq!(
-                super::op_name(
-                    "kdscope::nn::ops::conv::conv2d<dfdx::tensor::gradients::OwnedTape<f32, Cpu>>::{{closure}}"
-                ),
-                "conv2d"
+/// `kdscope bench-explain`: input-size saliency maps of `methods` for the first `images` test images of
+/// the built-in dataset with an untrained `arch`, `reps` times each.
+pub fn explain(arch: &str, images: usize, batch: usize, methods: &[String], reps: usize) -> anyhow::Result<()> {
+    use crate::data::synthetic::{builtin_dataset, SynthConfig};
+    let per_class = images.div_ceil(20);
+    let data = builtin_dataset(&SynthConfig { train_per_class: 1, test_per_class: per_class, ..Default::default() });
+    let model = Model::build(arch, 20, 0)?;
+    let idx: Vec<usize> = (0..images.min(data.test.len())).collect();
+    let targets: Vec<usize> = idx.iter().map(|&i| data.test.labels[i]).collect();
+    for name in methods {
+        let m = crate::explain::method(name)?;
+        for _ in 0..reps {
+            let t = Instant::now();
+            let maps = crate::explain::explain_images(m.as_ref(), &model, &data.test, &idx, &targets, batch)?;
+            let s = t.elapsed().as_secs_f64();
+            println!(
+                "RESULT explain_{}_{}_n{}_b{} {:.3} s {:.1} img/s ({} maps {}x{})",
+                m.name(),
+                arch,
+                idx.len(),
+                batch,
+                s,
+                idx.len() as f64 / s,
+                maps.n,
+                maps.h,
+                maps.w
             );
         }
     }
+    Ok(())
+}
+
+/// `kdscope bench-embed`: DarkSight and/or t-SNE (`run`) on seeded synthetic predictions
+/// ([`crate::embed::synthetic_logits`]); `write_input` also saves the probabilities as CSV (for
+/// `benches/embed_opentsne.py`).
+pub fn embed(
+    points: usize,
+    classes: usize,
+    tsne_method: &str,
+    run: &[String],
+    write_input: Option<&std::path::Path>,
+    progress: bool,
+) -> anyhow::Result<()> {
+    use crate::embed;
+    let (logits, labels) = embed::synthetic_logits(points, classes, 0);
+    let probs: Vec<f32> =
+        crate::predictions::log_softmax_rows(&logits, classes, 1.0).iter().map(|v| v.exp() as f32).collect();
+    if let Some(path) = write_input {
+        let mut csv = String::new();
+        for row in probs.chunks(classes) {
+            csv += &row.iter().map(|v| format!("{v:.7e}")).collect::<Vec<_>>().join(",");
+            csv.push('\n');
+        }
+        crate::io::write_atomic(path, csv.as_bytes())?;
+    }
+    let predicted =
+        crate::predictions::Predictions { num_classes: classes, labels, logits: logits.clone() }.predicted();
+    if run.iter().any(|r| r == "darksight") {
+        let cfg = embed::DarkSightConfig { progress, ..Default::default() };
+        let ds = embed::darksight(&logits, classes, &cfg)?;
+        println!(
+            "RESULT darksight_n{points}_c{classes} {:.2} s (2000 epochs) final symmetric KL {:.4} agreement {:.4}",
+            ds.seconds,
+            ds.final_loss,
+            ds.agreement(&predicted)
+        );
+    }
+    if run.iter().any(|r| r == "tsne") {
+        let method = match tsne_method {
+            "auto" => embed::TsneMethod::Auto,
+            "exact" => embed::TsneMethod::Exact,
+            "bh" | "barnes-hut" => embed::TsneMethod::BarnesHut,
+            other => anyhow::bail!("unknown t-SNE method {other:?} (auto, exact, bh)"),
+        };
+        let cfg = embed::TsneConfig { method, progress, ..Default::default() };
+        let t = embed::tsne(&probs, classes, &cfg)?;
+        println!(
+            "RESULT tsne_{:?}_n{points}_c{classes} {:.2} s ({} iterations) KL {:.4}",
+            t.method, t.seconds, t.iterations, t.kl
+        );
+    }
+    Ok(())
 }

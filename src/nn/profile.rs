@@ -1,0 +1,107 @@
+//! A per-op wall-clock profile of training steps, off unless [`start`] is called (one
+//! relaxed atomic load per op otherwise). Ops run one after another on the calling thread (each
+//! parallel inside), so wall times add up: an op's forward time is the time since the previous
+//! op finished (the model code between two ops counts towards the next), its backward time the
+//! time of its backward closure. `kdscope bench --profile` prints the table.
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+static ON: AtomicBool = AtomicBool::new(false);
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+struct State {
+    last: Instant,
+    rows: BTreeMap<(String, &'static str), (f64, u64)>,
+}
+
+/// One op kind and pass: total seconds over the profiled calls and the number of calls.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub op: String,
+    pub pass: &'static str,
+    pub seconds: f64,
+    pub calls: u64,
+}
+
+pub(crate) fn enabled() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// Starts (or restarts) profiling with an empty table.
+pub fn start() {
+    *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(State { last: Instant::now(), rows: BTreeMap::new() });
+    ON.store(true, Ordering::Relaxed);
+}
+
+/// Restarts the forward clock (call at the start of each step, so time between steps is not
+/// charged to the first op).
+pub fn mark() {
+    if enabled() {
+        if let Some(s) = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            s.last = Instant::now();
+        }
+    }
+}
+
+/// Stops profiling and returns the table, largest total first.
+pub fn stop() -> Vec<Row> {
+    ON.store(false, Ordering::Relaxed);
+    let state = STATE.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let mut rows: Vec<Row> = state
+        .map(|s| s.rows.into_iter().map(|((op, pass), (seconds, calls))| Row { op, pass, seconds, calls }).collect())
+        .unwrap_or_default();
+    rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    rows
+}
+
+/// `kdscope::nn::ops::conv::conv2d::{{closure}}` → `conv2d`.
+pub(crate) fn op_name(type_name: &str) -> String {
+    let mut depth = 0usize;
+    let plain: String = type_name
+        .chars()
+        .filter(|&ch| {
+            match ch {
+                '<' => depth += 1,
+                '>' => depth = depth.saturating_sub(1),
+                _ => return depth == 0,
+            }
+            false
+        })
+        .collect();
+    plain.split("::").filter(|p| !p.is_empty() && !p.starts_with("{{")).last().unwrap_or(type_name).to_string()
+}
+
+/// Charges the time since `since` (the previous op's end, by default) to `op`'s `pass`.
+fn add(op: String, pass: &'static str, since: Option<Instant>) {
+    if let Some(s) = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        let seconds = since.unwrap_or(s.last).elapsed().as_secs_f64();
+        let e = s.rows.entry((op, pass)).or_insert((0.0, 0));
+        e.0 += seconds;
+        e.1 += 1;
+        s.last = Instant::now();
+    }
+}
+
+/// Charges the time since the previous op to `op`'s forward pass.
+pub(crate) fn forward_done(op: String) {
+    add(op, "forward", None);
+}
+
+pub(crate) fn backward_done(op: String, started: Instant) {
+    add(op, "backward", Some(started));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn op_names() {
+        assert_eq!(super::op_name("kdscope::nn::ops::conv::conv2d::{{closure}}"), "conv2d");
+        assert_eq!(super::op_name("kdscope::nn::ops::pool::max_pool2d::{{closure}}::{{closure}}"), "max_pool2d");
+        assert_eq!(
+            super::op_name("kdscope::nn::ops::conv::conv2d<dfdx::tensor::gradients::OwnedTape<f32, Cpu>>::{{closure}}"),
+            "conv2d"
+        );
+    }
+}
