@@ -4,6 +4,7 @@
 //! `cargo test`.
 #![doc = include_str!("../README.md")]
 pub mod bench;
+pub mod cli;
 pub mod data;
 pub mod demo;
 pub mod distill;

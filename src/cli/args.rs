@@ -1,0 +1,288 @@
+//! The command line's arguments (clap): `demo`, `report`, `train`, `grid`, `export`, `info` and the
+//! benchmarks.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::data::{self, synthetic::SynthConfig, DataSplit};
+use crate::train::{Schedule, TrainConfig};
+
+#[derive(Parser)]
+#[command(name = "kdscope", version, about = "Knowledge-distillation experiments: train, distill, measure, explain")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DatasetKind {
+    /// The built-in synthetic dataset (fractals-20; shapes-20 with --synth '{"fractal":false}').
+    Synthetic,
+    Cifar10,
+    Cifar100,
+    Mnist,
+    /// `DIR/train/<class>/*` and `DIR/test/<class>/*` images.
+    Folder,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ScheduleKind {
+    Cosine,
+    Multistep,
+    Constant,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Train a ResNet-56 teacher, a ResNet-20 alone and a ResNet-20 with KD on the built-in dataset.
+    Demo {
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Epochs of the teacher (default 12).
+        #[arg(long)]
+        teacher_epochs: Option<usize>,
+        /// Epochs of each student (default 5).
+        #[arg(long)]
+        student_epochs: Option<usize>,
+        /// Training images per class of the synthetic dataset.
+        #[arg(long)]
+        train_per_class: Option<usize>,
+        /// Distillation method of the KD student (kd-mse: KD-Lib's CE + T²·MSE form; kd: KL·T²).
+        #[arg(long, default_value = "kd-mse")]
+        method: String,
+        /// Synthetic dataset settings as JSON (see `train --synth`).
+        #[arg(long)]
+        synth: Option<String>,
+        /// Where the teacher-vs-student HTML report goes.
+        #[arg(long, default_value = "reports/demo.html")]
+        report: PathBuf,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Build the teacher-vs-student HTML report from two checkpoints (evaluated on a dataset's test split).
+    Report(ReportArgs),
+    /// Train one model (optionally distilled from a teacher checkpoint).
+    Train(TrainArgs),
+    /// Run an experiment grid (methods × pairs × seeds × hyper-parameters) from a JSON file;
+    /// resumable: run it again to continue. Writes report.html, runs.csv, summary.csv and LaTeX tables.
+    Grid {
+        /// Grid configuration (see `kdscope grid --example`).
+        #[arg(long, required_unless_present = "example")]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = "runs/grid")]
+        out: PathBuf,
+        /// Print an example configuration (the [Re] ReviewKD ablation on the built-in dataset) and exit.
+        #[arg(long)]
+        example: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Write a dataset (by default the built-in one) in CIFAR-100's binary layout: train.bin, test.bin
+    /// (coarse label, fine label, 3072 pixel bytes per record) and the two names files, to train
+    /// reference models on the same images elsewhere (benches/synth_pytorch.py).
+    Export {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Print architectures with their exact parameter counts.
+    Info {
+        #[arg(long, default_value_t = 100)]
+        classes: usize,
+    },
+    /// Training and inference throughput (images/s) of ResNet-20 and ResNet-56 at batch 128.
+    Bench {
+        #[arg(long, value_delimiter = ',', default_value = "resnet20,resnet56")]
+        archs: Vec<String>,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// After the timed runs, profile `iters` more training steps per op (forward, backward).
+        #[arg(long)]
+        profile: bool,
+    },
+    /// Time saliency maps (input-size maps for N test images of the built-in dataset, untrained model).
+    BenchExplain {
+        #[arg(long, default_value = "resnet56")]
+        arch: String,
+        #[arg(long, default_value_t = 1000)]
+        images: usize,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, value_delimiter = ',', default_value = "grad-cam")]
+        methods: Vec<String>,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
+    /// Times DarkSight and t-SNE on seeded synthetic predictions (`embed::synthetic_logits`).
+    BenchEmbed {
+        #[arg(long, default_value_t = 10000)]
+        points: usize,
+        #[arg(long, default_value_t = 20)]
+        classes: usize,
+        /// t-SNE gradient: auto, exact or bh.
+        #[arg(long, default_value = "auto")]
+        tsne_method: String,
+        /// Which embeddings to time.
+        #[arg(long, value_delimiter = ',', default_value = "darksight,tsne")]
+        run: Vec<String>,
+        /// Also write the probabilities as CSV (for benches/embed_opentsne.py).
+        #[arg(long)]
+        write_input: Option<PathBuf>,
+        #[arg(long)]
+        progress: bool,
+    },
+}
+
+/// Which dataset a command reads (`train`, `report`).
+#[derive(clap::Args)]
+pub struct DataArgs {
+    #[arg(long, value_enum, default_value = "synthetic")]
+    pub dataset: DatasetKind,
+    /// Dataset directory (not needed for the synthetic dataset).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Image size for folder datasets.
+    #[arg(long, default_value_t = 32)]
+    pub image_size: usize,
+    /// Synthetic dataset settings as JSON, e.g. '{"train_per_class": 300, "noise": 20}' (for a report: the
+    /// ones the models were trained on).
+    #[arg(long)]
+    pub synth: Option<String>,
+}
+
+pub fn parse_synth(json: &str) -> anyhow::Result<SynthConfig> {
+    serde_json::from_str(json).context("--synth: not a synthetic dataset configuration")
+}
+
+impl DataArgs {
+    /// Loads the dataset; without `--synth` the synthetic one uses its defaults with `seed`.
+    pub fn load(&self, seed: u64) -> anyhow::Result<DataSplit> {
+        let synth = match &self.synth {
+            Some(j) => parse_synth(j)?,
+            None => SynthConfig { seed, ..Default::default() },
+        };
+        let need = || self.data_dir.clone().context("--data-dir is required for this dataset");
+        Ok(match self.dataset {
+            DatasetKind::Synthetic => data::synthetic::builtin_dataset(&synth),
+            DatasetKind::Cifar10 => data::cifar::load_cifar10(need()?)?,
+            DatasetKind::Cifar100 => data::cifar::load_cifar100(need()?)?,
+            DatasetKind::Mnist => data::mnist::load_mnist(need()?)?,
+            DatasetKind::Folder => data::folder::load_image_folder_split(need()?, self.image_size)?,
+        })
+    }
+}
+
+/// Arguments of `kdscope train`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[arg(long, default_value = "resnet20")]
+    pub arch: String,
+    /// Method: ce, kd, kd-mse, fitnet, at, pkt, rkd, vid, crd, ofd, dkd, reviewkd, reviewkd-step0…4
+    /// (`kdscope info` describes them).
+    #[arg(long, default_value = "ce")]
+    pub method: String,
+    /// Teacher checkpoint (kdscope safetensors) for distillation methods.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    #[arg(long)]
+    pub nesterov: bool,
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub schedule: ScheduleKind,
+    /// Milestones for the multistep schedule (epochs), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "150,180,210")]
+    pub milestones: Vec<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use the standard CIFAR-100 preset (240 epochs, LR 0.05 x0.1 at 150/180/210, batch 64).
+    #[arg(long)]
+    pub cifar100_preset: bool,
+    /// Output checkpoint (resumed from if it exists and --resume is given).
+    #[arg(long, default_value = "runs/model.safetensors")]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl TrainArgs {
+    /// The training configuration these arguments describe.
+    pub fn config(&self) -> TrainConfig {
+        if self.cifar100_preset {
+            return TrainConfig { seed: self.seed, ..TrainConfig::cifar100_standard() };
+        }
+        let schedule = match self.schedule {
+            ScheduleKind::Cosine => Schedule::Cosine { min_lr: 0.0 },
+            ScheduleKind::Multistep => Schedule::MultiStep { milestones: self.milestones.clone(), gamma: 0.1 },
+            ScheduleKind::Constant => Schedule::Constant,
+        };
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            schedule,
+            seed: self.seed,
+            ..TrainConfig::default()
+        }
+    }
+}
+
+/// Arguments of `kdscope report`.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// Teacher checkpoint (kdscope safetensors; its training history is read from the train-state file beside it).
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// Student checkpoint.
+    #[arg(long)]
+    pub student: PathBuf,
+    /// Further checkpoints shown in the header table (e.g. the student trained alone).
+    #[arg(long)]
+    pub other: Vec<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// KD method of the student, for the header (e.g. kd-mse).
+    #[arg(long, default_value = "")]
+    pub method: String,
+    /// Test images per class in the image corpus.
+    #[arg(long, default_value_t = crate::report::kd::DEFAULT_IMAGES_PER_CLASS)]
+    pub images_per_class: usize,
+    #[arg(long, default_value = "reports/report.html")]
+    pub out: PathBuf,
+    /// Add the explanations section and saliency maps in the image pop-up (the first `--other`, e.g. the
+    /// student trained alone, is the base model: its quality row and UniCAM's reference).
+    #[arg(long)]
+    pub explain: bool,
+    /// Saliency methods offered in the pop-up (with --explain).
+    #[arg(long, value_delimiter = ',', default_value = "grad-cam,grad-cam++,guided-backprop")]
+    pub explain_methods: Vec<String>,
+    /// Add the embeddings section (DarkSight and t-SNE of both models' test predictions).
+    #[arg(long)]
+    pub embed: bool,
+    /// Test images embedded (a seeded sample; the report holds a thumbnail of each).
+    #[arg(long, default_value_t = 2000)]
+    pub embed_points: usize,
+}
