@@ -14,7 +14,16 @@ use serde_json::{json, Value};
 
 use crate::data::{Dataset, Hierarchy};
 use crate::metrics::{self, Evaluation};
-use crate::notebook::{self, Chart};
+use crate::notebook;
+
+use super::charts::{confusion_chart, polar_chart};
+pub use super::charts::{embedding_scatter, fidelity_chart, rejection_chart, superclass_polar};
+use super::sections::embeddings::embed_parts;
+pub use super::sections::embeddings::EmbedSection;
+use super::sections::explanations::explain_html;
+pub use super::sections::explanations::{CorpusMaps, ExplainSection};
+use super::sections::images::corpus;
+pub use super::sections::images::corpus_indices;
 use crate::train::History;
 use polars::prelude::DataFrame;
 
@@ -23,52 +32,6 @@ pub const TEMPLATE: &str = include_str!("../../templates/kd_report.html");
 
 /// Default test images per class in the image corpus (100 classes stay under ~15 MB).
 pub const DEFAULT_IMAGES_PER_CLASS: usize = 20;
-
-/// Saliency maps of one method for the corpus images: per model, image index → map as base64 of its
-/// `h × w` bytes (values 0–255 = the map scaled to [0, 1]); the page colours them with the jet map.
-#[derive(Clone, Debug, Default)]
-pub struct CorpusMaps {
-    pub method: String,
-    pub h: usize,
-    pub w: usize,
-    pub teacher: std::collections::BTreeMap<usize, String>,
-    pub student: std::collections::BTreeMap<usize, String>,
-}
-
-/// The data of the report's explanations section (frames and images only).
-#[derive(Clone, Debug, Default)]
-pub struct ExplainSection {
-    /// Explanation-quality summary, one row per model (and method).
-    pub quality: Option<DataFrame>,
-    /// Teacher-vs-student agreement per class.
-    pub agreement: Option<DataFrame>,
-    /// UniCAM scores (FSS, RS).
-    pub unicam: Option<DataFrame>,
-    /// Captioned example images (overlays).
-    pub examples: Vec<(String, image::RgbImage)>,
-    /// Maps for the corpus pop-up, one entry per method.
-    pub corpus_maps: Vec<CorpusMaps>,
-    /// Settings shown under the section (method, samples, seed …).
-    pub notes: Vec<(String, String)>,
-}
-
-/// The data of the report's embeddings section (frames only), built by [`crate::embed::section`].
-#[derive(Clone, Debug)]
-pub struct EmbedSection {
-    /// Every point of every embedding (`model, method, index, x, y, label, predicted, correct,
-    /// kde_log_density, …`).
-    pub points: DataFrame,
-    /// One row per model and embedding (objective, agreement, `M_k`, seconds).
-    pub summary: DataFrame,
-    /// `model, method, k, m_k`.
-    pub fidelity: DataFrame,
-    /// `model, measure, kept, accuracy`.
-    pub rejection: DataFrame,
-    /// Lowest-density DarkSight points per model (`model, index, label, predicted, …`).
-    pub outliers: DataFrame,
-    /// Settings shown under the section.
-    pub notes: Vec<(String, String)>,
-}
 
 /// Builder of a teacher-vs-student report.
 #[derive(Clone, Debug)]
@@ -330,22 +293,11 @@ impl KdReport {
     }
 }
 
-/// The superclass circular bar chart of one metric (`precision`, `recall`, `accuracy` or `f1`):
-/// teacher on the outer ring, student on the inner ring (for notebooks; the report shows three).
-pub fn superclass_polar(teacher: &Evaluation, student: &Evaluation, metric: &str) -> anyhow::Result<Chart> {
-    let h = teacher.hierarchy.clone().unwrap_or_else(|| single_group(teacher.num_classes()));
-    let (t, s) = (with_hierarchy(teacher, &h), with_hierarchy(student, &h));
-    let (ts, ss) = (metrics::per_superclass(&t)?, metrics::per_superclass(&s)?);
-    let a: Vec<f64> = crate::notebook::col(&ts, metric)?.f64()?.into_no_null_iter().collect();
-    let b: Vec<f64> = crate::notebook::col(&ss, metric)?.f64()?.into_no_null_iter().collect();
-    Ok(polar_chart(&notebook::unique_id("kd-polar"), metric, &h.super_names, &a, &b, &t.name, &s.name))
-}
-
-fn single_group(n: usize) -> Hierarchy {
+pub(crate) fn single_group(n: usize) -> Hierarchy {
     Hierarchy { super_names: vec!["all classes".into()], class_to_super: vec![0; n] }
 }
 
-fn with_hierarchy(ev: &Evaluation, h: &Hierarchy) -> Evaluation {
+pub(crate) fn with_hierarchy(ev: &Evaluation, h: &Hierarchy) -> Evaluation {
     Evaluation { hierarchy: Some(h.clone()), ..ev.clone() }
 }
 
@@ -362,360 +314,6 @@ pub fn git_revision() -> Option<String> {
         .map(|o| !o.stdout.is_empty())
         .unwrap_or(false);
     Some(if dirty { format!("{rev}+dirty") } else { rev })
-}
-
-fn polar_chart(
-    id: &str,
-    title: &str,
-    supers: &[String],
-    teacher: &[f64],
-    student: &[f64],
-    tn: &str,
-    sn: &str,
-) -> Chart {
-    const OUTER: f64 = 1.15;
-    let fig = json!({
-        "data": [
-            { "type": "barpolar", "name": format!("teacher: {tn} (outer)"), "theta": supers, "r": teacher,
-              "base": vec![OUTER; teacher.len()], "marker": { "color": "#4c78a8" },
-              "customdata": teacher, "hovertemplate": "%{theta}<br>teacher %{customdata:.3f}<extra></extra>" },
-            { "type": "barpolar", "name": format!("student: {sn} (inner)"), "theta": supers, "r": student,
-              "marker": { "color": "#f58518" },
-              "customdata": student, "hovertemplate": "%{theta}<br>student %{customdata:.3f}<extra></extra>" },
-        ],
-        "layout": {
-            "title": { "text": title },
-            "polar": { "radialaxis": { "range": [0, OUTER + 1.0], "showticklabels": false, "ticks": "" },
-                       "angularaxis": { "direction": "clockwise" } },
-            "legend": { "orientation": "h" },
-            "margin": { "l": 30, "r": 30, "t": 50, "b": 20 },
-        },
-    });
-    Chart { id: id.into(), json: fig.to_string(), height_px: 420 }
-}
-
-fn confusion_chart(id: &str, title: &str, names: &[&str], z: &[Vec<f64>], bounds: &[usize]) -> Chart {
-    let n = names.len() as f64;
-    let shapes: Vec<Value> = bounds[..bounds.len().saturating_sub(1)]
-        .iter()
-        .flat_map(|&b| {
-            let p = b as f64 - 0.5;
-            let line = json!({ "color": "#222", "width": 1 });
-            [
-                json!({ "type": "line", "x0": p, "x1": p, "y0": -0.5, "y1": n - 0.5, "line": line }),
-                json!({ "type": "line", "y0": p, "y1": p, "x0": -0.5, "x1": n - 0.5, "line": line }),
-            ]
-        })
-        .collect();
-    let idx: Vec<usize> = (0..names.len()).collect();
-    let grey = json!([[0, "#fafafa"], [1, "#6b6b6b"]]);
-    let blue = json!([[0, "#f7fbff"], [0.1, "#c6dbef"], [0.4, "#4292c6"], [1, "#08306b"]]);
-    let trace = |colorscale: &Value, showscale: bool| {
-        json!({ "type": "heatmap", "z": z, "x": idx, "y": idx, "zmin": 0, "zmax": 1, "colorscale": colorscale,
-                "showscale": showscale, "customdata": names,
-                "hovertemplate": "true %{y}, predicted %{x}: %{z:.3f}<extra></extra>" })
-    };
-    let ticks = json!({ "tickmode": "array", "tickvals": idx, "ticktext": names, "tickfont": { "size": 8 } });
-    let mut xaxis = ticks.clone();
-    xaxis["title"] = json!("predicted");
-    xaxis["tickangle"] = json!(-60);
-    let mut yaxis = ticks;
-    yaxis["title"] = json!("true");
-    yaxis["autorange"] = json!("reversed");
-    let fig = json!({
-        "data": [trace(&grey, false), trace(&blue, true)],
-        "layout": { "title": { "text": title }, "xaxis": xaxis, "yaxis": yaxis, "shapes": shapes,
-                    "margin": { "l": 90, "r": 10, "t": 40, "b": 90 } },
-    });
-    Chart { id: id.into(), json: fig.to_string(), height_px: 560 }
-}
-
-fn top5(probs: &[f32]) -> Vec<(usize, f32)> {
-    let mut idx: Vec<usize> = (0..probs.len()).collect();
-    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    idx.into_iter().take(5).map(|k| (k, (probs[k] * 10000.0).round() / 10000.0)).collect()
-}
-
-/// Test-set indices of the first `per_class` images of each class, in test-set order.
-pub fn corpus_indices(test: &Dataset, per_class: usize) -> Vec<usize> {
-    let mut taken = vec![0usize; test.num_classes()];
-    let mut out = vec![];
-    for (i, &c) in test.labels.iter().enumerate() {
-        if taken[c] < per_class {
-            taken[c] += 1;
-            out.push(i);
-        }
-    }
-    out
-}
-
-/// A section's settings as one legend line (`key: value · …`), or nothing without notes.
-fn notes_html(notes: &[(String, String)]) -> String {
-    if notes.is_empty() {
-        return String::new();
-    }
-    let items: Vec<String> =
-        notes.iter().map(|(k, v)| format!("{}: {}", notebook::escape(k), notebook::escape(v))).collect();
-    format!("<p class=\"legend\">{}</p>", items.join(" · "))
-}
-
-/// The explanations section's HTML: notes, frames as tables, example images.
-fn explain_html(e: &ExplainSection) -> anyhow::Result<String> {
-    let mut h = String::new();
-    h.push_str(&notes_html(&e.notes));
-    for (title, df) in [
-        ("Explanation quality (ADCC metrics)", &e.quality),
-        ("UniCAM: distilled and residual knowledge", &e.unicam),
-        ("Teacher-student map agreement per class", &e.agreement),
-    ] {
-        if let Some(df) = df {
-            h.push_str(&format!("<h3>{title}</h3>"));
-            h.push_str(&notebook::table_with(df, usize::MAX).html);
-        }
-    }
-    for (caption, img) in &e.examples {
-        h.push_str(&format!(
-            "<figure class=\"explain-example\">{}<figcaption>{}</figcaption></figure>",
-            notebook::image(img).html(),
-            notebook::escape(caption)
-        ));
-    }
-    Ok(h)
-}
-
-/// The distinct values of a string column, in order of first appearance.
-fn distinct(df: &DataFrame, col: &str) -> anyhow::Result<Vec<String>> {
-    let mut out: Vec<String> = vec![];
-    for v in crate::notebook::col(df, col)?.str()?.iter().map(|v| v.unwrap_or("")) {
-        if !out.iter().any(|o| o == v) {
-            out.push(v.to_string());
-        }
-    }
-    Ok(out)
-}
-
-fn f64s(df: &DataFrame, col: &str) -> anyhow::Result<Vec<f64>> {
-    Ok(crate::notebook::col(df, col)?.f64()?.into_no_null_iter().collect())
-}
-
-fn u32s(df: &DataFrame, col: &str) -> anyhow::Result<Vec<u32>> {
-    Ok(crate::notebook::col(df, col)?.u32()?.into_no_null_iter().collect())
-}
-
-fn strs(df: &DataFrame, col: &str) -> anyhow::Result<Vec<String>> {
-    Ok(crate::notebook::col(df, col)?.str()?.iter().map(|s| s.unwrap_or("").to_string()).collect())
-}
-
-fn line_chart(id: &str, title: &str, xt: &str, yt: &str, lines: Vec<(String, Vec<f64>, Vec<f64>, bool)>) -> Chart {
-    let data: Vec<Value> = lines
-        .into_iter()
-        .map(|(name, x, y, dashed)| {
-            json!({ "type": "scatter", "mode": "lines+markers", "name": name, "x": x, "y": y,
-                    "marker": { "size": 4 }, "line": { "dash": if dashed { "dash" } else { "solid" } } })
-        })
-        .collect();
-    let fig = json!({
-        "data": data,
-        "layout": { "title": { "text": title }, "xaxis": { "title": xt }, "yaxis": { "title": yt },
-                    "legend": { "orientation": "h", "y": -0.25 }, "margin": { "l": 50, "r": 10, "t": 40, "b": 40 } },
-    });
-    Chart { id: id.into(), json: fig.to_string(), height_px: 440 }
-}
-
-/// Accuracy-vs-data-kept curves of one model from a rejection frame (`model, measure, kept,
-/// accuracy`, see [`crate::embed::ModelEmbeddings::rejection_frame`]); KDE measures solid, the model's
-/// own confidences dashed.
-pub fn rejection_chart(rejection: &DataFrame, model: &str) -> anyhow::Result<Chart> {
-    let (rm, rme, rk, ra) = (
-        strs(rejection, "model")?,
-        strs(rejection, "measure")?,
-        f64s(rejection, "kept")?,
-        f64s(rejection, "accuracy")?,
-    );
-    ensure!(rm.iter().any(|m| m == model), "no rejection curves of model {model:?}");
-    let lines = distinct(rejection, "measure")?
-        .into_iter()
-        .map(|me| {
-            let rows: Vec<usize> = (0..rm.len()).filter(|&r| rm[r] == model && rme[r] == me).collect();
-            let dashed = !me.starts_with("KDE");
-            (me, rows.iter().map(|&r| rk[r]).collect(), rows.iter().map(|&r| ra[r]).collect(), dashed)
-        })
-        .collect();
-    Ok(line_chart(
-        &notebook::unique_id("kd-reject"),
-        &format!("{model}: rejection curves"),
-        "fraction of data kept (most confident first)",
-        "accuracy",
-        lines,
-    ))
-}
-
-/// `M_k` against `k` for every model and embedding of a fidelity frame (`model, method, k, m_k`);
-/// the second model's lines dashed.
-pub fn fidelity_chart(fidelity: &DataFrame) -> anyhow::Result<Chart> {
-    let (fm, fme, fk, fv) =
-        (strs(fidelity, "model")?, strs(fidelity, "method")?, u32s(fidelity, "k")?, f64s(fidelity, "m_k")?);
-    let mut lines = vec![];
-    for (mi, m) in distinct(fidelity, "model")?.iter().enumerate() {
-        for me in distinct(fidelity, "method")? {
-            let rows: Vec<usize> = (0..fm.len()).filter(|&r| &fm[r] == m && fme[r] == me).collect();
-            if rows.is_empty() {
-                continue;
-            }
-            let (x, y) = (rows.iter().map(|&r| fk[r] as f64).collect(), rows.iter().map(|&r| fv[r]).collect());
-            lines.push((format!("{m}: {me}"), x, y, mi % 2 == 1));
-        }
-    }
-    Ok(line_chart(
-        &notebook::unique_id("kd-fidelity"),
-        "M_k: mean JSD to the k nearest neighbours in 2-D (lower is better)",
-        "k",
-        "M_k (nats)",
-        lines,
-    ))
-}
-
-/// One embedding of one model from a points frame (see
-/// [`crate::embed::ModelEmbeddings::points_frame`]), coloured by predicted class (for notebooks; the
-/// report draws its own interactive pair).
-pub fn embedding_scatter(
-    points: &DataFrame,
-    model: &str,
-    method: &str,
-    class_names: &[String],
-) -> anyhow::Result<Chart> {
-    let (pm, pme) = (strs(points, "model")?, strs(points, "method")?);
-    let (x, y, idx, pred) =
-        (f64s(points, "x")?, f64s(points, "y")?, u32s(points, "index")?, u32s(points, "predicted")?);
-    let rows: Vec<usize> = (0..pm.len()).filter(|&r| pm[r] == model && pme[r] == method).collect();
-    ensure!(!rows.is_empty(), "no points of model {model:?} and method {method:?}");
-    let mut traces = vec![];
-    for c in rows.iter().map(|&r| pred[r]).collect::<std::collections::BTreeSet<_>>() {
-        let rs: Vec<usize> = rows.iter().copied().filter(|&r| pred[r] == c).collect();
-        let name = class_names.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
-        traces.push(json!({
-            "type": "scattergl", "mode": "markers", "name": name, "marker": { "size": 5 },
-            "x": rs.iter().map(|&r| x[r]).collect::<Vec<_>>(), "y": rs.iter().map(|&r| y[r]).collect::<Vec<_>>(),
-            "text": rs.iter().map(|&r| format!("#{}", idx[r])).collect::<Vec<_>>(),
-            "hovertemplate": "%{text} predicted %{fullData.name}<extra></extra>",
-        }));
-    }
-    let fig = json!({
-        "data": traces,
-        "layout": { "title": { "text": format!("{model}: {method}") },
-                    "xaxis": { "showticklabels": false, "zeroline": false },
-                    "yaxis": { "showticklabels": false, "zeroline": false, "scaleanchor": "x" },
-                    "margin": { "l": 10, "r": 10, "t": 40, "b": 10 } },
-    });
-    Ok(Chart { id: notebook::unique_id("kd-embed"), json: fig.to_string(), height_px: 560 })
-}
-
-/// The embeddings section: the scatter data (JSON for the page script: points per model and
-/// embedding, thumbnails of points outside the corpus, both models' top-5) and the server-rendered
-/// part (notes, summary table, rejection and `M_k` charts, outlier images).
-fn embed_parts(
-    e: &EmbedSection,
-    test: &Dataset,
-    t: &Evaluation,
-    s: &Evaluation,
-    corpus: &std::collections::BTreeSet<usize>,
-) -> anyhow::Result<(Value, String)> {
-    let p = &e.points;
-    let models = distinct(p, "model")?;
-    ensure!(models.len() == 2, "the embeddings section needs exactly two models (teacher, student), found {models:?}");
-    let methods = distinct(p, "method")?;
-    let (pm, pme) = (strs(p, "model")?, strs(p, "method")?);
-    let (x, y, idx, pred, kde) =
-        (f64s(p, "x")?, f64s(p, "y")?, u32s(p, "index")?, u32s(p, "predicted")?, f64s(p, "kde_log_density")?);
-    let correct: Vec<bool> = crate::notebook::col(p, "correct")?.bool()?.iter().map(|v| v.unwrap_or(false)).collect();
-    let mut sets = serde_json::Map::new();
-    for m in &models {
-        for me in &methods {
-            let rows: Vec<usize> = (0..pm.len()).filter(|&r| &pm[r] == m && &pme[r] == me).collect();
-            let r3 = |v: f64| (v * 1e4).round() / 1e4;
-            sets.insert(
-                format!("{m}|{me}"),
-                json!({
-                    "x": rows.iter().map(|&r| r3(x[r])).collect::<Vec<_>>(),
-                    "y": rows.iter().map(|&r| r3(y[r])).collect::<Vec<_>>(),
-                    "i": rows.iter().map(|&r| idx[r]).collect::<Vec<_>>(),
-                    "p": rows.iter().map(|&r| pred[r]).collect::<Vec<_>>(),
-                    "k": rows.iter().map(|&r| r3(kde[r])).collect::<Vec<_>>(),
-                    "c": rows.iter().map(|&r| correct[r] as u8).collect::<Vec<_>>(),
-                }),
-            );
-        }
-    }
-    let (pt, ps) = (t.predictions.probabilities(), s.predictions.probabilities());
-    let k = t.num_classes();
-    let all_idx: std::collections::BTreeSet<usize> = idx.iter().map(|&i| i as usize).collect();
-    ensure!(all_idx.iter().all(|&i| i < test.len()), "an embedded point's index is outside the test split");
-    let mut thumbs = serde_json::Map::new();
-    let mut tops = serde_json::Map::new();
-    for &i in &all_idx {
-        if !corpus.contains(&i) {
-            thumbs.insert(i.to_string(), json!(notebook::image(&test.rgb_image(i)).base64()));
-        }
-        tops.insert(
-            i.to_string(),
-            json!([test.labels[i], top5(&pt[i * k..(i + 1) * k]), top5(&ps[i * k..(i + 1) * k])]),
-        );
-    }
-    let data = json!({ "models": models, "methods": methods, "sets": sets, "thumbs": thumbs, "tops": tops });
-
-    let mut h = String::new();
-    h.push_str(&notes_html(&e.notes));
-    h.push_str("<h3>Embeddings</h3>");
-    h.push_str(&notebook::table_with(&e.summary, usize::MAX).html);
-    h.push_str("<h3>Accuracy vs data kept</h3><div class=\"row\">");
-    for (mi, m) in models.iter().enumerate() {
-        let mut c = rejection_chart(&e.rejection, m)?;
-        c.id = format!("kd-reject-{mi}");
-        h.push_str(&format!("<div>{}</div>", c.html()));
-    }
-    h.push_str("</div><h3>Local fidelity</h3>");
-    let mut c = fidelity_chart(&e.fidelity)?;
-    c.id = "kd-fidelity".into();
-    h.push_str(&c.html());
-    // Outliers with their images.
-    let o = &e.outliers;
-    let (om, oi, ol, op, ok) =
-        (strs(o, "model")?, u32s(o, "index")?, u32s(o, "label")?, u32s(o, "predicted")?, f64s(o, "kde_log_density")?);
-    h.push_str("<h3>Outliers (lowest DarkSight density)</h3>");
-    for m in &models {
-        h.push_str(&format!("<p class=\"legend\">{}</p><div class=\"outliers\">", notebook::escape(m)));
-        for r in (0..om.len()).filter(|&r| &om[r] == m) {
-            let i = oi[r] as usize;
-            ensure!(i < test.len() && (ol[r] as usize) < k && (op[r] as usize) < k, "outlier row {r} is out of range");
-            let caption = format!(
-                "#{i} {} → {} (log density {:.2})",
-                t.class_names[ol[r] as usize], t.class_names[op[r] as usize], ok[r]
-            );
-            h.push_str(&format!(
-                "<figure class=\"outlier\">{}<figcaption>{}</figcaption></figure>",
-                notebook::image_scaled(&test.rgb_image(i), 2).html(),
-                notebook::escape(&caption)
-            ));
-        }
-        h.push_str("</div>");
-    }
-    Ok((data, h))
-}
-
-/// The first `per_class` test images of each class, with both models' top-5 and a PNG thumbnail.
-fn corpus(test: &Dataset, t: &Evaluation, s: &Evaluation, per_class: usize) -> Vec<Value> {
-    let (pt, ps) = (t.predictions.probabilities(), s.predictions.probabilities());
-    let k = t.num_classes();
-    let mut out = vec![];
-    for i in corpus_indices(test, per_class) {
-        let c = test.labels[i];
-        let png = notebook::image(&test.rgb_image(i)).base64();
-        out.push(json!({
-            "i": i, "c": c, "png": png,
-            "t": top5(&pt[i * k..(i + 1) * k]), "s": top5(&ps[i * k..(i + 1) * k]),
-        }));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -809,10 +407,5 @@ mod tests {
             html.replace(&notebook::plotly_js(), "").matches("\"png\":").count(),
             100 * DEFAULT_IMAGES_PER_CLASS
         );
-    }
-
-    #[test]
-    fn top5_is_sorted_and_stable() {
-        assert_eq!(top5(&[0.1, 0.3, 0.3, 0.05, 0.2, 0.05]), vec![(1, 0.3), (2, 0.3), (4, 0.2), (0, 0.1), (3, 0.05)]);
     }
 }

@@ -22,7 +22,9 @@ use serde::Serialize;
 
 use crate::notebook;
 
+mod charts;
 pub mod kd;
+pub mod sections;
 pub use kd::{CorpusMaps, EmbedSection, ExplainSection, ExtraBlock, KdReport};
 
 /// Test accuracy (%) per epoch, one line per named history (the training-curves chart of the notebooks
