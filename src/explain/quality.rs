@@ -90,7 +90,7 @@ pub fn adcc(coherency: f64, complexity: f64, drop: f64) -> f64 {
 }
 
 /// Softmax probability of each row's target class.
-fn softmax_at(logits: &[f32], k: usize, targets: &[usize]) -> Vec<f64> {
+fn target_probability(logits: &[f32], k: usize, targets: &[usize]) -> Vec<f64> {
     log_softmax_rows(logits, k, 1.0).chunks(k).zip(targets).map(|(row, &t)| row[t].exp()).collect()
 }
 
@@ -121,8 +121,8 @@ pub fn quality_per_image(
             }
         }
         let masked = Var::from_vec(masked, s);
-        let y = softmax_at(model.logits(Var::from_vec(b.x.to_vec(), s)).data(), k, tg);
-        let o = softmax_at(model.logits(Var::from_vec(masked.to_vec(), s)).data(), k, tg);
+        let y = target_probability(model.logits(Var::from_vec(b.x.to_vec(), s)).data(), k, tg);
+        let o = target_probability(model.logits(Var::from_vec(masked.to_vec(), s)).data(), k, tg);
         let maps2 = method.maps(model, &masked, tg)?.normalized();
         for i in 0..idx.len() {
             let (m, m2) = (maps.map(i), maps2.map(i));
