@@ -9,10 +9,9 @@ use dfdx::prelude::Tape;
 use rand::Rng;
 
 use super::Features;
-use rand_chacha::ChaCha8Rng;
 
 use super::registry::Family;
-use super::Network;
+use super::{numbered_stages, Facts};
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{Conv2d, Dev, Init, Linear, Shape4, Store, Var};
 
@@ -60,39 +59,14 @@ impl LeNet {
     }
 }
 
-impl Network for LeNet {
-    crate::network_forward!();
-    fn classifier_name(&self) -> &'static str {
-        "fc3"
-    }
-    fn last_conv_tap(&self) -> (&'static str, bool) {
-        ("layer2", false)
-    }
-    fn stage_taps(&self) -> Vec<(String, String)> {
-        (1..=2).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect()
-    }
-    fn bn_before_relu(&self) -> Option<Vec<String>> {
-        None
-    }
-}
-
-fn build(
-    _: &str,
-    s: &mut Store,
-    rng: &mut ChaCha8Rng,
-    in_ch: usize,
-    classes: usize,
-) -> anyhow::Result<Box<dyn Network>> {
-    Ok(Box::new(LeNet::new(s, rng, in_ch, classes)))
-}
+crate::network!(LeNet, |_net| Facts {
+    classifier: "fc3",
+    last_conv: ("layer2", false),
+    stages: numbered_stages("layer", 2, ".pre"),
+    bn_before_relu: None,
+});
 
 /// LeNet-5 (MNIST) in the registry.
-pub const FAMILY: Family = Family {
-    name: "lenet5",
-    aliases: &["lenet", "lenet_5"],
-    parse: None,
-    syntax: "lenet5",
-    zoo: &["lenet5"],
-    in_channels: 1,
-    build,
-};
+pub const FAMILY: Family = Family::fixed("lenet5", &["lenet", "lenet_5"], 1, |_, s, rng, in_ch, classes| {
+    Ok(Box::new(LeNet::new(s, rng, in_ch, classes)))
+});

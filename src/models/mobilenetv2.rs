@@ -12,10 +12,9 @@ use dfdx::prelude::Tape;
 use rand::Rng;
 
 use super::Features;
-use rand_chacha::ChaCha8Rng;
 
 use super::registry::Family;
-use super::Network;
+use super::{numbered_stages, Facts};
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{BatchNorm2d, Conv2d, Dev, Init, Linear, Store, Var};
 
@@ -134,40 +133,18 @@ impl MobileNetV2 {
     }
 }
 
-impl Network for MobileNetV2 {
-    crate::network_forward!();
-    fn classifier_name(&self) -> &'static str {
-        "classifier.0"
-    }
-    fn last_conv_tap(&self) -> (&'static str, bool) {
-        ("final", true)
-    }
-    fn stage_taps(&self) -> Vec<(String, String)> {
-        // Linear bottlenecks: the stage outputs have no activation.
-        (1..=4).map(|i| (format!("stage{i}"), format!("stage{i}"))).collect()
-    }
-    fn bn_before_relu(&self) -> Option<Vec<String>> {
-        Some(["blocks.1.1", "blocks.2.2", "blocks.4.2", "blocks.6.0"].iter().map(|b| format!("{b}.conv.7")).collect())
-    }
-}
-
-fn build(
-    _: &str,
-    s: &mut Store,
-    rng: &mut ChaCha8Rng,
-    in_ch: usize,
-    classes: usize,
-) -> anyhow::Result<Box<dyn Network>> {
-    Ok(Box::new(MobileNetV2::new(s, rng, in_ch, classes)))
-}
+// Linear bottlenecks: the stage outputs have no activation.
+crate::network!(MobileNetV2, |_net| Facts {
+    classifier: "classifier.0",
+    last_conv: ("final", true),
+    stages: numbered_stages("stage", 4, ""),
+    bn_before_relu: Some(
+        ["blocks.1.1", "blocks.2.2", "blocks.4.2", "blocks.6.0"].iter().map(|b| format!("{b}.conv.7")).collect(),
+    ),
+});
 
 /// MobileNetV2 (`mobile_half`) in the registry.
-pub const FAMILY: Family = Family {
-    name: "mobilenetv2",
-    aliases: &["mobile_half", "mobilenet_v2"],
-    parse: None,
-    syntax: "mobilenetv2",
-    zoo: &["mobilenetv2"],
-    in_channels: 3,
-    build,
-};
+pub const FAMILY: Family =
+    Family::fixed("mobilenetv2", &["mobile_half", "mobilenet_v2"], 3, |_, s, rng, in_ch, classes| {
+        Ok(Box::new(MobileNetV2::new(s, rng, in_ch, classes)))
+    });

@@ -129,45 +129,63 @@ pub struct Outputs<T> {
 /// class: `get_bn_before_relu`, `get_stage_channels`). Each architecture file implements it next to its
 /// layers and registers a [`Family`] (name, parser, constructor) in [`registry::FAMILIES`].
 pub trait Network: Send + Sync {
-    /// Forward pass without a tape (inference, teachers): use [`network_forward!`] to forward both
-    /// passes to one generic `forward`.
+    /// Forward pass without a tape (inference, teachers); [`network!`] implements both passes with
+    /// one generic `forward`.
     fn forward_plain(&self, s: &Store, x: Var<NoneTape>, train: bool, f: &mut Features<NoneTape>) -> Var<NoneTape>;
     /// Recorded forward pass (training, gradient-based explanations).
     fn forward_tracked(&self, s: &Store, x: Var<Tracked>, train: bool, f: &mut Features<Tracked>) -> Var<Tracked>;
-    /// The name of the final linear classifier (`fc`, `classifier` …).
-    fn classifier_name(&self) -> &'static str;
-    /// The last convolutional feature map (the one CAM-style explanations weight), and whether the
-    /// classifier reads its global average directly (what CAM needs).
-    fn last_conv_tap(&self) -> (&'static str, bool);
-    /// Names of the post-activation and pre-activation taps of each stage after the stem.
-    fn stage_taps(&self) -> Vec<(String, String)>;
-    /// For each stage, the batch norm whose output feeds the stage's final ReLU (OFD's margins), or
-    /// `None` when the architecture has none there.
-    fn bn_before_relu(&self) -> Option<Vec<String>>;
+    /// What the architecture tells about itself.
+    fn facts(&self) -> Facts;
 }
 
-/// Implements [`Network::forward_plain`] and [`Network::forward_tracked`] with the type's generic
-/// `forward(&self, s, x, train, feats)`.
+/// An architecture's facts (mdistiller keeps them on the model class).
+pub struct Facts {
+    /// The name of the final linear classifier (`fc`, `classifier` …).
+    pub classifier: &'static str,
+    /// The last convolutional feature map (the one CAM-style explanations weight), and whether the
+    /// classifier reads its global average directly (what CAM needs).
+    pub last_conv: (&'static str, bool),
+    /// The post-activation and pre-activation taps of each stage after the stem.
+    pub stages: Vec<(String, String)>,
+    /// For each stage, the batch norm whose output feeds the stage's final ReLU (OFD's margins), or
+    /// `None` when the architecture has none there.
+    pub bn_before_relu: Option<Vec<String>>,
+}
+
+/// Stage taps `{prefix}1` … `{prefix}{n}`, each with its pre-activation `{prefix}{i}{pre}` (the same tap
+/// where `pre` is empty).
+pub fn numbered_stages(prefix: &str, n: usize, pre: &str) -> Vec<(String, String)> {
+    (1..=n).map(|i| (format!("{prefix}{i}"), format!("{prefix}{i}{pre}"))).collect()
+}
+
+/// Implements [`Network`] for an architecture type with a generic `forward(&self, s, x, train, feats)`
+/// and its [`Facts`]: `network!(ResNet, |net| Facts { … })`.
 #[macro_export]
-macro_rules! network_forward {
-    () => {
-        fn forward_plain(
-            &self,
-            s: &$crate::nn::Store,
-            x: $crate::nn::Var<dfdx::prelude::NoneTape>,
-            train: bool,
-            f: &mut $crate::models::Features<dfdx::prelude::NoneTape>,
-        ) -> $crate::nn::Var<dfdx::prelude::NoneTape> {
-            self.forward(s, x, train, f)
-        }
-        fn forward_tracked(
-            &self,
-            s: &$crate::nn::Store,
-            x: $crate::nn::Var<$crate::nn::Tracked>,
-            train: bool,
-            f: &mut $crate::models::Features<$crate::nn::Tracked>,
-        ) -> $crate::nn::Var<$crate::nn::Tracked> {
-            self.forward(s, x, train, f)
+macro_rules! network {
+    ($t:ty, |$net:ident| $facts:expr) => {
+        impl $crate::models::Network for $t {
+            fn forward_plain(
+                &self,
+                s: &$crate::nn::Store,
+                x: $crate::nn::Var<dfdx::prelude::NoneTape>,
+                train: bool,
+                f: &mut $crate::models::Features<dfdx::prelude::NoneTape>,
+            ) -> $crate::nn::Var<dfdx::prelude::NoneTape> {
+                self.forward(s, x, train, f)
+            }
+            fn forward_tracked(
+                &self,
+                s: &$crate::nn::Store,
+                x: $crate::nn::Var<$crate::nn::Tracked>,
+                train: bool,
+                f: &mut $crate::models::Features<$crate::nn::Tracked>,
+            ) -> $crate::nn::Var<$crate::nn::Tracked> {
+                self.forward(s, x, train, f)
+            }
+            fn facts(&self) -> $crate::models::Facts {
+                let $net = self;
+                $facts
+            }
         }
     };
 }
@@ -254,14 +272,14 @@ impl Model {
 
     /// The name of the final linear classifier (`fc`, `classifier` for VGGs, …).
     pub fn classifier_name(&self) -> &'static str {
-        self.body.classifier_name()
+        self.body.facts().classifier
     }
 
     /// The last convolutional feature map (the one CAM-style explanations weight), and whether the
     /// classifier reads its global average directly (what CAM needs; LeNet's fully connected head
     /// does not).
     pub fn last_conv_tap(&self) -> (&'static str, bool) {
-        self.body.last_conv_tap()
+        self.body.facts().last_conv
     }
 
     /// For each stage of [`feature_layout`](Model::feature_layout), the batch norm whose output feeds
@@ -270,14 +288,14 @@ impl Model {
     /// pre-activations concatenate an un-normalised half) and LeNet (no batch norm) have none, as in
     /// mdistiller.
     pub fn bn_before_relu(&self) -> anyhow::Result<Vec<String>> {
-        self.body.bn_before_relu().ok_or_else(|| {
+        self.body.facts().bn_before_relu.ok_or_else(|| {
             anyhow::anyhow!("{} has no batch norm before each stage's ReLU (OFD cannot use it as teacher)", self.name())
         })
     }
 
     /// Names of the post-activation and pre-activation taps of each stage after the stem.
     fn stage_taps(&self) -> Vec<(String, String)> {
-        self.body.stage_taps()
+        self.body.facts().stages
     }
 
     /// The stage layout for inputs of `height × width` (one evaluation-mode forward pass of a blank

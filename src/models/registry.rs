@@ -30,12 +30,46 @@ pub struct Family {
     pub parse: Option<ParseFn>,
     /// What the family accepts, for error messages (`resnet<6n+2>[x4]`).
     pub syntax: &'static str,
-    /// The sizes `kdscope info` lists with their parameter counts.
+    /// The sizes `kdscope info` lists with their parameter counts (sized families).
     pub zoo: &'static [&'static str],
     /// Input channels by default (3; 1 for LeNet-5, the MNIST model).
     pub in_channels: usize,
     /// Builds the network of a canonical name: `(name, store, rng, in_channels, classes)`.
     pub build: BuildFn,
+}
+
+impl Family {
+    /// A sized family (`resnet<depth>`): its name, the syntax for error messages, the sizes
+    /// `kdscope info` lists, the parser and the constructor (3 input channels by default).
+    pub const fn sized(
+        name: &'static str,
+        syntax: &'static str,
+        zoo: &'static [&'static str],
+        parse: ParseFn,
+        build: BuildFn,
+    ) -> Self {
+        Family { name, aliases: &[], parse: Some(parse), syntax, zoo, in_channels: 3, build }
+    }
+
+    /// A fixed-size architecture: its name (listed by `kdscope info`), aliases, default input
+    /// channels and constructor.
+    pub const fn fixed(
+        name: &'static str,
+        aliases: &'static [&'static str],
+        in_channels: usize,
+        build: BuildFn,
+    ) -> Self {
+        Family { name, aliases, parse: None, syntax: name, zoo: &[], in_channels, build }
+    }
+
+    /// The names `kdscope info` lists: the sizes of a sized family, the name of a fixed one.
+    pub fn listed(&'static self) -> &'static [&'static str] {
+        if self.parse.is_some() {
+            self.zoo
+        } else {
+            std::slice::from_ref(&self.name)
+        }
+    }
 }
 
 /// Every architecture family, one line each.
@@ -51,7 +85,7 @@ pub const FAMILIES: &[&Family] = &[
 
 /// Every architecture of the zoo by name, as `kdscope info` lists them.
 pub fn zoo() -> Vec<&'static str> {
-    FAMILIES.iter().flat_map(|f| f.zoo.iter().copied()).collect()
+    FAMILIES.iter().flat_map(|f| f.listed().iter().copied()).collect()
 }
 
 /// `kdscope info`'s architecture table: every zoo name with its parameter count at `classes` classes.

@@ -7,10 +7,9 @@ use dfdx::prelude::Tape;
 use rand::Rng;
 
 use super::{stages, Features};
-use rand_chacha::ChaCha8Rng;
 
-use super::registry::{Family, ParseFn};
-use super::Network;
+use super::registry::Family;
+use super::{numbered_stages, Facts};
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
 
@@ -95,21 +94,12 @@ impl ResNet {
     }
 }
 
-impl Network for ResNet {
-    crate::network_forward!();
-    fn classifier_name(&self) -> &'static str {
-        "fc"
-    }
-    fn last_conv_tap(&self) -> (&'static str, bool) {
-        ("layer3", true)
-    }
-    fn stage_taps(&self) -> Vec<(String, String)> {
-        (1..=3).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect()
-    }
-    fn bn_before_relu(&self) -> Option<Vec<String>> {
-        Some((1..=3).map(|i| format!("layer{i}.{}.bn2", self.layers[i - 1].len() - 1)).collect())
-    }
-}
+crate::network!(ResNet, |net| Facts {
+    classifier: "fc",
+    last_conv: ("layer3", true),
+    stages: numbered_stages("layer", 3, ".pre"),
+    bn_before_relu: Some((1..=3).map(|i| format!("layer{i}.{}.bn2", net.layers[i - 1].len() - 1)).collect()),
+});
 
 /// `resnet<depth>[x4]` → (depth, x4), for names of this family.
 fn size(name: &str) -> Option<anyhow::Result<(usize, bool)>> {
@@ -131,34 +121,14 @@ fn parse(name: &str) -> Option<anyhow::Result<String>> {
     size(name).map(|r| r.map(|(d, x4)| format!("resnet{d}{}", if x4 { "x4" } else { "" })))
 }
 
-fn build(
-    name: &str,
-    s: &mut Store,
-    rng: &mut ChaCha8Rng,
-    in_ch: usize,
-    classes: usize,
-) -> anyhow::Result<Box<dyn Network>> {
-    let (depth, x4) = size(name).context("not a ResNet name")??;
-    Ok(Box::new(ResNet::new(s, rng, depth, x4, in_ch, classes)))
-}
-
 /// CIFAR ResNets in the registry.
-pub const FAMILY: Family = Family {
-    name: "resnet",
-    aliases: &[],
-    parse: Some(parse as ParseFn),
-    syntax: "resnet<6n+2>[x4]",
-    zoo: &[
-        "resnet8",
-        "resnet14",
-        "resnet20",
-        "resnet32",
-        "resnet44",
-        "resnet56",
-        "resnet110",
-        "resnet8x4",
-        "resnet32x4",
-    ],
-    in_channels: 3,
-    build,
-};
+pub const FAMILY: Family = Family::sized(
+    "resnet",
+    "resnet<6n+2>[x4]",
+    &["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4", "resnet32x4"],
+    parse,
+    |name, s, rng, in_ch, classes| {
+        let (depth, x4) = size(name).context("not a ResNet name")??;
+        Ok(Box::new(ResNet::new(s, rng, depth, x4, in_ch, classes)))
+    },
+);

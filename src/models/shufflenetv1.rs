@@ -9,10 +9,9 @@ use dfdx::prelude::Tape;
 use rand::Rng;
 
 use super::Features;
-use rand_chacha::ChaCha8Rng;
 
 use super::registry::Family;
-use super::Network;
+use super::{numbered_stages, Facts};
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{conv_bn, BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
 
@@ -107,39 +106,15 @@ impl ShuffleNetV1 {
     }
 }
 
-impl Network for ShuffleNetV1 {
-    crate::network_forward!();
-    fn classifier_name(&self) -> &'static str {
-        "linear"
-    }
-    fn last_conv_tap(&self) -> (&'static str, bool) {
-        ("layer3", true)
-    }
-    fn stage_taps(&self) -> Vec<(String, String)> {
-        (1..=3).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect()
-    }
-    fn bn_before_relu(&self) -> Option<Vec<String>> {
-        None
-    }
-}
-
-fn build(
-    _: &str,
-    s: &mut Store,
-    rng: &mut ChaCha8Rng,
-    in_ch: usize,
-    classes: usize,
-) -> anyhow::Result<Box<dyn Network>> {
-    Ok(Box::new(ShuffleNetV1::new(s, rng, in_ch, classes)))
-}
+crate::network!(ShuffleNetV1, |_net| Facts {
+    classifier: "linear",
+    last_conv: ("layer3", true),
+    stages: numbered_stages("layer", 3, ".pre"),
+    bn_before_relu: None,
+});
 
 /// ShuffleNet (v1, `ShuffleV1`) in the registry.
-pub const FAMILY: Family = Family {
-    name: "shufflev1",
-    aliases: &["shufflenetv1", "shufflenet_v1", "shufflenet"],
-    parse: None,
-    syntax: "shufflev1",
-    zoo: &["shufflev1"],
-    in_channels: 3,
-    build,
-};
+pub const FAMILY: Family =
+    Family::fixed("shufflev1", &["shufflenetv1", "shufflenet_v1", "shufflenet"], 3, |_, s, rng, in_ch, classes| {
+        Ok(Box::new(ShuffleNetV1::new(s, rng, in_ch, classes)))
+    });

@@ -11,10 +11,9 @@ use dfdx::prelude::Tape;
 use rand::Rng;
 
 use super::Features;
-use rand_chacha::ChaCha8Rng;
 
 use super::registry::Family;
-use super::Network;
+use super::{numbered_stages, Facts};
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{conv_bn, BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
 
@@ -148,39 +147,15 @@ impl ShuffleNetV2 {
     }
 }
 
-impl Network for ShuffleNetV2 {
-    crate::network_forward!();
-    fn classifier_name(&self) -> &'static str {
-        "linear"
-    }
-    fn last_conv_tap(&self) -> (&'static str, bool) {
-        ("final", true)
-    }
-    fn stage_taps(&self) -> Vec<(String, String)> {
-        (1..=3).map(|i| (format!("layer{i}"), format!("layer{i}.pre"))).collect()
-    }
-    fn bn_before_relu(&self) -> Option<Vec<String>> {
-        None
-    }
-}
-
-fn build(
-    _: &str,
-    s: &mut Store,
-    rng: &mut ChaCha8Rng,
-    in_ch: usize,
-    classes: usize,
-) -> anyhow::Result<Box<dyn Network>> {
-    Ok(Box::new(ShuffleNetV2::new(s, rng, in_ch, classes)))
-}
+crate::network!(ShuffleNetV2, |_net| Facts {
+    classifier: "linear",
+    last_conv: ("final", true),
+    stages: numbered_stages("layer", 3, ".pre"),
+    bn_before_relu: None,
+});
 
 /// ShuffleNetV2 (`ShuffleV2`) in the registry.
-pub const FAMILY: Family = Family {
-    name: "shufflev2",
-    aliases: &["shufflenetv2", "shufflenet_v2"],
-    parse: None,
-    syntax: "shufflev2",
-    zoo: &["shufflev2"],
-    in_channels: 3,
-    build,
-};
+pub const FAMILY: Family =
+    Family::fixed("shufflev2", &["shufflenetv2", "shufflenet_v2"], 3, |_, s, rng, in_ch, classes| {
+        Ok(Box::new(ShuffleNetV2::new(s, rng, in_ch, classes)))
+    });

@@ -10,10 +10,9 @@ use dfdx::prelude::Tape;
 use rand::Rng;
 
 use super::Features;
-use rand_chacha::ChaCha8Rng;
 
-use super::registry::{Family, ParseFn};
-use super::Network;
+use super::registry::Family;
+use super::{numbered_stages, Facts};
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{BatchNorm2d, Conv2d, Dev, Init, Linear, Store, Var};
 
@@ -80,21 +79,12 @@ impl Vgg {
     }
 }
 
-impl Network for Vgg {
-    crate::network_forward!();
-    fn classifier_name(&self) -> &'static str {
-        "classifier"
-    }
-    fn last_conv_tap(&self) -> (&'static str, bool) {
-        ("block4", true)
-    }
-    fn stage_taps(&self) -> Vec<(String, String)> {
-        (1..=4).map(|i| (format!("block{i}"), format!("block{i}.pre"))).collect()
-    }
-    fn bn_before_relu(&self) -> Option<Vec<String>> {
-        Some((1..=4).map(|b| format!("block{b}.{}", 3 * (self.blocks[b].len() - 1) + 1)).collect())
-    }
-}
+crate::network!(Vgg, |net| Facts {
+    classifier: "classifier",
+    last_conv: ("block4", true),
+    stages: numbered_stages("block", 4, ".pre"),
+    bn_before_relu: Some((1..=4).map(|b| format!("block{b}.{}", 3 * (net.blocks[b].len() - 1) + 1)).collect()),
+});
 
 /// `vgg<depth>[_bn]` → depth, for names of this family.
 fn size(name: &str) -> Option<anyhow::Result<usize>> {
@@ -110,24 +100,14 @@ fn parse(name: &str) -> Option<anyhow::Result<String>> {
     size(name).map(|r| r.map(|d| format!("vgg{d}")))
 }
 
-fn build(
-    name: &str,
-    s: &mut Store,
-    rng: &mut ChaCha8Rng,
-    in_ch: usize,
-    classes: usize,
-) -> anyhow::Result<Box<dyn Network>> {
-    let depth = size(name).context("not a VGG name")??;
-    Ok(Box::new(Vgg::new(s, rng, depth, in_ch, classes)))
-}
-
 /// CIFAR VGGs with batch norm in the registry.
-pub const FAMILY: Family = Family {
-    name: "vgg",
-    aliases: &[],
-    parse: Some(parse as ParseFn),
-    syntax: "vgg8/11/13/16/19",
-    zoo: &["vgg8", "vgg11", "vgg13", "vgg16", "vgg19"],
-    in_channels: 3,
-    build,
-};
+pub const FAMILY: Family = Family::sized(
+    "vgg",
+    "vgg8/11/13/16/19",
+    &["vgg8", "vgg11", "vgg13", "vgg16", "vgg19"],
+    parse,
+    |name, s, rng, in_ch, classes| {
+        let depth = size(name).context("not a VGG name")??;
+        Ok(Box::new(Vgg::new(s, rng, depth, in_ch, classes)))
+    },
+);

@@ -6,10 +6,9 @@ use dfdx::prelude::Tape;
 use rand::Rng;
 
 use super::{stages, Features};
-use rand_chacha::ChaCha8Rng;
 
-use super::registry::{Family, ParseFn};
-use super::Network;
+use super::registry::Family;
+use super::{numbered_stages, Facts};
 use crate::nn::ops::{self, ConvCfg};
 use crate::nn::{BatchNorm2d, Conv2d, Dev, Linear, Store, Var};
 
@@ -95,23 +94,14 @@ impl Wrn {
     }
 }
 
-impl Network for Wrn {
-    crate::network_forward!();
-    fn classifier_name(&self) -> &'static str {
-        "fc"
-    }
-    fn last_conv_tap(&self) -> (&'static str, bool) {
-        ("final", true)
-    }
-    fn stage_taps(&self) -> Vec<(String, String)> {
-        // Pre-activation blocks: a group's output is the input of the next BN-ReLU.
-        (1..=3).map(|i| (format!("block{i}"), format!("block{i}"))).collect()
-    }
-    fn bn_before_relu(&self) -> Option<Vec<String>> {
-        // A group's output is normalised by the next group's first bn1, the last one by the final bn1.
-        Some(vec!["block2.layer.0.bn1".into(), "block3.layer.0.bn1".into(), "bn1".into()])
-    }
-}
+// Pre-activation blocks: a group's output is the input of the next BN-ReLU, normalised by the next
+// group's first bn1 (the last one by the final bn1).
+crate::network!(Wrn, |_net| Facts {
+    classifier: "fc",
+    last_conv: ("final", true),
+    stages: numbered_stages("block", 3, ""),
+    bn_before_relu: Some(vec!["block2.layer.0.bn1".into(), "block3.layer.0.bn1".into(), "bn1".into()]),
+});
 
 /// `wrn_<depth>_<widen>` → (depth, widen), for names of this family.
 fn size(name: &str) -> Option<anyhow::Result<(usize, usize)>> {
@@ -133,24 +123,14 @@ fn parse(name: &str) -> Option<anyhow::Result<String>> {
     size(name).map(|r| r.map(|(d, w)| format!("wrn_{d}_{w}")))
 }
 
-fn build(
-    name: &str,
-    s: &mut Store,
-    rng: &mut ChaCha8Rng,
-    in_ch: usize,
-    classes: usize,
-) -> anyhow::Result<Box<dyn Network>> {
-    let (depth, widen) = size(name).context("not a WRN name")??;
-    Ok(Box::new(Wrn::new(s, rng, depth, widen, in_ch, classes)))
-}
-
 /// Wide ResNets in the registry.
-pub const FAMILY: Family = Family {
-    name: "wrn",
-    aliases: &[],
-    parse: Some(parse as ParseFn),
-    syntax: "wrn_<6n+4>_<w>",
-    zoo: &["wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "wrn_28_10"],
-    in_channels: 3,
-    build,
-};
+pub const FAMILY: Family = Family::sized(
+    "wrn",
+    "wrn_<6n+4>_<w>",
+    &["wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "wrn_28_10"],
+    parse,
+    |name, s, rng, in_ch, classes| {
+        let (depth, widen) = size(name).context("not a WRN name")??;
+        Ok(Box::new(Wrn::new(s, rng, depth, widen, in_ch, classes)))
+    },
+);
