@@ -43,6 +43,21 @@ pub fn progress_bar(len: u64, label: &str, unit: &str, show: bool) -> indicatif:
     pb
 }
 
+/// The commit of the working directory's git checkout, if any (with `+dirty` for local changes).
+pub fn git_revision() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let rev = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    Some(if dirty { format!("{rev}+dirty") } else { rev })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,7 +50,7 @@ pub mod prelude {
     pub use crate::models::Model;
     pub use crate::notebook::{self as nb, chart, grid, image, image_scaled, table};
     pub use crate::report::kd::{embedding_scatter, fidelity_chart, rejection_chart, superclass_polar};
-    pub use crate::report::{KdReport, Report};
+    pub use crate::report::{KdViews, Report};
     pub use crate::run::{evaluate_model, history_frame, summary_frame, training_curves, Recipe, Run};
     pub use crate::train::{checkpoint::load_model, TrainConfig};
     pub use image::RgbImage;

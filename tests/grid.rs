@@ -147,8 +147,8 @@ fn grid_runs_aggregates_and_resumes() {
     let teacher = kdscope::train::checkpoint::load_model(res.teacher_checkpoint("resnet14").unwrap()).unwrap();
     assert!((kdscope::train::evaluate(&student, &data.test, 64).accuracy() - want.last_acc).abs() < 1e-12);
     let ev = |name: &str, m: &kdscope::Model| kdscope::run::evaluate_model(name, m, &data.test);
-    let kd = res.add_to_kd(kdscope::report::KdReport::new(ev("teacher", &teacher), ev("student", &student))).unwrap();
-    let page = kd.render(&data.test).unwrap();
+    let views = kdscope::report::KdViews::new(ev("teacher", &teacher), ev("student", &student));
+    let page = res.add_to(views.report(&data.test).unwrap()).unwrap().render().unwrap();
     assert!(page.contains("id=\"experiments\"") && page.contains(&cell) && page.contains("\\toprule"));
     assert!(res.student_checkpoint("resnet14 → resnet8", "nope", 0).is_err());
 }

@@ -12,7 +12,7 @@ use kdscope::embed::{self, DarkSightConfig, EmbedConfig, TsneConfig};
 use kdscope::explain::{section, SectionConfig};
 use kdscope::metrics::Evaluation;
 use kdscope::models::Model;
-use kdscope::report::KdReport;
+use kdscope::report::KdViews;
 use kdscope::train::Predictions;
 
 fn chromium() -> Option<PathBuf> {
@@ -78,7 +78,7 @@ fn report_renders_offline_in_chromium() {
         let p = Predictions { num_classes: 20, labels: test.labels.clone(), logits };
         Evaluation::new(name, p, test.class_names.clone(), test.hierarchy.clone())
     };
-    let report = KdReport::new(model("teacher", &|_| true), model("student", &|i| i % 2 == 0));
+    let report = KdViews::new(model("teacher", &|_| true), model("student", &|i| i % 2 == 0));
     // Explanations from two small untrained networks (the report only reads their maps and frames).
     let (tm, sm) = (Model::build("resnet8", 20, 1).unwrap(), Model::build("resnet8", 20, 2).unwrap());
     let cfg = SectionConfig { samples: 16, batch: 8, examples: 4, ..Default::default() };
@@ -93,7 +93,7 @@ fn report_renders_offline_in_chromium() {
     };
     let emb = embed::section(("teacher", &tm), ("student", &sm), &test, &ecfg).unwrap();
     let report = report.explanations(ex).embeddings(emb);
-    let path = report.write(&test, dir.join("report.html")).unwrap();
+    let path = report.report(&test).unwrap().write(dir.join("report.html")).unwrap();
     // Select the blue superclass and open the panel of the first corpus image.
     let url = format!("file://{}#super=blue&image=0&emb=1:3", path.canonicalize().unwrap().display());
 

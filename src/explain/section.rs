@@ -73,7 +73,7 @@ fn strip(tiles: &[RgbImage]) -> RgbImage {
 
 /// The explanations section for `teacher` and `student` (and a `base` student trained without KD,
 /// which also becomes UniCAM's reference), on `test`, with maps for the corpus images `corpus`
-/// (see [`crate::report::KdReport::corpus_indices`]). Models are named by the first tuple element.
+/// (see [`crate::report::KdViews::corpus_indices`]). Models are named by the first tuple element.
 pub fn section(
     teacher: (&str, &Model),
     student: (&str, &Model),

@@ -6,6 +6,8 @@ use polars::prelude::DataFrame;
 
 use super::{slug, Grid, Metric, Pair, RunResult, TeacherResult};
 use crate::metrics::column;
+use crate::report::sections::blocks::{Block, Blocks};
+use crate::report::Report;
 
 /// Mean and sample standard deviation (0 for a single value).
 pub fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -158,39 +160,22 @@ impl GridResults {
         plot
     }
 
-    /// Appends the grid's section to a report: both tables, the chart, per-run records, the LaTeX.
-    pub fn add_to(&self, report: crate::report::Report) -> anyhow::Result<crate::report::Report> {
-        let seeds = self.grid.seeds.len();
-        Ok(report
-            .text(
-                &format!("{}: comparison", self.name),
-                &format!(
-                    "Best-epoch test accuracy (%), mean ± sample std over {seeds} seed(s) ({:?}); teachers trained once. Columns are teacher → student pairs; rows are methods.",
-                    self.grid.seeds
-                ),
-            )
-            .table("Best-epoch accuracy (%)", &self.table(Metric::Best)?)
-            .table("Last-epoch accuracy (%)", &self.table(Metric::Last)?)
-            .chart("Accuracy by method", &self.chart(Metric::Best))
-            .table("Every run", &self.runs_frame()?)
-            .text("LaTeX (booktabs)", &self.latex_table(Metric::Best, &format!("{}: top-1 accuracy (%)", self.name))?))
-    }
-
-    /// Adds the comparison to a teacher-vs-student report's "Experiments" section: best- and
-    /// last-epoch tables, the chart and the LaTeX.
-    pub fn add_to_kd(&self, report: crate::report::KdReport) -> anyhow::Result<crate::report::KdReport> {
+    /// Appends the grid's comparison to a report as its "Experiments" section: best- and last-epoch
+    /// tables, the chart, every run and the LaTeX.
+    pub fn add_to(&self, report: Report) -> anyhow::Result<Report> {
         let legend = format!(
             "{}: test accuracy (%), mean ± sample std over seeds {:?}; teachers trained once; rows are methods, columns teacher → student pairs.",
             self.name, self.grid.seeds
         );
-        Ok(report
-            .table(&format!("{}: best-epoch accuracy (%)", self.name), &legend, &self.table(Metric::Best)?)
-            .table(&format!("{}: last-epoch accuracy (%)", self.name), "", &self.table(Metric::Last)?)
-            .chart(&format!("{}: accuracy by method", self.name), &self.chart(Metric::Best))
-            .preformatted(
-                "LaTeX (booktabs)",
-                &self.latex_table(Metric::Best, &format!("{}: top-1 accuracy (%)", self.name))?,
-            ))
+        let latex = self.latex_table(Metric::Best, &format!("{}: top-1 accuracy (%)", self.name))?;
+        Ok(report.section(
+            Blocks::titled("experiments", "Experiments")
+                .push(Block::table("Best-epoch accuracy (%)", &legend, &self.table(Metric::Best)?))
+                .push(Block::table("Last-epoch accuracy (%)", "", &self.table(Metric::Last)?))
+                .push(Block::chart(&format!("{}: accuracy by method", self.name), &self.chart(Metric::Best)))
+                .push(Block::table("Every run", "", &self.runs_frame()?))
+                .push(Block::preformatted("LaTeX (booktabs)", &latex)),
+        ))
     }
 
     /// The checkpoint of a run's student (`pair` as [`Pair::label`], `label` the method's label).
@@ -230,8 +215,7 @@ impl GridResults {
                 self.latex_table(m, &format!("{}: top-1 accuracy (%)", self.name))?.as_bytes(),
             )?;
         }
-        let report =
-            self.add_to(crate::report::Report::new(&self.name))?.appendix(&serde_json::to_string_pretty(&self.grid)?);
+        let report = self.add_to(Report::new(&self.name))?.fact("grid", &self.grid);
         report.write(dir.join("report.html"))
     }
 }

@@ -6,6 +6,13 @@ use polars::prelude::DataFrame;
 use serde_json::{json, Value};
 
 use super::kd::{single_group, with_hierarchy};
+use plotly::common::{ColorScale, ColorScaleElement, DashType, Font, Line, Marker, Mode, Orientation, TickMode, Ticks};
+use plotly::layout::{
+    AngularAxis, Axis, LayoutPolar, Legend, Margin, PolarAxisAttributes, PolarAxisTicks, PolarDirection, RadialAxis,
+    Shape, ShapeLine, ShapeType,
+};
+use plotly::{HeatMap, Layout, Plot, Scatter};
+
 use crate::metrics::{self, Evaluation};
 use crate::notebook::{self, Chart};
 
@@ -20,6 +27,17 @@ pub fn superclass_polar(teacher: &Evaluation, student: &Evaluation, metric: &str
     Ok(polar_chart(&notebook::unique_id("kd-polar"), metric, &h.super_names, &a, &b, &t.name, &s.name))
 }
 
+/// A trace type plotly.rs has no builder for (the polar bar chart), given as its JSON.
+#[derive(Clone, serde::Serialize)]
+#[serde(transparent)]
+struct JsonTrace(Value);
+
+impl plotly::Trace for JsonTrace {
+    fn to_json(&self) -> String {
+        self.0.to_string()
+    }
+}
+
 pub(crate) fn polar_chart(
     id: &str,
     title: &str,
@@ -30,60 +48,87 @@ pub(crate) fn polar_chart(
     sn: &str,
 ) -> Chart {
     const OUTER: f64 = 1.15;
-    let fig = json!({
-        "data": [
-            { "type": "barpolar", "name": format!("teacher: {tn} (outer)"), "theta": supers, "r": teacher,
-              "base": vec![OUTER; teacher.len()], "marker": { "color": "#4c78a8" },
-              "customdata": teacher, "hovertemplate": "%{theta}<br>teacher %{customdata:.3f}<extra></extra>" },
-            { "type": "barpolar", "name": format!("student: {sn} (inner)"), "theta": supers, "r": student,
-              "marker": { "color": "#f58518" },
-              "customdata": student, "hovertemplate": "%{theta}<br>student %{customdata:.3f}<extra></extra>" },
-        ],
-        "layout": {
-            "title": { "text": title },
-            "polar": { "radialaxis": { "range": [0, OUTER + 1.0], "showticklabels": false, "ticks": "" },
-                       "angularaxis": { "direction": "clockwise" } },
-            "legend": { "orientation": "h" },
-            "margin": { "l": 30, "r": 30, "t": 50, "b": 20 },
-        },
-    });
-    Chart { id: id.into(), json: fig.to_string(), height_px: 420 }
+    let ring = |name: String, r: &[f64], base: Option<f64>, color: &str, who: &str| {
+        let mut t = json!({ "type": "barpolar", "name": name, "theta": supers, "r": r, "marker": { "color": color },
+            "customdata": r, "hovertemplate": format!("%{{theta}}<br>{who} %{{customdata:.3f}}<extra></extra>") });
+        if let Some(b) = base {
+            t["base"] = json!(vec![b; r.len()]);
+        }
+        Box::new(JsonTrace(t))
+    };
+    let mut plot = Plot::new();
+    plot.add_trace(ring(format!("teacher: {tn} (outer)"), teacher, Some(OUTER), "#4c78a8", "teacher"));
+    plot.add_trace(ring(format!("student: {sn} (inner)"), student, None, "#f58518", "student"));
+    // The radial axis spans 0 to the outer ring's end (its range is autoscaled from the bars).
+    let radial = RadialAxis::new().axis_attributes(
+        PolarAxisAttributes::new().ticks(PolarAxisTicks::new().show_tick_labels(false).ticks(Ticks::None)),
+    );
+    plot.set_layout(
+        Layout::new()
+            .title(title)
+            .polar(
+                LayoutPolar::new()
+                    .radial_axis(radial)
+                    .angular_axis(AngularAxis::new().direction(PolarDirection::Clockwise)),
+            )
+            .legend(Legend::new().orientation(Orientation::Horizontal))
+            .margin(Margin::new().left(30).right(30).top(50).bottom(20)),
+    );
+    Chart { id: id.into(), json: plot.to_json(), height_px: 420 }
 }
 
 pub(crate) fn confusion_chart(id: &str, title: &str, names: &[&str], z: &[Vec<f64>], bounds: &[usize]) -> Chart {
     let n = names.len() as f64;
-    let shapes: Vec<Value> = bounds[..bounds.len().saturating_sub(1)]
+    let line = |x0: f64, x1: f64, y0: f64, y1: f64| {
+        Shape::new()
+            .shape_type(ShapeType::Line)
+            .x0(x0)
+            .x1(x1)
+            .y0(y0)
+            .y1(y1)
+            .line(ShapeLine::new().color("#222").width(1.0))
+    };
+    let shapes: Vec<Shape> = bounds[..bounds.len().saturating_sub(1)]
         .iter()
         .flat_map(|&b| {
             let p = b as f64 - 0.5;
-            let line = json!({ "color": "#222", "width": 1 });
-            [
-                json!({ "type": "line", "x0": p, "x1": p, "y0": -0.5, "y1": n - 0.5, "line": line }),
-                json!({ "type": "line", "y0": p, "y1": p, "x0": -0.5, "x1": n - 0.5, "line": line }),
-            ]
+            [line(p, p, -0.5, n - 0.5), line(-0.5, n - 0.5, p, p)]
         })
         .collect();
     let idx: Vec<usize> = (0..names.len()).collect();
-    let grey = json!([[0, "#fafafa"], [1, "#6b6b6b"]]);
-    let blue = json!([[0, "#f7fbff"], [0.1, "#c6dbef"], [0.4, "#4292c6"], [1, "#08306b"]]);
-    let trace = |colorscale: &Value, showscale: bool| {
-        json!({ "type": "heatmap", "z": z, "x": idx, "y": idx, "zmin": 0, "zmax": 1, "colorscale": colorscale,
-                "showscale": showscale, "customdata": names,
-                "hovertemplate": "true %{y}, predicted %{x}: %{z:.3f}<extra></extra>" })
+    let scale = |stops: &[(f64, &str)]| {
+        ColorScale::Vector(stops.iter().map(|&(v, c)| ColorScaleElement(v, c.to_string())).collect())
     };
-    let ticks = json!({ "tickmode": "array", "tickvals": idx, "ticktext": names, "tickfont": { "size": 8 } });
-    let mut xaxis = ticks.clone();
-    xaxis["title"] = json!("predicted");
-    xaxis["tickangle"] = json!(-60);
-    let mut yaxis = ticks;
-    yaxis["title"] = json!("true");
-    yaxis["autorange"] = json!("reversed");
-    let fig = json!({
-        "data": [trace(&grey, false), trace(&blue, true)],
-        "layout": { "title": { "text": title }, "xaxis": xaxis, "yaxis": yaxis, "shapes": shapes,
-                    "margin": { "l": 90, "r": 10, "t": 40, "b": 90 } },
-    });
-    Chart { id: id.into(), json: fig.to_string(), height_px: 560 }
+    // Trace 0 is grey (everything), trace 1 coloured (the page script blanks what a selection leaves out).
+    let trace = |colors: ColorScale, show: bool| {
+        HeatMap::new(idx.clone(), idx.clone(), z.to_vec())
+            .zmin(0.0)
+            .zmax(1.0)
+            .color_scale(colors)
+            .show_scale(show)
+            .custom_data(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .hover_template("true %{y}, predicted %{x}: %{z:.3f}<extra></extra>")
+    };
+    let mut plot = Plot::new();
+    plot.add_trace(trace(scale(&[(0.0, "#fafafa"), (1.0, "#6b6b6b")]), false));
+    plot.add_trace(trace(scale(&[(0.0, "#f7fbff"), (0.1, "#c6dbef"), (0.4, "#4292c6"), (1.0, "#08306b")]), true));
+    let ticks = || {
+        Axis::new()
+            .tick_mode(TickMode::Array)
+            .tick_values(idx.iter().map(|&i| i as f64).collect())
+            .tick_text(names.iter().map(|s| s.to_string()).collect())
+            .tick_font(Font::new().size(8))
+    };
+    plot.set_layout(
+        Layout::new()
+            .title(title)
+            .x_axis(ticks().title("predicted").tick_angle(-60.0))
+            // The first class on top: the y range runs from the last row to the first.
+            .y_axis(ticks().title("true").range(vec![n - 0.5, -0.5]))
+            .shapes(shapes)
+            .margin(Margin::new().left(90).right(10).top(40).bottom(90)),
+    );
+    Chart { id: id.into(), json: plot.to_json(), height_px: 560 }
 }
 
 /// The distinct values of a string column, in order of first appearance.
@@ -116,19 +161,25 @@ pub(crate) fn line_chart(
     yt: &str,
     lines: Vec<(String, Vec<f64>, Vec<f64>, bool)>,
 ) -> Chart {
-    let data: Vec<Value> = lines
-        .into_iter()
-        .map(|(name, x, y, dashed)| {
-            json!({ "type": "scatter", "mode": "lines+markers", "name": name, "x": x, "y": y,
-                    "marker": { "size": 4 }, "line": { "dash": if dashed { "dash" } else { "solid" } } })
-        })
-        .collect();
-    let fig = json!({
-        "data": data,
-        "layout": { "title": { "text": title }, "xaxis": { "title": xt }, "yaxis": { "title": yt },
-                    "legend": { "orientation": "h", "y": -0.25 }, "margin": { "l": 50, "r": 10, "t": 40, "b": 40 } },
-    });
-    Chart { id: id.into(), json: fig.to_string(), height_px: 440 }
+    let mut plot = Plot::new();
+    for (name, x, y, dashed) in lines {
+        plot.add_trace(
+            Scatter::new(x, y)
+                .mode(Mode::LinesMarkers)
+                .name(name)
+                .marker(Marker::new().size(4))
+                .line(Line::new().dash(if dashed { DashType::Dash } else { DashType::Solid })),
+        );
+    }
+    plot.set_layout(
+        Layout::new()
+            .title(title)
+            .x_axis(Axis::new().title(xt))
+            .y_axis(Axis::new().title(yt))
+            .legend(Legend::new().orientation(Orientation::Horizontal).y(-0.25))
+            .margin(Margin::new().left(50).right(10).top(40).bottom(40)),
+    );
+    Chart { id: id.into(), json: plot.to_json(), height_px: 440 }
 }
 
 /// Accuracy-vs-data-kept curves of one model from a rejection frame (`model, measure, kept,
@@ -198,23 +249,27 @@ pub fn embedding_scatter(
         (f64s(points, "x")?, f64s(points, "y")?, u32s(points, "index")?, u32s(points, "predicted")?);
     let rows: Vec<usize> = (0..pm.len()).filter(|&r| pm[r] == model && pme[r] == method).collect();
     ensure!(!rows.is_empty(), "no points of model {model:?} and method {method:?}");
-    let mut traces = vec![];
+    let mut plot = Plot::new();
     for c in rows.iter().map(|&r| pred[r]).collect::<std::collections::BTreeSet<_>>() {
         let rs: Vec<usize> = rows.iter().copied().filter(|&r| pred[r] == c).collect();
         let name = class_names.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
-        traces.push(json!({
-            "type": "scattergl", "mode": "markers", "name": name, "marker": { "size": 5 },
-            "x": rs.iter().map(|&r| x[r]).collect::<Vec<_>>(), "y": rs.iter().map(|&r| y[r]).collect::<Vec<_>>(),
-            "text": rs.iter().map(|&r| format!("#{}", idx[r])).collect::<Vec<_>>(),
-            "hovertemplate": "%{text} predicted %{fullData.name}<extra></extra>",
-        }));
+        plot.add_trace(
+            Scatter::new(rs.iter().map(|&r| x[r]).collect(), rs.iter().map(|&r| y[r]).collect())
+                .web_gl_mode(true)
+                .mode(Mode::Markers)
+                .name(name)
+                .marker(Marker::new().size(5))
+                .text_array(rs.iter().map(|&r| format!("#{}", idx[r])).collect())
+                .hover_template("%{text} predicted %{fullData.name}<extra></extra>"),
+        );
     }
-    let fig = json!({
-        "data": traces,
-        "layout": { "title": { "text": format!("{model}: {method}") },
-                    "xaxis": { "showticklabels": false, "zeroline": false },
-                    "yaxis": { "showticklabels": false, "zeroline": false, "scaleanchor": "x" },
-                    "margin": { "l": 10, "r": 10, "t": 40, "b": 10 } },
-    });
-    Ok(Chart { id: notebook::unique_id("kd-embed"), json: fig.to_string(), height_px: 560 })
+    let bare = || Axis::new().show_tick_labels(false).zero_line(false);
+    plot.set_layout(
+        Layout::new()
+            .title(format!("{model}: {method}").as_str())
+            .x_axis(bare())
+            .y_axis(bare().scale_anchor("x"))
+            .margin(Margin::new().left(10).right(10).top(40).bottom(10)),
+    );
+    Ok(Chart { id: notebook::unique_id("kd-embed"), json: plot.to_json(), height_px: 560 })
 }

@@ -8,7 +8,7 @@ use crate::data::Dataset;
 use crate::embed::EmbedConfig;
 use crate::explain::SectionConfig;
 use crate::models::Model;
-use crate::report::KdReport;
+use crate::report::KdViews;
 use crate::train::History;
 
 /// A model the report shows, by the name it shows.
@@ -64,22 +64,17 @@ pub fn write_kd_report(
 ) -> anyhow::Result<PathBuf> {
     let ev = |s: &Shown| super::evaluate_model(&s.name, s.model, test);
     let hyper: Vec<(&str, String)> = plan.hyper.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let mut report = KdReport::new(ev(teacher), ev(student)).method(&plan.method, &hyper);
-    if let Some(t) = &plan.title {
-        report = report.title(t);
-    }
+    let mut views = KdViews::new(ev(teacher), ev(student)).method(&plan.method, &hyper);
     if let Some(n) = plan.images_per_class {
-        report = report.images_per_class(n);
+        views = views.images_per_class(n);
     }
     for o in others {
-        report = report.other(ev(o));
-    }
-    for (k, v) in &plan.facts {
-        report = report.fact(k, v);
+        views = views.other(ev(o));
     }
     for (name, h) in &plan.histories {
-        report = report.history(name, h);
+        views = views.history(name, h);
     }
+    let mut timings = vec![];
     if let Some(cfg) = &plan.explain {
         let started = Instant::now();
         let base = others.first().map(|o| (o.name.as_str(), o.model));
@@ -88,15 +83,27 @@ pub fn write_kd_report(
             (&student.name, student.model),
             base,
             test,
-            &report.corpus_indices(test),
+            &views.corpus_indices(test),
             cfg,
         )?;
-        report = report.explanations(section).fact("explanations_seconds", started.elapsed().as_secs_f64());
+        views = views.explanations(section);
+        timings.push(("explanations_seconds", started.elapsed().as_secs_f64()));
     }
     if let Some(cfg) = &plan.embed {
         let started = Instant::now();
         let section = crate::embed::section((&teacher.name, teacher.model), (&student.name, student.model), test, cfg)?;
-        report = report.embeddings(section).fact("embeddings_seconds", started.elapsed().as_secs_f64());
+        views = views.embeddings(section);
+        timings.push(("embeddings_seconds", started.elapsed().as_secs_f64()));
     }
-    report.write(test, out)
+    let mut report = views.report(test)?;
+    if let Some(t) = &plan.title {
+        report = report.title(t);
+    }
+    for (k, v) in &plan.facts {
+        report = report.fact(k, v);
+    }
+    for (k, v) in timings {
+        report = report.fact(k, v);
+    }
+    report.write(out)
 }

@@ -1,8 +1,10 @@
 //! The explanations section: explanation-quality, UniCAM and agreement frames, example overlays and
 //! the saliency maps the image pop-up shows (all computed beforehand by [`crate::explain::section`]).
 use polars::prelude::DataFrame;
+use serde_json::json;
 
 use crate::notebook;
+use crate::report::{Page, Section};
 
 /// Saliency maps of one method for the corpus images: per model, image index → map as base64 of its
 /// `h × w` bytes (values 0–255 = the map scaled to [0, 1]); the page colours them with the jet map.
@@ -32,36 +34,36 @@ pub struct ExplainSection {
     pub notes: Vec<(String, String)>,
 }
 
-/// A section's settings as one legend line (`key: value · …`), or nothing without notes.
-pub(crate) fn notes_html(notes: &[(String, String)]) -> String {
-    if notes.is_empty() {
-        return String::new();
+impl Section for ExplainSection {
+    fn anchor(&self) -> &str {
+        "explanations"
     }
-    let items: Vec<String> =
-        notes.iter().map(|(k, v)| format!("{}: {}", notebook::escape(k), notebook::escape(v))).collect();
-    format!("<p class=\"legend\">{}</p>", items.join(" · "))
-}
-
-/// The explanations section's HTML: notes, frames as tables, example images.
-pub(crate) fn explain_html(e: &ExplainSection) -> anyhow::Result<String> {
-    let mut h = String::new();
-    h.push_str(&notes_html(&e.notes));
-    for (title, df) in [
-        ("Explanation quality (ADCC metrics)", &e.quality),
-        ("UniCAM: distilled and residual knowledge", &e.unicam),
-        ("Teacher-student map agreement per class", &e.agreement),
-    ] {
-        if let Some(df) = df {
-            h.push_str(&format!("<h3>{title}</h3>"));
-            h.push_str(&notebook::table_with(df, usize::MAX).html);
+    fn render(&self, page: &mut Page) -> anyhow::Result<String> {
+        if let Some(first) = self.corpus_maps.first() {
+            page.data.insert(
+                "maps".into(),
+                json!({
+                    "methods": self.corpus_maps.iter().map(|m| m.method.clone()).collect::<Vec<_>>(),
+                    "h": first.h, "w": first.w,
+                    "t": self.corpus_maps.iter().map(|m| (m.method.clone(), json!(m.teacher))).collect::<serde_json::Map<_, _>>(),
+                    "s": self.corpus_maps.iter().map(|m| (m.method.clone(), json!(m.student))).collect::<serde_json::Map<_, _>>(),
+                }),
+            );
         }
+        let tables: Vec<(&str, String)> = [
+            ("Explanation quality (ADCC metrics)", &self.quality),
+            ("UniCAM: distilled and residual knowledge", &self.unicam),
+            ("Teacher-student map agreement per class", &self.agreement),
+        ]
+        .into_iter()
+        .filter_map(|(title, df)| df.as_ref().map(|df| (title, notebook::table_with(df, usize::MAX).html)))
+        .collect();
+        let examples: Vec<(&str, String)> =
+            self.examples.iter().map(|(c, img)| (c.as_str(), notebook::image(img).html())).collect();
+        let mut ctx = tera::Context::new();
+        ctx.insert("notes", &self.notes);
+        ctx.insert("tables", &tables);
+        ctx.insert("examples", &examples);
+        page.partial("explanations.html", self.anchor(), ctx)
     }
-    for (caption, img) in &e.examples {
-        h.push_str(&format!(
-            "<figure class=\"explain-example\">{}<figcaption>{}</figcaption></figure>",
-            notebook::image(img).html(),
-            notebook::escape(caption)
-        ));
-    }
-    Ok(h)
 }

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use crate::data::Dataset;
 use crate::metrics::Evaluation;
 use crate::notebook;
+use crate::report::{Page, Section};
 
 pub(crate) fn top5(probs: &[f32]) -> Vec<(usize, f32)> {
     let mut idx: Vec<usize> = (0..probs.len()).collect();
@@ -39,6 +40,27 @@ pub(crate) fn corpus(test: &Dataset, t: &Evaluation, s: &Evaluation, per_class: 
         }));
     }
     out
+}
+
+/// The image corpus section: `corpus` (from [`corpus`]) for the page script.
+pub struct Images {
+    pub corpus: Vec<Value>,
+    pub per_class: usize,
+}
+
+impl Section for Images {
+    fn anchor(&self) -> &str {
+        "corpus-sec"
+    }
+    fn nav(&self) -> &str {
+        "images"
+    }
+    fn render(&self, page: &mut Page) -> anyhow::Result<String> {
+        page.data.insert("corpus".into(), Value::Array(self.corpus.clone()));
+        let mut ctx = tera::Context::new();
+        ctx.insert("per_class", &self.per_class);
+        page.partial("images.html", self.anchor(), ctx)
+    }
 }
 
 #[cfg(test)]

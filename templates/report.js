@@ -1,160 +1,5 @@
-<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="generator" content="kdscope {{ version }}">
-<title>{{ title }}</title>
-<style>
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1250px; color: #222; padding: 0 1rem 3rem; }
-h1 { font-size: 1.6rem; margin: 1.5rem 0 .2rem; }
-h2 { font-size: 1.2rem; border-bottom: 1px solid #ddd; padding-bottom: .3rem; margin-top: 2.2rem; }
-.meta { color: #777; font-size: .85rem; }
-.bar { position: sticky; top: 0; background: #fff; border-bottom: 1px solid #ddd; padding: .5rem 0; z-index: 10; display: flex; gap: 1rem; align-items: center; flex-wrap: wrap; font-size: .9rem; }
-.bar a { color: #2a62a8; text-decoration: none; }
-table.kdscope-frame { border-collapse: collapse; font-size: .82rem; }
-table.kdscope-frame th, table.kdscope-frame td { border: 1px solid #ddd; padding: .2rem .5rem; text-align: right; }
-table.kdscope-frame th { background: #f4f4f4; cursor: pointer; user-select: none; }
-table.kdscope-frame td:first-child, table.kdscope-frame th:first-child { text-align: left; }
-table.kdscope-frame tr.selected td { background: #fff4c2; }
-td.neg { color: #b3261e; } td.pos { color: #1b7a36; }
-.row { display: flex; flex-wrap: wrap; gap: 1rem; }
-.row > div { flex: 1 1 380px; min-width: 0; }
-dl.hyper { display: grid; grid-template-columns: max-content auto; gap: .1rem 1rem; font-size: .9rem; }
-dl.hyper dt { color: #666; }
-#corpus { display: flex; flex-wrap: wrap; gap: 4px; margin-top: .6rem; }
-#corpus img { width: 64px; height: 64px; image-rendering: pixelated; cursor: pointer; border: 3px solid transparent; }
-#corpus img.sw { border-color: #e0a000; } #corpus img.tw.sw { border-color: #b3261e; }
-#panel { position: fixed; right: 1rem; top: 4rem; width: 360px; background: #fff; border: 1px solid #bbb; box-shadow: 0 4px 18px rgba(0,0,0,.18); padding: 1rem; display: none; z-index: 20; font-size: .85rem; max-height: 85vh; overflow-y: auto; }
-#panel img.big { width: 160px; height: 160px; image-rendering: pixelated; }
-#panel table { border-collapse: collapse; width: 100%; margin: .3rem 0 .8rem; }
-#panel td { padding: .1rem .3rem; }
-#panel .pbar { background: #4c78a8; height: .7rem; }
-#panel .truth td { font-weight: bold; }
-#panel button { float: right; }
-#panel .maps { display: flex; gap: 8px; margin: .4rem 0 .8rem; }
-#panel .maps figure { margin: 0; text-align: center; font-size: .75rem; }
-#panel .stack { position: relative; width: 150px; height: 150px; }
-#panel .stack img, #panel .stack canvas { position: absolute; left: 0; top: 0; width: 150px; height: 150px; image-rendering: pixelated; }
-#panel .stack canvas { opacity: .5; }
-figure.explain-example, figure.outlier { display: inline-block; margin: .3rem .6rem .3rem 0; font-size: .8rem; }
-figure.explain-example img, figure.outlier img { image-rendering: pixelated; }
-figure.outlier { width: 150px; vertical-align: top; }
-.emb-plot { height: 520px; }
-#emb-info { display: flex; gap: 1rem; align-items: flex-start; min-height: 110px; border: 1px solid #eee; padding: .5rem; font-size: .82rem; }
-#emb-info img { width: 96px; height: 96px; image-rendering: pixelated; }
-#emb-info table td { padding: 0 .4rem; }
-.legend { font-size: .8rem; color: #555; }
-.scroll { overflow-x: auto; max-width: 100%; }
-pre.appendix { background: #f7f7f7; padding: 1rem; overflow-x: auto; font-size: .78rem; }
-</style>
-<script type="text/javascript">
-window.addEventListener("error", function (e) {
-  var d = document.documentElement;
-  d.setAttribute("data-js-errors", (d.getAttribute("data-js-errors") || "") + e.message + ";");
-});
-</script>
-<script type="text/javascript">{{ plotly_js | safe }}</script>
-</head>
-<body>
-<h1>{{ title }}</h1>
-<div class="meta">written by kdscope {{ version }} · {{ dataset }} · {{ images }} test images</div>
-
-<div class="bar">
-  <label>Superclass <select id="sel-super"><option value="-1">all</option></select></label>
-  <a href="#overview">overview</a> <a href="#superclasses">superclasses</a> <a href="#confusion">confusion</a>
-  <a href="#corpus-sec">images</a> {% if extra %}<a href="#experiments">experiments</a> {% endif %}{% if explain_html %}<a href="#explanations">explanations</a> {% endif %}{% if embed_html %}<a href="#embeddings">embeddings</a> {% endif %}<a href="#curves">training</a> <a href="#appendix">reproducibility</a>
-</div>
-
-<h2 id="overview">Models</h2>
-<div class="scroll">{{ overall_html | safe }}</div>
-<div class="row" style="margin-top:1rem">
-<div>
-<dl class="hyper">
-<dt>teacher</dt><dd>{{ teacher }}</dd>
-<dt>student</dt><dd>{{ student }}</dd>
-<dt>KD method</dt><dd>{{ method }}</dd>
-{% for h in hyper %}<dt>{{ h[0] }}</dt><dd>{{ h[1] }}</dd>
-{% endfor %}
-</dl>
-</div>
-</div>
-
-{% if extra %}
-<h2 id="experiments">Experiments</h2>
-{% for b in extra %}<h3>{{ b.heading }}</h3>
-{% if b.text %}<p class="legend">{{ b.text }}</p>{% endif %}{% if b.pre %}<pre>{{ b.pre }}</pre>{% endif %}{{ b.html | safe }}
-{% endfor %}
-{% endif %}
-
-<h2 id="superclasses">Superclasses</h2>
-<p class="legend">Each sector is a superclass; the outer ring is the teacher, the inner ring the student (bar length = metric, 0 to 1).
-Click a sector to select its superclass.</p>
-<div class="row">
-{% for c in polar_charts %}<div>{{ c | safe }}</div>
-{% endfor %}
-</div>
-<p class="legend">Teacher vs student per superclass (deltas = student − teacher; click a header to sort).</p>
-<div id="super-table" class="scroll">{{ super_table | safe }}</div>
-<p class="legend" style="margin-top:1.2rem">Teacher vs student per class.</p>
-<div id="class-table" class="scroll">{{ class_table | safe }}</div>
-
-<h2 id="confusion">Confusion matrices</h2>
-<p class="legend">Rows: true class, columns: predicted class, colour: share of the true class's images; classes grouped by superclass
-(lines mark the groups). Selecting a superclass highlights its rows and columns in both matrices and greys the rest.</p>
-<div class="row">
-<div>{{ cm_teacher | safe }}</div>
-<div>{{ cm_student | safe }}</div>
-</div>
-
-<h2 id="corpus-sec">Test images</h2>
-<div class="bar" style="position:static;border:0">
-  <label>Class <select id="sel-class"><option value="-1">all</option></select></label>
-  <label>Show <select id="sel-which">
-    <option value="all">all images</option>
-    <option value="sw">student wrong</option>
-    <option value="tw">teacher wrong</option>
-    <option value="sw-tr">student wrong, teacher right</option>
-    <option value="tw-sr">teacher wrong, student right</option>
-  </select></label>
-  <span id="corpus-count" class="legend"></span>
-</div>
-<p class="legend">A sample of {{ per_class }} test images per class. Orange frame: the student is wrong; red: both are wrong. Click an image for both models' top-5.</p>
-<div id="corpus"></div>
-<div id="panel"></div>
-
-{% if explain_html %}
-<h2 id="explanations">Explanations</h2>
-<p class="legend">What each model looks at. Quality metrics after Poppi et al. 2021 (lower Average Drop and Complexity, higher Increase in Confidence, Coherency and ADCC are better); agreement compares the teacher's and the student's maps of the same image (Spearman rank correlation over pixels, IoU of the top pixels). Click a test image above for both models' maps.</p>
-{{ explain_html | safe }}
-{% endif %}
-
-{% if embed_html %}
-<h2 id="embeddings">Embeddings</h2>
-<p class="legend">Each point is a test image. DarkSight (Xu et al. 2018) places it so that a Naive-Bayes classifier on the plane reproduces the model's
-full prediction vector: nearby clusters are confusable classes, points between clusters have mixed predictions, isolated points are
-predictions not to trust. t-SNE of the probabilities, logits and penultimate features are the baselines. Teacher left, student right;
-hover or click a point for its image and both models' top predictions.</p>
-<div class="bar" style="position:static;border:0">
-  <label>Embedding <select id="emb-method"></select></label>
-  <label>Colour <select id="emb-colour">
-    <option value="class">predicted class</option>
-    <option value="kde">KDE confidence (log density)</option>
-    <option value="correct">correct / wrong</option>
-  </select></label>
-</div>
-<div class="row"><div><div id="emb-plot-0" class="emb-plot"></div></div><div><div id="emb-plot-1" class="emb-plot"></div></div></div>
-<div id="emb-info"><span class="legend">Hover or click a point.</span></div>
-{{ embed_html | safe }}
-{% endif %}
-
-<h2 id="curves">Training</h2>
-{{ curves | safe }}
-
-<h2 id="appendix">Reproducibility</h2>
-<pre class="appendix">{{ appendix }}</pre>
-
-<script type="application/json" id="kd-data">{{ data_json | safe }}</script>
-<script type="text/javascript">
+// The page script of every kdscope report. Each part works on the elements and data its section put on
+// the page (ids, and keys of the page data) and does nothing where the section is absent.
 // Runs after the charts' own DOMContentLoaded handlers (registered earlier), so they are drawn.
 document.addEventListener("DOMContentLoaded", function () {
   "use strict";
@@ -163,22 +8,25 @@ document.addEventListener("DOMContentLoaded", function () {
   var selClass = document.getElementById("sel-class");
   var selWhich = document.getElementById("sel-which");
   function opt(sel, value, text) { var o = document.createElement("option"); o.value = value; o.textContent = text; sel.appendChild(o); }
-  D.supers.forEach(function (s, g) { opt(selSuper, g, s); });
+  var supers = D.supers || [], classes = D.classes || [], classSuper = D.class_super || [];
+  if (selSuper) supers.forEach(function (s, g) { opt(selSuper, g, s); });
+  function superValue() { return selSuper ? +selSuper.value : -1; }
 
   function fillClasses() {
-    var g = +selSuper.value;
+    if (!selClass) return;
+    var g = superValue();
     while (selClass.options.length > 1) selClass.remove(1);
-    D.classes.forEach(function (c, k) { if (g < 0 || D.class_super[k] === g) opt(selClass, k, c); });
+    classes.forEach(function (c, k) { if (g < 0 || classSuper[k] === g) opt(selClass, k, c); });
   }
 
   // Confusion matrices: trace 0 is grey (everything), trace 1 is coloured (the selection).
   function highlight() {
-    var g = +selSuper.value;
+    var g = superValue();
     ["kd-cm-teacher", "kd-cm-student"].forEach(function (id) {
       var el = document.getElementById(id);
-      if (!el || !window.Plotly || !el.data) return;
+      if (!el || typeof Plotly === "undefined" || !el.data || !D.cm) return;
       var z = D.cm[id];
-      var inSel = D.order.map(function (k) { return g < 0 || D.class_super[k] === g; });
+      var inSel = D.order.map(function (k) { return g < 0 || classSuper[k] === g; });
       var z2 = z.map(function (row, i) { return row.map(function (v, j) { return (inSel[i] || inSel[j]) ? v : null; }); });
       Plotly.restyle(el, { z: [z2] }, [1]);
     });
@@ -186,17 +34,18 @@ document.addEventListener("DOMContentLoaded", function () {
       tr.classList.toggle("selected", g >= 0 && tr.dataset.row === String(g));
     });
     document.querySelectorAll("#class-table tbody tr").forEach(function (tr) {
-      tr.classList.toggle("selected", g >= 0 && D.class_super[+tr.dataset.row] === g);
+      tr.classList.toggle("selected", g >= 0 && classSuper[+tr.dataset.row] === g);
     });
   }
 
   // Image corpus.
   var corpus = document.getElementById("corpus");
-  var imgs = D.corpus.map(function (it, n) {
+  var items = corpus ? (D.corpus || []) : [];
+  var imgs = items.map(function (it, n) {
     var im = document.createElement("img");
     im.src = "data:image/png;base64," + it.png;
-    im.alt = D.classes[it.c];
-    im.title = D.classes[it.c];
+    im.alt = classes[it.c];
+    im.title = classes[it.c];
     if (it.t[0][0] !== it.c) im.classList.add("tw");
     if (it.s[0][0] !== it.c) im.classList.add("sw");
     im.addEventListener("click", function () { show(n); });
@@ -204,15 +53,16 @@ document.addEventListener("DOMContentLoaded", function () {
     return im;
   });
   function filter() {
-    var g = +selSuper.value, k = +selClass.value, w = selWhich.value, shown = 0;
-    D.corpus.forEach(function (it, n) {
+    if (!corpus) return;
+    var g = superValue(), k = +selClass.value, w = selWhich.value, shown = 0;
+    items.forEach(function (it, n) {
       var tw = it.t[0][0] !== it.c, sw = it.s[0][0] !== it.c;
-      var ok = (g < 0 || D.class_super[it.c] === g) && (k < 0 || it.c === k) &&
+      var ok = (g < 0 || classSuper[it.c] === g) && (k < 0 || it.c === k) &&
         (w === "all" || (w === "sw" && sw) || (w === "tw" && tw) || (w === "sw-tr" && sw && !tw) || (w === "tw-sr" && tw && !sw));
       imgs[n].style.display = ok ? "" : "none";
       shown += ok ? 1 : 0;
     });
-    document.getElementById("corpus-count").textContent = shown + " of " + D.corpus.length + " images";
+    document.getElementById("corpus-count").textContent = shown + " of " + items.length + " images";
   }
   function topTable(title, top, truth) {
     var t = document.createElement("table");
@@ -220,7 +70,7 @@ document.addEventListener("DOMContentLoaded", function () {
     top.forEach(function (p) {
       var tr = document.createElement("tr");
       if (p[0] === truth) tr.className = "truth";
-      var a = document.createElement("td"); a.textContent = D.classes[p[0]];
+      var a = document.createElement("td"); a.textContent = classes[p[0]];
       var b = document.createElement("td"); b.textContent = (100 * p[1]).toFixed(1) + " %"; b.style.textAlign = "right";
       var c = document.createElement("td"); c.style.width = "40%";
       var bar = document.createElement("div"); bar.className = "pbar"; bar.style.width = (100 * p[1]) + "%"; c.appendChild(bar);
@@ -236,7 +86,7 @@ document.addEventListener("DOMContentLoaded", function () {
     panel.appendChild(close);
     var big = document.createElement("img"); big.className = "big"; big.src = imgs[n].src; panel.appendChild(big);
     var p = document.createElement("p");
-    p.textContent = "image #" + it.i + " · true: " + D.classes[it.c] + " (" + D.supers[D.class_super[it.c]] + ")";
+    p.textContent = "image #" + it.i + " · true: " + classes[it.c] + " (" + supers[classSuper[it.c]] + ")";
     panel.appendChild(p);
     panel.appendChild(topTable("teacher (" + D.teacher + ") top-5", it.t, it.c));
     panel.appendChild(topTable("student (" + D.student + ") top-5", it.s, it.c));
@@ -294,7 +144,7 @@ document.addEventListener("DOMContentLoaded", function () {
   var PALETTE = ["#1f77b4","#ff7f0e","#2ca02c","#d62728","#9467bd","#8c564b","#e377c2","#7f7f7f","#bcbd22","#17becf",
                  "#aec7e8","#ffbb78","#98df8a","#ff9896","#c5b0d5","#c49c94","#f7b6d2","#c7c7c7","#dbdb8d","#9edae5"];
   var corpusByIndex = {};
-  D.corpus.forEach(function (it, n) { corpusByIndex[it.i] = n; });
+  items.forEach(function (it, n) { corpusByIndex[it.i] = n; });
   function thumb(i) {
     if (corpusByIndex[i] !== undefined) return "data:image/png;base64," + D.corpus[corpusByIndex[i]].png;
     return E.thumbs[i] ? "data:image/png;base64," + E.thumbs[i] : "";
@@ -313,7 +163,7 @@ document.addEventListener("DOMContentLoaded", function () {
     var im = document.createElement("img"); im.src = thumb(i); box.appendChild(im);
     var txt = document.createElement("div");
     var p = document.createElement("p");
-    p.textContent = "image #" + i + " · true: " + D.classes[top[0]] + " · " + E.models[side] + " (" + selMethod.value +
+    p.textContent = "image #" + i + " · true: " + classes[top[0]] + " · " + E.models[side] + " (" + selMethod.value +
       "), log density " + set.k[n];
     txt.appendChild(p);
     txt.appendChild(topTable("teacher (" + D.teacher + ")", top[1].slice(0, 3), top[0]));
@@ -329,7 +179,7 @@ document.addEventListener("DOMContentLoaded", function () {
       else if (how === "correct") { marker.color = set.c.map(function (c) { return c ? "#9ecae1" : "#d62728"; }); }
       else { marker.color = set.p.map(function (c) { return PALETTE[c % PALETTE.length]; }); }
       var trace = { type: hasGL ? "scattergl" : "scatter", mode: "markers", x: set.x, y: set.y, marker: marker,
-        text: set.p.map(function (c, n) { return "#" + set.i[n] + " predicted " + D.classes[c]; }),
+        text: set.p.map(function (c, n) { return "#" + set.i[n] + " predicted " + classes[c]; }),
         hovertemplate: "%{text}<extra></extra>" };
       var layout = { title: { text: E.models[side] + ": " + selMethod.value }, showlegend: false,
         xaxis: { showticklabels: false, zeroline: false }, yaxis: { showticklabels: false, zeroline: false, scaleanchor: "x" },
@@ -343,7 +193,7 @@ document.addEventListener("DOMContentLoaded", function () {
       }
     });
   }
-  if (E && window.Plotly) {
+  if (E && typeof Plotly !== "undefined") {
     E.methods.forEach(function (m) { opt(selMethod, m, m); });
     selMethod.addEventListener("change", drawEmb);
     selColour.addEventListener("change", drawEmb);
@@ -380,31 +230,28 @@ document.addEventListener("DOMContentLoaded", function () {
 
   // Clicking a polar sector selects its superclass.
   document.querySelectorAll("[id^=kd-polar]").forEach(function (el) {
-    if (el.on) el.on("plotly_click", function (ev) {
-      var g = D.supers.indexOf(ev.points[0].theta);
+    if (el.on && selSuper) el.on("plotly_click", function (ev) {
+      var g = supers.indexOf(ev.points[0].theta);
       if (g >= 0) { selSuper.value = String(g); selSuper.dispatchEvent(new Event("change")); }
     });
   });
 
-  selSuper.addEventListener("change", function () { fillClasses(); highlight(); filter(); });
-  selClass.addEventListener("change", filter);
-  selWhich.addEventListener("change", filter);
+  if (selSuper) selSuper.addEventListener("change", function () { fillClasses(); highlight(); filter(); });
+  if (selClass) selClass.addEventListener("change", filter);
+  if (selWhich) selWhich.addEventListener("change", filter);
   fillClasses(); filter();
   // A link can preselect a superclass: report.html#super=<name or index> ...
   var m = /super=([^&]+)/.exec(location.hash);
-  if (m) {
-    var want = decodeURIComponent(m[1]), g = D.supers.indexOf(want);
+  if (m && selSuper) {
+    var want = decodeURIComponent(m[1]), g = supers.indexOf(want);
     if (g < 0 && /^[0-9]+$/.test(want)) g = +want;
-    if (g >= 0 && g < D.supers.length) { selSuper.value = String(g); selSuper.dispatchEvent(new Event("change")); }
+    if (g >= 0 && g < supers.length) { selSuper.value = String(g); selSuper.dispatchEvent(new Event("change")); }
   }
   // ... and open an image's panel: #image=<position in the corpus>.
   var mi = /image=([0-9]+)/.exec(location.hash);
-  if (mi && +mi[1] < D.corpus.length) show(+mi[1]);
+  if (mi && +mi[1] < items.length) show(+mi[1]);
   // ... and show an embedded point: #emb=<side 0|1>:<position>.
   var me = /emb=([01]):([0-9]+)/.exec(location.hash);
   if (me && E) embInfo(+me[1], +me[2]);
   document.documentElement.setAttribute("data-ready", "1");
 });
-</script>
-</body>
-</html>
