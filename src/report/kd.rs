@@ -11,12 +11,16 @@ use anyhow::ensure;
 
 use super::charts::{confusion_chart, polar_chart};
 pub use super::charts::{embedding_scatter, fidelity_chart, rejection_chart, superclass_polar};
+use super::sections::confusion::Confusion;
 pub use super::sections::embeddings::EmbedSection;
 use super::sections::embeddings::Embeddings;
 pub use super::sections::explanations::{CorpusMaps, ExplainSection};
 pub use super::sections::images::corpus_indices;
 use super::sections::images::{corpus, Images};
-use super::sections::teacher_student::{Confusion, Models, Names, Superclasses, Training};
+use super::sections::models::Models;
+use super::sections::superclasses::Superclasses;
+use super::sections::teacher_student::Names;
+use super::sections::training::Training;
 use super::{Report, Section};
 use crate::data::{Dataset, Hierarchy};
 use crate::metrics::{self, Evaluation};
