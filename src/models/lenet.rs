@@ -68,5 +68,5 @@ crate::network!(LeNet, |_net| Facts {
 
 /// LeNet-5 (MNIST) in the registry.
 pub const FAMILY: Family = Family::fixed("lenet5", &["lenet", "lenet_5"], 1, |_, s, rng, in_ch, classes| {
-    Ok(Box::new(LeNet::new(s, rng, in_ch, classes)))
+    Ok(LeNet::new(s, rng, in_ch, classes).into())
 });

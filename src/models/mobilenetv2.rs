@@ -146,5 +146,5 @@ crate::network!(MobileNetV2, |_net| Facts {
 /// MobileNetV2 (`mobile_half`) in the registry.
 pub const FAMILY: Family =
     Family::fixed("mobilenetv2", &["mobile_half", "mobilenet_v2"], 3, |_, s, rng, in_ch, classes| {
-        Ok(Box::new(MobileNetV2::new(s, rng, in_ch, classes)))
+        Ok(MobileNetV2::new(s, rng, in_ch, classes).into())
     });

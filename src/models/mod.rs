@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use network::{numbered_stages, Facts, ModelTape, Network};
-pub use registry::{zoo, zoo_table, Arch, Family, FAMILIES};
+pub use registry::{zoo, zoo_table, Arch, Body, Family, FAMILIES};
 
 use crate::nn::ops::{grad_probe, grad_probe_cut, GradProbe};
 use crate::nn::{Dev, Shape4, Store, Tracked, Var};
@@ -160,7 +160,7 @@ impl FeatureLayout {
 pub struct Model {
     pub spec: ModelSpec,
     pub store: Store,
-    body: Box<dyn Network>,
+    body: Body,
 }
 
 impl Model {
@@ -192,14 +192,14 @@ impl Model {
 
     /// The name of the final linear classifier (`fc`, `classifier` for VGGs, …).
     pub fn classifier_name(&self) -> &'static str {
-        self.body.facts().classifier
+        self.body.net().facts().classifier
     }
 
     /// The last convolutional feature map (the one CAM-style explanations weight), and whether the
     /// classifier reads its global average directly (what CAM needs; LeNet's fully connected head
     /// does not).
     pub fn last_conv_tap(&self) -> (&'static str, bool) {
-        self.body.facts().last_conv
+        self.body.net().facts().last_conv
     }
 
     /// For each stage of [`feature_layout`](Model::feature_layout), the batch norm whose output feeds
@@ -208,14 +208,14 @@ impl Model {
     /// pre-activations concatenate an un-normalised half) and LeNet (no batch norm) have none, as in
     /// mdistiller.
     pub fn bn_before_relu(&self) -> anyhow::Result<Vec<String>> {
-        self.body.facts().bn_before_relu.ok_or_else(|| {
+        self.body.net().facts().bn_before_relu.ok_or_else(|| {
             anyhow::anyhow!("{} has no batch norm before each stage's ReLU (OFD cannot use it as teacher)", self.name())
         })
     }
 
     /// Names of the post-activation and pre-activation taps of each stage after the stem.
     fn stage_taps(&self) -> Vec<(String, String)> {
-        self.body.facts().stages
+        self.body.net().facts().stages
     }
 
     /// The stage layout for inputs of `height × width` (one evaluation-mode forward pass of a blank
@@ -251,7 +251,7 @@ impl Model {
             x.shape
         );
         let mut feats = Features::new(features);
-        let logits = T::run(self.body.as_ref(), &self.store, x, train, &mut feats);
+        let logits = T::run(self.body.net(), &self.store, x, train, &mut feats);
         Outputs { logits, features: feats }
     }
 
@@ -273,7 +273,7 @@ impl Model {
         let mut feats = Features::new(true);
         feats.probe_names = taps.iter().map(|t| t.to_string()).collect();
         feats.cut = cut;
-        let logits = <Tracked as ModelTape>::run(self.body.as_ref(), &self.store, x, train, &mut feats);
+        let logits = <Tracked as ModelTape>::run(self.body.net(), &self.store, x, train, &mut feats);
         for t in taps {
             anyhow::ensure!(
                 feats.probes.iter().any(|(n, _)| n == t),

@@ -1,5 +1,6 @@
 //! The architecture registry: one [`Family`] per architecture file (name, aliases, parser of sized names
-//! such as `resnet56` or `wrn_40_2`, constructor), listed once in [`FAMILIES`]. [`Arch`] parsing,
+//! such as `resnet56` or `wrn_40_2`, constructor), listed once in `architectures!` below (which makes
+//! [`FAMILIES`] and the [`Body`] variant). [`Arch`] parsing,
 //! display, [`zoo`] (what `kdscope info` lists) and the errors naming the valid architectures all derive
 //! from that table, so adding an architecture is one new file and one line here.
 use std::fmt;
@@ -16,7 +17,7 @@ use crate::nn::Store;
 pub type ParseFn = fn(&str) -> Option<anyhow::Result<String>>;
 
 /// A family's constructor: `(canonical name, store, rng, in_channels, classes)` → the network.
-pub type BuildFn = fn(&str, &mut Store, &mut ChaCha8Rng, usize, usize) -> anyhow::Result<Box<dyn Network>>;
+pub type BuildFn = fn(&str, &mut Store, &mut ChaCha8Rng, usize, usize) -> anyhow::Result<Body>;
 
 /// A family of architectures as the registry knows it.
 pub struct Family {
@@ -72,16 +73,45 @@ impl Family {
     }
 }
 
-/// Every architecture family, one line each.
-pub const FAMILIES: &[&Family] = &[
-    &super::resnet::FAMILY,
-    &super::wrn::FAMILY,
-    &super::vgg::FAMILY,
-    &super::mobilenetv2::FAMILY,
-    &super::shufflenetv1::FAMILY,
-    &super::shufflenetv2::FAMILY,
-    &super::lenet::FAMILY,
-];
+/// Declares every architecture once: the [`Body`] variant that holds it and its [`Family`] in
+/// [`FAMILIES`].
+macro_rules! architectures {
+    ($($variant:ident($ty:ty) = $family:expr;)*) => {
+        /// A model's network, one variant per architecture. Calls go through [`Body::net`], a `match`
+        /// compiled where the model is used, not through a vtable stored with the model: evcxr links a
+        /// copy of kdscope into every notebook cell, and a vtable kept from the cell that built a model
+        /// would run that cell's copy of the ops, with that copy's statics (dfdx's tensor ids, the
+        /// frozen-parameter and guided-ReLU switches) while the calling cell uses its own.
+        pub enum Body {
+            $($variant($ty),)*
+        }
+        $(impl From<$ty> for Body {
+            fn from(n: $ty) -> Self {
+                Body::$variant(n)
+            }
+        })*
+        impl Body {
+            /// The network as the [`Network`] trait.
+            pub fn net(&self) -> &dyn Network {
+                match self {
+                    $(Body::$variant(n) => n,)*
+                }
+            }
+        }
+        /// Every architecture family, one line each.
+        pub const FAMILIES: &[&Family] = &[$(&$family,)*];
+    };
+}
+
+architectures! {
+    ResNet(super::resnet::ResNet) = super::resnet::FAMILY;
+    Wrn(super::wrn::Wrn) = super::wrn::FAMILY;
+    Vgg(super::vgg::Vgg) = super::vgg::FAMILY;
+    MobileNetV2(super::mobilenetv2::MobileNetV2) = super::mobilenetv2::FAMILY;
+    ShuffleV1(super::shufflenetv1::ShuffleNetV1) = super::shufflenetv1::FAMILY;
+    ShuffleV2(super::shufflenetv2::ShuffleNetV2) = super::shufflenetv2::FAMILY;
+    LeNet5(super::lenet::LeNet) = super::lenet::FAMILY;
+}
 
 /// Every architecture of the zoo by name, as `kdscope info` lists them.
 pub fn zoo() -> Vec<&'static str> {
@@ -127,7 +157,7 @@ impl Arch {
         rng: &mut ChaCha8Rng,
         in_channels: usize,
         classes: usize,
-    ) -> anyhow::Result<Box<dyn Network>> {
+    ) -> anyhow::Result<Body> {
         anyhow::ensure!(in_channels > 0 && classes > 0, "{}: input channels and classes must be positive", self.name);
         (self.family().build)(&self.name, store, rng, in_channels, classes)
     }

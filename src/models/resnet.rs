@@ -129,6 +129,6 @@ pub const FAMILY: Family = Family::sized(
     parse,
     |name, s, rng, in_ch, classes| {
         let (depth, x4) = size(name).context("not a ResNet name")??;
-        Ok(Box::new(ResNet::new(s, rng, depth, x4, in_ch, classes)))
+        Ok(ResNet::new(s, rng, depth, x4, in_ch, classes).into())
     },
 );

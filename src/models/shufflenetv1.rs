@@ -116,5 +116,5 @@ crate::network!(ShuffleNetV1, |_net| Facts {
 /// ShuffleNet (v1, `ShuffleV1`) in the registry.
 pub const FAMILY: Family =
     Family::fixed("shufflev1", &["shufflenetv1", "shufflenet_v1", "shufflenet"], 3, |_, s, rng, in_ch, classes| {
-        Ok(Box::new(ShuffleNetV1::new(s, rng, in_ch, classes)))
+        Ok(ShuffleNetV1::new(s, rng, in_ch, classes).into())
     });

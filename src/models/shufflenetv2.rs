@@ -157,5 +157,5 @@ crate::network!(ShuffleNetV2, |_net| Facts {
 /// ShuffleNetV2 (`ShuffleV2`) in the registry.
 pub const FAMILY: Family =
     Family::fixed("shufflev2", &["shufflenetv2", "shufflenet_v2"], 3, |_, s, rng, in_ch, classes| {
-        Ok(Box::new(ShuffleNetV2::new(s, rng, in_ch, classes)))
+        Ok(ShuffleNetV2::new(s, rng, in_ch, classes).into())
     });

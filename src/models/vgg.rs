@@ -108,6 +108,6 @@ pub const FAMILY: Family = Family::sized(
     parse,
     |name, s, rng, in_ch, classes| {
         let depth = size(name).context("not a VGG name")??;
-        Ok(Box::new(Vgg::new(s, rng, depth, in_ch, classes)))
+        Ok(Vgg::new(s, rng, depth, in_ch, classes).into())
     },
 );

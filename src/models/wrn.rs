@@ -131,6 +131,6 @@ pub const FAMILY: Family = Family::sized(
     parse,
     |name, s, rng, in_ch, classes| {
         let (depth, widen) = size(name).context("not a WRN name")??;
-        Ok(Box::new(Wrn::new(s, rng, depth, widen, in_ch, classes)))
+        Ok(Wrn::new(s, rng, depth, widen, in_ch, classes).into())
     },
 );
