@@ -20,7 +20,6 @@ pub mod pipeline;
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 pub use frames::{evaluate_model, history_frame, summary_frame, training_curves};
@@ -172,14 +171,8 @@ impl Recipe {
 
     /// Trains `model` (built by [`Recipe::build`]) and evaluates it on `data.test`.
     pub fn fit(&self, mut model: Model, teacher: Option<&Model>, data: &DataSplit) -> anyhow::Result<Run> {
+        // `train::fit` refuses a distillation method without a teacher and ignores the teacher of `ce`.
         let mut method = distill::by_name_with(&self.method, &self.params)?;
-        let teacher = if method.needs_teacher() {
-            Some(teacher.with_context(|| {
-                format!("method '{}' needs a teacher: call Recipe::distill(&teacher, &data)", self.method)
-            })?)
-        } else {
-            None
-        };
         let name = self.run_name();
         let opts = RunOptions {
             label: name.clone(),

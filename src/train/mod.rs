@@ -188,6 +188,7 @@ pub fn fit(
             history = state;
         }
     }
+    let features = distill.as_ref().is_some_and(|(d, _)| d.needs_features());
     let start = history.epochs.len();
     let end = opts.stop_after.map_or(cfg.epochs, |s| s.min(cfg.epochs));
     for epoch in start..end {
@@ -205,7 +206,6 @@ pub fn fit(
         let aug_seed = cfg.seed.wrapping_mul(0x5851_F42D_4C95_7F2D).wrapping_add(epoch as u64);
         for idx in &batches {
             let b = make_batch(&data.train, idx, Some((cfg.augment, aug_seed)));
-            let features = distill.as_ref().is_some_and(|(d, _)| d.needs_features());
             let t_out = distill.as_ref().map(|(_, t)| t.forward_with(b.x.detach(), false, features));
             let s_out = student.forward_with(b.x.traced_input(), true, features);
             correct += crate::predictions::count_correct(s_out.logits.data(), student.spec.num_classes, &b.labels);
