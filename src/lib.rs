@@ -11,6 +11,7 @@ pub mod distill;
 pub mod embed;
 pub mod explain;
 pub mod grid;
+pub mod interop;
 pub mod io;
 pub mod metrics;
 pub mod models;

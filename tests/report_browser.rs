@@ -158,3 +158,60 @@ fn report_renders_offline_in_chromium() {
     let png = std::fs::read(dir.join("report.png")).expect("screenshot written");
     assert!(png.len() > 10_000 && png.starts_with(b"\x89PNG"));
 }
+
+/// `kdscope report` from `.npy` logits made elsewhere (no models, no images): every chart that needs no
+/// model renders offline, the page script runs without errors, and the page says why explanations are
+/// missing.
+#[test]
+fn report_from_logits_renders_offline_in_chromium() {
+    let Some(bin) = chromium() else {
+        if std::env::var("KDSCOPE_SKIP_BROWSER").is_ok() {
+            return;
+        }
+        panic!("no Chromium found: apt-get install chromium (or set KDSCOPE_CHROMIUM / KDSCOPE_SKIP_BROWSER=1)");
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-browser-logits");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import");
+    let names = dir.join("classes.txt");
+    std::fs::write(&names, (0..10).map(|c| format!("c{c}\n")).collect::<String>()).unwrap();
+    let hierarchy = dir.join("hierarchy.csv");
+    std::fs::write(
+        &hierarchy,
+        (0..10).map(|c| format!("c{c},{}\n", if c < 5 { "low" } else { "high" })).collect::<String>(),
+    )
+    .unwrap();
+    let out = dir.join("report.html");
+    let status = Command::new(env!("CARGO_BIN_EXE_kdscope"))
+        .args(["report", "--teacher-logits"])
+        .arg(fx.join("teacher_logits.npy"))
+        .arg("--student-logits")
+        .arg(fx.join("student_logits.npy"))
+        .arg("--labels")
+        .arg(fx.join("labels.npy"))
+        .arg("--class-names")
+        .arg(&names)
+        .arg("--hierarchy")
+        .arg(&hierarchy)
+        .args(["--embed", "--embed-points", "40", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let url = format!("file://{}", out.canonicalize().unwrap().display());
+    let dom = String::from_utf8_lossy(&browser(&bin, &dir.join("profile"), &["--dump-dom"], &url).stdout).to_string();
+    std::fs::write(dir.join("dom.html"), &dom).unwrap();
+    assert!(dom.contains("data-ready=\"1\""), "the page script did not finish");
+    let errors = dom.split("data-js-errors=\"").nth(1).map(|e| e.split('"').next().unwrap_or("").to_string());
+    assert!(errors.is_none(), "script errors: {errors:?}");
+    for id in
+        ["kd-polar-recall", "kd-cm-teacher", "kd-cm-student", "emb-plot-0", "emb-plot-1", "kd-reject-0", "kd-fidelity"]
+    {
+        let start = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("{id} missing"));
+        assert!(dom[start..].contains("main-svg"), "chart {id} did not render");
+    }
+    assert!(dom.contains(">low<") && dom.contains(">high<"), "the hierarchy's superclasses");
+    assert!(!dom.contains("id=\"corpus\""), "no image corpus without images");
+    assert!(dom.contains("explanations need a model"));
+}

@@ -198,17 +198,31 @@ struct ZooReference {
     models: std::collections::BTreeMap<String, ZooModelReference>,
 }
 
-fn zoo_reference() -> ZooReference {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoo_reference.json");
+fn fixture_json<T: serde::de::DeserializeOwned>(file: &str) -> T {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(file);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn zoo_reference() -> ZooReference {
+    fixture_json("zoo_reference.json")
+}
+
+/// `tests/fixtures/make_interop_reference.py`: the architectures added for PyTorch interop.
+#[derive(serde::Deserialize)]
+struct InteropReference {
+    /// Per architecture, parameter counts by number of classes.
+    param_counts: std::collections::BTreeMap<String, std::collections::BTreeMap<String, usize>>,
+    models: std::collections::BTreeMap<String, ZooModelReference>,
 }
 
 /// `tests/fixtures/make_zoo_reference.py`: MobileNetV2, ShuffleV1/V2 and LeNet-5 with formula weights
 /// and input against float64 PyTorch: eval logits, eval-mode loss and every gradient norm, the
 /// training-mode loss and every running statistic after it.
 fn check_zoo_model(arch: &str) {
-    let r = zoo_reference();
-    let m = &r.models[arch];
+    check_reference_model(&zoo_reference().models[arch], arch);
+}
+
+fn check_reference_model(m: &ZooModelReference, arch: &str) {
     let shape = Shape4::new(m.shape[0], m.shape[1], m.shape[2], m.shape[3]);
     let input: Vec<f32> = (0..shape.numel()).map(|i| (1.5 * (0.7 * i as f64 + 0.3).sin()) as f32).collect();
     let model = formula_model(arch, shape.c);
@@ -235,15 +249,25 @@ fn check_zoo_model(arch: &str) {
     assert_eq!(model.store.bns.len() * 2, m.running.len(), "{arch}: number of running statistics");
     // Same amplification as the loss: within three times the worst relative deviation of PyTorch's
     // own float32 statistics in this network (1e-4 to 4e-3), or 1e-5.
+    // In tv_resnet50 (a batch of 4 through 53 training-mode batch norms, formula weights) the statistics
+    // of layer3 and layer4 are ill-conditioned: PyTorch's own float32 values are up to 5 % off its
+    // float64 ones there, and its float32 kernels with and without oneDNN disagree by 7 % on
+    // layer4.0.bn1's batch variance. Only the stem, layer1 and layer2 are compared there (the eval-mode
+    // logits, loss and every gradient above cover the whole network).
+    let ill = |k: &str| arch == "tv_resnet50" && (k.starts_with("layer3") || k.starts_with("layer4"));
     let worst = m
         .running
         .iter()
+        .filter(|(k, _)| !ill(k))
         .map(|(k, [_, norm])| (m.running_f32[k][1] - norm).abs() / norm.max(1e-12))
         .fold(1e-5 / 3.0, f64::max);
     for bn in &model.store.bns {
         let st = bn.stats.lock().unwrap();
         for (kind, v) in [("running_mean", &st.mean), ("running_var", &st.var)] {
             let key = format!("{}.{kind}", bn.prefix);
+            if ill(&key) {
+                continue;
+            }
             let [sum, norm] = m.running[&key];
             let got_sum: f64 = v.iter().map(|&x| x as f64).sum();
             let got_norm = v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
@@ -283,5 +307,39 @@ fn zoo_parameter_counts_match_pytorch() {
     for (arch, &want) in &r.param_counts_100 {
         let m = Model::build(arch, 100, 0).unwrap();
         assert_eq!(m.num_params(), want, "{arch}");
+    }
+}
+
+/// CIFAR ResNet-18 (mdistiller's resnetv2, written after its description) against float64 PyTorch.
+#[test]
+fn resnetv2_18_matches_pytorch() {
+    let r: InteropReference = fixture_json("interop_reference.json");
+    check_reference_model(&r.models["resnetv2_18"], "resnetv2_18");
+}
+
+/// torchvision's own ResNet-18 at 32 px (the 7x7 stem, max-pool and a 1x1 last stage).
+#[test]
+fn tv_resnet18_matches_torchvision() {
+    let r: InteropReference = fixture_json("interop_reference.json");
+    check_reference_model(&r.models["tv_resnet18"], "tv_resnet18");
+}
+
+/// torchvision's own ResNet-50 (bottlenecks, stride on the 3x3 convolution) at 64 px.
+#[test]
+fn tv_resnet50_matches_torchvision() {
+    let r: InteropReference = fixture_json("interop_reference.json");
+    check_reference_model(&r.models["tv_resnet50"], "tv_resnet50");
+}
+
+/// Parameter counts of the new architectures as PyTorch counts them, at 100 and 1000 classes.
+#[test]
+fn interop_parameter_counts_match_pytorch() {
+    let r: InteropReference = fixture_json("interop_reference.json");
+    assert_eq!(r.param_counts.len(), 7);
+    for (arch, by_classes) in &r.param_counts {
+        for (classes, &want) in by_classes {
+            let spec = ModelSpec::new(arch, classes.parse().unwrap()).unwrap();
+            assert_eq!(Model::new(spec, 0).num_params(), want, "{arch} at {classes} classes");
+        }
     }
 }

@@ -146,8 +146,9 @@ pub enum Cmd {
 /// Which dataset a command reads (`train`, `report`).
 #[derive(clap::Args)]
 pub struct DataArgs {
-    #[arg(long, value_enum, default_value = "synthetic")]
-    pub dataset: DatasetKind,
+    /// Dataset (default: the built-in synthetic one; for a report from logits, only given for thumbnails).
+    #[arg(long, value_enum)]
+    pub dataset: Option<DatasetKind>,
     /// Dataset directory (not needed for the synthetic dataset).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -172,7 +173,7 @@ impl DataArgs {
             None => SynthConfig { seed, ..Default::default() },
         };
         let need = || self.data_dir.clone().context("--data-dir is required for this dataset");
-        Ok(match self.dataset {
+        Ok(match self.dataset.unwrap_or(DatasetKind::Synthetic) {
             DatasetKind::Synthetic => data::synthetic::builtin_dataset(&synth),
             DatasetKind::Cifar10 => data::cifar::load_cifar10(need()?)?,
             DatasetKind::Cifar100 => data::cifar::load_cifar100(need()?)?,
@@ -193,9 +194,14 @@ pub struct TrainArgs {
     /// (`kdscope info` describes them).
     #[arg(long, default_value = "ce")]
     pub method: String,
-    /// Teacher checkpoint (kdscope safetensors) for distillation methods.
+    /// Teacher checkpoint for distillation methods: kdscope's, a PyTorch `.pth` / `.pt` / `.tar`
+    /// (`{'model': …}`, `module.` … found by themselves; `file.pth#model.teacher` names the subtree) or a
+    /// plain safetensors file.
     #[arg(long)]
     pub teacher: Option<PathBuf>,
+    /// The teacher's architecture (inferred from its tensors when not given).
+    #[arg(long)]
+    pub teacher_arch: Option<String>,
     #[arg(long, default_value_t = 30)]
     pub epochs: usize,
     #[arg(long, default_value_t = 64)]
@@ -253,15 +259,41 @@ impl TrainArgs {
 /// Arguments of `kdscope report`.
 #[derive(clap::Args)]
 pub struct ReportArgs {
-    /// Teacher checkpoint (kdscope safetensors; its training history is read from the train-state file beside it).
-    #[arg(long)]
-    pub teacher: PathBuf,
-    /// Student checkpoint.
-    #[arg(long)]
-    pub student: PathBuf,
+    /// Teacher checkpoint: kdscope's (its training history is read from the train-state file beside it),
+    /// a PyTorch `.pth` / `.pt` / `.tar` or a plain safetensors file (`file.pth#model.teacher` names the
+    /// subtree holding the state dict when guessing is ambiguous).
+    #[arg(long, required_unless_present = "teacher_logits", conflicts_with = "teacher_logits")]
+    pub teacher: Option<PathBuf>,
+    /// Student checkpoint (same kinds as --teacher).
+    #[arg(long, required_unless_present = "student_logits", conflicts_with = "student_logits")]
+    pub student: Option<PathBuf>,
     /// Further checkpoints shown in the header table (e.g. the student trained alone).
     #[arg(long)]
     pub other: Vec<PathBuf>,
+    /// Architectures of the checkpoints (inferred from their tensors when not given).
+    #[arg(long)]
+    pub teacher_arch: Option<String>,
+    #[arg(long)]
+    pub student_arch: Option<String>,
+    /// The teacher's test logits or probabilities made elsewhere (.npy N x C, or .csv / .parquet with
+    /// optional index and label columns): the report is built from predictions, without models.
+    #[arg(long, requires = "student_logits")]
+    pub teacher_logits: Option<PathBuf>,
+    #[arg(long, requires = "teacher_logits")]
+    pub student_logits: Option<PathBuf>,
+    /// Further predictions for the header table.
+    #[arg(long)]
+    pub other_logits: Vec<PathBuf>,
+    /// Labels of the predictions (.npy, .csv or one per line); taken from the logits files or the
+    /// dataset when not given.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Class names (one per line or a JSON list); from the dataset when given, else `class_0` ….
+    #[arg(long)]
+    pub class_names: Option<PathBuf>,
+    /// Class → superclass hierarchy (`class,superclass` CSV or JSON object).
+    #[arg(long)]
+    pub hierarchy: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     /// KD method of the student, for the header (e.g. kd-mse).

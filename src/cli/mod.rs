@@ -53,7 +53,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .resume(args.resume);
             let model = recipe.build(&data)?;
             let recipe = recipe.name(&model.name());
-            let teacher = args.teacher.as_ref().map(checkpoint::load_model).transpose()?;
+            let teacher =
+                args.teacher.as_ref().map(|p| import(p, "teacher", args.teacher_arch.as_deref())).transpose()?;
             println!(
                 "{} on {} ({} train / {} test images), {} parameters",
                 model.name(),
@@ -125,15 +126,39 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A model from a command-line checkpoint path (`file[#subtree]`), any format [`crate::interop`] reads.
+fn import(arg: &std::path::Path, role: &str, arch: Option<&str>) -> anyhow::Result<crate::models::Model> {
+    let (path, opts) = crate::interop::ImportOptions::from_arg(arg, role, arch);
+    crate::interop::import_model(&path, &opts).with_context(|| format!("--{role} {}", arg.display()))
+}
+
+fn stem(p: &std::path::Path) -> String {
+    let s = p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    s.split('#').next().unwrap_or_default().to_string()
+}
+
+fn embed_config(args: &ReportArgs) -> crate::embed::EmbedConfig {
+    let mut embed = crate::embed::EmbedConfig { max_points: Some(args.embed_points), ..Default::default() };
+    embed.darksight.progress = true;
+    embed.tsne.progress = true;
+    embed
+}
+
 fn report(args: ReportArgs) -> anyhow::Result<()> {
+    if args.teacher_logits.is_some() {
+        return report_from_logits(args);
+    }
     use crate::run::pipeline::{write_kd_report, ReportPlan, Shown};
     let data = args.data.load(SynthConfig::default().seed)?;
-    let name = |p: &PathBuf| p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let paths: Vec<&PathBuf> = [&args.teacher, &args.student].into_iter().chain(&args.other).collect();
+    let teacher = args.teacher.clone().context("--teacher is required")?;
+    let student = args.student.clone().context("--student is required")?;
+    let roles =
+        [("teacher", &teacher, args.teacher_arch.as_deref()), ("student", &student, args.student_arch.as_deref())];
     let mut models = Vec::new();
     let mut histories = Vec::new();
-    for p in &paths {
-        let m = checkpoint::load_model(p)?;
+    let mut paths = Vec::new();
+    for (role, p, arch) in roles.into_iter().chain(args.other.iter().map(|p| ("other", p, None))) {
+        let m = import(p, role, arch)?;
         anyhow::ensure!(
             m.spec.num_classes == data.test.num_classes(),
             "{}: {} classes, but the dataset has {}",
@@ -141,15 +166,23 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
             m.spec.num_classes,
             data.test.num_classes()
         );
+        anyhow::ensure!(
+            m.spec.in_channels == data.test.channels,
+            "{}: {} takes {}-channel images, but the dataset's have {} channels",
+            p.display(),
+            m.spec.arch,
+            m.spec.in_channels,
+            data.test.channels
+        );
         models.push(m);
-        if let Some(h) = checkpoint::read_history(p)? {
-            histories.push((name(p), h));
+        if p.exists() {
+            if let Some(h) = checkpoint::read_history(p)? {
+                histories.push((stem(p), h));
+            }
         }
+        paths.push(p.clone());
     }
-    let shown: Vec<Shown> = paths.iter().zip(&models).map(|(p, m)| Shown::new(&name(p), m)).collect();
-    let mut embed = crate::embed::EmbedConfig { max_points: Some(args.embed_points), ..Default::default() };
-    embed.darksight.progress = true;
-    embed.tsne.progress = true;
+    let shown: Vec<Shown> = paths.iter().zip(&models).map(|(p, m)| Shown::new(&stem(p), m)).collect();
     let plan = ReportPlan {
         method: args.method.clone(),
         images_per_class: Some(args.images_per_class),
@@ -157,11 +190,90 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
         explain: args
             .explain
             .then(|| crate::explain::SectionConfig { methods: args.explain_methods.clone(), ..Default::default() }),
-        embed: args.embed.then_some(embed),
-        facts: vec![("checkpoints".into(), serde_json::to_value([&args.teacher, &args.student])?)],
+        embed: args.embed.then(|| embed_config(&args)),
+        facts: vec![("checkpoints".into(), serde_json::to_value([&teacher, &student])?)],
         ..Default::default()
     };
     let path = write_kd_report(&shown[0], &shown[1], &shown[2..], &data.test, &plan, &args.out)?;
+    println!("report written to {}", path.display());
+    Ok(())
+}
+
+/// `kdscope report --teacher-logits … --student-logits …`: every section that needs no model.
+fn report_from_logits(args: ReportArgs) -> anyhow::Result<()> {
+    use crate::interop::logits;
+    let tpath = args.teacher_logits.clone().context("--teacher-logits is required")?;
+    let spath = args.student_logits.clone().context("--student-logits is required")?;
+    let paths: Vec<PathBuf> =
+        [tpath.clone(), spath.clone()].into_iter().chain(args.other_logits.iter().cloned()).collect();
+    let files: Vec<logits::Logits> = paths.iter().map(logits::read_logits).collect::<anyhow::Result<_>>()?;
+    let data = args.data.dataset.map(|_| args.data.load(SynthConfig::default().seed)).transpose()?;
+    let labels = match (&args.labels, &data, files.iter().find_map(|f| f.labels.clone())) {
+        (Some(p), _, _) => logits::read_labels(p)?,
+        (None, Some(d), _) => d.test.labels.clone(),
+        (None, None, Some(l)) => l,
+        (None, None, None) => {
+            anyhow::bail!("no labels: pass --labels, a logits table with a 'label' column, or --dataset")
+        }
+    };
+    let classes = files[0].classes;
+    let class_names = match (&args.class_names, &data) {
+        (Some(p), _) => logits::read_class_names(p)?,
+        (None, Some(d)) => d.test.class_names.clone(),
+        (None, None) => (0..classes).map(|c| format!("class_{c}")).collect(),
+    };
+    let hierarchy = match (&args.hierarchy, &data) {
+        (Some(p), _) => Some(logits::read_hierarchy(p, &class_names)?),
+        (None, Some(d)) => d.test.hierarchy.clone(),
+        (None, None) => None,
+    };
+    let evs: Vec<crate::metrics::Evaluation> = paths
+        .iter()
+        .zip(&files)
+        .map(|(p, f)| logits::evaluation(&stem(p), f, p, &labels, &class_names, hierarchy.as_ref()))
+        .collect::<anyhow::Result<_>>()?;
+    let test = match data {
+        Some(d) => {
+            anyhow::ensure!(
+                d.test.labels == labels,
+                "the labels of the predictions ({} images) are not those of the dataset's test split ({} images)",
+                labels.len(),
+                d.test.len()
+            );
+            d.test
+        }
+        None => logits::split_of(labels, class_names, hierarchy),
+    };
+    let mut evs = evs.into_iter();
+    let (t, s) = (evs.next().expect("teacher"), evs.next().expect("student"));
+    let embed = args
+        .embed
+        .then(|| {
+            crate::embed::section_from_predictions(
+                (&t.name, &t.predictions),
+                (&s.name, &s.predictions),
+                &embed_config(&args),
+            )
+        })
+        .transpose()?;
+    let mut views = crate::report::KdViews::new(t, s).method(&args.method, &[]).images_per_class(args.images_per_class);
+    for o in evs {
+        views = views.other(o);
+    }
+    if let Some(e) = embed {
+        views = views.embeddings(e);
+    }
+    let note = "This report was built from predictions made elsewhere (logits files), without the models: \
+                saliency explanations need a model and are left out.";
+    if args.explain {
+        println!("note: --explain ignored: explanations need a model (pass --teacher/--student checkpoints)");
+    }
+    let path = views
+        .report(&test)?
+        .text("Predictions made elsewhere", note)
+        .fact("logits_files", serde_json::to_value(&paths)?)
+        .fact("explanations", "left out: the report was built from logits, explanations need a model")
+        .write(&args.out)?;
     println!("report written to {}", path.display());
     Ok(())
 }

@@ -104,6 +104,28 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// A split known only by its labels (predictions made elsewhere, no images): reports built on it
+    /// leave out thumbnails.
+    pub fn labels_only(name: &str, labels: Vec<usize>, class_names: Vec<String>, hierarchy: Option<Hierarchy>) -> Self {
+        Self {
+            name: name.into(),
+            channels: 3,
+            height: 0,
+            width: 0,
+            pixels: vec![],
+            labels,
+            class_names,
+            hierarchy,
+            norm: Normalization { mean: vec![0.0; 3], std: vec![1.0; 3] },
+            provenance: vec![],
+        }
+    }
+
+    /// Whether the split carries its images (not one made by [`Dataset::labels_only`]).
+    pub fn has_images(&self) -> bool {
+        !self.pixels.is_empty()
+    }
+
     /// A 3 x 32 x 32 colour dataset (CIFAR and the built-in dataset).
     #[allow(clippy::too_many_arguments)]
     pub fn rgb32(

@@ -40,7 +40,10 @@ pub use fidelity::local_fidelity;
 pub use kde::{kde_log_density, Bandwidth, Kde, KdeScope};
 pub use knn::{knn, Knn};
 pub use rejection::{max_probability, negative_entropy, rejection_curve};
-pub use section::{embed_predictions, model_outputs, section, sections_from, EmbedConfig, ModelEmbeddings, TsneInput};
+pub use section::{
+    embed_predictions, model_outputs, section, section_from_predictions, sections_from, EmbedConfig, ModelEmbeddings,
+    TsneInput,
+};
 pub use tsne::{exact_kl, tsne, Tsne, TsneConfig, TsneInit, TsneMethod};
 
 /// 2-D points as a flat `n × 2` f32 buffer (what [`knn`] and [`local_fidelity`] take).

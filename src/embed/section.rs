@@ -344,6 +344,24 @@ pub fn section(
     sections_from(&all, cfg)
 }
 
+/// The embeddings section from predictions alone (logits made elsewhere, say): the same DarkSight, t-SNE,
+/// KDE, rejection and M_k views, with the fidelity of the logits only (no penultimate features).
+pub fn section_from_predictions(
+    teacher: (&str, &crate::predictions::Predictions),
+    student: (&str, &crate::predictions::Predictions),
+    cfg: &EmbedConfig,
+) -> anyhow::Result<EmbedSection> {
+    let idx = section_indices(teacher.1.len(), cfg.max_points, cfg.seed);
+    let labels: Vec<usize> = idx.iter().map(|&i| teacher.1.labels[i]).collect();
+    let mut all = vec![];
+    for (name, p) in [teacher, student] {
+        let k = p.num_classes;
+        let logits: Vec<f32> = idx.iter().flat_map(|&i| p.logits[i * k..(i + 1) * k].iter().copied()).collect();
+        all.push(embed_predictions(name, &logits, k, None, &labels, idx.clone(), cfg)?);
+    }
+    sections_from(&all, cfg)
+}
+
 /// The section's frames from already computed embeddings (e.g. from [`embed_predictions`]).
 pub fn sections_from(all: &[ModelEmbeddings], cfg: &EmbedConfig) -> anyhow::Result<EmbedSection> {
     let frames = |f: &dyn Fn(&ModelEmbeddings) -> anyhow::Result<DataFrame>| -> anyhow::Result<DataFrame> {

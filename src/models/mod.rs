@@ -5,6 +5,7 @@ pub mod mobilenetv2;
 mod network;
 pub mod registry;
 pub mod resnet;
+pub mod resnetv2;
 pub mod shufflenetv1;
 pub mod shufflenetv2;
 pub mod vgg;
@@ -18,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use network::{numbered_stages, Facts, ModelTape, Network};
-pub use registry::{zoo, zoo_table, Arch, Body, Family, FAMILIES};
+pub use registry::{zoo, zoo_table, Arch, Body, Family, Shapes, FAMILIES};
 
 use crate::nn::ops::{grad_probe, grad_probe_cut, GradProbe};
 use crate::nn::{Dev, Shape4, Store, Tracked, Var};

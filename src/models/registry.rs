@@ -16,6 +16,12 @@ use crate::nn::Store;
 /// A sized family's name parser (see [`Family::parse`]).
 pub type ParseFn = fn(&str) -> Option<anyhow::Result<String>>;
 
+/// Tensor names and shapes of a state dict, what architecture inference looks at.
+pub type Shapes = std::collections::BTreeMap<String, Vec<usize>>;
+
+/// A sized family's guess of the canonical name a state dict's tensors show (`None`: not this family).
+pub type InferFn = fn(&Shapes) -> Option<String>;
+
 /// A family's constructor: `(canonical name, store, rng, in_channels, classes)` → the network.
 pub type BuildFn = fn(&str, &mut Store, &mut ChaCha8Rng, usize, usize) -> anyhow::Result<Body>;
 
@@ -37,6 +43,9 @@ pub struct Family {
     pub in_channels: usize,
     /// Builds the network of a canonical name: `(name, store, rng, in_channels, classes)`.
     pub build: BuildFn,
+    /// Guesses the size from a state dict (sized families; a fixed architecture is always a candidate,
+    /// checked by building it and comparing every name and shape).
+    pub infer: Option<InferFn>,
 }
 
 impl Family {
@@ -49,7 +58,13 @@ impl Family {
         parse: ParseFn,
         build: BuildFn,
     ) -> Self {
-        Family { name, aliases: &[], parse: Some(parse), syntax, zoo, in_channels: 3, build }
+        Family { name, aliases: &[], parse: Some(parse), syntax, zoo, in_channels: 3, build, infer: None }
+    }
+
+    /// The family with a size guesser for architecture inference.
+    pub const fn inferred_by(mut self, f: InferFn) -> Self {
+        self.infer = Some(f);
+        self
     }
 
     /// A fixed-size architecture: its name (listed by `kdscope info`), aliases, default input
@@ -60,7 +75,7 @@ impl Family {
         in_channels: usize,
         build: BuildFn,
     ) -> Self {
-        Family { name, aliases, parse: None, syntax: name, zoo: &[], in_channels, build }
+        Family { name, aliases, parse: None, syntax: name, zoo: &[], in_channels, build, infer: None }
     }
 
     /// The names `kdscope info` lists: the sizes of a sized family, the name of a fixed one.
@@ -105,6 +120,8 @@ macro_rules! architectures {
 
 architectures! {
     ResNet(super::resnet::ResNet) = super::resnet::FAMILY;
+    ResNetV2(super::resnetv2::ResNetV2) = super::resnetv2::CIFAR;
+    TvResNet(super::resnetv2::TvResNet) = super::resnetv2::TORCHVISION;
     Wrn(super::wrn::Wrn) = super::wrn::FAMILY;
     Vgg(super::vgg::Vgg) = super::vgg::FAMILY;
     MobileNetV2(super::mobilenetv2::MobileNetV2) = super::mobilenetv2::FAMILY;
@@ -230,6 +247,13 @@ impl<'de> Deserialize<'de> for Arch {
         };
         name.parse().map_err(|e: anyhow::Error| D::Error::custom(format!("{e:#}")))
     }
+}
+
+/// How many numbered children `prefix` has (`layer1.` → blocks `layer1.0`, `layer1.1`, …: 2).
+pub fn count_indices(shapes: &Shapes, prefix: &str) -> usize {
+    let ids: std::collections::BTreeSet<usize> =
+        shapes.keys().filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse().ok()).collect();
+    ids.len()
 }
 
 /// `depth` parsed from `rest` (the name after the family prefix), with the family's error text.

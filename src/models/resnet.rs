@@ -108,13 +108,30 @@ fn size(name: &str) -> Option<anyhow::Result<(usize, bool)>> {
         Some(d) => (d, true),
         None => (rest, false),
     };
+    if d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit()) {
+        return None; // resnetv2_18, resnet18_cifar: other families
+    }
     Some(super::registry::parse_depth(d, "ResNet").and_then(|depth| {
+        anyhow::ensure!(
+            x4 || ![18, 34, 50, 101, 152].contains(&depth),
+            "ResNet-{depth} is ambiguous: resnetv2_{depth} is the CIFAR one (mdistiller's ResNet{depth}), \
+             tv_resnet{depth} torchvision's (ImageNet stem)"
+        );
         anyhow::ensure!(
             depth >= 8 && (depth - 2).is_multiple_of(6),
             "CIFAR ResNet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110), got {depth}"
         );
         Ok((depth, x4))
     }))
+}
+
+/// `resnet<6n+2>[x4]` from a state dict: a 3x3 stem, three stages of basic blocks, classifier `fc`.
+fn infer(shapes: &super::Shapes) -> Option<String> {
+    let stem = shapes.get("conv1.weight")?;
+    let n = super::registry::count_indices(shapes, "layer1.");
+    let plain = stem.get(2) == Some(&3) && !shapes.contains_key("layer4.0.conv1.weight") && n > 0;
+    (plain && shapes.contains_key("fc.weight"))
+        .then(|| format!("resnet{}{}", 6 * n + 2, if stem[0] == 32 { "x4" } else { "" }))
 }
 
 fn parse(name: &str) -> Option<anyhow::Result<String>> {
@@ -131,4 +148,5 @@ pub const FAMILY: Family = Family::sized(
         let (depth, x4) = size(name).context("not a ResNet name")??;
         Ok(ResNet::new(s, rng, depth, x4, in_ch, classes).into())
     },
-);
+)
+.inferred_by(infer);

@@ -96,6 +96,22 @@ fn size(name: &str) -> Option<anyhow::Result<usize>> {
     }))
 }
 
+/// `vgg<depth>` from a state dict: the convolutions per block (`blockB.{3i}.weight`).
+fn infer(shapes: &super::Shapes) -> Option<String> {
+    let counts: Vec<usize> = (0..5)
+        .map(|b| {
+            shapes
+                .iter()
+                .filter(|(k, v)| k.starts_with(&format!("block{b}.")) && k.ends_with(".weight") && v.len() == 4)
+                .count()
+        })
+        .collect();
+    [8, 11, 13, 16, 19]
+        .into_iter()
+        .find(|&d| config(d).is_some_and(|c| c.iter().map(|w| w.len()).eq(counts.iter().copied())))
+        .map(|d| format!("vgg{d}"))
+}
+
 fn parse(name: &str) -> Option<anyhow::Result<String>> {
     size(name).map(|r| r.map(|d| format!("vgg{d}")))
 }
@@ -110,4 +126,5 @@ pub const FAMILY: Family = Family::sized(
         let depth = size(name).context("not a VGG name")??;
         Ok(Vgg::new(s, rng, depth, in_ch, classes).into())
     },
-);
+)
+.inferred_by(infer);

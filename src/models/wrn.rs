@@ -119,6 +119,13 @@ fn size(name: &str) -> Option<anyhow::Result<(usize, usize)>> {
     })())
 }
 
+/// `wrn_<depth>_<widen>` from a state dict: blocks per group and the first group's width.
+fn infer(shapes: &super::Shapes) -> Option<String> {
+    let n = super::registry::count_indices(shapes, "block1.layer.");
+    let w = shapes.get("block1.layer.0.conv1.weight")?[0];
+    (n > 0 && w % 16 == 0).then(|| format!("wrn_{}_{}", 6 * n + 4, w / 16))
+}
+
 fn parse(name: &str) -> Option<anyhow::Result<String>> {
     size(name).map(|r| r.map(|(d, w)| format!("wrn_{d}_{w}")))
 }
@@ -133,4 +140,5 @@ pub const FAMILY: Family = Family::sized(
         let (depth, widen) = size(name).context("not a WRN name")??;
         Ok(Wrn::new(s, rng, depth, widen, in_ch, classes).into())
     },
-);
+)
+.inferred_by(infer);

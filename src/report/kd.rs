@@ -177,15 +177,18 @@ impl KdViews {
             rates: (zt, zs),
         }));
 
-        out.push(Box::new(Images {
-            corpus: corpus(test, &t, &s, self.images_per_class),
-            per_class: self.images_per_class,
-        }));
+        if test.has_images() {
+            out.push(Box::new(Images {
+                corpus: corpus(test, &t, &s, self.images_per_class),
+                per_class: self.images_per_class,
+            }));
+        }
         if let Some(e) = &self.explain {
             out.push(Box::new(e.clone()));
         }
         if let Some(e) = &self.embed {
-            let shown: BTreeSet<usize> = self.corpus_indices(test).into_iter().collect();
+            let shown: BTreeSet<usize> =
+                if test.has_images() { self.corpus_indices(test).into_iter().collect() } else { BTreeSet::new() };
             out.push(Box::new(Embeddings::new(e, test, &t, &s, &shown)?));
         }
         let curves = (!self.histories.is_empty())

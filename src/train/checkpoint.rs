@@ -18,7 +18,7 @@ use crate::io::write_atomic;
 use crate::models::{Model, ModelSpec};
 use crate::nn::{Sgd, Store};
 
-const SPEC_KEY: &str = "kdscope.spec";
+pub(crate) const SPEC_KEY: &str = "kdscope.spec";
 const EPOCH_KEY: &str = "kdscope.epoch";
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -114,16 +114,28 @@ pub fn read_spec(path: impl AsRef<Path>) -> anyhow::Result<Option<ModelSpec>> {
     spec_in(&read_with_meta(path)?.1, path)
 }
 
-/// Loads a model from a checkpoint written by kdscope (architecture from its metadata).
+/// Loads a model from a checkpoint: kdscope's own (its architecture recorded in the metadata, checked
+/// against its tensors), a `torch.save` file or a plain safetensors file (architecture inferred; see
+/// [`crate::interop`] for the options).
 pub fn load_model(path: impl AsRef<Path>) -> anyhow::Result<Model> {
-    let path = path.as_ref();
-    let (bytes, meta) = read_with_meta(path)?;
-    let spec = spec_in(&meta, path)?.with_context(|| {
-        format!("{} has no kdscope architecture metadata; build the model and use load_into", path.display())
-    })?;
-    let mut m = Model::new(spec, 0);
-    load_bytes(path, &bytes, &meta, &mut m)?;
-    Ok(m)
+    crate::interop::import_model(path, &crate::interop::ImportOptions::default())
+}
+
+/// Loads parameters and buffers into `model`, checking the architecture (from the metadata when
+/// present) and every tensor's name and shape (all problems listed at once).
+pub fn load_into(path: impl AsRef<Path>, model: &mut Model) -> anyhow::Result<()> {
+    let sd = crate::interop::read_state_dict(path, &Default::default())?;
+    load_state(&sd, model)
+}
+
+/// [`load_into`] on a state dict already read.
+fn load_state(sd: &crate::interop::StateDict, model: &mut Model) -> anyhow::Result<()> {
+    if let Some(spec) = sd.kdscope_spec()? {
+        if spec != model.spec {
+            bail!("{} holds {}, but the model is {}", sd.source, spec, model.spec);
+        }
+    }
+    crate::interop::load_state_dict(model, sd)
 }
 
 fn tensor_f32(st: &SafeTensors, path: &Path, name: &str, shape: &[usize]) -> anyhow::Result<Vec<f32>> {
@@ -133,38 +145,6 @@ fn tensor_f32(st: &SafeTensors, path: &Path, name: &str, shape: &[usize]) -> any
         bail!("{}: tensor '{name}' has shape {:?}, the model expects {shape:?}", path.display(), t.shape());
     }
     Ok(bytes_f32(t.data()))
-}
-
-/// Loads parameters and buffers into `model`, checking the architecture (from the metadata when
-/// present) and every tensor's name, dtype and shape.
-pub fn load_into(path: impl AsRef<Path>, model: &mut Model) -> anyhow::Result<()> {
-    let path = path.as_ref();
-    let (bytes, meta) = read_with_meta(path)?;
-    load_bytes(path, &bytes, &meta, model)
-}
-
-/// [`load_into`] on a file already read (`meta` is its metadata).
-fn load_bytes(path: &Path, bytes: &[u8], meta: &HashMap<String, String>, model: &mut Model) -> anyhow::Result<()> {
-    let st =
-        SafeTensors::deserialize(bytes).with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
-    if let Some(spec) = spec_in(meta, path)? {
-        if spec != model.spec {
-            bail!("{} holds {}, but the model is {}", path.display(), spec, model.spec);
-        }
-    }
-    let classes = model.spec.num_classes;
-    load_store(&st, path, &mut model.store, "", |e, name| {
-        if name.starts_with("fc.") || name.starts_with("classifier.") {
-            e.context(format!("(the model has {classes} classes)"))
-        } else {
-            e
-        }
-    })?;
-    let known: std::collections::HashSet<String> = model_entries(model).into_iter().map(|e| e.0).collect();
-    if let Some(extra) = st.names().into_iter().find(|n| !known.contains(n.as_str())) {
-        bail!("{}: tensor '{extra}' does not belong to {}", path.display(), model.spec);
-    }
-    Ok(())
 }
 
 /// Reads `store`'s parameters and batch-norm buffers (names prefixed with `prefix`) from `st`;
@@ -257,8 +237,9 @@ pub fn load_training(
     method: Option<&mut Store>,
     sgd: &mut Sgd,
 ) -> anyhow::Result<History> {
-    let (model_bytes, model_meta) = read_with_meta(path)?;
-    load_bytes(path, &model_bytes, &model_meta, model)?;
+    let sd = crate::interop::read_state_dict(path, &Default::default())?;
+    load_state(&sd, model)?;
+    let model_meta = &sd.meta;
     let sp = train_state_path(path);
     let (bytes, meta) = read_with_meta(&sp)?;
     let history: History = serde_json::from_str(meta.get("kdscope.history").context("training state has no history")?)?;

@@ -91,7 +91,7 @@ impl Embeddings {
         let mut thumbs = serde_json::Map::new();
         let mut tops = serde_json::Map::new();
         for &i in &all_idx {
-            if !corpus.contains(&i) {
+            if !corpus.contains(&i) && test.has_images() {
                 thumbs.insert(i.to_string(), json!(notebook::image(&test.rgb_image(i)).base64()));
             }
             tops.insert(
@@ -130,7 +130,12 @@ impl Embeddings {
                     "#{i} {} → {} (log density {:.2})",
                     t.class_names[ol[r] as usize], t.class_names[op[r] as usize], ok[r]
                 );
-                items.push((caption, notebook::image_scaled(&test.rgb_image(i), 2).html()));
+                let image = if test.has_images() {
+                    notebook::image_scaled(&test.rgb_image(i), 2).html()
+                } else {
+                    String::new()
+                };
+                items.push((caption, image));
             }
             outliers.push(json!({ "model": m, "items": items }));
         }
