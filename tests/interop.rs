@@ -281,3 +281,84 @@ fn logits_files_read_and_fail_precisely() {
     let e = evaluation("t", &t, Path::new("t.npy"), &wrong, &names, None).unwrap_err().to_string();
     assert!(e.contains("label row 17: class 10"), "{e}");
 }
+
+/// The command line with a PyTorch teacher: `kdscope train --method kd --teacher teacher.pth
+/// --teacher-arch resnet8` distils from it, and `kdscope report` on the imported teacher and the student
+/// includes the explanations (Grad-CAM of both models).
+#[test]
+fn cli_distils_from_and_reports_on_a_pytorch_teacher() {
+    use kdscope::data::{cifar, Dataset, Normalization};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let split = |n: usize, seed: usize| Dataset {
+        name: "tiny".into(),
+        channels: 3,
+        height: 32,
+        width: 32,
+        pixels: (0..n * 3072).map(|i| ((i * 37 + seed * 11) % 251) as u8).collect(),
+        labels: (0..n).map(|i| (i + seed) % 10).collect(),
+        class_names: cifar::CIFAR10_NAMES.iter().map(|s| s.to_string()).collect(),
+        hierarchy: None,
+        norm: Normalization::cifar10(),
+        provenance: vec![],
+    };
+    for b in 1..=5 {
+        cifar::write_cifar10_bin(d.join(format!("data_batch_{b}.bin")), &split(8, b)).unwrap();
+    }
+    cifar::write_cifar10_bin(d.join("test_batch.bin"), &split(10, 0)).unwrap();
+    std::fs::write(d.join("batches.meta.txt"), cifar::CIFAR10_NAMES.join("\n") + "\n").unwrap();
+    let teacher = fixture("resnet8_wrapped.pth");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kdscope")).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    let data = d.to_str().unwrap();
+    let student = d.join("student.safetensors");
+    let t = teacher.to_str().unwrap();
+    let text = run(&[
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        data,
+        "--arch",
+        "resnet8",
+        "--method",
+        "kd",
+        "--teacher",
+        t,
+        "--teacher-arch",
+        "resnet8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        student.to_str().unwrap(),
+    ]);
+    assert!(text.contains("final test accuracy"), "{text}");
+    let report = d.join("r.html");
+    run(&[
+        "report",
+        "--teacher",
+        t,
+        "--student",
+        student.to_str().unwrap(),
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        data,
+        "--explain",
+        "--explain-methods",
+        "grad-cam",
+        "--images-per-class",
+        "1",
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("id=\"explanations\"") && html.contains("average_drop"), "explanations section");
+    assert!(html.contains("resnet8_wrapped (resnet8, 78042 parameters)"), "the imported teacher in the header");
+}
