@@ -187,13 +187,16 @@ fn mutate(bytes: &[u8], rng: &mut Lcg) -> Vec<u8> {
     b
 }
 
+/// A reader under test: loads a file, or says why not.
+type Reader = dyn Fn(&Path) -> anyhow::Result<()>;
+
 /// The `.pth` (zip and legacy), safetensors and logits readers never panic or abort on mutated input: they
 /// load or return an error. Bounded: 40 mutations per fixture, seeded.
 #[test]
 fn readers_survive_mutated_files() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Lcg(7);
-    let cases: [(&str, &dyn Fn(&Path) -> anyhow::Result<()>); 6] = [
+    let cases: [(&str, &Reader); 6] = [
         ("resnet8_wrapped.pth", &|p| import_model(p, &ImportOptions::default()).map(|_| ())),
         ("resnet8_legacy.pth", &|p| import_model(p, &ImportOptions::default()).map(|_| ())),
         ("resnet8.safetensors", &|p| import_model(p, &ImportOptions::default()).map(|_| ())),
