@@ -34,6 +34,9 @@ use crate::nn::{PId, Store};
 
 pub use select::ImportOptions;
 
+/// The safetensors metadata key of a kdscope checkpoint's architecture.
+pub const SPEC_KEY: &str = "kdscope.spec";
+
 /// A tensor converted to f32 (from f16, bf16, f64 or an integer type).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
@@ -59,12 +62,10 @@ impl StateDict {
 
     /// The architecture a kdscope checkpoint records in its metadata.
     pub fn kdscope_spec(&self) -> anyhow::Result<Option<ModelSpec>> {
-        match self.meta.get(crate::train::checkpoint::SPEC_KEY) {
-            Some(s) => {
-                Ok(Some(serde_json::from_str(s).with_context(|| {
-                    format!("{}: bad {} metadata", self.source, crate::train::checkpoint::SPEC_KEY)
-                })?))
-            }
+        match self.meta.get(SPEC_KEY) {
+            Some(s) => Ok(Some(
+                serde_json::from_str(s).with_context(|| format!("{}: bad {} metadata", self.source, SPEC_KEY))?,
+            )),
             None => Ok(None),
         }
     }

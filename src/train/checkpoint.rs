@@ -18,7 +18,7 @@ use crate::io::write_atomic;
 use crate::models::{Model, ModelSpec};
 use crate::nn::{Sgd, Store};
 
-pub(crate) const SPEC_KEY: &str = "kdscope.spec";
+use crate::interop::SPEC_KEY;
 const EPOCH_KEY: &str = "kdscope.epoch";
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
