@@ -96,18 +96,42 @@ pub fn file_kind(path: &Path) -> anyhow::Result<FileKind> {
     })
 }
 
-fn to_f32(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
+/// The element types a checkpoint's numbers come in (both file formats map theirs onto these).
+#[derive(Clone, Copy)]
+pub(crate) enum Elem {
+    F32,
+    F16,
+    BF16,
+    F64,
+    I64,
+    I32,
+}
+
+/// Little-endian elements as f32 (kdscope builds for little-endian targets only, so this also reads
+/// pytorch-reader's native-endian bytes).
+pub(crate) fn decode(elem: Elem, b: &[u8]) -> Vec<f32> {
     use half::{bf16, f16};
-    let v = match dtype {
-        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
-        Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
-        Dtype::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
+    match elem {
+        Elem::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Elem::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Elem::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Elem::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
+        Elem::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
+        Elem::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
+    }
+}
+
+fn to_f32(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
+    let elem = match dtype {
+        Dtype::F32 => Elem::F32,
+        Dtype::F16 => Elem::F16,
+        Dtype::BF16 => Elem::BF16,
+        Dtype::F64 => Elem::F64,
+        Dtype::I64 => Elem::I64,
+        Dtype::I32 => Elem::I32,
         _ => return None,
     };
-    Some(v)
+    Some(decode(elem, b))
 }
 
 /// Every tensor of a safetensors file (any of f32, f16, bf16, f64, i64, i32) and its metadata.

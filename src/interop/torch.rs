@@ -6,21 +6,18 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use pytorch_reader::{DType, PytorchReader};
 
-use super::Tensor;
+use super::{decode, Elem, Tensor};
 
-fn to_f32(dtype: DType, b: &[u8]) -> Option<Vec<f32>> {
-    use half::{bf16, f16};
-    // pytorch-reader hands back native-endian bytes; kdscope only builds for little-endian targets.
-    let v = match dtype {
-        DType::F32 => b.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        DType::F16 => b.chunks_exact(2).map(|c| f16::from_ne_bytes([c[0], c[1]]).to_f32()).collect(),
-        DType::BF16 => b.chunks_exact(2).map(|c| bf16::from_ne_bytes([c[0], c[1]]).to_f32()).collect(),
-        DType::F64 => b.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
-        DType::I64 => b.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
-        DType::I32 => b.chunks_exact(4).map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
+fn elem(dtype: DType) -> Option<Elem> {
+    Some(match dtype {
+        DType::F32 => Elem::F32,
+        DType::F16 => Elem::F16,
+        DType::BF16 => Elem::BF16,
+        DType::F64 => Elem::F64,
+        DType::I64 => Elem::I64,
+        DType::I32 => Elem::I32,
         _ => return None,
-    };
-    Some(v)
+    })
 }
 
 /// The tensors of a `torch.save` file whose dotted paths (`model.module.conv1.weight`) start with the
@@ -34,14 +31,14 @@ pub(super) fn read(
     let reader = PytorchReader::new(path).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| {
         format!("{}: not a PyTorch checkpoint (torch.save file) or a safetensors file", path.display())
     })?;
-    let numeric = |d: DType| to_f32(d, &[]).is_some();
-    let names = reader.tensors().iter().filter(|(_, t)| numeric(t.dtype())).map(|(n, _)| n.clone()).collect();
+    let names = reader.tensors().iter().filter(|(_, t)| elem(t.dtype()).is_some()).map(|(n, _)| n.clone()).collect();
     let prefix = choose(names)?;
     let mut out = BTreeMap::new();
     for (name, t) in reader.tensors() {
         let Some(short) = name.strip_prefix(&prefix) else { continue };
         let bytes = t.read().with_context(|| format!("{}: reading tensor '{name}'", path.display()))?;
-        let Some(values) = to_f32(t.dtype(), &bytes) else { continue };
+        let Some(e) = elem(t.dtype()) else { continue };
+        let values = decode(e, &bytes);
         if values.len() != t.num_elements() {
             bail!(
                 "{}: tensor '{name}' holds {} values, its shape {:?} says {}",
