@@ -204,8 +204,10 @@ pub fn fit(
         );
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let aug_seed = cfg.seed.wrapping_mul(0x5851_F42D_4C95_7F2D).wrapping_add(epoch as u64);
-        for idx in &batches {
+        for (bi, idx) in batches.iter().enumerate() {
             let b = make_batch(&data.train, idx, Some((cfg.augment, aug_seed)));
+            // Dropout masks (torchvision heads) from the run's seed, epoch and batch: a resumed run draws the same.
+            crate::nn::ops::seed_dropout(aug_seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ bi as u64);
             let t_out = distill.as_ref().map(|(_, t)| t.forward_with(b.x.detach(), false, features));
             let s_out = student.forward_with(b.x.traced_input(), true, features);
             correct += crate::predictions::count_correct(s_out.logits.data(), student.spec.num_classes, &b.labels);

@@ -5,6 +5,7 @@ pub(crate) mod blas;
 mod conv;
 #[doc(hidden)]
 pub mod direct;
+mod dropout;
 mod elementwise;
 mod fusion;
 mod linear;
@@ -12,6 +13,7 @@ mod pool;
 
 pub use batchnorm::{batch_norm, BnCfg, RunningStats};
 pub use conv::{conv2d, out_size, ConvCfg};
+pub use dropout::{dropout, relu6, seed_dropout, without_dropout};
 pub use elementwise::{
     add, grad_probe, grad_probe_cut, relu, reshape, scale, with_frozen_params, with_guided_relu, GradProbe,
 };
@@ -21,3 +23,5 @@ pub use pool::{adaptive_avg_pool2d, avg_pool2d, global_avg_pool, max_pool2d, ups
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_heads;

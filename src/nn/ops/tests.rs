@@ -24,7 +24,7 @@ fn weighted_value(out: &Var, r: &[f32]) -> f64 {
 }
 
 /// Checks d(sum(f(x) * r))/dx against central differences, and returns the analytic gradient.
-fn check_input_grad(
+pub(super) fn check_input_grad(
     f: impl Fn(Var<Tracked>) -> Var<Tracked>,
     g: impl Fn(Var) -> Var,
     x: Vec<f32>,
