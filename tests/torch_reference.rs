@@ -243,7 +243,8 @@ fn check_reference_model(m: &ZooModelReference, arch: &str) {
     // own float32 training loss is up to 2.6e-4 off the float64 one here): within three times
     // PyTorch's own deviation, or 1e-5.
     let loss_tol = (3.0 * (m.loss_train_f32 - m.loss_train).abs()).max(1e-5);
-    let out = model.forward(Var::from_vec(input, shape).traced(), true);
+    // Dropout (torchvision's heads) is off in the reference's training pass, as here.
+    let out = kdscope::nn::ops::without_dropout(|| model.forward(Var::from_vec(input, shape).traced(), true));
     let loss = cross_entropy(logits_of(out.logits), &m.labels).array();
     assert!((loss - m.loss_train).abs() <= loss_tol, "{arch}: train loss {loss} vs {}", m.loss_train);
     assert_eq!(model.store.bns.len() * 2, m.running.len(), "{arch}: number of running statistics");
@@ -331,11 +332,25 @@ fn tv_resnet50_matches_torchvision() {
     check_reference_model(&r.models["tv_resnet50"], "tv_resnet50");
 }
 
+/// torchvision's own VGG-16-BN at 64 px (its 2x2 map pooled to 7x7 over overlapping bins).
+#[test]
+fn tv_vgg16_bn_matches_torchvision() {
+    let r: InteropReference = fixture_json("interop_reference.json");
+    check_reference_model(&r.models["tv_vgg16_bn"], "tv_vgg16_bn");
+}
+
+/// torchvision's own MobileNetV2 at 64 px (ReLU6, depthwise convolutions, a 2x2 last map).
+#[test]
+fn tv_mobilenet_v2_matches_torchvision() {
+    let r: InteropReference = fixture_json("interop_reference.json");
+    check_reference_model(&r.models["tv_mobilenet_v2"], "tv_mobilenet_v2");
+}
+
 /// Parameter counts of the new architectures as PyTorch counts them, at 100 and 1000 classes.
 #[test]
 fn interop_parameter_counts_match_pytorch() {
     let r: InteropReference = fixture_json("interop_reference.json");
-    assert_eq!(r.param_counts.len(), 7);
+    assert_eq!(r.param_counts.len(), 10);
     for (arch, by_classes) in &r.param_counts {
         for (classes, &want) in by_classes {
             let spec = ModelSpec::new(arch, classes.parse().unwrap()).unwrap();

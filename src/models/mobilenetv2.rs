@@ -28,7 +28,15 @@ const LAST_CHANNEL: usize = 1280;
 
 /// Conv with the reference's init `N(0, 2/(k²·out))` (independent of groups).
 #[allow(clippy::too_many_arguments)]
-fn conv(s: &mut Store, rng: &mut impl Rng, name: &str, cin: usize, cout: usize, k: usize, cfg: ConvCfg) -> Conv2d {
+pub(crate) fn conv(
+    s: &mut Store,
+    rng: &mut impl Rng,
+    name: &str,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    cfg: ConvCfg,
+) -> Conv2d {
     Conv2d::with_init(s, rng, name, (cin, cout), k, cfg, false, Init::Normal((2.0 / (k * k * cout) as f32).sqrt()))
 }
 

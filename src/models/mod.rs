@@ -8,6 +8,8 @@ pub mod resnet;
 pub mod resnetv2;
 pub mod shufflenetv1;
 pub mod shufflenetv2;
+pub mod tv_mobilenetv2;
+pub mod tv_vgg;
 pub mod vgg;
 pub mod wrn;
 

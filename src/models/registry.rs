@@ -125,6 +125,8 @@ architectures! {
     Wrn(super::wrn::Wrn) = super::wrn::FAMILY;
     Vgg(super::vgg::Vgg) = super::vgg::FAMILY;
     MobileNetV2(super::mobilenetv2::MobileNetV2) = super::mobilenetv2::FAMILY;
+    TvVgg(super::tv_vgg::TvVgg) = super::tv_vgg::FAMILY;
+    TvMobileNetV2(super::tv_mobilenetv2::TvMobileNetV2) = super::tv_mobilenetv2::FAMILY;
     ShuffleV1(super::shufflenetv1::ShuffleNetV1) = super::shufflenetv1::FAMILY;
     ShuffleV2(super::shufflenetv2::ShuffleNetV2) = super::shufflenetv2::FAMILY;
     LeNet5(super::lenet::LeNet) = super::lenet::FAMILY;
