@@ -1,15 +1,25 @@
-//! CIFAR-10 and CIFAR-100 in their binary distribution formats
-//! (<https://www.cs.toronto.edu/~kriz/cifar.html>, "binary version").
+//! CIFAR-10 and CIFAR-100 as distributed (<https://www.cs.toronto.edu/~kriz/cifar.html>): the
+//! "binary version" read here and the "Python version" torchvision downloads (read by
+//! [`super::cifar_py`]); the loaders find either.
 //!
+//! Binary version:
 //! CIFAR-10: `data_batch_1.bin` … `data_batch_5.bin`, `test_batch.bin`; records of 1 label byte and
 //! 3072 pixel bytes (1024 red, 1024 green, 1024 blue, row-major); names in `batches.meta.txt`.
 //! CIFAR-100: `train.bin`, `test.bin`; records of a coarse label byte, a fine label byte and 3072 pixel
 //! bytes; names in `fine_label_names.txt` and `coarse_label_names.txt`.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{read_file, sha256_hex, DataError, DataSplit, Dataset, Hierarchy, Normalization};
+use super::{cifar_py, read_file, sha256_hex, DataError, DataSplit, Dataset, Hierarchy, Normalization};
 
 const PIXELS: usize = 3 * 32 * 32;
+
+/// The folder names of CIFAR-10's binary and Python versions (torchvision extracts the latter).
+const CIFAR10_DIRS: [&str; 2] = ["cifar-10-batches-bin", "cifar-10-batches-py"];
+/// The folder names of CIFAR-100's binary and Python versions.
+const CIFAR100_DIRS: [&str; 2] = ["cifar-100-binary", "cifar-100-python"];
+
+/// The superclass of CIFAR-100 classes that have no image in a subset (so no known superclass).
+pub const ABSENT: &str = "(no images)";
 
 /// The CIFAR-10 class names, used when `batches.meta.txt` is absent.
 pub const CIFAR10_NAMES: [&str; 10] =
@@ -78,68 +88,147 @@ fn read_names(path: &Path, expected: usize, default: Option<&[&str]>) -> Result<
     Ok(names)
 }
 
-/// Loads CIFAR-10 from the directory holding the `.bin` files.
+/// Where a CIFAR dataset was found: the folder and whether it holds the Python (pickle) version.
+struct Found {
+    dir: PathBuf,
+    python: bool,
+}
+
+/// Finds a CIFAR folder in `dir` itself or in the folder names of the binary and Python versions
+/// under it (torchvision's `root`): `bin_marker` marks the binary version, `py_marker` the Python one.
+fn locate(
+    dir: &Path,
+    name: &str,
+    (bin_marker, py_marker): (&str, &str),
+    subdirs: [&str; 2],
+) -> Result<Found, DataError> {
+    let candidates = [dir.to_path_buf(), dir.join(subdirs[0]), dir.join(subdirs[1])];
+    for c in &candidates {
+        if c.join(bin_marker).is_file() {
+            return Ok(Found { dir: c.clone(), python: false });
+        }
+        if c.join(py_marker).is_file() {
+            return Ok(Found { dir: c.clone(), python: true });
+        }
+    }
+    Err(DataError::Invalid(format!(
+        "{}: no {name} here: expected {bin_marker} (binary version) or {py_marker} (Python version, what torchvision downloads) in it, in {}/ or in {}/",
+        dir.display(),
+        subdirs[0],
+        subdirs[1]
+    )))
+}
+
+/// Loads CIFAR-10 from `dir`: the binary version (`data_batch_1.bin` …, names in `batches.meta.txt`)
+/// or the Python version (`data_batch_1` …, `batches.meta`), in `dir` or in `cifar-10-batches-bin/`
+/// or `cifar-10-batches-py/` under it.
 pub fn load_cifar10(dir: impl AsRef<Path>) -> Result<DataSplit, DataError> {
-    let dir = dir.as_ref();
-    let names = read_names(&dir.join("batches.meta.txt"), 10, Some(&CIFAR10_NAMES))?;
+    let found = locate(dir.as_ref(), "CIFAR-10", ("data_batch_1.bin", "data_batch_1"), CIFAR10_DIRS)?;
+    let dir = &found.dir;
+    let names = if found.python {
+        let meta = dir.join("batches.meta");
+        if meta.exists() {
+            cifar_py::read_names(&meta, "label_names", Some(10))?
+        } else {
+            CIFAR10_NAMES.iter().map(|s| s.to_string()).collect()
+        }
+    } else {
+        read_names(&dir.join("batches.meta.txt"), 10, Some(&CIFAR10_NAMES))?
+    };
+    let ext = if found.python { "" } else { ".bin" };
     let load = |files: &[String]| -> Result<Dataset, DataError> {
         let (mut px, mut lb, mut prov) = (Vec::new(), Vec::new(), Vec::new());
         for f in files {
-            let p = dir.join(f);
-            let bytes = read_file(&p)?;
-            let (l, x) = parse_records(&p, &bytes, 1, &[10])?;
-            prov.push((p.display().to_string(), sha256_hex(&bytes)));
+            let p = dir.join(format!("{f}{ext}"));
+            let (l, x, hash) = if found.python {
+                let b = cifar_py::read_batch(&p, &[("labels", 10)])?;
+                (b.labels, b.pixels, b.provenance.1)
+            } else {
+                let bytes = read_file(&p)?;
+                let (l, x) = parse_records(&p, &bytes, 1, &[10])?;
+                (l, x, sha256_hex(&bytes))
+            };
+            prov.push((p.display().to_string(), hash));
             px.extend(x);
             lb.extend(l.into_iter().next().unwrap_or_default());
         }
         Ok(Dataset::rgb32("cifar10", px, lb, names.clone(), None, Normalization::cifar10(), prov))
     };
-    let train: Vec<String> = (1..=5).map(|i| format!("data_batch_{i}.bin")).collect();
-    Ok(DataSplit { train: load(&train)?, test: load(&["test_batch.bin".to_string()])? })
+    let train: Vec<String> = (1..=5).map(|i| format!("data_batch_{i}")).collect();
+    Ok(DataSplit { train: load(&train)?, test: load(&["test_batch".to_string()])? })
 }
 
-/// Loads CIFAR-100 (fine labels, with the 20 coarse superclasses as hierarchy).
+/// Loads CIFAR-100 (fine labels, with the 20 coarse superclasses as hierarchy) from `dir`: the binary
+/// version (`train.bin`, `test.bin`, `fine_label_names.txt`, `coarse_label_names.txt`) or the Python
+/// version (`train`, `test`, `meta`), in `dir` or in `cifar-100-binary/` or `cifar-100-python/` under
+/// it. A subset in which some fine classes have no image loads: their superclass is unknown, so they
+/// form an extra superclass named [`ABSENT`], and the provenance says which they are.
 pub fn load_cifar100(dir: impl AsRef<Path>) -> Result<DataSplit, DataError> {
-    let dir = dir.as_ref();
-    let fine = read_names(&dir.join("fine_label_names.txt"), 100, None)?;
-    let coarse = read_names(&dir.join("coarse_label_names.txt"), 20, None)?;
-    let mut map = vec![usize::MAX; 100];
+    let found = locate(dir.as_ref(), "CIFAR-100", ("train.bin", "train"), CIFAR100_DIRS)?;
+    let dir = &found.dir;
+    let (fine, coarse) = if found.python {
+        let meta = dir.join("meta");
+        (
+            cifar_py::read_names(&meta, "fine_label_names", None)?,
+            cifar_py::read_names(&meta, "coarse_label_names", None)?,
+        )
+    } else {
+        (
+            read_names(&dir.join("fine_label_names.txt"), 100, None)?,
+            read_names(&dir.join("coarse_label_names.txt"), 20, None)?,
+        )
+    };
+    let mut map = vec![usize::MAX; fine.len()];
     let mut load = |file: &str| -> Result<Dataset, DataError> {
-        let p = dir.join(file);
-        let bytes = read_file(&p)?;
-        let (l, px) = parse_records(&p, &bytes, 2, &[20, 100])?;
-        for (i, (&c, &f)) in l[0].iter().zip(&l[1]).enumerate() {
+        let (p, coarse_l, fine_l, px, hash) = if found.python {
+            let p = dir.join(file);
+            let b = cifar_py::read_batch(&p, &[("coarse_labels", coarse.len()), ("fine_labels", fine.len())])?;
+            let [c, f]: [Vec<usize>; 2] = b.labels.try_into().expect("two label lists asked for");
+            (p, c, f, b.pixels, b.provenance.1)
+        } else {
+            let p = dir.join(format!("{file}.bin"));
+            let bytes = read_file(&p)?;
+            let (l, px) = parse_records(&p, &bytes, 2, &[20, 100])?;
+            let [c, f]: [Vec<usize>; 2] = l.try_into().expect("two label bytes per record");
+            (p, c, f, px, sha256_hex(&bytes))
+        };
+        for (i, (&c, &f)) in coarse_l.iter().zip(&fine_l).enumerate() {
             if map[f] == usize::MAX {
                 map[f] = c;
             } else if map[f] != c {
+                let at = if found.python { 0 } else { i * (2 + PIXELS) };
                 return Err(DataError::format(
                     &p,
-                    i * (2 + PIXELS),
-                    format!("coarse label {} for fine label {f} (as in earlier records)", map[f]),
+                    at,
+                    format!("coarse label {} for fine label {f} (as in earlier images), image {i}", map[f]),
                     format!("coarse label {c}"),
                 ));
             }
         }
-        Ok(Dataset::rgb32(
-            "cifar100",
-            px,
-            l[1].clone(),
-            fine.clone(),
-            None,
-            Normalization::cifar100(),
-            vec![(p.display().to_string(), sha256_hex(&bytes))],
-        ))
+        let prov = vec![(p.display().to_string(), hash)];
+        Ok(Dataset::rgb32("cifar100", px, fine_l, fine.clone(), None, Normalization::cifar100(), prov))
     };
-    let mut train = load("train.bin")?;
-    let mut test = load("test.bin")?;
-    if let Some(f) = map.iter().position(|&c| c == usize::MAX) {
-        return Err(DataError::Invalid(format!(
-            "{}: fine class {f} ('{}') never occurs, so its superclass is unknown",
-            dir.display(),
-            fine[f]
-        )));
+    let mut train = load("train")?;
+    let mut test = load("test")?;
+    let absent: Vec<usize> = (0..map.len()).filter(|&f| map[f] == usize::MAX).collect();
+    let mut supers = coarse;
+    if !absent.is_empty() {
+        let names: Vec<&str> = absent.iter().map(|&f| fine[f].as_str()).collect();
+        let note = format!(
+            "{} of {} classes have no image, grouped as '{ABSENT}': {}",
+            absent.len(),
+            fine.len(),
+            names.join(", ")
+        );
+        for &f in &absent {
+            map[f] = supers.len();
+        }
+        supers.push(ABSENT.to_string());
+        for ds in [&mut train, &mut test] {
+            ds.provenance.push(("classes without images".into(), note.clone()));
+        }
     }
-    let h = Hierarchy::new(coarse, map)?;
+    let h = Hierarchy::new(supers, map)?;
     train.hierarchy = Some(h.clone());
     test.hierarchy = Some(h);
     Ok(DataSplit { train, test })

@@ -91,9 +91,18 @@ fn load_pair(dir: &Path, prefix: &str) -> Result<Dataset, DataError> {
     })
 }
 
-/// Loads MNIST from a directory with the four IDX files.
+/// Loads MNIST from a directory with the four IDX files (raw or `.gz`), or from torchvision's layout
+/// under it: `MNIST/raw/` (the `root` given to `torchvision.datasets.MNIST`) or `raw/`.
 pub fn load_mnist(dir: impl AsRef<Path>) -> Result<DataSplit, DataError> {
-    let dir = dir.as_ref();
+    let given = dir.as_ref();
+    let candidates = [given.to_path_buf(), given.join("raw"), given.join("MNIST").join("raw")];
+    let has = |d: &Path| find(d, "train-images-idx3-ubyte").is_ok();
+    let Some(dir) = candidates.iter().find(|d| has(d)) else {
+        return Err(DataError::Invalid(format!(
+            "{}: no MNIST here: expected train-images-idx3-ubyte[.gz] (and the other three IDX files) in it, in raw/ or in MNIST/raw/ (torchvision's layout)",
+            given.display()
+        )));
+    };
     Ok(DataSplit { train: load_pair(dir, "train")?, test: load_pair(dir, "t10k")? })
 }
 

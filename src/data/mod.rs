@@ -1,9 +1,11 @@
 //! Datasets: in-memory image sets, class hierarchies, readers for the standard formats, the
 //! built-in synthetic dataset, augmentation and seeded batching.
 pub mod cifar;
+mod cifar_py;
 mod error;
 pub mod folder;
 pub mod mnist;
+pub mod pickle;
 pub mod synthetic;
 
 use rand::seq::SliceRandom;
