@@ -227,3 +227,49 @@ fn image_folder_reads_resizes_and_orders_classes() {
     let msg = folder::load_image_folder_split(dir.path(), 4).unwrap_err().to_string();
     assert!(msg.contains("bad.png"), "{msg}");
 }
+
+#[test]
+fn hierarchies_from_files_and_from_class_names() {
+    let names: Vec<String> = [
+        "Apple___Apple_scab",
+        "Apple___healthy",
+        "Corn___Common_rust",
+        "Background_without_leaves",
+        "Tomato___healthy",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let h = Hierarchy::from_separator(&names, "___").unwrap();
+    assert_eq!(h.super_names, ["Apple", "Corn", "Background_without_leaves", "Tomato"]);
+    assert_eq!(h.class_to_super, vec![0, 0, 1, 2, 3]);
+    assert!(Hierarchy::from_separator(&names, "").unwrap_err().to_string().contains("empty"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let classes: Vec<String> = ["cat", "dog", "car"].iter().map(|s| s.to_string()).collect();
+    let csv = dir.path().join("h.csv");
+    std::fs::write(&csv, "class,superclass\ncat, animal\ndog,animal\n\ncar,vehicle\n").unwrap();
+    let h = kdscope::data::read_hierarchy(&csv, &classes).unwrap();
+    assert_eq!(
+        (h.super_names.clone(), h.class_to_super.clone()),
+        (vec!["animal".to_string(), "vehicle".into()], vec![0, 0, 1])
+    );
+    let json = dir.path().join("h.json");
+    std::fs::write(&json, r#"{"car": "vehicle", "cat": "animal", "dog": "animal"}"#).unwrap();
+    let hj = kdscope::data::read_hierarchy(&json, &classes).unwrap();
+    assert_eq!(hj.class_to_super[0], hj.class_to_super[1]);
+    assert_ne!(hj.class_to_super[0], hj.class_to_super[2]);
+    // Errors name the file, the line or the class.
+    std::fs::write(&csv, "cat,animal\ndog animal\n").unwrap();
+    let msg = kdscope::data::read_hierarchy(&csv, &classes).unwrap_err().to_string();
+    assert!(msg.contains("h.csv line 2") && msg.contains("dog animal"), "{msg}");
+    std::fs::write(&csv, "cat,animal\ndog,animal\n").unwrap();
+    let msg = kdscope::data::read_hierarchy(&csv, &classes).unwrap_err().to_string();
+    assert!(msg.contains("h.csv") && msg.contains("class 'car' has no superclass"), "{msg}");
+    std::fs::write(&csv, "cat,animal\ndog,animal\ncar,vehicle\ncat,pet\n").unwrap();
+    let msg = kdscope::data::read_hierarchy(&csv, &classes).unwrap_err().to_string();
+    assert!(msg.contains("'cat' is listed twice"), "{msg}");
+    std::fs::write(&csv, "cat,animal\nbus,vehicle\n").unwrap();
+    let msg = kdscope::data::read_hierarchy(&csv, &classes).unwrap_err().to_string();
+    assert!(msg.contains("class 'bus' is not among the class names"), "{msg}");
+}

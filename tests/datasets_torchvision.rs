@@ -274,3 +274,42 @@ fn mnist_loads_from_torchvisions_raw_folder() {
     let msg = mnist::load_mnist(dir.path().join("MNIST/processed")).unwrap_err().to_string();
     assert!(msg.contains("MNIST/raw/") && msg.contains("train-images-idx3-ubyte"), "{msg}");
 }
+
+/// `kdscope train` on torchvision's CIFAR-100 folder given as its root, with a hierarchy from the class
+/// names (`fine_07` → `fine`, one superclass) replacing the coarse labels, then a report whose superclass
+/// view shows it.
+#[test]
+fn cli_trains_on_torchvisions_cifar_folder_and_reports_with_a_hierarchy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.safetensors");
+    let res = std::process::Command::new(env!("CARGO_BIN_EXE_kdscope"))
+        .args(["train", "--dataset", "cifar100", "--arch", "resnet8", "--epochs", "1", "--batch-size", "3"])
+        .arg("--data-dir")
+        .arg(fixtures())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(res.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&res.stderr));
+    assert!(stdout.contains("resnet8 on cifar100"), "{stdout}");
+    let html = dir.path().join("r.html");
+    let res = std::process::Command::new(env!("CARGO_BIN_EXE_kdscope"))
+        .args(["report", "--dataset", "cifar100", "--hierarchy-sep", "_", "--images-per-class", "1"])
+        .arg("--data-dir")
+        .arg(fixtures().join("cifar-100-python"))
+        .arg("--teacher")
+        .arg(&out)
+        .arg("--student")
+        .arg(&out)
+        .arg("--out")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("fine_42") && !page.contains("coarse_05"),
+        "the hierarchy from the names replaces the coarse labels"
+    );
+}

@@ -100,8 +100,15 @@ pub enum Cmd {
     Bench {
         #[arg(long, value_delimiter = ',', default_value = "resnet20,resnet56")]
         archs: Vec<String>,
+        /// Training batch.
         #[arg(long, default_value_t = 128)]
         batch: usize,
+        /// Inference batch (default: twice the training batch).
+        #[arg(long)]
+        infer_batch: Option<usize>,
+        /// Image side in pixels (32: CIFAR; 224: ImageNet-style models).
+        #[arg(long, default_value_t = 32)]
+        size: usize,
         #[arg(long, default_value_t = 5)]
         iters: usize,
         #[arg(long, default_value_t = 3)]
@@ -155,6 +162,14 @@ pub struct DataArgs {
     /// Image size for folder datasets.
     #[arg(long, default_value_t = 32)]
     pub image_size: usize,
+    /// Class → superclass hierarchy (`class,superclass` CSV or JSON object); replaces the dataset's own
+    /// (CIFAR-100's coarse labels).
+    #[arg(long, conflicts_with = "hierarchy_sep")]
+    pub hierarchy: Option<PathBuf>,
+    /// Superclasses from the class names, the part before this separator (`___` for PlantVillage's
+    /// `<Crop>___<Disease>` folders; a name without it is its own superclass).
+    #[arg(long)]
+    pub hierarchy_sep: Option<String>,
     /// Synthetic dataset settings as JSON, e.g. '{"train_per_class": 300, "noise": 20}' (for a report: the
     /// ones the models were trained on).
     #[arg(long)]
@@ -173,12 +188,25 @@ impl DataArgs {
             None => SynthConfig { seed, ..Default::default() },
         };
         let need = || self.data_dir.clone().context("--data-dir is required for this dataset");
-        Ok(match self.dataset.unwrap_or(DatasetKind::Synthetic) {
+        let mut split = match self.dataset.unwrap_or(DatasetKind::Synthetic) {
             DatasetKind::Synthetic => data::synthetic::builtin_dataset(&synth),
             DatasetKind::Cifar10 => data::cifar::load_cifar10(need()?)?,
             DatasetKind::Cifar100 => data::cifar::load_cifar100(need()?)?,
             DatasetKind::Mnist => data::mnist::load_mnist(need()?)?,
             DatasetKind::Folder => data::folder::load_image_folder_split(need()?, self.image_size)?,
+        };
+        if let Some(h) = self.hierarchy(&split.train.class_names)? {
+            split.set_hierarchy(h);
+        }
+        Ok(split)
+    }
+
+    /// The hierarchy asked for with `--hierarchy` or `--hierarchy-sep`, over `classes`.
+    pub fn hierarchy(&self, classes: &[String]) -> anyhow::Result<Option<data::Hierarchy>> {
+        Ok(match (&self.hierarchy, &self.hierarchy_sep) {
+            (Some(p), _) => Some(data::read_hierarchy(p, classes)?),
+            (None, Some(sep)) => Some(data::Hierarchy::from_separator(classes, sep)?),
+            (None, None) => None,
         })
     }
 }
@@ -291,9 +319,6 @@ pub struct ReportArgs {
     /// Class names (one per line or a JSON list); from the dataset when given, else `class_0` ….
     #[arg(long)]
     pub class_names: Option<PathBuf>,
-    /// Class → superclass hierarchy (`class,superclass` CSV or JSON object).
-    #[arg(long)]
-    pub hierarchy: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     /// KD method of the student, for the header (e.g. kd-mse).

@@ -119,8 +119,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::BenchExplain { arch, images, batch, methods, reps } => {
             crate::bench::explain(&arch, images, batch, &methods, reps)?
         }
-        Cmd::Bench { archs, batch, iters, reps, profile } => {
-            crate::bench::throughput(&archs, batch, iters, reps, profile)?
+        Cmd::Bench { archs, batch, infer_batch, size, iters, reps, profile } => {
+            let shape = (batch, infer_batch.unwrap_or(2 * batch), size);
+            crate::bench::throughput(&archs, shape, iters, reps, profile)?
         }
     }
     Ok(())
@@ -222,8 +223,8 @@ fn report_from_logits(args: ReportArgs) -> anyhow::Result<()> {
         (None, Some(d)) => d.test.class_names.clone(),
         (None, None) => (0..classes).map(|c| format!("class_{c}")).collect(),
     };
-    let hierarchy = match (&args.hierarchy, &data) {
-        (Some(p), _) => Some(logits::read_hierarchy(p, &class_names)?),
+    let hierarchy = match (args.data.hierarchy(&class_names)?, &data) {
+        (Some(h), _) => Some(h),
         (None, Some(d)) => d.test.hierarchy.clone(),
         (None, None) => None,
     };

@@ -4,6 +4,7 @@ pub mod cifar;
 mod cifar_py;
 mod error;
 pub mod folder;
+mod hierarchy;
 pub mod mnist;
 pub mod pickle;
 pub mod synthetic;
@@ -15,6 +16,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use error::DataError;
+pub use hierarchy::read_hierarchy;
 
 use crate::nn::{Shape4, Var};
 

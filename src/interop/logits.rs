@@ -256,49 +256,9 @@ pub fn read_class_names(path: impl AsRef<Path>) -> anyhow::Result<Vec<String>> {
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
 }
 
-/// A class → superclass hierarchy from a `class,superclass` CSV (header optional) or a JSON object,
-/// over `classes` (every class must be listed once; superclasses in order of first appearance).
-pub fn read_hierarchy(path: impl AsRef<Path>, classes: &[String]) -> anyhow::Result<Hierarchy> {
-    let path = path.as_ref();
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let pairs: Vec<(String, String)> = if text.trim_start().starts_with('{') {
-        let m: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&text).with_context(|| format!("{}: not a JSON object", path.display()))?;
-        m.into_iter().map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect()
-    } else {
-        let mut out = vec![];
-        for (r, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let (c, s) = line
-                .split_once(',')
-                .with_context(|| format!("{} line {}: expected class,superclass", path.display(), r + 1))?;
-            out.push((c.trim().to_string(), s.trim().to_string()));
-        }
-        if out.first().is_some_and(|(c, s)| c == "class" && s == "superclass") {
-            out.remove(0);
-        }
-        out
-    };
-    let mut supers: Vec<String> = vec![];
-    let mut class_to_super = vec![usize::MAX; classes.len()];
-    for (c, s) in &pairs {
-        let ci = classes
-            .iter()
-            .position(|n| n == c)
-            .with_context(|| format!("{}: class '{c}' is not among the class names", path.display()))?;
-        let si = match supers.iter().position(|n| n == s) {
-            Some(i) => i,
-            None => {
-                supers.push(s.clone());
-                supers.len() - 1
-            }
-        };
-        class_to_super[ci] = si;
-    }
-    if let Some(c) = class_to_super.iter().position(|&s| s == usize::MAX) {
-        bail!("{}: class '{}' has no superclass", path.display(), classes[c]);
-    }
-    Hierarchy::new(supers, class_to_super).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-}
+/// A class → superclass hierarchy file (moved to [`crate::data::read_hierarchy`], where every dataset
+/// can use it).
+pub use crate::data::read_hierarchy;
 
 /// The evaluation of a model known by its logits (`logits_path` for messages), on `labels`.
 pub fn evaluation(
