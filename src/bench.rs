@@ -14,6 +14,8 @@ pub struct BenchResult {
     pub model: String,
     pub mode: String,
     pub batch: usize,
+    /// Image side in pixels.
+    pub size: usize,
     pub sec_per_iter: Vec<f64>,
 }
 
@@ -28,26 +30,28 @@ impl BenchResult {
     }
 }
 
-fn input(batch: usize, seed: u64) -> (Var, Vec<usize>) {
+/// Random `size`x`size` colour images and labels of 100 classes.
+fn input(batch: usize, size: usize, seed: u64) -> (Var, Vec<usize>) {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let x: Vec<f32> = (0..batch * 3 * 32 * 32).map(|_| rng.gen_range(-2.0..2.0)).collect();
+    let x: Vec<f32> = (0..batch * 3 * size * size).map(|_| rng.gen_range(-2.0..2.0)).collect();
     let y = (0..batch).map(|i| i % 100).collect();
-    (Var::from_vec(x, Shape4::new(batch, 3, 32, 32)), y)
+    (Var::from_vec(x, Shape4::new(batch, 3, size, size)), y)
 }
 
 /// Times full SGD training steps (forward in training mode, cross-entropy, backward, SGD update) of
-/// `arch` at 100 classes: `reps` repetitions of `iters` steps after one warm-up step.
+/// `arch` at 100 classes on 32x32 images: `reps` repetitions of `iters` steps after one warm-up step.
 pub fn bench_train(arch: &str, batch: usize, iters: usize, reps: usize) -> anyhow::Result<BenchResult> {
-    Ok(bench_train_profiled(arch, batch, iters, reps, false)?.0)
+    Ok(bench_train_profiled(arch, (batch, 32), iters, reps, false)?.0)
 }
 
 /// [`bench_train`], and with `profile` the per-op profile of one more run of `iters` steps (taken
 /// apart from the timed ones): the ops' rows, then `total` rows for whole steps (`step`) and their
-/// phases (`forward (all)`, `loss`, `backward (all)`, `sgd + free`).
+/// phases (`forward (all)`, `loss`, `backward (all)`, `sgd + free`). `(batch, size)`: images per step
+/// and their side in pixels.
 pub fn bench_train_profiled(
     arch: &str,
-    batch: usize,
+    (batch, size): (usize, usize),
     iters: usize,
     reps: usize,
     profile: bool,
@@ -55,7 +59,7 @@ pub fn bench_train_profiled(
     crate::train::tune_allocator();
     let mut model = Model::build(arch, 100, 0)?;
     let mut sgd = Sgd::new(0.05, 0.9, true, 5e-4);
-    let (x, y) = input(batch, 1);
+    let (x, y) = input(batch, size, 1);
     let mut extra: Vec<(String, f64)> = Vec::new();
     let mut step = |extra: &mut Vec<(String, f64)>| -> anyhow::Result<()> {
         let t0 = Instant::now();
@@ -107,7 +111,7 @@ pub fn bench_train_profiled(
             rows.push(profile::Row { op, pass: "total", seconds, calls });
         }
     }
-    Ok((BenchResult { model: arch.into(), mode: "train".into(), batch, sec_per_iter: times }, rows))
+    Ok((BenchResult { model: arch.into(), mode: "train".into(), batch, size, sec_per_iter: times }, rows))
 }
 
 /// Prints a profile from [`bench_train_profiled`] as milliseconds per step (`steps` steps).
@@ -126,11 +130,16 @@ pub fn print_profile(rows: &[profile::Row], steps: usize) {
     }
 }
 
-/// Times inference (evaluation-mode forward, no tape) of `arch` at 100 classes.
-pub fn bench_infer(arch: &str, batch: usize, iters: usize, reps: usize) -> anyhow::Result<BenchResult> {
+/// Times inference (evaluation-mode forward, no tape) of `arch` at 100 classes on `size`-pixel images.
+pub fn bench_infer(
+    arch: &str,
+    (batch, size): (usize, usize),
+    iters: usize,
+    reps: usize,
+) -> anyhow::Result<BenchResult> {
     crate::train::tune_allocator();
     let model = Model::build(arch, 100, 0)?;
-    let (x, _) = input(batch, 2);
+    let (x, _) = input(batch, size, 2);
     let _ = model.logits(x.detach());
     let mut times = Vec::new();
     for _ in 0..reps {
@@ -140,24 +149,34 @@ pub fn bench_infer(arch: &str, batch: usize, iters: usize, reps: usize) -> anyho
         }
         times.push(t.elapsed().as_secs_f64() / iters as f64);
     }
-    Ok(BenchResult { model: arch.into(), mode: "infer".into(), batch, sec_per_iter: times })
+    Ok(BenchResult { model: arch.into(), mode: "infer".into(), batch, size, sec_per_iter: times })
 }
 
 /// `kdscope bench`: training (and, with `profile`, its per-op profile) and inference throughput of
-/// each architecture, one `RESULT` line per repetition and a summary row per mode.
-pub fn throughput(archs: &[String], batch: usize, iters: usize, reps: usize, profile: bool) -> anyhow::Result<()> {
-    println!("{:<10} {:<6} {:>6} {:>12} {:>10}", "model", "mode", "batch", "s/iter", "img/s");
+/// each architecture on `size`-pixel images (training batches of `batch`, inference batches of
+/// `infer_batch`), one `RESULT` line per repetition and a summary row per mode.
+pub fn throughput(
+    archs: &[String],
+    (batch, infer_batch, size): (usize, usize, usize),
+    iters: usize,
+    reps: usize,
+    profile: bool,
+) -> anyhow::Result<()> {
+    println!("{:<12} {:<6} {:>6} {:>5} {:>12} {:>10}", "model", "mode", "batch", "px", "s/iter", "img/s");
     for a in archs {
-        let (train, rows) = bench_train_profiled(a, batch, iters, reps, profile)?;
+        let (train, rows) = bench_train_profiled(a, (batch, size), iters, reps, profile)?;
         if profile {
             println!("profile of {iters} training steps of {a} at batch {batch}:");
             print_profile(&rows, iters);
         }
-        for r in [train, bench_infer(a, 2 * batch, iters, reps)?] {
+        for r in [train, bench_infer(a, (infer_batch, size), iters, reps)?] {
+            // The CIFAR size keeps the names the anchor and BENCHMARKS.md use.
+            let px = if r.size == 32 { String::new() } else { format!("_{}px", r.size) };
             for s in &r.sec_per_iter {
-                println!("RESULT {}_{}_b{} {:.4} {:.1}", r.model, r.mode, r.batch, s, r.batch as f64 / s);
+                println!("RESULT {}_{}_b{}{px} {:.4} {:.1}", r.model, r.mode, r.batch, s, r.batch as f64 / s);
             }
-            println!("{:<10} {:<6} {:>6} {:>12.4} {:>10.1}", r.model, r.mode, r.batch, r.median(), r.images_per_sec());
+            let (m, b, z) = (&r.model, r.batch, r.size);
+            println!("{m:<12} {:<6} {b:>6} {z:>5} {:>12.4} {:>10.1}", r.mode, r.median(), r.images_per_sec());
         }
     }
     Ok(())
