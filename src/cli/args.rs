@@ -150,6 +150,16 @@ pub enum Cmd {
     },
 }
 
+/// Normalisation constants (`--normalize`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum NormalizeKind {
+    Dataset,
+    Imagenet,
+    Cifar10,
+    Cifar100,
+    Auto,
+}
+
 /// Which dataset a command reads (`train`, `report`).
 #[derive(clap::Args)]
 pub struct DataArgs {
@@ -170,6 +180,26 @@ pub struct DataArgs {
     /// `<Crop>___<Disease>` folders; a name without it is its own superclass).
     #[arg(long)]
     pub hierarchy_sep: Option<String>,
+    /// Folder datasets without train/ and val/: the share of each class held out for testing.
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// Seed of the --val-fraction split (its own, so train and report see the same split whatever
+    /// the training seed).
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Folder datasets: fail on the first file that cannot be decoded instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Normalisation: the dataset's own constants (CIFAR's for CIFAR, ImageNet's for folders), named
+    /// ones, or `auto` (computed from the training images).
+    #[arg(long, value_enum, default_value = "dataset")]
+    pub normalize: NormalizeKind,
+    /// Per-channel means (e.g. 0.485,0.456,0.406), with --std; override --normalize.
+    #[arg(long, value_delimiter = ',', requires = "std")]
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviations, with --mean.
+    #[arg(long, value_delimiter = ',', requires = "mean")]
+    pub std: Vec<f32>,
     /// Synthetic dataset settings as JSON, e.g. '{"train_per_class": 300, "noise": 20}' (for a report: the
     /// ones the models were trained on).
     #[arg(long)]
@@ -193,12 +223,61 @@ impl DataArgs {
             DatasetKind::Cifar10 => data::cifar::load_cifar10(need()?)?,
             DatasetKind::Cifar100 => data::cifar::load_cifar100(need()?)?,
             DatasetKind::Mnist => data::mnist::load_mnist(need()?)?,
-            DatasetKind::Folder => data::folder::load_image_folder_split(need()?, self.image_size)?,
+            DatasetKind::Folder => {
+                let opts = data::folder::FolderOptions {
+                    val_fraction: self.val_fraction,
+                    seed: self.split_seed,
+                    strict: self.strict,
+                    ..data::folder::FolderOptions::new(self.image_size)
+                };
+                data::folder::load_folder_dataset(need()?, &opts)?
+            }
         };
         if let Some(h) = self.hierarchy(&split.train.class_names)? {
             split.set_hierarchy(h);
         }
+        let norm = self.normalization(&split.train)?;
+        split.train.norm = norm.clone();
+        split.test.norm = norm;
+        // What the user should know about the files (also in the report's appendix).
+        for (k, v) in &split.train.provenance {
+            if [data::folder::SKIPPED, "classes without images"].contains(&k.as_str()) {
+                eprintln!("note: {} (train): {k}: {v}", split.train.name);
+            }
+        }
+        if let Some((k, v)) = split.test.provenance.iter().find(|(k, _)| k == data::folder::SKIPPED) {
+            eprintln!("note: {} (test): {k}: {v}", split.test.name);
+        }
         Ok(split)
+    }
+
+    /// The normalisation asked for, checked against the dataset's channels.
+    fn normalization(&self, train: &data::Dataset) -> anyhow::Result<data::Normalization> {
+        let n = if !self.mean.is_empty() {
+            data::Normalization { mean: self.mean.clone(), std: self.std.clone() }
+        } else {
+            match self.normalize {
+                NormalizeKind::Dataset => train.norm.clone(),
+                NormalizeKind::Imagenet => data::Normalization::imagenet(),
+                NormalizeKind::Cifar10 => data::Normalization::cifar10(),
+                NormalizeKind::Cifar100 => data::Normalization::cifar100(),
+                NormalizeKind::Auto => data::Normalization::of(train),
+            }
+        };
+        anyhow::ensure!(
+            n.mean.len() == train.channels && n.std.len() == train.channels,
+            "--mean/--std/--normalize: {} means and {} standard deviations for {} channels",
+            n.mean.len(),
+            n.std.len(),
+            train.channels
+        );
+        anyhow::ensure!(
+            n.std.iter().all(|s| s.is_finite() && *s > 0.0) && n.mean.iter().all(|m| m.is_finite()),
+            "--std values must be positive and finite, --mean values finite: {:?} / {:?}",
+            n.mean,
+            n.std
+        );
+        Ok(n)
     }
 
     /// The hierarchy asked for with `--hierarchy` or `--hierarchy-sep`, over `classes`.

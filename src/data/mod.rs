@@ -89,6 +89,32 @@ impl Normalization {
     pub fn mnist() -> Self {
         Self { mean: vec![0.1307], std: vec![0.3081] }
     }
+    /// ImageNet's constants (torchvision's pretrained models; the default for image folders).
+    pub fn imagenet() -> Self {
+        Self { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] }
+    }
+
+    /// Per-channel mean and standard deviation of a dataset's pixels (scaled to [0, 1]), as
+    /// `--normalize auto` computes them from the training images.
+    pub fn of(ds: &Dataset) -> Self {
+        let plane = ds.height * ds.width;
+        let (mut mean, mut std) = (vec![], vec![]);
+        for c in 0..ds.channels {
+            let (mut s, mut s2, mut n) = (0.0f64, 0.0f64, 0usize);
+            for i in 0..ds.len() {
+                for &v in &ds.image(i)[c * plane..(c + 1) * plane] {
+                    let x = v as f64 / 255.0;
+                    s += x;
+                    s2 += x * x;
+                    n += 1;
+                }
+            }
+            let m = s / n.max(1) as f64;
+            mean.push(m as f32);
+            std.push(((s2 / n.max(1) as f64 - m * m).max(0.0).sqrt()).max(1e-6) as f32);
+        }
+        Self { mean, std }
+    }
 }
 
 /// An in-memory image set: `u8` images in CHW order, one label each.
