@@ -80,6 +80,12 @@ fn every_format_and_mode_loads_and_bad_files_are_named() {
         "{skipped}"
     );
     assert!(!skipped.contains("Thumbs") && !skipped.contains("DS_Store"), "{skipped}");
+    // Wherever the two files fell, both parts list every skipped file (the report shows the test part's).
+    for d in [&s.train, &s.test] {
+        let all: String =
+            d.provenance.iter().filter(|(k, _)| k.starts_with(SKIPPED)).map(|(_, v)| v.as_str()).collect();
+        assert!(all.contains("5.jpg") && all.contains("6.jpg"), "{:?}", d.provenance);
+    }
     // The split is seeded: the same seed, the same split; another seed, another one.
     let again = folder::load_folder_dataset(dir.path(), &opts).unwrap();
     assert_eq!(again.test.pixels, s.test.pixels);

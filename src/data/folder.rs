@@ -226,7 +226,7 @@ pub fn load_folder_dataset(root: impl AsRef<Path>, opts: &FolderOptions) -> Resu
             })?;
         let train = load_image_folder(root.join("train"), opts, None)?;
         let test = load_image_folder(held_out, opts, Some(&train.class_names))?;
-        return Ok(DataSplit { train, test });
+        return Ok(share_skipped(DataSplit { train, test }));
     }
     let class_names = class_dirs(root)?;
     if class_names.is_empty() {
@@ -267,7 +267,20 @@ pub fn load_folder_dataset(root: impl AsRef<Path>, opts: &FolderOptions) -> Resu
     for d in [&mut tr, &mut te] {
         d.provenance.push(("split".into(), split.clone()));
     }
-    Ok(DataSplit { train: tr, test: te })
+    Ok(share_skipped(DataSplit { train: tr, test: te }))
+}
+
+/// Both parts list every skipped file (the report's appendix shows the test part's provenance).
+fn share_skipped(mut split: DataSplit) -> DataSplit {
+    let of = |d: &Dataset| d.provenance.iter().find(|(k, _)| k == SKIPPED).map(|(_, v)| v.clone());
+    let (tr, te) = (of(&split.train), of(&split.test));
+    if let Some(v) = tr {
+        split.test.provenance.push((format!("{SKIPPED} (training part)"), v));
+    }
+    if let Some(v) = te {
+        split.train.provenance.push((format!("{SKIPPED} (test part)"), v));
+    }
+    split
 }
 
 /// Loads `root/train/<class>/…` and `root/test/<class>/…` (or `root/val/`) at `size` x `size`.
