@@ -179,7 +179,18 @@ fn cli_trains_on_a_plantvillage_style_folder() {
             "--hierarchy-sep",
             "___",
         ])
-        .args(["--normalize", "auto", "--arch", "resnet8", "--epochs", "1", "--batch-size", "3"])
+        .args([
+            "--normalize",
+            "auto",
+            "--augment",
+            "imagenet",
+            "--arch",
+            "resnet8",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "3",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .arg("--out")

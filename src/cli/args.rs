@@ -336,13 +336,38 @@ pub struct TrainArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub resume: bool,
+    /// Training augmentation: `cifar` (4-pixel padded crop + flip), `imagenet` (torchvision's
+    /// random-resized crop + flip), `none`; `auto` is `imagenet` for image folders larger than 32 px,
+    /// `cifar` otherwise.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub augment: AugmentKind,
+}
+
+/// Training augmentation (`--augment`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AugmentKind {
+    Auto,
+    Cifar,
+    Imagenet,
+    None,
 }
 
 impl TrainArgs {
+    /// The augmentation `--augment` names for this dataset.
+    fn augment(&self) -> data::Augment {
+        let folder = matches!(self.data.dataset, Some(DatasetKind::Folder)) && self.data.image_size > 32;
+        match self.augment {
+            AugmentKind::Auto if folder => data::Augment::IMAGENET,
+            AugmentKind::Auto | AugmentKind::Cifar => data::Augment::STANDARD,
+            AugmentKind::Imagenet => data::Augment::IMAGENET,
+            AugmentKind::None => data::Augment::NONE,
+        }
+    }
+
     /// The training configuration these arguments describe.
     pub fn config(&self) -> TrainConfig {
         if self.cifar100_preset {
-            return TrainConfig { seed: self.seed, ..TrainConfig::cifar100_standard() };
+            return TrainConfig { seed: self.seed, augment: self.augment(), ..TrainConfig::cifar100_standard() };
         }
         let schedule = match self.schedule {
             ScheduleKind::Cosine => Schedule::Cosine { min_lr: 0.0 },
@@ -358,6 +383,7 @@ impl TrainArgs {
             weight_decay: self.weight_decay,
             schedule,
             seed: self.seed,
+            augment: self.augment(),
             ..TrainConfig::default()
         }
     }

@@ -1,5 +1,6 @@
 //! Datasets: in-memory image sets, class hierarchies, readers for the standard formats, the
 //! built-in synthetic dataset, augmentation and seeded batching.
+mod augment;
 pub mod cifar;
 mod cifar_py;
 mod error;
@@ -10,11 +11,13 @@ pub mod pickle;
 pub mod synthetic;
 
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use augment::write_image;
+pub use augment::{resized_crop_box, Augment};
 pub use error::DataError;
 pub use hierarchy::read_hierarchy;
 
@@ -307,58 +310,12 @@ pub struct DataSplit {
     pub test: Dataset,
 }
 
-/// Training-time augmentation.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Augment {
-    /// Zero padding before the random crop back to the original size (0 disables the crop).
-    pub crop_pad: usize,
-    /// Random horizontal flips with probability 1/2.
-    pub hflip: bool,
-}
-
-impl Augment {
-    /// Standard CIFAR augmentation: 4-pixel padded random crop and horizontal flip.
-    pub const STANDARD: Augment = Augment { crop_pad: 4, hflip: true };
-    pub const NONE: Augment = Augment { crop_pad: 0, hflip: false };
-}
-
 /// One batch: normalised NCHW input and labels.
 pub struct Batch {
     pub x: Var,
     pub labels: Vec<usize>,
     /// Dataset indices of the images in the batch.
     pub indices: Vec<usize>,
-}
-
-/// Writes image `i` of `ds` normalised (and augmented with `rng` when `aug` is given) into `out`.
-fn write_image(ds: &Dataset, i: usize, aug: Option<(Augment, &mut ChaCha8Rng)>, out: &mut [f32]) {
-    let (c, h, w) = (ds.channels, ds.height, ds.width);
-    let img = ds.image(i);
-    let (dy, dx, flip) = match aug {
-        Some((a, rng)) => {
-            let p = a.crop_pad as isize;
-            let dy = if p > 0 { rng.gen_range(-p..=p) } else { 0 };
-            let dx = if p > 0 { rng.gen_range(-p..=p) } else { 0 };
-            (dy, dx, a.hflip && rng.gen_bool(0.5))
-        }
-        None => (0, 0, false),
-    };
-    for ch in 0..c {
-        let (m, s) = (ds.norm.mean[ch], ds.norm.std[ch]);
-        let zero = (0.0 - m) / s;
-        for y in 0..h {
-            let sy = y as isize + dy;
-            for x in 0..w {
-                let xx = if flip { w - 1 - x } else { x };
-                let sx = xx as isize + dx;
-                out[(ch * h + y) * w + x] = if sy < 0 || sy >= h as isize || sx < 0 || sx >= w as isize {
-                    zero
-                } else {
-                    (img[(ch * h + sy as usize) * w + sx as usize] as f32 / 255.0 - m) / s
-                };
-            }
-        }
-    }
 }
 
 /// `n` distinct indices of `0..len` drawn with `seed`, in increasing order (all of them when `n ≥ len`).
@@ -422,6 +379,8 @@ pub(crate) fn read_file(path: &std::path::Path) -> Result<Vec<u8>, DataError> {
 
 #[cfg(test)]
 mod tests {
+    use rand::Rng;
+
     use super::*;
 
     fn tiny() -> Dataset {
@@ -456,7 +415,7 @@ mod tests {
             }
             rng.gen_bool(0.5);
         }
-        write_image(&ds, 0, Some((Augment { crop_pad: 0, hflip: true }, &mut rng)), &mut out);
+        write_image(&ds, 0, Some((Augment { crop_pad: 0, hflip: true, resized_crop: false }, &mut rng)), &mut out);
         assert!(close(&out, &[-0.2, -0.6, -1.0, 1.0, 0.6, 0.2]), "{out:?}");
     }
 
@@ -466,7 +425,7 @@ mod tests {
         // With padding 4 on a 2x3 image, some crops must show padding (value of pixel 0 = -1).
         let mut seen_pad = false;
         for s in 0..20 {
-            let b = make_batch(&ds, &[1], Some((Augment { crop_pad: 4, hflip: false }, s)));
+            let b = make_batch(&ds, &[1], Some((Augment { crop_pad: 4, hflip: false, resized_crop: false }, s)));
             let d = b.x.data();
             seen_pad |= d.iter().any(|&v| v == -1.0) && d.contains(&1.0);
             assert!(d.iter().all(|&v| v == -1.0 || v == 1.0));
