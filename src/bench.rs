@@ -265,3 +265,37 @@ pub fn embed(
     }
     Ok(())
 }
+
+/// Peak resident memory of this process so far, in MiB (`getrusage`).
+fn peak_rss_mib() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    u.ru_maxrss as f64 / 1024.0
+}
+
+/// `kdscope bench-data`: an image folder (`root/<class>/…`) read at `size` x `size`, then one epoch
+/// of ImageNet-style augmented batches; images/s of each and the peak memory.
+pub fn data_folder(root: &std::path::Path, size: usize, batch: usize) -> anyhow::Result<()> {
+    use crate::data::{epoch_batches, folder, make_batch, Augment};
+    let t = Instant::now();
+    let ds = folder::load_image_folder(root, &folder::FolderOptions::new(size), None)?;
+    let load = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut sum = 0.0f64;
+    for idx in epoch_batches(ds.len(), batch, true, 0, 0, false) {
+        sum += make_batch(&ds, &idx, Some((Augment::IMAGENET, 1))).x.data()[0] as f64;
+    }
+    let aug = t.elapsed().as_secs_f64();
+    let n = ds.len() as f64;
+    println!("{} images at {size} px ({} threads), checksum {sum:.3}", ds.len(), rayon::current_num_threads());
+    println!("RESULT kdscope_decode_{size}px {load:.3} {:.1}", n / load);
+    println!("RESULT kdscope_augment_epoch_b{batch} {aug:.3} {:.1}", n / aug);
+    println!("RESULT kdscope_decode_and_epoch {:.3} {:.1}", load + aug, n / (load + aug));
+    println!(
+        "peak memory {:.0} MiB (decoded pixels {:.0} MiB)",
+        peak_rss_mib(),
+        ds.pixels.len() as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}

@@ -131,6 +131,17 @@ pub enum Cmd {
         reps: usize,
     },
     /// Times DarkSight and t-SNE on seeded synthetic predictions (`embed::synthetic_logits`).
+    /// Times reading an image folder at `--size` (decode, shorter-side resize, centre crop, in
+    /// parallel) and one epoch of augmented batches (random-resized crop + flip, normalised), with
+    /// the peak memory (benches/data_folder_pytorch.py times torchvision on the same files).
+    BenchData {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+    },
     BenchEmbed {
         #[arg(long, default_value_t = 10000)]
         points: usize,

@@ -113,6 +113,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::models::zoo_table(classes)?);
             print!("{}", crate::distill::methods_table());
         }
+        Cmd::BenchData { data_dir, size, batch } => crate::bench::data_folder(&data_dir, size, batch)?,
         Cmd::BenchEmbed { points, classes, tsne_method, run, write_input, progress } => {
             crate::bench::embed(points, classes, &tsne_method, &run, write_input.as_deref(), progress)?
         }
