@@ -130,7 +130,6 @@ pub enum Cmd {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
-    /// Times DarkSight and t-SNE on seeded synthetic predictions (`embed::synthetic_logits`).
     /// Times reading an image folder at `--size` (decode, shorter-side resize, centre crop, in
     /// parallel) and one epoch of augmented batches (random-resized crop + flip, normalised), with
     /// the peak memory (benches/data_folder_pytorch.py times torchvision on the same files).
@@ -142,6 +141,7 @@ pub enum Cmd {
         #[arg(long, default_value_t = 64)]
         batch: usize,
     },
+    /// Times DarkSight and t-SNE on seeded synthetic predictions (`embed::synthetic_logits`).
     BenchEmbed {
         #[arg(long, default_value_t = 10000)]
         points: usize,
@@ -252,7 +252,7 @@ impl DataArgs {
         split.test.norm = norm;
         // What the user should know about the files (also in the report's appendix).
         for (k, v) in &split.train.provenance {
-            if [data::folder::SKIPPED, "classes without images"].contains(&k.as_str()) {
+            if [data::folder::SKIPPED, data::cifar::ABSENT_NOTE].contains(&k.as_str()) {
                 eprintln!("note: {} (train): {k}: {v}", split.train.name);
             }
         }

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use super::{cifar_py, read_file, sha256_hex, DataError, DataSplit, Dataset, Hierarchy, Normalization};
 
-const PIXELS: usize = 3 * 32 * 32;
+/// Bytes of one 3 x 32 x 32 image.
+pub(super) const PIXELS: usize = 3 * 32 * 32;
 
 /// The folder names of CIFAR-10's binary and Python versions (torchvision extracts the latter).
 const CIFAR10_DIRS: [&str; 2] = ["cifar-10-batches-bin", "cifar-10-batches-py"];
@@ -20,6 +21,8 @@ const CIFAR100_DIRS: [&str; 2] = ["cifar-100-binary", "cifar-100-python"];
 
 /// The superclass of CIFAR-100 classes that have no image in a subset (so no known superclass).
 pub const ABSENT: &str = "(no images)";
+/// The provenance key of the note naming those classes.
+pub const ABSENT_NOTE: &str = "classes without images";
 
 /// The CIFAR-10 class names, used when `batches.meta.txt` is absent.
 pub const CIFAR10_NAMES: [&str; 10] =
@@ -225,7 +228,7 @@ pub fn load_cifar100(dir: impl AsRef<Path>) -> Result<DataSplit, DataError> {
         }
         supers.push(ABSENT.to_string());
         for ds in [&mut train, &mut test] {
-            ds.provenance.push(("classes without images".into(), note.clone()));
+            ds.provenance.push((ABSENT_NOTE.into(), note.clone()));
         }
     }
     let h = Hierarchy::new(supers, map)?;

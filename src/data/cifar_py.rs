@@ -6,10 +6,9 @@
 //! `label_names` or `fine_label_names` + `coarse_label_names`.
 use std::path::Path;
 
+use super::cifar::PIXELS;
 use super::pickle::{self, Value};
 use super::{read_file, sha256_hex, DataError};
-
-const PIXELS: usize = 3 * 32 * 32;
 
 /// One batch file: the pixels (n x 3072), the label lists asked for (by key) and the file's hash.
 pub(crate) struct Batch {

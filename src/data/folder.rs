@@ -79,8 +79,9 @@ fn class_dirs(root: &Path) -> Result<Vec<String>, DataError> {
     Ok(names)
 }
 
-/// Decodes `p` (format sniffed from its bytes) and applies resize-shorter-side + centre crop.
-fn decode(p: &Path, size: usize) -> Result<Vec<u8>, String> {
+/// Decodes `p` (format sniffed from its bytes), applies resize-shorter-side + centre crop and writes
+/// the `3 x size x size` CHW bytes into `out`.
+fn decode(p: &Path, size: usize, out: &mut [u8]) -> Result<(), String> {
     let bytes = std::fs::read(p).map_err(|e| e.to_string())?;
     if bytes.is_empty() {
         return Err("an empty file".into());
@@ -107,11 +108,13 @@ fn decode(p: &Path, size: usize) -> Result<Vec<u8>, String> {
     let half = |d: u32| ((d - s) as f64 / 2.0).round_ties_even() as u32;
     let (x0, y0) = (half(nw), half(nh));
     let crop = image::imageops::crop_imm(&resized, x0, y0, s, s).to_image();
-    let mut chw = Vec::with_capacity(3 * size * size);
-    for ch in 0..3 {
-        chw.extend(crop.pixels().map(|px| px.0[ch]));
+    let plane = size * size;
+    for (i, px) in crop.pixels().enumerate() {
+        for ch in 0..3 {
+            out[ch * plane + i] = px.0[ch];
+        }
     }
-    Ok(chw)
+    Ok(())
 }
 
 /// The image files of each class folder (`(path, class)`), in class then name order.
@@ -134,12 +137,17 @@ fn decode_all(
     class_names: &[String],
     opts: &FolderOptions,
 ) -> Result<Dataset, DataError> {
-    let decoded: Vec<Result<Vec<u8>, String>> = files.par_iter().map(|(p, _)| decode(p, opts.size)).collect();
-    let (mut pixels, mut labels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
-    for ((p, c), d) in files.iter().zip(decoded) {
-        match d {
-            Ok(px) => {
-                pixels.extend(px);
+    // Decoded straight into one buffer, then compacted over the skipped files: no second copy of
+    // the images is ever held.
+    let il = 3 * opts.size * opts.size;
+    let mut pixels = vec![0u8; files.len() * il];
+    let results: Vec<Result<(), String>> =
+        pixels.par_chunks_mut(il).zip(files.par_iter()).map(|(out, (p, _))| decode(p, opts.size, out)).collect();
+    let (mut labels, mut skipped) = (Vec::new(), Vec::new());
+    for (i, ((p, c), r)) in files.iter().zip(results).enumerate() {
+        match r {
+            Ok(()) => {
+                pixels.copy_within(i * il..(i + 1) * il, labels.len() * il);
                 labels.push(*c);
             }
             Err(e) if opts.strict => {
@@ -151,6 +159,7 @@ fn decode_all(
             Err(e) => skipped.push(format!("{} ({e})", p.display())),
         }
     }
+    pixels.truncate(labels.len() * il);
     if labels.is_empty() {
         return Err(DataError::Invalid(format!(
             "{name}: no readable images ({}) in the class folders{}",
@@ -249,8 +258,9 @@ pub fn load_folder_dataset(root: impl AsRef<Path>, opts: &FolderOptions) -> Resu
     let files = list_images(root, &class_names)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
     let (mut train, mut held) = (Vec::new(), Vec::new());
-    for c in 0..class_names.len() {
-        let mut of_class: Vec<(PathBuf, usize)> = files.iter().filter(|(_, l)| *l == c).cloned().collect();
+    // `list_images` returns the files class by class (a class without images draws nothing).
+    for group in files.chunk_by(|a, b| a.1 == b.1) {
+        let mut of_class = group.to_vec();
         of_class.shuffle(&mut rng);
         let n = of_class.len();
         let k = if n < 2 { 0 } else { ((n as f64 * frac).round() as usize).clamp(1, n - 1) };
