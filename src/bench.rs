@@ -266,36 +266,70 @@ pub fn embed(
     Ok(())
 }
 
-/// Peak resident memory of this process so far, in MiB (`getrusage`).
+/// Peak resident memory of this process so far, in MiB: the kernel's high-water mark of its own
+/// address space (`VmHWM`). Not `getrusage`'s `ru_maxrss`, which a process started with
+/// `posix_spawn`/`vfork` inherits from its parent's peak (Linux carries it across `execve`).
 fn peak_rss_mib() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    u.ru_maxrss as f64 / 1024.0
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kib.unwrap_or_else(|| {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+        u.ru_maxrss as f64
+    }) / 1024.0
 }
 
-/// `kdscope bench-data`: an image folder (`root/<class>/…`) read at `size` x `size`, then one epoch
-/// of ImageNet-style augmented batches; images/s of each and the peak memory.
-pub fn data_folder(root: &std::path::Path, size: usize, batch: usize) -> anyhow::Result<()> {
+/// `kdscope bench-data`: an image folder (`root/<class>/…`) read at `size` x `size` (decoded into
+/// memory, or checked and streamed with a cache of `cache_mb` MiB), then one epoch of ImageNet-style
+/// augmented batches; images/s of each and the peak memory.
+pub fn data_folder(
+    root: &std::path::Path,
+    size: usize,
+    batch: usize,
+    storage: crate::data::folder::Storage,
+    cache_mb: usize,
+) -> anyhow::Result<()> {
     use crate::data::{epoch_batches, folder, make_batch, Augment};
+    anyhow::ensure!(batch > 0, "--batch must be at least 1");
     let t = Instant::now();
-    let ds = folder::load_image_folder(root, &folder::FolderOptions::new(size), None)?;
+    let opts = folder::FolderOptions {
+        storage,
+        cache_bytes: cache_mb.saturating_mul(1 << 20),
+        ..folder::FolderOptions::new(size)
+    };
+    let ds = folder::load_image_folder(root, &opts, None)?;
     let load = t.elapsed().as_secs_f64();
+    let read_peak = peak_rss_mib();
     let t = Instant::now();
     let mut sum = 0.0f64;
     for idx in epoch_batches(ds.len(), batch, true, 0, 0, false) {
         sum += make_batch(&ds, &idx, Some((Augment::IMAGENET, 1))).x.data()[0] as f64;
     }
+    ds.check_stream()?;
     let aug = t.elapsed().as_secs_f64();
     let n = ds.len() as f64;
-    println!("{} images at {size} px ({} threads), checksum {sum:.3}", ds.len(), rayon::current_num_threads());
-    println!("RESULT kdscope_decode_{size}px {load:.3} {:.1}", n / load);
-    println!("RESULT kdscope_augment_epoch_b{batch} {aug:.3} {:.1}", n / aug);
-    println!("RESULT kdscope_decode_and_epoch {:.3} {:.1}", load + aug, n / (load + aug));
+    let how = match &ds.stream {
+        Some(s) => format!(
+            "streamed, {} cached ({:.0} MiB), {} decoded during the epoch",
+            s.cached(),
+            s.budget().used() as f64 / (1 << 20) as f64,
+            s.decodes()
+        ),
+        None => "in memory".into(),
+    };
+    println!("{} images at {size} px, {how} ({} threads), checksum {sum:.3}", ds.len(), rayon::current_num_threads());
+    let tag = if ds.is_streamed() { "stream" } else { "memory" };
+    println!("RESULT kdscope_{tag}_read_{size}px {load:.3} {:.1}", n / load);
+    println!("RESULT kdscope_{tag}_augment_epoch_b{batch} {aug:.3} {:.1}", n / aug);
+    println!("RESULT kdscope_{tag}_read_and_epoch {:.3} {:.1}", load + aug, n / (load + aug));
     println!(
-        "peak memory {:.0} MiB (decoded pixels {:.0} MiB)",
+        "peak memory {:.0} MiB, {read_peak:.0} MiB after reading (decoded images {:.0} MiB)",
         peak_rss_mib(),
-        ds.pixels.len() as f64 / (1 << 20) as f64
+        (ds.len() * ds.image_len()) as f64 / (1 << 20) as f64
     );
     Ok(())
 }

@@ -12,6 +12,7 @@ fn tiny_rgb(n: usize, classes: usize, seed: u8) -> Dataset {
         height: 32,
         width: 32,
         pixels,
+        stream: None,
         labels: (0..n).map(|i| (i * 7 + seed as usize) % classes).collect(),
         class_names: (0..classes).map(|c| format!("class{c}")).collect(),
         hierarchy: None,
@@ -79,7 +80,7 @@ fn built_in_dataset_exports_as_cifar100_records() {
     // Record 13: class 13 (classes interleave), superclass 13 / 4 = 3, then the image's pixels.
     let r = &bytes[13 * 3074..14 * 3074];
     assert_eq!((r[0], r[1]), (3, 13));
-    assert_eq!(&r[2..], split.train.image(13));
+    assert_eq!(&r[2..], &*split.train.image(13));
     assert_eq!(std::fs::read(dir.path().join("test.bin")).unwrap().len(), 20 * 3074);
     let fine = std::fs::read_to_string(dir.path().join("fine_label_names.txt")).unwrap();
     assert_eq!(fine.lines().nth(13), Some("blue-b"));

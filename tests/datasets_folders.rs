@@ -141,6 +141,7 @@ fn normalisation_from_the_images_by_hand() {
         width: 2,
         // image 0: channel 0 = [0, 255], channel 1 = [51, 51]; image 1: [255, 255], [102, 0]
         pixels: vec![0, 255, 51, 51, 255, 255, 102, 0],
+        stream: None,
         labels: vec![0, 0],
         class_names: vec!["a".into()],
         hierarchy: None,

@@ -299,6 +299,7 @@ fn cli_distils_from_and_reports_on_a_pytorch_teacher() {
         height: 32,
         width: 32,
         pixels: (0..n * 3072).map(|i| ((i * 37 + seed * 11) % 251) as u8).collect(),
+        stream: None,
         labels: (0..n).map(|i| (i + seed) % 10).collect(),
         class_names: cifar::CIFAR10_NAMES.iter().map(|s| s.to_string()).collect(),
         hierarchy: None,

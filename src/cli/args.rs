@@ -140,6 +140,12 @@ pub enum Cmd {
         size: usize,
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// Stream the images from their files (`on`) or decode them all first (`off`).
+        #[arg(long, value_enum, default_value = "off")]
+        stream: crate::data::folder::Storage,
+        /// Streamed: MiB of decoded images cached.
+        #[arg(long, default_value_t = crate::data::folder::DEFAULT_CACHE_MB)]
+        cache_mb: usize,
     },
     /// Times DarkSight and t-SNE on seeded synthetic predictions (`embed::synthetic_logits`).
     BenchEmbed {
@@ -201,6 +207,13 @@ pub struct DataArgs {
     /// Folder datasets: fail on the first file that cannot be decoded instead of skipping it.
     #[arg(long)]
     pub strict: bool,
+    /// Folder datasets: decode images per batch from their files (`on`), hold them all in memory
+    /// (`off`), or stream when the decoded images exceed --cache-mb (`auto`). Results are identical.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub stream: data::folder::Storage,
+    /// Streamed folders: MiB of decoded images kept in memory between batches.
+    #[arg(long, default_value_t = data::folder::DEFAULT_CACHE_MB)]
+    pub cache_mb: usize,
     /// Normalisation: the dataset's own constants (CIFAR's for CIFAR, ImageNet's for folders), named
     /// ones, or `auto` (computed from the training images).
     #[arg(long, value_enum, default_value = "dataset")]
@@ -239,6 +252,8 @@ impl DataArgs {
                     val_fraction: self.val_fraction,
                     seed: self.split_seed,
                     strict: self.strict,
+                    storage: self.stream,
+                    cache_bytes: self.cache_mb.saturating_mul(1 << 20),
                     ..data::folder::FolderOptions::new(self.image_size)
                 };
                 data::folder::load_folder_dataset(need()?, &opts)?

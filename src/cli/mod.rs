@@ -113,7 +113,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::models::zoo_table(classes)?);
             print!("{}", crate::distill::methods_table());
         }
-        Cmd::BenchData { data_dir, size, batch } => crate::bench::data_folder(&data_dir, size, batch)?,
+        Cmd::BenchData { data_dir, size, batch, stream, cache_mb } => {
+            crate::bench::data_folder(&data_dir, size, batch, stream, cache_mb)?
+        }
         Cmd::BenchEmbed { points, classes, tsne_method, run, write_input, progress } => {
             crate::bench::embed(points, classes, &tsne_method, &run, write_input.as_deref(), progress)?
         }
@@ -197,6 +199,11 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let path = write_kd_report(&shown[0], &shown[1], &shown[2..], &data.test, &plan, &args.out)?;
+    if let Err(e) = data.test.check_stream() {
+        // A streamed image that stopped decoding was read as black: do not leave a report built on it.
+        let _ = std::fs::remove_file(&path);
+        return Err(e).context("the report was not kept");
+    }
     println!("report written to {}", path.display());
     Ok(())
 }

@@ -176,6 +176,7 @@ mod tests {
             height: 8,
             width: 8,
             pixels,
+            stream: None,
             labels: vec![0, 0],
             class_names: vec!["a".into()],
             hierarchy: None,

@@ -242,7 +242,7 @@ pub fn write_cifar10_bin(path: impl AsRef<Path>, ds: &Dataset) -> std::io::Resul
     let mut out = Vec::with_capacity(ds.len() * (1 + PIXELS));
     for i in 0..ds.len() {
         out.push(ds.labels[i] as u8);
-        out.extend_from_slice(ds.image(i));
+        out.extend_from_slice(&ds.image(i));
     }
     std::fs::write(path, out)
 }
@@ -254,7 +254,7 @@ pub fn write_cifar100_bin(path: impl AsRef<Path>, ds: &Dataset) -> std::io::Resu
     for i in 0..ds.len() {
         out.push(h.class_to_super[ds.labels[i]] as u8);
         out.push(ds.labels[i] as u8);
-        out.extend_from_slice(ds.image(i));
+        out.extend_from_slice(&ds.image(i));
     }
     std::fs::write(path, out)
 }

@@ -16,7 +16,10 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use super::{sha256_hex, DataError, DataSplit, Dataset, Normalization};
+use std::sync::Arc;
+
+use super::stream::{CacheBudget, DecodeFn, ImageStream};
+use super::{DataError, DataSplit, Dataset, Normalization};
 
 /// Extensions of files taken as images (torchvision's `IMG_EXTENSIONS` that kdscope decodes).
 const EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "gif"];
@@ -36,11 +39,50 @@ pub struct FolderOptions {
     pub seed: u64,
     /// Fail on the first file that cannot be decoded instead of skipping it.
     pub strict: bool,
+    /// Whether the images are held in memory or streamed from their files.
+    pub storage: Storage,
+    /// Streamed: bytes of decoded images kept in the cache (shared by both parts); `Storage::Auto`
+    /// streams when the decoded images would not fit in it.
+    pub cache_bytes: usize,
 }
+
+/// Where a folder dataset's decoded images live (`--stream`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Storage {
+    /// All in memory (decoded once when the folder is read).
+    #[value(name = "off")]
+    Memory,
+    /// Read from the files per batch, with a bounded cache.
+    #[value(name = "on")]
+    Stream,
+    /// Streamed when the decoded images would exceed the cache budget, in memory otherwise.
+    Auto,
+}
+
+/// The default cache budget of streamed folders (`--cache-mb`).
+pub const DEFAULT_CACHE_MB: usize = 2048;
 
 impl FolderOptions {
     pub fn new(size: usize) -> Self {
-        Self { size, val_fraction: None, seed: 0, strict: false }
+        Self {
+            size,
+            val_fraction: None,
+            seed: 0,
+            strict: false,
+            storage: Storage::Auto,
+            cache_bytes: DEFAULT_CACHE_MB << 20,
+        }
+    }
+
+    /// The cache budget when `images` decoded images are to be streamed, `None` for memory.
+    fn budget(&self, images: usize) -> Option<Arc<CacheBudget>> {
+        let decoded = images.saturating_mul(3 * self.size * self.size);
+        let stream = match self.storage {
+            Storage::Memory => false,
+            Storage::Stream => true,
+            Storage::Auto => decoded > self.cache_bytes,
+        };
+        stream.then(|| CacheBudget::new(self.cache_bytes))
     }
 }
 
@@ -117,8 +159,11 @@ fn decode(p: &Path, size: usize, out: &mut [u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Image files with their class index.
+type Files = Vec<(PathBuf, usize)>;
+
 /// The image files of each class folder (`(path, class)`), in class then name order.
-fn list_images(root: &Path, class_names: &[String]) -> Result<Vec<(PathBuf, usize)>, DataError> {
+fn list_images(root: &Path, class_names: &[String]) -> Result<Files, DataError> {
     let mut files = Vec::new();
     for (ci, cname) in class_names.iter().enumerate() {
         let cdir = root.join(cname);
@@ -130,36 +175,71 @@ fn list_images(root: &Path, class_names: &[String]) -> Result<Vec<(PathBuf, usiz
     Ok(files)
 }
 
-/// Decodes `files` in parallel into a dataset; undecodable files are skipped (or fail with `strict`).
+/// Images decoded per parallel round while reading a folder (bounds the working memory of the
+/// streamed path and of the running digest).
+const CHUNK: usize = 256;
+
+/// Decodes `files` in parallel, chunk by chunk, into a dataset: in memory, or (`stream`) only checked,
+/// hashed and offered to the cache, the dataset reading them back from their files when asked.
+/// Undecodable files are skipped (or fail with `strict`). Both paths keep the same files and record the
+/// same digest of the decoded pixels.
 fn decode_all(
     name: &str,
     files: &[(PathBuf, usize)],
     class_names: &[String],
     opts: &FolderOptions,
+    stream: Option<&Arc<CacheBudget>>,
 ) -> Result<Dataset, DataError> {
-    // Decoded straight into one buffer, then compacted over the skipped files: no second copy of
-    // the images is ever held.
-    let il = 3 * opts.size * opts.size;
-    let mut pixels = vec![0u8; files.len() * il];
-    let results: Vec<Result<(), String>> =
-        pixels.par_chunks_mut(il).zip(files.par_iter()).map(|(out, (p, _))| decode(p, opts.size, out)).collect();
-    let (mut labels, mut skipped) = (Vec::new(), Vec::new());
-    for (i, ((p, c), r)) in files.iter().zip(results).enumerate() {
-        match r {
-            Ok(()) => {
-                pixels.copy_within(i * il..(i + 1) * il, labels.len() * il);
-                labels.push(*c);
+    use sha2::Digest;
+    let size = opts.size;
+    let il = 3 * size * size;
+    let decoder: Arc<DecodeFn> = Arc::new(move |p: &Path, out: &mut [u8]| decode(p, size, out));
+    let mut hasher = sha2::Sha256::new();
+    let (mut pixels, mut labels, mut kept, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut buf, mut cached) = (Vec::new(), Vec::new());
+    for part in files.chunks(CHUNK) {
+        // In memory the chunk is decoded at the end of the one buffer (no second copy of the images
+        // is ever held); streamed, into a scratch buffer of one chunk.
+        let base = if stream.is_some() {
+            buf.resize(part.len() * il, 0);
+            0
+        } else {
+            let b = labels.len() * il;
+            pixels.resize(b + part.len() * il, 0);
+            b
+        };
+        let target = if stream.is_some() { &mut buf[..] } else { &mut pixels[base..] };
+        let results: Vec<Result<(), String>> =
+            target.par_chunks_mut(il).zip(part.par_iter()).map(|(out, (p, _))| decode(p, size, out)).collect();
+        for (k, ((p, c), r)) in part.iter().zip(results).enumerate() {
+            match r {
+                Ok(()) => {
+                    if let Some(budget) = stream {
+                        let img = &buf[k * il..(k + 1) * il];
+                        hasher.update(img);
+                        // The cache keeps the first images while its budget lasts.
+                        if budget.take(il) {
+                            cached.push((kept.len(), Arc::from(img)));
+                        }
+                        kept.push(p.clone());
+                    } else {
+                        let to = labels.len() * il;
+                        pixels.copy_within(base + k * il..base + (k + 1) * il, to);
+                        hasher.update(&pixels[to..to + il]);
+                    }
+                    labels.push(*c);
+                }
+                Err(e) if opts.strict => {
+                    return Err(DataError::Invalid(format!(
+                        "{}: not a readable image ({e}); --strict stops here",
+                        p.display()
+                    )))
+                }
+                Err(e) => skipped.push(format!("{} ({e})", p.display())),
             }
-            Err(e) if opts.strict => {
-                return Err(DataError::Invalid(format!(
-                    "{}: not a readable image ({e}); --strict stops here",
-                    p.display()
-                )))
-            }
-            Err(e) => skipped.push(format!("{} ({e})", p.display())),
         }
+        pixels.truncate(labels.len() * il);
     }
-    pixels.truncate(labels.len() * il);
     if labels.is_empty() {
         return Err(DataError::Invalid(format!(
             "{name}: no readable images ({}) in the class folders{}",
@@ -167,7 +247,7 @@ fn decode_all(
             if skipped.is_empty() { String::new() } else { format!("; {} could not be decoded", skipped.len()) }
         )));
     }
-    let digest = sha256_hex(&pixels);
+    let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let mut provenance = vec![(name.to_string(), format!("{} images, pixels sha256 {digest}", labels.len()))];
     if !skipped.is_empty() {
         provenance.push((SKIPPED.into(), format!("{} could not be decoded: {}", skipped.len(), skipped.join("; "))));
@@ -178,6 +258,7 @@ fn decode_all(
         height: opts.size,
         width: opts.size,
         pixels,
+        stream: stream.map(|b| Arc::new(ImageStream::new(kept, il, decoder, b.clone()).with_cached(cached))),
         labels,
         class_names: class_names.to_vec(),
         hierarchy: None,
@@ -193,15 +274,9 @@ fn check_size(opts: &FolderOptions) -> Result<(), DataError> {
     Ok(())
 }
 
-/// Loads `root/<class>/<image>` files. Class names are the sorted sub-folder names; `classes` fixes
-/// them (and their order) when given, e.g. for a test split.
-pub fn load_image_folder(
-    root: impl AsRef<Path>,
-    opts: &FolderOptions,
-    classes: Option<&[String]>,
-) -> Result<Dataset, DataError> {
-    check_size(opts)?;
-    let root = root.as_ref();
+/// The class names (sorted sub-folders of `root`, or `classes` when given, which must cover them) and
+/// the image files of each.
+fn class_files(root: &Path, classes: Option<&[String]>) -> Result<(Vec<String>, Files), DataError> {
     let found = class_dirs(root)?;
     let class_names: Vec<String> = match classes {
         Some(c) => {
@@ -219,7 +294,20 @@ pub fn load_image_folder(
         return Err(DataError::Invalid(format!("{}: no class sub-folders", root.display())));
     }
     let files = list_images(root, &class_names)?;
-    decode_all(&root.display().to_string(), &files, &class_names, opts)
+    Ok((class_names, files))
+}
+
+/// Loads `root/<class>/<image>` files. Class names are the sorted sub-folder names; `classes` fixes
+/// them (and their order) when given, e.g. for a test split.
+pub fn load_image_folder(
+    root: impl AsRef<Path>,
+    opts: &FolderOptions,
+    classes: Option<&[String]>,
+) -> Result<Dataset, DataError> {
+    check_size(opts)?;
+    let root = root.as_ref();
+    let (class_names, files) = class_files(root, classes)?;
+    decode_all(&root.display().to_string(), &files, &class_names, opts, opts.budget(files.len()).as_ref())
 }
 
 /// Loads a folder dataset: `root/train` with `root/val` or `root/test`, or `root/<class>/…` split by
@@ -233,8 +321,12 @@ pub fn load_folder_dataset(root: impl AsRef<Path>, opts: &FolderOptions) -> Resu
             ["val", "test"].iter().map(|d| root.join(d)).find(|d| d.is_dir()).ok_or_else(|| {
                 DataError::Invalid(format!("{}: has train/ but neither val/ nor test/", root.display()))
             })?;
-        let train = load_image_folder(root.join("train"), opts, None)?;
-        let test = load_image_folder(held_out, opts, Some(&train.class_names))?;
+        let (class_names, train_files) = class_files(&root.join("train"), None)?;
+        let (_, test_files) = class_files(&held_out, Some(&class_names))?;
+        let budget = opts.budget(train_files.len() + test_files.len());
+        let name = |d: &Path| d.display().to_string();
+        let train = decode_all(&name(&root.join("train")), &train_files, &class_names, opts, budget.as_ref())?;
+        let test = decode_all(&name(&held_out), &test_files, &class_names, opts, budget.as_ref())?;
         return Ok(share_skipped(DataSplit { train, test }));
     }
     let class_names = class_dirs(root)?;
@@ -271,8 +363,9 @@ pub fn load_folder_dataset(root: impl AsRef<Path>, opts: &FolderOptions) -> Resu
     train.sort();
     held.sort();
     let name = root.display().to_string();
-    let mut tr = decode_all(&name, &train, &class_names, opts)?;
-    let mut te = decode_all(&name, &held, &class_names, opts)?;
+    let budget = opts.budget(files.len());
+    let mut tr = decode_all(&name, &train, &class_names, opts, budget.as_ref())?;
+    let mut te = decode_all(&name, &held, &class_names, opts, budget.as_ref())?;
     let split = format!("{} training / {} held-out images, fraction {frac}, seed {}", tr.len(), te.len(), opts.seed);
     for d in [&mut tr, &mut te] {
         d.provenance.push(("split".into(), split.clone()));

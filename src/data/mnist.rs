@@ -83,6 +83,7 @@ fn load_pair(dir: &Path, prefix: &str) -> Result<Dataset, DataError> {
         height: idims[1],
         width: idims[2],
         pixels,
+        stream: None,
         labels: labels.iter().map(|&l| l as usize).collect(),
         class_names: (0..10).map(|d| d.to_string()).collect(),
         hierarchy: None,

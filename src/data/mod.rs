@@ -8,6 +8,7 @@ pub mod folder;
 mod hierarchy;
 pub mod mnist;
 pub mod pickle;
+pub mod stream;
 pub mod synthetic;
 
 use rand::seq::SliceRandom;
@@ -22,6 +23,9 @@ pub use error::DataError;
 pub use hierarchy::read_hierarchy;
 
 use crate::nn::{Shape4, Var};
+use std::borrow::Cow;
+use std::sync::Arc;
+use stream::ImageStream;
 
 /// Class → superclass mapping with names.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -120,14 +124,18 @@ impl Normalization {
     }
 }
 
-/// An in-memory image set: `u8` images in CHW order, one label each.
+/// An image set: `u8` images in CHW order, one label each, held in memory (`pixels`) or streamed
+/// from their files (`stream`, see [`stream`]).
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub name: String,
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    /// The images one after the other (empty when streamed or labels-only).
     pub pixels: Vec<u8>,
+    /// Where the images come from when they are not held in `pixels`.
+    pub stream: Option<Arc<ImageStream>>,
     pub labels: Vec<usize>,
     pub class_names: Vec<String>,
     pub hierarchy: Option<Hierarchy>,
@@ -146,6 +154,7 @@ impl Dataset {
             height: 0,
             width: 0,
             pixels: vec![],
+            stream: None,
             labels,
             class_names,
             hierarchy,
@@ -156,7 +165,18 @@ impl Dataset {
 
     /// Whether the split carries its images (not one made by [`Dataset::labels_only`]).
     pub fn has_images(&self) -> bool {
-        !self.pixels.is_empty()
+        !self.pixels.is_empty() || self.stream.is_some()
+    }
+
+    /// Whether the images are read from their files on demand.
+    pub fn is_streamed(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Fails, naming the files, if a streamed image could not be decoded after the dataset was opened
+    /// (it read as black); always fine in memory.
+    pub fn check_stream(&self) -> Result<(), DataError> {
+        self.stream.as_ref().map_or(Ok(()), |s| s.check())
     }
 
     /// A 3 x 32 x 32 colour dataset (CIFAR and the built-in dataset).
@@ -176,6 +196,7 @@ impl Dataset {
             height: 32,
             width: 32,
             pixels,
+            stream: None,
             labels,
             class_names,
             hierarchy,
@@ -196,9 +217,12 @@ impl Dataset {
     pub fn image_len(&self) -> usize {
         self.channels * self.height * self.width
     }
-    /// Raw CHW bytes of image `i`.
-    pub fn image(&self, i: usize) -> &[u8] {
-        &self.pixels[i * self.image_len()..(i + 1) * self.image_len()]
+    /// Raw CHW bytes of image `i` (decoded now if streamed and not cached).
+    pub fn image(&self, i: usize) -> Cow<'_, [u8]> {
+        match &self.stream {
+            Some(s) => s.image(i),
+            None => Cow::Borrowed(&self.pixels[i * self.image_len()..(i + 1) * self.image_len()]),
+        }
     }
 
     /// Image `i` as an RGB image (grey images are repeated over the three channels).
@@ -225,11 +249,15 @@ impl Dataset {
 
     /// A subset by indices (e.g. a quick evaluation sample).
     pub fn subset(&self, idx: &[usize]) -> Dataset {
+        let labels = idx.iter().map(|&i| self.labels[i]).collect();
+        if let Some(s) = &self.stream {
+            return Dataset { stream: Some(Arc::new(s.select(idx))), labels, ..self.meta() };
+        }
         let mut pixels = Vec::with_capacity(idx.len() * self.image_len());
         for &i in idx {
-            pixels.extend_from_slice(self.image(i));
+            pixels.extend_from_slice(&self.image(i));
         }
-        Dataset { pixels, labels: idx.iter().map(|&i| self.labels[i]).collect(), ..self.meta() }
+        Dataset { pixels, labels, ..self.meta() }
     }
 
     /// The first `n` images of each class.
@@ -253,6 +281,7 @@ impl Dataset {
             height: self.height,
             width: self.width,
             pixels: Vec::new(),
+            stream: None,
             labels: Vec::new(),
             class_names: self.class_names.clone(),
             hierarchy: self.hierarchy.clone(),
@@ -263,7 +292,16 @@ impl Dataset {
 
     /// Checks labels against the class list.
     pub fn validate(&self) -> Result<(), DataError> {
-        if self.pixels.len() != self.len() * self.image_len() {
+        if let Some(s) = &self.stream {
+            if s.len() != self.len() {
+                return Err(DataError::Invalid(format!(
+                    "{}: {} image files for {} labels",
+                    self.name,
+                    s.len(),
+                    self.len()
+                )));
+            }
+        } else if self.pixels.len() != self.len() * self.image_len() {
             return Err(DataError::Invalid(format!(
                 "{}: {} pixel bytes for {} images of {}x{}x{}",
                 self.name,
@@ -390,6 +428,7 @@ mod tests {
             height: 2,
             width: 3,
             pixels: vec![0, 51, 102, 153, 204, 255, 255, 255, 255, 0, 0, 0],
+            stream: None,
             labels: vec![0, 1],
             class_names: vec!["a".into(), "b".into()],
             hierarchy: None,

@@ -206,6 +206,7 @@ pub fn fit(
         let aug_seed = cfg.seed.wrapping_mul(0x5851_F42D_4C95_7F2D).wrapping_add(epoch as u64);
         for (bi, idx) in batches.iter().enumerate() {
             let b = make_batch(&data.train, idx, Some((cfg.augment, aug_seed)));
+            data.train.check_stream()?;
             // Dropout masks (torchvision heads) from the run's seed, epoch and batch: a resumed run draws the same.
             crate::nn::ops::seed_dropout(aug_seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ bi as u64);
             let t_out = distill.as_ref().map(|(_, t)| t.forward_with(b.x.detach(), false, features));
@@ -240,6 +241,7 @@ pub fn fit(
         }
         pb.finish_and_clear();
         let test = evaluate(student, &data.test, 256);
+        data.test.check_stream()?;
         let rec = EpochRecord {
             epoch: epoch + 1,
             lr,
