@@ -14,9 +14,57 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?.to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
+    fault_point("created");
+    f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    fault_point("written");
+    f.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
+    fault_point("synced");
     drop(f);
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    fault_point("renamed");
+    // The rename itself reaches the disk with the folder's entry (best effort: not every file system
+    // lets a folder be opened for that).
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    fault_point("folder synced");
+    Ok(())
+}
+
+/// Crash injection for the resume tests: with `KDSCOPE_FAULT_AT=n`, the process aborts (as a kill
+/// would stop it: no unwinding, no clean-up) at the `n`-th step of atomic writes (counted from 1 over
+/// the process's life: temporary file created, written, synced, renamed, folder synced), after printing
+/// the step to stderr. Unset, it costs one lookup per step.
+fn fault_point(step: &str) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    static AT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let at = *AT.get_or_init(|| std::env::var("KDSCOPE_FAULT_AT").ok().and_then(|v| v.parse().ok()));
+    if let Some(at) = at {
+        let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == at {
+            eprintln!("KDSCOPE_FAULT_AT={at}: aborting after step '{step}'");
+            std::process::abort();
+        }
+    }
+}
+
+/// Removes the temporary files [`write_atomic`] left for `path` in processes that are gone
+/// (`.<name>.<pid>.tmp`; a writer still running keeps its file).
+pub fn remove_stale_temporaries(path: &Path) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().to_string()) else { return Ok(()) };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let prefix = format!(".{name}.");
+    for e in entries.flatten() {
+        let f = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = f.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            std::fs::remove_file(e.path()).with_context(|| format!("removing stale {}", e.path().display()))?;
+        }
+    }
     Ok(())
 }
 
@@ -56,6 +104,30 @@ pub fn git_revision() -> Option<String> {
         .map(|o| !o.stdout.is_empty())
         .unwrap_or(false);
     Some(if dirty { format!("{rev}+dirty") } else { rev })
+}
+
+/// Runs a third-party reader that may panic on malformed input (polars' Parquet and CSV readers
+/// assert on some corrupt files) and turns a panic into an error naming `what`. The panic hook is
+/// silenced meanwhile so no "panicked at" line reaches the user; a panic elsewhere in the process at
+/// that moment still fails as it would, only without its message.
+pub fn guard<T>(what: impl std::fmt::Display, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    match r {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "no message".into());
+            anyhow::bail!("{what}: the reader failed on malformed content ({msg})")
+        }
+    }
 }
 
 #[cfg(test)]

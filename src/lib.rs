@@ -10,6 +10,7 @@ pub mod demo;
 pub mod distill;
 pub mod embed;
 pub mod explain;
+pub mod fuzz;
 pub mod grid;
 pub mod interop;
 pub mod io;

@@ -130,6 +130,28 @@ pub enum Cmd {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
+    /// Mutation-fuzzes every reader of outside bytes (datasets, checkpoints, logits, configs): reports
+    /// inputs, panics, the slowest input and peak memory per reader; exits with status 1 on a panic and
+    /// 3 on an input slower than --timeout-s (inputs kept in --out).
+    Fuzz {
+        /// Readers to fuzz, comma-separated (default: all; --list names them).
+        #[arg(long, value_delimiter = ',')]
+        targets: Vec<String>,
+        /// Mutated inputs per reader.
+        #[arg(long, default_value_t = 10_000)]
+        inputs: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Work folder: inputs are written there, and crashing or hanging ones kept.
+        #[arg(long, default_value = "fuzz-out")]
+        out: PathBuf,
+        /// Seconds one input may run before it counts as a hang.
+        #[arg(long, default_value_t = 5.0)]
+        timeout_s: f64,
+        /// List the readers and exit.
+        #[arg(long)]
+        list: bool,
+    },
     /// Times reading an image folder at `--size` (decode, shorter-side resize, centre crop, in
     /// parallel) and one epoch of augmented batches (random-resized crop + flip, normalised), with
     /// the peak memory (benches/data_folder_pytorch.py times torchvision on the same files).
@@ -231,7 +253,9 @@ pub struct DataArgs {
 }
 
 pub fn parse_synth(json: &str) -> anyhow::Result<SynthConfig> {
-    serde_json::from_str(json).context("--synth: not a synthetic dataset configuration")
+    let cfg: SynthConfig = serde_json::from_str(json).context("--synth: not a synthetic dataset configuration")?;
+    cfg.validate().context("--synth")?;
+    Ok(cfg)
 }
 
 impl DataArgs {
@@ -243,7 +267,7 @@ impl DataArgs {
         };
         let need = || self.data_dir.clone().context("--data-dir is required for this dataset");
         let mut split = match self.dataset.unwrap_or(DatasetKind::Synthetic) {
-            DatasetKind::Synthetic => data::synthetic::builtin_dataset(&synth),
+            DatasetKind::Synthetic => data::synthetic::try_builtin_dataset(&synth)?,
             DatasetKind::Cifar10 => data::cifar::load_cifar10(need()?)?,
             DatasetKind::Cifar100 => data::cifar::load_cifar100(need()?)?,
             DatasetKind::Mnist => data::mnist::load_mnist(need()?)?,

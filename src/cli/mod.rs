@@ -2,7 +2,7 @@
 //! `main` calls with the parsed arguments).
 mod args;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -113,6 +113,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::models::zoo_table(classes)?);
             print!("{}", crate::distill::methods_table());
         }
+        Cmd::Fuzz { targets, inputs, seed, out, timeout_s, list } => {
+            fuzz(&targets, inputs, seed, &out, timeout_s, list)?
+        }
         Cmd::BenchData { data_dir, size, batch, stream, cache_mb } => {
             crate::bench::data_folder(&data_dir, size, batch, stream, cache_mb)?
         }
@@ -148,6 +151,35 @@ fn embed_config(args: &ReportArgs) -> crate::embed::EmbedConfig {
     embed
 }
 
+fn fuzz(names: &[String], inputs: usize, seed: u64, out: &Path, timeout_s: f64, list: bool) -> anyhow::Result<()> {
+    let all = crate::fuzz::targets();
+    if list {
+        for t in &all {
+            println!("{}", t.name);
+        }
+        return Ok(());
+    }
+    anyhow::ensure!(timeout_s.is_finite() && timeout_s > 0.0, "--timeout-s must be positive, got {timeout_s}");
+    if let Some(n) = names.iter().find(|n| !all.iter().any(|t| t.name == n.as_str())) {
+        let known: Vec<&str> = all.iter().map(|t| t.name).collect();
+        anyhow::bail!("unknown fuzz target '{n}'; the targets are {}", known.join(", "));
+    }
+    let work = out.join("work");
+    println!("fuzzing with seed {seed}, {inputs} inputs per reader; inputs written under {}", work.display());
+    let mut panics = 0;
+    for t in all.iter().filter(|t| names.is_empty() || names.iter().any(|n| n == t.name)) {
+        let o = crate::fuzz::run(t, inputs, seed, &work, out, std::time::Duration::from_secs_f64(timeout_s))?;
+        println!("{o}");
+        for (n, msg) in o.panics.iter().take(5) {
+            println!("    panic at input {n}: {msg} (kept as {}/crash-{}-{n}.bin)", out.display(), t.name);
+        }
+        panics += o.panics.len();
+    }
+    println!("peak memory {:.0} MiB", crate::fuzz::peak_mib());
+    anyhow::ensure!(panics == 0, "{panics} inputs made a reader panic");
+    Ok(())
+}
+
 fn report(args: ReportArgs) -> anyhow::Result<()> {
     if args.teacher_logits.is_some() {
         return report_from_logits(args);
@@ -178,6 +210,7 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
             m.spec.in_channels,
             data.test.channels
         );
+        crate::models::check_classes(&m, &p.display().to_string(), &data.test.name, &data.test.class_names)?;
         models.push(m);
         if p.exists() {
             if let Some(h) = checkpoint::read_history(p)? {

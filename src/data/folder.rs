@@ -9,7 +9,8 @@
 //! truncated: the public PetImages archive has some) are skipped, counted and named in the dataset's
 //! provenance, or fail the load with [`FolderOptions::strict`]. Each image is stored as torchvision's
 //! evaluation transform leaves it: the shorter side resized to `size` (bilinear, antialiased), then a
-//! centre crop of `size` x `size`.
+//! centre crop of `size` x `size`, in memory or, for folders larger than the cache budget, streamed
+//! from the files per batch ([`Storage`], [`super::stream`]) with the same bytes.
 use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
@@ -119,6 +120,16 @@ fn class_dirs(root: &Path) -> Result<Vec<String>, DataError> {
         }
     }
     Ok(names)
+}
+
+/// One image file as a folder dataset stores it: `3 x size x size` CHW bytes, or why it cannot be read.
+pub fn decode_image(p: &Path, size: usize) -> Result<Vec<u8>, String> {
+    if size == 0 {
+        return Err("an image size of 0".into());
+    }
+    let mut out = vec![0u8; 3 * size * size];
+    decode(p, size, &mut out)?;
+    Ok(out)
 }
 
 /// Decodes `p` (format sniffed from its bytes), applies resize-shorter-side + centre crop and writes
@@ -326,6 +337,7 @@ pub fn load_folder_dataset(root: impl AsRef<Path>, opts: &FolderOptions) -> Resu
         let budget = opts.budget(train_files.len() + test_files.len());
         let name = |d: &Path| d.display().to_string();
         let train = decode_all(&name(&root.join("train")), &train_files, &class_names, opts, budget.as_ref())?;
+        no_empty_class(&root.join("train"), &train)?;
         let test = decode_all(&name(&held_out), &test_files, &class_names, opts, budget.as_ref())?;
         return Ok(share_skipped(DataSplit { train, test }));
     }
@@ -365,12 +377,32 @@ pub fn load_folder_dataset(root: impl AsRef<Path>, opts: &FolderOptions) -> Resu
     let name = root.display().to_string();
     let budget = opts.budget(files.len());
     let mut tr = decode_all(&name, &train, &class_names, opts, budget.as_ref())?;
+    no_empty_class(root, &tr)?;
     let mut te = decode_all(&name, &held, &class_names, opts, budget.as_ref())?;
     let split = format!("{} training / {} held-out images, fraction {frac}, seed {}", tr.len(), te.len(), opts.seed);
     for d in [&mut tr, &mut te] {
         d.provenance.push(("split".into(), split.clone()));
     }
     Ok(share_skipped(DataSplit { train: tr, test: te }))
+}
+
+/// A class folder without a readable training image is refused (as torchvision's ImageFolder refuses
+/// one without files): a model would be trained for a class it never sees.
+fn no_empty_class(root: &Path, train: &Dataset) -> Result<(), DataError> {
+    let mut count = vec![0usize; train.num_classes()];
+    for &l in &train.labels {
+        count[l] += 1;
+    }
+    let empty: Vec<&str> =
+        train.class_names.iter().zip(&count).filter(|(_, &n)| n == 0).map(|(c, _)| c.as_str()).collect();
+    if empty.is_empty() {
+        return Ok(());
+    }
+    Err(DataError::Invalid(format!(
+        "{}: class folder(s) {} have no readable training images; add images or remove the folder(s)",
+        root.display(),
+        empty.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(", ")
+    )))
 }
 
 /// Both parts list every skipped file (the report's appendix shows the test part's provenance).

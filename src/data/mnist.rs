@@ -5,50 +5,76 @@ use std::path::{Path, PathBuf};
 
 use super::{read_file, sha256_hex, DataError, DataSplit, Dataset, Normalization};
 
-/// Reads an IDX file (decompressing gzip), checks its magic number (unsigned bytes, `ndim`
-/// dimensions) and size, and returns the dimensions and payload.
+/// Deflate expands at most ~1032:1; a gzip file whose header promises more data than that is refused
+/// before anything is allocated.
+const MAX_DEFLATE_RATIO: usize = 1032;
+
+/// Reads an IDX file (raw, or gzip read as a stream, multi-member included), checks its magic number
+/// (unsigned bytes, `ndim` dimensions) and the size its dimensions declare against what the file can
+/// hold before reserving memory, reads exactly that many bytes and refuses trailing data. Returns the
+/// dimensions, the payload and the SHA-256 of the file.
 pub fn read_idx(path: &Path, ndim: u8) -> Result<(Vec<usize>, Vec<u8>, String), DataError> {
     let raw = read_file(path)?;
     let hash = sha256_hex(&raw);
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::format(path, 0, "a valid gzip stream", format!("a corrupt one ({e})")))?;
-        out
-    } else {
-        raw
-    };
-    if bytes.len() < 4 {
-        return Err(DataError::format(path, 0, "a 4-byte IDX magic number", format!("{} bytes", bytes.len())));
+    let gz = raw.starts_with(&[0x1f, 0x8b]);
+    let corrupt = |e: std::io::Error| DataError::format(path, 0, "a valid gzip stream", format!("a corrupt one ({e})"));
+    let mut reader: Box<dyn Read> =
+        if gz { Box::new(flate2::read::MultiGzDecoder::new(&raw[..])) } else { Box::new(&raw[..]) };
+    let where_ = if gz { " (decompressed)" } else { "" };
+    let header = 4 + 4 * ndim as usize;
+    let mut head = Vec::with_capacity(header);
+    reader.by_ref().take(header as u64).read_to_end(&mut head).map_err(corrupt)?;
+    if head.len() < 4 {
+        return Err(DataError::format(path, 0, "a 4-byte IDX magic number", format!("{} bytes{where_}", head.len())));
     }
     let want = [0, 0, 0x08, ndim];
-    if bytes[..4] != want {
+    if head[..4] != want {
         return Err(DataError::format(
             path,
             0,
             format!("IDX magic {want:02x?} (unsigned bytes, {ndim} dimensions)"),
-            format!("{:02x?}", &bytes[..4]),
+            format!("{:02x?}", &head[..4]),
         ));
     }
-    let header = 4 + 4 * ndim as usize;
-    if bytes.len() < header {
-        return Err(DataError::format(path, bytes.len(), format!("{ndim} big-endian u32 dimensions"), "end of file"));
+    if head.len() < header {
+        return Err(DataError::format(path, head.len(), format!("{ndim} big-endian u32 dimensions"), "end of file"));
     }
     let dims: Vec<usize> = (0..ndim as usize)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
+        .map(|i| u32::from_be_bytes(head[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
         .collect();
-    let need: usize = dims.iter().product();
-    let have = bytes.len() - header;
-    if have != need {
+    let need = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let limit = if gz { raw.len().saturating_mul(MAX_DEFLATE_RATIO) } else { raw.len() - header };
+    let need = match need {
+        Some(n) if n <= limit => n,
+        _ => {
+            let declared = dims.iter().map(|&d| d as u128).product::<u128>();
+            return Err(DataError::format(
+                path,
+                4,
+                format!(
+                    "dimensions whose {} data bytes fit in the file ({} bytes{})",
+                    declared,
+                    raw.len(),
+                    if gz { ", compressed" } else { "" }
+                ),
+                format!("{dims:?}"),
+            ));
+        }
+    };
+    let mut data = Vec::with_capacity(need);
+    reader.by_ref().take(need as u64).read_to_end(&mut data).map_err(corrupt)?;
+    let mut extra = [0u8; 1];
+    let trailing = reader.read(&mut extra).map_err(corrupt)?;
+    if data.len() != need || trailing > 0 {
+        let have = if trailing > 0 { "more bytes".to_string() } else { format!("{} bytes", data.len()) };
         return Err(DataError::format(
             path,
-            bytes.len().min(header + need),
-            format!("{need} data bytes for dimensions {dims:?}"),
-            format!("{have} bytes"),
+            header + data.len(),
+            format!("{need} data bytes for dimensions {dims:?}{where_}"),
+            have,
         ));
     }
-    Ok((dims, bytes[header..].to_vec(), hash))
+    Ok((dims, data, hash))
 }
 
 fn find(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {

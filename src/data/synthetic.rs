@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{DataSplit, Dataset, Hierarchy, Normalization};
+use super::{DataError, DataSplit, Dataset, Hierarchy, Normalization};
 
 pub const SUPER_NAMES: [&str; 5] = ["disk", "square", "triangle", "ring", "cross"];
 /// Superclass names of the fractal variant: the hues of its five systems (0°, 72°, …, 288°).
@@ -82,6 +82,47 @@ impl Default for SynthConfig {
             fractal_jitter: 0.1,
             fractal_hue: 20.0,
         }
+    }
+}
+
+/// The most images per class and part the generator makes (20 classes: 3 GB of pixels).
+pub const MAX_PER_CLASS: usize = 50_000;
+
+impl SynthConfig {
+    /// Checks every setting, naming the first one out of range.
+    pub fn validate(&self) -> Result<(), DataError> {
+        let bad = |field: &str, want: &str, got: String| {
+            Err(DataError::Invalid(format!("synthetic dataset: {field} must be {want}, got {got}")))
+        };
+        let finite_at_least = |v: f32, lo: f32| v.is_finite() && v >= lo;
+        for (field, n) in [("train_per_class", self.train_per_class), ("test_per_class", self.test_per_class)] {
+            if !(1..=MAX_PER_CLASS).contains(&n) {
+                return bad(field, &format!("between 1 and {MAX_PER_CLASS}"), n.to_string());
+            }
+        }
+        for (field, v) in [
+            ("accent_jitter", self.accent_jitter),
+            ("noise", self.noise),
+            ("fractal_class_shift", self.fractal_class_shift),
+            ("fractal_jitter", self.fractal_jitter),
+        ] {
+            if !finite_at_least(v, 0.0) {
+                return bad(field, "a finite number ≥ 0", v.to_string());
+            }
+        }
+        for (field, v) in [("accent_step", self.accent_step), ("fractal_hue", self.fractal_hue)] {
+            if !v.is_finite() {
+                return bad(field, "finite", v.to_string());
+            }
+        }
+        if !(self.confounder.is_finite() && (0.0..=1.0).contains(&self.confounder)) {
+            return bad("confounder", "in [0, 1]", self.confounder.to_string());
+        }
+        let (lo, hi) = self.contrast;
+        if !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi && hi <= 1.0) {
+            return bad("contrast", "a range [lo, hi] with 0 ≤ lo ≤ hi ≤ 1", format!("[{lo}, {hi}]"));
+        }
+        Ok(())
     }
 }
 
@@ -405,11 +446,20 @@ fn generate(cfg: &SynthConfig, per_class: usize, split_tag: u64, name: &str) -> 
 
 /// Generates the train and test splits (disjoint random streams) of the built-in dataset:
 /// fractals-20 by default, shapes-20 with `fractal: false`.
+///
+/// # Panics
+/// On settings [`SynthConfig::validate`] refuses; [`try_builtin_dataset`] returns the error instead.
 pub fn builtin_dataset(cfg: &SynthConfig) -> DataSplit {
-    DataSplit {
+    try_builtin_dataset(cfg).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`builtin_dataset`], with an error naming the first setting out of range.
+pub fn try_builtin_dataset(cfg: &SynthConfig) -> Result<DataSplit, DataError> {
+    cfg.validate()?;
+    Ok(DataSplit {
         train: generate(cfg, cfg.train_per_class, 1, "train"),
         test: generate(cfg, cfg.test_per_class, 2, "test"),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -257,6 +257,30 @@ impl Grid {
 
     /// Every run of the grid, in table order (pairs, then methods and their variants, then seeds).
     pub fn runs(&self) -> anyhow::Result<Vec<RunKey>> {
+        // Names and sizes first: a sweep of many values per parameter must not be expanded before a
+        // misspelt parameter is found, nor grow without bound.
+        let mut total = 0usize;
+        for m in &self.methods {
+            let spec = m.spec();
+            if let Some((k, _)) = spec.sweep.iter().find(|(_, v)| v.is_empty()) {
+                anyhow::bail!("grid method '{}': sweep '{k}' has no values", spec.name);
+            }
+            let mut first = spec.params.clone();
+            for (k, v) in &spec.sweep {
+                first.insert(k.clone(), v[0].clone());
+            }
+            distill::by_name_with(&spec.name, &first).with_context(|| format!("grid method '{}'", spec.name))?;
+            let n = spec.sweep.values().try_fold(1usize, |a, v| a.checked_mul(v.len()));
+            total = n
+                .and_then(|n| n.checked_mul(self.pairs.len() * self.seeds.len()))
+                .and_then(|n| total.checked_add(n))
+                .unwrap_or(usize::MAX);
+        }
+        anyhow::ensure!(
+            total <= MAX_RUNS,
+            "the grid asks for {} runs (pairs x variants x seeds); at most {MAX_RUNS} are allowed: sweep fewer values",
+            if total == usize::MAX { "more than 2^64".to_string() } else { total.to_string() }
+        );
         let mut out = Vec::new();
         for pair in &self.pairs {
             for m in &self.methods {
@@ -279,6 +303,9 @@ impl Grid {
         Ok(out)
     }
 }
+
+/// The most runs one grid may hold.
+pub const MAX_RUNS: usize = 100_000;
 
 /// A file or folder name for a label (anything but ASCII letters, digits, `-` and `.` becomes `_`).
 fn slug(s: &str) -> String {

@@ -104,14 +104,14 @@ fn extension(path: &Path) -> String {
 
 fn read_frame(path: &Path) -> anyhow::Result<DataFrame> {
     let p = path.to_path_buf();
-    let df = match extension(path).as_str() {
-        "parquet" => {
-            let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-            ParquetReader::new(f).finish()
-        }
-        _ => CsvReadOptions::default().with_has_header(true).try_into_reader_with_file_path(Some(p))?.finish(),
-    };
-    df.with_context(|| format!("{}: not a readable table", path.display()))
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    crate::io::guard(format!("{}: not a readable table", path.display()), || {
+        let df = match extension(path).as_str() {
+            "parquet" => ParquetReader::new(f).finish(),
+            _ => CsvReadOptions::default().with_has_header(true).try_into_reader_with_file_path(Some(p))?.finish(),
+        };
+        df.with_context(|| format!("{}: not a readable table", path.display()))
+    })
 }
 
 /// Checks every value is finite (naming the row) and turns probability rows into their logarithm.
@@ -170,6 +170,7 @@ pub fn read_logits(path: impl AsRef<Path>) -> anyhow::Result<Logits> {
             .cast(&DataType::Float64)
             .with_context(|| format!("{}: column '{name}' is not numeric", path.display()))?;
         let c = c.f64()?;
+        ensure!(c.len() == rows, "{}: column '{name}' has {} values for {rows} rows", path.display(), c.len());
         (0..c.len())
             .map(|r| c.get(r))
             .enumerate()

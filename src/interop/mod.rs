@@ -36,6 +36,8 @@ pub use select::ImportOptions;
 
 /// The safetensors metadata key of a kdscope checkpoint's architecture.
 pub const SPEC_KEY: &str = "kdscope.spec";
+/// The safetensors metadata key of the class names a kdscope checkpoint was trained on (JSON list).
+pub const CLASSES_KEY: &str = "kdscope.classes";
 
 /// A tensor converted to f32 (from f16, bf16, f64 or an integer type).
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +68,18 @@ impl StateDict {
             Some(s) => Ok(Some(
                 serde_json::from_str(s).with_context(|| format!("{}: bad {} metadata", self.source, SPEC_KEY))?,
             )),
+            None => Ok(None),
+        }
+    }
+
+    /// The class names a kdscope checkpoint records (one per output).
+    pub fn kdscope_classes(&self) -> anyhow::Result<Option<Vec<String>>> {
+        match self.meta.get(CLASSES_KEY) {
+            Some(s) => {
+                Ok(Some(serde_json::from_str(s).with_context(|| {
+                    format!("{}: bad {CLASSES_KEY} metadata (expected a list of names)", self.source)
+                })?))
+            }
             None => Ok(None),
         }
     }
@@ -300,6 +314,11 @@ pub fn import_model(path: impl AsRef<Path>, opts: &ImportOptions) -> anyhow::Res
 /// with what its tensors show (the tensors, bounded by the file's size, decide what gets built, never the
 /// metadata alone).
 pub fn model_from_state_dict(sd: &StateDict, arch: Option<&str>) -> anyhow::Result<Model> {
+    // Every value is replaced by the checkpoint's (the load is strict): no need to draw initial ones.
+    crate::nn::without_init(|| model_from_state_dict_inner(sd, arch))
+}
+
+fn model_from_state_dict_inner(sd: &StateDict, arch: Option<&str>) -> anyhow::Result<Model> {
     let shapes = sd.shapes();
     let mut model = match arch {
         Some(a) => {
@@ -319,5 +338,15 @@ pub fn model_from_state_dict(sd: &StateDict, arch: Option<&str>) -> anyhow::Resu
         }
     };
     load_state_dict(&mut model, sd)?;
+    if let Some(c) = sd.kdscope_classes()? {
+        anyhow::ensure!(
+            c.len() == model.spec.num_classes,
+            "{}: {CLASSES_KEY} names {} classes, the model has {} outputs",
+            sd.source,
+            c.len(),
+            model.spec.num_classes
+        );
+        model.classes = Some(c);
+    }
     Ok(model)
 }

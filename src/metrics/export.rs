@@ -30,7 +30,9 @@ pub fn write_parquet(df: &DataFrame, path: impl AsRef<Path>) -> anyhow::Result<(
 
 pub fn read_parquet(path: impl AsRef<Path>) -> anyhow::Result<DataFrame> {
     let file = std::fs::File::open(path.as_ref()).with_context(|| format!("opening {}", path.as_ref().display()))?;
-    Ok(ParquetReader::new(file).finish()?)
+    crate::io::guard(format!("{}: not a readable Parquet file", path.as_ref().display()), || {
+        Ok(ParquetReader::new(file).finish()?)
+    })
 }
 
 fn json_value(v: AnyValue) -> serde_json::Value {

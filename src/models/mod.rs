@@ -159,10 +159,37 @@ impl FeatureLayout {
     }
 }
 
+/// A short description of a class list for messages: the count and the first names.
+pub fn class_list_summary(names: &[String]) -> String {
+    let head: Vec<&str> = names.iter().take(4).map(String::as_str).collect();
+    format!("{} classes: {}{}", names.len(), head.join(", "), if names.len() > 4 { ", …" } else { "" })
+}
+
+/// Checks that a model trained on `classes` (when recorded) is used on a dataset with the same class
+/// names in the same order; `what` names the model in the error.
+pub fn check_classes(model: &Model, what: &str, dataset: &str, classes: &[String]) -> anyhow::Result<()> {
+    if let Some(c) = &model.classes {
+        if c != classes {
+            let at = c.iter().zip(classes).position(|(a, b)| a != b).unwrap_or(c.len().min(classes.len()));
+            anyhow::bail!(
+                "{what} was trained on other classes than {dataset} has: {} vs {} (first difference at class {at}: {:?} vs {:?})",
+                class_list_summary(c),
+                class_list_summary(classes),
+                c.get(at),
+                classes.get(at)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A model of the zoo with its parameters.
 pub struct Model {
     pub spec: ModelSpec,
     pub store: Store,
+    /// The class names it was trained on, when known (recorded in kdscope checkpoints as
+    /// `kdscope.classes`; a report refuses a dataset whose classes differ).
+    pub classes: Option<Vec<String>>,
     body: Body,
 }
 
@@ -177,7 +204,7 @@ impl Model {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut store = Store::new();
         let body = spec.arch.build(&mut store, &mut rng, spec.in_channels, spec.num_classes)?;
-        Ok(Self { spec, store, body })
+        Ok(Self { spec, store, classes: None, body })
     }
 
     /// Shorthand: `Model::build("resnet20", 100, seed)`.

@@ -111,14 +111,38 @@ impl Store {
     }
 }
 
+thread_local! {
+    static SKIP_INIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with parameter initialisers returning zeros instead of drawing (for models built only to
+/// be loaded from a checkpoint, whose every value is then replaced: the draws were most of the time a
+/// load took).
+pub fn without_init<T>(f: impl FnOnce() -> T) -> T {
+    let before = SKIP_INIT.with(|s| s.replace(true));
+    let out = f();
+    SKIP_INIT.with(|s| s.set(before));
+    out
+}
+
+fn skip_init() -> bool {
+    SKIP_INIT.with(|s| s.get())
+}
+
 /// Kaiming-normal values for a tensor with `fan` (`std = sqrt(2 / fan)`).
 pub fn kaiming_normal(rng: &mut impl Rng, n: usize, fan: usize) -> Vec<f32> {
+    if skip_init() {
+        return vec![0.0; n];
+    }
     let d = Normal::new(0.0f32, (2.0 / fan as f32).sqrt()).expect("valid std");
     (0..n).map(|_| d.sample(rng)).collect()
 }
 
 /// PyTorch's default `nn.Linear`/`nn.Conv2d` init: `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
 pub fn uniform_fan_in(rng: &mut impl Rng, n: usize, fan_in: usize) -> Vec<f32> {
+    if skip_init() {
+        return vec![0.0; n];
+    }
     let b = 1.0 / (fan_in as f32).sqrt();
     (0..n).map(|_| rng.gen_range(-b..b)).collect()
 }
@@ -141,6 +165,7 @@ impl Init {
         match self {
             Init::KaimingFanOut => kaiming_normal(rng, n, fan_out),
             Init::UniformFanIn => uniform_fan_in(rng, n, fan_in),
+            Init::Normal(_) if skip_init() => vec![0.0; n],
             Init::Normal(std) => {
                 let d = Normal::new(0.0f32, std).expect("valid std");
                 (0..n).map(|_| d.sample(rng)).collect()

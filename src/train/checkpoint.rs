@@ -3,11 +3,14 @@
 //! `fc.weight`, …), so a file written here loads into the PyTorch model with
 //! `model.load_state_dict(safetensors.torch.load_file(path))` and vice versa.
 //!
-//! Model files carry the architecture in their metadata (`kdscope.spec`); training runs also write
-//! `<path>.train-state.safetensors` with the optimiser's momentum buffers and the history, so a run
-//! can resume exactly. Every write goes to a temporary file in the same folder and is renamed into
-//! place, so a crash never leaves a half-written checkpoint.
-use std::collections::HashMap;
+//! Model files carry the architecture (`kdscope.spec`) and the class names (`kdscope.classes`) in their
+//! metadata, written in sorted order so the same run always writes the same bytes. Training runs also
+//! write `<path>.train-state.safetensors`: the model again (`model.*`), the optimiser's momentum buffers,
+//! the distillation method's modules and the history. That file is the epoch's single commit point: it
+//! is written (atomically: temporary file, fsync, rename, fsync of the folder) before the model file, so
+//! a kill at any instant leaves a complete resume point, and resuming rewrites a model file that lags
+//! behind it. Stale temporary files of killed runs are removed when a run starts.
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context};
@@ -18,8 +21,11 @@ use crate::io::write_atomic;
 use crate::models::{Model, ModelSpec};
 use crate::nn::{Sgd, Store};
 
-use crate::interop::SPEC_KEY;
+use crate::interop::{CLASSES_KEY, SPEC_KEY};
 const EPOCH_KEY: &str = "kdscope.epoch";
+const HISTORY_KEY: &str = "kdscope.history";
+/// Prefix of the model's own tensors in the training-state file.
+const MODEL_PREFIX: &str = "model.";
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -37,7 +43,24 @@ fn serialize(entries: &[Entry], meta: HashMap<String, String>) -> anyhow::Result
         .iter()
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    Ok(safetensors::serialize(views, &Some(meta))?)
+    let bytes = safetensors::serialize(views, &Some(meta.clone()))?;
+    sort_metadata(bytes, &meta)
+}
+
+/// safetensors writes the metadata map in the hash order of the process (tensors it sorts by name), so
+/// two runs that train identical weights would write different bytes. The sorted map serialises to the
+/// same length and sits first in the header: it is written over the unsorted one in place.
+fn sort_metadata(mut bytes: Vec<u8>, meta: &HashMap<String, String>) -> anyhow::Result<Vec<u8>> {
+    const KEY: &[u8] = b"{\"__metadata__\":";
+    let json = serde_json::to_vec(&meta.iter().collect::<BTreeMap<_, _>>())?;
+    let start = 8 + KEY.len();
+    let end = start + json.len();
+    ensure!(
+        bytes.get(8..start) == Some(KEY) && bytes.get(start) == Some(&b'{') && bytes.get(end - 1) == Some(&b'}'),
+        "safetensors header not laid out as expected (metadata first)"
+    );
+    bytes[start..end].copy_from_slice(&json);
+    Ok(bytes)
 }
 
 fn model_entries(model: &Model) -> Vec<Entry> {
@@ -78,6 +101,9 @@ fn model_meta(model: &Model, epoch: Option<usize>) -> HashMap<String, String> {
     m.insert("format".into(), "pt".into());
     m.insert(SPEC_KEY.into(), serde_json::to_string(&model.spec).expect("spec serialises"));
     m.insert("kdscope.version".into(), env!("CARGO_PKG_VERSION").into());
+    if let Some(c) = &model.classes {
+        m.insert(CLASSES_KEY.into(), serde_json::to_string(c).expect("names serialise"));
+    }
     if let Some(e) = epoch {
         m.insert(EPOCH_KEY.into(), e.to_string());
     }
@@ -194,8 +220,9 @@ pub fn train_state_path(path: &Path) -> PathBuf {
 /// Prefix of a distillation method's own modules in the training-state file.
 const METHOD_PREFIX: &str = "method.";
 
-/// Saves a resumable training checkpoint: the model file plus the optimiser state, the history and
-/// the distillation method's own modules (`method`, if it has any) with their optimiser state.
+/// Saves a resumable training checkpoint: first the training-state file (the commit point: the model,
+/// the optimiser state, the history and the distillation method's own modules (`method`, if it has
+/// any) with their optimiser state), then the model file.
 pub fn save_training(
     path: &Path,
     model: &Model,
@@ -204,18 +231,23 @@ pub fn save_training(
     history: &History,
 ) -> anyhow::Result<()> {
     let epoch = history.epochs.len();
-    let mut entries = velocity_entries(&model.store, "", sgd);
+    let mut entries = store_entries(&model.store, MODEL_PREFIX);
+    entries.extend(velocity_entries(&model.store, "", sgd));
     if let Some(m) = method {
         entries.extend(store_entries(m, METHOD_PREFIX));
         entries.extend(velocity_entries(m, METHOD_PREFIX, sgd));
     }
-    let mut meta = HashMap::new();
-    meta.insert("kdscope.history".into(), serde_json::to_string(history)?);
-    meta.insert(EPOCH_KEY.into(), epoch.to_string());
-    // State first, then the model: a crash in between leaves a state one epoch ahead, which
-    // load_training detects.
+    let mut meta = model_meta(model, Some(epoch));
+    meta.insert(HISTORY_KEY.into(), serde_json::to_string(history)?);
     write_atomic(&train_state_path(path), &serialize(&entries, meta)?)?;
     write_atomic(path, &serialize(&model_entries(model), model_meta(model, Some(epoch)))?)
+}
+
+/// Removes temporary files that killed writers of `path` and of its training state left behind
+/// (`.<name>.<pid>.tmp` whose process is gone).
+pub fn remove_stale_temporaries(path: &Path) -> anyhow::Result<()> {
+    crate::io::remove_stale_temporaries(path)?;
+    crate::io::remove_stale_temporaries(&train_state_path(path))
 }
 
 /// The training history stored beside a checkpoint (in its train-state file), if there is one.
@@ -225,34 +257,65 @@ pub fn read_history(path: &Path) -> anyhow::Result<Option<History>> {
         return Ok(None);
     }
     let (_, meta) = read_with_meta(&sp)?;
-    let h = meta.get("kdscope.history").context("training state has no history")?;
+    let h = meta.get(HISTORY_KEY).context("training state has no history")?;
     Ok(Some(serde_json::from_str(h).with_context(|| format!("{}: malformed history", sp.display()))?))
 }
 
-/// Restores a training checkpoint into `model`, the method's modules and `sgd`; returns the history so
-/// far.
+/// Restores a training checkpoint into `model`, the method's modules and `sgd` from its training-state
+/// file; returns the history so far. A model file that lags behind the state (a kill between the two
+/// writes of an epoch) is rewritten from it.
 pub fn load_training(
     path: &Path,
     model: &mut Model,
     method: Option<&mut Store>,
     sgd: &mut Sgd,
 ) -> anyhow::Result<History> {
-    let sd = crate::interop::read_state_dict(path, &Default::default())?;
-    load_state(&sd, model)?;
-    let model_meta = &sd.meta;
     let sp = train_state_path(path);
     let (bytes, meta) = read_with_meta(&sp)?;
-    let history: History = serde_json::from_str(meta.get("kdscope.history").context("training state has no history")?)?;
-    let model_epoch = model_meta.get(EPOCH_KEY).cloned();
+    let history: History = serde_json::from_str(meta.get(HISTORY_KEY).context("training state has no history")?)
+        .with_context(|| format!("{}: malformed history", sp.display()))?;
+    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", sp.display()))?;
+    let epoch = history.epochs.len();
     ensure!(
-        model_epoch.as_deref() == Some(&history.epochs.len().to_string()),
-        "{} (epoch {:?}) and {} (epoch {}) are from different epochs",
-        path.display(),
-        model_epoch,
+        meta.get(EPOCH_KEY).map(String::as_str) == Some(&epoch.to_string()),
+        "{}: records epoch {:?} but a history of {epoch} epochs",
         sp.display(),
-        history.epochs.len()
+        meta.get(EPOCH_KEY)
     );
-    let st = SafeTensors::deserialize(&bytes)?;
+    if let Some(spec) = spec_in(&meta, &sp)? {
+        ensure!(spec == model.spec, "{} holds {spec}, but the model is {}", sp.display(), model.spec);
+    }
+    if let (Some(saved), Some(now)) = (meta.get(CLASSES_KEY), &model.classes) {
+        let saved: Vec<String> =
+            serde_json::from_str(saved).with_context(|| format!("{}: bad {CLASSES_KEY}", sp.display()))?;
+        ensure!(
+            &saved == now,
+            "{} was trained on other classes ({}) than the dataset's ({}); resume on the same dataset",
+            sp.display(),
+            crate::models::class_list_summary(&saved),
+            crate::models::class_list_summary(now)
+        );
+    }
+    if st.names().iter().any(|n| n.starts_with(MODEL_PREFIX)) {
+        load_store(&st, &sp, &mut model.store, MODEL_PREFIX, |e, _| e)?;
+        // The model file is rewritten unless it is this epoch's (same bytes as it would be written).
+        let model_epoch = read_with_meta(path).ok().and_then(|(_, m)| m.get(EPOCH_KEY).cloned());
+        if model_epoch.as_deref() != Some(&epoch.to_string()) {
+            write_atomic(path, &serialize(&model_entries(model), model_meta(model, Some(epoch)))?)?;
+        }
+    } else {
+        // A state file written before the state held the model: the model file must be its epoch's.
+        let sd = crate::interop::read_state_dict(path, &Default::default())?;
+        load_state(&sd, model)?;
+        let model_epoch = sd.meta.get(EPOCH_KEY).cloned();
+        ensure!(
+            model_epoch.as_deref() == Some(&epoch.to_string()),
+            "{} (epoch {:?}) and {} (epoch {epoch}) are from different epochs",
+            path.display(),
+            model_epoch,
+            sp.display()
+        );
+    }
     restore_velocities(&st, &sp, &model.store, "", sgd)?;
     if let Some(m) = method {
         load_store(&st, &sp, m, METHOD_PREFIX, |e, _| {

@@ -8,7 +8,7 @@ mod schedule;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::{bail, ensure, Context};
 use dfdx::prelude::{AsArray, Backward};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,42 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Checks every setting, naming the first one out of range (the CLI flag's name in the message).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        ensure!(self.epochs >= 1, "--epochs must be at least 1, got {}", self.epochs);
+        ensure!(self.batch_size >= 1, "--batch-size must be at least 1, got {}", self.batch_size);
+        ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr must be a positive finite number, got {}", self.lr);
+        ensure!(
+            self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum),
+            "--momentum must be in [0, 1), got {}",
+            self.momentum
+        );
+        ensure!(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "--weight-decay must be a non-negative finite number, got {}",
+            self.weight_decay
+        );
+        match &self.schedule {
+            Schedule::Constant => {}
+            Schedule::MultiStep { gamma, .. } => {
+                ensure!(
+                    gamma.is_finite() && *gamma > 0.0,
+                    "the multi-step gamma must be positive and finite, got {gamma}"
+                )
+            }
+            Schedule::Cosine { min_lr } => ensure!(
+                min_lr.is_finite() && *min_lr >= 0.0 && *min_lr <= self.lr,
+                "the cosine schedule's min_lr must be in [0, lr], got {min_lr}"
+            ),
+        }
+        ensure!(
+            self.augment.crop_pad <= 64,
+            "augment.crop_pad must be at most 64 pixels, got {}",
+            self.augment.crop_pad
+        );
+        Ok(())
+    }
+
     /// The short schedule of the demo and the notebooks: 10 epochs, batch 32, LR 0.05 with cosine
     /// decay, otherwise the defaults.
     pub fn short_cosine() -> Self {
@@ -141,8 +177,17 @@ pub fn fit(
     opts: &RunOptions,
 ) -> anyhow::Result<History> {
     tune_allocator();
+    cfg.validate()?;
     data.train.validate()?;
     data.test.validate()?;
+    ensure!(
+        !cfg.drop_last || data.train.len() >= cfg.batch_size,
+        "{} has {} training images, fewer than one batch of {}: no step would run (lower --batch-size)",
+        data.train.name,
+        data.train.len(),
+        cfg.batch_size
+    );
+    ensure!(!data.train.is_empty(), "{} has no training images", data.train.name);
     let name = method.name();
     let mut distill = match method {
         Method::Alone => None,
@@ -152,8 +197,17 @@ pub fn fit(
     };
     if let Some((_, t)) = &distill {
         if t.spec.num_classes != student.spec.num_classes || t.spec.in_channels != student.spec.in_channels {
-            bail!("teacher {} and student {} disagree on classes or input channels", t.spec, student.spec);
+            bail!(
+                "the teacher ({}: {} classes, {} input channels) and the student ({}: {} classes, {} input channels) disagree",
+                t.spec.arch,
+                t.spec.num_classes,
+                t.spec.in_channels,
+                student.spec.arch,
+                student.spec.num_classes,
+                student.spec.in_channels
+            );
         }
+        crate::models::check_classes(t, "the teacher", &data.train.name, &data.train.class_names)?;
     }
     if student.spec.num_classes != data.train.num_classes() {
         bail!(
@@ -180,12 +234,22 @@ pub fn fit(
     }
     let mut sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay);
     let mut history = History::default();
+    student.classes = Some(data.train.class_names.clone());
+    if let Some(path) = &opts.checkpoint {
+        checkpoint::remove_stale_temporaries(path)?;
+    }
     if let (true, Some(path)) = (opts.resume, &opts.checkpoint) {
-        if path.exists() {
+        if checkpoint::train_state_path(path).exists() {
             let modules = distill.as_mut().and_then(|(d, _)| d.modules_mut());
             let state = checkpoint::load_training(path, student, modules, &mut sgd)
                 .with_context(|| format!("resuming from {}", path.display()))?;
             history = state;
+        } else if path.exists() {
+            bail!(
+                "cannot resume from {}: there is no {} beside it (it was not written by a training run, or that file was removed); train without --resume to start over",
+                path.display(),
+                checkpoint::train_state_path(path).display()
+            );
         }
     }
     let features = distill.as_ref().is_some_and(|(d, _)| d.needs_features());
@@ -227,7 +291,11 @@ pub fn fit(
                     epoch + 1,
                     &b.indices[..b.indices.len().min(4)],
                     parts.parts,
-                    opts.checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "not kept (no checkpoint path)".into())
+                    match (&opts.checkpoint, history.epochs.len()) {
+                        (None, _) => "not kept (no checkpoint path)".to_string(),
+                        (Some(_), 0) => "none: no epoch had completed".to_string(),
+                        (Some(p), n) => format!("{} (epoch {n})", p.display()),
+                    }
                 );
             }
             loss_sum += lv as f64 * b.labels.len() as f64;
