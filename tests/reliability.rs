@@ -312,3 +312,61 @@ fn huge_or_misspelt_grid_sweeps_fail_fast() {
     assert!(t.elapsed().as_secs_f64() < 1.0);
     assert!(e.contains("128000 runs") && e.contains("at most 100000"), "{e}");
 }
+
+/// NaN or infinite weights are refused by name unless `--allow-non-finite` (or the option) asks.
+#[test]
+fn non_finite_weights_are_refused_unless_allowed() {
+    use kdscope::interop::{import_model, ImportOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("nan.safetensors");
+    let mut m = kdscope::models::Model::build("resnet8", 20, 0).unwrap();
+    let mut v = m.store.params[0].values();
+    v[3] = f32::NAN;
+    m.store.set(kdscope::nn::PId(0), v);
+    kdscope::train::checkpoint::save_model(&p, &m).unwrap();
+    let e = format!("{:#}", import_model(&p, &ImportOptions::default()).err().map(|e| e.to_string()).unwrap());
+    assert!(e.contains("'conv1.weight' holds NaN or infinite values") && e.contains("--allow-non-finite"), "{e}");
+    let loaded = import_model(&p, &ImportOptions { allow_non_finite: true, ..Default::default() }).unwrap();
+    assert!(loaded.store.params[0].values()[3].is_nan());
+    let student = dir.path().join("ok.safetensors");
+    kdscope::train::checkpoint::save_model(&student, &kdscope::models::Model::build("resnet8", 20, 1).unwrap())
+        .unwrap();
+    let report = |allow: bool| {
+        let mut c = kdscope(&["report", "--synth", SYNTH, "--images-per-class", "1"]);
+        c.arg("--teacher").arg(&p).arg("--student").arg(&student).arg("--out").arg(dir.path().join("r.html"));
+        if allow {
+            c.arg("--allow-non-finite");
+        }
+        c.output().unwrap()
+    };
+    fails_with(report(false), &["--teacher", "holds NaN or infinite values"]);
+    let o = report(true);
+    assert!(o.status.success() && text(&o).contains("warning:"), "{}", text(&o));
+}
+
+/// A loss that is not finite in the first epoch says no checkpoint was kept (none was written), and a
+/// teacher/student mismatch names both models' classes and channels.
+#[test]
+fn failure_messages_say_what_happened() {
+    use kdscope::data::synthetic::{builtin_dataset, SynthConfig};
+    use kdscope::distill::Method;
+    use kdscope::models::Model;
+    use kdscope::train::{fit, RunOptions, TrainConfig};
+    let data = builtin_dataset(&SynthConfig { train_per_class: 4, test_per_class: 1, ..Default::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("x.safetensors");
+    let opts = RunOptions { checkpoint: Some(ck.clone()), ..Default::default() };
+    let explode = TrainConfig { epochs: 2, batch_size: 16, lr: 1e30, ..Default::default() };
+    let mut m = Model::build("resnet8", 20, 0).unwrap();
+    let e = fit(&mut m, None, &mut Method::Alone, &data, &explode, &opts).unwrap_err().to_string();
+    assert!(e.contains("loss became") && e.contains("none: no epoch had completed"), "{e}");
+    assert!(!ck.exists());
+    let teacher = Model::build("lenet5", 20, 0).unwrap();
+    let mut kd = kdscope::distill::by_name("kd").unwrap();
+    let cfg = TrainConfig { epochs: 1, batch_size: 16, ..Default::default() };
+    let e = fit(&mut m, Some(&teacher), &mut kd, &data, &cfg, &RunOptions::default()).unwrap_err().to_string();
+    assert!(
+        e.contains("lenet5: 20 classes, 1 input channels") && e.contains("resnet8: 20 classes, 3 input channels"),
+        "{e}"
+    );
+}

@@ -359,6 +359,9 @@ pub struct TrainArgs {
     /// The teacher's architecture (inferred from its tensors when not given).
     #[arg(long)]
     pub teacher_arch: Option<String>,
+    /// Load checkpoints whose tensors hold NaN or infinite values (refused by default).
+    #[arg(long)]
+    pub allow_non_finite: bool,
     #[arg(long, default_value_t = 30)]
     pub epochs: usize,
     #[arg(long, default_value_t = 64)]
@@ -456,6 +459,9 @@ pub struct ReportArgs {
     /// Architectures of the checkpoints (inferred from their tensors when not given).
     #[arg(long)]
     pub teacher_arch: Option<String>,
+    /// Load checkpoints whose tensors hold NaN or infinite values (refused by default).
+    #[arg(long)]
+    pub allow_non_finite: bool,
     #[arg(long)]
     pub student_arch: Option<String>,
     /// The teacher's test logits or probabilities made elsewhere (.npy N x C, or .csv / .parquet with

@@ -53,8 +53,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .resume(args.resume);
             let model = recipe.build(&data)?;
             let recipe = recipe.name(&model.name());
-            let teacher =
-                args.teacher.as_ref().map(|p| import(p, "teacher", args.teacher_arch.as_deref())).transpose()?;
+            let teacher = args
+                .teacher
+                .as_ref()
+                .map(|p| import(p, "teacher", args.teacher_arch.as_deref(), args.allow_non_finite))
+                .transpose()?;
             println!(
                 "{} on {} ({} train / {} test images), {} parameters",
                 model.name(),
@@ -134,8 +137,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// A model from a command-line checkpoint path (`file[#subtree]`), any format [`crate::interop`] reads.
-fn import(arg: &std::path::Path, role: &str, arch: Option<&str>) -> anyhow::Result<crate::models::Model> {
-    let (path, opts) = crate::interop::ImportOptions::from_arg(arg, role, arch);
+fn import(
+    arg: &std::path::Path,
+    role: &str,
+    arch: Option<&str>,
+    allow_non_finite: bool,
+) -> anyhow::Result<crate::models::Model> {
+    let (path, mut opts) = crate::interop::ImportOptions::from_arg(arg, role, arch);
+    opts.allow_non_finite = allow_non_finite;
     crate::interop::import_model(&path, &opts).with_context(|| format!("--{role} {}", arg.display()))
 }
 
@@ -194,7 +203,7 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
     let mut histories = Vec::new();
     let mut paths = Vec::new();
     for (role, p, arch) in roles.into_iter().chain(args.other.iter().map(|p| ("other", p, None))) {
-        let m = import(p, role, arch)?;
+        let m = import(p, role, arch, args.allow_non_finite)?;
         anyhow::ensure!(
             m.spec.num_classes == data.test.num_classes(),
             "{}: {} classes, but the dataset has {}",

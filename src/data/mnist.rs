@@ -46,6 +46,15 @@ pub fn read_idx(path: &Path, ndim: u8) -> Result<(Vec<usize>, Vec<u8>, String), 
     let limit = if gz { raw.len().saturating_mul(MAX_DEFLATE_RATIO) } else { raw.len() - header };
     let need = match need {
         Some(n) if n <= limit => n,
+        // A raw file shorter than its header says: how many bytes it has.
+        Some(n) if !gz => {
+            return Err(DataError::format(
+                path,
+                raw.len(),
+                format!("{n} data bytes for dimensions {dims:?}"),
+                format!("{limit} bytes"),
+            ))
+        }
         _ => {
             let declared = dims.iter().map(|&d| d as u128).product::<u128>();
             return Err(DataError::format(

@@ -54,6 +54,8 @@ pub struct StateDict {
     pub source: String,
     /// A kdscope checkpoint's metadata (safetensors header), empty for other files.
     pub meta: HashMap<String, String>,
+    /// Whether NaN or infinite values may be loaded (see [`ImportOptions::allow_non_finite`]).
+    pub allow_non_finite: bool,
 }
 
 impl StateDict {
@@ -191,7 +193,7 @@ pub fn read_state_dict(path: impl AsRef<Path>, opts: &ImportOptions) -> anyhow::
     };
     let source =
         if subtree.is_empty() { path.display().to_string() } else { format!("{} [{subtree}*]", path.display()) };
-    Ok(StateDict { tensors, source, meta })
+    Ok(StateDict { tensors, source, meta, allow_non_finite: opts.allow_non_finite })
 }
 
 /// Names and shapes a model's state dict has (parameters, batch-norm statistics, other buffers), without
@@ -281,8 +283,25 @@ pub fn load_state_dict(model: &mut Model, sd: &StateDict) -> anyhow::Result<()> 
     if !m.is_empty() {
         bail!("Error(s) in loading state_dict for {} from {}:\n{m}", model.spec, sd.source);
     }
-    if let Some((name, _)) = sd.tensors.iter().find(|(_, t)| t.values.iter().any(|v| !v.is_finite())) {
-        bail!("{}: tensor '{name}' holds NaN or infinite values", sd.source);
+    let non_finite: Vec<&String> =
+        sd.tensors.iter().filter(|(_, t)| t.values.iter().any(|v| !v.is_finite())).map(|(n, _)| n).collect();
+    if let Some(name) = non_finite.first() {
+        if !sd.allow_non_finite {
+            bail!(
+                "{}: tensor '{name}' holds NaN or infinite values{} (--allow-non-finite loads it anyway)",
+                sd.source,
+                if non_finite.len() > 1 {
+                    format!(", and {} more tensors do", non_finite.len() - 1)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        eprintln!(
+            "warning: {}: NaN or infinite values loaded in {} tensor(s), first '{name}'",
+            sd.source,
+            non_finite.len()
+        );
     }
     let get = |n: &str| sd.tensors[n].values.clone();
     for i in 0..model.store.params.len() {

@@ -18,6 +18,9 @@ pub struct ImportOptions {
     pub prefer: Option<String>,
     /// The architecture (`resnet56`, `tv_resnet50`, …); inferred from the tensors when `None`.
     pub arch: Option<String>,
+    /// Load tensors holding NaN or infinite values (with a warning naming them) instead of refusing
+    /// the checkpoint (`--allow-non-finite`).
+    pub allow_non_finite: bool,
 }
 
 impl ImportOptions {
@@ -31,7 +34,7 @@ impl ImportOptions {
             }
             _ => (arg.to_path_buf(), None),
         };
-        (path, Self { select, prefer: Some(prefer.into()), arch: arch.map(str::to_string) })
+        (path, Self { select, prefer: Some(prefer.into()), arch: arch.map(str::to_string), allow_non_finite: false })
     }
 }
 
