@@ -42,7 +42,7 @@ impl Dtype {
                 Some(ks) => ks,
                 None => {
                     let kind = body.chars().next()?;
-                    (kind, body[1..].parse().ok()?)
+                    (kind, body[kind.len_utf8()..].parse().ok()?)
                 }
             },
         };
@@ -208,5 +208,25 @@ pub(super) fn build(obj: &Value, state: Value, at: usize) -> R<()> {
             Ok(())
         }
         other => err(at, "a numpy dtype or array to BUILD", other.type_name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dtype;
+
+    #[test]
+    fn dtype_strings_parse_by_hand() {
+        let d = |s: &str| Dtype::parse(s).map(|d| (d.kind, d.size, d.little));
+        assert_eq!(d("<f4"), Some(('f', 4, true)));
+        assert_eq!(d(">i8"), Some(('i', 8, false)));
+        assert_eq!(d("|u1"), Some(('u', 1, true)));
+        assert_eq!(d("uint8"), Some(('u', 1, true)));
+        assert_eq!(d("bool"), Some(('b', 1, true)));
+        assert_eq!(d("<f2"), None);
+        // A multi-byte first character (found by the fuzzer: it used to slice inside it).
+        assert_eq!(d("×1"), None);
+        assert_eq!(d("<ÿ1"), None);
+        assert_eq!(d(""), None);
     }
 }
