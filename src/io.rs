@@ -120,14 +120,18 @@ pub fn guard<T>(what: impl std::fmt::Display, f: impl FnOnce() -> anyhow::Result
     match r {
         Ok(r) => r,
         Err(payload) => {
-            let msg = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "no message".into());
-            anyhow::bail!("{what}: the reader failed on malformed content ({msg})")
+            anyhow::bail!("{what}: the reader failed on malformed content ({})", panic_message(payload.as_ref()))
         }
     }
+}
+
+/// The message a panic carried (its `&str` or `String` payload).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "no message".into())
 }
 
 #[cfg(test)]

@@ -27,6 +27,12 @@ fn train(out: &Path, extra: &[&str], fault_at: Option<usize>) -> Output {
     c.output().unwrap()
 }
 
+/// [`train`] that must succeed.
+fn trained(out: &Path) {
+    let o = train(out, &[], None);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 fn temporaries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -42,8 +48,7 @@ fn temporaries(dir: &Path) -> Vec<String> {
 fn resume_after_a_kill_at_every_write_step_reaches_the_same_weights() {
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("ref.safetensors");
-    let o = train(&reference, &[], None);
-    assert!(o.status.success(), "{}", text(&o));
+    trained(&reference);
     let want = std::fs::read(&reference).unwrap();
     let mut k = 1;
     loop {
@@ -70,8 +75,7 @@ fn two_identical_runs_write_byte_identical_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"));
     for p in [&a, &b] {
-        let o = train(p, &[], None);
-        assert!(o.status.success(), "{}", text(&o));
+        trained(p);
     }
     let (a, b) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     assert_eq!(a.len(), b.len());
@@ -156,20 +160,24 @@ fn folders_with_empty_or_non_utf8_classes_are_refused_by_name() {
 fn models_from_other_datasets_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let synth = dir.path().join("synth.safetensors");
-    let o = train(&synth, &[], None);
-    assert!(o.status.success(), "{}", text(&o));
+    trained(&synth);
     // The same 20 outputs, but the shapes-20 dataset's class names.
     let shapes = r#"{"fractal": false, "train_per_class": 6, "test_per_class": 2}"#;
-    let report = kdscope(&["report", "--synth", shapes])
-        .arg("--teacher")
-        .arg(&synth)
-        .arg("--student")
-        .arg(&synth)
-        .arg("--out")
-        .arg(dir.path().join("r.html"))
-        .output()
-        .unwrap();
-    fails_with(report, &["trained on other classes", "20 classes: red-a", "first difference at class 0"]);
+    let report = |synth_json: &str, teacher: &Path, student: &Path| {
+        kdscope(&["report", "--synth", synth_json])
+            .arg("--teacher")
+            .arg(teacher)
+            .arg("--student")
+            .arg(student)
+            .arg("--out")
+            .arg(dir.path().join("r.html"))
+            .output()
+            .unwrap()
+    };
+    fails_with(
+        report(shapes, &synth, &synth),
+        &["trained on other classes", "20 classes: red-a", "first difference at class 0"],
+    );
     let kd = kdscope(&["train", "--synth", shapes, "--method", "kd", "--arch", "resnet8", "--epochs", "1"])
         .arg("--teacher")
         .arg(&synth)
@@ -181,16 +189,7 @@ fn models_from_other_datasets_are_refused() {
     // A grey-image model on colour images.
     let lenet = dir.path().join("lenet.safetensors");
     kdscope::train::checkpoint::save_model(&lenet, &kdscope::models::Model::build("lenet5", 20, 0).unwrap()).unwrap();
-    let report = kdscope(&["report", "--synth", SYNTH])
-        .arg("--teacher")
-        .arg(&lenet)
-        .arg("--student")
-        .arg(&synth)
-        .arg("--out")
-        .arg(dir.path().join("r.html"))
-        .output()
-        .unwrap();
-    fails_with(report, &["takes 1-channel images", "3 channels"]);
+    fails_with(report(SYNTH, &lenet, &synth), &["takes 1-channel images", "3 channels"]);
 }
 
 /// `--resume` beside a model file without its training state says so instead of starting over

@@ -1,6 +1,7 @@
 //! `kdscope`'s commands: each parses nothing itself and calls library functions ([`run`] is what
 //! `main` calls with the parsed arguments).
 mod args;
+mod data_args;
 
 use std::path::{Path, PathBuf};
 

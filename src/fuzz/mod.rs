@@ -223,11 +223,7 @@ pub fn run(
             Ok(Ok(())) => out.accepted += 1,
             Ok(Err(_)) => {}
             Err(payload) => {
-                let msg = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "(no message)".into());
+                let msg = crate::io::panic_message(payload.as_ref());
                 std::fs::create_dir_all(keep)?;
                 std::fs::write(keep.join(format!("crash-{}-{n}.bin", target.name)), &input)?;
                 out.panics.push((n, msg));
