@@ -369,3 +369,18 @@ fn failure_messages_say_what_happened() {
         "{e}"
     );
 }
+
+/// A Parquet file whose page header declares a negative value count made polars-parquet reserve 2^61
+/// bytes and abort the process; its page headers are now checked first. The file is the input
+/// `kdscope fuzz --targets logits-parquet --seed 1` produced from its seed, kept as found.
+#[test]
+fn parquet_page_headers_are_checked_before_decoding() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parquet_negative_page_values.parquet");
+    let e = format!("{:#}", kdscope::interop::logits::read_logits(&p).err().map(|e| e.to_string()).unwrap());
+    assert!(
+        e.contains("not a readable Parquet file") && e.contains("declares -34 values") && e.contains("3 rows"),
+        "{e}"
+    );
+    let e = kdscope::metrics::export::read_parquet(&p).err().map(|e| e.to_string()).unwrap();
+    assert!(e.contains("declares -34 values"), "{e}");
+}

@@ -104,10 +104,15 @@ fn extension(path: &Path) -> String {
 
 fn read_frame(path: &Path) -> anyhow::Result<DataFrame> {
     let p = path.to_path_buf();
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let parquet = extension(path) == "parquet";
+    let bytes =
+        if parquet { std::fs::read(path).with_context(|| format!("reading {}", path.display()))? } else { vec![] };
     crate::io::guard(format!("{}: not a readable table", path.display()), || {
+        if parquet {
+            super::parquet_check::check(path, &bytes)?;
+        }
         let df = match extension(path).as_str() {
-            "parquet" => ParquetReader::new(f).finish(),
+            "parquet" => ParquetReader::new(std::io::Cursor::new(bytes)).finish(),
             _ => CsvReadOptions::default().with_has_header(true).try_into_reader_with_file_path(Some(p))?.finish(),
         };
         df.with_context(|| format!("{}: not a readable table", path.display()))

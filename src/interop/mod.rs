@@ -19,6 +19,7 @@
 //! ```
 pub mod infer;
 pub mod logits;
+pub(crate) mod parquet_check;
 pub mod select;
 mod torch;
 

@@ -29,9 +29,11 @@ pub fn write_parquet(df: &DataFrame, path: impl AsRef<Path>) -> anyhow::Result<(
 }
 
 pub fn read_parquet(path: impl AsRef<Path>) -> anyhow::Result<DataFrame> {
-    let file = std::fs::File::open(path.as_ref()).with_context(|| format!("opening {}", path.as_ref().display()))?;
-    crate::io::guard(format!("{}: not a readable Parquet file", path.as_ref().display()), || {
-        Ok(ParquetReader::new(file).finish()?)
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    crate::io::guard(format!("{}: not a readable Parquet file", path.display()), || {
+        crate::interop::parquet_check::check(path, &bytes)?;
+        Ok(ParquetReader::new(std::io::Cursor::new(bytes)).finish()?)
     })
 }
 
