@@ -109,7 +109,7 @@ fn read_frame(path: &Path) -> anyhow::Result<DataFrame> {
         if parquet { std::fs::read(path).with_context(|| format!("reading {}", path.display()))? } else { vec![] };
     crate::io::guard(format!("{}: not a readable table", path.display()), || {
         if parquet {
-            super::parquet_check::check(path, &bytes)?;
+            crate::io::parquet::check(path, &bytes)?;
         }
         let df = match extension(path).as_str() {
             "parquet" => ParquetReader::new(std::io::Cursor::new(bytes)).finish(),

@@ -19,7 +19,6 @@
 //! ```
 pub mod infer;
 pub mod logits;
-pub(crate) mod parquet_check;
 pub mod select;
 mod torch;
 

@@ -32,7 +32,7 @@ pub fn read_parquet(path: impl AsRef<Path>) -> anyhow::Result<DataFrame> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     crate::io::guard(format!("{}: not a readable Parquet file", path.display()), || {
-        crate::interop::parquet_check::check(path, &bytes)?;
+        crate::io::parquet::check(path, &bytes)?;
         Ok(ParquetReader::new(std::io::Cursor::new(bytes)).finish()?)
     })
 }

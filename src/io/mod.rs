@@ -1,5 +1,8 @@
 //! File helpers every part of kdscope writes through: atomic writes (a crash never leaves a
-//! half-written file in place) and JSON files with errors that name the file.
+//! half-written file in place), JSON files with errors that name the file, third-party readers run
+//! under [`guard`] and Parquet headers checked before decoding ([`parquet`]).
+pub mod parquet;
+
 use std::io::Write;
 use std::path::Path;
 

@@ -1,4 +1,5 @@
-//! Checks a Parquet file's declared sizes before polars decodes it. polars-parquet 0.55 trusts page
+//! Checks a Parquet file's declared sizes before polars decodes it (every reader of Parquet input
+//! calls [`check`] first, inside [`super::guard`]). polars-parquet 0.55 trusts page
 //! headers: a negative `num_values` (an i32) becomes a usize near 2^64 and the decoder reserves 2^61
 //! bytes, which aborts the process (an allocation failure cannot be caught). Every row count, value
 //! count and page size is checked here against the file's own totals and a bound first.
@@ -14,7 +15,7 @@ const MAX_CELLS: usize = 1 << 31;
 /// The largest page, compressed or not.
 const MAX_PAGE: usize = 256 << 20;
 
-pub(crate) fn check(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn check(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let bad = |what: String| format!("{}: not a readable Parquet file ({what})", path.display());
     let meta = read_metadata(&mut Cursor::new(bytes)).map_err(|e| anyhow::anyhow!(bad(e.to_string())))?;
     let rows = meta.num_rows;
