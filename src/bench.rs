@@ -266,23 +266,6 @@ pub fn embed(
     Ok(())
 }
 
-/// Peak resident memory of this process so far, in MiB: the kernel's high-water mark of its own
-/// address space (`VmHWM`). Not `getrusage`'s `ru_maxrss`, which a process started with
-/// `posix_spawn`/`vfork` inherits from its parent's peak (Linux carries it across `execve`).
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
-    kib.unwrap_or_else(|| {
-        // SAFETY: getrusage only writes the struct it is given.
-        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-        u.ru_maxrss as f64
-    }) / 1024.0
-}
-
 /// `kdscope bench-data`: an image folder (`root/<class>/…`) read at `size` x `size` (decoded into
 /// memory, or checked and streamed with a cache of `cache_mb` MiB), then one epoch of ImageNet-style
 /// augmented batches; images/s of each and the peak memory.
@@ -303,7 +286,7 @@ pub fn data_folder(
     };
     let ds = folder::load_image_folder(root, &opts, None)?;
     let load = t.elapsed().as_secs_f64();
-    let read_peak = peak_rss_mib();
+    let read_peak = crate::io::peak_memory_mib();
     let t = Instant::now();
     let mut sum = 0.0f64;
     for idx in epoch_batches(ds.len(), batch, true, 0, 0, false) {
@@ -328,7 +311,7 @@ pub fn data_folder(
     println!("RESULT kdscope_{tag}_read_and_epoch {:.3} {:.1}", load + aug, n / (load + aug));
     println!(
         "peak memory {:.0} MiB, {read_peak:.0} MiB after reading (decoded images {:.0} MiB)",
-        peak_rss_mib(),
+        crate::io::peak_memory_mib(),
         (ds.len() * ds.image_len()) as f64 / (1 << 20) as f64
     );
     Ok(())

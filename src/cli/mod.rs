@@ -185,7 +185,7 @@ fn fuzz(names: &[String], inputs: usize, seed: u64, out: &Path, timeout_s: f64, 
         }
         panics += o.panics.len();
     }
-    println!("peak memory {:.0} MiB", crate::fuzz::peak_mib());
+    println!("peak memory {:.0} MiB", crate::io::peak_memory_mib());
     anyhow::ensure!(panics == 0, "{panics} inputs made a reader panic");
     Ok(())
 }

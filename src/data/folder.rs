@@ -258,7 +258,7 @@ fn decode_all(
             if skipped.is_empty() { String::new() } else { format!("; {} could not be decoded", skipped.len()) }
         )));
     }
-    let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let digest = crate::io::hex(&hasher.finalize());
     let mut provenance = vec![(name.to_string(), format!("{} images, pixels sha256 {digest}", labels.len()))];
     if !skipped.is_empty() {
         provenance.push((SKIPPED.into(), format!("{} could not be decoded: {}", skipped.len(), skipped.join("; "))));

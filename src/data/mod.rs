@@ -405,9 +405,7 @@ pub fn epoch_batches(
 
 /// SHA-256 of a byte slice, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    crate::io::hex(&<sha2::Sha256 as sha2::Digest>::digest(bytes))
 }
 
 /// Reads a whole file with a contextual error.

@@ -93,7 +93,8 @@ impl ImageStream {
         self
     }
 
-    /// Keeps `bytes` as image `i` if the budget allows (the verification pass fills the cache this way).
+    /// Keeps `bytes` as image `i` if the budget allows (images decoded after opening; those of the
+    /// opening pass arrive through [`ImageStream::with_cached`]).
     pub(crate) fn offer(&self, i: usize, bytes: &[u8]) {
         if self.slots[i].get().is_none() && self.budget.take(bytes.len()) && self.slots[i].set(bytes.into()).is_err() {
             // Another thread cached it first: give the reservation back.

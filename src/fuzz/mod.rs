@@ -14,8 +14,8 @@
 mod targets;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -31,8 +31,8 @@ pub struct Target {
     pub setup: fn(&Path) -> anyhow::Result<()>,
     /// Valid inputs to mutate.
     pub seeds: fn() -> anyhow::Result<Vec<Vec<u8>>>,
-    /// Runs the reader on the work folder (the input at `file`); errors are fine.
-    pub read: fn(&Path) -> anyhow::Result<()>,
+    /// Runs the reader on the work folder and the input (the path of `file` in it); errors are fine.
+    pub read: fn(&Path, &Path) -> anyhow::Result<()>,
 }
 
 /// What one target's run found.
@@ -167,16 +167,6 @@ pub fn mutate(rng: &mut Rng, seed: &[u8], max_len: usize) -> Vec<u8> {
     v
 }
 
-/// The process's peak resident memory so far, MiB (`VmHWM`).
-pub fn peak_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |k| k / 1024.0)
-}
-
 /// Runs `target` on `inputs` mutated seeds (`seed` picks them), in the work folder `work` (its input
 /// and setup files; kept inputs go to `keep`). A single input running past `timeout` ends the process
 /// with status 3 after keeping it.
@@ -200,10 +190,10 @@ pub fn run(
     // Every seed must be readable as it is: otherwise the target tests nothing.
     for (k, s) in seeds.iter().enumerate() {
         std::fs::write(&input_path, s)?;
-        (target.read)(&dir).with_context(|| format!("{}: seed {k} is not read", target.name))?;
+        (target.read)(&dir, &input_path).with_context(|| format!("{}: seed {k} is not read", target.name))?;
     }
     let max_len = seeds.iter().map(Vec::len).max().unwrap_or(0) * 2 + 64;
-    let watch = Watchdog::start(target.name, keep.to_path_buf(), timeout);
+    let watch = Watchdog::start(target.name, input_path.clone(), keep.to_path_buf(), timeout);
     let mut rng = Rng::new(seed ^ fxhash(target.name));
     let mut out = Outcome { target: target.name.into(), inputs, ..Default::default() };
     let t0 = Instant::now();
@@ -211,9 +201,9 @@ pub fn run(
         let s = &seeds[rng.below(seeds.len())];
         let input = mutate(&mut rng, s, max_len);
         std::fs::write(&input_path, &input).with_context(|| format!("writing {}", input_path.display()))?;
-        watch.begin(n, &input);
+        watch.begin(n);
         let t = Instant::now();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (target.read)(&dir)));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (target.read)(&dir, &input_path)));
         let took = t.elapsed();
         watch.end();
         if took > out.slowest.1 {
@@ -232,7 +222,7 @@ pub fn run(
     }
     watch.stop();
     out.seconds = t0.elapsed().as_secs_f64();
-    out.peak_mib = peak_mib();
+    out.peak_mib = crate::io::peak_memory_mib();
     Ok(out)
 }
 
@@ -240,19 +230,20 @@ fn fxhash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
-/// Ends the process, keeping the input, when one input runs past the timeout.
+/// Ends the process, keeping the input (a copy of the file the reader is reading), when one input runs
+/// past the timeout.
 struct Watchdog {
     started: Arc<AtomicU64>,
-    current: Arc<Mutex<(usize, Vec<u8>)>>,
+    current: Arc<AtomicUsize>,
     done: Arc<AtomicBool>,
     epoch: Instant,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Watchdog {
-    fn start(name: &'static str, keep: PathBuf, timeout: Duration) -> Self {
+    fn start(name: &'static str, input: PathBuf, keep: PathBuf, timeout: Duration) -> Self {
         let started = Arc::new(AtomicU64::new(0));
-        let current = Arc::new(Mutex::new((0usize, Vec::new())));
+        let current = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
         let (s, c, d) = (started.clone(), current.clone(), done.clone());
@@ -265,10 +256,10 @@ impl Watchdog {
                 }
                 let running = epoch.elapsed().saturating_sub(Duration::from_micros(at));
                 if running > timeout {
-                    let (n, input) = c.lock().map(|g| g.clone()).unwrap_or_default();
+                    let n = c.load(Ordering::Relaxed);
                     let _ = std::fs::create_dir_all(&keep);
                     let p = keep.join(format!("hang-{name}-{n}.bin"));
-                    let _ = std::fs::write(&p, input);
+                    let _ = std::fs::copy(&input, &p);
                     eprintln!("fuzz {name}: input {n} ran over {timeout:?}; kept as {}", p.display());
                     std::process::exit(3);
                 }
@@ -277,12 +268,8 @@ impl Watchdog {
         Self { started, current, done, epoch, handle: Some(handle) }
     }
 
-    fn begin(&self, n: usize, input: &[u8]) {
-        if let Ok(mut g) = self.current.lock() {
-            g.0 = n;
-            g.1.clear();
-            g.1.extend_from_slice(input);
-        }
+    fn begin(&self, n: usize) {
+        self.current.store(n, Ordering::Relaxed);
         self.started.store(self.epoch.elapsed().as_micros().max(1) as u64, Ordering::Relaxed);
     }
 

@@ -57,33 +57,21 @@ pub fn targets() -> Vec<Target> {
             seeds: state_seed,
             read: state_read,
         },
-        Target { name: "pth-zip", file: "model.pth", setup: none, seeds: pth_zip_seed, read: model_read_pth },
-        Target { name: "pth-legacy", file: "model.pth", setup: none, seeds: pth_legacy_seed, read: model_read_pth },
-        Target { name: "logits-npy", file: "logits.npy", setup: none, seeds: npy_seeds, read: logits_npy_read },
-        Target { name: "logits-csv", file: "logits.csv", setup: none, seeds: csv_seed, read: logits_csv_read },
-        Target {
-            name: "logits-parquet",
-            file: "logits.parquet",
-            setup: none,
-            seeds: parquet_seed,
-            read: logits_parquet_read,
-        },
+        Target { name: "pth-zip", file: "model.pth", setup: none, seeds: pth_zip_seed, read: model_read },
+        Target { name: "pth-legacy", file: "model.pth", setup: none, seeds: pth_legacy_seed, read: model_read },
+        Target { name: "logits-npy", file: "logits.npy", setup: none, seeds: npy_seeds, read: logits_read },
+        Target { name: "logits-csv", file: "logits.csv", setup: none, seeds: csv_seed, read: logits_read },
+        Target { name: "logits-parquet", file: "logits.parquet", setup: none, seeds: parquet_seed, read: logits_read },
         Target { name: "labels-npy", file: "labels.npy", setup: none, seeds: labels_seed, read: labels_read },
         Target { name: "grid-json", file: "grid.json", setup: none, seeds: grid_seed, read: grid_read },
         Target { name: "synth-json", file: "synth.json", setup: none, seeds: synth_seed, read: synth_read },
-        Target {
-            name: "hierarchy-csv",
-            file: "h.csv",
-            setup: none,
-            seeds: hierarchy_csv_seed,
-            read: hierarchy_csv_read,
-        },
+        Target { name: "hierarchy-csv", file: "h.csv", setup: none, seeds: hierarchy_csv_seed, read: hierarchy_read },
         Target {
             name: "hierarchy-json",
             file: "h.json",
             setup: none,
             seeds: hierarchy_json_seed,
-            read: hierarchy_json_read,
+            read: hierarchy_read,
         },
     ]
 }
@@ -124,7 +112,7 @@ fn cifar10_bin_seed() -> anyhow::Result<Vec<Vec<u8>>> {
     cifar::write_cifar10_bin(d.path().join("b"), &tiny_split(10, 2).train)?;
     Ok(vec![std::fs::read(d.path().join("b"))?])
 }
-fn cifar10_read(dir: &Path) -> anyhow::Result<()> {
+fn cifar10_read(dir: &Path, _: &Path) -> anyhow::Result<()> {
     cifar::load_cifar10(dir)?.train.validate()?;
     Ok(())
 }
@@ -137,7 +125,7 @@ fn cifar100_bin_seed() -> anyhow::Result<Vec<Vec<u8>>> {
     cifar::write_cifar100_dir(d.path(), &tiny_split(100, 20))?;
     Ok(vec![std::fs::read(d.path().join("train.bin"))?])
 }
-fn cifar100_read(dir: &Path) -> anyhow::Result<()> {
+fn cifar100_read(dir: &Path, _: &Path) -> anyhow::Result<()> {
     cifar::load_cifar100(dir)?.train.validate()?;
     Ok(())
 }
@@ -190,9 +178,8 @@ fn cifar100_py_meta_seed() -> anyhow::Result<Vec<Vec<u8>>> {
 fn pickle_seeds() -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(PROTOCOLS.iter().map(|b| b.to_vec()).chain(C100_PY.iter().map(|(_, b)| b.to_vec())).collect())
 }
-fn pickle_read(dir: &Path) -> anyhow::Result<()> {
-    let p = dir.join("batch.pickle");
-    data::pickle::read(&p, &std::fs::read(&p)?)?;
+fn pickle_read(_: &Path, input: &Path) -> anyhow::Result<()> {
+    data::pickle::read(input, &std::fs::read(input)?)?;
     Ok(())
 }
 
@@ -220,8 +207,8 @@ fn idx_gz_seeds() -> anyhow::Result<Vec<Vec<u8>>> {
     // One member, and the same bytes as two members (a valid gzip file too).
     Ok(vec![gzip(&[&b])?, gzip(&[&b[..20], &b[20..]])?])
 }
-fn idx_read(dir: &Path) -> anyhow::Result<()> {
-    mnist::read_idx(&dir.join("images.idx"), 3)?;
+fn idx_read(_: &Path, input: &Path) -> anyhow::Result<()> {
+    mnist::read_idx(input, 3)?;
     Ok(())
 }
 
@@ -244,8 +231,8 @@ fn image_seeds() -> anyhow::Result<Vec<Vec<u8>>> {
     }
     Ok(out)
 }
-fn image_read(dir: &Path) -> anyhow::Result<()> {
-    folder::decode_image(&dir.join("image"), 8).map_err(|e| anyhow::anyhow!(e))?;
+fn image_read(_: &Path, input: &Path) -> anyhow::Result<()> {
+    folder::decode_image(input, 8).map_err(|e| anyhow::anyhow!(e))?;
     Ok(())
 }
 
@@ -261,12 +248,9 @@ fn model_seed() -> anyhow::Result<Vec<Vec<u8>>> {
     crate::train::checkpoint::save_model(&p, &small_model()?)?;
     Ok(vec![std::fs::read(p)?])
 }
-fn model_read(dir: &Path) -> anyhow::Result<()> {
-    crate::train::checkpoint::load_model(dir.join("model.safetensors"))?;
-    Ok(())
-}
-fn model_read_pth(dir: &Path) -> anyhow::Result<()> {
-    crate::train::checkpoint::load_model(dir.join("model.pth"))?;
+/// Any checkpoint kind `load_model` reads (safetensors, `.pth` zip or legacy).
+fn model_read(_: &Path, input: &Path) -> anyhow::Result<()> {
+    crate::train::checkpoint::load_model(input)?;
     Ok(())
 }
 
@@ -294,7 +278,7 @@ fn state_seed() -> anyhow::Result<Vec<Vec<u8>>> {
     state_files(d.path())?;
     Ok(vec![std::fs::read(d.path().join("m.safetensors.train-state.safetensors"))?])
 }
-fn state_read(dir: &Path) -> anyhow::Result<()> {
+fn state_read(dir: &Path, _: &Path) -> anyhow::Result<()> {
     // Every value is loaded from the state file: no initial draws (as `--resume` does not need them).
     let mut m = crate::nn::without_init(small_model)?;
     let mut sgd = crate::nn::Sgd::new(0.1, 0.9, false, 5e-4);
@@ -317,8 +301,9 @@ fn npy_seeds() -> anyhow::Result<Vec<Vec<u8>>> {
         include_bytes!("../../tests/fixtures/import/student_logits.npy").to_vec(),
     ])
 }
-fn logits_npy_read(dir: &Path) -> anyhow::Result<()> {
-    crate::interop::logits::read_logits(dir.join("logits.npy"))?;
+/// Logits in any format `read_logits` reads, told by the input's extension (`.npy`, `.csv`, `.parquet`).
+fn logits_read(_: &Path, input: &Path) -> anyhow::Result<()> {
+    crate::interop::logits::read_logits(input)?;
     Ok(())
 }
 const CSV: &[u8] = include_bytes!("../../tests/fixtures/import/student_logits.csv");
@@ -329,10 +314,6 @@ fn csv_seed() -> anyhow::Result<Vec<Vec<u8>>> {
         b"index,label,a,b,c\n0,2,0.1,0.2,0.7\n1,0,1e3,-2,-7.5\n".to_vec(),
     ])
 }
-fn logits_csv_read(dir: &Path) -> anyhow::Result<()> {
-    crate::interop::logits::read_logits(dir.join("logits.csv"))?;
-    Ok(())
-}
 fn parquet_seed() -> anyhow::Result<Vec<Vec<u8>>> {
     use polars::prelude::{df, ParquetWriter};
     let mut frame = df!("label" => [0i64, 1, 2], "a" => [0.5f64, -1.0, 2.0], "b" => [1.5f64, 0.0, -3.0], "c" => [0.0f64, 2.0, 1.0])?;
@@ -340,15 +321,11 @@ fn parquet_seed() -> anyhow::Result<Vec<Vec<u8>>> {
     ParquetWriter::new(&mut buf).finish(&mut frame)?;
     Ok(vec![buf])
 }
-fn logits_parquet_read(dir: &Path) -> anyhow::Result<()> {
-    crate::interop::logits::read_logits(dir.join("logits.parquet"))?;
-    Ok(())
-}
 fn labels_seed() -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(vec![include_bytes!("../../tests/fixtures/import/labels.npy").to_vec()])
 }
-fn labels_read(dir: &Path) -> anyhow::Result<()> {
-    crate::interop::logits::read_labels(dir.join("labels.npy"))?;
+fn labels_read(_: &Path, input: &Path) -> anyhow::Result<()> {
+    crate::interop::logits::read_labels(input)?;
     Ok(())
 }
 
@@ -363,8 +340,8 @@ fn grid_seed() -> anyhow::Result<Vec<Vec<u8>>> {
     swept.methods.push(kd.into());
     Ok(vec![serde_json::to_vec_pretty(&g)?, serde_json::to_vec_pretty(&swept)?])
 }
-fn grid_read(dir: &Path) -> anyhow::Result<()> {
-    let g: crate::grid::Grid = crate::io::read_json(&dir.join("grid.json"))?;
+fn grid_read(_: &Path, input: &Path) -> anyhow::Result<()> {
+    let g: crate::grid::Grid = crate::io::read_json(input)?;
     g.runs()?;
     g.train.validate()?;
     Ok(())
@@ -374,8 +351,8 @@ fn synth_seed() -> anyhow::Result<Vec<Vec<u8>>> {
     let shapes = synthetic::SynthConfig { fractal: false, relation: true, ..Default::default() };
     Ok(vec![serde_json::to_vec(&synthetic::SynthConfig::default())?, serde_json::to_vec(&shapes)?])
 }
-fn synth_read(dir: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(dir.join("synth.json"))?;
+fn synth_read(_: &Path, input: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(input)?;
     let cfg: synthetic::SynthConfig = serde_json::from_str(&text).context("not a synthetic configuration")?;
     cfg.validate()?;
     // Generated with one image per class and part, whatever the counts asked (they are validated).
@@ -389,14 +366,11 @@ fn hierarchy_classes() -> Vec<String> {
 fn hierarchy_csv_seed() -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(vec![b"class,superclass\napple,fruit\npear,fruit\nrose,flower\ntulip,flower\n".to_vec()])
 }
-fn hierarchy_csv_read(dir: &Path) -> anyhow::Result<()> {
-    data::read_hierarchy(dir.join("h.csv"), &hierarchy_classes())?;
+/// A hierarchy file, CSV or JSON by its extension.
+fn hierarchy_read(_: &Path, input: &Path) -> anyhow::Result<()> {
+    data::read_hierarchy(input, &hierarchy_classes())?;
     Ok(())
 }
 fn hierarchy_json_seed() -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(vec![br#"{"apple": "fruit", "pear": "fruit", "rose": "flower", "tulip": "flower"}"#.to_vec()])
-}
-fn hierarchy_json_read(dir: &Path) -> anyhow::Result<()> {
-    data::read_hierarchy(dir.join("h.json"), &hierarchy_classes())?;
-    Ok(())
 }

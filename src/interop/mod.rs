@@ -66,25 +66,30 @@ impl StateDict {
 
     /// The architecture a kdscope checkpoint records in its metadata.
     pub fn kdscope_spec(&self) -> anyhow::Result<Option<ModelSpec>> {
-        match self.meta.get(SPEC_KEY) {
-            Some(s) => Ok(Some(
-                serde_json::from_str(s).with_context(|| format!("{}: bad {} metadata", self.source, SPEC_KEY))?,
-            )),
-            None => Ok(None),
-        }
+        spec_in(&self.meta, &self.source)
     }
 
     /// The class names a kdscope checkpoint records (one per output).
     pub fn kdscope_classes(&self) -> anyhow::Result<Option<Vec<String>>> {
-        match self.meta.get(CLASSES_KEY) {
-            Some(s) => {
-                Ok(Some(serde_json::from_str(s).with_context(|| {
-                    format!("{}: bad {CLASSES_KEY} metadata (expected a list of names)", self.source)
-                })?))
-            }
-            None => Ok(None),
-        }
+        classes_in(&self.meta, &self.source)
     }
+}
+
+/// The architecture recorded under [`SPEC_KEY`] in a kdscope file's metadata (`source` names the file).
+pub(crate) fn spec_in(meta: &HashMap<String, String>, source: &str) -> anyhow::Result<Option<ModelSpec>> {
+    meta.get(SPEC_KEY)
+        .map(|s| serde_json::from_str(s).with_context(|| format!("{source}: bad {SPEC_KEY} metadata")))
+        .transpose()
+}
+
+/// The class names recorded under [`CLASSES_KEY`] in a kdscope file's metadata.
+pub(crate) fn classes_in(meta: &HashMap<String, String>, source: &str) -> anyhow::Result<Option<Vec<String>>> {
+    meta.get(CLASSES_KEY)
+        .map(|s| {
+            serde_json::from_str(s)
+                .with_context(|| format!("{source}: bad {CLASSES_KEY} metadata (expected a list of names)"))
+        })
+        .transpose()
 }
 
 /// What kind of file a checkpoint path holds, from its first bytes.

@@ -12,7 +12,7 @@ use serde::{de::DeserializeOwned, Serialize};
 /// Writes `bytes` to a temporary file in `path`'s folder (created if needed), syncs it and renames it
 /// into place, so readers see the old file or the new one, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?.to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
@@ -32,6 +32,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     }
     fault_point("folder synced");
     Ok(())
+}
+
+/// The folder a file path is in (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 /// Crash injection for the resume tests: with `KDSCOPE_FAULT_AT=n`, the process aborts (as a kill
@@ -55,7 +60,7 @@ fn fault_point(step: &str) {
 /// Removes the temporary files [`write_atomic`] left for `path` in processes that are gone
 /// (`.<name>.<pid>.tmp`; a writer still running keeps its file).
 pub fn remove_stale_temporaries(path: &Path) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().to_string()) else { return Ok(()) };
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     let prefix = format!(".{name}.");
@@ -126,6 +131,29 @@ pub fn guard<T>(what: impl std::fmt::Display, f: impl FnOnce() -> anyhow::Result
             anyhow::bail!("{what}: the reader failed on malformed content ({})", panic_message(payload.as_ref()))
         }
     }
+}
+
+/// Peak resident memory of this process so far, in MiB: the kernel's high-water mark of its own
+/// address space (`VmHWM`). Not `getrusage`'s `ru_maxrss` (the fallback where `/proc` is missing),
+/// which a process started with `posix_spawn`/`vfork` inherits from its parent's peak (Linux carries it
+/// across `execve`).
+pub fn peak_memory_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kib.unwrap_or_else(|| {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+        u.ru_maxrss as f64
+    }) / 1024.0
+}
+
+/// Bytes (a digest) as lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The message a panic carried (its `&str` or `String` payload).

@@ -24,6 +24,8 @@ pub fn check(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         rows.checked_mul(columns.max(1)).is_some_and(|c| c <= MAX_CELLS),
         bad(format!("it declares {rows} rows of {columns} columns"))
     );
+    // One shared buffer (reference-counted) for the page readers of every column chunk.
+    let buffer = polars_buffer::Buffer::from(bytes.to_vec());
     let mut counted = 0usize;
     for (g, rg) in meta.row_groups.iter().enumerate() {
         let group_rows = rg.num_rows();
@@ -35,8 +37,7 @@ pub fn check(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
                 declared >= 0 && declared as usize <= group_rows,
                 bad(format!("a column of row group {g} declares {declared} values for {group_rows} rows"))
             );
-            let buffer = polars_buffer::Buffer::from(bytes.to_vec());
-            let pages = get_page_iterator(col, Cursor::new(buffer), vec![], MAX_PAGE)
+            let pages = get_page_iterator(col, Cursor::new(buffer.clone()), vec![], MAX_PAGE)
                 .map_err(|e| anyhow::anyhow!(bad(e.to_string())))?;
             for page in pages {
                 match page.map_err(|e| anyhow::anyhow!(bad(e.to_string())))? {

@@ -21,7 +21,7 @@ use crate::io::write_atomic;
 use crate::models::{Model, ModelSpec};
 use crate::nn::{Sgd, Store};
 
-use crate::interop::{CLASSES_KEY, SPEC_KEY};
+use crate::interop::{classes_in, spec_in, CLASSES_KEY, SPEC_KEY};
 const EPOCH_KEY: &str = "kdscope.epoch";
 const HISTORY_KEY: &str = "kdscope.history";
 /// Prefix of the model's own tensors in the training-state file.
@@ -125,19 +125,10 @@ fn read_with_meta(path: &Path) -> anyhow::Result<(Vec<u8>, HashMap<String, Strin
     Ok((bytes, meta))
 }
 
-fn spec_in(meta: &HashMap<String, String>, path: &Path) -> anyhow::Result<Option<ModelSpec>> {
-    match meta.get(SPEC_KEY) {
-        Some(s) => {
-            Ok(Some(serde_json::from_str(s).with_context(|| format!("{}: bad {SPEC_KEY} metadata", path.display()))?))
-        }
-        None => Ok(None),
-    }
-}
-
 /// The architecture recorded in a checkpoint, if it was written by kdscope.
 pub fn read_spec(path: impl AsRef<Path>) -> anyhow::Result<Option<ModelSpec>> {
     let path = path.as_ref();
-    spec_in(&read_with_meta(path)?.1, path)
+    spec_in(&read_with_meta(path)?.1, &path.display().to_string())
 }
 
 /// Loads a model from a checkpoint: kdscope's own (its architecture recorded in the metadata, checked
@@ -282,16 +273,14 @@ pub fn load_training(
         sp.display(),
         meta.get(EPOCH_KEY)
     );
-    if let Some(spec) = spec_in(&meta, &sp)? {
-        ensure!(spec == model.spec, "{} holds {spec}, but the model is {}", sp.display(), model.spec);
+    let source = sp.display().to_string();
+    if let Some(spec) = spec_in(&meta, &source)? {
+        ensure!(spec == model.spec, "{source} holds {spec}, but the model is {}", model.spec);
     }
-    if let (Some(saved), Some(now)) = (meta.get(CLASSES_KEY), &model.classes) {
-        let saved: Vec<String> =
-            serde_json::from_str(saved).with_context(|| format!("{}: bad {CLASSES_KEY}", sp.display()))?;
+    if let (Some(saved), Some(now)) = (classes_in(&meta, &source)?, &model.classes) {
         ensure!(
             &saved == now,
-            "{} was trained on other classes ({}) than the dataset's ({}); resume on the same dataset",
-            sp.display(),
+            "{source} was trained on other classes ({}) than the dataset's ({}); resume on the same dataset",
             crate::models::class_list_summary(&saved),
             crate::models::class_list_summary(now)
         );
