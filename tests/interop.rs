@@ -271,6 +271,10 @@ fn logits_files_read_and_fail_precisely() {
     assert!(e.contains("needs 4000000000000000000 bytes") && e.contains("holds 16"), "{e}");
     let e = read_logits(write("ovf.npy", &npy("(4294967296, 4294967296, 4)", "<f8", &probs))).unwrap_err().to_string();
     assert!(e.contains("overflows") && e.contains("ovf.npy"), "{e}");
+    // a shape that is not a tuple, opening with a multi-byte character (found by `kdscope fuzz`: it
+    // used to panic on a byte index inside the character)
+    let e = read_logits(write("sh.npy", &npy("\u{10b}?v(2, 2)", "<f4", &probs))).unwrap_err().to_string();
+    assert!(e.contains("sh.npy: bad shape in header (expected a tuple"), "{e}");
     // NaN and label errors name the row
     let nan: Vec<u8> = [1.0f32, f32::NAN].iter().flat_map(|v| v.to_le_bytes()).collect();
     let e = read_logits(write("nan.npy", &npy("(1, 2)", "<f4", &nan))).unwrap_err().to_string();

@@ -61,8 +61,9 @@ pub fn read_npy(path: &Path) -> anyhow::Result<Npy> {
     let descr = descr.get(1..).and_then(|d| d.split('\'').next()).unwrap_or("");
     ensure!(field("fortran_order")?.starts_with("False"), "{p}: Fortran-ordered array (save np.ascontiguousarray(a))");
     let shape_text = field("shape")?;
-    let close = shape_text.find(')').with_context(|| format!("{p}: bad shape in header: {header}"))?;
-    let shape: Vec<usize> = shape_text[1.min(close)..close]
+    let bad_shape = || format!("{p}: bad shape in header (expected a tuple such as (40, 10)): {header}");
+    let inner = shape_text.strip_prefix('(').with_context(bad_shape)?;
+    let shape: Vec<usize> = inner[..inner.find(')').with_context(bad_shape)?]
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
