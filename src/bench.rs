@@ -42,31 +42,46 @@ fn input(batch: usize, size: usize, seed: u64) -> (Var, Vec<usize>) {
 /// Times full SGD training steps (forward in training mode, cross-entropy, backward, SGD update) of
 /// `arch` at 100 classes on 32x32 images: `reps` repetitions of `iters` steps after one warm-up step.
 pub fn bench_train(arch: &str, batch: usize, iters: usize, reps: usize) -> anyhow::Result<BenchResult> {
-    Ok(bench_train_profiled(arch, (batch, 32), iters, reps, false)?.0)
+    Ok(bench_train_profiled(arch, None, (batch, 32), iters, reps, false)?.0)
 }
 
-/// [`bench_train`], and with `profile` the per-op profile of one more run of `iters` steps (taken
-/// apart from the timed ones): the ops' rows, then `total` rows for whole steps (`step`) and their
-/// phases (`forward (all)`, `loss`, `backward (all)`, `sgd + free`). `(batch, size)`: images per step
-/// and their side in pixels.
+/// [`bench_train`], or with a `teacher` architecture the KD step of the anchor script's `kd` command
+/// (teacher forward in evaluation mode without a tape, then the student's training step on Hinton's
+/// loss, 0.1 CE + 0.9 KL at T = 4); and with `profile` the per-op profile of one more run of `iters`
+/// steps (taken apart from the timed ones): the ops' rows, then `total` rows for whole steps (`step`)
+/// and their phases (`teacher forward`, `forward (all)`, `loss`, `backward (all)`, `sgd + free`).
+/// `(batch, size)`: images per step and their side in pixels.
 pub fn bench_train_profiled(
     arch: &str,
+    teacher: Option<&str>,
     (batch, size): (usize, usize),
     iters: usize,
     reps: usize,
     profile: bool,
 ) -> anyhow::Result<(BenchResult, Vec<profile::Row>)> {
+    use crate::distill::{Distiller, HintonKd, StepCtx};
     crate::train::tune_allocator();
     let mut model = Model::build(arch, 100, 0)?;
+    let teacher = teacher.map(|t| Model::build(t, 100, 1)).transpose()?;
+    let mut kd = HintonKd::repdistiller();
     let mut sgd = Sgd::new(0.05, 0.9, true, 5e-4);
     let (x, y) = input(batch, size, 1);
+    let indices: Vec<usize> = (0..batch).collect();
     let mut extra: Vec<(String, f64)> = Vec::new();
     let mut step = |extra: &mut Vec<(String, f64)>| -> anyhow::Result<()> {
         let t0 = Instant::now();
         profile::mark();
+        let t_out = teacher.as_ref().map(|t| t.forward_with(x.detach(), false, false));
+        let tt = Instant::now();
         let out = model.forward_with(x.detach().traced_input(), true, false);
         let t1 = Instant::now();
-        let loss = cross_entropy(logits_of(out.logits), &y);
+        let loss = match &t_out {
+            Some(t_out) => {
+                let ctx = StepCtx { epoch: 0, epochs: 1, indices: &indices };
+                kd.loss(out, t_out, &y, ctx).total
+            }
+            None => cross_entropy(logits_of(out.logits), &y),
+        };
         let t2 = Instant::now();
         let mut grads = loss.backward();
         let t3 = Instant::now();
@@ -77,11 +92,14 @@ pub fn bench_train_profiled(
             let t4 = Instant::now();
             extra.extend([
                 ("step".to_string(), s(t0, t4)),
-                ("forward (all)".into(), s(t0, t1)),
+                ("forward (all)".into(), s(tt, t1)),
                 ("loss".into(), s(t1, t2)),
                 ("backward (all)".into(), s(t2, t3)),
                 ("sgd + free".into(), s(t3, t4)),
             ]);
+            if t_out.is_some() {
+                extra.push(("teacher forward".into(), s(t0, tt)));
+            }
         }
         r
     };
@@ -96,6 +114,7 @@ pub fn bench_train_profiled(
     }
     let mut rows = Vec::new();
     if profile {
+        extra.clear();
         profile::start();
         for _ in 0..iters {
             step(&mut extra)?;
@@ -111,7 +130,8 @@ pub fn bench_train_profiled(
             rows.push(profile::Row { op, pass: "total", seconds, calls });
         }
     }
-    Ok((BenchResult { model: arch.into(), mode: "train".into(), batch, size, sec_per_iter: times }, rows))
+    let mode = teacher.map_or("train".to_string(), |t| format!("kd_from_{}", t.name()));
+    Ok((BenchResult { model: arch.into(), mode, batch, size, sec_per_iter: times }, rows))
 }
 
 /// Prints a profile from [`bench_train_profiled`] as milliseconds per step (`steps` steps).
@@ -152,34 +172,128 @@ pub fn bench_infer(
     Ok(BenchResult { model: arch.into(), mode: "infer".into(), batch, size, sec_per_iter: times })
 }
 
-/// `kdscope bench`: training (and, with `profile`, its per-op profile) and inference throughput of
-/// each architecture on `size`-pixel images (training batches of `batch`, inference batches of
-/// `infer_batch`), one `RESULT` line per repetition and a summary row per mode.
+/// The CPU this process runs on, as `lscpu` names it (model name, family and model from
+/// `/proc/cpuinfo`), its SIMD extensions that matter here and the kernel level the dispatch picks,
+/// with the rayon thread count: the line every benchmark figure is quoted with.
+pub fn cpu_description() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |k: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|n| n.trim() == k))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let name = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let flags = field("flags").unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let simd: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]
+        .into_iter()
+        .filter(|f| has(f))
+        .collect();
+    let fam = match (field("cpu family"), field("model")) {
+        (Some(f), Some(m)) => format!("family {f} model {m}, "),
+        _ => String::new(),
+    };
+    let simd = if simd.is_empty() { "no AVX2".to_string() } else { simd.join(" ") };
+    format!("{name} ({fam}{simd}); kernels: {}; {} threads", crate::nn::ops::simd_level(), rayon::current_num_threads())
+}
+
+/// This machine's measured f32 FMA peak, GFLOP/s over all rayon threads: each thread runs
+/// independent chains of fused multiply-adds on the widest vectors the kernels' dispatch uses (12
+/// accumulators, enough to cover the FMA latency on every CPU of the pool), all from registers.
+pub fn fma_peak_gflops() -> f64 {
+    struct Chains(u64);
+    impl pulp::WithSimd for Chains {
+        type Output = f32;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, simd: S) -> f32 {
+            let (a, b) = (simd.splat_f32s(0.999_999), simd.splat_f32s(1e-7));
+            let mut acc = [simd.splat_f32s(1.0); 12];
+            for _ in 0..self.0 {
+                for v in acc.iter_mut() {
+                    *v = simd.mul_add_f32s(*v, a, b);
+                }
+            }
+            acc.iter().map(|v| simd.reduce_sum_f32s(*v)).sum()
+        }
+    }
+    let lanes = match crate::nn::ops::simd_level() {
+        l if l.starts_with("AVX-512") => 16.0,
+        l if l.starts_with("AVX2") => 8.0,
+        _ => 1.0,
+    };
+    let iters = 20_000_000u64;
+    let threads = rayon::current_num_threads();
+    // One warm-up (clocks ramp up), then the best of three.
+    (0..4)
+        .map(|_| {
+            let t = Instant::now();
+            let s: f32 = rayon::broadcast(|_| pulp::Arch::new().dispatch(Chains(iters))).iter().sum();
+            std::hint::black_box(s);
+            (iters * 12 * 2) as f64 * lanes * threads as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .skip(1)
+        .fold(0.0, f64::max)
+}
+
+/// `kdscope bench`: for each training batch of `batches`, training (and, with `profile`, its per-op
+/// profile) and inference throughput of each architecture on `size`-pixel images (inference batches
+/// of `infer_batch`, or twice the training batch), then the KD step of each `(teacher, student)`
+/// pair of `kd`; one `RESULT` line per repetition and a summary row per mode, after a line naming
+/// the CPU.
 pub fn throughput(
     archs: &[String],
-    (batch, infer_batch, size): (usize, usize, usize),
+    kd: &[(String, String)],
+    (batches, infer_batch, size): (&[usize], Option<usize>, usize),
     iters: usize,
     reps: usize,
     profile: bool,
 ) -> anyhow::Result<()> {
-    println!("{:<12} {:<6} {:>6} {:>5} {:>12} {:>10}", "model", "mode", "batch", "px", "s/iter", "img/s");
-    for a in archs {
-        let (train, rows) = bench_train_profiled(a, (batch, size), iters, reps, profile)?;
-        if profile {
-            println!("profile of {iters} training steps of {a} at batch {batch}:");
-            print_profile(&rows, iters);
+    anyhow::ensure!(!batches.is_empty() && !batches.contains(&0), "--batch needs batch sizes of at least 1");
+    println!("cpu: {}", cpu_description());
+    println!("FMA peak (measured, f32, all threads): {:.0} GFLOP/s", fma_peak_gflops());
+    println!("{:<12} {:<18} {:>6} {:>5} {:>12} {:>10}", "model", "mode", "batch", "px", "s/iter", "img/s");
+    let print = |r: &BenchResult| {
+        // The CIFAR size keeps the names the anchor and BENCHMARKS.md use.
+        let px = if r.size == 32 { String::new() } else { format!("_{}px", r.size) };
+        for s in &r.sec_per_iter {
+            println!("RESULT {}_{}_b{}{px} {:.4} {:.1}", r.model, r.mode, r.batch, s, r.batch as f64 / s);
         }
-        for r in [train, bench_infer(a, (infer_batch, size), iters, reps)?] {
-            // The CIFAR size keeps the names the anchor and BENCHMARKS.md use.
-            let px = if r.size == 32 { String::new() } else { format!("_{}px", r.size) };
-            for s in &r.sec_per_iter {
-                println!("RESULT {}_{}_b{}{px} {:.4} {:.1}", r.model, r.mode, r.batch, s, r.batch as f64 / s);
-            }
-            let (m, b, z) = (&r.model, r.batch, r.size);
-            println!("{m:<12} {:<6} {b:>6} {z:>5} {:>12.4} {:>10.1}", r.mode, r.median(), r.images_per_sec());
+        let (m, b, z) = (&r.model, r.batch, r.size);
+        println!("{m:<12} {:<18} {b:>6} {z:>5} {:>12.4} {:>10.1}", r.mode, r.median(), r.images_per_sec());
+    };
+    let show = |what: &str, b: usize, rows: &[profile::Row]| {
+        if profile {
+            println!("profile of {iters} steps of {what} at batch {b}:");
+            print_profile(rows, iters);
+        }
+    };
+    for &b in batches {
+        for a in archs {
+            let (train, rows) = bench_train_profiled(a, None, (b, size), iters, reps, profile)?;
+            show(a, b, &rows);
+            print(&train);
+            print(&bench_infer(a, (infer_batch.unwrap_or(2 * b), size), iters, reps)?);
+        }
+        for (t, s) in kd {
+            let (r, rows) = bench_train_profiled(s, Some(t), (b, size), iters, reps, profile)?;
+            show(&format!("KD {t} -> {s}"), b, &rows);
+            print(&r);
         }
     }
     Ok(())
+}
+
+/// Parses `--kd teacher:student[,teacher:student…]`.
+pub fn kd_pairs(specs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    specs
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.split_once(':') {
+            Some((t, st)) if !t.is_empty() && !st.is_empty() => Ok((t.to_string(), st.to_string())),
+            _ => anyhow::bail!("--kd {s:?}: expected TEACHER:STUDENT, e.g. resnet56:resnet20"),
+        })
+        .collect()
 }
 
 /// `kdscope bench-explain`: input-size saliency maps of `methods` for the first `images` test images of
@@ -315,4 +429,27 @@ pub fn data_folder(
         (ds.len() * ds.image_len()) as f64 / (1 << 20) as f64
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kd_step_is_timed_and_profiled() {
+        assert_eq!(kd_pairs(&["resnet56:resnet20".into()]).unwrap(), [("resnet56".into(), "resnet20".into())]);
+        for bad in ["resnet56", ":resnet20", "resnet56:"] {
+            let e = kd_pairs(&[bad.into()]).unwrap_err().to_string();
+            assert!(e.contains("expected TEACHER:STUDENT"), "{e}");
+        }
+        let (r, rows) = bench_train_profiled("resnet8", Some("resnet8"), (2, 8), 1, 2, true).unwrap();
+        assert_eq!((r.mode.as_str(), r.batch, r.size, r.sec_per_iter.len()), ("kd_from_resnet8", 2, 8, 2));
+        let total = |op: &str| rows.iter().find(|x| x.op == op && x.pass == "total").map(|x| x.calls);
+        // one profiled step: its phases, the teacher's forward among them
+        assert_eq!((total("step"), total("teacher forward"), total("backward (all)")), (Some(1), Some(1), Some(1)));
+        assert!(rows.iter().any(|x| x.op == "conv2d" && x.pass == "backward"));
+        let e = throughput(&[], &[], (&[0], None, 8), 1, 1, false).unwrap_err().to_string();
+        assert!(e.contains("--batch"), "{e}");
+        assert!(cpu_description().contains("threads"));
+    }
 }

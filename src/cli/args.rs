@@ -85,14 +85,18 @@ pub enum Cmd {
         #[arg(long, default_value_t = 100)]
         classes: usize,
     },
-    /// Training and inference throughput (images/s) of ResNet-20 and ResNet-56 at batch 128.
+    /// Training, inference and KD-step throughput (images/s) at batch 128 and 32, on the CPU it names.
     Bench {
+        /// Architectures whose training step and inference are timed (empty: none).
         #[arg(long, value_delimiter = ',', default_value = "resnet20,resnet56")]
         archs: Vec<String>,
-        /// Training batch.
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        /// Inference batch (default: twice the training batch).
+        /// KD steps to time, TEACHER:STUDENT (the anchor script's `kd` command), e.g. resnet56:resnet20.
+        #[arg(long, value_delimiter = ',')]
+        kd: Vec<String>,
+        /// Training batches, each timed in turn.
+        #[arg(long, value_delimiter = ',', default_value = "128,32")]
+        batch: Vec<usize>,
+        /// Inference batch (default: twice each training batch).
         #[arg(long)]
         infer_batch: Option<usize>,
         /// Image side in pixels (32: CIFAR; 224: ImageNet-style models).

@@ -129,9 +129,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::BenchExplain { arch, images, batch, methods, reps } => {
             crate::bench::explain(&arch, images, batch, &methods, reps)?
         }
-        Cmd::Bench { archs, batch, infer_batch, size, iters, reps, profile } => {
-            let shape = (batch, infer_batch.unwrap_or(2 * batch), size);
-            crate::bench::throughput(&archs, shape, iters, reps, profile)?
+        Cmd::Bench { archs, kd, batch, infer_batch, size, iters, reps, profile } => {
+            let archs: Vec<String> = archs.into_iter().filter(|a| !a.is_empty()).collect();
+            let kd = crate::bench::kd_pairs(&kd)?;
+            crate::bench::throughput(&archs, &kd, (&batch, infer_batch, size), iters, reps, profile)?
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 mod batchnorm;
 pub(crate) mod blas;
 mod conv;
+pub mod cpu;
 #[doc(hidden)]
 pub mod direct;
 mod dropout;
@@ -13,6 +14,7 @@ mod pool;
 
 pub use batchnorm::{batch_norm, BnCfg, RunningStats};
 pub use conv::{conv2d, out_size, ConvCfg};
+pub use cpu::simd_level;
 pub use dropout::{dropout, relu6, seed_dropout, without_dropout};
 pub use elementwise::{
     add, grad_probe, grad_probe_cut, relu, reshape, scale, with_frozen_params, with_guided_relu, GradProbe,

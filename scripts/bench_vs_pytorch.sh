@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Training, inference and KD-step throughput of kdscope against PyTorch's default and "tuned"
+# (channels_last + malloc tunables) CPU paths, interleaved in one run on one machine, so that the
+# ratios hold even when the shared machine's speed drifts between minutes.
+#
+#   scripts/bench_vs_pytorch.sh            # 2 rounds, batches 128 and 32, ResNet-20/56 and KD 56 -> 20
+#   ROUNDS=1 BATCHES=32 scripts/bench_vs_pytorch.sh
+#
+# Needs a release build (cargo build --release) and the anchor's venv:
+#   python3 -m venv .venv-anchors && .venv-anchors/bin/pip install torch numpy
+# Prints the CPU (lscpu model name and SIMD flags), every RESULT line, then per round a table of
+# medians (images/s) with kdscope / PyTorch ratios. BENCHMARKS.md quotes these tables.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-2}
+BATCHES=${BATCHES:-128 32}
+PY=${PY:-.venv-anchors/bin/python}
+ANCHOR=${ANCHOR:-../shared/anchors/pytorch_cifar_bench.py}
+KDS=${KDS:-target/release/kdscope}
+TUNED="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967295"
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+lscpu | grep -E '^Model name|^CPU family|^Model:' | sed 's/  */ /g'
+echo "SIMD flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f|avx512_vnni|avx512_bf16|amx_tile|amx_bf16)$' | tr '\n' ' ')"
+date -u
+for r in $(seq "$ROUNDS"); do
+  echo "ROUND $r" | tee -a "$LOG"
+  for b in $BATCHES; do
+    "$KDS" bench --archs resnet20,resnet56 --kd resnet56:resnet20 --batch "$b" --iters 5 --reps 3 | tee -a "$LOG"
+    for cl in 0 1; do
+      if [ "$cl" = 1 ]; then export CL=1 GLIBC_TUNABLES=$TUNED; else unset CL GLIBC_TUNABLES; fi
+      "$PY" "$ANCHOR" train r20 "$b" 5 | tee -a "$LOG"
+      "$PY" "$ANCHOR" train r56 "$b" 3 | tee -a "$LOG"
+      "$PY" "$ANCHOR" infer r20 $((2 * b)) 5 | tee -a "$LOG"
+      "$PY" "$ANCHOR" infer r56 $((2 * b)) 5 | tee -a "$LOG"
+      "$PY" "$ANCHOR" kd r20 r56 "$b" 3 | tee -a "$LOG"
+    done
+    unset CL GLIBC_TUNABLES
+  done
+done
+python3 - "$LOG" <<'PY'
+import re, statistics, sys
+rounds, cur = [], None
+for line in open(sys.argv[1]):
+    if line.startswith("ROUND"):
+        cur = {}
+        rounds.append(cur)
+    elif line.startswith("RESULT"):
+        _, name, _, ips = line.split()[:4]
+        cur.setdefault(name, []).append(float(ips))
+arch = {"resnet20": "r20", "resnet56": "r56"}
+for i, res in enumerate(rounds, 1):
+    print(f"\nround {i}: medians, images/s")
+    print(f"{'workload':<34} {'kdscope':>9} {'torch':>9} {'tuned':>9} {'/torch':>7} {'/tuned':>7}")
+    for name, v in res.items():
+        m = re.fullmatch(r"(resnet\d+)_(train|infer|kd_from_(resnet\d+))_b(\d+)", name)
+        if not m:
+            continue
+        a, mode, t, b = m.group(1), m.group(2), m.group(3), m.group(4)
+        if t:
+            ref = f"torch_kd_{arch[a]}_from_{arch[t]}_b{b}"
+        else:
+            ref = f"torch_{mode}_{arch[a]}_b{b}"
+        k = statistics.median(v)
+        d = statistics.median(res[ref]) if ref in res else float("nan")
+        tu = statistics.median(res[ref + "_cl"]) if ref + "_cl" in res else float("nan")
+        print(f"{name:<34} {k:>9.1f} {d:>9.1f} {tu:>9.1f} {k/d:>6.2f}x {k/tu:>6.2f}x")
+PY
