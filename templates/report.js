@@ -210,7 +210,8 @@ document.addEventListener("DOMContentLoaded", function () {
         th.dataset.sort = asc ? "asc" : "desc";
         var rows = Array.prototype.slice.call(body.rows);
         rows.sort(function (a, b) {
-          var x = a.cells[col].textContent, y = b.cells[col].textContent;
+          // Formatted cells carry their exact value in data-v.
+          var x = a.cells[col].dataset.v || a.cells[col].textContent, y = b.cells[col].dataset.v || b.cells[col].textContent;
           var nx = parseFloat(x), ny = parseFloat(y);
           var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
           return asc ? c : -c;
@@ -221,7 +222,7 @@ document.addEventListener("DOMContentLoaded", function () {
     Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
       if (th.textContent.indexOf("delta_") === 0) {
         Array.prototype.forEach.call(body.rows, function (tr) {
-          var v = parseFloat(tr.cells[col].textContent);
+          var v = parseFloat(tr.cells[col].dataset.v || tr.cells[col].textContent);
           if (v < 0) tr.cells[col].classList.add("neg"); else if (v > 0) tr.cells[col].classList.add("pos");
         });
       }

@@ -17,7 +17,11 @@ use crate::nn::Tracked;
 /// Which divergence compares the softened outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KdForm {
+    /// Written `KL` (earlier files: `Kl`, still read).
+    #[serde(rename = "KL", alias = "Kl")]
     Kl,
+    /// Written `MSE` (earlier files: `Mse`, still read).
+    #[serde(rename = "MSE", alias = "Mse")]
     Mse,
 }
 

@@ -28,6 +28,7 @@ use serde::Serialize;
 use crate::notebook;
 
 mod charts;
+pub mod table;
 pub mod kd;
 pub mod sections;
 pub use kd::{CorpusMaps, EmbedSection, ExplainSection, KdViews};

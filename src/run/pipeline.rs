@@ -47,7 +47,11 @@ pub struct ReportPlan {
 /// The hyper-parameters of a method (`Distiller::hyper`) as header rows.
 pub fn hyper_rows(hyper: &serde_json::Value) -> Vec<(String, String)> {
     match hyper {
-        serde_json::Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+        // Facts as words: strings without their JSON quotes (`MSE`, not `"MSE"`).
+        serde_json::Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+            .collect(),
         other => vec![("hyper".into(), other.to_string())],
     }
 }
@@ -106,4 +110,22 @@ pub fn write_kd_report(
         report = report.fact(k, v);
     }
     report.write(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hyper_rows;
+    use crate::distill::{Distiller, HintonKd, KdForm};
+
+    /// Method facts read as words in the report: `MSE`, not `"Mse"`; files that wrote `Mse` still load.
+    #[test]
+    fn hyper_facts_are_words() {
+        let rows = hyper_rows(&HintonKd::kd_lib().hyper());
+        assert!(rows.contains(&("form".to_string(), "MSE".to_string())), "{rows:?}");
+        assert!(rows.contains(&("temperature".to_string(), "20.0".to_string())), "{rows:?}");
+        assert_eq!(serde_json::to_string(&KdForm::Kl).unwrap(), "\"KL\"");
+        for (text, form) in [("\"Mse\"", KdForm::Mse), ("\"MSE\"", KdForm::Mse), ("\"Kl\"", KdForm::Kl)] {
+            assert_eq!(serde_json::from_str::<KdForm>(text).unwrap(), form);
+        }
+    }
 }

@@ -27,7 +27,7 @@ impl Block {
         Self {
             heading: heading.into(),
             text: legend.into(),
-            html: notebook::table_with(df, usize::MAX).html,
+            html: crate::report::table::html(df, if heading.is_empty() { "table" } else { heading }),
             ..Self::default()
         }
     }

@@ -40,6 +40,8 @@ pub struct Embeddings {
     notes: Vec<(String, String)>,
     summary: String,
     rejection: Vec<String>,
+    /// What the rejection curves show on this data, one sentence per model where KDE misleads.
+    rejection_notes: Vec<String>,
     fidelity: String,
     outliers: Vec<Value>,
 }
@@ -99,6 +101,16 @@ impl Embeddings {
                 json!([test.labels[i], top5(&pt[i * k..(i + 1) * k]), top5(&ps[i * k..(i + 1) * k])]),
             );
         }
+        let mut rejection_notes = vec![];
+        for m in &models {
+            let rows: Vec<usize> = (0..pm.len()).filter(|&r| &pm[r] == m && pme[r] == "DarkSight").collect();
+            let dens: Vec<f64> = rows.iter().map(|&r| kde[r]).collect();
+            let preds: Vec<usize> = rows.iter().map(|&r| pred[r] as usize).collect();
+            let ok: Vec<bool> = rows.iter().map(|&r| correct[r]).collect();
+            if let Some(n) = kde_reading(&dens, &preds, &ok, &t.class_names) {
+                rejection_notes.push(format!("{m}: {n}"));
+            }
+        }
         let data = json!({ "models": models, "methods": methods, "sets": sets, "thumbs": thumbs, "tops": tops });
         let mut rejection = vec![];
         for (mi, m) in models.iter().enumerate() {
@@ -142,8 +154,9 @@ impl Embeddings {
         Ok(Self {
             data,
             notes: e.notes.clone(),
-            summary: notebook::table_with(&e.summary, usize::MAX).html,
+            summary: crate::report::table::html(&e.summary, "embeddings"),
             rejection,
+            rejection_notes,
             fidelity: fidelity.html(),
             outliers,
         })
@@ -161,8 +174,75 @@ impl Section for Embeddings {
         ctx.insert("notes", &self.notes);
         ctx.insert("summary", &self.summary);
         ctx.insert("rejection", &self.rejection);
+        ctx.insert("rejection_notes", &self.rejection_notes);
         ctx.insert("fidelity", &self.fidelity);
         ctx.insert("outliers", &self.outliers);
         page.partial("embeddings.html", self.anchor(), ctx)
+    }
+}
+
+/// Why a KDE rejection curve falls where it should rise, in words, or `None` when it does not: when
+/// the densest tenth of the points (log KDE density on the DarkSight plane, per predicted class) is
+/// less accurate than all of them, names the densest predicted classes (mean log density) with
+/// their accuracy. `density`, `predicted`, `correct` per point.
+pub fn kde_reading(density: &[f64], predicted: &[usize], correct: &[bool], class_names: &[String]) -> Option<String> {
+    let n = density.len();
+    if n < 20 || predicted.len() != n || correct.len() != n {
+        return None;
+    }
+    let rate = |idx: &[usize]| idx.iter().filter(|&&i| correct[i]).count() as f64 / idx.len() as f64;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| density[b].total_cmp(&density[a]).then(a.cmp(&b)));
+    let (top, all) = (rate(&order[..n / 10]), rate(&order));
+    if top >= all {
+        return None;
+    }
+    let mut by_class: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for i in 0..n {
+        by_class.entry(predicted[i]).or_default().push(i);
+    }
+    let mut classes: Vec<(f64, usize, f64, usize)> = by_class
+        .iter()
+        .filter(|(_, idx)| idx.len() >= 3)
+        .map(|(&c, idx)| (idx.iter().map(|&i| density[i]).sum::<f64>() / idx.len() as f64, c, rate(idx), idx.len()))
+        .collect();
+    classes.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let name = |c: usize| class_names.get(c).cloned().unwrap_or_else(|| format!("class {c}"));
+    let densest: Vec<String> = classes
+        .iter()
+        .take(3)
+        .map(|(_, c, acc, k)| format!("{} ({k} points, {:.0} % correct)", name(*c), 100.0 * acc))
+        .collect();
+    Some(format!(
+        "the densest 10 % of the DarkSight points are {:.1} % correct against {:.1} % for all, so the KDE curve \
+         falls as data is rejected. The densest predicted classes are {}. Density measures how typical a point \
+         is of its predicted class, not whether the prediction is right: images the model cannot tell apart \
+         get near-identical predictions, which DarkSight packs into the tightest clusters. Read max \
+         probability or entropy for confidence here.",
+        100.0 * top,
+        100.0 * all,
+        densest.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kde_reading;
+
+    #[test]
+    fn kde_reading_names_dense_wrong_clusters() {
+        let names: Vec<String> = ["red", "blue"].iter().map(|s| s.to_string()).collect();
+        // 10 tight points of class 0, 2 of them right; 30 spread points of class 1, all right.
+        let density: Vec<f64> = (0..40).map(|i| if i < 10 { 3.0 - i as f64 * 0.01 } else { -(i as f64) / 10.0 }).collect();
+        let predicted: Vec<usize> = (0..40).map(|i| (i >= 10) as usize).collect();
+        let correct: Vec<bool> = (0..40).map(|i| i >= 10 || i < 2).collect();
+        let s = kde_reading(&density, &predicted, &correct, &names).unwrap();
+        // densest 4 points: indices 0-3, two right: 50.0 %; all: 32 / 40 = 80.0 %
+        assert!(s.starts_with("the densest 10 % of the DarkSight points are 50.0 % correct against 80.0 %"), "{s}");
+        assert!(s.contains("red (10 points, 20 % correct), blue (30 points, 100 % correct)"), "{s}");
+        // the same points with the dense cluster right: nothing to explain
+        let all_right = vec![true; 40];
+        assert_eq!(kde_reading(&density, &predicted, &all_right, &names), None);
+        assert_eq!(kde_reading(&density[..5], &predicted[..5], &correct[..5], &names), None);
     }
 }

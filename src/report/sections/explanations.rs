@@ -56,7 +56,7 @@ impl Section for ExplainSection {
             ("Teacher-student map agreement per class", &self.agreement),
         ]
         .into_iter()
-        .filter_map(|(title, df)| df.as_ref().map(|df| (title, notebook::table_with(df, usize::MAX).html)))
+        .filter_map(|(title, df)| df.as_ref().map(|df| (title, crate::report::table::html(df, title))))
         .collect();
         let examples: Vec<(&str, String)> =
             self.examples.iter().map(|(c, img)| (c.as_str(), notebook::image(img).html())).collect();

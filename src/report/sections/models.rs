@@ -1,8 +1,7 @@
 //! The models section: every model's overall metrics and the distillation set-up.
 use polars::prelude::DataFrame;
 
-use crate::notebook;
-use crate::report::{Page, Section};
+use crate::report::{table, Page, Section};
 
 /// Every model's overall metrics and the distillation set-up.
 pub struct Models {
@@ -23,7 +22,7 @@ impl Section for Models {
     }
     fn render(&self, page: &mut Page) -> anyhow::Result<String> {
         let mut ctx = tera::Context::new();
-        ctx.insert("overall", &notebook::table_with(&self.overall, usize::MAX).html);
+        ctx.insert("overall", &table::html(&self.overall, "models"));
         ctx.insert("teacher", &self.teacher);
         ctx.insert("student", &self.student);
         ctx.insert("method", &self.method);

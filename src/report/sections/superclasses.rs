@@ -3,7 +3,7 @@
 use polars::prelude::DataFrame;
 
 use crate::notebook::{self, Chart};
-use crate::report::{Page, Section};
+use crate::report::{table, Page, Section};
 
 /// The superclass view: precision, recall and F1 as circular bars, the superclass and class
 /// comparison tables; it brings the page's superclass selector.
@@ -22,8 +22,8 @@ impl Section for Superclasses {
         page.superclass_filter = true;
         let mut ctx = tera::Context::new();
         ctx.insert("polar_charts", &self.polar.iter().map(Chart::html).collect::<Vec<_>>());
-        ctx.insert("super_table", &notebook::table_with(&self.super_table, usize::MAX).html);
-        ctx.insert("class_table", &notebook::table_with(&self.class_table, usize::MAX).html);
+        ctx.insert("super_table", &table::html(&self.super_table, "superclasses"));
+        ctx.insert("class_table", &table::html(&self.class_table, "classes"));
         page.partial("superclasses.html", self.anchor(), ctx)
     }
 }
