@@ -28,9 +28,9 @@ use serde::Serialize;
 use crate::notebook;
 
 mod charts;
-pub mod table;
 pub mod kd;
 pub mod sections;
+pub mod table;
 pub use kd::{CorpusMaps, EmbedSection, ExplainSection, KdViews};
 pub use sections::blocks::Blocks;
 

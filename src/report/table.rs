@@ -12,7 +12,7 @@ use crate::notebook::{cell_text, escape};
 /// How a column's values are shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// A share of images in [0, 1]: `70.6 %`.
+    /// A share of images in [0, 1]: `70.6 %` (a narrow no-break space before the sign).
     Rate,
     /// A difference of two rates: `-32.0 pp`.
     RateDelta,
@@ -95,8 +95,8 @@ pub fn format(v: f64, kind: Kind) -> String {
         return v.to_string();
     }
     match kind {
-        Kind::Rate => format!("{:.1} %", 100.0 * v),
-        Kind::RateDelta => format!("{:+.1} pp", 100.0 * v),
+        Kind::Rate => format!("{:.1}\u{202f}%", 100.0 * v),
+        Kind::RateDelta => format!("{:+.1}\u{202f}pp", 100.0 * v),
         Kind::Number => significant(v, 3),
         Kind::Plain => v.to_string(),
     }
@@ -171,12 +171,14 @@ pub fn html(df: &DataFrame, name: &str) -> String {
     let kinds: Vec<Kind> = cols.iter().map(|c| kind(c.name(), c.dtype().is_float())).collect();
     let mut h = String::from("<div class=\"kd-table\"><table class=\"kdscope-frame\">\n<thead><tr>");
     for c in cols {
+        // Long names wrap after their underscores (`teacher_<wbr>accuracy`) before anywhere else.
+        let label = escape(c.name()).replace('_', "_<wbr>");
         match definition(c.name()) {
             Some(d) => {
-                let _ = write!(h, "<th title=\"{}\">{}</th>", escape(&d), escape(c.name()));
+                let _ = write!(h, "<th title=\"{}\">{label}</th>", escape(&d));
             }
             None => {
-                let _ = write!(h, "<th>{}</th>", escape(c.name()));
+                let _ = write!(h, "<th>{label}</th>");
             }
         }
     }
@@ -223,13 +225,14 @@ mod tests {
         .unwrap();
         let h = html(&df, "per class");
         assert!(!h.contains("<small>") && !h.contains("rows ×"), "no dtype row, no shape footer");
-        assert!(h.contains("<td data-v=\"0.56\">56.0 %</td>"), "{h}");
-        assert!(h.contains("<td data-v=\"-0.32\">-32.0 pp</td>") && h.contains(">+0.0 pp<"), "{h}");
+        assert!(h.contains("<td data-v=\"0.56\">56.0\u{202f}%</td>"), "{h}");
+        assert!(h.contains("<td data-v=\"-0.32\">-32.0\u{202f}pp</td>") && h.contains(">+0.0\u{202f}pp<"), "{h}");
         assert!(h.contains(">0.358<") && h.contains(">12346<") && h.contains(">0.00241<") && h.contains(">0<"), "{h}");
         assert!(h.contains("<td>50</td>") && h.contains("<td>b,&quot;c&quot;</td>"), "{h}");
         assert!(h.contains("title=\"teacher&#39;s share of images whose top prediction is their label\""), "{h}");
         assert!(h.contains("title=\"student minus teacher, in percentage points: share of images"), "{h}");
         assert!(h.contains("download=\"per_class.csv\""));
+        assert!(h.contains(">kl_<wbr>teacher_<wbr>student</th>") && h.contains("<th>class</th>"), "{h}");
         let csv = csv(&df);
         assert_eq!(
             csv,

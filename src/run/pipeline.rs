@@ -48,10 +48,9 @@ pub struct ReportPlan {
 pub fn hyper_rows(hyper: &serde_json::Value) -> Vec<(String, String)> {
     match hyper {
         // Facts as words: strings without their JSON quotes (`MSE`, not `"MSE"`).
-        serde_json::Value::Object(o) => o
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-            .collect(),
+        serde_json::Value::Object(o) => {
+            o.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect()
+        }
         other => vec![("hyper".into(), other.to_string())],
     }
 }

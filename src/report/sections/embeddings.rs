@@ -198,8 +198,8 @@ pub fn kde_reading(density: &[f64], predicted: &[usize], correct: &[bool], class
         return None;
     }
     let mut by_class: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for i in 0..n {
-        by_class.entry(predicted[i]).or_default().push(i);
+    for (i, &c) in predicted.iter().enumerate() {
+        by_class.entry(c).or_default().push(i);
     }
     let mut classes: Vec<(f64, usize, f64, usize)> = by_class
         .iter()
@@ -233,9 +233,10 @@ mod tests {
     fn kde_reading_names_dense_wrong_clusters() {
         let names: Vec<String> = ["red", "blue"].iter().map(|s| s.to_string()).collect();
         // 10 tight points of class 0, 2 of them right; 30 spread points of class 1, all right.
-        let density: Vec<f64> = (0..40).map(|i| if i < 10 { 3.0 - i as f64 * 0.01 } else { -(i as f64) / 10.0 }).collect();
+        let density: Vec<f64> =
+            (0..40).map(|i| if i < 10 { 3.0 - i as f64 * 0.01 } else { -(i as f64) / 10.0 }).collect();
         let predicted: Vec<usize> = (0..40).map(|i| (i >= 10) as usize).collect();
-        let correct: Vec<bool> = (0..40).map(|i| i >= 10 || i < 2).collect();
+        let correct: Vec<bool> = (0..40).map(|i| !(2..10).contains(&i)).collect();
         let s = kde_reading(&density, &predicted, &correct, &names).unwrap();
         // densest 4 points: indices 0-3, two right: 50.0 %; all: 32 / 40 = 80.0 %
         assert!(s.starts_with("the densest 10 % of the DarkSight points are 50.0 % correct against 80.0 %"), "{s}");

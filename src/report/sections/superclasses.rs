@@ -2,7 +2,7 @@
 //! superclass and class comparison tables; it brings the page's superclass selector.
 use polars::prelude::DataFrame;
 
-use crate::notebook::{self, Chart};
+use crate::notebook::Chart;
 use crate::report::{table, Page, Section};
 
 /// The superclass view: precision, recall and F1 as circular bars, the superclass and class
