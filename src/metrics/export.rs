@@ -7,11 +7,16 @@ use polars::prelude::{AnyValue, CsvReader, CsvWriter, DataFrame, ParquetReader, 
 
 use crate::io::write_atomic;
 
-/// CSV with a header row.
-pub fn write_csv(df: &DataFrame, path: impl AsRef<Path>) -> anyhow::Result<()> {
+/// The frame as CSV text with a header row (polars' writer: exact values, quoted where needed).
+pub fn to_csv(df: &DataFrame) -> anyhow::Result<String> {
     let mut buf = Vec::new();
     CsvWriter::new(&mut buf).include_header(true).finish(&mut df.clone())?;
-    write_atomic(path.as_ref(), &buf)
+    Ok(String::from_utf8(buf)?)
+}
+
+/// CSV with a header row ([`to_csv`]).
+pub fn write_csv(df: &DataFrame, path: impl AsRef<Path>) -> anyhow::Result<()> {
+    write_atomic(path.as_ref(), to_csv(df)?.as_bytes())
 }
 
 pub fn read_csv(path: impl AsRef<Path>) -> anyhow::Result<DataFrame> {

@@ -1,8 +1,8 @@
 //! Tables as a report's readers meet them: values formatted for people (rates as percentages with
 //! one decimal, their differences in percentage points, other numbers to 3 significant digits,
 //! counts as integers), no dtype row or shape footer, headers that stay in view and explain their
-//! column on hover, sortable by the exact value, and a CSV download of the exact values (a data
-//! URL, so the page stays offline). Notebook cells keep polars' own look (`notebook::table`).
+//! column on hover, sortable by the exact value, and a CSV download of the exact values (polars'
+//! writer, as `metrics::export::write_csv`; a data URL, so the page stays offline). Notebook cells keep polars' own look (`notebook::table`).
 use std::fmt::Write as _;
 
 use polars::prelude::{AnyValue, DataFrame};
@@ -123,35 +123,6 @@ fn number(v: &AnyValue) -> Option<f64> {
     }
 }
 
-/// The frame as comma-separated values (exact values, one header row), quoted where needed.
-pub fn csv(df: &DataFrame) -> String {
-    let quote = |s: &str| {
-        if s.contains([',', '"', '\n']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
-    let cols = df.columns();
-    let mut out = cols.iter().map(|c| quote(c.name())).collect::<Vec<_>>().join(",");
-    out.push('\n');
-    for i in 0..df.height() {
-        let row: Vec<String> = cols
-            .iter()
-            .map(|c| match c.get(i) {
-                Ok(v) => match number(&v) {
-                    Some(x) => x.to_string(),
-                    None => quote(&cell_text(&v)),
-                },
-                Err(_) => String::new(),
-            })
-            .collect();
-        out += &row.join(",");
-        out.push('\n');
-    }
-    out
-}
-
 /// Percent-encodes `s` for a `data:` URL.
 fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -199,11 +170,17 @@ pub fn html(df: &DataFrame, name: &str) -> String {
         h.push_str("</tr>\n");
     }
     let file: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    let _ = write!(
-        h,
-        "</tbody></table><a class=\"csv\" download=\"{file}.csv\" href=\"data:text/csv;charset=utf-8,{}\">CSV</a></div>",
-        url_encode(&csv(df))
-    );
+    h.push_str("</tbody></table>");
+    // polars' CSV writer fails only on nested columns, which report tables do not have; without a CSV
+    // there is no link rather than an empty download.
+    if let Ok(csv) = crate::metrics::export::to_csv(df) {
+        let _ = write!(
+            h,
+            "<a class=\"csv\" download=\"{file}.csv\" href=\"data:text/csv;charset=utf-8,{}\">CSV</a>",
+            url_encode(&csv)
+        );
+    }
+    h.push_str("</div>");
     h
 }
 
@@ -233,11 +210,11 @@ mod tests {
         assert!(h.contains("title=\"student minus teacher, in percentage points: share of images"), "{h}");
         assert!(h.contains("download=\"per_class.csv\""));
         assert!(h.contains(">kl_<wbr>teacher_<wbr>student</th>") && h.contains("<th>class</th>"), "{h}");
-        let csv = csv(&df);
+        let csv = crate::metrics::export::to_csv(&df).unwrap();
         assert_eq!(
             csv,
             "class,support,teacher_accuracy,delta_accuracy,kl_teacher_student,M_5\n\
-             red-a,50,0.56,-0.32,0.35821,0.00241\n\"b,\"\"c\"\"\",7,0.706,0.0004,12345.6,0\n"
+             red-a,50,0.56,-0.32,0.35821,0.00241\n\"b,\"\"c\"\"\",7,0.706,0.0004,12345.6,0.0\n"
         );
         assert!(h.contains(&format!("data:text/csv;charset=utf-8,{}", url_encode(&csv))));
         assert!(url_encode("a b,%\n").eq("a%20b%2C%25%0A"));
