@@ -202,11 +202,12 @@ pub fn cpu_description() -> String {
 /// independent chains of fused multiply-adds on the widest vectors the kernels' dispatch uses (12
 /// accumulators, enough to cover the FMA latency on every CPU of the pool), all from registers.
 pub fn fma_peak_gflops() -> f64 {
+    /// Runs the chains; returns their sum (kept alive) and the lanes of the vectors they ran on.
     struct Chains(u64);
     impl pulp::WithSimd for Chains {
-        type Output = f32;
+        type Output = (f32, usize);
         #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, simd: S) -> f32 {
+        fn with_simd<S: pulp::Simd>(self, simd: S) -> (f32, usize) {
             let (a, b) = (simd.splat_f32s(0.999_999), simd.splat_f32s(1e-7));
             let mut acc = [simd.splat_f32s(1.0); 12];
             for _ in 0..self.0 {
@@ -214,23 +215,19 @@ pub fn fma_peak_gflops() -> f64 {
                     *v = simd.mul_add_f32s(*v, a, b);
                 }
             }
-            acc.iter().map(|v| simd.reduce_sum_f32s(*v)).sum()
+            (acc.iter().map(|v| simd.reduce_sum_f32s(*v)).sum(), S::F32_LANES)
         }
     }
-    let lanes = match crate::nn::ops::simd_level() {
-        l if l.starts_with("AVX-512") => 16.0,
-        l if l.starts_with("AVX2") => 8.0,
-        _ => 1.0,
-    };
     let iters = 20_000_000u64;
-    let threads = rayon::current_num_threads();
     // One warm-up (clocks ramp up), then the best of three.
     (0..4)
         .map(|_| {
             let t = Instant::now();
-            let s: f32 = rayon::broadcast(|_| pulp::Arch::new().dispatch(Chains(iters))).iter().sum();
-            std::hint::black_box(s);
-            (iters * 12 * 2) as f64 * lanes * threads as f64 / t.elapsed().as_secs_f64() / 1e9
+            let runs = rayon::broadcast(|_| pulp::Arch::new().dispatch(Chains(iters)));
+            let secs = t.elapsed().as_secs_f64();
+            std::hint::black_box(runs.iter().map(|r| r.0).sum::<f32>());
+            let lanes: usize = runs.iter().map(|r| r.1).sum();
+            (iters * 12 * 2) as f64 * lanes as f64 / secs / 1e9
         })
         .skip(1)
         .fold(0.0, f64::max)
