@@ -64,7 +64,7 @@ document.addEventListener("DOMContentLoaded", function () {
     });
     document.getElementById("corpus-count").textContent = shown + " of " + items.length + " images";
   }
-  function topTable(title, top, truth) {
+  function topTable(title, top, truth, who) {
     var t = document.createElement("table");
     var cap = document.createElement("caption"); cap.textContent = title; cap.style.textAlign = "left"; t.appendChild(cap);
     top.forEach(function (p) {
@@ -73,7 +73,7 @@ document.addEventListener("DOMContentLoaded", function () {
       var a = document.createElement("td"); a.textContent = classes[p[0]];
       var b = document.createElement("td"); b.textContent = (100 * p[1]).toFixed(1) + " %"; b.style.textAlign = "right";
       var c = document.createElement("td"); c.style.width = "40%";
-      var bar = document.createElement("div"); bar.className = "pbar"; bar.style.width = (100 * p[1]) + "%"; c.appendChild(bar);
+      var bar = document.createElement("div"); bar.className = "pbar" + (who ? " " + who : ""); bar.style.width = (100 * p[1]) + "%"; c.appendChild(bar);
       tr.appendChild(a); tr.appendChild(b); tr.appendChild(c); t.appendChild(tr);
     });
     return t;
@@ -89,7 +89,7 @@ document.addEventListener("DOMContentLoaded", function () {
     p.textContent = "image #" + it.i + " · true: " + classes[it.c] + " (" + supers[classSuper[it.c]] + ")";
     panel.appendChild(p);
     panel.appendChild(topTable("teacher (" + D.teacher + ") top-5", it.t, it.c));
-    panel.appendChild(topTable("student (" + D.student + ") top-5", it.s, it.c));
+    panel.appendChild(topTable("student (" + D.student + ") top-5", it.s, it.c, "student"));
     if (D.maps) showMaps(it, imgs[n].src);
     panel.style.display = "block";
   }
@@ -105,15 +105,21 @@ document.addEventListener("DOMContentLoaded", function () {
     var stack = document.createElement("div"); stack.className = "stack";
     var im = document.createElement("img"); im.src = src; stack.appendChild(im);
     if (b64) {
-      var raw = atob(b64), h = D.maps.h, w = D.maps.w;
+      // The map is a grayscale PNG: drawn on the canvas, then each pixel's gray level coloured.
+      var h = D.maps.h, w = D.maps.w, gray = new Image();
       var cv = document.createElement("canvas"); cv.width = w; cv.height = h;
-      var ctx = cv.getContext("2d"), data = ctx.createImageData(w, h);
-      for (var p = 0; p < w * h; p++) {
-        var c = jet(raw.charCodeAt(p) / 255);
-        data.data[4 * p] = c[0]; data.data[4 * p + 1] = c[1]; data.data[4 * p + 2] = c[2]; data.data[4 * p + 3] = 255;
-      }
-      ctx.putImageData(data, 0, 0);
-      cv.setAttribute("data-drawn", "1");
+      gray.onload = function () {
+        var ctx = cv.getContext("2d");
+        ctx.drawImage(gray, 0, 0);
+        var data = ctx.getImageData(0, 0, w, h);
+        for (var p = 0; p < w * h; p++) {
+          var c = jet(data.data[4 * p] / 255);
+          data.data[4 * p] = c[0]; data.data[4 * p + 1] = c[1]; data.data[4 * p + 2] = c[2]; data.data[4 * p + 3] = 255;
+        }
+        ctx.putImageData(data, 0, 0);
+        cv.setAttribute("data-drawn", "1");
+      };
+      gray.src = "data:image/png;base64," + b64;
       stack.appendChild(cv);
     }
     fig.appendChild(stack);
@@ -147,7 +153,7 @@ document.addEventListener("DOMContentLoaded", function () {
   items.forEach(function (it, n) { corpusByIndex[it.i] = n; });
   function thumb(i) {
     if (corpusByIndex[i] !== undefined) return "data:image/png;base64," + D.corpus[corpusByIndex[i]].png;
-    return E.thumbs[i] ? "data:image/png;base64," + E.thumbs[i] : "";
+    return E.thumbs[i] ? "data:image/jpeg;base64," + E.thumbs[i] : "";
   }
   var selMethod = document.getElementById("emb-method"), selColour = document.getElementById("emb-colour");
   // WebGL where the browser has it (fast for 10,000s of points); SVG otherwise (headless, print).
@@ -167,7 +173,7 @@ document.addEventListener("DOMContentLoaded", function () {
       "), log density " + set.k[n];
     txt.appendChild(p);
     txt.appendChild(topTable("teacher (" + D.teacher + ")", top[1].slice(0, 3), top[0]));
-    txt.appendChild(topTable("student (" + D.student + ")", top[2].slice(0, 3), top[0]));
+    txt.appendChild(topTable("student (" + D.student + ")", top[2].slice(0, 3), top[0], "student"));
     box.appendChild(txt);
     box.setAttribute("data-point", side + ":" + n);
   }
@@ -176,7 +182,7 @@ document.addEventListener("DOMContentLoaded", function () {
       var el = document.getElementById("emb-plot-" + side), set = embSet(side), how = selColour.value;
       var marker = { size: 5, opacity: 0.85 };
       if (how === "kde") { marker.color = set.k; marker.colorscale = "Viridis"; marker.showscale = true; marker.colorbar = { title: { text: "log p" } }; }
-      else if (how === "correct") { marker.color = set.c.map(function (c) { return c ? "#9ecae1" : "#d62728"; }); }
+      else if (how === "correct") { marker.color = set.c.map(function (c) { return c ? D.palette.correct : D.palette.wrong; }); }
       else { marker.color = set.p.map(function (c) { return PALETTE[c % PALETTE.length]; }); }
       var trace = { type: hasGL ? "scattergl" : "scatter", mode: "markers", x: set.x, y: set.y, marker: marker,
         text: set.p.map(function (c, n) { return "#" + set.i[n] + " predicted " + classes[c]; }),
@@ -229,6 +235,22 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   });
 
+  // Superclass circular bars: measured on superclass-level predictions or as the mean of their classes.
+  var polarView = document.getElementById("polar-view");
+  if (polarView && D.polar) {
+    polarView.setAttribute("data-shown", D.polar.shown);
+    polarView.querySelectorAll("input").forEach(function (inp) {
+      inp.addEventListener("change", function () {
+        var v = D.polar.views[inp.value];
+        Object.keys(v).forEach(function (m) {
+          var el = document.getElementById("kd-polar-" + m);
+          if (el && el.data && typeof Plotly !== "undefined") Plotly.restyle(el, { r: v[m], customdata: v[m] }, [0, 1]);
+        });
+        polarView.setAttribute("data-shown", inp.value);
+      });
+    });
+  }
+
   // Clicking a polar sector selects its superclass.
   document.querySelectorAll("[id^=kd-polar]").forEach(function (el) {
     if (el.on && selSuper) el.on("plotly_click", function (ev) {
@@ -254,5 +276,32 @@ document.addEventListener("DOMContentLoaded", function () {
   // ... and show an embedded point: #emb=<side 0|1>:<position>.
   var me = /emb=([01]):([0-9]+)/.exec(location.hash);
   if (me && E) embInfo(+me[1], +me[2]);
+  // Printing lays the page out at the paper's width: redraw every chart to its new width, and back.
+  function fitCharts() {
+    if (typeof Plotly === "undefined") return;
+    var print = matchMedia("print").matches;
+    document.querySelectorAll(".js-plotly-plot").forEach(function (el) {
+      if (el.offsetParent === null) return;
+      if (print) Plotly.relayout(el, { width: el.parentElement.clientWidth });
+      else Plotly.relayout(el, { width: null }).then(function () { Plotly.Plots.resize(el); });
+    });
+    document.documentElement.setAttribute("data-fitted", print ? "print" : "screen");
+  }
+  var printMedia = matchMedia("print");
+  if (printMedia.addEventListener) printMedia.addEventListener("change", fitCharts);
+  // ... and scroll to a section: #goto=<anchor> (with the others, e.g. #super=blue&goto=confusion).
+  var mg = /goto=([A-Za-z0-9_-]+)/.exec(location.hash);
+  if (mg && document.getElementById(mg[1])) document.getElementById(mg[1]).scrollIntoView();
+  // ... or show one section alone (with the navigation bar): #only=<anchor>, a view to share or capture.
+  var mo = /only=([A-Za-z0-9_-]+)/.exec(location.hash);
+  if (mo && document.getElementById(mo[1])) {
+    var keep = false, nav = document.querySelector("body > .bar");
+    Array.prototype.forEach.call(document.body.children, function (el) {
+      if (el.tagName === "H2") keep = el.id === mo[1];
+      if (!keep && el.tagName !== "SCRIPT" && el !== nav && el.id !== "panel") el.style.display = "none";
+    });
+  }
+  // Milliseconds from navigation to a drawn, interactive page (the scale check reads it).
+  document.documentElement.setAttribute("data-ready-ms", String(Math.round(performance.now())));
   document.documentElement.setAttribute("data-ready", "1");
 });

@@ -6,6 +6,7 @@ use polars::prelude::DataFrame;
 use serde_json::{json, Value};
 
 use super::kd::{single_group, with_hierarchy};
+use super::palette::PALETTE;
 use plotly::common::{ColorScale, ColorScaleElement, DashType, Font, Line, Marker, Mode, Orientation, TickMode, Ticks};
 use plotly::layout::{
     AngularAxis, Axis, LayoutPolar, Legend, Margin, PolarAxisAttributes, PolarAxisTicks, PolarDirection, RadialAxis,
@@ -57,8 +58,8 @@ pub(crate) fn polar_chart(
         Box::new(JsonTrace(t))
     };
     let mut plot = Plot::new();
-    plot.add_trace(ring(format!("teacher: {tn} (outer)"), teacher, Some(OUTER), "#4c78a8", "teacher"));
-    plot.add_trace(ring(format!("student: {sn} (inner)"), student, None, "#f58518", "student"));
+    plot.add_trace(ring(format!("teacher: {tn} (outer)"), teacher, Some(OUTER), PALETTE.teacher, "teacher"));
+    plot.add_trace(ring(format!("student: {sn} (inner)"), student, None, PALETTE.student, "student"));
     // The radial axis spans 0 to the outer ring's end (its range is autoscaled from the bars).
     let radial = RadialAxis::new().axis_attributes(
         PolarAxisAttributes::new().ticks(PolarAxisTicks::new().show_tick_labels(false).ticks(Ticks::None)),
@@ -77,7 +78,20 @@ pub(crate) fn polar_chart(
     Chart { id: id.into(), json: plot.to_json(), height_px: 420 }
 }
 
-pub(crate) fn confusion_chart(id: &str, title: &str, names: &[&str], z: &[Vec<f64>], bounds: &[usize]) -> Chart {
+/// Above this many classes the confusion matrices label superclasses (at their centres) instead of
+/// classes: 100 class labels are unreadable at 5 px a row and cost plotly ~0.3 s per matrix to lay out.
+pub(crate) const CLASS_TICKS_MAX: usize = 40;
+
+/// A confusion matrix (rates per true class) with classes in `names` order, grouped by superclass: the
+/// groups end at `bounds` and are named `groups`. Hovering a cell names both classes.
+pub(crate) fn confusion_chart(
+    id: &str,
+    title: &str,
+    names: &[&str],
+    z: &[Vec<f64>],
+    bounds: &[usize],
+    groups: &[String],
+) -> Chart {
     let n = names.len() as f64;
     let line = |x0: f64, x1: f64, y0: f64, y1: f64| {
         Shape::new()
@@ -95,29 +109,42 @@ pub(crate) fn confusion_chart(id: &str, title: &str, names: &[&str], z: &[Vec<f6
             [line(p, p, -0.5, n - 0.5), line(-0.5, n - 0.5, p, p)]
         })
         .collect();
-    let idx: Vec<usize> = (0..names.len()).collect();
+    // Cells are addressed by class name (a category axis), so hovering names both classes; by index
+    // where two classes share a name.
+    let unique = names.iter().collect::<std::collections::BTreeSet<_>>().len() == names.len();
+    let axis: Vec<String> = if unique {
+        names.iter().map(|s| s.to_string()).collect()
+    } else {
+        (0..names.len()).map(|i| i.to_string()).collect()
+    };
     let scale = |stops: &[(f64, &str)]| {
         ColorScale::Vector(stops.iter().map(|&(v, c)| ColorScaleElement(v, c.to_string())).collect())
     };
     // Trace 0 is grey (everything), trace 1 coloured (the page script blanks what a selection leaves out).
     let trace = |colors: ColorScale, show: bool| {
-        HeatMap::new(idx.clone(), idx.clone(), z.to_vec())
+        HeatMap::new(axis.clone(), axis.clone(), z.to_vec())
             .zmin(0.0)
             .zmax(1.0)
             .color_scale(colors)
             .show_scale(show)
-            .custom_data(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .hover_template("true %{y}, predicted %{x}: %{z:.3f}<extra></extra>")
     };
     let mut plot = Plot::new();
     plot.add_trace(trace(scale(&[(0.0, "#fafafa"), (1.0, "#6b6b6b")]), false));
     plot.add_trace(trace(scale(&[(0.0, "#f7fbff"), (0.1, "#c6dbef"), (0.4, "#4292c6"), (1.0, "#08306b")]), true));
+    let (tick_at, tick_text, size): (Vec<usize>, Vec<String>, usize) = if names.len() <= CLASS_TICKS_MAX {
+        ((0..names.len()).collect(), names.iter().map(|s| s.to_string()).collect(), 8)
+    } else {
+        let starts = std::iter::once(0).chain(bounds.iter().copied());
+        let centres = starts.zip(bounds).map(|(a, &b)| (a + b.max(a + 1) - 1) / 2).collect();
+        (centres, groups.to_vec(), 10)
+    };
     let ticks = || {
         Axis::new()
             .tick_mode(TickMode::Array)
-            .tick_values(idx.iter().map(|&i| i as f64).collect())
-            .tick_text(names.iter().map(|s| s.to_string()).collect())
-            .tick_font(Font::new().size(8))
+            .tick_values(tick_at.iter().map(|&i| i as f64).collect())
+            .tick_text(tick_text.clone())
+            .tick_font(Font::new().size(size))
     };
     plot.set_layout(
         Layout::new()

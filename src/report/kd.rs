@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use anyhow::ensure;
 
-use super::charts::{confusion_chart, polar_chart};
+use super::charts::confusion_chart;
 pub use super::charts::{embedding_scatter, fidelity_chart, rejection_chart, superclass_polar};
 use super::sections::confusion::Confusion;
 pub use super::sections::embeddings::EmbedSection;
@@ -27,8 +27,15 @@ use crate::metrics::{self, Evaluation};
 use crate::notebook;
 use crate::train::History;
 
-/// Default test images per class in the image corpus (100 classes stay under ~15 MB).
+/// Most test images per class in the image corpus.
 pub const DEFAULT_IMAGES_PER_CLASS: usize = 20;
+
+/// Test images per class in the image corpus by default: 20, fewer from 31 classes on so that the
+/// corpus holds about 600 images (at least 4 per class). Each corpus image costs the page up to ~10 KB
+/// with its saliency maps, so a 100-class report with every section stays under 15 MB.
+pub fn default_images_per_class(classes: usize) -> usize {
+    (600 / classes.max(1)).clamp(4, DEFAULT_IMAGES_PER_CLASS)
+}
 
 /// What a teacher-vs-student report shows, before it is computed.
 #[derive(Clone, Debug)]
@@ -48,6 +55,7 @@ pub struct KdViews {
 impl KdViews {
     /// The views of `teacher` and `student`, both evaluated on the same test images.
     pub fn new(teacher: Evaluation, student: Evaluation) -> Self {
+        let per_class = default_images_per_class(teacher.num_classes());
         Self {
             teacher,
             student,
@@ -55,7 +63,7 @@ impl KdViews {
             method: String::new(),
             hyper: vec![],
             histories: vec![],
-            images_per_class: DEFAULT_IMAGES_PER_CLASS,
+            images_per_class: per_class,
             explain: None,
             embed: None,
         }
@@ -136,20 +144,7 @@ impl KdViews {
             hyper: self.hyper.clone(),
         }));
 
-        let (ts, ss) = (metrics::per_superclass(&t)?, metrics::per_superclass(&s)?);
-        let polar = [("precision", "Precision"), ("recall", "Recall (accuracy)"), ("f1", "F1")]
-            .iter()
-            .map(|(col, title)| -> anyhow::Result<_> {
-                let a: Vec<f64> = notebook::col(&ts, col)?.f64()?.into_no_null_iter().collect();
-                let b: Vec<f64> = notebook::col(&ss, col)?.f64()?.into_no_null_iter().collect();
-                Ok(polar_chart(&format!("kd-polar-{col}"), title, &h.super_names, &a, &b, &t.name, &s.name))
-            })
-            .collect::<anyhow::Result<_>>()?;
-        out.push(Box::new(Superclasses {
-            polar,
-            super_table: metrics::compare_superclasses(&t, &s)?,
-            class_table: metrics::compare_classes(&t, &s)?,
-        }));
+        out.push(Box::new(Superclasses::new(&t, &s, &h)?));
 
         let order: Vec<usize> = (0..h.num_super()).flat_map(|g| h.members(g)).collect();
         let rates = |ev: &Evaluation| -> Vec<Vec<f64>> {
@@ -171,8 +166,22 @@ impl KdViews {
             })
             .collect();
         out.push(Box::new(Confusion {
-            teacher: confusion_chart("kd-cm-teacher", &format!("teacher: {}", t.name), &names, &zt, &bounds),
-            student: confusion_chart("kd-cm-student", &format!("student: {}", s.name), &names, &zs, &bounds),
+            teacher: confusion_chart(
+                "kd-cm-teacher",
+                &format!("teacher: {}", t.name),
+                &names,
+                &zt,
+                &bounds,
+                &h.super_names,
+            ),
+            student: confusion_chart(
+                "kd-cm-student",
+                &format!("student: {}", s.name),
+                &names,
+                &zs,
+                &bounds,
+                &h.super_names,
+            ),
             order,
             rates: (zt, zs),
         }));
@@ -319,7 +328,7 @@ mod tests {
         assert!(html.len() < 15_000_000, "{} bytes", html.len());
         assert_eq!(
             html.replace(&notebook::plotly_js(), "").matches("\"png\":").count(),
-            100 * DEFAULT_IMAGES_PER_CLASS
+            100 * default_images_per_class(100)
         );
     }
 }

@@ -27,8 +27,10 @@ use serde::Serialize;
 
 use crate::notebook;
 
+pub mod browser;
 mod charts;
 pub mod kd;
+pub mod palette;
 pub mod sections;
 pub mod table;
 pub use kd::{CorpusMaps, EmbedSection, ExplainSection, KdViews};
@@ -110,6 +112,7 @@ impl Page {
     /// Renders the partial `name` with `ctx` (plus the section's `anchor`).
     pub fn partial(&self, name: &str, anchor: &str, mut ctx: tera::Context) -> anyhow::Result<String> {
         ctx.insert("anchor", anchor);
+        ctx.insert("palette", &palette::PALETTE);
         self.tera.render(name, &ctx).with_context(|| format!("rendering templates/sections/{name}"))
     }
 }
@@ -209,7 +212,9 @@ impl Report {
         let appendix = sections::Reproducibility { facts };
         html.push(appendix.render(&mut page)?);
         nav.push((appendix.anchor().to_string(), appendix.nav().to_string()));
+        page.data.insert("palette".into(), serde_json::to_value(palette::PALETTE)?);
         let mut ctx = tera::Context::new();
+        ctx.insert("palette", &palette::PALETTE);
         ctx.insert("title", &self.title);
         ctx.insert("subtitle", &self.subtitle);
         ctx.insert("version", env!("CARGO_PKG_VERSION"));
