@@ -55,6 +55,16 @@ pub enum Cmd {
     Report(ReportArgs),
     /// Train one model (optionally distilled from a teacher checkpoint).
     Train(TrainArgs),
+    /// Write every chart of a report as SVG and PNG (plotly.js's own export in headless Chromium, so the
+    /// files have the page's data and styling), in page order, with figures.json naming each.
+    Figures {
+        /// The report (an HTML file kdscope wrote).
+        #[arg(long)]
+        report: PathBuf,
+        /// The folder the figures go to (created).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run an experiment grid (methods × pairs × seeds × hyper-parameters) from a JSON file;
     /// resumable: run it again to continue. Writes report.html, runs.csv, summary.csv and LaTeX tables.
     Grid {
@@ -327,9 +337,10 @@ pub struct ReportArgs {
     /// KD method of the student, for the header (e.g. kd-mse).
     #[arg(long, default_value = "")]
     pub method: String,
-    /// Test images per class in the image corpus.
-    #[arg(long, default_value_t = crate::report::kd::DEFAULT_IMAGES_PER_CLASS)]
-    pub images_per_class: usize,
+    /// Test images per class in the image corpus (default: 20, fewer above 30 classes so the corpus holds
+    /// about 600 images).
+    #[arg(long)]
+    pub images_per_class: Option<usize>,
     #[arg(long, default_value = "reports/report.html")]
     pub out: PathBuf,
     /// Add the explanations section and saliency maps in the image pop-up (the first `--other`, e.g. the
@@ -343,6 +354,6 @@ pub struct ReportArgs {
     #[arg(long)]
     pub embed: bool,
     /// Test images embedded (a seeded sample; the report holds a thumbnail of each).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1000)]
     pub embed_points: usize,
 }

@@ -44,6 +44,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Cmd::Report(args) => report(args)?,
+        Cmd::Figures { report, out } => {
+            let files = crate::report::browser::write_figures(&report, &out)?;
+            println!("{} figures written to {} (SVG and PNG each, figures.json)", (files.len() - 1) / 2, out.display());
+        }
         Cmd::Train(args) => {
             let data = args.data.load(args.seed)?;
             let recipe = crate::run::Recipe::new(&args.arch)
@@ -233,7 +237,7 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
     let shown: Vec<Shown> = paths.iter().zip(&models).map(|(p, m)| Shown::new(&stem(p), m)).collect();
     let plan = ReportPlan {
         method: args.method.clone(),
-        images_per_class: Some(args.images_per_class),
+        images_per_class: args.images_per_class,
         histories,
         explain: args
             .explain
@@ -309,7 +313,10 @@ fn report_from_logits(args: ReportArgs) -> anyhow::Result<()> {
             )
         })
         .transpose()?;
-    let mut views = crate::report::KdViews::new(t, s).method(&args.method, &[]).images_per_class(args.images_per_class);
+    let mut views = crate::report::KdViews::new(t, s).method(&args.method, &[]);
+    if let Some(n) = args.images_per_class {
+        views = views.images_per_class(n);
+    }
     for o in evs {
         views = views.other(o);
     }

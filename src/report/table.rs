@@ -123,17 +123,12 @@ fn number(v: &AnyValue) -> Option<f64> {
     }
 }
 
-/// Percent-encodes `s` for a `data:` URL.
+/// Percent-encoding of a data URL's payload: everything but letters, digits and `-_.~`
+/// (`encodeURIComponent` decodes it).
 fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    utf8_percent_encode(s, KEEP).to_string()
 }
 
 /// The frame as a table for people (see the module docs); `name` names the CSV download.
