@@ -50,7 +50,8 @@ pub struct EmbedConfig {
     /// Points of each rejection curve.
     pub rejection_steps: usize,
     /// Embed at most this many test images (a seeded sample, in test order); `None`: all. The report
-    /// holds a thumbnail of every embedded image (≈3 KB each), hence the default of 2,000.
+    /// holds a thumbnail of every embedded image outside its image corpus (a JPEG, 1–3 KB each), hence
+    /// the default of 1,000 (a 100-class report with every section stays under 15 MB).
     pub max_points: Option<usize>,
     /// Lowest-density DarkSight points listed as outliers per model.
     pub outliers: usize,
@@ -68,7 +69,7 @@ impl Default for EmbedConfig {
             kde_scope: KdeScope::PredictedClass,
             kmax: 20,
             rejection_steps: 20,
-            max_points: Some(2000),
+            max_points: Some(1000),
             outliers: 12,
             batch: 256,
             seed: 0,

@@ -49,9 +49,18 @@ impl Default for SectionConfig {
     }
 }
 
-fn bytes_base64(m: &[f32]) -> String {
-    let b: Vec<u8> = m.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
-    base64::engine::general_purpose::STANDARD.encode(b)
+/// Map levels kept in the page: 32 (5 bits) are more than a colour map shows, and compress 2-3x.
+pub const MAP_LEVELS: u32 = 32;
+
+/// A map (values in [0, 1], `h` × `w`) as the base64 of a grayscale PNG at [`MAP_LEVELS`] levels.
+pub fn map_png_base64(m: &[f32], h: usize, w: usize) -> anyhow::Result<String> {
+    use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
+    let top = (MAP_LEVELS - 1) as f32;
+    let b: Vec<u8> = m.iter().map(|v| ((v.clamp(0.0, 1.0) * top).round() * 255.0 / top).round() as u8).collect();
+    let mut bytes = Vec::new();
+    let enc = PngEncoder::new_with_quality(&mut bytes, CompressionType::Best, PngFilter::Adaptive);
+    image::ImageEncoder::write_image(enc, &b, w as u32, h as u32, image::ExtendedColorType::L8)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 fn tile(img: &RgbImage, scale: u32) -> RgbImage {
@@ -92,8 +101,8 @@ pub fn section(
         let ms = explain_images(m.as_ref(), student.1, test, corpus, &labels, cfg.batch)?.normalized();
         let mut cm = CorpusMaps { method: m.name(), h: mt.h, w: mt.w, ..Default::default() };
         for (k, &i) in corpus.iter().enumerate() {
-            cm.teacher.insert(i, bytes_base64(mt.map(k)));
-            cm.student.insert(i, bytes_base64(ms.map(k)));
+            cm.teacher.insert(i, map_png_base64(mt.map(k), mt.h, mt.w)?);
+            cm.student.insert(i, map_png_base64(ms.map(k), ms.h, ms.w)?);
         }
         out.corpus_maps.push(cm);
         if m.name() == metric.name() {

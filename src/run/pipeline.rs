@@ -31,7 +31,7 @@ pub struct ReportPlan {
     /// The student's distillation method and its hyper-parameters, for the header.
     pub method: String,
     pub hyper: Vec<(String, String)>,
-    /// Test images per class in the image corpus (default [`crate::report::kd::DEFAULT_IMAGES_PER_CLASS`]).
+    /// Test images per class in the image corpus (default [`crate::report::kd::default_images_per_class`]).
     pub images_per_class: Option<usize>,
     /// Training histories for the curves, in the order shown.
     pub histories: Vec<(String, History)>,

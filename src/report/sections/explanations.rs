@@ -6,8 +6,9 @@ use serde_json::json;
 use crate::notebook;
 use crate::report::{Page, Section};
 
-/// Saliency maps of one method for the corpus images: per model, image index → map as base64 of its
-/// `h × w` bytes (values 0–255 = the map scaled to [0, 1]); the page colours them with the jet map.
+/// Saliency maps of one method for the corpus images: per model, image index → the map as base64 of an
+/// `h × w` grayscale PNG (0–255 = the map scaled to [0, 1], at 32 levels; see
+/// [`crate::explain::section::map_png_base64`]); the page colours them with the jet map.
 #[derive(Clone, Debug, Default)]
 pub struct CorpusMaps {
     pub method: String,
