@@ -11,5 +11,10 @@ if [ -z "${KDSCOPE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+# The grid's Slurm test (tests/slurm.rs) runs a one-node Slurm cluster.
+if ! command -v sbatch >/dev/null 2>&1 || [ ! -x /usr/sbin/slurmctld ] || [ ! -x /usr/sbin/munged ]; then
+    echo "== installing Slurm and munge (Debian packages) for the grid's Slurm test"
+    scripts/slurm_cluster.sh install
+fi
 cargo test --release
 scripts/notebooks.sh

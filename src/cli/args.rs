@@ -78,6 +78,19 @@ pub enum Cmd {
         example: bool,
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        slurm: SlurmArgs,
+        /// Run only run N of the grid (0-based, in grid order), its teacher already trained: what each
+        /// task of the Slurm array runs.
+        #[arg(long, conflicts_with_all = ["slurm", "teachers_only", "collect"])]
+        run_index: Option<usize>,
+        /// Only train (or load) the teachers the grid needs: the Slurm teacher job.
+        #[arg(long, conflicts_with_all = ["slurm", "collect"])]
+        teachers_only: bool,
+        /// Only gather the finished runs into runs.csv, summary.csv, the LaTeX tables and report.html
+        /// (the Slurm collect job); fails, naming them, while runs are missing.
+        #[arg(long, conflicts_with = "slurm")]
+        collect: bool,
     },
     /// Write a dataset (by default the built-in one) in CIFAR-100's binary layout: train.bin, test.bin
     /// (coarse label, fine label, 3072 pixel bytes per record) and the two names files, to train
@@ -292,6 +305,39 @@ impl TrainArgs {
             ..TrainConfig::default()
         }
     }
+}
+
+/// `kdscope grid --slurm`: write (and with --submit, submit) Slurm jobs instead of running the grid.
+#[derive(clap::Args)]
+pub struct SlurmArgs {
+    /// Write Slurm jobs under OUT/slurm/ (teachers, an array over the runs still to do, collect) instead
+    /// of running the grid here; OUT must be on a filesystem every node sees.
+    #[arg(long)]
+    pub slurm: bool,
+    /// Submit the jobs with sbatch and print their ids (otherwise print how to submit them).
+    #[arg(long, requires = "slurm")]
+    pub submit: bool,
+    /// Partition of every job.
+    #[arg(long, requires = "slurm")]
+    pub partition: Option<String>,
+    /// Time limit of every job (HH:MM:SS).
+    #[arg(long, requires = "slurm")]
+    pub time: Option<String>,
+    /// CPUs of each task (kdscope's threads).
+    #[arg(long, requires = "slurm", default_value_t = 2)]
+    pub cpus_per_task: usize,
+    /// Memory of each task (sbatch --mem, e.g. 8G).
+    #[arg(long, requires = "slurm")]
+    pub mem: Option<String>,
+    /// A further #SBATCH setting, verbatim (repeatable): --sbatch-arg=--account=lab.
+    #[arg(long, requires = "slurm", allow_hyphen_values = true)]
+    pub sbatch_arg: Vec<String>,
+    /// At most this many runs at once (--array=…%K).
+    #[arg(long, requires = "slurm")]
+    pub max_concurrent: Option<usize>,
+    /// A shell line every job runs before kdscope (repeatable): --setup 'module load gcc'.
+    #[arg(long, requires = "slurm", allow_hyphen_values = true)]
+    pub setup: Vec<String>,
 }
 
 /// Arguments of `kdscope report`.

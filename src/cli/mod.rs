@@ -2,6 +2,7 @@
 //! `main` calls with the parsed arguments).
 mod args;
 mod data_args;
+mod grid;
 
 use std::path::{Path, PathBuf};
 
@@ -11,11 +12,16 @@ pub use args::{Cli, Cmd, DataArgs, DatasetKind, ReportArgs, ScheduleKind, TrainA
 
 use crate::data::synthetic::SynthConfig;
 use crate::demo::{self, DemoConfig};
-use crate::train::{checkpoint, TrainConfig};
+use crate::train::checkpoint;
 use args::parse_synth;
 
 /// Runs the command `cli` names.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // In a Slurm task: as many threads as CPUs Slurm gave it (unless RAYON_NUM_THREADS says).
+    let (cpus, rayon) = (std::env::var("SLURM_CPUS_PER_TASK").ok(), std::env::var("RAYON_NUM_THREADS").ok());
+    if let Some(n) = crate::grid::slurm::task_threads(cpus.as_deref(), rayon.as_deref()) {
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
     match cli.cmd {
         Cmd::Demo { out, seed, teacher_epochs, student_epochs, train_per_class, method, synth, report, quiet } => {
             let mut cfg = DemoConfig { out_dir: out, method, report: Some(report), ..DemoConfig::default() };
@@ -80,30 +86,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 args.out.display()
             );
         }
-        Cmd::Grid { config, out, example, data } => {
-            use crate::grid::{Grid, Pair};
-            if example {
-                let train = TrainConfig { epochs: 30, ..TrainConfig::short_cosine() };
-                let g = Grid::reviewkd_ablation(Pair::new("resnet56", "resnet20"), &[0, 1, 2], train);
-                println!("{}", serde_json::to_string_pretty(&g)?);
-                return Ok(());
-            }
-            let path = config.context("--config is required")?;
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let grid: Grid =
-                serde_json::from_str(&text).with_context(|| format!("{}: not a grid configuration", path.display()))?;
-            let split = data.load(grid.teacher_seed)?;
-            let results = grid.run(&split, &out, true)?;
-            let report = results.export(&out)?;
-            let table = results.table(crate::grid::Metric::Best)?;
-            let cols = table.columns();
-            println!("{}", cols.iter().map(|c| c.name().to_string()).collect::<Vec<_>>().join(" | "));
-            for i in 0..table.height() {
-                let cells: Vec<String> =
-                    cols.iter().map(|c| c.get(i).map(|v| crate::notebook::cell_text(&v)).unwrap_or_default()).collect();
-                println!("{}", cells.join(" | "));
-            }
-            println!("report {}", report.display());
+        Cmd::Grid { config, out, example, data, slurm, run_index, teachers_only, collect } => {
+            grid::run(grid::GridCall { config, out, example, data, slurm, run_index, teachers_only, collect })?
         }
         Cmd::Export { data, out, seed } => {
             let split = data.load(seed)?;

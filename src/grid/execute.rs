@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::{slug, Grid, GridResults, RunKey, RunResult, TeacherResult};
+use super::{run_dir, slug, teacher_result_path, Grid, GridResults, RunKey, RunResult, TeacherResult};
 use crate::data::DataSplit;
 use crate::distill::{self, Params};
 use crate::io::{read_json, write_json};
@@ -17,24 +17,11 @@ impl Grid {
     /// Runs every run not yet done under `out_dir` (teachers first) and returns all results.
     pub fn run(&self, data: &DataSplit, out_dir: impl AsRef<Path>, progress: bool) -> anyhow::Result<GridResults> {
         let out = out_dir.as_ref();
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        self.check_same_grid(out)?;
-        anyhow::ensure!(
-            !self.seeds.is_empty() && !self.pairs.is_empty() && !self.methods.is_empty(),
-            "grid '{}' is empty",
-            self.name
-        );
+        let teachers = self.run_teachers(data, out, progress)?;
         let runs = self.runs()?;
-        let mut teachers: BTreeMap<String, (Model, TeacherResult)> = BTreeMap::new();
-        for pair in &self.pairs {
-            if !teachers.contains_key(&pair.teacher) {
-                let t = self.teacher(&pair.teacher, data, out, progress)?;
-                teachers.insert(pair.teacher.clone(), t);
-            }
-        }
         let mut results = Vec::with_capacity(runs.len());
         for (i, key) in runs.iter().enumerate() {
-            let dir = out.join("runs").join(key.pair.slug()).join(slug(&key.label)).join(format!("seed{}", key.seed));
+            let dir = run_dir(out, key);
             let done = dir.join("result.json");
             if done.exists() {
                 results.push(read_json(&done)?);
@@ -48,18 +35,109 @@ impl Grid {
             write_json(&done, &r)?;
             results.push(r);
         }
-        Ok(GridResults {
-            name: self.name.clone(),
-            grid: self.clone(),
-            runs: results,
-            teachers: teachers.into_values().map(|(_, r)| r).collect(),
-            out_dir: out.to_path_buf(),
-        })
+        Ok(self.results(out, results, teachers.into_values().map(|(_, r)| r).collect()))
+    }
+
+    /// Trains (or loads) every teacher the grid needs under `out` (the Slurm teacher job); each gets a
+    /// `teachers/<arch>/result.json`.
+    pub fn run_teachers(
+        &self,
+        data: &DataSplit,
+        out: &Path,
+        progress: bool,
+    ) -> anyhow::Result<BTreeMap<String, (Model, TeacherResult)>> {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        self.check_same_grid(out)?;
+        anyhow::ensure!(
+            !self.seeds.is_empty() && !self.pairs.is_empty() && !self.methods.is_empty(),
+            "grid '{}' is empty",
+            self.name
+        );
+        self.runs()?;
+        let mut teachers: BTreeMap<String, (Model, TeacherResult)> = BTreeMap::new();
+        for pair in &self.pairs {
+            if !teachers.contains_key(&pair.teacher) {
+                let t = self.teacher(&pair.teacher, data, out, progress)?;
+                write_json(&teacher_result_path(out, &pair.teacher), &t.1)?;
+                teachers.insert(pair.teacher.clone(), t);
+            }
+        }
+        Ok(teachers)
+    }
+
+    /// Runs run `index` (in [`Grid::runs`] order) alone, with its teacher already trained under `out`
+    /// (a Slurm array task); a finished run is read, not redone.
+    pub fn run_index(&self, data: &DataSplit, out: &Path, index: usize, progress: bool) -> anyhow::Result<RunResult> {
+        let runs = self.runs()?;
+        let key = runs.get(index).with_context(|| {
+            format!(
+                "--run-index {index}: grid '{}' has {} runs (0 to {})",
+                self.name,
+                runs.len(),
+                runs.len().saturating_sub(1)
+            )
+        })?;
+        self.check_same_grid(out)?;
+        let dir = run_dir(out, key);
+        let done = dir.join("result.json");
+        if done.exists() {
+            return read_json(&done);
+        }
+        let path = teacher_result_path(out, &key.pair.teacher);
+        anyhow::ensure!(
+            path.exists(),
+            "run {index} needs teacher {}, which is not trained yet ({} is missing): the teacher job \
+             (`--teachers-only`) must finish first",
+            key.pair.teacher,
+            path.display()
+        );
+        let t: TeacherResult = read_json(&path)?;
+        let teacher = checkpoint::load_model(&t.checkpoint).with_context(|| format!("teacher {}", key.pair.teacher))?;
+        if progress {
+            eprintln!("[{}/{}] {} · {} · seed {}", index + 1, runs.len(), key.pair.label(), key.label, key.seed);
+        }
+        let r = self.run_one(key, &teacher, data, &dir, progress)?;
+        write_json(&done, &r)?;
+        Ok(r)
+    }
+
+    /// The results of a grid whose runs ran elsewhere (Slurm array tasks): every run's and teacher's
+    /// result file under `out`; fails, naming them, while runs are missing.
+    pub fn collect(&self, out: &Path) -> anyhow::Result<GridResults> {
+        let runs = self.runs()?;
+        let missing = self.pending_runs(out)?;
+        if !missing.is_empty() {
+            let names: Vec<String> = missing
+                .iter()
+                .take(5)
+                .map(|&i| format!("{i} ({} · {} · seed {})", runs[i].pair.label(), runs[i].label, runs[i].seed))
+                .collect();
+            anyhow::bail!(
+                "{} of {} runs have no result yet: {}{}; run `kdscope grid … --slurm --submit` again to do them",
+                missing.len(),
+                runs.len(),
+                names.join(", "),
+                if missing.len() > 5 { ", …" } else { "" }
+            );
+        }
+        let results =
+            runs.iter().map(|k| read_json(&run_dir(out, k).join("result.json"))).collect::<anyhow::Result<_>>()?;
+        let mut teachers = BTreeMap::new();
+        for p in &self.pairs {
+            let path = teacher_result_path(out, &p.teacher);
+            let t: TeacherResult = read_json(&path).with_context(|| format!("teacher {}", p.teacher))?;
+            teachers.insert(p.teacher.clone(), t);
+        }
+        Ok(self.results(out, results, teachers.into_values().collect()))
+    }
+
+    fn results(&self, out: &Path, runs: Vec<RunResult>, teachers: Vec<TeacherResult>) -> GridResults {
+        GridResults { name: self.name.clone(), grid: self.clone(), runs, teachers, out_dir: out.to_path_buf() }
     }
 
     /// Refuses an output folder that holds a grid with other schedules (its results would not compare);
     /// a grid that only adds pairs, methods or seeds is fine.
-    fn check_same_grid(&self, out: &Path) -> anyhow::Result<()> {
+    pub(super) fn check_same_grid(&self, out: &Path) -> anyhow::Result<()> {
         let path = out.join("grid.json");
         if path.exists() {
             let old: Grid = read_json(&path)?;

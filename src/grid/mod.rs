@@ -7,7 +7,9 @@
 //! Layout of the output folder (a run interrupted at any point continues where it stopped):
 //! `grid.json` (the configuration), `teachers/<arch>/` and `runs/<pair>/<method>/seed<k>/`, each with
 //! `<arch>.safetensors` (the checkpoint, written after every epoch with its training state),
-//! `history.json`, `predictions.safetensors` (test logits and labels) and `result.json` once done.
+//! `history.json`, `predictions.safetensors` (test logits and labels) and `result.json` once done; each
+//! teacher's record in `teachers/<arch>/result.json`. The same folder runs on a Slurm cluster: see
+//! [`slurm`] (`kdscope grid --slurm`).
 //!
 //! ```no_run
 //! use kdscope::data::synthetic::{builtin_dataset, SynthConfig};
@@ -23,6 +25,7 @@
 //! ```
 mod execute;
 mod results;
+pub mod slurm;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -306,6 +309,16 @@ impl Grid {
 
 /// The most runs one grid may hold.
 pub const MAX_RUNS: usize = 100_000;
+
+/// The folder of one run: `runs/<pair>/<method label>/seed<k>/`.
+pub(crate) fn run_dir(out: &std::path::Path, key: &RunKey) -> PathBuf {
+    out.join("runs").join(key.pair.slug()).join(slug(&key.label)).join(format!("seed{}", key.seed))
+}
+
+/// A trained (or loaded) teacher's record: `teachers/<arch>/result.json`.
+pub(crate) fn teacher_result_path(out: &std::path::Path, arch: &str) -> PathBuf {
+    out.join("teachers").join(slug(arch)).join("result.json")
+}
 
 /// A file or folder name for a label (anything but ASCII letters, digits, `-` and `.` becomes `_`).
 fn slug(s: &str) -> String {
