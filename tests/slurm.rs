@@ -4,13 +4,24 @@
 //! run locally, and after an array task is cancelled (`scancel`) a second `--slurm --submit` runs only
 //! the missing run.
 //!
-//! Needs root and the packages (`scripts/slurm_cluster.sh install`; `scripts/test.sh` installs them). Set
+//! Needs root (or password-less sudo) and the packages (`scripts/slurm_cluster.sh install`; `scripts/test.sh` installs them). Set
 //! `KDSCOPE_SKIP_SLURM=1` to skip where neither is possible.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 const KDSCOPE: &str = env!("CARGO_BIN_EXE_kdscope");
+
+/// `program` as root: itself when this process is root, through `sudo -n` otherwise.
+fn as_root(program: &Path) -> Command {
+    if unsafe { libc::geteuid() } == 0 {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("-n").arg(program);
+        c
+    }
+}
 
 /// The cluster this test started; stopped (by its pids) when dropped.
 struct Cluster {
@@ -23,7 +34,9 @@ impl Cluster {
         let missing = ["sbatch", "slurmctld", "slurmd", "munged"]
             .iter()
             .any(|b| !["/usr/bin", "/usr/sbin"].iter().any(|d| Path::new(d).join(b).is_file()));
-        let root = unsafe { libc::geteuid() } == 0;
+        // The daemons run as root: directly, or through password-less sudo.
+        let root = unsafe { libc::geteuid() } == 0
+            || Command::new("sudo").args(["-n", "true"]).status().is_ok_and(|s| s.success());
         if missing || !root {
             if std::env::var("KDSCOPE_SKIP_SLURM").is_ok() {
                 eprintln!("KDSCOPE_SKIP_SLURM set: Slurm test skipped");
@@ -36,9 +49,9 @@ impl Cluster {
         }
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("slurm-cluster");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm_cluster.sh");
-        let _ = Command::new(&script).arg("stop").arg(&dir).status();
+        let _ = as_root(&script).arg("stop").arg(&dir).status();
         let _ = std::fs::remove_dir_all(&dir);
-        let out = Command::new(&script).arg("start").arg(&dir).output().unwrap();
+        let out = as_root(&script).arg("start").arg(&dir).output().unwrap();
         let cluster = Cluster { dir: dir.clone(), conf: dir.join("slurm.conf").display().to_string() };
         assert!(
             out.status.success(),
@@ -98,7 +111,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm_cluster.sh");
-        let _ = Command::new(script).arg("stop").arg(&self.dir).status();
+        let _ = as_root(&script).arg("stop").arg(&self.dir).status();
     }
 }
 
