@@ -396,7 +396,9 @@ fn report_prints_to_a_clean_pdf() {
             var svg = el.querySelector(".main-svg");
             if (el.getBoundingClientRect().right > cw + 1 || (svg && svg.getBoundingClientRect().right > cw + 1)) wide++;
           });
-          document.title = "print bar=" + getComputedStyle(document.querySelector(".bar")).display + " charts=" + charts +
+          var shownViews = Array.prototype.filter.call(document.querySelectorAll(".polar-view label"), function (l) {
+            return getComputedStyle(l).display !== "none"; }).length;
+          document.title = "print bar=" + getComputedStyle(document.querySelector(".bar")).display + " views=" + shownViews + " charts=" + charts +
             " wide=" + wide + " overflow=" + (document.documentElement.scrollWidth > cw + 1 ? 1 : 0) +
             " fitted=" + document.documentElement.getAttribute("data-fitted") + " width=" + cw;
         });
@@ -414,7 +416,7 @@ fn report_prints_to_a_clean_pdf() {
     let title = text.split("/Title (").nth(1).and_then(|t| t.split(')').next()).expect("PDF title");
     let (charts_on_page, width) = (11, 500..1200);
     assert!(
-        title.starts_with("print bar=none charts=") && title.contains(" wide=0 overflow=0 fitted=print"),
+        title.starts_with("print bar=none views=1 charts=") && title.contains(" wide=0 overflow=0 fitted=print"),
         "{title}"
     );
     let n: usize = title.split("charts=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();

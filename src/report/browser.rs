@@ -216,7 +216,8 @@ fn attribute(dom: &str, name: &str) -> Option<String> {
     Some(dom[at..].split('"').next().unwrap_or("").to_string())
 }
 
-/// A file-name stem from a title: lower-case letters and digits joined by `-` (at most 60 bytes).
+/// A file-name stem from a title: lower-case letters and digits joined by `-` (at most 60 bytes, cut
+/// between words).
 pub fn slug(title: &str) -> String {
     let mut s = String::new();
     for c in title.chars().flat_map(char::to_lowercase) {
@@ -226,12 +227,16 @@ pub fn slug(title: &str) -> String {
             s.push('-');
         }
     }
-    let mut s = s.trim_end_matches('-').to_string();
-    if s.len() > 60 {
-        s.truncate(60);
-        s = s.trim_end_matches('-').to_string();
+    let s = s.trim_end_matches('-');
+    if s.len() <= 60 {
+        return s.to_string();
     }
-    s
+    // Cut at the last word boundary within 60 bytes (a word longer than that is cut inside).
+    let cut = &s[..60];
+    match cut.rfind('-') {
+        Some(i) if i > 0 && s.as_bytes()[60] != b'-' => cut[..i].to_string(),
+        _ => cut.trim_end_matches('-').to_string(),
+    }
 }
 
 /// Writes every chart of `report` to `out` as `NN-title.svg` and `NN-title.png` (in page order), and
@@ -269,6 +274,10 @@ mod tests {
         assert_eq!(slug("M_k: mean JSD … (lower is better)"), "m-k-mean-jsd-lower-is-better");
         assert_eq!(slug("::"), "");
         assert!(slug(&"a".repeat(100)).len() == 60);
+        assert_eq!(
+            slug("M_k: mean JSD to the k nearest neighbours in 2-D (lower is better)"),
+            "m-k-mean-jsd-to-the-k-nearest-neighbours-in-2-d-lower-is"
+        );
         let page = with_script("<body><p>x</p></body></html>", "f()").unwrap();
         assert_eq!(page, "<body><p>x</p><script type=\"text/javascript\">f()</script>\n</body></html>");
         assert!(with_script("<p>", "f()").is_err());
