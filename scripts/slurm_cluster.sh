@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A one-node Slurm cluster on this machine, for the grid's Slurm test (tests/slurm.rs) and for trying
+# A one-node Slurm cluster on this machine (on 127.0.0.1, so the host name need not resolve), for the
+# grid's Slurm test (tests/slurm.rs) and for trying
 # `kdscope grid --slurm` by hand: munged, slurmctld and slurmd run as root from Debian's packages,
 # without cgroups, with every file (config, state, spool, logs, pids, munge socket) under DIR.
 #
@@ -51,7 +52,7 @@ start)
     cat >"$dir/slurm.conf" <<EOF
 # Written by scripts/slurm_cluster.sh: a one-node cluster, no cgroups, no accounting.
 ClusterName=local
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -75,7 +76,7 @@ SelectTypeParameters=CR_Core
 ReturnToService=2
 MinJobAge=600
 KillWait=5
-NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=main Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
     export SLURM_CONF="$dir/slurm.conf"
