@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use kdscope::grid::slurm::job_ids;
+
 const KDSCOPE: &str = env!("CARGO_BIN_EXE_kdscope");
 
 /// `program` as root: itself when this process is root, through `sudo -n` otherwise.
@@ -115,17 +117,6 @@ impl Drop for Cluster {
     }
 }
 
-/// The job ids `kdscope grid --slurm --submit` printed (`teachers: job 12` …).
-fn job_ids(stdout: &str) -> Vec<(String, String)> {
-    stdout
-        .lines()
-        .filter_map(|l| {
-            let (name, rest) = l.split_once(": job ")?;
-            Some((name.trim().to_string(), rest.split_whitespace().next()?.to_string()))
-        })
-        .collect()
-}
-
 fn mtime(p: &Path) -> SystemTime {
     std::fs::metadata(p).unwrap().modified().unwrap()
 }
@@ -161,25 +152,13 @@ fn grid_on_a_real_slurm_cluster_matches_the_local_run_and_resubmits_only_missing
         .unwrap();
     assert!(out.status.success(), "local grid: {}", String::from_utf8_lossy(&out.stderr));
 
+    // `kdscope grid --slurm` on the grid, one CPU per task, with `extra` flags.
+    let slurm_grid = |extra: &[&str]| {
+        let base = ["grid", "--config", cfg, "--out", remote.to_str().unwrap(), "--synth", synth, "--slurm"];
+        cluster.kdscope(&[&base[..], &["--cpus-per-task", "1"], extra].concat())
+    };
     // The jobs without --submit: written, readable, accepted by sbatch --test-only.
-    let printed = cluster.kdscope(&[
-        "grid",
-        "--config",
-        cfg,
-        "--out",
-        remote.to_str().unwrap(),
-        "--synth",
-        synth,
-        "--slurm",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "00:10:00",
-        "--max-concurrent",
-        "2",
-        "--setup",
-        "echo set-up ran",
-    ]);
+    let printed = slurm_grid(&["--time", "00:10:00", "--max-concurrent", "2", "--setup", "echo set-up ran"]);
     assert!(printed.contains("submit.sh"), "{printed}");
     let slurm = remote.join("slurm");
     let runs_job = std::fs::read_to_string(slurm.join("runs.sbatch")).unwrap();
@@ -195,19 +174,7 @@ fn grid_on_a_real_slurm_cluster_matches_the_local_run_and_resubmits_only_missing
     }
 
     // Submitted: cancel the array task of run 1 while it waits for the teacher job.
-    let printed = cluster.kdscope(&[
-        "grid",
-        "--config",
-        cfg,
-        "--out",
-        remote.to_str().unwrap(),
-        "--synth",
-        synth,
-        "--slurm",
-        "--cpus-per-task",
-        "1",
-        "--submit",
-    ]);
+    let printed = slurm_grid(&["--submit"]);
     let ids = job_ids(&printed);
     assert_eq!(ids.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["teachers", "runs", "collect"], "{printed}");
     let runs_id = &ids[1].1;
@@ -232,19 +199,7 @@ fn grid_on_a_real_slurm_cluster_matches_the_local_run_and_resubmits_only_missing
     let before: Vec<SystemTime> = [0, 2, 3].iter().map(|&i| mtime(&done(i))).collect();
 
     // Again: no teacher job, an array of the one missing run, then the collect step.
-    let printed = cluster.kdscope(&[
-        "grid",
-        "--config",
-        cfg,
-        "--out",
-        remote.to_str().unwrap(),
-        "--synth",
-        synth,
-        "--slurm",
-        "--cpus-per-task",
-        "1",
-        "--submit",
-    ]);
+    let printed = slurm_grid(&["--submit"]);
     let ids = job_ids(&printed);
     assert_eq!(ids.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["runs", "collect"], "{printed}");
     assert!(std::fs::read_to_string(slurm.join("runs.sbatch")).unwrap().contains("#SBATCH --array=1\n"));

@@ -21,41 +21,29 @@ pub struct GridCall {
     pub collect: bool,
 }
 
-/// Flags of `kdscope grid` itself (not passed on to the jobs), with whether each takes a value.
-const OWN_FLAGS: &[(&str, bool)] = &[
-    ("--config", true),
-    ("--out", true),
-    ("--example", false),
-    ("--slurm", false),
-    ("--submit", false),
-    ("--partition", true),
-    ("--time", true),
-    ("--cpus-per-task", true),
-    ("--mem", true),
-    ("--sbatch-arg", true),
-    ("--max-concurrent", true),
-    ("--setup", true),
-    ("--run-index", true),
-    ("--teachers-only", false),
-    ("--collect", false),
-];
-
-/// The arguments after `grid` that the jobs repeat (the dataset's), in order: everything but the
-/// grid's own flags (`--flag value` and `--flag=value`).
+/// The arguments after `grid` that the jobs repeat, in order: the dataset's ([`DataArgs`]), as
+/// `--flag value` or `--flag=value`; the grid's own flags (and their values) are left out. Which flag
+/// is which, and which takes a value, comes from the clap definitions themselves.
 pub fn passed_on(args: &[String]) -> Vec<String> {
+    use clap::{Args as _, CommandFactory as _};
+    let cli = super::Cli::command();
+    let grid = cli.find_subcommand("grid").expect("the grid subcommand");
+    let takes_value = |name: &str| {
+        grid.get_arguments().any(|a| a.get_long().is_some_and(|l| l == name) && a.get_action().takes_values())
+    };
+    let data = DataArgs::augment_args(clap::Command::new("data"));
+    let is_data = |name: &str| data.get_arguments().any(|a| a.get_long().is_some_and(|l| l == name));
     let start = args.iter().position(|a| a == "grid").map(|p| p + 1).unwrap_or(args.len());
     let mut out = vec![];
     let mut i = start;
     while i < args.len() {
         let a = &args[i];
-        let name = a.split('=').next().unwrap_or(a);
-        match OWN_FLAGS.iter().find(|(f, _)| *f == name) {
-            Some((_, takes)) => i += if *takes && !a.contains('=') { 2 } else { 1 },
-            None => {
-                out.push(a.clone());
-                i += 1;
-            }
+        let name = a.trim_start_matches("--").split('=').next().unwrap_or("");
+        let n = if takes_value(name) && !a.contains('=') { 2 } else { 1 };
+        if is_data(name) {
+            out.extend(args[i..(i + n).min(args.len())].iter().cloned());
         }
+        i += n;
     }
     out
 }

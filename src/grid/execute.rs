@@ -105,7 +105,7 @@ impl Grid {
     /// result file under `out`; fails, naming them, while runs are missing.
     pub fn collect(&self, out: &Path) -> anyhow::Result<GridResults> {
         let runs = self.runs()?;
-        let missing = self.pending_runs(out)?;
+        let missing = super::slurm::unfinished(&runs, out);
         if !missing.is_empty() {
             let names: Vec<String> = missing
                 .iter()
@@ -124,9 +124,11 @@ impl Grid {
             runs.iter().map(|k| read_json(&run_dir(out, k).join("result.json"))).collect::<anyhow::Result<_>>()?;
         let mut teachers = BTreeMap::new();
         for p in &self.pairs {
-            let path = teacher_result_path(out, &p.teacher);
-            let t: TeacherResult = read_json(&path).with_context(|| format!("teacher {}", p.teacher))?;
-            teachers.insert(p.teacher.clone(), t);
+            if !teachers.contains_key(&p.teacher) {
+                let path = teacher_result_path(out, &p.teacher);
+                let t: TeacherResult = read_json(&path).with_context(|| format!("teacher {}", p.teacher))?;
+                teachers.insert(p.teacher.clone(), t);
+            }
         }
         Ok(self.results(out, results, teachers.into_values().collect()))
     }

@@ -77,14 +77,18 @@ pub fn array_ranges(indices: &[usize]) -> String {
     out
 }
 
+/// Indices of `runs` without a `result.json` under `out`.
+pub(super) fn unfinished(runs: &[super::RunKey], out: &Path) -> Vec<usize> {
+    (0..runs.len()).filter(|&i| !super::run_dir(out, &runs[i]).join("result.json").exists()).collect()
+}
+
 /// Slurm's default `MaxArraySize`: array indices must stay below it.
 pub const MAX_ARRAY_INDEX: usize = 1000;
 
 impl Grid {
     /// Indices of the runs without a `result.json` under `out`.
     pub fn pending_runs(&self, out: &Path) -> anyhow::Result<Vec<usize>> {
-        let runs = self.runs()?;
-        Ok((0..runs.len()).filter(|&i| !super::run_dir(out, &runs[i]).join("result.json").exists()).collect())
+        Ok(unfinished(&self.runs()?, out))
     }
 
     /// Teachers (architectures) without a `teachers/<arch>/result.json` under `out`.
@@ -110,8 +114,8 @@ impl Grid {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         let out = out.canonicalize()?;
         self.check_same_grid(&out)?;
-        let total = self.runs()?.len();
-        let pending = self.pending_runs(&out)?;
+        let runs = self.runs()?;
+        let (total, pending) = (runs.len(), unfinished(&runs, &out));
         if let Some(&last) = pending.last() {
             ensure!(
                 last < MAX_ARRAY_INDEX,
@@ -240,29 +244,40 @@ fn set_executable(p: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Submits the plan's jobs with `sbatch` in order, each depending on the one before; returns
-/// `(job, id)` pairs.
-pub fn submit(plan: &SlurmPlan) -> anyhow::Result<Vec<(&'static str, String)>> {
-    let mut ids: Vec<(&'static str, String)> = vec![];
-    let mut after: Option<String> = None;
-    let jobs = [("teachers", plan.teachers.as_ref(), "afterok"), ("runs", plan.runs.as_ref(), "afterany")];
-    for (name, script, kind) in jobs.into_iter().chain([("collect", Some(&plan.collect), "")]) {
-        let Some(script) = script else { continue };
-        let mut cmd = Command::new("sbatch");
-        cmd.arg("--parsable");
-        if let Some(d) = &after {
-            cmd.arg(format!("--dependency={d}"));
-        }
-        let out = cmd.arg(script).output().context("running sbatch (is Slurm's client installed, SLURM_CONF set?)")?;
-        if !out.status.success() {
-            bail!("sbatch {} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim());
-        }
-        let id = String::from_utf8_lossy(&out.stdout).trim().split(';').next().unwrap_or("").to_string();
-        ensure!(id.chars().all(|c| c.is_ascii_digit()) && !id.is_empty(), "sbatch printed no job id for {name}");
-        after = (!kind.is_empty()).then(|| format!("{kind}:{id}"));
-        ids.push((name, id));
+/// Submits the plan's jobs by running its `submit.sh` (the one place that orders them and sets their
+/// dependencies); returns the `(job, id)` pairs it printed (`teachers: job 12`).
+pub fn submit(plan: &SlurmPlan) -> anyhow::Result<Vec<(String, String)>> {
+    let out = Command::new("bash")
+        .arg(&plan.submit)
+        .output()
+        .with_context(|| format!("running {}", plan.submit.display()))?;
+    let printed = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "{} failed (is Slurm's client installed, SLURM_CONF set?): {}{}",
+            plan.submit.display(),
+            printed,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
+    let ids = job_ids(&printed);
+    ensure!(
+        !ids.is_empty() && ids.iter().all(|(_, id)| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit())),
+        "sbatch printed no job id: {printed}"
+    );
     Ok(ids)
+}
+
+/// The `(job, id)` pairs in lines like `teachers: job 12`, as `submit.sh` and `kdscope grid --slurm
+/// --submit` print them.
+pub fn job_ids(printed: &str) -> Vec<(String, String)> {
+    printed
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(": job ")?;
+            Some((name.trim().to_string(), rest.split_whitespace().next()?.to_string()))
+        })
+        .collect()
 }
 
 /// `SLURM_CPUS_PER_TASK` as rayon's thread count, unless `RAYON_NUM_THREADS` says otherwise.
@@ -290,5 +305,7 @@ mod tests {
         assert_eq!(task_threads(Some("4"), Some("2")), None);
         assert_eq!(task_threads(Some("x"), None), None);
         assert_eq!(task_threads(None, None), None);
+        let ids = job_ids("teachers: job 12\nnoise\ncollect: job 14\n");
+        assert_eq!(ids, [("teachers".to_string(), "12".to_string()), ("collect".to_string(), "14".to_string())]);
     }
 }
