@@ -532,18 +532,9 @@ fn readme_screenshots() {
 #[test]
 fn hundred_class_report_is_small_and_opens_fast() {
     let Some(bin) = chromium() else { return };
-    use rand::{Rng, SeedableRng};
     let dir = fresh_dir("report-hundred");
-    let (k, per) = (100usize, 20usize);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-    let labels: Vec<usize> = (0..k * per).map(|i| i % k).collect();
-    let pixels: Vec<u8> = (0..labels.len() * 3072).map(|_| rng.gen()).collect();
-    let names: Vec<String> = (0..k).map(|c| format!("class-{c}")).collect();
-    let h =
-        kdscope::data::Hierarchy::new((0..20).map(|g| format!("super-{g}")).collect(), (0..k).map(|c| c / 5).collect())
-            .unwrap();
-    let test =
-        Dataset::rgb32("noise", pixels, labels, names, Some(h), kdscope::data::Normalization::cifar100(), vec![]);
+    let k = 100usize;
+    let test = kdscope::data::synthetic::noise_split(k, 20, 20, 5);
     let (t, s) = fake_models(&test);
     let views = KdViews::new(t, s);
     let (tm, sm) = (Model::build("resnet8", k, 1).unwrap(), Model::build("resnet8", k, 2).unwrap());

@@ -462,6 +462,23 @@ pub fn try_builtin_dataset(cfg: &SynthConfig) -> Result<DataSplit, DataError> {
     })
 }
 
+/// A test split of 32×32 RGB images of uniform noise, the worst case for PNG and JPEG (nothing
+/// compresses), for scale checks of reports: `classes` classes of `per_class` images (labels cycle
+/// through the classes), named `class-<c>`, in `supers` superclasses of consecutive classes
+/// (`super-<g>`); seeded.
+pub fn noise_split(classes: usize, per_class: usize, supers: usize, seed: u64) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let labels: Vec<usize> = (0..classes * per_class).map(|i| i % classes).collect();
+    let pixels: Vec<u8> = (0..labels.len() * 3072).map(|_| rng.gen()).collect();
+    let supers = supers.clamp(1, classes.max(1));
+    let h = Hierarchy {
+        super_names: (0..supers).map(|g| format!("super-{g}")).collect(),
+        class_to_super: (0..classes).map(|c| c * supers / classes).collect(),
+    };
+    let names = (0..classes).map(|c| format!("class-{c}")).collect();
+    Dataset::rgb32("noise", pixels, labels, names, Some(h), Normalization::cifar100(), vec![])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -301,23 +301,12 @@ mod tests {
 
     #[test]
     fn hundred_class_report_stays_under_15_mb() {
-        // 100 classes x 30 noise images (noise compresses worst); the default samples 20 per class.
-        let (k, per) = (100usize, 30usize);
+        // 100 classes x 30 noise images (noise compresses worst) in 20 superclasses.
+        let k = 100usize;
+        let test = crate::data::synthetic::noise_split(k, 30, 20, 9);
+        let (labels, names, h) = (test.labels.clone(), test.class_names.clone(), test.hierarchy.clone().unwrap());
+        assert_eq!((h.class_to_super[4], h.class_to_super[5], h.class_to_super[99], labels[101]), (0, 1, 19, 1));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-        let labels: Vec<usize> = (0..k * per).map(|i| i % k).collect();
-        let pixels: Vec<u8> = (0..labels.len() * 3072).map(|_| rng.gen()).collect();
-        let names: Vec<String> = (0..k).map(|c| format!("class-{c}")).collect();
-        let h =
-            Hierarchy::new((0..20).map(|g| format!("super-{g}")).collect(), (0..k).map(|c| c / 5).collect()).unwrap();
-        let test = Dataset::rgb32(
-            "noise",
-            pixels,
-            labels.clone(),
-            names.clone(),
-            Some(h.clone()),
-            crate::data::Normalization::cifar100(),
-            vec![],
-        );
         let mut fake = |name: &str| {
             let logits = (0..labels.len() * k).map(|_| rng.gen_range(0.0..1.0f32)).collect();
             let p = Predictions { num_classes: k, labels: labels.clone(), logits };
