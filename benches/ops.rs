@@ -54,8 +54,35 @@ fn main() {
                 });
             }
         }
+        kernels_alone(c, hw);
         time(&format!("alloc+zero {}", shape.numel()), 0.0, || {
             std::hint::black_box(vec![0.0f32; shape.numel()]);
         });
     }
+}
+
+/// The direct 3x3 kernels alone on one thread, 16 images (one backward chunk) already padded: the
+/// forward tile kernel and the weight gradient, GFLOP/s on the image positions (the padded grid's
+/// extra columns and the copies not counted), to set against one core's FMA peak.
+fn kernels_alone(c: usize, hw: usize) {
+    use kdscope::nn::ops::direct::{conv3x3, conv3x3_weight_grad, pad_chunk, Padded};
+    let nb = 16;
+    let g = Padded { h: hw, w: hw };
+    let x: Vec<f32> = (0..nb * c * hw * hw).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+    let wt: Vec<f32> = (0..c * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 480.0).collect();
+    let (mut xp, mut gp, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+    pad_chunk(&x, nb, c, g, &mut xp);
+    pad_chunk(&x, nb, c, g, &mut gp);
+    let flop = 2.0 * (nb * c * c * 9 * hw * hw) as f64;
+    let mut out = vec![0.0f32; c * hw * hw];
+    time(&format!("  1 thread: fwd kernel x{nb}"), flop, || {
+        for b in 0..nb {
+            conv3x3(&xp[b * g.plane()..], c, nb * g.plane(), g, &wt, c, &mut out, false, &mut scratch);
+        }
+    });
+    let mut dw = vec![0.0f32; c * c * 9];
+    time(&format!("  1 thread: dW kernel x{nb}"), flop, || {
+        assert!(conv3x3_weight_grad(&xp, &gp, c, c, nb, g, &mut dw), "no SIMD weight-gradient kernel on this CPU");
+    });
+    std::hint::black_box((&out, &dw));
 }
