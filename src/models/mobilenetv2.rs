@@ -70,7 +70,7 @@ impl InvertedResidual {
         };
         let mut out = x;
         for (i, (c, bn)) in self.layers.iter().enumerate() {
-            out = bn.forward(s, c.forward(s, out), train, i < 2);
+            out = bn.forward_conv(s, c, out, train, i < 2);
         }
         match res {
             Some(r) => ops::add(out, r, false),
@@ -124,7 +124,7 @@ impl MobileNetV2 {
     }
 
     pub fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, feats: &mut Features<T>) -> Var<T> {
-        let mut out = self.conv1.1.forward(s, self.conv1.0.forward(s, x), train, true);
+        let mut out = self.conv1.1.forward_conv(s, &self.conv1.0, x, train, true);
         out = feats.tap("stem", out);
         for (g, group) in self.blocks.iter().enumerate() {
             for b in group {
@@ -134,7 +134,7 @@ impl MobileNetV2 {
                 out = feats.tap(&format!("stage{}", k + 1), out);
             }
         }
-        let out = feats.tap("final", self.conv2.1.forward(s, self.conv2.0.forward(s, out), train, true));
+        let out = feats.tap("final", self.conv2.1.forward_conv(s, &self.conv2.0, out, train, true));
         // The reference's AvgPool2d(2, ceil_mode) covers the whole 2×2 map of a 32×32 input.
         let pooled = feats.tap("pool", ops::global_avg_pool(out));
         self.classifier.forward(s, pooled)

@@ -41,10 +41,10 @@ impl Block {
     /// block of a stage leaves it to the caller, which taps the pre-activation).
     fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, fuse_relu: bool) -> Var<T> {
         let (a, b) = x.fork();
-        let out = self.bn1.forward(s, self.conv1.forward(s, a), train, true);
-        let out = self.bn2.forward(s, self.conv2.forward(s, out), train, false);
+        let out = self.bn1.forward_conv(s, &self.conv1, a, train, true);
+        let out = self.bn2.forward_conv(s, &self.conv2, out, train, false);
         let res = match &self.down {
-            Some((c, bn)) => bn.forward(s, c.forward(s, b), train, false),
+            Some((c, bn)) => bn.forward_conv(s, c, b, train, false),
             None => b,
         };
         ops::add(out, res, fuse_relu)
@@ -75,7 +75,7 @@ impl ResNet {
     }
 
     pub fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, feats: &mut Features<T>) -> Var<T> {
-        let mut out = self.bn1.forward(s, self.conv1.forward(s, x), train, true);
+        let mut out = self.bn1.forward_conv(s, &self.conv1, x, train, true);
         out = feats.tap("stem", out);
         for (li, blocks) in self.layers.iter().enumerate() {
             let last = blocks.len() - 1;

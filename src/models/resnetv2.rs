@@ -84,10 +84,10 @@ impl Block {
         let (mut out, res) = x.fork();
         let last = self.convs.len() - 1;
         for (i, (c, bn)) in self.convs.iter().enumerate() {
-            out = bn.forward(s, c.forward(s, out), train, i < last);
+            out = bn.forward_conv(s, c, out, train, i < last);
         }
         let res = match &self.shortcut {
-            Some((c, bn)) => bn.forward(s, c.forward(s, res), train, false),
+            Some((c, bn)) => bn.forward_conv(s, c, res, train, false),
             None => res,
         };
         ops::add(out, res, relu)
@@ -131,7 +131,7 @@ impl Net {
     }
 
     fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, feats: &mut Features<T>) -> Var<T> {
-        let mut out = feats.tap("stem", self.stem.1.forward(s, self.stem.0.forward(s, x), train, true));
+        let mut out = feats.tap("stem", self.stem.1.forward_conv(s, &self.stem.0, x, train, true));
         if self.style == Style::Torchvision {
             out = ops::max_pool2d(out, 3, 2, 1);
         }

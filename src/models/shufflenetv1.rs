@@ -45,10 +45,10 @@ impl Bottleneck {
     /// The block before its final ReLU.
     fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool) -> Var<T> {
         let (x, res) = x.fork();
-        let out = self.l1.1.forward(s, self.l1.0.forward(s, x), train, true);
+        let out = self.l1.1.forward_conv(s, &self.l1.0, x, train, true);
         let out = ops::channel_shuffle(out, self.g1);
-        let out = self.l2.1.forward(s, self.l2.0.forward(s, out), train, true);
-        let out = self.l3.1.forward(s, self.l3.0.forward(s, out), train, false);
+        let out = self.l2.1.forward_conv(s, &self.l2.0, out, train, true);
+        let out = self.l3.1.forward_conv(s, &self.l3.0, out, train, false);
         if self.stride == 2 {
             ops::concat_channels(out, ops::avg_pool2d(res, 3, 2, 1))
         } else {
@@ -89,7 +89,7 @@ impl ShuffleNetV1 {
     }
 
     pub fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, feats: &mut Features<T>) -> Var<T> {
-        let mut out = feats.tap("stem", self.stem.1.forward(s, self.stem.0.forward(s, x), train, true));
+        let mut out = feats.tap("stem", self.stem.1.forward_conv(s, &self.stem.0, x, train, true));
         for (li, blocks) in self.layers.iter().enumerate() {
             for (bi, b) in blocks.iter().enumerate() {
                 let pre = b.forward(s, out, train);

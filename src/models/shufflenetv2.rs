@@ -24,7 +24,7 @@ const STEM: usize = 24;
 type ConvBn = (Conv2d, BatchNorm2d);
 
 fn apply<T: Tape<f32, Dev>>(l: &ConvBn, s: &Store, x: Var<T>, train: bool, relu: bool) -> Var<T> {
-    l.1.forward(s, l.0.forward(s, x), train, relu)
+    l.1.forward_conv(s, &l.0, x, train, relu)
 }
 
 #[derive(Clone, Debug)]

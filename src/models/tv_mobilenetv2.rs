@@ -45,7 +45,7 @@ fn conv_bn(
 }
 
 fn forward_conv_bn<T: Tape<f32, Dev>>(s: &Store, (c, bn): &ConvBn, x: Var<T>, train: bool, act: bool) -> Var<T> {
-    let y = bn.forward(s, c.forward(s, x), train, false);
+    let y = bn.forward_conv(s, c, x, train, false);
     if act {
         ops::relu6(y)
     } else {

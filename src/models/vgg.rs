@@ -66,7 +66,7 @@ impl Vgg {
         for (b, block) in self.blocks.iter().enumerate() {
             for (i, (conv, bn)) in block.iter().enumerate() {
                 let last = i + 1 == block.len();
-                out = bn.forward(s, conv.forward(s, out), train, !last);
+                out = bn.forward_conv(s, conv, out, train, !last);
             }
             out = feats.tap(&format!("block{b}.pre"), out);
             out = feats.tap(&format!("block{b}"), ops::relu(out));

@@ -39,14 +39,14 @@ impl Block {
             None => {
                 let (a, res) = x.fork();
                 let out = self.bn1.forward(s, a, train, true);
-                let out = self.bn2.forward(s, self.conv1.forward(s, out), train, true);
+                let out = self.bn2.forward_conv(s, &self.conv1, out, train, true);
                 ops::add(self.conv2.forward(s, out), res, false)
             }
             // Width changes: both paths start from relu(bn1(x)).
             Some(sc) => {
                 let act = self.bn1.forward(s, x, train, true);
                 let (a, b) = act.fork();
-                let out = self.bn2.forward(s, self.conv1.forward(s, a), train, true);
+                let out = self.bn2.forward_conv(s, &self.conv1, a, train, true);
                 ops::add(self.conv2.forward(s, out), sc.forward(s, b), false)
             }
         }

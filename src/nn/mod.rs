@@ -4,5 +4,7 @@ pub mod params;
 pub mod profile;
 pub mod var;
 
-pub use params::{conv_bn, without_init, BatchNorm2d, Conv2d, Init, Linear, PId, Param, Sgd, Store};
+pub use params::{
+    conv_bn, with_folded_batch_norm, without_init, BatchNorm2d, Conv2d, Init, Linear, PId, Param, Sgd, Store,
+};
 pub use var::{dev, Dev, Grads, Shape4, Tracked, Var};

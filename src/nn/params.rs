@@ -260,6 +260,59 @@ impl BatchNorm2d {
         let mut stats = s.bns[self.stats].stats.lock().expect("batch-norm statistics lock");
         ops::batch_norm(x, &g.t, g.values(), &b.t, b.values(), &mut stats, train, BnCfg { relu, ..self.cfg })
     }
+
+    /// `self(conv(x))`, fused with a ReLU when `relu`. In evaluation without a tape inside
+    /// [`with_folded_batch_norm`] (logits-only inference: predictions, a KD teacher, `Model::logits`)
+    /// the batch norm is folded into the convolution: weights scaled by
+    /// `gamma / sqrt(running_var + eps)` per output channel, bias `beta - mean * scale` (plus the
+    /// conv's own bias, scaled), the ReLU applied in the convolution's output pass. One op and one
+    /// pass over the output instead of two; the values agree to f32 rounding.
+    pub fn forward_conv<T: Tape<f32, Dev>>(
+        &self,
+        s: &Store,
+        conv: &Conv2d,
+        x: Var<T>,
+        train: bool,
+        relu: bool,
+    ) -> Var<T> {
+        if train || T::OWNS_TAPE || !FOLD_BN.with(|f| f.get()) {
+            return self.forward(s, conv.forward(s, x), train, relu);
+        }
+        let (gamma, beta) = (s.get(self.gamma).values(), s.get(self.beta).values());
+        let (scale, mut shift): (Vec<f32>, Vec<f32>) = {
+            let stats = s.bns[self.stats].stats.lock().expect("batch-norm statistics lock");
+            let scale: Vec<f32> =
+                gamma.iter().zip(&stats.var).map(|(g, v)| g * (1.0 / (v + self.cfg.eps).sqrt())).collect();
+            let shift = beta.iter().zip(&stats.mean).zip(&scale).map(|((b, m), k)| b - m * k).collect();
+            (scale, shift)
+        };
+        if let Some(cb) = conv.bias {
+            shift.iter_mut().zip(s.get(cb).values()).zip(&scale).for_each(|((t, b), k)| *t += b * k);
+        }
+        let mut w = s.get(conv.weight).values();
+        let per_out = w.len() / scale.len();
+        w.chunks_mut(per_out).zip(&scale).for_each(|(row, k)| row.iter_mut().for_each(|v| *v *= k));
+        ops::conv2d_folded(x, &w, conv.shape, &shift, conv.cfg, relu)
+    }
+}
+
+thread_local! {
+    static FOLD_BN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with [`BatchNorm2d::forward_conv`] folding batch norms into their convolutions in
+/// untaped evaluation (`Model::forward_with` does this for logits-only forwards). Folded values
+/// differ from the two-op path by f32 rounding, so forwards whose intermediate values are compared
+/// with a recorded forward's (features, explanations) run outside it.
+pub fn with_folded_batch_norm<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FOLD_BN.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FOLD_BN.with(|c| c.replace(true)));
+    f()
 }
 
 /// Fully connected layer (`name.weight` `[out, in]`, `name.bias`), PyTorch default init.
@@ -364,5 +417,58 @@ impl Sgd {
             self.cfg.try_update(&mut p.t, v, g).map_err(|e| anyhow::anyhow!("SGD update of {}: {e}", p.name))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::var::Shape4;
+    use rand::SeedableRng;
+
+    /// Without a tape, evaluation folds the batch norm into the convolution; with a tape it runs
+    /// the two ops. Both give the same values, for the direct 3x3 kernel, a stride-2 3x3, a 1x1 with
+    /// its own bias and a depthwise 3x3, with and without the ReLU, on running statistics, scales
+    /// and shifts far from the identity.
+    #[test]
+    fn folded_conv_bn_matches_conv_then_bn() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let cases = [
+            (5, 6, 3, ConvCfg::new(1, 1), false),
+            (5, 6, 3, ConvCfg::new(2, 1), false),
+            (5, 6, 1, ConvCfg::new(1, 0), true),
+            (6, 6, 3, ConvCfg::new(1, 1).groups(6), false),
+        ];
+        for (cin, cout, k, cfg, bias) in cases {
+            let mut s = Store::new();
+            let conv = Conv2d::new(&mut s, &mut rng, "c", cin, cout, k, cfg, bias);
+            let bn = BatchNorm2d::new(&mut s, "bn", cout);
+            let vals = |a: f32, b: f32| (0..cout).map(|i| a + b * ((i * 7 % 5) as f32 - 2.0)).collect::<Vec<f32>>();
+            s.set(bn.gamma, vals(1.3, -0.4));
+            s.set(bn.beta, vals(-0.2, 0.3));
+            {
+                let mut st = s.bns[bn.stats].stats.lock().unwrap();
+                st.mean = vals(0.5, 0.6);
+                st.var = vals(2.0, 0.7);
+            }
+            let shape = Shape4::new(3, cin, 9, 7);
+            let x: Vec<f32> = (0..shape.numel()).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            for relu in [false, true] {
+                let folded =
+                    with_folded_batch_norm(|| bn.forward_conv(&s, &conv, Var::from_vec(x.clone(), shape), false, relu));
+                let unfolded = bn.forward_conv(&s, &conv, Var::from_vec(x.clone(), shape), false, relu);
+                let plain = bn.forward_conv(&s, &conv, Var::from_vec(x.clone(), shape).traced(), false, relu);
+                assert_eq!(folded.shape, plain.shape);
+                assert_eq!(unfolded.data(), plain.data(), "outside with_folded_batch_norm: the two ops");
+                assert_ne!(folded.data(), plain.data(), "folded: rounded differently somewhere");
+                let scale = plain.data().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                assert!(scale > 1.0, "a non-trivial output");
+                let zeros = plain.data().iter().filter(|v| **v == 0.0).count();
+                assert_eq!(relu, zeros > 0, "the ReLU clips some outputs, and only with relu");
+                for (a, b) in folded.data().iter().zip(plain.data()) {
+                    assert!((a - b).abs() <= 2e-6 * scale, "k{k} {cfg:?} relu {relu}: folded {a} vs {b}");
+                }
+            }
+        }
     }
 }

@@ -211,11 +211,19 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R
 }
 
 /// Forward of one image: `out_img (co x hwo) = W · col(x_img)` (+ bias).
-fn forward_image(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut [f32], gemm_threads: usize) {
+fn forward_image(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    g: &Geo,
+    out: &mut [f32],
+    gemm_threads: usize,
+    relu: bool,
+) {
     let (cg, cog, kk, hwo) = (g.cg(), g.cog(), g.kk(), g.hwo());
     if g.depthwise() {
         depthwise_forward(x, wt, g, out);
-        add_bias(out, bias, hwo);
+        add_bias(out, bias, hwo, relu);
         return;
     }
     if g.direct() {
@@ -223,7 +231,7 @@ fn forward_image(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut
             direct::pad_planes(x, g.c, g.padded(), xp);
             direct::conv3x3(xp, g.c, g.padded().plane(), g.padded(), wt, g.co, out, false, scratch);
         });
-        add_bias(out, bias, hwo);
+        add_bias(out, bias, hwo, relu);
         return;
     }
     let run = |col: &[f32], out: &mut [f32], gi: usize| {
@@ -242,7 +250,7 @@ fn forward_image(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut
             });
         }
     }
-    add_bias(out, bias, hwo);
+    add_bias(out, bias, hwo, relu);
 }
 
 /// Calls `f(ky, kx, oy, iy, ox0, ox1, ix0)` for every kernel tap and output row whose input row is
@@ -321,11 +329,15 @@ fn depthwise_backward(
     }
 }
 
-fn add_bias(out: &mut [f32], bias: Option<&[f32]>, hwo: usize) {
-    if let Some(b) = bias {
-        for (co, plane) in out.chunks_mut(hwo).enumerate() {
-            plane.iter_mut().for_each(|v| *v += b[co]);
+/// Adds the bias (if any) to each output plane, then applies the ReLU (if `relu`), in one pass.
+fn add_bias(out: &mut [f32], bias: Option<&[f32]>, hwo: usize, relu: bool) {
+    match (bias, relu) {
+        (Some(b), false) => out.chunks_mut(hwo).enumerate().for_each(|(co, p)| p.iter_mut().for_each(|v| *v += b[co])),
+        (Some(b), true) => {
+            out.chunks_mut(hwo).enumerate().for_each(|(co, p)| p.iter_mut().for_each(|v| *v = (*v + b[co]).max(0.0)))
         }
+        (None, true) => out.iter_mut().for_each(|v| *v = v.max(0.0)),
+        (None, false) => {}
     }
 }
 
@@ -424,19 +436,9 @@ fn backward_chunk_direct(
     });
 }
 
-/// 2-D convolution. `w` has logical shape `[co, c/groups, kh, kw]` (PyTorch layout) and `bias`, if
-/// any, `[co]`; `w_data`/`b_data` are their current values.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d<T: Tape<f32, Dev>>(
-    x: Var<T>,
-    w: &Flat,
-    w_data: Vec<f32>,
-    w_shape: [usize; 4],
-    bias: Option<(&Flat, Vec<f32>)>,
-    cfg: ConvCfg,
-) -> Var<T> {
+/// The geometry of a convolution of `s` by weights of shape `w_shape`, checked.
+fn geometry(s: Shape4, w_shape: [usize; 4], w_len: usize, cfg: ConvCfg) -> Geo {
     let [co, cg, kh, kw] = w_shape;
-    let s = x.shape;
     assert!(
         cfg.groups >= 1 && s.c.is_multiple_of(cfg.groups) && co % cfg.groups == 0,
         "conv2d: channels {} / out {co} not divisible by groups {}",
@@ -451,9 +453,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         s.c,
         cfg.groups
     );
-    assert_eq!(w_data.len(), co * cg * kh * kw);
+    assert_eq!(w_len, co * cg * kh * kw);
     assert!(cfg.stride >= 1);
-    let g = Geo {
+    Geo {
         n: s.n,
         c: s.c,
         h: s.h,
@@ -466,23 +468,62 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         g: cfg.groups,
         ho: out_size(s.h, kh, cfg.stride, cfg.pad),
         wo: out_size(s.w, kw, cfg.stride, cfg.pad),
-    };
-    let (xs, tape, _, x_needs_grad) = x.split();
+    }
+}
+
+/// The forward of a whole batch `xd`: one image per rayon task, or the images in turn with a
+/// multi-threaded GEMM when the batch is smaller than the pool.
+fn forward_batch(xd: &[f32], w_data: &[f32], bias: Option<&[f32]>, g: &Geo, relu: bool) -> Vec<f32> {
     let mut out = zeroed(g.n * g.out_len());
     let nthreads = threads();
-    let b_vals = bias.as_ref().map(|(_, b)| b.as_slice());
-    {
-        let xd = xs.data();
-        if g.n >= nthreads {
-            out.par_chunks_mut(g.out_len())
-                .enumerate()
-                .for_each(|(i, o)| forward_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], &w_data, b_vals, &g, o, 1));
-        } else {
-            for (i, o) in out.chunks_mut(g.out_len()).enumerate() {
-                forward_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], &w_data, b_vals, &g, o, nthreads);
-            }
-        }
+    let image = |i: usize, o: &mut [f32], gemm_threads: usize| {
+        forward_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], w_data, bias, g, o, gemm_threads, relu)
+    };
+    if g.n >= nthreads {
+        out.par_chunks_mut(g.out_len()).enumerate().for_each(|(i, o)| image(i, o, 1));
+    } else {
+        out.chunks_mut(g.out_len()).enumerate().for_each(|(i, o)| image(i, o, nthreads));
     }
+    out
+}
+
+/// `relu?(conv(x, w) + bias)` in evaluation, where nothing records gradients: a batch norm folded
+/// into `w_data` and `bias` (`nn::conv_bn`), its ReLU applied in the same pass as the bias.
+///
+/// # Panics
+/// If `x`'s tape records (this op has no backward).
+pub fn conv2d_folded<T: Tape<f32, Dev>>(
+    x: Var<T>,
+    w_data: &[f32],
+    w_shape: [usize; 4],
+    bias: &[f32],
+    cfg: ConvCfg,
+    relu: bool,
+) -> Var<T> {
+    assert!(!T::OWNS_TAPE, "conv2d_folded has no backward: call it only without a tape");
+    let g = geometry(x.shape, w_shape, w_data.len(), cfg);
+    assert_eq!(bias.len(), g.co, "conv2d_folded: {} output channels, {} biases", g.co, bias.len());
+    let (xs, tape, _, _) = x.split();
+    let out = forward_batch(xs.data(), w_data, Some(bias), &g, relu);
+    finish(out, Shape4::new(g.n, g.co, g.ho, g.wo), tape, |_: &mut Grads, _, _| unreachable!("no tape"))
+}
+
+/// 2-D convolution. `w` has logical shape `[co, c/groups, kh, kw]` (PyTorch layout) and `bias`, if
+/// any, `[co]`; `w_data`/`b_data` are their current values.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d<T: Tape<f32, Dev>>(
+    x: Var<T>,
+    w: &Flat,
+    w_data: Vec<f32>,
+    w_shape: [usize; 4],
+    bias: Option<(&Flat, Vec<f32>)>,
+    cfg: ConvCfg,
+) -> Var<T> {
+    let co = w_shape[0];
+    let g = geometry(x.shape, w_shape, w_data.len(), cfg);
+    let (xs, tape, _, x_needs_grad) = x.split();
+    let b_vals = bias.as_ref().map(|(_, b)| b.as_slice());
+    let out = forward_batch(xs.data(), &w_data, b_vals, &g, false);
     let oshape = Shape4::new(g.n, co, g.ho, g.wo);
     let wt = w.clone();
     let bt = bias.map(|(b, _)| b.clone());

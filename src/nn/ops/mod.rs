@@ -13,7 +13,7 @@ mod linear;
 mod pool;
 
 pub use batchnorm::{batch_norm, BnCfg, RunningStats};
-pub use conv::{conv2d, out_size, ConvCfg};
+pub use conv::{conv2d, conv2d_folded, out_size, ConvCfg};
 pub use cpu::simd_level;
 pub use dropout::{dropout, relu6, seed_dropout, without_dropout};
 pub use elementwise::{
