@@ -284,11 +284,8 @@ impl Model {
         // Logits-only evaluation (inference, predictions, a logit-distilling teacher) folds each batch
         // norm into its convolution (`BatchNorm2d::forward_conv`); a forward that returns features
         // keeps the two ops, so its features equal a recorded forward's bit for bit.
-        let logits = if !train && !features {
-            crate::nn::with_folded_batch_norm(|| T::run(self.body.net(), &self.store, x, train, &mut feats))
-        } else {
-            T::run(self.body.net(), &self.store, x, train, &mut feats)
-        };
+        let run = || T::run(self.body.net(), &self.store, x, train, &mut feats);
+        let logits = if !train && !features { crate::nn::with_folded_batch_norm(run) } else { run() };
         Outputs { logits, features: feats }
     }
 

@@ -279,13 +279,9 @@ impl BatchNorm2d {
             return self.forward(s, conv.forward(s, x), train, relu);
         }
         let (gamma, beta) = (s.get(self.gamma).values(), s.get(self.beta).values());
-        let (scale, mut shift): (Vec<f32>, Vec<f32>) = {
-            let stats = s.bns[self.stats].stats.lock().expect("batch-norm statistics lock");
-            let scale: Vec<f32> =
-                gamma.iter().zip(&stats.var).map(|(g, v)| g * (1.0 / (v + self.cfg.eps).sqrt())).collect();
-            let shift = beta.iter().zip(&stats.mean).zip(&scale).map(|((b, m), k)| b - m * k).collect();
-            (scale, shift)
-        };
+        let stats = s.bns[self.stats].stats.lock().expect("batch-norm statistics lock");
+        let (scale, mut shift) = ops::eval_affine(&gamma, &beta, &stats, self.cfg.eps);
+        drop(stats); // not held through the convolution
         if let Some(cb) = conv.bias {
             shift.iter_mut().zip(s.get(cb).values()).zip(&scale).for_each(|((t, b), k)| *t += b * k);
         }
@@ -305,14 +301,7 @@ thread_local! {
 /// differ from the two-op path by f32 rounding, so forwards whose intermediate values are compared
 /// with a recorded forward's (features, explanations) run outside it.
 pub fn with_folded_batch_norm<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FOLD_BN.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(FOLD_BN.with(|c| c.replace(true)));
-    f()
+    ops::with_flag(&FOLD_BN, f)
 }
 
 /// Fully connected layer (`name.weight` `[out, in]`, `name.bias`), PyTorch default init.

@@ -171,6 +171,25 @@ fn channel_totals(s: Shape4, f: impl Fn(usize) -> (f64, f64) + Sync + Send) -> V
     tot
 }
 
+/// `1 / sqrt(var + eps)` of the running variances (evaluation mode).
+fn running_invstd(stats: &RunningStats, eps: f32) -> Vec<f32> {
+    stats.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect()
+}
+
+/// Per-channel `(scale, shift)` with `bn(x) = x * scale + shift`: `scale = gamma * invstd`,
+/// `shift = beta - mean * scale`.
+fn affine(gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = gamma.iter().zip(invstd).map(|(g, i)| g * i).collect();
+    let shift = beta.iter().zip(mean).zip(&scale).map(|((b, m), k)| b - m * k).collect();
+    (scale, shift)
+}
+
+/// The evaluation-mode batch norm as a per-channel `(scale, shift)` (what [`batch_norm`] applies
+/// with `train` false), for folding it into the convolution before it.
+pub fn eval_affine(gamma: &[f32], beta: &[f32], stats: &RunningStats, eps: f32) -> (Vec<f32>, Vec<f32>) {
+    affine(gamma, beta, &stats.mean, &running_invstd(stats, eps))
+}
+
 /// Fused batch norm (+ ReLU). `gamma`/`beta` are the affine parameters with current values
 /// `g_data`/`b_data`. With `stats: Some(..)` and `train`, the running statistics are updated.
 #[allow(clippy::too_many_arguments)]
@@ -208,13 +227,12 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         stats.batches += 1;
         (mean, invstd)
     } else {
-        (stats.mean.clone(), stats.var.iter().map(|v| 1.0 / (v + cfg.eps).sqrt()).collect())
+        (stats.mean.clone(), running_invstd(stats, cfg.eps))
     };
+    let (scales, shifts) = affine(&g_data, &b_data, &mean, &invstd);
     let mut out = zeroed(s.numel());
     out.par_chunks_mut(hw).enumerate().for_each(|(i, o)| {
-        let c = i % s.c;
-        let scale = g_data[c] * invstd[c];
-        let shift = b_data[c] - mean[c] * scale;
+        let (scale, shift) = (scales[i % s.c], shifts[i % s.c]);
         let xi = &xd[i * hw..(i + 1) * hw];
         if cfg.relu {
             for (o, &v) in o.iter_mut().zip(xi) {

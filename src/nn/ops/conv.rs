@@ -488,7 +488,7 @@ fn forward_batch(xd: &[f32], w_data: &[f32], bias: Option<&[f32]>, g: &Geo, relu
 }
 
 /// `relu?(conv(x, w) + bias)` in evaluation, where nothing records gradients: a batch norm folded
-/// into `w_data` and `bias` (`nn::conv_bn`), its ReLU applied in the same pass as the bias.
+/// into `w_data` and `bias` (`BatchNorm2d::forward_conv`), its ReLU applied in the same pass as the bias.
 ///
 /// # Panics
 /// If `x`'s tape records (this op has no backward).

@@ -25,14 +25,7 @@ pub fn seed_dropout(seed: u64) {
 /// Runs `f` with dropout switched off on this thread (training-mode batch norm without random masks,
 /// e.g. to compare a training pass with a reference that has no access to the masks).
 pub fn without_dropout<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            OFF.with(|o| o.set(self.0));
-        }
-    }
-    let _restore = Restore(OFF.with(|o| o.replace(true)));
-    f()
+    super::with_flag(&OFF, f)
 }
 
 /// SplitMix64's output function: a well-mixed 64-bit value of `x`.

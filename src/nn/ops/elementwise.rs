@@ -32,7 +32,7 @@ pub fn with_guided_relu<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs `f` with the thread-local `flag` set, restoring its previous value afterwards (also on panic).
-fn with_flag<R>(flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>, f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_flag<R>(flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>, f: impl FnOnce() -> R) -> R {
     struct Restore(&'static std::thread::LocalKey<std::cell::Cell<bool>>, bool);
     impl Drop for Restore {
         fn drop(&mut self) {

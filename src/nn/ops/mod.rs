@@ -12,10 +12,11 @@ mod fusion;
 mod linear;
 mod pool;
 
-pub use batchnorm::{batch_norm, BnCfg, RunningStats};
+pub use batchnorm::{batch_norm, eval_affine, BnCfg, RunningStats};
 pub use conv::{conv2d, conv2d_folded, out_size, ConvCfg};
 pub use cpu::simd_level;
 pub use dropout::{dropout, relu6, seed_dropout, without_dropout};
+pub(crate) use elementwise::with_flag;
 pub use elementwise::{
     add, grad_probe, grad_probe_cut, relu, reshape, scale, with_frozen_params, with_guided_relu, GradProbe,
 };
