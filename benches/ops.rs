@@ -80,12 +80,6 @@ fn kernels_alone(c: usize, hw: usize) {
             conv3x3(&xp[b * g.plane()..], c, nb * g.plane(), g, &wt, c, &mut out, false, &mut scratch);
         }
     });
-    let u = kdscope::nn::ops::winograd::transform_weights(&wt, c, c);
-    let mut outs = vec![0.0f32; nb * c * hw * hw];
-    let store = kdscope::nn::ops::winograd::Store::Write { bias: None, relu: false };
-    time(&format!("  1 thread: winograd x{nb}"), flop, || {
-        assert!(kdscope::nn::ops::winograd::conv3x3(&x, nb, c, (hw, hw), &u, c, &mut outs, store));
-    });
     let mut dw = vec![0.0f32; c * c * 9];
     time(&format!("  1 thread: dW kernel x{nb}"), flop, || {
         assert!(conv3x3_weight_grad(&xp, &gp, c, c, nb, g, &mut dw), "no SIMD weight-gradient kernel on this CPU");

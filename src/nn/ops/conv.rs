@@ -13,7 +13,6 @@ use rayon::prelude::*;
 
 use super::blas::{sgemm, sgemm_strided, threads, zeroed, Mat, SyncPtr};
 use super::direct::{self, Padded};
-use super::winograd::{self, Store};
 use crate::nn::var::{accumulate, add_into, finish, Dev, Flat, Grads, Shape4, Var};
 
 /// Convolution hyper-parameters (square kernels are the common case but not required).
@@ -74,11 +73,6 @@ impl Geo {
     /// 3x3, stride 1, padding 1, no groups: handled by the direct kernel.
     fn direct(&self) -> bool {
         self.kh == 3 && self.kw == 3 && self.s == 1 && self.p == 1 && self.g == 1
-    }
-    /// A direct-kernel layer the Winograd kernel serves instead (forward: `c` to `co` channels;
-    /// the input gradient is the same convolution from `co` to `c`).
-    fn winograd(&self, c: usize, co: usize) -> bool {
-        self.direct() && winograd::applies(c, co, self.h, self.w)
     }
     fn padded(&self) -> Padded {
         Padded { h: self.h, w: self.w }
@@ -407,13 +401,11 @@ fn backward_image(
 
 /// Direct-path backward of `nb` consecutive images (`x`, `gout` hold them NCHW): `dW` by one
 /// strided GEMM per tap over channel-major padded planes of all `nb` images (k = nb x plane), and
-/// `dx` as the convolution of the output gradient with the flipped weights `wf`: by the Winograd
-/// kernel for all `nb` images where its transformed weights `uf` are given, else per image by the
-/// direct kernel.
+/// `dx` per image as the direct convolution of the output gradient with the flipped weights `wf`.
 #[allow(clippy::too_many_arguments)]
 fn backward_chunk_direct(
     x: &[f32],
-    (wf, uf): (&[f32], Option<&[f32]>),
+    wf: &[f32],
     gout: &[f32],
     nb: usize,
     g: &Geo,
@@ -428,9 +420,7 @@ fn backward_chunk_direct(
         if want_dw {
             direct::pad_chunk(x, nb, g.c, pg, xp);
         }
-        if want_dw || uf.is_none() {
-            direct::pad_chunk(gout, nb, g.co, pg, gp);
-        }
+        direct::pad_chunk(gout, nb, g.co, pg, gp);
         // dW_tap (co x c) = G (co x nb*plane) . X_tap^T: a direct kernel, or one strided GEMM per tap.
         let direct_dw = want_dw && direct::conv3x3_weight_grad(xp, gp, g.c, g.co, nb, pg, dw);
         for (t, off) in direct::taps(pg).into_iter().enumerate().filter(|_| want_dw && !direct_dw) {
@@ -438,17 +428,10 @@ fn backward_chunk_direct(
             let b = Mat { data: &xp[off..], rs: 1, cs: cs as isize };
             sgemm_strided(g.co, g.c, cs, a, b, &mut dw[t * g.co..], (1, 9 * g.co), true, 1);
         }
-        match (dx, uf) {
-            (Some(dx), Some(uf)) => {
-                let ran = winograd::conv3x3(gout, nb, g.co, (g.h, g.w), uf, g.c, dx, Store::Accumulate);
-                assert!(ran, "winograd::applies checked the SIMD level");
+        if let Some(dx) = dx {
+            for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
+                direct::conv3x3(&gp[bi * plane..], g.co, cs, pg, wf, g.c, dxi, true, scratch);
             }
-            (Some(dx), None) => {
-                for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
-                    direct::conv3x3(&gp[bi * plane..], g.co, cs, pg, wf, g.c, dxi, true, scratch);
-                }
-            }
-            (None, _) => {}
         }
     });
 }
@@ -493,17 +476,6 @@ fn geometry(s: Shape4, w_shape: [usize; 4], w_len: usize, cfg: ConvCfg) -> Geo {
 fn forward_batch(xd: &[f32], w_data: &[f32], bias: Option<&[f32]>, g: &Geo, relu: bool) -> Vec<f32> {
     let mut out = zeroed(g.n * g.out_len());
     let nthreads = threads();
-    if g.winograd(g.c, g.co) {
-        let u = winograd::transform_weights(w_data, g.co, g.c);
-        // A few chunks per thread; each runs its images in L2-sized sub-chunks.
-        let per = g.n.div_ceil(4 * nthreads).max(1);
-        out.par_chunks_mut(per * g.out_len()).zip(xd.par_chunks(per * g.in_len())).for_each(|(o, x)| {
-            let nb = x.len() / g.in_len();
-            let ran = winograd::conv3x3(x, nb, g.c, (g.h, g.w), &u, g.co, o, Store::Write { bias, relu });
-            assert!(ran, "winograd::applies checked the SIMD level");
-        });
-        return out;
-    }
     let image = |i: usize, o: &mut [f32], gemm_threads: usize| {
         forward_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], w_data, bias, g, o, gemm_threads, relu)
     };
@@ -565,15 +537,13 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         let mut dx_buf = if x_needs_grad { Some(grads.get_or_alloc_mut(&xs.t)?) } else { None };
         let nthreads = threads();
         let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c));
-        let uf = wf.as_ref().filter(|_| x_needs_grad && g.winograd(g.co, g.c));
-        let uf = uf.map(|wf| winograd::transform_weights(wf, g.c, g.co));
         // Images [i0, i1) of the batch: accumulate their weight gradient into `acc` and write their
         // input gradients into `dxs` (the matching slice of dx), if wanted.
         let run = |i0: usize, i1: usize, acc: &mut [f32], dxs: Option<&mut [f32]>, gemm_threads: usize| {
             let xs_ = &xd[i0 * g.in_len()..i1 * g.in_len()];
             let gs = &gout[i0 * g.out_len()..i1 * g.out_len()];
             match &wf {
-                Some(wf) => backward_chunk_direct(xs_, (wf, uf.as_deref()), gs, i1 - i0, &g, acc, dxs, want_dw),
+                Some(wf) => backward_chunk_direct(xs_, wf, gs, i1 - i0, &g, acc, dxs, want_dw),
                 None => {
                     let mut dxs = dxs;
                     for i in 0..i1 - i0 {

@@ -1,8 +1,8 @@
 //! What this CPU offers the kernels: the SIMD level run-time dispatch picks and the cache sizes
 //! that size their blocks.
 
-/// f32 lanes of the SIMD vectors run-time dispatch picks on this CPU (16, 8, or fewer without AVX2).
-pub fn lanes() -> usize {
+/// The instantiation of the SIMD kernels that run-time dispatch picks on this CPU.
+pub fn simd_level() -> &'static str {
     struct Lanes;
     impl pulp::WithSimd for Lanes {
         type Output = usize;
@@ -11,13 +11,7 @@ pub fn lanes() -> usize {
             S::F32_LANES
         }
     }
-    static LANES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *LANES.get_or_init(|| pulp::Arch::new().dispatch(Lanes))
-}
-
-/// The instantiation of the SIMD kernels that run-time dispatch picks on this CPU.
-pub fn simd_level() -> &'static str {
-    match lanes() {
+    match pulp::Arch::new().dispatch(Lanes) {
         16 => "AVX-512 (16 lanes)",
         8 => "AVX2 + FMA (8 lanes)",
         _ => "portable (no AVX2)",

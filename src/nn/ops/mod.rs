@@ -11,8 +11,6 @@ mod elementwise;
 mod fusion;
 mod linear;
 mod pool;
-#[doc(hidden)]
-pub mod winograd;
 
 pub use batchnorm::{batch_norm, eval_affine, BnCfg, RunningStats};
 pub use conv::{conv2d, conv2d_folded, out_size, ConvCfg};
