@@ -74,6 +74,11 @@ impl Geo {
     fn direct(&self) -> bool {
         self.kh == 3 && self.kw == 3 && self.s == 1 && self.p == 1 && self.g == 1
     }
+    /// 3x3, stride 2, padding 1, no groups, even sides: the forward runs the direct kernel on the
+    /// input's polyphase planes ([`direct::conv3x3_s2`]).
+    fn direct_s2(&self) -> bool {
+        self.kh == 3 && self.kw == 3 && self.s == 2 && self.p == 1 && self.g == 1 && direct::s2_applies(self.h, self.w)
+    }
     fn padded(&self) -> Padded {
         Padded { h: self.h, w: self.w }
     }
@@ -231,6 +236,11 @@ fn forward_image(
             direct::pad_planes(x, g.c, g.padded(), xp);
             direct::conv3x3(xp, g.c, g.padded().plane(), g.padded(), wt, g.co, out, false, scratch);
         });
+        add_bias(out, bias, hwo, relu);
+        return;
+    }
+    if g.direct_s2() {
+        with_direct(|buf, scratch, eo| direct::conv3x3_s2(x, g.c, (g.h, g.w), wt, g.co, out, (buf, eo, scratch)));
         add_bias(out, bias, hwo, relu);
         return;
     }
@@ -436,6 +446,38 @@ fn backward_chunk_direct(
     });
 }
 
+/// Backward of `nb` consecutive images of a stride-2 3x3 convolution ([`Geo::direct_s2`]): `dW` by
+/// the direct weight-gradient kernel over the input's polyphase planes and the padded output
+/// gradient, `dx` per image by GEMM + col2im (also `dW` where the CPU has no SIMD kernel).
+#[allow(clippy::too_many_arguments)]
+fn backward_chunk_s2(
+    x: &[f32],
+    wt: &[f32],
+    gout: &[f32],
+    nb: usize,
+    g: &Geo,
+    dw: &mut [f32],
+    mut dx: Option<&mut [f32]>,
+    want_dw: bool,
+    gemm_threads: usize,
+) {
+    let pg = Padded { h: g.ho, w: g.wo };
+    let direct_dw = want_dw
+        && with_direct(|xp, gp, eo| {
+            direct::split_phases(x, (nb, g.c), (g.h, g.w), xp, eo);
+            direct::pad_chunk(gout, nb, g.co, pg, gp);
+            direct::conv3x3_s2_weight_grad(xp, gp, g.c, g.co, nb, pg, dw)
+        });
+    if dx.is_none() && (direct_dw || !want_dw) {
+        return;
+    }
+    for i in 0..nb {
+        let dxi = dx.as_deref_mut().map(|d| &mut d[i * g.in_len()..(i + 1) * g.in_len()]);
+        let (x_i, g_i) = (&x[i * g.in_len()..(i + 1) * g.in_len()], &gout[i * g.out_len()..(i + 1) * g.out_len()]);
+        backward_image(x_i, wt, g_i, g, dw, dxi, gemm_threads, want_dw && !direct_dw);
+    }
+}
+
 /// The geometry of a convolution of `s` by weights of shape `w_shape`, checked.
 fn geometry(s: Shape4, w_shape: [usize; 4], w_len: usize, cfg: ConvCfg) -> Geo {
     let [co, cg, kh, kw] = w_shape;
@@ -544,6 +586,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
             let gs = &gout[i0 * g.out_len()..i1 * g.out_len()];
             match &wf {
                 Some(wf) => backward_chunk_direct(xs_, wf, gs, i1 - i0, &g, acc, dxs, want_dw),
+                None if g.direct_s2() => {
+                    backward_chunk_s2(xs_, &w_data, gs, i1 - i0, &g, acc, dxs, want_dw, gemm_threads)
+                }
                 None => {
                     let mut dxs = dxs;
                     for i in 0..i1 - i0 {

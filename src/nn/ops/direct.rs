@@ -1,9 +1,10 @@
 //! Direct 3x3 / stride 1 / padding 1 convolution of one image, without im2col.
 //!
-//! The input is copied once into zero-padded planes of width `wp = w + 2`, flattened. On that grid
-//! every output position `q = y * wp + x` is `sum_taps w[tap] * xp[q + ky * wp + kx]`, so each tap
-//! is a contiguous shifted read and a tile of outputs is a block of FMAs with broadcast weights
-//! (the two columns per row with `x >= w` are computed and dropped). The same kernel computes the
+//! The input is copied once into zero-padded planes of width `wp = w + 1`, flattened: one zero
+//! column per row serves as the right border of that row and the left border of the next. On that
+//! grid every output position `q = y * wp + x` is `sum_taps w[tap] * xp[q + ky * wp + kx]`, so each
+//! tap is a contiguous shifted read and a tile of outputs is a block of FMAs with broadcast weights
+//! (the column `x = w` of each row is computed and dropped). The same kernel computes the
 //! input gradient, as the convolution of the output gradient with the flipped, transposed weights,
 //! and [`conv3x3_weight_grad`] the weight gradient from the same padded layout.
 //!
@@ -22,15 +23,17 @@ pub struct Padded {
 }
 
 impl Padded {
+    /// Row length: the `w` values and one zero column (the right border of this row, the left
+    /// border of the next; the zero rows above and below close the first and last).
     pub fn wp(&self) -> usize {
-        self.w + 2
+        self.w + 1
     }
     /// Elements of one padded plane.
     pub fn plane(&self) -> usize {
         (self.h + 2) * self.wp()
     }
     /// Vectors of 16 positions per tile (4, 5 or 6): the one that wastes the fewest positions on
-    /// this plane size (an 8x8 plane has 80 positions on the padded grid: 5 vectors, not 6).
+    /// this plane size (an 8x8 plane has 72 positions on the padded grid: 5 vectors, not 6).
     pub fn tile_vectors(&self) -> usize {
         let q = self.h * self.wp();
         [6, 5, 4].into_iter().min_by_key(|v| q.div_ceil(16 * v) * 16 * v).expect("non-empty")
@@ -100,11 +103,101 @@ pub fn conv3x3(
         scratch.resize(co * ql, 0.0);
     }
     let scratch = &mut scratch[..co * ql];
-    let kernel = simd::Conv { xp, c, plane: cstride, g, wt, co, s: &mut *scratch };
+    let off = taps(g);
+    let kernel = simd::Conv { xp, c, plane: cstride, g, off, wt, co, s: &mut *scratch };
     if !pulp::Arch::new().dispatch(kernel) {
-        portable(xp, c, cstride, g, wt, co, scratch);
+        portable(xp, c, cstride, g, off, wt, co, scratch);
     }
     unpad(scratch, co, g, out, accumulate);
+}
+
+/// Whether [`conv3x3_s2`] serves a 3x3 / stride 2 / padding 1 convolution of an `h x w` plane.
+pub fn s2_applies(h: usize, w: usize) -> bool {
+    h.is_multiple_of(2) && w.is_multiple_of(2) && h > 0 && w > 0
+}
+
+/// The 3x3 / stride 2 / padding 1 convolution of one image `x` (`c x h x w`, even sides) into `out`
+/// (`co x h/2 x w/2`), by the same tile kernel: the zero-padded input split into its four polyphase
+/// planes `P_ab[i][j] = xpad[2i + a][2j + b]` (laid out like padded planes of the output size), so
+/// that tap `(ky, kx)` is the contiguous shifted read `P_(ky%2, kx%2)[q + (ky/2) * wp + kx/2]` of
+/// output position `q`. `buf` holds the phase planes, `eo` the even and odd columns of one plane.
+#[allow(clippy::too_many_arguments)]
+pub fn conv3x3_s2(
+    x: &[f32],
+    c: usize,
+    (h, w): (usize, usize),
+    wt: &[f32],
+    co: usize,
+    out: &mut [f32],
+    (buf, eo, scratch): (&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>),
+) {
+    assert!(s2_applies(h, w), "conv3x3_s2: even sides only, got {h}x{w}");
+    let g = Padded { h: h / 2, w: w / 2 };
+    let (plane, ql) = (g.plane(), g.q_len());
+    split_phases(x, (1, c), (h, w), buf, eo);
+    let off = s2_taps(g);
+    if scratch.len() < co * ql {
+        scratch.resize(co * ql, 0.0);
+    }
+    let scratch = &mut scratch[..co * ql];
+    let kernel = simd::Conv { xp: buf, c, plane: 4 * plane, g, off, wt, co, s: &mut *scratch };
+    if !pulp::Arch::new().dispatch(kernel) {
+        portable(buf, c, 4 * plane, g, off, wt, co, scratch);
+    }
+    unpad(scratch, co, g, out, false);
+}
+
+/// Offsets of the 9 taps of the stride-2 convolution on a channel's four polyphase planes of the
+/// output size `g`: tap `(ky, kx)` reads phase `(ky % 2, kx % 2)` shifted by `(ky / 2, kx / 2)`.
+fn s2_taps(g: Padded) -> [usize; 9] {
+    std::array::from_fn(|t| {
+        let (ky, kx) = (t / 3, t % 3);
+        ((ky & 1) * 2 + (kx & 1)) * g.plane() + (ky >> 1) * g.wp() + (kx >> 1)
+    })
+}
+
+/// The four polyphase planes of each zero-padded channel of the `nb` images `x` (NCHW, see
+/// [`conv3x3_s2`]), as padded planes of the output size: image `b`'s channel `ci`, phase
+/// `a * 2 + b` at `((ci * 4 + a * 2 + b) * nb + b) * plane`, every value of every plane written
+/// (data or zero), then a zero tail for the last tile's reads. The even and odd columns of a channel are
+/// split first in one long loop (which vectorises), then each phase row is one contiguous copy.
+pub fn split_phases(x: &[f32], (nb, c): (usize, usize), (h, w): (usize, usize), buf: &mut Vec<f32>, eo: &mut Vec<f32>) {
+    let g = Padded { h: h / 2, w: w / 2 };
+    let (ho, wo, wp, plane) = (g.h, g.w, g.wp(), g.plane());
+    let len = 4 * c * nb * plane + g.q_len() + wp + 2;
+    if buf.len() != len {
+        buf.clear();
+        buf.resize(len, 0.0);
+    }
+    if eo.len() < h * w {
+        eo.resize(h * w, 0.0);
+    }
+    let (ev, od) = eo[..h * w].split_at_mut(h * wo);
+    for (ci, b) in (0..c).flat_map(|ci| (0..nb).map(move |b| (ci, b))) {
+        let xs = &x[(b * c + ci) * h * w..(b * c + ci + 1) * h * w];
+        for ((e, o), pair) in ev.iter_mut().zip(od.iter_mut()).zip(xs.chunks_exact(2)) {
+            *e = pair[0];
+            *o = pair[1];
+        }
+        for p in 0..4 {
+            let ph = &mut buf[((ci * 4 + p) * nb + b) * plane..((ci * 4 + p) * nb + b + 1) * plane];
+            let (a, b) = (p >> 1, p & 1);
+            for (i, row) in ph.chunks_exact_mut(wp).enumerate() {
+                // Input row 2i + a - 1; phase column j is input column 2j + b - 1.
+                let y = (2 * i + a).wrapping_sub(1);
+                if i > ho || y >= h {
+                    row.fill(0.0);
+                } else if b == 1 {
+                    row[..wo].copy_from_slice(&ev[y * wo..(y + 1) * wo]);
+                    row[wo] = 0.0;
+                } else {
+                    row[0] = 0.0;
+                    row[1..].copy_from_slice(&od[y * wo..(y + 1) * wo]);
+                }
+            }
+        }
+    }
+    buf[4 * c * nb * plane..].fill(0.0);
 }
 
 fn unpad(s: &[f32], co: usize, g: Padded, out: &mut [f32], accumulate: bool) {
@@ -133,10 +226,36 @@ fn unpad(s: &[f32], co: usize, g: Padded, out: &mut [f32], accumulate: bool) {
 /// pass per row.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_weight_grad(xp: &[f32], gp: &[f32], c: usize, co: usize, nb: usize, g: Padded, dw: &mut [f32]) -> bool {
+    weight_grad(xp, gp, (c, co, nb), g, false, dw)
+}
+
+/// [`conv3x3_weight_grad`] of the stride-2 convolution: `xp` holds the input's polyphase planes
+/// ([`split_phases`] of the `nb` images), `gp` the padded output gradient (`g` = output size).
+pub fn conv3x3_s2_weight_grad(
+    xp: &[f32],
+    gp: &[f32],
+    c: usize,
+    co: usize,
+    nb: usize,
+    g: Padded,
+    dw: &mut [f32],
+) -> bool {
+    weight_grad(xp, gp, (c, co, nb), g, true, dw)
+}
+
+fn weight_grad(
+    xp: &[f32],
+    gp: &[f32],
+    (c, co, nb): (usize, usize, usize),
+    g: Padded,
+    s2: bool,
+    dw: &mut [f32],
+) -> bool {
     // Positions are taken in segments whose input planes (all `c` channels) fit in half the L2
     // cache, so the passes of every output channel re-read them from L2, not from L3 or memory.
-    let seg = (super::cpu::cache_bytes(2, 512 << 10) / 2 / (4 * (c + 3))).max(128);
-    pulp::Arch::new().dispatch(simd::WeightGrad { xp, gp, c, co, nb, g, dw, seg })
+    let per = if s2 { 4 * c } else { c };
+    let seg = (super::cpu::cache_bytes(2, 512 << 10) / 2 / (4 * (per + 3))).max(128);
+    pulp::Arch::new().dispatch(simd::WeightGrad { xp, gp, c, co, nb, g, s2, dw, seg })
 }
 
 /// Offsets of the 9 taps on the padded grid.
@@ -145,8 +264,9 @@ pub fn taps(g: Padded) -> [usize; 9] {
     [0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2]
 }
 
-fn portable(xp: &[f32], c: usize, cstride: usize, g: Padded, wt: &[f32], co: usize, s: &mut [f32]) {
-    let (ql, off) = (g.q_len(), taps(g));
+#[allow(clippy::too_many_arguments)]
+fn portable(xp: &[f32], c: usize, cstride: usize, g: Padded, off: [usize; 9], wt: &[f32], co: usize, s: &mut [f32]) {
+    let ql = g.q_len();
     for o in 0..co {
         let acc = &mut s[o * ql..(o + 1) * ql];
         acc.fill(0.0);
@@ -167,7 +287,7 @@ fn portable(xp: &[f32], c: usize, cstride: usize, g: Padded, wt: &[f32], co: usi
 mod simd {
     use pulp::{Simd, WithSimd};
 
-    use super::{taps, Padded, CB};
+    use super::{Padded, CB};
 
     /// Unaligned load of one vector at `p`.
     ///
@@ -178,12 +298,14 @@ mod simd {
         p.cast::<S::f32s>().read_unaligned()
     }
 
-    /// Forward tile kernel (see [`super::conv3x3`]); `true` when it ran.
+    /// Forward tile kernel (see [`super::conv3x3`]); `true` when it ran. Tap `t` of channel `ci`
+    /// and output position `q` reads `xp[ci * plane + off[t] + q]`.
     pub(super) struct Conv<'a> {
         pub xp: &'a [f32],
         pub c: usize,
         pub plane: usize,
         pub g: Padded,
+        pub off: [usize; 9],
         pub wt: &'a [f32],
         pub co: usize,
         pub s: &'a mut [f32],
@@ -194,9 +316,9 @@ mod simd {
 
         #[inline(always)]
         fn with_simd<S: Simd>(self, simd: S) -> bool {
-            let Conv { xp, c, plane, g, wt, co, s } = self;
-            let (ql, off) = (g.q_len(), taps(g));
-            assert!(xp.len() >= (c - 1) * plane + ql + off[8]);
+            let Conv { xp, c, plane, g, off, wt, co, s } = self;
+            let ql = g.q_len();
+            assert!(xp.len() >= (c - 1) * plane + ql + off.iter().max().expect("9 taps"));
             assert!(wt.len() >= co * c * 9 && s.len() >= co * ql);
             let a = Args { xp: xp.as_ptr(), c, plane, off, wt: wt.as_ptr(), ql, s: s.as_mut_ptr() };
             // SAFETY (all arms): a tile reads `xp[ci * plane + q0 + off[t] ..][..step]` with
@@ -276,6 +398,8 @@ mod simd {
         pub co: usize,
         pub nb: usize,
         pub g: Padded,
+        /// Stride 2: `xp` holds polyphase planes (four per channel), see [`super::split_phases`].
+        pub s2: bool,
         pub dw: &'a mut [f32],
         /// Positions per segment (rounded up to whole vectors).
         pub seg: usize,
@@ -286,12 +410,14 @@ mod simd {
 
         #[inline(always)]
         fn with_simd<S: Simd>(self, simd: S) -> bool {
-            let WeightGrad { xp, gp, c, co, nb, g, dw, seg } = self;
+            let WeightGrad { xp, gp, c, co, nb, g, s2, dw, seg } = self;
             // Each channel's loop covers `nb * plane` positions (the tail is a partial load that
             // reads no element past that), shifted by at most `wp + 1` in `gp` and `2 * wp + 2` in
-            // `xp`: the slack of `pad_chunk`'s buffers.
+            // `xp` (stride 2: `3 * len` in the channel's four phases of `len`): the slack of
+            // `pad_chunk`'s and `split_phases`'s buffers.
             let (len, wp) = (nb * g.plane(), g.wp());
-            assert!(gp.len() > co * len + wp && xp.len() >= c * len + 2 * wp + 2 && dw.len() >= c * 9 * co);
+            let xlen = if s2 { 4 * c * len + 1 } else { c * len + 2 * wp + 2 };
+            assert!(gp.len() > co * len + wp && xp.len() >= xlen && dw.len() >= c * 9 * co);
             // Output channels per pass: their 9 x NO accumulators must fit the register file.
             let wide = match S::F32_LANES {
                 16 => true,
@@ -317,17 +443,30 @@ mod simd {
                         // SAFETY: the reads stay within the lengths asserted above (see the comment).
                         unsafe {
                             let args = (xp.as_ptr(), gp.as_ptr(), i, o0, (len, lo, hi), g, dw.as_mut_ptr(), co);
-                            match (wide, nbk) {
-                                (true, 3) => wg_block::<S, 3>(simd, args),
-                                (true, 2) => wg_block::<S, 2>(simd, args),
-                                (true, _) => wg_block::<S, 1>(simd, args),
-                                (false, n) => {
+                            match (wide, nbk, s2) {
+                                (true, 3, false) => wg_block::<S, 3, false>(simd, args),
+                                (true, 2, false) => wg_block::<S, 2, false>(simd, args),
+                                (true, _, false) => wg_block::<S, 1, false>(simd, args),
+                                (true, 3, true) => wg_block::<S, 3, true>(simd, args),
+                                (true, 2, true) => wg_block::<S, 2, true>(simd, args),
+                                (true, _, true) => wg_block::<S, 1, true>(simd, args),
+                                (false, n, false) => {
                                     for ky in 0..3 {
                                         match n {
-                                            4 => wg_row::<S, 4>(simd, args, ky),
-                                            3 => wg_row::<S, 3>(simd, args, ky),
-                                            2 => wg_row::<S, 2>(simd, args, ky),
-                                            _ => wg_row::<S, 1>(simd, args, ky),
+                                            4 => wg_row::<S, 4, false>(simd, args, ky),
+                                            3 => wg_row::<S, 3, false>(simd, args, ky),
+                                            2 => wg_row::<S, 2, false>(simd, args, ky),
+                                            _ => wg_row::<S, 1, false>(simd, args, ky),
+                                        }
+                                    }
+                                }
+                                (false, n, true) => {
+                                    for ky in 0..3 {
+                                        match n {
+                                            4 => wg_row::<S, 4, true>(simd, args, ky),
+                                            3 => wg_row::<S, 3, true>(simd, args, ky),
+                                            2 => wg_row::<S, 2, true>(simd, args, ky),
+                                            _ => wg_row::<S, 1, true>(simd, args, ky),
                                         }
                                     }
                                 }
@@ -349,7 +488,7 @@ mod simd {
     unsafe fn wg_step<S: Simd, const NO: usize>(
         simd: S,
         mut acc: [[S::f32s; 9]; NO],
-        rows: &[*const f32; 3],
+        (rows, cx): ([*const f32; 3], [usize; 3]),
         gb: &[*const f32; NO],
         q: usize,
         ld: impl Fn(*const f32) -> S::f32s,
@@ -357,13 +496,33 @@ mod simd {
         let gv: [S::f32s; NO] = std::array::from_fn(|o| ld(gb[o].add(q)));
         for ky in 0..3 {
             for kx in 0..3 {
-                let xv = ld(rows[ky].add(q + kx));
+                let xv = ld(rows[ky].add(q + cx[kx]));
                 for o in 0..NO {
                     acc[o][ky * 3 + kx] = simd.mul_add_f32s(gv[o], xv, acc[o][ky * 3 + kx]);
                 }
             }
         }
         acc
+    }
+
+    /// The three kernel rows' pointers for input channel `i` and the column offsets of the three
+    /// taps of a row: on padded planes (`[0, 1, 2]` from rows `wp` apart) or, with `S2`, on a
+    /// channel's four polyphase planes of `len` (tap `(ky, kx)` reads phase `(ky % 2, kx % 2)`
+    /// shifted by `(ky / 2, kx / 2)`).
+    #[inline(always)]
+    unsafe fn tap_rows<const S2: bool>(
+        xp: *const f32,
+        i: usize,
+        len: usize,
+        wp: usize,
+    ) -> ([*const f32; 3], [usize; 3]) {
+        if S2 {
+            let xb = xp.add(4 * i * len);
+            ([xb, xb.add(2 * len), xb.add(wp)], [0, len, 1])
+        } else {
+            let xb = xp.add(i * len);
+            ([xb, xb.add(wp), xb.add(2 * wp)], [0, 1, 2])
+        }
     }
 
     /// `(xp, gp, i, o0, (len, lo, hi), g, dw, co)`: positions `lo..hi` of the `len` of each channel.
@@ -376,19 +535,21 @@ mod simd {
     /// accumulators in vector registers, added to `dw` at the end.
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
-    unsafe fn wg_block<S: Simd, const NO: usize>(simd: S, (xp, gp, i, o0, (len, lo, hi), g, dw, co): WgArgs) {
+    unsafe fn wg_block<S: Simd, const NO: usize, const S2: bool>(
+        simd: S,
+        (xp, gp, i, o0, (len, lo, hi), g, dw, co): WgArgs,
+    ) {
         let (wp, lanes) = (g.wp(), S::F32_LANES);
         let full = lo + (hi - lo) / lanes * lanes;
-        let xb = xp.add(i * len);
-        let rows = [xb, xb.add(wp), xb.add(2 * wp)];
+        let rows = tap_rows::<S2>(xp, i, len, wp);
         let gb: [*const f32; NO] = std::array::from_fn(|o| gp.add((o0 + o) * len + wp + 1));
         let mut acc = [[simd.splat_f32s(0.0); 9]; NO];
         for q in (lo..full).step_by(lanes) {
-            acc = wg_step(simd, acc, &rows, &gb, q, |p| load::<S>(p));
+            acc = wg_step(simd, acc, rows, &gb, q, |p| load::<S>(p));
         }
         if full < hi {
             let n = hi - full;
-            acc = wg_step(simd, acc, &rows, &gb, full, |p| simd.partial_load_f32s(std::slice::from_raw_parts(p, n)));
+            acc = wg_step(simd, acc, rows, &gb, full, |p| simd.partial_load_f32s(std::slice::from_raw_parts(p, n)));
         }
         for o in 0..NO {
             for t in 0..9 {
@@ -403,12 +564,12 @@ mod simd {
     unsafe fn wg_row_step<S: Simd, const NO: usize>(
         simd: S,
         acc: &mut [[S::f32s; 3]; NO],
-        row: *const f32,
+        (row, cx): (*const f32, [usize; 3]),
         gb: &[*const f32; NO],
         q: usize,
         ld: impl Fn(*const f32) -> S::f32s,
     ) {
-        let xv: [S::f32s; 3] = std::array::from_fn(|kx| ld(row.add(q + kx)));
+        let xv: [S::f32s; 3] = std::array::from_fn(|kx| ld(row.add(q + cx[kx])));
         for o in 0..NO {
             let gv = ld(gb[o].add(q));
             for kx in 0..3 {
@@ -422,10 +583,15 @@ mod simd {
     /// multiplied with all three (12 accumulators at `NO` = 4 fit 16 registers with the inputs).
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
-    unsafe fn wg_row<S: Simd, const NO: usize>(simd: S, (xp, gp, i, o0, (len, lo, hi), g, dw, co): WgArgs, ky: usize) {
+    unsafe fn wg_row<S: Simd, const NO: usize, const S2: bool>(
+        simd: S,
+        (xp, gp, i, o0, (len, lo, hi), g, dw, co): WgArgs,
+        ky: usize,
+    ) {
         let (wp, lanes) = (g.wp(), S::F32_LANES);
         let full = lo + (hi - lo) / lanes * lanes;
-        let row = xp.add(i * len + ky * wp);
+        let (rows, cx) = tap_rows::<S2>(xp, i, len, wp);
+        let row = (rows[ky], cx);
         let gb: [*const f32; NO] = std::array::from_fn(|o| gp.add((o0 + o) * len + wp + 1));
         let mut acc = [[simd.splat_f32s(0.0); 3]; NO];
         for q in (lo..full).step_by(lanes) {
@@ -542,7 +708,116 @@ mod tests {
                 // One segment, and segments of 1 to 4 vectors that end inside planes and images.
                 for seg in [usize::MAX, 1, 24, 40] {
                     let mut dw = vec![0.5f32; c * 9 * co];
-                    let k = simd::WeightGrad { xp: &xp, gp: &gp, c, co, nb, g, dw: &mut dw, seg };
+                    let k = simd::WeightGrad { xp: &xp, gp: &gp, c, co, nb, g, s2: false, dw: &mut dw, seg };
+                    if on_level(level, k) == Some(true) {
+                        check(&dw, &format!("{} segments of {seg}", ["avx2", "avx512"][level]));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stride_two_matches_naive() {
+        for (c, co, h, w) in [(3, 5, 6, 10), (16, 32, 32, 32), (5, 7, 2, 2), (32, 9, 16, 8)] {
+            let x: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let (ho, wo) = (h / 2, w / 2);
+            let mut want = vec![0.0f64; co * ho * wo];
+            for o in 0..co {
+                for y in 0..ho {
+                    for xx in 0..wo {
+                        for ci in 0..c {
+                            for t in 0..9 {
+                                let (iy, ix) = ((2 * y + t / 3) as isize - 1, (2 * xx + t % 3) as isize - 1);
+                                if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
+                                    want[(o * ho + y) * wo + xx] +=
+                                        (wt[(o * c + ci) * 9 + t] * x[(ci * h + iy as usize) * w + ix as usize]) as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let close = |got: &[f32], what: &str| {
+                for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!((*a as f64 - b).abs() < 1e-4, "{what} c{c} co{co} {h}x{w} at {k}: {a} vs {b}");
+                }
+            };
+            let (mut buf, mut eo, mut sc) = (vec![f32::NAN; 7], vec![f32::NAN; 3], Vec::new());
+            let mut out = vec![f32::NAN; co * ho * wo];
+            conv3x3_s2(&x, c, (h, w), &wt, co, &mut out, (&mut buf, &mut eo, &mut sc));
+            close(&out, "dispatched");
+            // Each SIMD level and the portable loop on the same phase planes.
+            let g = Padded { h: ho, w: wo };
+            let off = s2_taps(g);
+            let mut port = vec![f32::NAN; co * g.q_len()];
+            portable(&buf, c, 4 * g.plane(), g, off, &wt, co, &mut port);
+            unpad(&port, co, g, &mut out, false);
+            close(&out, "portable");
+            #[cfg(target_arch = "x86_64")]
+            for level in 0..2 {
+                let mut sc = vec![f32::NAN; co * g.q_len()];
+                let k = simd::Conv { xp: &buf, c, plane: 4 * g.plane(), g, off, wt: &wt, co, s: &mut sc };
+                if on_level(level, k) == Some(true) {
+                    unpad(&sc, co, g, &mut out, false);
+                    close(&out, ["avx2", "avx512"][level]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stride_two_weight_grad_matches_naive() {
+        for (c, co, h, w, nb) in [(3, 5, 6, 10, 2), (16, 32, 32, 32, 3), (2, 4, 2, 2, 5), (5, 7, 16, 8, 1)] {
+            let (ho, wo) = (h / 2, w / 2);
+            let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let gy: Vec<f32> = (0..nb * co * ho * wo).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let mut want = vec![0.0f64; co * c * 9];
+            for b in 0..nb {
+                for o in 0..co {
+                    for i in 0..c {
+                        for t in 0..9 {
+                            for y in 0..ho {
+                                for xx in 0..wo {
+                                    let (iy, ix) = ((2 * y + t / 3) as isize - 1, (2 * xx + t % 3) as isize - 1);
+                                    if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
+                                        want[(o * c + i) * 9 + t] += (gy[((b * co + o) * ho + y) * wo + xx]
+                                            * x[((b * c + i) * h + iy as usize) * w + ix as usize])
+                                            as f64;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let g = Padded { h: ho, w: wo };
+            let (mut xp, mut eo, mut gp) = (Vec::new(), Vec::new(), Vec::new());
+            split_phases(&x, (nb, c), (h, w), &mut xp, &mut eo);
+            pad_chunk(&gy, nb, co, g, &mut gp);
+            let check = |dw: &[f32], what: &str| {
+                for o in 0..co {
+                    for i in 0..c {
+                        for t in 0..9 {
+                            let (got, w) = (dw[(i * 9 + t) * co + o], want[(o * c + i) * 9 + t] as f32);
+                            assert!(
+                                (got - w).abs() < 1e-3 * (1.0 + w.abs()),
+                                "{what} c{c} co{co} {h}x{w}: {got} vs {w}"
+                            );
+                        }
+                    }
+                }
+            };
+            let mut dw = vec![0.0f32; c * 9 * co];
+            if conv3x3_s2_weight_grad(&xp, &gp, c, co, nb, g, &mut dw) {
+                check(&dw, "dispatched");
+            }
+            #[cfg(target_arch = "x86_64")]
+            for level in 0..2 {
+                for seg in [usize::MAX, 24] {
+                    let mut dw = vec![0.0f32; c * 9 * co];
+                    let k = simd::WeightGrad { xp: &xp, gp: &gp, c, co, nb, g, s2: true, dw: &mut dw, seg };
                     if on_level(level, k) == Some(true) {
                         check(&dw, &format!("{} segments of {seg}", ["avx2", "avx512"][level]));
                     }
@@ -569,7 +844,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             for level in 0..2 {
                 let mut sc = vec![f32::NAN; co * g.q_len()];
-                let k = simd::Conv { xp: &xp, c, plane: g.plane(), g, wt: &wt, co, s: &mut sc };
+                let k = simd::Conv { xp: &xp, c, plane: g.plane(), g, off: taps(g), wt: &wt, co, s: &mut sc };
                 if on_level(level, k) == Some(true) {
                     let mut o = vec![0.0; co * h * w];
                     unpad(&sc, co, g, &mut o, false);
@@ -579,7 +854,7 @@ mod tests {
                 }
             }
             let mut port = vec![0.0; co * g.q_len()];
-            portable(&xp, c, g.plane(), g, &wt, co, &mut port);
+            portable(&xp, c, g.plane(), g, taps(g), &wt, co, &mut port);
             let mut out2 = vec![1.0; co * h * w];
             unpad(&port, co, g, &mut out2, true);
             for (a, b) in out2.iter().zip(&want) {
