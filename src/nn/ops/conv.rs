@@ -82,6 +82,10 @@ impl Geo {
     fn padded(&self) -> Padded {
         Padded { h: self.h, w: self.w }
     }
+    /// Padded planes of the output size (the stride-2 kernels' grid).
+    fn padded_out(&self) -> Padded {
+        Padded { h: self.ho, w: self.wo }
+    }
     fn in_len(&self) -> usize {
         self.c * self.h * self.w
     }
@@ -448,33 +452,47 @@ fn backward_chunk_direct(
 
 /// Backward of `nb` consecutive images of a stride-2 3x3 convolution ([`Geo::direct_s2`]): `dW` by
 /// the direct weight-gradient kernel over the input's polyphase planes and the padded output
-/// gradient, `dx` per image by GEMM + col2im (also `dW` where the CPU has no SIMD kernel).
+/// gradient, `dx` by the tile kernel over the padded output gradient, one polyphase part of `dx` at
+/// a time (`parts`, given whenever `dx` is wanted). Where the CPU has no SIMD weight-gradient
+/// kernel, `dW` is GEMM + im2col per image.
 #[allow(clippy::too_many_arguments)]
 fn backward_chunk_s2(
     x: &[f32],
-    wt: &[f32],
+    (wt, parts): (&[f32], Option<&direct::S2Parts>),
     gout: &[f32],
     nb: usize,
     g: &Geo,
     dw: &mut [f32],
-    mut dx: Option<&mut [f32]>,
+    dx: Option<&mut [f32]>,
     want_dw: bool,
     gemm_threads: usize,
 ) {
-    let pg = Padded { h: g.ho, w: g.wo };
-    let direct_dw = want_dw
-        && with_direct(|xp, gp, eo| {
-            direct::split_phases(x, (nb, g.c), (g.h, g.w), xp, eo);
-            direct::pad_chunk(gout, nb, g.co, pg, gp);
+    let pg = g.padded_out();
+    let direct_dw = with_direct(|xp, gp, sc| {
+        direct::pad_chunk(gout, nb, g.co, pg, gp);
+        if let (Some(dx), Some(parts)) = (dx, parts) {
+            for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
+                direct::conv3x3_s2_input_grad(
+                    &gp[bi * pg.plane()..],
+                    (g.co, nb * pg.plane()),
+                    parts,
+                    g.c,
+                    (g.h, g.w),
+                    dxi,
+                    sc,
+                );
+            }
+        }
+        want_dw && {
+            direct::split_phases(x, (nb, g.c), (g.h, g.w), xp, sc);
             direct::conv3x3_s2_weight_grad(xp, gp, g.c, g.co, nb, pg, dw)
-        });
-    if dx.is_none() && (direct_dw || !want_dw) {
-        return;
-    }
-    for i in 0..nb {
-        let dxi = dx.as_deref_mut().map(|d| &mut d[i * g.in_len()..(i + 1) * g.in_len()]);
-        let (x_i, g_i) = (&x[i * g.in_len()..(i + 1) * g.in_len()], &gout[i * g.out_len()..(i + 1) * g.out_len()]);
-        backward_image(x_i, wt, g_i, g, dw, dxi, gemm_threads, want_dw && !direct_dw);
+        }
+    });
+    if want_dw && !direct_dw {
+        for i in 0..nb {
+            let (x_i, g_i) = (&x[i * g.in_len()..(i + 1) * g.in_len()], &gout[i * g.out_len()..(i + 1) * g.out_len()]);
+            backward_image(x_i, wt, g_i, g, dw, None, gemm_threads, true);
+        }
     }
 }
 
@@ -579,6 +597,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         let mut dx_buf = if x_needs_grad { Some(grads.get_or_alloc_mut(&xs.t)?) } else { None };
         let nthreads = threads();
         let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c));
+        let s2 = (g.direct_s2() && x_needs_grad).then(|| direct::s2_parts(&w_data, g.co, g.c, g.padded_out()));
         // Images [i0, i1) of the batch: accumulate their weight gradient into `acc` and write their
         // input gradients into `dxs` (the matching slice of dx), if wanted.
         let run = |i0: usize, i1: usize, acc: &mut [f32], dxs: Option<&mut [f32]>, gemm_threads: usize| {
@@ -587,7 +606,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
             match &wf {
                 Some(wf) => backward_chunk_direct(xs_, wf, gs, i1 - i0, &g, acc, dxs, want_dw),
                 None if g.direct_s2() => {
-                    backward_chunk_s2(xs_, &w_data, gs, i1 - i0, &g, acc, dxs, want_dw, gemm_threads)
+                    backward_chunk_s2(xs_, (&w_data, s2.as_ref()), gs, i1 - i0, &g, acc, dxs, want_dw, gemm_threads)
                 }
                 None => {
                     let mut dxs = dxs;

@@ -104,9 +104,9 @@ pub fn conv3x3(
     }
     let scratch = &mut scratch[..co * ql];
     let off = taps(g);
-    let kernel = simd::Conv { xp, c, plane: cstride, g, off, wt, co, s: &mut *scratch };
+    let kernel = simd::Conv { xp, c, plane: cstride, g, taps: (off, 9), wt, co, s: &mut *scratch };
     if !pulp::Arch::new().dispatch(kernel) {
-        portable(xp, c, cstride, g, off, wt, co, scratch);
+        portable(xp, c, cstride, g, (off, 9), wt, co, scratch);
     }
     unpad(scratch, co, g, out, accumulate);
 }
@@ -140,11 +140,85 @@ pub fn conv3x3_s2(
         scratch.resize(co * ql, 0.0);
     }
     let scratch = &mut scratch[..co * ql];
-    let kernel = simd::Conv { xp: buf, c, plane: 4 * plane, g, off, wt, co, s: &mut *scratch };
+    let kernel = simd::Conv { xp: buf, c, plane: 4 * plane, g, taps: (off, 9), wt, co, s: &mut *scratch };
     if !pulp::Arch::new().dispatch(kernel) {
-        portable(buf, c, 4 * plane, g, off, wt, co, scratch);
+        portable(buf, c, 4 * plane, g, (off, 9), wt, co, scratch);
     }
     unpad(scratch, co, g, out, false);
+}
+
+/// The stride-2 input gradient's four polyphase parts ([`conv3x3_s2_input_grad`]): part `a * 2 + b`
+/// (the input positions `(2i + a - 1, 2j + b - 1)`) receives the taps `(ky, kx) = (a + 2m, b + 2n)`
+/// from output-gradient position `(i - m, j - n)`; per part its weights `w[ci][o][t]` (`c` outputs
+/// from `co` inputs), its offsets on the padded output-gradient planes and its number of taps.
+pub struct S2Parts([(Vec<f32>, [usize; 9], usize); 4]);
+
+/// [`S2Parts`] of the weights `wt` (`co x c x 3 x 3`) for output planes `g`.
+pub fn s2_parts(wt: &[f32], co: usize, c: usize, g: Padded) -> S2Parts {
+    S2Parts(std::array::from_fn(|p| {
+        let (a, b) = (p >> 1, p & 1);
+        let taps: Vec<(usize, usize)> = (0..2 - a).flat_map(|m| (0..2 - b).map(move |n| (m, n))).collect();
+        let mut off = [0; 9];
+        for (t, &(m, n)) in taps.iter().enumerate() {
+            off[t] = (1 - m) * g.wp() + (1 - n);
+        }
+        let nt = taps.len();
+        let mut w = vec![0.0f32; c * co * nt];
+        for ci in 0..c {
+            for o in 0..co {
+                for (t, &(m, n)) in taps.iter().enumerate() {
+                    w[(ci * co + o) * nt + t] = wt[(o * c + ci) * 9 + (a + 2 * m) * 3 + b + 2 * n];
+                }
+            }
+        }
+        (w, off, nt)
+    }))
+}
+
+/// `dx (c x h x w) += ` the input gradient of the stride-2 convolution for one image, from its
+/// padded output gradient `gp` (`co` planes `cs` apart, [`pad_chunk`] of the output size), part by
+/// part: each part is the tile kernel over the output-gradient planes (on a grid of `h/2 + 1` rows)
+/// with that part's taps, added into every other column of every other row of `dx`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv3x3_s2_input_grad(
+    gp: &[f32],
+    (co, cs): (usize, usize),
+    parts: &S2Parts,
+    c: usize,
+    (h, w): (usize, usize),
+    dx: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    assert!(s2_applies(h, w) && dx.len() >= c * h * w);
+    let g = Padded { h: h / 2, w: w / 2 };
+    let grid = Padded { h: g.h + 1, w: g.w };
+    let (wp, ql) = (g.wp(), grid.q_len());
+    if scratch.len() < c * ql {
+        scratch.resize(c * ql, 0.0);
+    }
+    let sc = &mut scratch[..c * ql];
+    for (p, (wts, off, nt)) in parts.0.iter().enumerate() {
+        let (a, b) = (p >> 1, p & 1);
+        let kernel = simd::Conv { xp: gp, c: co, plane: cs, g: grid, taps: (*off, *nt), wt: wts, co: c, s: &mut *sc };
+        if !pulp::Arch::new().dispatch(kernel) {
+            portable(gp, co, cs, grid, (*off, *nt), wts, c, sc);
+        }
+        for (src, dxc) in sc.chunks_exact(ql).zip(dx.chunks_exact_mut(h * w)) {
+            for i in 0..=g.h {
+                // Input row 2i + a - 1, columns 2j + b - 1.
+                let y = (2 * i + a).wrapping_sub(1);
+                if y >= h {
+                    continue;
+                }
+                let (row, s) = (&mut dxc[y * w..(y + 1) * w], &src[i * wp..(i + 1) * wp]);
+                if b == 1 {
+                    row.iter_mut().step_by(2).zip(s).for_each(|(d, v)| *d += v);
+                } else {
+                    row[1..].iter_mut().step_by(2).zip(&s[1..]).for_each(|(d, v)| *d += v);
+                }
+            }
+        }
+    }
 }
 
 /// Offsets of the 9 taps of the stride-2 convolution on a channel's four polyphase planes of the
@@ -265,15 +339,24 @@ pub fn taps(g: Padded) -> [usize; 9] {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn portable(xp: &[f32], c: usize, cstride: usize, g: Padded, off: [usize; 9], wt: &[f32], co: usize, s: &mut [f32]) {
+fn portable(
+    xp: &[f32],
+    c: usize,
+    cstride: usize,
+    g: Padded,
+    (off, nt): ([usize; 9], usize),
+    wt: &[f32],
+    co: usize,
+    s: &mut [f32],
+) {
     let ql = g.q_len();
     for o in 0..co {
         let acc = &mut s[o * ql..(o + 1) * ql];
         acc.fill(0.0);
         for ci in 0..c {
             let base = &xp[ci * cstride..];
-            for (t, &d) in off.iter().enumerate() {
-                let w = wt[(o * c + ci) * 9 + t];
+            for (t, &d) in off[..nt].iter().enumerate() {
+                let w = wt[(o * c + ci) * nt + t];
                 let src = &base[d..d + ql];
                 acc.iter_mut().zip(src).for_each(|(a, x)| *a += w * x);
             }
@@ -298,14 +381,15 @@ mod simd {
         p.cast::<S::f32s>().read_unaligned()
     }
 
-    /// Forward tile kernel (see [`super::conv3x3`]); `true` when it ran. Tap `t` of channel `ci`
-    /// and output position `q` reads `xp[ci * plane + off[t] + q]`.
+    /// Forward tile kernel (see [`super::conv3x3`]); `true` when it ran. With `taps = (off, nt)`,
+    /// tap `t < nt` of channel `ci` and output position `q` reads `xp[ci * plane + off[t] + q]`,
+    /// weighted by `wt[(o * c + ci) * nt + t]`.
     pub(super) struct Conv<'a> {
         pub xp: &'a [f32],
         pub c: usize,
         pub plane: usize,
         pub g: Padded,
-        pub off: [usize; 9],
+        pub taps: ([usize; 9], usize),
         pub wt: &'a [f32],
         pub co: usize,
         pub s: &'a mut [f32],
@@ -316,21 +400,28 @@ mod simd {
 
         #[inline(always)]
         fn with_simd<S: Simd>(self, simd: S) -> bool {
-            let Conv { xp, c, plane, g, off, wt, co, s } = self;
+            let Conv { xp, c, plane, g, taps: (off, nt), wt, co, s } = self;
             let ql = g.q_len();
-            assert!(xp.len() >= (c - 1) * plane + ql + off.iter().max().expect("9 taps"));
-            assert!(wt.len() >= co * c * 9 && s.len() >= co * ql);
-            let a = Args { xp: xp.as_ptr(), c, plane, off, wt: wt.as_ptr(), ql, s: s.as_mut_ptr() };
+            assert!((1..=9).contains(&nt));
+            assert!(xp.len() >= (c - 1) * plane + ql + off[..nt].iter().max().expect("a tap"));
+            assert!(wt.len() >= co * c * nt && s.len() >= co * ql);
+            let a = Args { xp: xp.as_ptr(), c, plane, off, nt, wt: wt.as_ptr(), ql, s: s.as_mut_ptr() };
             // SAFETY (all arms): a tile reads `xp[ci * plane + q0 + off[t] ..][..step]` with
             // `q0 + step <= ql`, inside the length asserted above, and writes `s[o * ql + q0..][..step]`.
             unsafe {
-                match (S::F32_LANES, g.tile_vectors()) {
+                // `T = 9`: the 3x3 taps, a constant loop bound; `T = 0`: `nt` taps (the input
+                // gradient's polyphase parts).
+                match (S::F32_LANES, g.tile_vectors(), nt) {
                     // A tile of 16 x V positions: V vectors x 4 channels = up to 24 of 32 registers.
-                    (16, 6) => run::<S, 6>(simd, &a, co),
-                    (16, 5) => run::<S, 5>(simd, &a, co),
-                    (16, _) => run::<S, 4>(simd, &a, co),
+                    (16, 6, 9) => run::<S, 6, 9>(simd, &a, co),
+                    (16, 5, 9) => run::<S, 5, 9>(simd, &a, co),
+                    (16, _, 9) => run::<S, 4, 9>(simd, &a, co),
+                    (16, 6, _) => run::<S, 6, 0>(simd, &a, co),
+                    (16, 5, _) => run::<S, 5, 0>(simd, &a, co),
+                    (16, _, _) => run::<S, 4, 0>(simd, &a, co),
                     // 16 registers: 2 vectors x 4 channels of accumulators, 4 weights, 1 input.
-                    (8, _) => run::<S, 2>(simd, &a, co),
+                    (8, _, 9) => run::<S, 2, 9>(simd, &a, co),
+                    (8, _, _) => run::<S, 2, 0>(simd, &a, co),
                     _ => return false,
                 }
             }
@@ -343,19 +434,20 @@ mod simd {
         c: usize,
         plane: usize,
         off: [usize; 9],
+        nt: usize,
         wt: *const f32,
         ql: usize,
         s: *mut f32,
     }
 
     #[inline(always)]
-    unsafe fn run<S: Simd, const V: usize>(simd: S, a: &Args, co: usize) {
+    unsafe fn run<S: Simd, const V: usize, const T: usize>(simd: S, a: &Args, co: usize) {
         let full = co / CB * CB;
         for o0 in (0..full).step_by(CB) {
-            block::<S, CB, V>(simd, a, o0);
+            block::<S, CB, V, T>(simd, a, o0);
         }
         for o0 in full..co {
-            block::<S, 1, V>(simd, a, o0);
+            block::<S, 1, V, T>(simd, a, o0);
         }
     }
 
@@ -363,16 +455,16 @@ mod simd {
     /// registers because every loop bound is a constant.
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
-    unsafe fn block<S: Simd, const NB: usize, const V: usize>(simd: S, a: &Args, o0: usize) {
-        let lanes = S::F32_LANES;
+    unsafe fn block<S: Simd, const NB: usize, const V: usize, const T: usize>(simd: S, a: &Args, o0: usize) {
+        let (lanes, nt) = (S::F32_LANES, if T > 0 { T } else { a.nt });
         for q0 in (0..a.ql).step_by(lanes * V) {
             let mut acc = [[simd.splat_f32s(0.0); V]; NB];
             for ci in 0..a.c {
                 let xb = a.xp.add(ci * a.plane + q0);
-                let wrow = a.wt.add((o0 * a.c + ci) * 9);
-                for t in 0..9 {
+                let wrow = a.wt.add((o0 * a.c + ci) * nt);
+                for t in 0..nt {
                     let p = xb.add(a.off[t]);
-                    let w: [S::f32s; NB] = std::array::from_fn(|b| simd.splat_f32s(*wrow.add(b * a.c * 9 + t)));
+                    let w: [S::f32s; NB] = std::array::from_fn(|b| simd.splat_f32s(*wrow.add(b * a.c * nt + t)));
                     for v in 0..V {
                         let xv = load::<S>(p.add(lanes * v));
                         for b in 0..NB {
@@ -752,13 +844,13 @@ mod tests {
             let g = Padded { h: ho, w: wo };
             let off = s2_taps(g);
             let mut port = vec![f32::NAN; co * g.q_len()];
-            portable(&buf, c, 4 * g.plane(), g, off, &wt, co, &mut port);
+            portable(&buf, c, 4 * g.plane(), g, (off, 9), &wt, co, &mut port);
             unpad(&port, co, g, &mut out, false);
             close(&out, "portable");
             #[cfg(target_arch = "x86_64")]
             for level in 0..2 {
                 let mut sc = vec![f32::NAN; co * g.q_len()];
-                let k = simd::Conv { xp: &buf, c, plane: 4 * g.plane(), g, off, wt: &wt, co, s: &mut sc };
+                let k = simd::Conv { xp: &buf, c, plane: 4 * g.plane(), g, taps: (off, 9), wt: &wt, co, s: &mut sc };
                 if on_level(level, k) == Some(true) {
                     unpad(&sc, co, g, &mut out, false);
                     close(&out, ["avx2", "avx512"][level]);
@@ -827,6 +919,73 @@ mod tests {
     }
 
     #[test]
+    fn stride_two_input_grad_matches_naive() {
+        for (c, co, h, w, nb) in [(3, 5, 6, 10, 2), (16, 32, 32, 32, 3), (2, 4, 2, 2, 1), (5, 7, 16, 8, 2)] {
+            let (ho, wo) = (h / 2, w / 2);
+            let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let gy: Vec<f32> = (0..nb * co * ho * wo).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            // dx[b][ci][2y + ky - 1][2x + kx - 1] += w[o][ci][ky][kx] * g[b][o][y][x]
+            let mut want = vec![0.0f64; nb * c * h * w];
+            for b in 0..nb {
+                for o in 0..co {
+                    for ci in 0..c {
+                        for t in 0..9 {
+                            for y in 0..ho {
+                                for xx in 0..wo {
+                                    let (iy, ix) = ((2 * y + t / 3) as isize - 1, (2 * xx + t % 3) as isize - 1);
+                                    if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
+                                        want[((b * c + ci) * h + iy as usize) * w + ix as usize] +=
+                                            (wt[(o * c + ci) * 9 + t] * gy[((b * co + o) * ho + y) * wo + xx]) as f64;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let g = Padded { h: ho, w: wo };
+            let mut gp = Vec::new();
+            pad_chunk(&gy, nb, co, g, &mut gp);
+            let parts = s2_parts(&wt, co, c, g);
+            // Added onto 1.
+            let mut dx = vec![1.0f32; nb * c * h * w];
+            let mut sc = Vec::new();
+            for (b, dxb) in dx.chunks_mut(c * h * w).enumerate() {
+                conv3x3_s2_input_grad(&gp[b * g.plane()..], (co, nb * g.plane()), &parts, c, (h, w), dxb, &mut sc);
+            }
+            for (k, (a, b)) in dx.iter().zip(&want).enumerate() {
+                assert!((*a as f64 - 1.0 - b).abs() < 1e-4, "c{c} co{co} {h}x{w} at {k}: {a} vs 1 + {b}");
+            }
+            // Each part's taps (1, 2 or 4: the kernel's run-time tap count) on each SIMD level, against
+            // the portable loop.
+            let grid = Padded { h: ho + 1, w: wo };
+            for (wts, off, nt) in &parts.0 {
+                let mut port = vec![0.0; c * grid.q_len()];
+                portable(&gp, co, nb * g.plane(), grid, (*off, *nt), wts, c, &mut port);
+                #[cfg(target_arch = "x86_64")]
+                for level in 0..2 {
+                    let mut sc = vec![f32::NAN; c * grid.q_len()];
+                    let k = simd::Conv {
+                        xp: &gp,
+                        c: co,
+                        plane: nb * g.plane(),
+                        g: grid,
+                        taps: (*off, *nt),
+                        wt: wts,
+                        co: c,
+                        s: &mut sc,
+                    };
+                    if on_level(level, k) == Some(true) {
+                        for (a, b) in sc.iter().zip(&port) {
+                            assert!((a - b).abs() < 1e-4, "level {level}, {nt} taps: {a} vs {b}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn direct_matches_naive_on_odd_sizes() {
         for (c, co, h, w) in [(3, 5, 7, 9), (16, 16, 8, 8), (2, 9, 32, 32), (1, 1, 1, 1)] {
             let x: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
@@ -844,7 +1003,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             for level in 0..2 {
                 let mut sc = vec![f32::NAN; co * g.q_len()];
-                let k = simd::Conv { xp: &xp, c, plane: g.plane(), g, off: taps(g), wt: &wt, co, s: &mut sc };
+                let k = simd::Conv { xp: &xp, c, plane: g.plane(), g, taps: (taps(g), 9), wt: &wt, co, s: &mut sc };
                 if on_level(level, k) == Some(true) {
                     let mut o = vec![0.0; co * h * w];
                     unpad(&sc, co, g, &mut o, false);
@@ -854,7 +1013,7 @@ mod tests {
                 }
             }
             let mut port = vec![0.0; co * g.q_len()];
-            portable(&xp, c, g.plane(), g, taps(g), &wt, co, &mut port);
+            portable(&xp, c, g.plane(), g, (taps(g), 9), &wt, co, &mut port);
             let mut out2 = vec![1.0; co * h * w];
             unpad(&port, co, g, &mut out2, true);
             for (a, b) in out2.iter().zip(&want) {
