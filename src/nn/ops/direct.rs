@@ -744,6 +744,42 @@ mod tests {
         out
     }
 
+    /// `dw[o][i][ky][kx] = sum_b sum_(y,x) g[b][o][y][x] * x[b][i][s*y + ky - 1][s*x + kx - 1]`, the
+    /// output gradient `gy` of `h/s x w/s` planes.
+    fn naive_weight_grad(
+        x: &[f32],
+        gy: &[f32],
+        (nb, c, co): (usize, usize, usize),
+        (h, w): (usize, usize),
+        s: usize,
+    ) -> Vec<f64> {
+        let (ho, wo) = (h / s, w / s);
+        let mut want = vec![0.0f64; co * c * 9];
+        for (b, o, i, t) in
+            (0..nb).flat_map(|b| (0..co).flat_map(move |o| (0..c).flat_map(move |i| (0..9).map(move |t| (b, o, i, t)))))
+        {
+            for y in 0..ho {
+                for xx in 0..wo {
+                    let (iy, ix) = ((s * y + t / 3) as isize - 1, (s * xx + t % 3) as isize - 1);
+                    if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
+                        want[(o * c + i) * 9 + t] += (gy[((b * co + o) * ho + y) * wo + xx]
+                            * x[((b * c + i) * h + iy as usize) * w + ix as usize])
+                            as f64;
+                    }
+                }
+            }
+        }
+        want
+    }
+
+    /// Asserts that `dw` (`[(i * 9 + t) * co + o]`, less `base`) is `want` (`[(o * c + i) * 9 + t]`).
+    fn check_weight_grad(dw: &[f32], base: f32, want: &[f64], (c, co): (usize, usize), what: &str) {
+        for (o, i, t) in (0..co).flat_map(|o| (0..c).flat_map(move |i| (0..9).map(move |t| (o, i, t)))) {
+            let (got, w) = (dw[(i * 9 + t) * co + o] - base, want[(o * c + i) * 9 + t] as f32);
+            assert!((got - w).abs() < 1e-3 * (1.0 + w.abs()), "{what} c{c} co{co}: {got} vs {w}");
+        }
+    }
+
     #[test]
     fn weight_grad_matches_naive() {
         for (c, co, h, w, nb) in
@@ -751,45 +787,12 @@ mod tests {
         {
             let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let gy: Vec<f32> = (0..nb * co * h * w).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
-            // dw[o][i][ky][kx] = sum_b sum_(y,x) g[b][o][y][x] * x[b][i][y + ky - 1][x + kx - 1]
-            let mut want = vec![0.0f64; co * c * 9];
-            for b in 0..nb {
-                for o in 0..co {
-                    for i in 0..c {
-                        for t in 0..9 {
-                            let (ky, kx) = (t / 3, t % 3);
-                            for y in 0..h {
-                                for xx in 0..w {
-                                    let (iy, ix) = (y as isize + ky as isize - 1, xx as isize + kx as isize - 1);
-                                    if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
-                                        want[(o * c + i) * 9 + t] += (gy[((b * co + o) * h + y) * w + xx]
-                                            * x[((b * c + i) * h + iy as usize) * w + ix as usize])
-                                            as f64;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let want = naive_weight_grad(&x, &gy, (nb, c, co), (h, w), 1);
             let g = Padded { h, w };
             let (mut xp, mut gp) = (Vec::new(), Vec::new());
             pad_chunk(&x, nb, c, g, &mut xp);
             pad_chunk(&gy, nb, co, g, &mut gp);
-            let check = |dw: &[f32], what: &str| {
-                for o in 0..co {
-                    for i in 0..c {
-                        for t in 0..9 {
-                            let got = dw[(i * 9 + t) * co + o] - 0.5;
-                            let w = want[(o * c + i) * 9 + t] as f32;
-                            assert!(
-                                (got - w).abs() < 1e-3 * (1.0 + w.abs()),
-                                "{what} c{c} co{co} {h}x{w}: {got} vs {w}"
-                            );
-                        }
-                    }
-                }
-            };
+            let check = |dw: &[f32], what: &str| check_weight_grad(dw, 0.5, &want, (c, co), &format!("{what} {h}x{w}"));
             let mut dw = vec![0.5f32; c * 9 * co];
             // Without AVX2 the GEMM fallback runs instead, covered by the op's gradient checks.
             if conv3x3_weight_grad(&xp, &gp, c, co, nb, g, &mut dw) {
@@ -865,42 +868,12 @@ mod tests {
             let (ho, wo) = (h / 2, w / 2);
             let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let gy: Vec<f32> = (0..nb * co * ho * wo).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
-            let mut want = vec![0.0f64; co * c * 9];
-            for b in 0..nb {
-                for o in 0..co {
-                    for i in 0..c {
-                        for t in 0..9 {
-                            for y in 0..ho {
-                                for xx in 0..wo {
-                                    let (iy, ix) = ((2 * y + t / 3) as isize - 1, (2 * xx + t % 3) as isize - 1);
-                                    if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
-                                        want[(o * c + i) * 9 + t] += (gy[((b * co + o) * ho + y) * wo + xx]
-                                            * x[((b * c + i) * h + iy as usize) * w + ix as usize])
-                                            as f64;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let want = naive_weight_grad(&x, &gy, (nb, c, co), (h, w), 2);
             let g = Padded { h: ho, w: wo };
             let (mut xp, mut eo, mut gp) = (Vec::new(), Vec::new(), Vec::new());
             split_phases(&x, (nb, c), (h, w), &mut xp, &mut eo);
             pad_chunk(&gy, nb, co, g, &mut gp);
-            let check = |dw: &[f32], what: &str| {
-                for o in 0..co {
-                    for i in 0..c {
-                        for t in 0..9 {
-                            let (got, w) = (dw[(i * 9 + t) * co + o], want[(o * c + i) * 9 + t] as f32);
-                            assert!(
-                                (got - w).abs() < 1e-3 * (1.0 + w.abs()),
-                                "{what} c{c} co{co} {h}x{w}: {got} vs {w}"
-                            );
-                        }
-                    }
-                }
-            };
+            let check = |dw: &[f32], what: &str| check_weight_grad(dw, 0.0, &want, (c, co), &format!("{what} {h}x{w}"));
             let mut dw = vec![0.0f32; c * 9 * co];
             if conv3x3_s2_weight_grad(&xp, &gp, c, co, nb, g, &mut dw) {
                 check(&dw, "dispatched");
