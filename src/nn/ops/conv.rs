@@ -7,6 +7,7 @@
 //! single-threaded GEMM (no synchronisation inside a layer); batches smaller than the pool use a
 //! multi-threaded GEMM instead.
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
@@ -235,19 +236,6 @@ fn forward_image(
         add_bias(out, bias, hwo, relu);
         return;
     }
-    if g.direct() {
-        with_direct(|xp, scratch, _| {
-            direct::pad_planes(x, g.c, g.padded(), xp);
-            direct::conv3x3(xp, g.c, g.padded().plane(), g.padded(), wt, g.co, out, false, scratch);
-        });
-        add_bias(out, bias, hwo, relu);
-        return;
-    }
-    if g.direct_s2() {
-        with_direct(|buf, scratch, eo| direct::conv3x3_s2(x, g.c, (g.h, g.w), wt, g.co, out, (buf, eo, scratch)));
-        add_bias(out, bias, hwo, relu);
-        return;
-    }
     let run = |col: &[f32], out: &mut [f32], gi: usize| {
         let wg = &wt[gi * cog * kk..(gi + 1) * cog * kk];
         let og = &mut out[gi * cog * hwo..(gi + 1) * cog * hwo];
@@ -265,6 +253,19 @@ fn forward_image(
         }
     }
     add_bias(out, bias, hwo, relu);
+}
+
+/// Forward of one image on the direct kernels ([`Geo::direct`] or [`Geo::direct_s2`]): every value
+/// of `out` is written, `relu?(conv + bias)`.
+fn direct_image(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut [MaybeUninit<f32>], relu: bool) {
+    with_direct(|buf, scratch, eo| {
+        if g.direct() {
+            direct::pad_planes(x, g.c, g.padded(), buf);
+            direct::conv3x3_into(buf, (g.c, g.padded().plane()), g.padded(), wt, g.co, out, (bias, relu), scratch);
+        } else {
+            direct::conv3x3_s2(x, g.c, (g.h, g.w), wt, g.co, out, (bias, relu), (buf, eo, scratch));
+        }
+    })
 }
 
 /// Calls `f(ky, kx, oy, iy, ox0, ox1, ix0)` for every kernel tap and output row whose input row is
@@ -534,8 +535,25 @@ fn geometry(s: Shape4, w_shape: [usize; 4], w_len: usize, cfg: ConvCfg) -> Geo {
 /// The forward of a whole batch `xd`: one image per rayon task, or the images in turn with a
 /// multi-threaded GEMM when the batch is smaller than the pool.
 fn forward_batch(xd: &[f32], w_data: &[f32], bias: Option<&[f32]>, g: &Geo, relu: bool) -> Vec<f32> {
-    let mut out = zeroed(g.n * g.out_len());
     let nthreads = threads();
+    if g.direct() || g.direct_s2() {
+        // The direct kernels write every output value: no zero fill first.
+        let len = g.n * g.out_len();
+        let mut out = Vec::with_capacity(len);
+        let image = |(i, o): (usize, &mut [MaybeUninit<f32>])| {
+            direct_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], w_data, bias, g, o, relu)
+        };
+        let spare = &mut out.spare_capacity_mut()[..len];
+        if g.n >= nthreads {
+            spare.par_chunks_mut(g.out_len()).enumerate().for_each(image);
+        } else {
+            spare.chunks_mut(g.out_len()).enumerate().for_each(image);
+        }
+        // SAFETY: the `n` chunks of `out_len` values cover `len`, and `direct_image` wrote each.
+        unsafe { out.set_len(len) };
+        return out;
+    }
+    let mut out = zeroed(g.n * g.out_len());
     let image = |i: usize, o: &mut [f32], gemm_threads: usize| {
         forward_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], w_data, bias, g, o, gemm_threads, relu)
     };

@@ -12,6 +12,8 @@
 //! a tile is 4 output channels x 64-96 positions held in up to 24 registers, with AVX2 + FMA 4
 //! output channels x 16 positions; without either a portable version of the same loop runs.
 
+use std::mem::MaybeUninit;
+
 /// Output channels per register block.
 const CB: usize = 4;
 
@@ -97,18 +99,52 @@ pub fn conv3x3(
     accumulate: bool,
     scratch: &mut Vec<f32>,
 ) {
+    let s = tiles(xp, (c, cstride), g, (taps(g), 9), (wt, co), scratch);
+    unpad(s, co, g, out, accumulate);
+}
+
+/// What a forward does with each output value of channel `o` before storing it: `+ bias[o]`, then
+/// the ReLU.
+pub type Epilogue<'a> = (Option<&'a [f32]>, bool);
+
+/// [`conv3x3`] writing `relu?(v + bias[o])` into `out`, which need not be initialised: every one of
+/// its `co x h x w` values is written.
+#[allow(clippy::too_many_arguments)]
+pub fn conv3x3_into(
+    xp: &[f32],
+    (c, cstride): (usize, usize),
+    g: Padded,
+    wt: &[f32],
+    co: usize,
+    out: &mut [MaybeUninit<f32>],
+    epilogue: Epilogue,
+    scratch: &mut Vec<f32>,
+) {
+    let s = tiles(xp, (c, cstride), g, (taps(g), 9), (wt, co), scratch);
+    unpad_into(s, co, g, out, epilogue);
+}
+
+/// The tile kernel (or its portable loop) for taps `(off, nt)` into `scratch`, `co` planes of the
+/// padded-width grid; returns them.
+fn tiles<'s>(
+    xp: &[f32],
+    (c, cstride): (usize, usize),
+    g: Padded,
+    taps: ([usize; 9], usize),
+    (wt, co): (&[f32], usize),
+    scratch: &'s mut Vec<f32>,
+) -> &'s [f32] {
     let ql = g.q_len();
     // Every element is written by the kernels; only grow (zero-filled) when needed.
     if scratch.len() < co * ql {
         scratch.resize(co * ql, 0.0);
     }
-    let scratch = &mut scratch[..co * ql];
-    let off = taps(g);
-    let kernel = simd::Conv { xp, c, plane: cstride, g, taps: (off, 9), wt, co, s: &mut *scratch };
+    let s = &mut scratch[..co * ql];
+    let kernel = simd::Conv { xp, c, plane: cstride, g, taps, wt, co, s: &mut *s };
     if !pulp::Arch::new().dispatch(kernel) {
-        portable(xp, c, cstride, g, (off, 9), wt, co, scratch);
+        portable(xp, c, cstride, g, taps, wt, co, s);
     }
-    unpad(scratch, co, g, out, accumulate);
+    s
 }
 
 /// Whether [`conv3x3_s2`] serves a 3x3 / stride 2 / padding 1 convolution of an `h x w` plane.
@@ -117,10 +153,11 @@ pub fn s2_applies(h: usize, w: usize) -> bool {
 }
 
 /// The 3x3 / stride 2 / padding 1 convolution of one image `x` (`c x h x w`, even sides) into `out`
-/// (`co x h/2 x w/2`), by the same tile kernel: the zero-padded input split into its four polyphase
-/// planes `P_ab[i][j] = xpad[2i + a][2j + b]` (laid out like padded planes of the output size), so
-/// that tap `(ky, kx)` is the contiguous shifted read `P_(ky%2, kx%2)[q + (ky/2) * wp + kx/2]` of
-/// output position `q`. `buf` holds the phase planes, `eo` the even and odd columns of one plane.
+/// (`co x h/2 x w/2`, need not be initialised, every value written as in [`conv3x3_into`]), by the
+/// same tile kernel: the zero-padded input split into its four polyphase planes
+/// `P_ab[i][j] = xpad[2i + a][2j + b]` (laid out like padded planes of the output size), so that tap
+/// `(ky, kx)` is the contiguous shifted read `P_(ky%2, kx%2)[q + (ky/2) * wp + kx/2]` of output
+/// position `q`. `buf` holds the phase planes, `eo` the even and odd columns of one plane.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_s2(
     x: &[f32],
@@ -128,23 +165,15 @@ pub fn conv3x3_s2(
     (h, w): (usize, usize),
     wt: &[f32],
     co: usize,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
+    epilogue: Epilogue,
     (buf, eo, scratch): (&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>),
 ) {
     assert!(s2_applies(h, w), "conv3x3_s2: even sides only, got {h}x{w}");
     let g = Padded { h: h / 2, w: w / 2 };
-    let (plane, ql) = (g.plane(), g.q_len());
     split_phases(x, (1, c), (h, w), buf, eo);
-    let off = s2_taps(g);
-    if scratch.len() < co * ql {
-        scratch.resize(co * ql, 0.0);
-    }
-    let scratch = &mut scratch[..co * ql];
-    let kernel = simd::Conv { xp: buf, c, plane: 4 * plane, g, taps: (off, 9), wt, co, s: &mut *scratch };
-    if !pulp::Arch::new().dispatch(kernel) {
-        portable(buf, c, 4 * plane, g, (off, 9), wt, co, scratch);
-    }
-    unpad(scratch, co, g, out, false);
+    let s = tiles(buf, (c, 4 * g.plane()), g, (s2_taps(g), 9), (wt, co), scratch);
+    unpad_into(s, co, g, out, epilogue);
 }
 
 /// The stride-2 input gradient's four polyphase parts ([`conv3x3_s2_input_grad`]): part `a * 2 + b`
@@ -193,16 +222,9 @@ pub fn conv3x3_s2_input_grad(
     let g = Padded { h: h / 2, w: w / 2 };
     let grid = Padded { h: g.h + 1, w: g.w };
     let (wp, ql) = (g.wp(), grid.q_len());
-    if scratch.len() < c * ql {
-        scratch.resize(c * ql, 0.0);
-    }
-    let sc = &mut scratch[..c * ql];
     for (p, (wts, off, nt)) in parts.0.iter().enumerate() {
         let (a, b) = (p >> 1, p & 1);
-        let kernel = simd::Conv { xp: gp, c: co, plane: cs, g: grid, taps: (*off, *nt), wt: wts, co: c, s: &mut *sc };
-        if !pulp::Arch::new().dispatch(kernel) {
-            portable(gp, co, cs, grid, (*off, *nt), wts, c, sc);
-        }
+        let sc = tiles(gp, (co, cs), grid, (*off, *nt), (wts, c), scratch);
         for (src, dxc) in sc.chunks_exact(ql).zip(dx.chunks_exact_mut(h * w)) {
             for i in 0..=g.h {
                 // Input row 2i + a - 1, columns 2j + b - 1.
@@ -272,6 +294,24 @@ pub fn split_phases(x: &[f32], (nb, c): (usize, usize), (h, w): (usize, usize), 
         }
     }
     buf[4 * c * nb * plane..].fill(0.0);
+}
+
+/// [`unpad`] into memory that need not be initialised, each value through the epilogue.
+fn unpad_into(s: &[f32], co: usize, g: Padded, out: &mut [MaybeUninit<f32>], (bias, relu): Epilogue) {
+    let (wp, ql) = (g.wp(), g.q_len());
+    assert!(out.len() >= co * g.h * g.w);
+    for o in 0..co {
+        for y in 0..g.h {
+            let src = &s[o * ql + y * wp..o * ql + y * wp + g.w];
+            let dst = out[(o * g.h + y) * g.w..(o * g.h + y + 1) * g.w].iter_mut().zip(src);
+            match (bias.map(|b| b[o]), relu) {
+                (None, false) => dst.for_each(|(d, &v)| _ = d.write(v)),
+                (None, true) => dst.for_each(|(d, &v)| _ = d.write(v.max(0.0))),
+                (Some(b), false) => dst.for_each(|(d, &v)| _ = d.write(v + b)),
+                (Some(b), true) => dst.for_each(|(d, &v)| _ = d.write((v + b).max(0.0))),
+            }
+        }
+    }
 }
 
 fn unpad(s: &[f32], co: usize, g: Padded, out: &mut [f32], accumulate: bool) {
@@ -840,8 +880,10 @@ mod tests {
                 }
             };
             let (mut buf, mut eo, mut sc) = (vec![f32::NAN; 7], vec![f32::NAN; 3], Vec::new());
-            let mut out = vec![f32::NAN; co * ho * wo];
-            conv3x3_s2(&x, c, (h, w), &wt, co, &mut out, (&mut buf, &mut eo, &mut sc));
+            let mut uninit = vec![MaybeUninit::new(f32::NAN); co * ho * wo];
+            conv3x3_s2(&x, c, (h, w), &wt, co, &mut uninit, (None, false), (&mut buf, &mut eo, &mut sc));
+            // SAFETY: initialised (NaN) before, and every value written by the call.
+            let mut out: Vec<f32> = uninit.iter().map(|v| unsafe { v.assume_init() }).collect();
             close(&out, "dispatched");
             // Each SIMD level and the portable loop on the same phase planes.
             let g = Padded { h: ho, w: wo };
