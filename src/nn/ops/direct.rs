@@ -253,8 +253,8 @@ fn s2_taps(g: Padded) -> [usize; 9] {
 }
 
 /// The four polyphase planes of each zero-padded channel of the `nb` images `x` (NCHW, see
-/// [`conv3x3_s2`]), as padded planes of the output size: image `b`'s channel `ci`, phase
-/// `a * 2 + b` at `((ci * 4 + a * 2 + b) * nb + b) * plane`, every value of every plane written
+/// [`conv3x3_s2`]), as padded planes of the output size: image `bi`'s channel `ci`, phase
+/// `a * 2 + b` at `((ci * 4 + a * 2 + b) * nb + bi) * plane`, every value of every plane written
 /// (data or zero), then a zero tail for the last tile's reads. The even and odd columns of a channel are
 /// split first in one long loop (which vectorises), then each phase row is one contiguous copy.
 pub fn split_phases(x: &[f32], (nb, c): (usize, usize), (h, w): (usize, usize), buf: &mut Vec<f32>, eo: &mut Vec<f32>) {
@@ -269,14 +269,14 @@ pub fn split_phases(x: &[f32], (nb, c): (usize, usize), (h, w): (usize, usize), 
         eo.resize(h * w, 0.0);
     }
     let (ev, od) = eo[..h * w].split_at_mut(h * wo);
-    for (ci, b) in (0..c).flat_map(|ci| (0..nb).map(move |b| (ci, b))) {
-        let xs = &x[(b * c + ci) * h * w..(b * c + ci + 1) * h * w];
+    for (ci, bi) in (0..c).flat_map(|ci| (0..nb).map(move |bi| (ci, bi))) {
+        let xs = &x[(bi * c + ci) * h * w..(bi * c + ci + 1) * h * w];
         for ((e, o), pair) in ev.iter_mut().zip(od.iter_mut()).zip(xs.chunks_exact(2)) {
             *e = pair[0];
             *o = pair[1];
         }
         for p in 0..4 {
-            let ph = &mut buf[((ci * 4 + p) * nb + b) * plane..((ci * 4 + p) * nb + b + 1) * plane];
+            let ph = &mut buf[((ci * 4 + p) * nb + bi) * plane..((ci * 4 + p) * nb + bi + 1) * plane];
             let (a, b) = (p >> 1, p & 1);
             for (i, row) in ph.chunks_exact_mut(wp).enumerate() {
                 // Input row 2i + a - 1; phase column j is input column 2j + b - 1.
@@ -760,24 +760,24 @@ mod tests {
         ran
     }
 
-    fn naive(x: &[f32], c: usize, h: usize, w: usize, wt: &[f32], co: usize) -> Vec<f32> {
-        let mut out = vec![0.0; co * h * w];
+    /// The 3x3 / padding 1 convolution of one image by its definition, stride `s` (output
+    /// `h/s x w/s`), summed in f64.
+    fn naive(x: &[f32], (c, h, w): (usize, usize, usize), wt: &[f32], co: usize, s: usize) -> Vec<f32> {
+        let (ho, wo) = (h / s, w / s);
+        let mut out = vec![0.0; co * ho * wo];
         for o in 0..co {
-            for y in 0..h {
-                for xx in 0..w {
-                    let mut acc = 0.0;
+            for y in 0..ho {
+                for xx in 0..wo {
+                    let mut acc = 0.0f64;
                     for ci in 0..c {
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let (iy, ix) = (y as isize + ky as isize - 1, xx as isize + kx as isize - 1);
-                                if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
-                                    acc += wt[(o * c + ci) * 9 + ky * 3 + kx]
-                                        * x[(ci * h + iy as usize) * w + ix as usize];
-                                }
+                        for t in 0..9 {
+                            let (iy, ix) = ((s * y + t / 3) as isize - 1, (s * xx + t % 3) as isize - 1);
+                            if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
+                                acc += (wt[(o * c + ci) * 9 + t] * x[(ci * h + iy as usize) * w + ix as usize]) as f64;
                             }
                         }
                     }
-                    out[(o * h + y) * w + xx] = acc;
+                    out[(o * ho + y) * wo + xx] = acc as f32;
                 }
             }
         }
@@ -858,25 +858,10 @@ mod tests {
             let x: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
             let (ho, wo) = (h / 2, w / 2);
-            let mut want = vec![0.0f64; co * ho * wo];
-            for o in 0..co {
-                for y in 0..ho {
-                    for xx in 0..wo {
-                        for ci in 0..c {
-                            for t in 0..9 {
-                                let (iy, ix) = ((2 * y + t / 3) as isize - 1, (2 * xx + t % 3) as isize - 1);
-                                if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
-                                    want[(o * ho + y) * wo + xx] +=
-                                        (wt[(o * c + ci) * 9 + t] * x[(ci * h + iy as usize) * w + ix as usize]) as f64;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let want = naive(&x, (c, h, w), &wt, co, 2);
             let close = |got: &[f32], what: &str| {
                 for (k, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert!((*a as f64 - b).abs() < 1e-4, "{what} c{c} co{co} {h}x{w} at {k}: {a} vs {b}");
+                    assert!((a - b).abs() < 1e-4, "{what} c{c} co{co} {h}x{w} at {k}: {a} vs {b}");
                 }
             };
             let (mut buf, mut eo, mut sc) = (vec![f32::NAN; 7], vec![f32::NAN; 3], Vec::new());
@@ -1011,7 +996,7 @@ mod tests {
             let mut out = vec![0.0; co * h * w];
             let mut s = Vec::new();
             conv3x3(&xp, c, g.plane(), g, &wt, co, &mut out, false, &mut s);
-            let want = naive(&x, c, h, w, &wt, co);
+            let want = naive(&x, (c, h, w), &wt, co, 1);
             for (a, b) in out.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
             }
