@@ -7,7 +7,7 @@
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
-use super::blas::zeroed;
+use super::blas::written;
 use super::elementwise::relu_grad;
 use crate::nn::var::{accumulate, finish, Dev, Flat, Grads, Shape4, Var};
 
@@ -103,26 +103,45 @@ fn sums(x: &[f32]) -> (f64, f64) {
 }
 
 /// `(sum g', sum g' * (x - mu) * is)` of one plane, in f32 lanes combined in f64 (as [`sums`]),
-/// where `g'` is `g` through the fused ReLU's backward (`relu_grad` on output `y`) if `y` is given.
-fn grad_sums(g: &[f32], x: &[f32], y: Option<&[f32]>, guided: bool, mu: f32, is: f32) -> (f64, f64) {
-    match y {
-        Some(y) => grad_sums_with::<true>(g, x, y, guided, mu, is),
-        None => grad_sums_with::<false>(g, x, g, guided, mu, is),
+/// where `g'` is `g` through the fused ReLU's backward if `relu` gives the plane's `(scale, shift)`:
+/// the ReLU's output is recomputed as `x * scale + shift` (the forward's very expression, so the
+/// same mask) instead of read back, one pass over memory fewer.
+fn grad_sums(g: &[f32], x: &[f32], relu: Option<(f32, f32)>, guided: bool, mu: f32, is: f32) -> (f64, f64) {
+    match relu {
+        Some(ab) => grad_sums_with::<true>(g, x, ab, guided, mu, is),
+        None => grad_sums_with::<false>(g, x, (1.0, 0.0), guided, mu, is),
     }
 }
 
-/// [`grad_sums`]; without `MASK`, `y` is ignored.
+/// The fused ReLU's backward of one element, its output recomputed from `x` as in the forward.
 #[inline(always)]
-fn grad_sums_with<const MASK: bool>(g: &[f32], x: &[f32], y: &[f32], guided: bool, mu: f32, is: f32) -> (f64, f64) {
-    let gv = |g: f32, y: f32| if MASK { relu_grad(g, y, guided) } else { g };
+fn masked<const MASK: bool>(g: f32, x: f32, (scale, shift): (f32, f32), guided: bool) -> f32 {
+    if MASK {
+        relu_grad(g, x * scale + shift, guided)
+    } else {
+        g
+    }
+}
+
+/// [`grad_sums`]; without `MASK`, the affine `ab` is ignored.
+#[inline(always)]
+fn grad_sums_with<const MASK: bool>(
+    g: &[f32],
+    x: &[f32],
+    ab: (f32, f32),
+    guided: bool,
+    mu: f32,
+    is: f32,
+) -> (f64, f64) {
     let (a, b) = PairSums::over(
         g.len(),
         |i, l| {
-            let gi = gv(lanes(g, i)[l], lanes(y, i)[l]);
-            (gi, gi * (lanes(x, i)[l] - mu))
+            let xi = lanes(x, i)[l];
+            let gi = masked::<MASK>(lanes(g, i)[l], xi, ab, guided);
+            (gi, gi * (xi - mu))
         },
         |k| {
-            let gi = gv(g[k], y[k]);
+            let gi = masked::<MASK>(g[k], x[k], ab, guided);
             (gi as f64, (gi * (x[k] - mu)) as f64)
         },
     );
@@ -142,19 +161,18 @@ struct DxPlane {
 }
 
 impl DxPlane {
-    /// `g'` is `relu_grad(g, y)` with `MASK`, else `g` (`y` ignored).
+    /// `g'` is the fused ReLU's backward of `g` with `MASK` (see [`masked`]), else `g`.
     #[inline(always)]
-    fn run<const MASK: bool>(&self, dx: &mut [f32], x: &[f32], g: &[f32], y: &[f32], guided: bool) {
+    fn run<const MASK: bool>(&self, dx: &mut [f32], x: &[f32], g: &[f32], ab: (f32, f32), guided: bool) {
         let Self { k, m, db, dg, mu, is, .. } = *self;
-        let gv = |g: f32, y: f32| if MASK { relu_grad(g, y, guided) } else { g };
-        let it = dx.iter_mut().zip(x).zip(g).zip(y);
+        let it = dx.iter_mut().zip(x).zip(g);
         if self.train {
-            for (((d, &v), &g), &y) in it {
-                *d += k * (m * gv(g, y) - db - (v - mu) * is * dg);
+            for ((d, &v), &g) in it {
+                *d += k * (m * masked::<MASK>(g, v, ab, guided) - db - (v - mu) * is * dg);
             }
         } else {
-            for (((d, _), &g), &y) in it {
-                *d += k * gv(g, y);
+            for ((d, &v), &g) in it {
+                *d += k * masked::<MASK>(g, v, ab, guided);
             }
         }
     }
@@ -230,33 +248,33 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         (stats.mean.clone(), running_invstd(stats, cfg.eps))
     };
     let (scales, shifts) = affine(&g_data, &b_data, &mean, &invstd);
-    let mut out = zeroed(s.numel());
-    out.par_chunks_mut(hw).enumerate().for_each(|(i, o)| {
+    let out = written(s.numel(), hw, true, |i, o| {
         let (scale, shift) = (scales[i % s.c], shifts[i % s.c]);
         let xi = &xd[i * hw..(i + 1) * hw];
         if cfg.relu {
             for (o, &v) in o.iter_mut().zip(xi) {
-                *o = (v * scale + shift).max(0.0);
+                o.write((v * scale + shift).max(0.0));
             }
         } else {
             for (o, &v) in o.iter_mut().zip(xi) {
-                *o = v * scale + shift;
+                o.write(v * scale + shift);
             }
         }
     });
     let (gt, bt) = (gamma.clone(), beta.clone());
-    finish(out, s, tape, move |grads: &mut Grads, gout: Vec<f32>, y| {
+    finish(out, s, tape, move |grads: &mut Grads, gout: Vec<f32>, _| {
         if super::elementwise::all_zero(&gout) {
             return Ok(());
         }
         let xd = xs.data();
-        // The fused ReLU's backward is applied on the fly in both passes (g' below).
-        let (yd, guided) = (cfg.relu.then(|| y.data()), super::elementwise::guided());
-        let plane_y = |i: usize| yd.map(|y| &y[i * hw..(i + 1) * hw]);
+        // The fused ReLU's backward is applied on the fly in both passes (g' below), its output
+        // recomputed from x with the forward's (scale, shift).
+        let guided = super::elementwise::guided();
+        let relu_of = |c: usize| cfg.relu.then_some((scales[c], shifts[c]));
         // dbeta = sum g' ; dgamma = sum g' * xhat
         let tot = channel_totals(s, |i| {
             let c = i % s.c;
-            grad_sums(&gout[i * hw..(i + 1) * hw], &xd[i * hw..(i + 1) * hw], plane_y(i), guided, mean[c], invstd[c])
+            grad_sums(&gout[i * hw..(i + 1) * hw], &xd[i * hw..(i + 1) * hw], relu_of(c), guided, mean[c], invstd[c])
         });
         let dbeta: Vec<f32> = tot.iter().map(|t| t.0 as f32).collect();
         let dgamma: Vec<f32> = tot.iter().map(|t| t.1 as f32).collect();
@@ -270,9 +288,9 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
                 let k = if train { gm * is / m as f32 } else { gm * is };
                 let (db, dg) = (dbeta[c], dgamma[c]);
                 let p = DxPlane { train, k, m: m as f32, db, dg, mu, is };
-                match plane_y(i) {
-                    Some(yi) => p.run::<true>(dx, xi, gi, yi, guided),
-                    None => p.run::<false>(dx, xi, gi, gi, guided),
+                match relu_of(c) {
+                    Some(ab) => p.run::<true>(dx, xi, gi, ab, guided),
+                    None => p.run::<false>(dx, xi, gi, (1.0, 0.0), guided),
                 }
             });
         }
@@ -295,7 +313,9 @@ mod tests {
         let n = 2 * 1024 + 16 * 3 + 5;
         let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0 + 3.0).collect();
         let g: Vec<f32> = (0..n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 11.0).collect();
-        let y: Vec<f32> = (0..n).map(|i| ((i * 29 % 13) as f32 - 6.0) / 3.0).collect();
+        // The fused ReLU's mask comes from its recomputed output y = x * scale + shift.
+        let ab = (-0.7f32, 2.0f32);
+        let y: Vec<f32> = x.iter().map(|&v| v * ab.0 + ab.1).collect();
         let (s, q) = sums(&x);
         let s_ref: f64 = x.iter().map(|&v| v as f64).sum();
         let q_ref: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
@@ -305,7 +325,7 @@ mod tests {
         assert!((q - q_ref).abs() < 1e-6 * q_ref, "{q} vs {q_ref}");
         let (mu, is) = (2.5f32, 0.8f32);
         for (mask, guided) in [(false, false), (true, false), (true, true)] {
-            let (a, b) = grad_sums(&g, &x, mask.then_some(&y[..]), guided, mu, is);
+            let (a, b) = grad_sums(&g, &x, mask.then_some(ab), guided, mu, is);
             let gv = |k: usize| {
                 let keep = !mask || (y[k] > 0.0 && (!guided || g[k] >= 0.0));
                 if keep {

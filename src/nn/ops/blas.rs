@@ -114,6 +114,28 @@ pub(crate) fn zeroed(n: usize) -> Vec<f32> {
     v
 }
 
+/// A buffer of `n` values written once each, in chunks of `chunk` values, by `fill(index, chunk)`
+/// (in parallel when `par`), without zero-filling it first. `fill` must write every value of the
+/// chunk it is given (`MaybeUninit::write`); `n` must be a multiple of `chunk`.
+pub(crate) fn written(
+    n: usize,
+    chunk: usize,
+    par: bool,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    assert!(n == 0 || (chunk > 0 && n % chunk == 0), "written: {n} values in chunks of {chunk}");
+    let (mut out, chunk) = (Vec::with_capacity(n), chunk.max(1));
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if par {
+        spare.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| fill(i, o));
+    } else {
+        spare.chunks_mut(chunk).enumerate().for_each(|(i, o)| fill(i, o));
+    }
+    // SAFETY: the chunks cover all `n` values and `fill` wrote each of them (its contract).
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// Number of worker threads of the rayon pool.
 pub(crate) fn threads() -> usize {
     rayon::current_num_threads().max(1)

@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
-use super::blas::{sgemm, sgemm_strided, threads, zeroed, Mat, SyncPtr};
+use super::blas::{sgemm, sgemm_strided, threads, written, zeroed, Mat, SyncPtr};
 use super::direct::{self, Padded};
 use crate::nn::var::{accumulate, add_into, finish, Dev, Flat, Grads, Shape4, Var};
 
@@ -538,19 +538,9 @@ fn forward_batch(xd: &[f32], w_data: &[f32], bias: Option<&[f32]>, g: &Geo, relu
     let nthreads = threads();
     if g.direct() || g.direct_s2() {
         // The direct kernels write every output value: no zero fill first.
-        let len = g.n * g.out_len();
-        let mut out = Vec::with_capacity(len);
-        let image = |(i, o): (usize, &mut [MaybeUninit<f32>])| {
+        let out = written(g.n * g.out_len(), g.out_len(), g.n >= nthreads, |i, o| {
             direct_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], w_data, bias, g, o, relu)
-        };
-        let spare = &mut out.spare_capacity_mut()[..len];
-        if g.n >= nthreads {
-            spare.par_chunks_mut(g.out_len()).enumerate().for_each(image);
-        } else {
-            spare.chunks_mut(g.out_len()).enumerate().for_each(image);
-        }
-        // SAFETY: the `n` chunks of `out_len` values cover `len`, and `direct_image` wrote each.
-        unsafe { out.set_len(len) };
+        });
         return out;
     }
     let mut out = zeroed(g.n * g.out_len());
