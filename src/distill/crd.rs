@@ -55,7 +55,7 @@ pub fn normalize_rows<T: Tape<f32, crate::nn::Dev>>(x: Var<T>) -> Var<T> {
     finish(out, s, tape, move |grads: &mut Grads, gout, y| {
         if needs {
             // dx = (g − y ⟨y, g⟩) / ‖x‖
-            let dx = grads.get_or_alloc_mut(&xs.t)?;
+            let mut dx = xs.grad_buf(grads)?;
             for ((dr, (gr, yr)), nrm) in dx.chunks_mut(d).zip(gout.chunks(d).zip(y.data().chunks(d))).zip(&norms) {
                 let dot: f32 = gr.iter().zip(yr).map(|(a, b)| a * b).sum();
                 for ((dv, g), yv) in dr.iter_mut().zip(gr).zip(yr) {
@@ -83,7 +83,7 @@ pub fn bank_scores<T: Tape<f32, crate::nn::Dev>>(v: Var<T>, bank: &[f32], idx: V
     });
     finish(out, Shape4::mat(n, m), tape, move |grads: &mut Grads, gout, _| {
         if needs {
-            let dv = grads.get_or_alloc_mut(&vs.t)?;
+            let mut dv = vs.grad_buf(grads)?;
             dv.par_chunks_mut(d).enumerate().for_each(|(i, dvi)| {
                 for (g, &r) in gout[i * m..(i + 1) * m].iter().zip(&idx[i * m..(i + 1) * m]) {
                     for (a, b) in dvi.iter_mut().zip(&bank[r * d..(r + 1) * d]) {

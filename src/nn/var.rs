@@ -6,6 +6,15 @@
 //! it then owns through the dfdx tensor, so the crate can read its data without copying: dfdx 0.13
 //! does not expose a tensor's storage publicly, and copying every activation in and out of dfdx would
 //! cost a fifth of a training step.
+//!
+//! The gradient of a value computed by a recorded op travels in a [`GradSlot`] next to it, not in
+//! dfdx's [`Gradients`]: dfdx can only add a gradient entry by allocating it and zero-filling it on
+//! one thread, after which every consumer adds into it (a read-modify-write pass). A slot takes the
+//! first consumer's freshly written buffer as it is and adds only a second consumer's (a forked
+//! value). Leaves (inputs, parameters, values made without a tape) keep their gradients in dfdx's
+//! `Gradients`, where [`Var::grad`] and the optimiser read them.
+use std::sync::{Arc, Mutex};
+
 use dfdx::prelude::{Gradients, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor, TensorFromVec, WithEmptyTape};
 
 /// The device all kernels run on. A CUDA path implements the same kernels for `dfdx::tensor::Cuda`.
@@ -69,6 +78,44 @@ pub(crate) struct DataPtr(*const f32, usize);
 unsafe impl Send for DataPtr {}
 unsafe impl Sync for DataPtr {}
 
+/// Where the consumers of a recorded op's output leave its gradient during backward, for the op's
+/// own backward to take (see the module docs). Empty until a gradient arrives.
+#[derive(Clone, Default)]
+pub(crate) struct GradSlot(Arc<Mutex<Vec<f32>>>);
+
+impl GradSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<f32>> {
+        // A panic in another consumer cannot leave a half-written gradient behind: buffers are
+        // swapped in whole, so a poisoned lock still holds a consistent value.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A value's gradient buffer, borrowed to add into ([`Saved::grad_buf`]).
+pub(crate) enum GradBuf<'a> {
+    Slot(std::sync::MutexGuard<'a, Vec<f32>>),
+    Leaf(&'a mut Vec<f32>),
+}
+
+impl std::ops::Deref for GradBuf<'_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            GradBuf::Slot(g) => g,
+            GradBuf::Leaf(g) => g,
+        }
+    }
+}
+
+impl std::ops::DerefMut for GradBuf<'_> {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        match self {
+            GradBuf::Slot(g) => g,
+            GradBuf::Leaf(g) => g,
+        }
+    }
+}
+
 /// A differentiable activation: a dfdx tensor with tape `T` and its NCHW shape.
 pub struct Var<T = NoneTape> {
     pub(crate) t: Flat<T>,
@@ -77,19 +124,88 @@ pub struct Var<T = NoneTape> {
     /// Whether a gradient with respect to this value is wanted (false for raw input batches during
     /// training, so the first layer skips its input gradient).
     pub(crate) needs_grad: bool,
+    /// The gradient's slot when a recorded op computed this value; `None` for leaves.
+    slot: Option<GradSlot>,
 }
 
 /// A tape-less handle to a `Var`'s tensor and data, captured by backward closures.
 #[derive(Clone)]
 pub(crate) struct Saved {
-    pub(crate) t: Flat,
+    t: Flat,
     ptr: DataPtr,
+    slot: Option<GradSlot>,
 }
 
 impl Saved {
     pub(crate) fn data(&self) -> &[f32] {
         // SAFETY: `self.t` keeps the buffer alive and nothing mutates it (see module docs).
         unsafe { std::slice::from_raw_parts(self.ptr.0, self.ptr.1) }
+    }
+
+    /// Adds the contribution `g` to this value's gradient: moved in as it is when it is the first
+    /// (no copy, no zero fill), added otherwise.
+    pub(crate) fn give(&self, grads: &mut Grads, g: Vec<f32>) -> Result<(), dfdx::tensor::CpuError> {
+        check_grad_len(g.len(), self.ptr.1);
+        match &self.slot {
+            Some(slot) => {
+                let mut have = slot.lock();
+                if have.is_empty() {
+                    *have = g;
+                } else {
+                    add_into_par(&mut have, &g);
+                }
+                Ok(())
+            }
+            None => accumulate(grads, &self.t, &g),
+        }
+    }
+
+    /// Adds the contribution `g` to this value's gradient: copied (by all threads) when it is the
+    /// first, added otherwise.
+    pub(crate) fn give_copy(&self, grads: &mut Grads, g: &[f32]) -> Result<(), dfdx::tensor::CpuError> {
+        check_grad_len(g.len(), self.ptr.1);
+        match &self.slot {
+            Some(slot) => {
+                let mut have = slot.lock();
+                if have.is_empty() {
+                    *have = copied_par(g);
+                } else {
+                    add_into_par(&mut have, g);
+                }
+                Ok(())
+            }
+            None => accumulate(grads, &self.t, g),
+        }
+    }
+
+    /// This value's gradient buffer, to add a contribution in place (`+=`); a buffer that is not
+    /// there yet is zero-filled first (by all threads, for a slot).
+    pub(crate) fn grad_buf<'a>(&'a self, grads: &'a mut Grads) -> Result<GradBuf<'a>, dfdx::tensor::CpuError> {
+        match &self.slot {
+            Some(slot) => {
+                let mut have = slot.lock();
+                if have.is_empty() {
+                    *have = crate::nn::ops::blas::zeroed(self.ptr.1);
+                }
+                Ok(GradBuf::Slot(have))
+            }
+            None => {
+                let d: &mut Vec<f32> = grads.get_or_alloc_mut(&self.t)?;
+                check_grad_len(d.len(), self.ptr.1);
+                Ok(GradBuf::Leaf(d))
+            }
+        }
+    }
+
+    /// The gradient that flowed into this (recorded op's) value, taken out; zeros if none did.
+    fn take(&self, grads: &mut Grads) -> Result<Vec<f32>, dfdx::tensor::CpuError> {
+        match &self.slot {
+            Some(slot) => {
+                let g = std::mem::take(&mut *slot.lock());
+                Ok(if g.is_empty() { crate::nn::ops::blas::zeroed(self.ptr.1) } else { g })
+            }
+            None => take_grad(grads, &self.t),
+        }
     }
 }
 
@@ -100,13 +216,14 @@ impl Var<NoneTape> {
         let ptr = DataPtr(data.as_ptr(), data.len());
         let len = data.len();
         let t = dev().tensor_from_vec(data, (len,));
-        Self { t, shape, ptr, needs_grad: true }
+        Self { t, shape, ptr, needs_grad: true, slot: None }
     }
 
     /// Starts recording: the result carries a fresh tape (its gradients are kept for every tensor).
+    /// It is a leaf of what is recorded next: its gradient lands in dfdx's `Gradients`.
     pub fn traced(self) -> Var<Tracked> {
         let t = self.t.put_tape(Tracked::default());
-        Var { t, shape: self.shape, ptr: self.ptr, needs_grad: self.needs_grad }
+        Var { t, shape: self.shape, ptr: self.ptr, needs_grad: self.needs_grad, slot: None }
     }
 
     /// A training input batch: tracked, but no gradient with respect to the input itself is computed.
@@ -137,7 +254,7 @@ impl<T> Var<T> {
         T: Tape<f32, Dev>,
     {
         let (t, tape) = self.t.split_tape();
-        (Saved { t, ptr: self.ptr }, tape, self.shape, self.needs_grad)
+        (Saved { t, ptr: self.ptr, slot: self.slot }, tape, self.shape, self.needs_grad)
     }
     /// Two handles to one value for two consumers (e.g. a residual branch and its shortcut); their
     /// tapes merge again when the branches join, and both gradients add up.
@@ -145,16 +262,29 @@ impl<T> Var<T> {
     where
         T: Tape<f32, Dev>,
     {
-        let other = Var { t: self.t.with_empty_tape(), shape: self.shape, ptr: self.ptr, needs_grad: self.needs_grad };
+        let other = Var {
+            t: self.t.with_empty_tape(),
+            shape: self.shape,
+            ptr: self.ptr,
+            needs_grad: self.needs_grad,
+            slot: self.slot.clone(),
+        };
         (self, other)
     }
-    /// The gradient of this value in `grads` (zeros if nothing flowed into it).
+    /// The gradient of this value in `grads` (zeros if nothing flowed into it). A value computed by
+    /// a recorded op hands its gradient on when that op's backward runs, so only the gradients of
+    /// leaves (and of values whose producer has not run its backward yet) are still there after
+    /// `backward`; [`crate::nn::ops::grad_probe`] records an intermediate one.
     pub fn grad(&self, grads: &mut Grads) -> Vec<f32> {
-        grads.get_or_alloc_mut(&self.t).map(|g| g.to_vec()).unwrap_or_else(|_| vec![0.0; self.shape.numel()])
+        let zeros = || vec![0.0; self.shape.numel()];
+        match &self.slot {
+            Some(slot) => Some(slot.lock().clone()).filter(|g| !g.is_empty()).unwrap_or_else(zeros),
+            None => grads.get_or_alloc_mut(&self.t).map(|g| g.to_vec()).unwrap_or_else(|_| zeros()),
+        }
     }
-    /// Same value without any tape (a detached copy sharing the buffer).
+    /// Same value without any tape (a detached copy sharing the buffer; a leaf if traced again).
     pub fn detach(&self) -> Var<NoneTape> {
-        Var { t: self.t.retaped::<NoneTape>(), shape: self.shape, ptr: self.ptr, needs_grad: true }
+        Var { t: self.t.retaped::<NoneTape>(), shape: self.shape, ptr: self.ptr, needs_grad: true, slot: None }
     }
     /// The underlying dfdx tensor as an `(n, k)` matrix (for dfdx's losses); the data is copied.
     pub fn dfdx_matrix(self) -> Tensor<(usize, usize), f32, Dev, T>
@@ -168,9 +298,7 @@ impl<T> Var<T> {
             let o = out.clone();
             tape.add_backward_op(move |grads: &mut Grads| {
                 let g = take_grad(grads, &o)?;
-                let gx = grads.get_or_alloc_mut(&saved.t)?;
-                add_into(gx, &g);
-                Ok(())
+                saved.give(grads, g)
             });
         }
         out.put_tape(tape)
@@ -185,16 +313,17 @@ where
     T: Tape<f32, Dev>,
     F: 'static + FnOnce(&mut Grads, Vec<f32>, &Saved) -> Result<(), dfdx::tensor::CpuError>,
 {
-    let v = Var::from_vec(data, shape);
+    let mut v = Var::from_vec(data, shape);
     let op = || crate::nn::profile::op_name(std::any::type_name::<F>());
     if crate::nn::profile::enabled() {
         crate::nn::profile::forward_done(op());
     }
     if T::OWNS_TAPE {
-        let saved = Saved { t: v.t.clone(), ptr: v.ptr };
+        v.slot = Some(GradSlot::default());
+        let saved = Saved { t: v.t.clone(), ptr: v.ptr, slot: v.slot.clone() };
         tape.add_backward_op(move |grads: &mut Grads| {
             let started = crate::nn::profile::enabled().then(std::time::Instant::now);
-            let g = take_grad(grads, &saved.t)?;
+            let g = saved.take(grads)?;
             check_grad_len(g.len(), shape.numel());
             let r = backward(grads, g, &saved);
             if let Some(started) = started {
@@ -203,8 +332,8 @@ where
             r
         });
     }
-    let Var { t, ptr, .. } = v;
-    Var { t: t.put_tape(tape), shape, ptr, needs_grad: true }
+    let Var { t, ptr, slot, .. } = v;
+    Var { t: t.put_tape(tape), shape, ptr, needs_grad: true, slot }
 }
 
 /// Adds `g` into the gradient of `t` (allocating it).
@@ -236,6 +365,22 @@ pub(crate) fn take_grad<S: dfdx::shapes::Shape>(
 ) -> Result<Vec<f32>, dfdx::tensor::CpuError> {
     let g = grads.get_or_alloc_mut(t)?;
     Ok(std::mem::take(&mut **g))
+}
+
+const PAR_CHUNK: usize = 1 << 14;
+
+/// A copy of `src`, made by all threads for large buffers.
+fn copied_par(src: &[f32]) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(src.len());
+    src.par_iter().with_min_len(PAR_CHUNK).copied().collect_into_vec(&mut v);
+    v
+}
+
+/// `dst += src`, element-wise, by all threads for large buffers.
+pub(crate) fn add_into_par(dst: &mut [f32], src: &[f32]) {
+    use rayon::prelude::*;
+    dst.par_chunks_mut(PAR_CHUNK).zip(src.par_chunks(PAR_CHUNK)).for_each(|(d, s)| add_into(d, s));
 }
 
 /// `dst += src`, element-wise.

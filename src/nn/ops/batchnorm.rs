@@ -4,6 +4,8 @@
 //! statistics as PyTorch does (`running = (1 - momentum) * running + momentum * batch`, unbiased
 //! variance). Evaluation mode uses the running statistics. Sums are taken per plane in f32 lanes and
 //! combined in f64, so statistics and gradients stay accurate for large batches.
+use std::mem::MaybeUninit;
+
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
@@ -148,7 +150,7 @@ fn grad_sums_with<const MASK: bool>(
     (a, b * is as f64)
 }
 
-/// Input gradient of one plane: `d += k (m g' - dbeta - xhat dgamma)` in training, `d += k g'` in
+/// Input gradient of one plane: `d = k (m g' - dbeta - xhat dgamma)` in training, `d = k g'` in
 /// evaluation, with `g'` given per element.
 struct DxPlane {
     train: bool,
@@ -161,18 +163,19 @@ struct DxPlane {
 }
 
 impl DxPlane {
-    /// `g'` is the fused ReLU's backward of `g` with `MASK` (see [`masked`]), else `g`.
+    /// Writes the plane's gradient into `dx`; `g'` is the fused ReLU's backward of `g` with `MASK`
+    /// (see [`masked`]), else `g`.
     #[inline(always)]
-    fn run<const MASK: bool>(&self, dx: &mut [f32], x: &[f32], g: &[f32], ab: (f32, f32), guided: bool) {
+    fn run<const MASK: bool>(&self, dx: &mut [MaybeUninit<f32>], x: &[f32], g: &[f32], ab: (f32, f32), guided: bool) {
         let Self { k, m, db, dg, mu, is, .. } = *self;
         let it = dx.iter_mut().zip(x).zip(g);
         if self.train {
             for ((d, &v), &g) in it {
-                *d += k * (m * masked::<MASK>(g, v, ab, guided) - db - (v - mu) * is * dg);
+                d.write(k * (m * masked::<MASK>(g, v, ab, guided) - db - (v - mu) * is * dg));
             }
         } else {
             for ((d, &v), &g) in it {
-                *d += k * masked::<MASK>(g, v, ab, guided);
+                d.write(k * masked::<MASK>(g, v, ab, guided));
             }
         }
     }
@@ -279,8 +282,7 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         let dbeta: Vec<f32> = tot.iter().map(|t| t.0 as f32).collect();
         let dgamma: Vec<f32> = tot.iter().map(|t| t.1 as f32).collect();
         if x_needs_grad {
-            let dx = grads.get_or_alloc_mut(&xs.t)?;
-            dx.par_chunks_mut(hw).enumerate().for_each(|(i, dx)| {
+            let dx = written(s.numel(), hw, true, |i, dx| {
                 let c = i % s.c;
                 let (mu, is, gm) = (mean[c], invstd[c], g_data[c]);
                 let gi = &gout[i * hw..(i + 1) * hw];
@@ -293,6 +295,7 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
                     None => p.run::<false>(dx, xi, gi, (1.0, 0.0), guided),
                 }
             });
+            xs.give(grads, dx)?;
         }
         if super::elementwise::params_frozen() {
             return Ok(());

@@ -123,7 +123,7 @@ pub(crate) fn written(
     par: bool,
     fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send,
 ) -> Vec<f32> {
-    assert!(n == 0 || (chunk > 0 && n % chunk == 0), "written: {n} values in chunks of {chunk}");
+    assert!(n == 0 || (chunk > 0 && n.is_multiple_of(chunk)), "written: {n} values in chunks of {chunk}");
     let (mut out, chunk) = (Vec::with_capacity(n), chunk.max(1));
     let spare = &mut out.spare_capacity_mut()[..n];
     if par {

@@ -602,7 +602,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
             return Ok(());
         }
         let mut dw = vec![0.0f32; w_data.len()];
-        let mut dx_buf = if x_needs_grad { Some(grads.get_or_alloc_mut(&xs.t)?) } else { None };
+        let mut dx_buf = if x_needs_grad { Some(xs.grad_buf(grads)?) } else { None };
         let nthreads = threads();
         let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c));
         let s2 = (g.direct_s2() && x_needs_grad).then(|| direct::s2_parts(&w_data, g.co, g.c, g.padded_out()));
@@ -646,8 +646,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 add_into(&mut dw, p);
             }
         } else {
-            run(0, g.n, &mut dw, dx_buf.map(|d| &mut d[..]), nthreads);
+            run(0, g.n, &mut dw, dx_buf.as_deref_mut(), nthreads);
         }
+        drop(dx_buf);
         if !want_dw {
             return Ok(());
         }

@@ -43,7 +43,7 @@ pub fn relu6<T: Tape<f32, Dev>>(x: Var<T>) -> Var<T> {
     xs.data().par_iter().with_min_len(CHUNK).map(|v| v.clamp(0.0, 6.0)).collect_into_vec(&mut out);
     finish(out, s, tape, move |grads: &mut Grads, gout, y| {
         if needs {
-            let dx = grads.get_or_alloc_mut(&xs.t)?;
+            let mut dx = xs.grad_buf(grads)?;
             dx.par_chunks_mut(CHUNK).zip(gout.par_chunks(CHUNK)).zip(y.data().par_chunks(CHUNK)).for_each(
                 |((d, g), y)| {
                     for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
@@ -80,7 +80,7 @@ pub fn dropout<T: Tape<f32, Dev>>(x: Var<T>, p: f32) -> Var<T> {
         .collect_into_vec(&mut out);
     finish(out, s, tape, move |grads: &mut Grads, gout, _| {
         if needs {
-            let dx = grads.get_or_alloc_mut(&xs.t)?;
+            let mut dx = xs.grad_buf(grads)?;
             dx.par_iter_mut().zip(gout.par_iter()).enumerate().with_min_len(CHUNK).for_each(|(i, (d, &g))| {
                 if keep(i) {
                     *d += g * k;

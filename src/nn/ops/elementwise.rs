@@ -2,7 +2,7 @@
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
-use crate::nn::var::{add_into, finish, merge_tapes, Dev, Grads, Shape4, Var};
+use crate::nn::var::{finish, merge_tapes, Dev, Grads, Shape4, Var};
 
 const CHUNK: usize = 1 << 14;
 
@@ -62,42 +62,14 @@ pub(crate) fn guided() -> bool {
     GUIDED.with(|g| g.get())
 }
 
-/// `dst += m(g)` in parallel chunks, with `m` the ReLU backward on output `y` if given (fused into
-/// the accumulation: one pass, no masked copy).
-fn add_grad_into_par(dst: &mut [f32], g: &[f32], y: Option<&[f32]>) {
-    let chunks = dst.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
-    match y {
-        Some(y) => {
-            let guided = guided();
-            chunks.zip(y.par_chunks(CHUNK)).for_each(|((d, g), y)| {
-                for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
-                    *d += relu_grad(g, y, guided);
-                }
-            })
-        }
-        None => chunks.for_each(|(d, g)| add_into(d, g)),
-    }
-}
-
-/// `da += m(g)` and `db += m(g)` in one pass, with `m` the ReLU backward on output `y` if given.
-fn add_grad_into_two(da: &mut [f32], db: &mut [f32], g: &[f32], y: Option<&[f32]>) {
+/// `g = m(g)` in place, in parallel chunks, with `m` the ReLU backward on output `y`.
+fn relu_grad_in_place(g: &mut [f32], y: &[f32]) {
     let guided = guided();
-    let chunks = da.par_chunks_mut(CHUNK).zip(db.par_chunks_mut(CHUNK)).zip(g.par_chunks(CHUNK));
-    match y {
-        Some(y) => chunks.zip(y.par_chunks(CHUNK)).for_each(|(((a, b), g), y)| {
-            for (((a, b), &g), &y) in a.iter_mut().zip(b.iter_mut()).zip(g).zip(y) {
-                let v = relu_grad(g, y, guided);
-                *a += v;
-                *b += v;
-            }
-        }),
-        None => chunks.for_each(|((a, b), g)| {
-            for ((a, b), &g) in a.iter_mut().zip(b.iter_mut()).zip(g) {
-                *a += g;
-                *b += g;
-            }
-        }),
-    }
+    g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
+        for (g, &y) in g.iter_mut().zip(y) {
+            *g = relu_grad(*g, y, guided);
+        }
+    });
 }
 
 /// `max(x, 0)`.
@@ -105,9 +77,10 @@ pub fn relu<T: Tape<f32, Dev>>(x: Var<T>) -> Var<T> {
     let (xs, tape, s, needs) = x.split();
     let mut out = Vec::with_capacity(s.numel());
     xs.data().par_iter().with_min_len(CHUNK).map(|v| v.max(0.0)).collect_into_vec(&mut out);
-    finish(out, s, tape, move |grads: &mut Grads, gout, y| {
+    finish(out, s, tape, move |grads: &mut Grads, mut gout, y| {
         if needs {
-            add_grad_into_par(grads.get_or_alloc_mut(&xs.t)?, &gout, Some(y.data()));
+            relu_grad_in_place(&mut gout, y.data());
+            xs.give(grads, gout)?;
         }
         Ok(())
     })
@@ -126,19 +99,17 @@ pub fn add<T: Tape<f32, Dev>>(a: Var<T>, b: Var<T>, relu: bool) -> Var<T> {
     } else {
         sum.map(|(p, q)| p + q).collect_into_vec(&mut out);
     }
-    finish(out, s, tape, move |grads: &mut Grads, gout, y| {
-        let mask = relu.then(|| y.data());
-        if na && nb && asv.data().as_ptr() != bsv.data().as_ptr() {
-            // Both gradients in one pass: lend `a`'s buffer out while `b`'s is borrowed.
-            let mut da = std::mem::take(&mut **grads.get_or_alloc_mut(&asv.t)?);
-            add_grad_into_two(&mut da, grads.get_or_alloc_mut(&bsv.t)?, &gout, mask);
-            **grads.get_or_alloc_mut(&asv.t)? = da;
-            return Ok(());
+    finish(out, s, tape, move |grads: &mut Grads, mut gout, y| {
+        if relu && (na || nb) {
+            relu_grad_in_place(&mut gout, y.data());
         }
-        for (sv, needs) in [(&asv, na), (&bsv, nb)] {
-            if needs {
-                add_grad_into_par(grads.get_or_alloc_mut(&sv.t)?, &gout, mask);
-            }
+        // The gradient passes to both operands: the first takes the buffer itself, the second a
+        // copy (or an addition, when its gradient already holds another consumer's).
+        if nb {
+            bsv.give_copy(grads, &gout)?;
+        }
+        if na {
+            asv.give(grads, gout)?;
         }
         Ok(())
     })
@@ -148,12 +119,10 @@ pub fn add<T: Tape<f32, Dev>>(a: Var<T>, b: Var<T>, relu: bool) -> Var<T> {
 pub fn scale<T: Tape<f32, Dev>>(x: Var<T>, k: f32) -> Var<T> {
     let (xs, tape, s, needs) = x.split();
     let out: Vec<f32> = xs.data().iter().map(|v| v * k).collect();
-    finish(out, s, tape, move |grads: &mut Grads, gout, _| {
+    finish(out, s, tape, move |grads: &mut Grads, mut gout, _| {
         if needs {
-            let d = grads.get_or_alloc_mut(&xs.t)?;
-            for (d, g) in d.iter_mut().zip(&gout) {
-                *d += g * k;
-            }
+            gout.par_iter_mut().with_min_len(CHUNK).for_each(|g| *g *= k);
+            xs.give(grads, gout)?;
         }
         Ok(())
     })
@@ -191,7 +160,7 @@ fn probe<T: Tape<f32, Dev>>(x: Var<T>, pass_on: bool) -> (Var<T>, GradProbe) {
     let (xs, tape, s, needs) = x.split();
     let out = finish(xs.data().to_vec(), s, tape, move |grads: &mut Grads, gout, _| {
         if needs && pass_on {
-            add_into(grads.get_or_alloc_mut(&xs.t)?, &gout);
+            xs.give_copy(grads, &gout)?;
         }
         if let Ok(mut g) = keep.0.lock() {
             *g = Some(gout);
@@ -212,7 +181,7 @@ pub fn reshape<T: Tape<f32, Dev>>(x: Var<T>, shape: Shape4) -> Var<T> {
     let (xs, tape, _, needs) = x.split();
     finish(xs.data().to_vec(), shape, tape, move |grads: &mut Grads, gout, _| {
         if needs {
-            add_into(grads.get_or_alloc_mut(&xs.t)?, &gout);
+            xs.give(grads, gout)?;
         }
         Ok(())
     })

@@ -14,7 +14,7 @@ pub fn sigmoid<T: Tape<f32, Dev>>(x: Var<T>) -> Var<T> {
     xs.data().par_iter().with_min_len(1 << 14).map(|&v| 1.0 / (1.0 + (-v).exp())).collect_into_vec(&mut out);
     finish(out, s, tape, move |grads: &mut Grads, gout, y| {
         if needs {
-            let d = grads.get_or_alloc_mut(&xs.t)?;
+            let mut d = xs.grad_buf(grads)?;
             d.par_iter_mut().zip(gout.par_iter().zip(y.data().par_iter())).with_min_len(1 << 14).for_each(
                 |(d, (g, y))| {
                     *d += g * y * (1.0 - y);
@@ -46,7 +46,7 @@ pub fn concat_channels<T: Tape<f32, Dev>>(a: Var<T>, b: Var<T>) -> Var<T> {
     finish(out, s, tape, move |grads: &mut Grads, gout, _| {
         for (sv, needs, off, len) in [(&asv, na, 0, pa), (&bsv, nb, pa, pb)] {
             if needs {
-                let d = grads.get_or_alloc_mut(&sv.t)?;
+                let mut d = sv.grad_buf(grads)?;
                 d.par_chunks_mut(len).zip(gout.par_chunks(pa + pb)).for_each(|(d, g)| {
                     for (d, g) in d.iter_mut().zip(&g[off..off + len]) {
                         *d += g;
@@ -89,7 +89,7 @@ pub fn attention_mix<T: Tape<f32, Dev>>(x: Var<T>, y: Var<T>, z: Var<T>) -> Var<
         // dx = g·z0, dy = g·z1, dz0 = Σ_c g·x, dz1 = Σ_c g·y.
         for (sv, needs, zi) in [(&xs, nx, 0), (&ys, ny, 1)] {
             if needs {
-                let d = grads.get_or_alloc_mut(&sv.t)?;
+                let mut d = sv.grad_buf(grads)?;
                 d.par_chunks_mut(ps).enumerate().for_each(|(i, d)| {
                     let zr = &zs.data()[(i * 2 + zi) * hw..(i * 2 + zi + 1) * hw];
                     for (ch, d) in d.chunks_mut(hw).enumerate() {
@@ -102,7 +102,7 @@ pub fn attention_mix<T: Tape<f32, Dev>>(x: Var<T>, y: Var<T>, z: Var<T>) -> Var<
             }
         }
         if nz {
-            let d = grads.get_or_alloc_mut(&zs.t)?;
+            let mut d = zs.grad_buf(grads)?;
             d.par_chunks_mut(2 * hw).enumerate().for_each(|(i, d)| {
                 let (d0, d1) = d.split_at_mut(hw);
                 for ch in 0..c {
@@ -137,7 +137,7 @@ pub fn select_channels<T: Tape<f32, Dev>>(x: Var<T>, idx: &[usize]) -> Var<T> {
     });
     finish(out, s, tape, move |grads: &mut Grads, gout, _| {
         if needs {
-            let d = grads.get_or_alloc_mut(&xs.t)?;
+            let mut d = xs.grad_buf(grads)?;
             d.par_chunks_mut(c * hw).zip(gout.par_chunks(idx.len() * hw)).for_each(|(d, g)| {
                 for (g, &i) in g.chunks(hw).zip(&idx) {
                     for (d, g) in d[i * hw..(i + 1) * hw].iter_mut().zip(g) {

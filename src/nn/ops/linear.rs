@@ -32,8 +32,8 @@ pub fn linear<T: Tape<f32, Dev>>(
     let bt = bias.map(|(b, _)| b.clone());
     finish(out, Shape4::mat(n, o), tape, move |grads: &mut Grads, gout, _| {
         if needs {
-            let dx = grads.get_or_alloc_mut(&xs.t)?;
-            sgemm(n, k, o, Mat::rm(&gout, o), Mat::rm(&w_data, k), dx, k, true, th);
+            let mut dx = xs.grad_buf(grads)?;
+            sgemm(n, k, o, Mat::rm(&gout, o), Mat::rm(&w_data, k), &mut dx, k, true, th);
         }
         if super::elementwise::params_frozen() {
             return Ok(());

@@ -1,5 +1,6 @@
-//! Differentiable ops written on dfdx's public tape API (`Tape::add_backward_op`,
-//! `Gradients::get_or_alloc_mut`), multi-threaded with rayon and GEMM-based where it pays.
+//! Differentiable ops written on dfdx's public tape API (`Tape::add_backward_op`), multi-threaded
+//! with rayon and GEMM-based where it pays. Each op hands its input gradients on through
+//! `Saved::give` (a freshly computed buffer), `give_copy` or `grad_buf` (in place), see `nn::var`.
 mod batchnorm;
 pub(crate) mod blas;
 mod conv;

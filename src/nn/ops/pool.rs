@@ -47,7 +47,7 @@ pub fn max_pool2d<T: Tape<f32, Dev>>(x: Var<T>, k: usize, s: usize, p: usize) ->
     });
     finish(out, oshape, tape, move |grads: &mut Grads, gout, _| {
         if needs {
-            let dx = grads.get_or_alloc_mut(&xs.t)?;
+            let mut dx = xs.grad_buf(grads)?;
             dx.par_chunks_mut(hw).enumerate().for_each(|(i, d)| {
                 for (g, &a) in gout[i * ohw..(i + 1) * ohw].iter().zip(&arg[i * ohw..(i + 1) * ohw]) {
                     d[a as usize] += *g;
@@ -83,7 +83,7 @@ fn bin_average<T: Tape<f32, Dev>>(x: Var<T>, rows: Bins, cols: Bins, divisors: V
     });
     finish(out, oshape, tape, move |grads: &mut Grads, gout, _| {
         if needs {
-            let dx = grads.get_or_alloc_mut(&xs.t)?;
+            let mut dx = xs.grad_buf(grads)?;
             dx.par_chunks_mut(hw).enumerate().for_each(|(i, d)| {
                 let gp = &gout[i * ohw..(i + 1) * ohw];
                 for (oy, &(y0, y1)) in rows.iter().enumerate() {
@@ -150,7 +150,7 @@ pub fn upsample_nearest<T: Tape<f32, Dev>>(x: Var<T>, oh: usize, ow: usize) -> V
     });
     finish(out, oshape, tape, move |grads: &mut Grads, gout, _| {
         if needs {
-            let dx = grads.get_or_alloc_mut(&xs.t)?;
+            let mut dx = xs.grad_buf(grads)?;
             dx.par_chunks_mut(hw).enumerate().for_each(|(i, d)| {
                 for (g, &j) in gout[i * ohw..(i + 1) * ohw].iter().zip(&src) {
                     d[j] += *g;

@@ -289,6 +289,34 @@ fn linear_hand_computed_and_gradients() {
     check_param_grads(&mut s, |s, v| fc.forward(s, v), |s, v| fc.forward(s, v), x, shape, 1e-2, 1e-3);
 }
 
+/// A value computed by a recorded op, used three times (forks): its gradient slot takes the first
+/// consumer's buffer and adds the others' (moved, copied, added in place), whatever path each
+/// consumer uses to hand its gradient on.
+#[test]
+fn intermediate_fanout_accumulates_gradients() {
+    let x = vec![-1.0f32, 2.0, -3.0, 0.5, 1.5, -0.25];
+    let r = [1.0f32, 0.5, 2.0, -1.0, 0.25, 3.0];
+    let shape = Shape4::new(1, 2, 1, 3);
+    let xv = Var::from_vec(x.clone(), shape);
+    let h = xv.detach();
+    let m = scale(xv.traced(), 2.0);
+    let (a, rest) = m.fork();
+    let (b, c) = rest.fork();
+    let flat = Shape4::mat(1, 6);
+    let y = add(add(relu(a), scale(b, 3.0), true), reshape(sigmoid(reshape(c, flat)), shape), false);
+    let out = y.to_vec();
+    let mut grads = weighted_loss(y, &r).backward();
+    let got = h.grad(&mut grads);
+    for i in 0..6 {
+        let v = 2.0 * x[i];
+        let sig = 1.0 / (1.0 + (-v).exp());
+        // The inner add's fused ReLU passes where relu(v) + 3v > 0.
+        let inner = if v.max(0.0) + 3.0 * v > 0.0 { (v > 0.0) as u8 as f32 + 3.0 } else { 0.0 };
+        let want = 2.0 * r[i] * (inner + sig * (1.0 - sig));
+        assert!((got[i] - want).abs() < 1e-6, "x[{i}]: {} vs {want} (out {:?})", got[i], out);
+    }
+}
+
 #[test]
 fn residual_fanout_accumulates_gradients() {
     // y = relu(x) + x: the gradient of x is 1 + [x > 0].
