@@ -80,6 +80,9 @@ fn kernels_alone(c: usize, hw: usize) {
             conv3x3(&xp[b * g.plane()..], c, nb * g.plane(), g, &wt, c, &mut out, false, &mut scratch);
         }
     });
+    // The copy into padded planes: its "GFLOP/s" column reads as GB/s (bytes read + written).
+    let bytes = (x.len() * 4 + xp.len() * 4) as f64;
+    time(&format!("  1 thread: pad x{nb} (GB/s)"), bytes, || pad_chunk(&x, nb, c, g, &mut xp));
     let mut dw = vec![0.0f32; c * c * 9];
     time(&format!("  1 thread: dW kernel x{nb}"), flop, || {
         assert!(conv3x3_weight_grad(&xp, &gp, c, c, nb, g, &mut dw), "no SIMD weight-gradient kernel on this CPU");

@@ -80,6 +80,15 @@ impl Geo {
     fn direct_s2(&self) -> bool {
         self.kh == 3 && self.kw == 3 && self.s == 2 && self.p == 1 && self.g == 1 && direct::s2_applies(self.h, self.w)
     }
+    /// 1x1, stride 2, no padding, no groups (ResNet shortcuts): the tile kernel with one tap over
+    /// the input's even samples ([`direct::conv1x1_s2_into`]).
+    fn pointwise_s2(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.s == 2 && self.p == 0 && self.g == 1
+    }
+    /// Runs on the tile kernel (forward and input gradient).
+    fn tiled(&self) -> bool {
+        self.direct() || self.direct_s2() || self.pointwise_s2()
+    }
     fn padded(&self) -> Padded {
         Padded { h: self.h, w: self.w }
     }
@@ -255,13 +264,17 @@ fn forward_image(
     add_bias(out, bias, hwo, relu);
 }
 
-/// Forward of one image on the direct kernels ([`Geo::direct`] or [`Geo::direct_s2`]): every value
+/// Forward of one image on the tile kernel ([`Geo::tiled`]): every value
 /// of `out` is written, `relu?(conv + bias)`.
 fn direct_image(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut [MaybeUninit<f32>], relu: bool) {
     with_direct(|buf, scratch, eo| {
         if g.direct() {
             direct::pad_planes(x, g.c, g.padded(), buf);
             direct::conv3x3_into(buf, (g.c, g.padded().plane()), g.padded(), wt, g.co, out, (bias, relu), scratch);
+        } else if g.pointwise_s2() {
+            direct::even_samples(x, (1, g.c), (g.h, g.w), buf);
+            let cs = g.padded_out().plane();
+            direct::conv1x1_s2_into(buf, (g.c, cs), (g.h, g.w), wt, g.co, out, (bias, relu), scratch);
         } else {
             direct::conv3x3_s2(x, g.c, (g.h, g.w), wt, g.co, out, (bias, relu), (buf, eo, scratch));
         }
@@ -497,6 +510,46 @@ fn backward_chunk_s2(
     }
 }
 
+/// Backward of `nb` consecutive images of a 1x1 stride-2 convolution ([`Geo::pointwise_s2`]): `dW`
+/// as one GEMM over the positions of all `nb` images (the padded output gradient against the
+/// input's even samples, both channel-major), `dx` per image by the tile kernel with the transposed
+/// weights `wt_t` (given whenever `dx` is wanted).
+#[allow(clippy::too_many_arguments)]
+fn backward_chunk_1x1s2(
+    x: &[f32],
+    wt_t: Option<&[f32]>,
+    gout: &[f32],
+    nb: usize,
+    g: &Geo,
+    dw: &mut [f32],
+    dx: Option<&mut [f32]>,
+    want_dw: bool,
+    gemm_threads: usize,
+) {
+    let pg = g.padded_out();
+    let cs = nb * pg.plane();
+    with_direct(|xs, gp, sc| {
+        direct::pad_chunk(gout, nb, g.co, pg, gp);
+        if want_dw {
+            // dW[o][ci] = sum_q gp[o][q + wp + 1] xs[ci][q]: the zero samples mask the grid's extras.
+            direct::even_samples(x, (nb, g.c), (g.h, g.w), xs);
+            let a = Mat { data: &gp[pg.wp() + 1..], rs: cs as isize, cs: 1 };
+            let b = Mat { data: xs, rs: 1, cs: cs as isize };
+            sgemm_strided(g.co, g.c, cs, a, b, dw, (1, g.co), true, gemm_threads);
+        }
+        if let (Some(dx), Some(wt_t)) = (dx, wt_t) {
+            for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
+                direct::conv1x1_s2_input_grad(&gp[bi * pg.plane()..], (g.co, cs), wt_t, g.c, (g.h, g.w), dxi, sc);
+            }
+        }
+    });
+}
+
+/// `w[o][ci]` (`co x c`) transposed to `[ci][o]`.
+fn transpose(w: &[f32], co: usize, c: usize) -> Vec<f32> {
+    (0..c * co).map(|k| w[(k % co) * c + k / co]).collect()
+}
+
 /// The geometry of a convolution of `s` by weights of shape `w_shape`, checked.
 fn geometry(s: Shape4, w_shape: [usize; 4], w_len: usize, cfg: ConvCfg) -> Geo {
     let [co, cg, kh, kw] = w_shape;
@@ -536,7 +589,7 @@ fn geometry(s: Shape4, w_shape: [usize; 4], w_len: usize, cfg: ConvCfg) -> Geo {
 /// multi-threaded GEMM when the batch is smaller than the pool.
 fn forward_batch(xd: &[f32], w_data: &[f32], bias: Option<&[f32]>, g: &Geo, relu: bool) -> Vec<f32> {
     let nthreads = threads();
-    if g.direct() || g.direct_s2() {
+    if g.tiled() {
         // The direct kernels write every output value: no zero fill first.
         let out = written(g.n * g.out_len(), g.out_len(), g.n >= nthreads, |i, o| {
             direct_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], w_data, bias, g, o, relu)
@@ -605,6 +658,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         let mut dx_buf = if x_needs_grad { Some(xs.grad_buf(grads)?) } else { None };
         let nthreads = threads();
         let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c));
+        let wt_t = (g.pointwise_s2() && x_needs_grad).then(|| transpose(&w_data, g.co, g.c));
         let s2 = (g.direct_s2() && x_needs_grad).then(|| direct::s2_parts(&w_data, g.co, g.c, g.padded_out()));
         // Images [i0, i1) of the batch: accumulate their weight gradient into `acc` and write their
         // input gradients into `dxs` (the matching slice of dx), if wanted.
@@ -613,6 +667,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
             let gs = &gout[i0 * g.out_len()..i1 * g.out_len()];
             match &wf {
                 Some(wf) => backward_chunk_direct(xs_, wf, gs, i1 - i0, &g, acc, dxs, want_dw),
+                None if g.pointwise_s2() => {
+                    backward_chunk_1x1s2(xs_, wt_t.as_deref(), gs, i1 - i0, &g, acc, dxs, want_dw, gemm_threads)
+                }
                 None if g.direct_s2() => {
                     backward_chunk_s2(xs_, (&w_data, s2.as_ref()), gs, i1 - i0, &g, acc, dxs, want_dw, gemm_threads)
                 }

@@ -243,6 +243,80 @@ pub fn conv3x3_s2_input_grad(
     }
 }
 
+/// The input of 1x1 / stride 2 / no padding convolutions on the tile kernel's grid: the even rows
+/// and columns `x[ci][2y][2x]` of the `nb` images `x` (NCHW, `c x h x w`), image `bi`'s channel
+/// `ci` as the plane `(ci * nb + bi)` of padded planes of the output size `g` (`ceil(h/2) x
+/// ceil(w/2)`), sample `(y, x)` at `y * wp + x`; every other value of the buffer is zero.
+pub fn even_samples(x: &[f32], (nb, c): (usize, usize), (h, w): (usize, usize), buf: &mut Vec<f32>) {
+    let g = Padded { h: h.div_ceil(2), w: w.div_ceil(2) };
+    let (wp, plane) = (g.wp(), g.plane());
+    let len = g.buf_len(c * nb);
+    if buf.len() != len {
+        buf.clear();
+        buf.resize(len, 0.0);
+    }
+    for (ci, bi) in (0..c).flat_map(|ci| (0..nb).map(move |bi| (ci, bi))) {
+        let xs = &x[(bi * c + ci) * h * w..(bi * c + ci + 1) * h * w];
+        let p = &mut buf[(ci * nb + bi) * plane..(ci * nb + bi + 1) * plane];
+        for (y, row) in p.chunks_exact_mut(wp).enumerate() {
+            if y < g.h {
+                let src = &xs[2 * y * w..(2 * y + 1) * w];
+                row.iter_mut().zip(src.iter().step_by(2)).for_each(|(d, &v)| *d = v);
+                row[g.w..].fill(0.0);
+            } else {
+                row.fill(0.0);
+            }
+        }
+    }
+    buf[c * nb * plane..].fill(0.0);
+}
+
+/// The 1x1 / stride 2 / no padding convolution of one image into `out` (`co x ceil(h/2) x
+/// ceil(w/2)`, need not be initialised; every value written as in [`conv3x3_into`]): the tile kernel
+/// with one tap over the image's [`even_samples`] (`c` planes `cstride` apart), weights `wt[o][ci]`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_s2_into(
+    xs: &[f32],
+    (c, cstride): (usize, usize),
+    (h, w): (usize, usize),
+    wt: &[f32],
+    co: usize,
+    out: &mut [MaybeUninit<f32>],
+    epilogue: Epilogue,
+    scratch: &mut Vec<f32>,
+) {
+    let g = Padded { h: h.div_ceil(2), w: w.div_ceil(2) };
+    let s = tiles(xs, (c, cstride), g, ([0; 9], 1), (wt, co), scratch);
+    unpad_into(s, co, g, out, epilogue);
+}
+
+/// `dx (c x h x w) +=` the input gradient of the 1x1 stride-2 convolution for one image: the tile
+/// kernel with one tap over its padded output gradient `gp` (`co` planes `cs` apart, [`pad_chunk`]
+/// of the output size) and the transposed weights `wt_t[ci][o]`, added into the even rows and
+/// columns of `dx` (the others receive nothing).
+pub fn conv1x1_s2_input_grad(
+    gp: &[f32],
+    (co, cs): (usize, usize),
+    wt_t: &[f32],
+    c: usize,
+    (h, w): (usize, usize),
+    dx: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    assert!(dx.len() >= c * h * w);
+    let g = Padded { h: h.div_ceil(2), w: w.div_ceil(2) };
+    let (wp, ql) = (g.wp(), g.q_len());
+    let mut off = [0; 9];
+    off[0] = wp + 1;
+    let sc = tiles(gp, (co, cs), g, (off, 1), (wt_t, c), scratch);
+    for (src, dxc) in sc.chunks_exact(ql).zip(dx.chunks_exact_mut(h * w)) {
+        for y in 0..g.h {
+            let row = &mut dxc[2 * y * w..(2 * y + 1) * w];
+            row.iter_mut().step_by(2).zip(&src[y * wp..y * wp + g.w]).for_each(|(d, v)| *d += v);
+        }
+    }
+}
+
 /// Offsets of the 9 taps of the stride-2 convolution on a channel's four polyphase planes of the
 /// output size `g`: tap `(ky, kx)` reads phase `(ky % 2, kx % 2)` shifted by `(ky / 2, kx / 2)`.
 fn s2_taps(g: Padded) -> [usize; 9] {
@@ -886,6 +960,81 @@ mod tests {
                     close(&out, ["avx2", "avx512"][level]);
                 }
             }
+        }
+    }
+
+    /// The 1x1 / stride 2 convolution (ResNet shortcuts) on the tile kernel, even and odd sides:
+    /// forward (dispatched, portable, each SIMD level) and input gradient against the definition.
+    #[test]
+    fn pointwise_stride_two_matches_naive() {
+        for (c, co, h, w, nb) in
+            [(3, 5, 6, 10, 2), (16, 32, 32, 32, 1), (5, 7, 7, 5, 3), (2usize, 3usize, 1usize, 1usize, 2usize)]
+        {
+            let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+            let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let wt: Vec<f32> = (0..co * c).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let gy: Vec<f32> = (0..nb * co * ho * wo).map(|i| ((i * 29 % 89) as f32 - 44.0) / 44.0).collect();
+            let at = |b: usize, ci: usize, y: usize, xx: usize| x[((b * c + ci) * h + y) * w + xx];
+            let want: Vec<f32> = (0..nb * co * ho * wo)
+                .map(|k| {
+                    let (b, o, y, xx) = (k / (co * ho * wo), k / (ho * wo) % co, k / wo % ho, k % wo);
+                    (0..c).map(|ci| (wt[o * c + ci] * at(b, ci, 2 * y, 2 * xx)) as f64).sum::<f64>() as f32
+                })
+                .collect();
+            let what = format!("c{c} co{co} {h}x{w} x{nb}");
+            let close = |got: &[f32], want: &[f32], how: &str| {
+                for (k, (a, b)) in got.iter().zip(want).enumerate() {
+                    assert!((a - b).abs() < 1e-4, "{how} {what} at {k}: {a} vs {b}");
+                }
+            };
+            // The forward of each image from the chunk's even samples (`nb` planes per channel).
+            let g = Padded { h: ho, w: wo };
+            let cs = nb * g.plane();
+            let (mut xs, mut sc) = (vec![f32::NAN; 5], Vec::new());
+            even_samples(&x, (nb, c), (h, w), &mut xs);
+            let mut out = vec![f32::NAN; nb * co * ho * wo];
+            for (b, o) in out.chunks_mut(co * ho * wo).enumerate() {
+                let mut uninit = vec![MaybeUninit::new(f32::NAN); co * ho * wo];
+                conv1x1_s2_into(&xs[b * g.plane()..], (c, cs), (h, w), &wt, co, &mut uninit, (None, false), &mut sc);
+                // SAFETY: initialised (NaN) before, and every value written by the call.
+                o.iter_mut().zip(&uninit).for_each(|(o, v)| *o = unsafe { v.assume_init() });
+            }
+            close(&out, &want, "dispatched");
+            let one = &want[..co * ho * wo];
+            let mut port = vec![f32::NAN; co * g.q_len()];
+            portable(&xs, c, cs, g, ([0; 9], 1), &wt, co, &mut port);
+            unpad(&port, co, g, &mut out[..co * ho * wo], false);
+            close(&out[..co * ho * wo], one, "portable");
+            #[cfg(target_arch = "x86_64")]
+            for level in 0..2 {
+                let mut s = vec![f32::NAN; co * g.q_len()];
+                let k = simd::Conv { xp: &xs, c, plane: cs, g, taps: ([0; 9], 1), wt: &wt, co, s: &mut s };
+                if on_level(level, k) == Some(true) {
+                    unpad(&s, co, g, &mut out[..co * ho * wo], false);
+                    close(&out[..co * ho * wo], one, ["avx2", "avx512"][level]);
+                }
+            }
+            // Input gradient: dx[ci][2y][2x] += sum_o w[o][ci] g[o][y][x], nothing elsewhere.
+            let wt_t: Vec<f32> = (0..c * co).map(|k| wt[(k % co) * c + k / co]).collect();
+            let mut gp = Vec::new();
+            pad_chunk(&gy, nb, co, g, &mut gp);
+            let mut dx = vec![0.25f32; nb * c * h * w];
+            for (b, d) in dx.chunks_mut(c * h * w).enumerate() {
+                conv1x1_s2_input_grad(&gp[b * g.plane()..], (co, cs), &wt_t, c, (h, w), d, &mut sc);
+            }
+            let want_dx: Vec<f32> = (0..nb * c * h * w)
+                .map(|k| {
+                    let (b, ci, y, xx) = (k / (c * h * w), k / (h * w) % c, k / w % h, k % w);
+                    let g_at = |o: usize| gy[((b * co + o) * ho + y / 2) * wo + xx / 2];
+                    let sum = if y % 2 == 0 && xx % 2 == 0 {
+                        (0..co).map(|o| (wt[o * c + ci] * g_at(o)) as f64).sum::<f64>()
+                    } else {
+                        0.0
+                    };
+                    (0.25 + sum) as f32
+                })
+                .collect();
+            close(&dx, &want_dx, "input gradient");
         }
     }
 
