@@ -13,6 +13,7 @@
 //! first consumer's freshly written buffer as it is and adds only a second consumer's (a forked
 //! value). Leaves (inputs, parameters, values made without a tape) keep their gradients in dfdx's
 //! `Gradients`, where [`Var::grad`] and the optimiser read them.
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use dfdx::prelude::{Gradients, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor, TensorFromVec, WithEmptyTape};
@@ -145,36 +146,31 @@ impl Saved {
     /// Adds the contribution `g` to this value's gradient: moved in as it is when it is the first
     /// (no copy, no zero fill), added otherwise.
     pub(crate) fn give(&self, grads: &mut Grads, g: Vec<f32>) -> Result<(), dfdx::tensor::CpuError> {
+        self.give_cow(grads, Cow::Owned(g))
+    }
+
+    /// Adds the contribution `g` to this value's gradient: copied (by all threads) when it is the
+    /// first, added otherwise.
+    pub(crate) fn give_copy(&self, grads: &mut Grads, g: &[f32]) -> Result<(), dfdx::tensor::CpuError> {
+        self.give_cow(grads, Cow::Borrowed(g))
+    }
+
+    fn give_cow(&self, grads: &mut Grads, g: Cow<'_, [f32]>) -> Result<(), dfdx::tensor::CpuError> {
         check_grad_len(g.len(), self.ptr.1);
         match &self.slot {
             Some(slot) => {
                 let mut have = slot.lock();
                 if have.is_empty() {
-                    *have = g;
+                    *have = match g {
+                        Cow::Owned(g) => g,
+                        Cow::Borrowed(g) => copied_par(g),
+                    };
                 } else {
                     add_into_par(&mut have, &g);
                 }
                 Ok(())
             }
             None => accumulate(grads, &self.t, &g),
-        }
-    }
-
-    /// Adds the contribution `g` to this value's gradient: copied (by all threads) when it is the
-    /// first, added otherwise.
-    pub(crate) fn give_copy(&self, grads: &mut Grads, g: &[f32]) -> Result<(), dfdx::tensor::CpuError> {
-        check_grad_len(g.len(), self.ptr.1);
-        match &self.slot {
-            Some(slot) => {
-                let mut have = slot.lock();
-                if have.is_empty() {
-                    *have = copied_par(g);
-                } else {
-                    add_into_par(&mut have, g);
-                }
-                Ok(())
-            }
-            None => accumulate(grads, &self.t, g),
         }
     }
 

@@ -427,20 +427,24 @@ fn backward_image(
     }
 }
 
+/// The backward work of `nb` consecutive images: their inputs and output gradients (NCHW), the
+/// weight gradient they add into (if `want_dw`) and their input gradients (if wanted), and the
+/// threads a GEMM may use.
+struct Chunk<'a> {
+    x: &'a [f32],
+    gout: &'a [f32],
+    nb: usize,
+    dw: &'a mut [f32],
+    dx: Option<&'a mut [f32]>,
+    want_dw: bool,
+    gemm_threads: usize,
+}
+
 /// Direct-path backward of `nb` consecutive images (`x`, `gout` hold them NCHW): `dW` by one
 /// strided GEMM per tap over channel-major padded planes of all `nb` images (k = nb x plane), and
 /// `dx` per image as the direct convolution of the output gradient with the flipped weights `wf`.
-#[allow(clippy::too_many_arguments)]
-fn backward_chunk_direct(
-    x: &[f32],
-    wf: &[f32],
-    gout: &[f32],
-    nb: usize,
-    g: &Geo,
-    dw: &mut [f32],
-    dx: Option<&mut [f32]>,
-    want_dw: bool,
-) {
+fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
+    let Chunk { x, gout, nb, dw, dx, want_dw, .. } = k;
     let pg = g.padded();
     let (wp, plane) = (pg.wp(), pg.plane());
     let cs = nb * plane;
@@ -469,18 +473,8 @@ fn backward_chunk_direct(
 /// gradient, `dx` by the tile kernel over the padded output gradient, one polyphase part of `dx` at
 /// a time (`parts`, given whenever `dx` is wanted). Where the CPU has no SIMD weight-gradient
 /// kernel, `dW` is GEMM + im2col per image.
-#[allow(clippy::too_many_arguments)]
-fn backward_chunk_s2(
-    x: &[f32],
-    (wt, parts): (&[f32], Option<&direct::S2Parts>),
-    gout: &[f32],
-    nb: usize,
-    g: &Geo,
-    dw: &mut [f32],
-    dx: Option<&mut [f32]>,
-    want_dw: bool,
-    gemm_threads: usize,
-) {
+fn backward_chunk_s2(k: Chunk, (wt, parts): (&[f32], Option<&direct::S2Parts>), g: &Geo) {
+    let Chunk { x, gout, nb, dw, dx, want_dw, gemm_threads } = k;
     let pg = g.padded_out();
     let direct_dw = with_direct(|xp, gp, sc| {
         direct::pad_chunk(gout, nb, g.co, pg, gp);
@@ -514,18 +508,8 @@ fn backward_chunk_s2(
 /// as one GEMM over the positions of all `nb` images (the padded output gradient against the
 /// input's even samples, both channel-major), `dx` per image by the tile kernel with the transposed
 /// weights `wt_t` (given whenever `dx` is wanted).
-#[allow(clippy::too_many_arguments)]
-fn backward_chunk_1x1s2(
-    x: &[f32],
-    wt_t: Option<&[f32]>,
-    gout: &[f32],
-    nb: usize,
-    g: &Geo,
-    dw: &mut [f32],
-    dx: Option<&mut [f32]>,
-    want_dw: bool,
-    gemm_threads: usize,
-) {
+fn backward_chunk_1x1s2(k: Chunk, wt_t: Option<&[f32]>, g: &Geo) {
+    let Chunk { x, gout, nb, dw, dx, want_dw, gemm_threads } = k;
     let pg = g.padded_out();
     let cs = nb * pg.plane();
     with_direct(|xs, gp, sc| {
@@ -665,14 +649,11 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         let run = |i0: usize, i1: usize, acc: &mut [f32], dxs: Option<&mut [f32]>, gemm_threads: usize| {
             let xs_ = &xd[i0 * g.in_len()..i1 * g.in_len()];
             let gs = &gout[i0 * g.out_len()..i1 * g.out_len()];
+            let chunk = |dw, dx| Chunk { x: xs_, gout: gs, nb: i1 - i0, dw, dx, want_dw, gemm_threads };
             match &wf {
-                Some(wf) => backward_chunk_direct(xs_, wf, gs, i1 - i0, &g, acc, dxs, want_dw),
-                None if g.pointwise_s2() => {
-                    backward_chunk_1x1s2(xs_, wt_t.as_deref(), gs, i1 - i0, &g, acc, dxs, want_dw, gemm_threads)
-                }
-                None if g.direct_s2() => {
-                    backward_chunk_s2(xs_, (&w_data, s2.as_ref()), gs, i1 - i0, &g, acc, dxs, want_dw, gemm_threads)
-                }
+                Some(wf) => backward_chunk_direct(chunk(acc, dxs), wf, &g),
+                None if g.pointwise_s2() => backward_chunk_1x1s2(chunk(acc, dxs), wt_t.as_deref(), &g),
+                None if g.direct_s2() => backward_chunk_s2(chunk(acc, dxs), (&w_data, s2.as_ref()), &g),
                 None => {
                     let mut dxs = dxs;
                     for i in 0..i1 - i0 {
