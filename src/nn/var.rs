@@ -127,6 +127,9 @@ pub struct Var<T = NoneTape> {
     pub(crate) needs_grad: bool,
     /// The gradient's slot when a recorded op computed this value; `None` for leaves.
     slot: Option<GradSlot>,
+    /// `(sum, sum of squares)` of each `(image, channel)` plane, when the op that computed this
+    /// value had them at hand (a convolution's output pass), for a batch norm that follows.
+    pub(crate) plane_sums: Option<Arc<[(f64, f64)]>>,
 }
 
 /// A tape-less handle to a `Var`'s tensor and data, captured by backward closures.
@@ -212,14 +215,21 @@ impl Var<NoneTape> {
         let ptr = DataPtr(data.as_ptr(), data.len());
         let len = data.len();
         let t = dev().tensor_from_vec(data, (len,));
-        Self { t, shape, ptr, needs_grad: true, slot: None }
+        Self { t, shape, ptr, needs_grad: true, slot: None, plane_sums: None }
     }
 
     /// Starts recording: the result carries a fresh tape (its gradients are kept for every tensor).
     /// It is a leaf of what is recorded next: its gradient lands in dfdx's `Gradients`.
     pub fn traced(self) -> Var<Tracked> {
         let t = self.t.put_tape(Tracked::default());
-        Var { t, shape: self.shape, ptr: self.ptr, needs_grad: self.needs_grad, slot: None }
+        Var {
+            t,
+            shape: self.shape,
+            ptr: self.ptr,
+            needs_grad: self.needs_grad,
+            slot: None,
+            plane_sums: self.plane_sums,
+        }
     }
 
     /// A training input batch: tracked, but no gradient with respect to the input itself is computed.
@@ -238,6 +248,9 @@ impl<T> Var<T> {
     /// The same value viewed with another shape of equal size (no copy, no tape entry).
     pub(crate) fn with_shape(mut self, shape: Shape4) -> Self {
         assert_eq!(shape.numel(), self.shape.numel());
+        if shape != self.shape {
+            self.plane_sums = None;
+        }
         self.shape = shape;
         self
     }
@@ -264,6 +277,7 @@ impl<T> Var<T> {
             ptr: self.ptr,
             needs_grad: self.needs_grad,
             slot: self.slot.clone(),
+            plane_sums: self.plane_sums.clone(),
         };
         (self, other)
     }
@@ -280,7 +294,14 @@ impl<T> Var<T> {
     }
     /// Same value without any tape (a detached copy sharing the buffer; a leaf if traced again).
     pub fn detach(&self) -> Var<NoneTape> {
-        Var { t: self.t.retaped::<NoneTape>(), shape: self.shape, ptr: self.ptr, needs_grad: true, slot: None }
+        Var {
+            t: self.t.retaped::<NoneTape>(),
+            shape: self.shape,
+            ptr: self.ptr,
+            needs_grad: true,
+            slot: None,
+            plane_sums: self.plane_sums.clone(),
+        }
     }
     /// The underlying dfdx tensor as an `(n, k)` matrix (for dfdx's losses); the data is copied.
     pub fn dfdx_matrix(self) -> Tensor<(usize, usize), f32, Dev, T>
@@ -329,7 +350,7 @@ where
         });
     }
     let Var { t, ptr, slot, .. } = v;
-    Var { t: t.put_tape(tape), shape, ptr, needs_grad: true, slot }
+    Var { t: t.put_tape(tape), shape, ptr, needs_grad: true, slot, plane_sums: None }
 }
 
 /// Adds `g` into the gradient of `t` (allocating it).

@@ -228,11 +228,16 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
     assert_eq!(g_data.len(), s.c, "batch_norm: {} channels, gamma has {}", s.c, g_data.len());
     let m = s.n * s.plane();
     let hw = s.plane();
+    // Per-plane sums its producer (a convolution's output pass) computed, when it did.
+    let plane_sums = x.plane_sums.clone().filter(|p| p.len() == s.n * s.c);
     let (xs, tape, _, x_needs_grad) = x.split();
     let xd = xs.data();
     let (mean, invstd): (Vec<f32>, Vec<f32>) = if train {
         assert!(m > 1, "batch_norm in training mode needs more than one value per channel");
-        let tot = channel_totals(s, |i| sums(&xd[i * hw..(i + 1) * hw]));
+        let tot = match plane_sums {
+            Some(p) => channel_totals(s, |i| p[i]),
+            None => channel_totals(s, |i| sums(&xd[i * hw..(i + 1) * hw])),
+        };
         let mut mean = Vec::with_capacity(s.c);
         let mut invstd = Vec::with_capacity(s.c);
         for (c, (sm, sq)) in tot.into_iter().enumerate() {
@@ -251,7 +256,7 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         (stats.mean.clone(), running_invstd(stats, cfg.eps))
     };
     let (scales, shifts) = affine(&g_data, &b_data, &mean, &invstd);
-    let out = written(s.numel(), hw, true, |i, o| {
+    let (out, _) = written(s.numel(), hw, true, |i, o| {
         let (scale, shift) = (scales[i % s.c], shifts[i % s.c]);
         let xi = &xd[i * hw..(i + 1) * hw];
         if cfg.relu {
@@ -282,7 +287,7 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         let dbeta: Vec<f32> = tot.iter().map(|t| t.0 as f32).collect();
         let dgamma: Vec<f32> = tot.iter().map(|t| t.1 as f32).collect();
         if x_needs_grad {
-            let dx = written(s.numel(), hw, true, |i, dx| {
+            let (dx, _) = written(s.numel(), hw, true, |i, dx| {
                 let c = i % s.c;
                 let (mu, is, gm) = (mean[c], invstd[c], g_data[c]);
                 let gi = &gout[i * hw..(i + 1) * hw];

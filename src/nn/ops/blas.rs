@@ -115,25 +115,26 @@ pub(crate) fn zeroed(n: usize) -> Vec<f32> {
 }
 
 /// A buffer of `n` values written once each, in chunks of `chunk` values, by `fill(index, chunk)`
-/// (in parallel when `par`), without zero-filling it first. `fill` must write every value of the
-/// chunk it is given (`MaybeUninit::write`); `n` must be a multiple of `chunk`.
-pub(crate) fn written(
+/// (in parallel when `par`), without zero-filling it first; with what `fill` returned for each
+/// chunk, in order. `fill` must write every value of the chunk it is given (`MaybeUninit::write`);
+/// `n` must be a multiple of `chunk`.
+pub(crate) fn written<R: Send>(
     n: usize,
     chunk: usize,
     par: bool,
-    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send,
-) -> Vec<f32> {
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) -> R + Sync + Send,
+) -> (Vec<f32>, Vec<R>) {
     assert!(n == 0 || (chunk > 0 && n.is_multiple_of(chunk)), "written: {n} values in chunks of {chunk}");
     let (mut out, chunk) = (Vec::with_capacity(n), chunk.max(1));
     let spare = &mut out.spare_capacity_mut()[..n];
-    if par {
-        spare.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| fill(i, o));
+    let ret = if par {
+        spare.par_chunks_mut(chunk).enumerate().map(|(i, o)| fill(i, o)).collect()
     } else {
-        spare.chunks_mut(chunk).enumerate().for_each(|(i, o)| fill(i, o));
-    }
+        spare.chunks_mut(chunk).enumerate().map(|(i, o)| fill(i, o)).collect()
+    };
     // SAFETY: the chunks cover all `n` values and `fill` wrote each of them (its contract).
     unsafe { out.set_len(n) };
-    out
+    (out, ret)
 }
 
 /// Number of worker threads of the rayon pool.

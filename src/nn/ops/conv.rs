@@ -266,17 +266,17 @@ fn forward_image(
 
 /// Forward of one image on the tile kernel ([`Geo::tiled`]): every value
 /// of `out` is written, `relu?(conv + bias)`.
-fn direct_image(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut [MaybeUninit<f32>], relu: bool) {
+fn direct_image(x: &[f32], wt: &[f32], g: &Geo, out: &mut [MaybeUninit<f32>], epilogue: direct::Epilogue) {
     with_direct(|buf, scratch, eo| {
         if g.direct() {
             direct::pad_planes(x, g.c, g.padded(), buf);
-            direct::conv3x3_into(buf, (g.c, g.padded().plane()), g.padded(), wt, g.co, out, (bias, relu), scratch);
+            direct::conv3x3_into(buf, (g.c, g.padded().plane()), g.padded(), wt, g.co, out, epilogue, scratch);
         } else if g.pointwise_s2() {
             direct::even_samples(x, (1, g.c), (g.h, g.w), buf);
             let cs = g.padded_out().plane();
-            direct::conv1x1_s2_into(buf, (g.c, cs), (g.h, g.w), wt, g.co, out, (bias, relu), scratch);
+            direct::conv1x1_s2_into(buf, (g.c, cs), (g.h, g.w), wt, g.co, out, epilogue, scratch);
         } else {
-            direct::conv3x3_s2(x, g.c, (g.h, g.w), wt, g.co, out, (bias, relu), (buf, eo, scratch));
+            direct::conv3x3_s2(x, g.c, (g.h, g.w), wt, g.co, out, epilogue, (buf, eo, scratch));
         }
     })
 }
@@ -572,13 +572,29 @@ fn geometry(s: Shape4, w_shape: [usize; 4], w_len: usize, cfg: ConvCfg) -> Geo {
 /// The forward of a whole batch `xd`: one image per rayon task, or the images in turn with a
 /// multi-threaded GEMM when the batch is smaller than the pool.
 fn forward_batch(xd: &[f32], w_data: &[f32], bias: Option<&[f32]>, g: &Geo, relu: bool) -> Vec<f32> {
+    forward_batch_sums(xd, w_data, (bias, relu), g, false).0
+}
+
+/// [`forward_batch`], with the `(sum, sum of squares)` of every `(image, channel)` plane of the
+/// output when `want_sums` and the convolution runs on the tile kernel (its output pass has them at
+/// hand; only without bias and ReLU).
+fn forward_batch_sums(
+    xd: &[f32],
+    w_data: &[f32],
+    (bias, relu): (Option<&[f32]>, bool),
+    g: &Geo,
+    want_sums: bool,
+) -> (Vec<f32>, Option<Vec<(f64, f64)>>) {
     let nthreads = threads();
     if g.tiled() {
         // The direct kernels write every output value: no zero fill first.
-        let out = written(g.n * g.out_len(), g.out_len(), g.n >= nthreads, |i, o| {
-            direct_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], w_data, bias, g, o, relu)
+        let want_sums = want_sums && bias.is_none() && !relu;
+        let (out, sums) = written(g.n * g.out_len(), g.out_len(), g.n >= nthreads, |i, o| {
+            let mut sums = want_sums.then(|| vec![(0.0, 0.0); g.co]);
+            direct_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], w_data, g, o, (bias, relu, sums.as_deref_mut()));
+            sums
         });
-        return out;
+        return (out, want_sums.then(|| sums.into_iter().flatten().flatten().collect()));
     }
     let mut out = zeroed(g.n * g.out_len());
     let image = |i: usize, o: &mut [f32], gemm_threads: usize| {
@@ -589,7 +605,7 @@ fn forward_batch(xd: &[f32], w_data: &[f32], bias: Option<&[f32]>, g: &Geo, relu
     } else {
         out.chunks_mut(g.out_len()).enumerate().for_each(|(i, o)| image(i, o, nthreads));
     }
-    out
+    (out, None)
 }
 
 /// `relu?(conv(x, w) + bias)` in evaluation, where nothing records gradients: a batch norm folded
@@ -628,11 +644,12 @@ pub fn conv2d<T: Tape<f32, Dev>>(
     let g = geometry(x.shape, w_shape, w_data.len(), cfg);
     let (xs, tape, _, x_needs_grad) = x.split();
     let b_vals = bias.as_ref().map(|(_, b)| b.as_slice());
-    let out = forward_batch(xs.data(), &w_data, b_vals, &g, false);
+    // While recording (training), the output pass also sums each plane for the batch norm after.
+    let (out, sums) = forward_batch_sums(xs.data(), &w_data, (b_vals, false), &g, T::OWNS_TAPE);
     let oshape = Shape4::new(g.n, co, g.ho, g.wo);
     let wt = w.clone();
     let bt = bias.map(|(b, _)| b.clone());
-    finish(out, oshape, tape, move |grads: &mut Grads, gout: Vec<f32>, _| {
+    let mut y = finish(out, oshape, tape, move |grads: &mut Grads, gout: Vec<f32>, _| {
         let xd = xs.data();
         let want_dw = !super::elementwise::params_frozen();
         if (!want_dw && !x_needs_grad) || super::elementwise::all_zero(&gout) {
@@ -711,5 +728,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
             }
         }
         Ok(())
-    })
+    });
+    y.plane_sums = sums.map(Into::into);
+    y
 }

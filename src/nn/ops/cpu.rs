@@ -18,6 +18,15 @@ pub fn simd_level() -> &'static str {
     }
 }
 
+/// Runs `f` compiled for the widest vector instructions this CPU has (AVX-512, AVX2 + FMA, or the
+/// baseline), chosen at run time. The crate is built for baseline x86-64 (SSE2), where the
+/// element-wise loops around the kernels (copies, batch norm) would run 4 lanes wide; inlined into
+/// `pulp`'s per-level functions they are vectorised for the level that runs.
+#[inline(always)]
+pub(crate) fn multiversioned<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
 /// Bytes of this CPU's level-`level` data cache per core (Linux sysfs), read once; `fallback` where
 /// it cannot be read.
 pub fn cache_bytes(level: u8, fallback: usize) -> usize {

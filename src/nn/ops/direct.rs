@@ -104,8 +104,9 @@ pub fn conv3x3(
 }
 
 /// What a forward does with each output value of channel `o` before storing it: `+ bias[o]`, then
-/// the ReLU.
-pub type Epilogue<'a> = (Option<&'a [f32]>, bool);
+/// the ReLU; and, when given (without bias and ReLU only), the `(sum, sum of squares)` of each
+/// output channel's plane, into its `co` pairs (for the batch norm that follows in training).
+pub type Epilogue<'a> = (Option<&'a [f32]>, bool, Option<&'a mut [(f64, f64)]>);
 
 /// [`conv3x3`] writing `relu?(v + bias[o])` into `out`, which need not be initialised: every one of
 /// its `co x h x w` values is written.
@@ -370,21 +371,65 @@ pub fn split_phases(x: &[f32], (nb, c): (usize, usize), (h, w): (usize, usize), 
     buf[4 * c * nb * plane..].fill(0.0);
 }
 
-/// [`unpad`] into memory that need not be initialised, each value through the epilogue.
-fn unpad_into(s: &[f32], co: usize, g: Padded, out: &mut [MaybeUninit<f32>], (bias, relu): Epilogue) {
+/// [`unpad`] into memory that need not be initialised, each value through the epilogue (compiled
+/// for the CPU's widest vectors: [`super::cpu::multiversioned`]).
+fn unpad_into(s: &[f32], co: usize, g: Padded, out: &mut [MaybeUninit<f32>], (bias, relu, sums): Epilogue) {
+    super::cpu::multiversioned(
+        #[inline(always)]
+        || {
+            let (wp, ql) = (g.wp(), g.q_len());
+            assert!(out.len() >= co * g.h * g.w);
+            assert!(sums.is_none() || (bias.is_none() && !relu), "plane sums are of the plain convolution only");
+            if let Some(sums) = sums {
+                return unpad_summed(s, co, g, out, sums);
+            }
+            for o in 0..co {
+                for y in 0..g.h {
+                    let src = &s[o * ql + y * wp..o * ql + y * wp + g.w];
+                    let dst = out[(o * g.h + y) * g.w..(o * g.h + y + 1) * g.w].iter_mut().zip(src);
+                    match (bias.map(|b| b[o]), relu) {
+                        (None, false) => dst.for_each(|(d, &v)| _ = d.write(v)),
+                        (None, true) => dst.for_each(|(d, &v)| _ = d.write(v.max(0.0))),
+                        (Some(b), false) => dst.for_each(|(d, &v)| _ = d.write(v + b)),
+                        (Some(b), true) => dst.for_each(|(d, &v)| _ = d.write((v + b).max(0.0))),
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// [`unpad_into`] without bias and ReLU, with each channel's `(sum, sum of squares)` into `sums`:
+/// 16 f32 lanes per channel, kept in registers across the rows and flushed into f64 about every
+/// 1,024 values (as the batch norm's own sums).
+#[inline(always)]
+fn unpad_summed(s: &[f32], co: usize, g: Padded, out: &mut [MaybeUninit<f32>], sums: &mut [(f64, f64)]) {
     let (wp, ql) = (g.wp(), g.q_len());
-    assert!(out.len() >= co * g.h * g.w);
-    for o in 0..co {
+    let flush_rows = (1024 / g.w.max(1)).max(1);
+    let total = |a: &[f32; 16]| a.iter().map(|&v| v as f64).sum::<f64>();
+    for (o, sum) in sums.iter_mut().enumerate().take(co) {
+        let (mut a, mut b, mut a64, mut b64) = ([0.0f32; 16], [0.0f32; 16], 0.0f64, 0.0f64);
         for y in 0..g.h {
             let src = &s[o * ql + y * wp..o * ql + y * wp + g.w];
-            let dst = out[(o * g.h + y) * g.w..(o * g.h + y + 1) * g.w].iter_mut().zip(src);
-            match (bias.map(|b| b[o]), relu) {
-                (None, false) => dst.for_each(|(d, &v)| _ = d.write(v)),
-                (None, true) => dst.for_each(|(d, &v)| _ = d.write(v.max(0.0))),
-                (Some(b), false) => dst.for_each(|(d, &v)| _ = d.write(v + b)),
-                (Some(b), true) => dst.for_each(|(d, &v)| _ = d.write((v + b).max(0.0))),
+            let dst = &mut out[(o * g.h + y) * g.w..(o * g.h + y + 1) * g.w];
+            dst.iter_mut().zip(src).for_each(|(d, &v)| _ = d.write(v));
+            let mut it = src.chunks_exact(16);
+            for c in &mut it {
+                for l in 0..16 {
+                    a[l] += c[l];
+                    b[l] += c[l] * c[l];
+                }
+            }
+            for (l, &v) in it.remainder().iter().enumerate() {
+                a[l] += v;
+                b[l] += v * v;
+            }
+            if (y + 1) % flush_rows == 0 {
+                (a64, b64) = (a64 + total(&a), b64 + total(&b));
+                (a, b) = ([0.0; 16], [0.0; 16]);
             }
         }
+        *sum = (a64 + total(&a), b64 + total(&b));
     }
 }
 
@@ -940,7 +985,7 @@ mod tests {
             };
             let (mut buf, mut eo, mut sc) = (vec![f32::NAN; 7], vec![f32::NAN; 3], Vec::new());
             let mut uninit = vec![MaybeUninit::new(f32::NAN); co * ho * wo];
-            conv3x3_s2(&x, c, (h, w), &wt, co, &mut uninit, (None, false), (&mut buf, &mut eo, &mut sc));
+            conv3x3_s2(&x, c, (h, w), &wt, co, &mut uninit, (None, false, None), (&mut buf, &mut eo, &mut sc));
             // SAFETY: initialised (NaN) before, and every value written by the call.
             let mut out: Vec<f32> = uninit.iter().map(|v| unsafe { v.assume_init() }).collect();
             close(&out, "dispatched");
@@ -995,7 +1040,16 @@ mod tests {
             let mut out = vec![f32::NAN; nb * co * ho * wo];
             for (b, o) in out.chunks_mut(co * ho * wo).enumerate() {
                 let mut uninit = vec![MaybeUninit::new(f32::NAN); co * ho * wo];
-                conv1x1_s2_into(&xs[b * g.plane()..], (c, cs), (h, w), &wt, co, &mut uninit, (None, false), &mut sc);
+                conv1x1_s2_into(
+                    &xs[b * g.plane()..],
+                    (c, cs),
+                    (h, w),
+                    &wt,
+                    co,
+                    &mut uninit,
+                    (None, false, None),
+                    &mut sc,
+                );
                 // SAFETY: initialised (NaN) before, and every value written by the call.
                 o.iter_mut().zip(&uninit).for_each(|(o, v)| *o = unsafe { v.assume_init() });
             }
