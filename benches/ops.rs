@@ -70,9 +70,10 @@ fn kernels_alone(c: usize, hw: usize) {
     let g = Padded { h: hw, w: hw };
     let x: Vec<f32> = (0..nb * c * hw * hw).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
     let wt: Vec<f32> = (0..c * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 480.0).collect();
-    let (mut xp, mut gp, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
-    pad_chunk(&x, nb, c, g, &mut xp);
-    pad_chunk(&x, nb, c, g, &mut gp);
+    // Aligned as the backward aligns them (planes at 64 bytes, the gradient's first value too).
+    let (mut xbuf, mut gbuf, mut pbuf, mut scratch) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let xp = pad_chunk(&x, nb, c, g, &mut xbuf, 0);
+    let gp = pad_chunk(&x, nb, c, g, &mut gbuf, g.wp() + 1);
     let flop = 2.0 * (nb * c * c * 9 * hw * hw) as f64;
     let mut out = vec![0.0f32; c * hw * hw];
     time(&format!("  1 thread: fwd kernel x{nb}"), flop, || {
@@ -82,10 +83,12 @@ fn kernels_alone(c: usize, hw: usize) {
     });
     // The copy into padded planes: its "GFLOP/s" column reads as GB/s (bytes read + written).
     let bytes = (x.len() * 4 + xp.len() * 4) as f64;
-    time(&format!("  1 thread: pad x{nb} (GB/s)"), bytes, || pad_chunk(&x, nb, c, g, &mut xp));
+    time(&format!("  1 thread: pad x{nb} (GB/s)"), bytes, || {
+        pad_chunk(&x, nb, c, g, &mut pbuf, 0);
+    });
     let mut dw = vec![0.0f32; c * c * 9];
     time(&format!("  1 thread: dW kernel x{nb}"), flop, || {
-        assert!(conv3x3_weight_grad(&xp, &gp, c, c, nb, g, &mut dw), "no SIMD weight-gradient kernel on this CPU");
+        assert!(conv3x3_weight_grad(xp, gp, c, c, nb, g, &mut dw), "no SIMD weight-gradient kernel on this CPU");
     });
     std::hint::black_box((&out, &dw));
 }

@@ -185,7 +185,7 @@ fn col2im(col: &[f32], g: &Geo, dx: &mut [f32]) {
     }
 }
 
-/// Number of image chunks whose weight gradients are summed separately (then in order).
+/// Number of image chunks whose weight gradients are summed separately (then in order), at most.
 const REDUCE_CHUNKS: usize = 8;
 
 thread_local! {
@@ -269,12 +269,12 @@ fn forward_image(
 fn direct_image(x: &[f32], wt: &[f32], g: &Geo, out: &mut [MaybeUninit<f32>], epilogue: direct::Epilogue) {
     with_direct(|buf, scratch, eo| {
         if g.direct() {
-            direct::pad_planes(x, g.c, g.padded(), buf);
-            direct::conv3x3_into(buf, (g.c, g.padded().plane()), g.padded(), wt, g.co, out, epilogue, scratch);
+            let xp = direct::pad_planes(x, g.c, g.padded(), buf);
+            direct::conv3x3_into(xp, (g.c, g.padded().plane()), g.padded(), wt, g.co, out, epilogue, scratch);
         } else if g.pointwise_s2() {
-            direct::even_samples(x, (1, g.c), (g.h, g.w), buf);
+            let xs = direct::even_samples(x, (1, g.c), (g.h, g.w), buf);
             let cs = g.padded_out().plane();
-            direct::conv1x1_s2_into(buf, (g.c, cs), (g.h, g.w), wt, g.co, out, epilogue, scratch);
+            direct::conv1x1_s2_into(xs, (g.c, cs), (g.h, g.w), wt, g.co, out, epilogue, scratch);
         } else {
             direct::conv3x3_s2(x, g.c, (g.h, g.w), wt, g.co, out, epilogue, (buf, eo, scratch));
         }
@@ -448,11 +448,10 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
     let pg = g.padded();
     let (wp, plane) = (pg.wp(), pg.plane());
     let cs = nb * plane;
-    with_direct(|xp, gp, scratch| {
-        if want_dw {
-            direct::pad_chunk(x, nb, g.c, pg, xp);
-        }
-        direct::pad_chunk(gout, nb, g.co, pg, gp);
+    with_direct(|xbuf, gbuf, scratch| {
+        // Aligned where the weight-gradient kernel's vector loads start: x's planes, g's first value.
+        let xp: &[f32] = if want_dw { direct::pad_chunk(x, nb, g.c, pg, xbuf, 0) } else { &[] };
+        let gp = direct::pad_chunk(gout, nb, g.co, pg, gbuf, wp + 1);
         // dW_tap (co x c) = G (co x nb*plane) . X_tap^T: a direct kernel, or one strided GEMM per tap.
         let direct_dw = want_dw && direct::conv3x3_weight_grad(xp, gp, g.c, g.co, nb, pg, dw);
         for (t, off) in direct::taps(pg).into_iter().enumerate().filter(|_| want_dw && !direct_dw) {
@@ -476,8 +475,8 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
 fn backward_chunk_s2(k: Chunk, (wt, parts): (&[f32], Option<&direct::S2Parts>), g: &Geo) {
     let Chunk { x, gout, nb, dw, dx, want_dw, gemm_threads } = k;
     let pg = g.padded_out();
-    let direct_dw = with_direct(|xp, gp, sc| {
-        direct::pad_chunk(gout, nb, g.co, pg, gp);
+    let direct_dw = with_direct(|xbuf, gbuf, sc| {
+        let gp = direct::pad_chunk(gout, nb, g.co, pg, gbuf, pg.wp() + 1);
         if let (Some(dx), Some(parts)) = (dx, parts) {
             for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
                 direct::conv3x3_s2_input_grad(
@@ -492,7 +491,7 @@ fn backward_chunk_s2(k: Chunk, (wt, parts): (&[f32], Option<&direct::S2Parts>), 
             }
         }
         want_dw && {
-            direct::split_phases(x, (nb, g.c), (g.h, g.w), xp, sc);
+            let xp = direct::split_phases(x, (nb, g.c), (g.h, g.w), xbuf, sc);
             direct::conv3x3_s2_weight_grad(xp, gp, g.c, g.co, nb, pg, dw)
         }
     });
@@ -512,11 +511,11 @@ fn backward_chunk_1x1s2(k: Chunk, wt_t: Option<&[f32]>, g: &Geo) {
     let Chunk { x, gout, nb, dw, dx, want_dw, gemm_threads } = k;
     let pg = g.padded_out();
     let cs = nb * pg.plane();
-    with_direct(|xs, gp, sc| {
-        direct::pad_chunk(gout, nb, g.co, pg, gp);
+    with_direct(|xbuf, gbuf, sc| {
+        let gp = direct::pad_chunk(gout, nb, g.co, pg, gbuf, pg.wp() + 1);
         if want_dw {
             // dW[o][ci] = sum_q gp[o][q + wp + 1] xs[ci][q]: the zero samples mask the grid's extras.
-            direct::even_samples(x, (nb, g.c), (g.h, g.w), xs);
+            let xs = direct::even_samples(x, (nb, g.c), (g.h, g.w), xbuf);
             let a = Mat { data: &gp[pg.wp() + 1..], rs: cs as isize, cs: 1 };
             let b = Mat { data: xs, rs: 1, cs: cs as isize };
             sgemm_strided(g.co, g.c, cs, a, b, dw, (1, g.co), true, gemm_threads);
@@ -685,7 +684,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         if g.n >= nthreads {
             let dxp = dx_buf.as_mut().map(|d| SyncPtr(d.as_mut_ptr()));
             // Fixed chunks reduced in order: the result does not depend on scheduling.
-            let chunk = g.n.div_ceil(REDUCE_CHUNKS);
+            // Whole multiples of 8 images: with an even plane size, every channel of a chunk's padded
+            // planes starts 64-byte aligned as its first does (the weight-gradient kernel's loads).
+            let chunk = g.n.div_ceil(REDUCE_CHUNKS).next_multiple_of(8).min(g.n);
             let partial: Vec<Vec<f32>> = (0..g.n.div_ceil(chunk))
                 .into_par_iter()
                 .map(|ci| {

@@ -51,22 +51,30 @@ impl Padded {
     }
 }
 
+/// `len` values of `buf` (grown as needed) starting where the slice's element `lead` falls on a
+/// 64-byte boundary: the kernels' vector loads at that element and at every 16th after it (one
+/// cache line each) do not straddle two lines. Their contents are whatever the buffer held.
+pub fn aligned(buf: &mut Vec<f32>, len: usize, lead: usize) -> &mut [f32] {
+    if buf.len() < len + 16 {
+        buf.resize(len + 16, 0.0);
+    }
+    let at = (buf.as_ptr() as usize / 4 + lead) % 16;
+    let off = (16 - at) % 16;
+    &mut buf[off..off + len]
+}
+
 /// Copies `c` planes of `h x w` into zero-padded planes (one image; see [`pad_chunk`]).
-pub fn pad_planes(x: &[f32], c: usize, g: Padded, buf: &mut Vec<f32>) {
-    pad_chunk(x, 1, c, g, buf)
+pub fn pad_planes<'b>(x: &[f32], c: usize, g: Padded, buf: &'b mut Vec<f32>) -> &'b [f32] {
+    pad_chunk(x, 1, c, g, buf, 0)
 }
 
 /// Pads `b` images (`x` holds them NCHW, `c` channels each) into channel-major planes
-/// `[c][b][plane]`, so one channel of all `b` images is contiguous (batched weight gradients).
-/// Only the borders and the slack are zeroed (the interior is overwritten), so re-using `buf` costs
-/// one copy of the data.
-pub fn pad_chunk(x: &[f32], b: usize, c: usize, g: Padded, buf: &mut Vec<f32>) {
+/// `[c][b][plane]`, so one channel of all `b` images is contiguous (batched weight gradients), in
+/// `buf` at the place where element `lead` is 64-byte aligned ([`aligned`]); returns them. Every
+/// value is written (data, borders, slack), so re-using `buf` costs one copy of the data.
+pub fn pad_chunk<'b>(x: &[f32], b: usize, c: usize, g: Padded, buf: &'b mut Vec<f32>, lead: usize) -> &'b [f32] {
     let (wp, plane) = (g.wp(), g.plane());
-    let len = g.buf_len(c * b);
-    if buf.len() != len {
-        buf.clear();
-        buf.resize(len, 0.0);
-    }
+    let buf = aligned(buf, g.buf_len(c * b), lead);
     for ci in 0..c {
         for bi in 0..b {
             let p = &mut buf[(ci * b + bi) * plane..(ci * b + bi + 1) * plane];
@@ -81,6 +89,7 @@ pub fn pad_chunk(x: &[f32], b: usize, c: usize, g: Padded, buf: &mut Vec<f32>) {
         }
     }
     buf[c * b * plane..].fill(0.0);
+    buf
 }
 
 /// `out[co][y][x] (+)= sum_ci sum_taps wt[co][ci][tap] * xp[ci * cstride + (y+ky)*wp + x+kx]` for one
@@ -136,11 +145,8 @@ fn tiles<'s>(
     scratch: &'s mut Vec<f32>,
 ) -> &'s [f32] {
     let ql = g.q_len();
-    // Every element is written by the kernels; only grow (zero-filled) when needed.
-    if scratch.len() < co * ql {
-        scratch.resize(co * ql, 0.0);
-    }
-    let s = &mut scratch[..co * ql];
+    // Every element is written by the kernels; aligned, so the tiles' stores are too.
+    let s = aligned(scratch, co * ql, 0);
     let kernel = simd::Conv { xp, c, plane: cstride, g, taps, wt, co, s: &mut *s };
     if !pulp::Arch::new().dispatch(kernel) {
         portable(xp, c, cstride, g, taps, wt, co, s);
@@ -172,8 +178,8 @@ pub fn conv3x3_s2(
 ) {
     assert!(s2_applies(h, w), "conv3x3_s2: even sides only, got {h}x{w}");
     let g = Padded { h: h / 2, w: w / 2 };
-    split_phases(x, (1, c), (h, w), buf, eo);
-    let s = tiles(buf, (c, 4 * g.plane()), g, (s2_taps(g), 9), (wt, co), scratch);
+    let phases = split_phases(x, (1, c), (h, w), buf, eo);
+    let s = tiles(phases, (c, 4 * g.plane()), g, (s2_taps(g), 9), (wt, co), scratch);
     unpad_into(s, co, g, out, epilogue);
 }
 
@@ -248,14 +254,15 @@ pub fn conv3x3_s2_input_grad(
 /// and columns `x[ci][2y][2x]` of the `nb` images `x` (NCHW, `c x h x w`), image `bi`'s channel
 /// `ci` as the plane `(ci * nb + bi)` of padded planes of the output size `g` (`ceil(h/2) x
 /// ceil(w/2)`), sample `(y, x)` at `y * wp + x`; every other value of the buffer is zero.
-pub fn even_samples(x: &[f32], (nb, c): (usize, usize), (h, w): (usize, usize), buf: &mut Vec<f32>) {
+pub fn even_samples<'b>(
+    x: &[f32],
+    (nb, c): (usize, usize),
+    (h, w): (usize, usize),
+    buf: &'b mut Vec<f32>,
+) -> &'b [f32] {
     let g = Padded { h: h.div_ceil(2), w: w.div_ceil(2) };
     let (wp, plane) = (g.wp(), g.plane());
-    let len = g.buf_len(c * nb);
-    if buf.len() != len {
-        buf.clear();
-        buf.resize(len, 0.0);
-    }
+    let buf = aligned(buf, g.buf_len(c * nb), 0);
     for (ci, bi) in (0..c).flat_map(|ci| (0..nb).map(move |bi| (ci, bi))) {
         let xs = &x[(bi * c + ci) * h * w..(bi * c + ci + 1) * h * w];
         let p = &mut buf[(ci * nb + bi) * plane..(ci * nb + bi + 1) * plane];
@@ -270,6 +277,7 @@ pub fn even_samples(x: &[f32], (nb, c): (usize, usize), (h, w): (usize, usize), 
         }
     }
     buf[c * nb * plane..].fill(0.0);
+    buf
 }
 
 /// The 1x1 / stride 2 / no padding convolution of one image into `out` (`co x ceil(h/2) x
@@ -332,14 +340,16 @@ fn s2_taps(g: Padded) -> [usize; 9] {
 /// `a * 2 + b` at `((ci * 4 + a * 2 + b) * nb + bi) * plane`, every value of every plane written
 /// (data or zero), then a zero tail for the last tile's reads. The even and odd columns of a channel are
 /// split first in one long loop (which vectorises), then each phase row is one contiguous copy.
-pub fn split_phases(x: &[f32], (nb, c): (usize, usize), (h, w): (usize, usize), buf: &mut Vec<f32>, eo: &mut Vec<f32>) {
+pub fn split_phases<'b>(
+    x: &[f32],
+    (nb, c): (usize, usize),
+    (h, w): (usize, usize),
+    buf: &'b mut Vec<f32>,
+    eo: &mut Vec<f32>,
+) -> &'b [f32] {
     let g = Padded { h: h / 2, w: w / 2 };
     let (ho, wo, wp, plane) = (g.h, g.w, g.wp(), g.plane());
-    let len = 4 * c * nb * plane + g.q_len() + wp + 2;
-    if buf.len() != len {
-        buf.clear();
-        buf.resize(len, 0.0);
-    }
+    let buf = aligned(buf, 4 * c * nb * plane + g.q_len() + wp + 2, 0);
     if eo.len() < h * w {
         eo.resize(h * w, 0.0);
     }
@@ -369,6 +379,7 @@ pub fn split_phases(x: &[f32], (nb, c): (usize, usize), (h, w): (usize, usize), 
         }
     }
     buf[4 * c * nb * plane..].fill(0.0);
+    buf
 }
 
 /// [`unpad`] into memory that need not be initialised, each value through the epilogue (compiled
@@ -939,6 +950,24 @@ mod tests {
         }
     }
 
+    /// `aligned` puts the requested element on a 64-byte boundary, whatever the buffer's own
+    /// alignment and size, and `pad_chunk`'s result does not depend on where it lands.
+    #[test]
+    fn aligned_places_the_lead_on_a_cache_line() {
+        let mut buf = Vec::new();
+        for (len, lead) in [(10, 0), (100, 34), (5, 15), (1000, 16), (3, 1)] {
+            let s = aligned(&mut buf, len, lead);
+            assert_eq!(s.len(), len);
+            assert_eq!((s.as_ptr() as usize + 4 * lead) % 64, 0, "len {len} lead {lead}");
+        }
+        let g = Padded { h: 3, w: 4 };
+        let x: Vec<f32> = (0..2 * 3 * 12).map(|i| i as f32).collect();
+        let (mut a, mut b) = (Vec::new(), vec![7.0f32; 3]);
+        let first = pad_chunk(&x, 2, 3, g, &mut a, 0).to_vec();
+        assert_eq!(pad_chunk(&x, 2, 3, g, &mut b, 5), &first[..]);
+        assert_eq!(first[g.wp() + 1..g.wp() + 5], [0.0, 1.0, 2.0, 3.0]);
+    }
+
     #[test]
     fn weight_grad_matches_naive() {
         for (c, co, h, w, nb) in
@@ -949,12 +978,12 @@ mod tests {
             let want = naive_weight_grad(&x, &gy, (nb, c, co), (h, w), 1);
             let g = Padded { h, w };
             let (mut xp, mut gp) = (Vec::new(), Vec::new());
-            pad_chunk(&x, nb, c, g, &mut xp);
-            pad_chunk(&gy, nb, co, g, &mut gp);
+            let xp = pad_chunk(&x, nb, c, g, &mut xp, 0);
+            let gp = pad_chunk(&gy, nb, co, g, &mut gp, g.wp() + 1);
             let check = |dw: &[f32], what: &str| check_weight_grad(dw, 0.5, &want, (c, co), &format!("{what} {h}x{w}"));
             let mut dw = vec![0.5f32; c * 9 * co];
             // Without AVX2 the GEMM fallback runs instead, covered by the op's gradient checks.
-            if conv3x3_weight_grad(&xp, &gp, c, co, nb, g, &mut dw) {
+            if conv3x3_weight_grad(xp, gp, c, co, nb, g, &mut dw) {
                 check(&dw, "dispatched");
             }
             #[cfg(target_arch = "x86_64")]
@@ -962,7 +991,7 @@ mod tests {
                 // One segment, and segments of 1 to 4 vectors that end inside planes and images.
                 for seg in [usize::MAX, 1, 24, 40] {
                     let mut dw = vec![0.5f32; c * 9 * co];
-                    let k = simd::WeightGrad { xp: &xp, gp: &gp, c, co, nb, g, s2: false, dw: &mut dw, seg };
+                    let k = simd::WeightGrad { xp, gp, c, co, nb, g, s2: false, dw: &mut dw, seg };
                     if on_level(level, k) == Some(true) {
                         check(&dw, &format!("{} segments of {seg}", ["avx2", "avx512"][level]));
                     }
@@ -990,6 +1019,7 @@ mod tests {
             let mut out: Vec<f32> = uninit.iter().map(|v| unsafe { v.assume_init() }).collect();
             close(&out, "dispatched");
             // Each SIMD level and the portable loop on the same phase planes.
+            let buf = split_phases(&x, (1, c), (h, w), &mut buf, &mut eo).to_vec();
             let g = Padded { h: ho, w: wo };
             let off = s2_taps(g);
             let mut port = vec![f32::NAN; co * g.q_len()];
@@ -1036,7 +1066,7 @@ mod tests {
             let g = Padded { h: ho, w: wo };
             let cs = nb * g.plane();
             let (mut xs, mut sc) = (vec![f32::NAN; 5], Vec::new());
-            even_samples(&x, (nb, c), (h, w), &mut xs);
+            let xs = even_samples(&x, (nb, c), (h, w), &mut xs);
             let mut out = vec![f32::NAN; nb * co * ho * wo];
             for (b, o) in out.chunks_mut(co * ho * wo).enumerate() {
                 let mut uninit = vec![MaybeUninit::new(f32::NAN); co * ho * wo];
@@ -1056,13 +1086,13 @@ mod tests {
             close(&out, &want, "dispatched");
             let one = &want[..co * ho * wo];
             let mut port = vec![f32::NAN; co * g.q_len()];
-            portable(&xs, c, cs, g, ([0; 9], 1), &wt, co, &mut port);
+            portable(xs, c, cs, g, ([0; 9], 1), &wt, co, &mut port);
             unpad(&port, co, g, &mut out[..co * ho * wo], false);
             close(&out[..co * ho * wo], one, "portable");
             #[cfg(target_arch = "x86_64")]
             for level in 0..2 {
                 let mut s = vec![f32::NAN; co * g.q_len()];
-                let k = simd::Conv { xp: &xs, c, plane: cs, g, taps: ([0; 9], 1), wt: &wt, co, s: &mut s };
+                let k = simd::Conv { xp: xs, c, plane: cs, g, taps: ([0; 9], 1), wt: &wt, co, s: &mut s };
                 if on_level(level, k) == Some(true) {
                     unpad(&s, co, g, &mut out[..co * ho * wo], false);
                     close(&out[..co * ho * wo], one, ["avx2", "avx512"][level]);
@@ -1071,7 +1101,7 @@ mod tests {
             // Input gradient: dx[ci][2y][2x] += sum_o w[o][ci] g[o][y][x], nothing elsewhere.
             let wt_t: Vec<f32> = (0..c * co).map(|k| wt[(k % co) * c + k / co]).collect();
             let mut gp = Vec::new();
-            pad_chunk(&gy, nb, co, g, &mut gp);
+            let gp = pad_chunk(&gy, nb, co, g, &mut gp, g.wp() + 1);
             let mut dx = vec![0.25f32; nb * c * h * w];
             for (b, d) in dx.chunks_mut(c * h * w).enumerate() {
                 conv1x1_s2_input_grad(&gp[b * g.plane()..], (co, cs), &wt_t, c, (h, w), d, &mut sc);
@@ -1101,18 +1131,18 @@ mod tests {
             let want = naive_weight_grad(&x, &gy, (nb, c, co), (h, w), 2);
             let g = Padded { h: ho, w: wo };
             let (mut xp, mut eo, mut gp) = (Vec::new(), Vec::new(), Vec::new());
-            split_phases(&x, (nb, c), (h, w), &mut xp, &mut eo);
-            pad_chunk(&gy, nb, co, g, &mut gp);
+            let xp = split_phases(&x, (nb, c), (h, w), &mut xp, &mut eo);
+            let gp = pad_chunk(&gy, nb, co, g, &mut gp, g.wp() + 1);
             let check = |dw: &[f32], what: &str| check_weight_grad(dw, 0.0, &want, (c, co), &format!("{what} {h}x{w}"));
             let mut dw = vec![0.0f32; c * 9 * co];
-            if conv3x3_s2_weight_grad(&xp, &gp, c, co, nb, g, &mut dw) {
+            if conv3x3_s2_weight_grad(xp, gp, c, co, nb, g, &mut dw) {
                 check(&dw, "dispatched");
             }
             #[cfg(target_arch = "x86_64")]
             for level in 0..2 {
                 for seg in [usize::MAX, 24] {
                     let mut dw = vec![0.0f32; c * 9 * co];
-                    let k = simd::WeightGrad { xp: &xp, gp: &gp, c, co, nb, g, s2: true, dw: &mut dw, seg };
+                    let k = simd::WeightGrad { xp, gp, c, co, nb, g, s2: true, dw: &mut dw, seg };
                     if on_level(level, k) == Some(true) {
                         check(&dw, &format!("{} segments of {seg}", ["avx2", "avx512"][level]));
                     }
@@ -1148,7 +1178,7 @@ mod tests {
             }
             let g = Padded { h: ho, w: wo };
             let mut gp = Vec::new();
-            pad_chunk(&gy, nb, co, g, &mut gp);
+            let gp = pad_chunk(&gy, nb, co, g, &mut gp, g.wp() + 1);
             let parts = s2_parts(&wt, co, c, g);
             // Added onto 1.
             let mut dx = vec![1.0f32; nb * c * h * w];
@@ -1164,12 +1194,12 @@ mod tests {
             let grid = Padded { h: ho + 1, w: wo };
             for (wts, off, nt) in &parts.0 {
                 let mut port = vec![0.0; c * grid.q_len()];
-                portable(&gp, co, nb * g.plane(), grid, (*off, *nt), wts, c, &mut port);
+                portable(gp, co, nb * g.plane(), grid, (*off, *nt), wts, c, &mut port);
                 #[cfg(target_arch = "x86_64")]
                 for level in 0..2 {
                     let mut sc = vec![f32::NAN; c * grid.q_len()];
                     let k = simd::Conv {
-                        xp: &gp,
+                        xp: gp,
                         c: co,
                         plane: nb * g.plane(),
                         g: grid,
@@ -1195,10 +1225,10 @@ mod tests {
             let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
             let g = Padded { h, w };
             let mut xp = Vec::new();
-            pad_planes(&x, c, g, &mut xp);
+            let xp = pad_planes(&x, c, g, &mut xp);
             let mut out = vec![0.0; co * h * w];
             let mut s = Vec::new();
-            conv3x3(&xp, c, g.plane(), g, &wt, co, &mut out, false, &mut s);
+            conv3x3(xp, c, g.plane(), g, &wt, co, &mut out, false, &mut s);
             let want = naive(&x, (c, h, w), &wt, co, 1);
             for (a, b) in out.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
@@ -1206,7 +1236,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             for level in 0..2 {
                 let mut sc = vec![f32::NAN; co * g.q_len()];
-                let k = simd::Conv { xp: &xp, c, plane: g.plane(), g, taps: (taps(g), 9), wt: &wt, co, s: &mut sc };
+                let k = simd::Conv { xp, c, plane: g.plane(), g, taps: (taps(g), 9), wt: &wt, co, s: &mut sc };
                 if on_level(level, k) == Some(true) {
                     let mut o = vec![0.0; co * h * w];
                     unpad(&sc, co, g, &mut o, false);
@@ -1216,7 +1246,7 @@ mod tests {
                 }
             }
             let mut port = vec![0.0; co * g.q_len()];
-            portable(&xp, c, g.plane(), g, (taps(g), 9), &wt, co, &mut port);
+            portable(xp, c, g.plane(), g, (taps(g), 9), &wt, co, &mut port);
             let mut out2 = vec![1.0; co * h * w];
             unpad(&port, co, g, &mut out2, true);
             for (a, b) in out2.iter().zip(&want) {
@@ -1227,7 +1257,7 @@ mod tests {
             three.extend_from_slice(&x);
             three.extend(x.iter().map(|v| -v));
             let mut chunk = Vec::new();
-            pad_chunk(&three, 3, c, g, &mut chunk);
+            let chunk = pad_chunk(&three, 3, c, g, &mut chunk, 0);
             let mut out3 = vec![0.0; co * h * w];
             conv3x3(&chunk[g.plane()..], c, 3 * g.plane(), g, &wt, co, &mut out3, false, &mut s);
             for (a, b) in out3.iter().zip(&want) {
