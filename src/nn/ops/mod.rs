@@ -28,4 +28,6 @@ pub use pool::{adaptive_avg_pool2d, avg_pool2d, global_avg_pool, max_pool2d, ups
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_grad_flow;
+#[cfg(test)]
 mod tests_heads;
