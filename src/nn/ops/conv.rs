@@ -185,7 +185,7 @@ fn col2im(col: &[f32], g: &Geo, dx: &mut [f32]) {
     }
 }
 
-/// Number of image chunks whose weight gradients are summed separately (then in order).
+/// Number of image chunks whose weight gradients are summed separately (then in order), at most.
 const REDUCE_CHUNKS: usize = 8;
 
 thread_local! {
@@ -684,7 +684,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         if g.n >= nthreads {
             let dxp = dx_buf.as_mut().map(|d| SyncPtr(d.as_mut_ptr()));
             // Fixed chunks reduced in order: the result does not depend on scheduling.
-            let chunk = g.n.div_ceil(REDUCE_CHUNKS);
+            // Whole multiples of 8 images: with an even plane size, every channel of a chunk's padded
+            // planes starts 64-byte aligned as its first does (the weight-gradient kernel's loads).
+            let chunk = g.n.div_ceil(REDUCE_CHUNKS).next_multiple_of(8).min(g.n);
             let partial: Vec<Vec<f32>> = (0..g.n.div_ceil(chunk))
                 .into_par_iter()
                 .map(|ci| {

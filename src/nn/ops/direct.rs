@@ -30,11 +30,9 @@ impl Padded {
     pub fn wp(&self) -> usize {
         self.w + 1
     }
-    /// Elements of one padded plane: its `h + 2` rows of `wp`, rounded up to a whole number of
-    /// 64-byte lines (zeros), so that consecutive planes (channels, images) all start as aligned as
-    /// the first ([`aligned`]).
+    /// Elements of one padded plane.
     pub fn plane(&self) -> usize {
-        ((self.h + 2) * self.wp()).next_multiple_of(16)
+        (self.h + 2) * self.wp()
     }
     /// Vectors of 16 positions per tile (4, 5 or 6): the one that wastes the fewest positions on
     /// this plane size (an 8x8 plane has 72 positions on the padded grid: 5 vectors, not 6).
@@ -268,8 +266,7 @@ pub fn even_samples<'b>(
     for (ci, bi) in (0..c).flat_map(|ci| (0..nb).map(move |bi| (ci, bi))) {
         let xs = &x[(bi * c + ci) * h * w..(bi * c + ci + 1) * h * w];
         let p = &mut buf[(ci * nb + bi) * plane..(ci * nb + bi + 1) * plane];
-        let mut rows = p.chunks_exact_mut(wp);
-        for (y, row) in (&mut rows).enumerate() {
+        for (y, row) in p.chunks_exact_mut(wp).enumerate() {
             if y < g.h {
                 let src = &xs[2 * y * w..(2 * y + 1) * w];
                 row.iter_mut().zip(src.iter().step_by(2)).for_each(|(d, &v)| *d = v);
@@ -278,7 +275,6 @@ pub fn even_samples<'b>(
                 row.fill(0.0);
             }
         }
-        rows.into_remainder().fill(0.0);
     }
     buf[c * nb * plane..].fill(0.0);
     buf
@@ -367,8 +363,7 @@ pub fn split_phases<'b>(
         for p in 0..4 {
             let ph = &mut buf[((ci * 4 + p) * nb + bi) * plane..((ci * 4 + p) * nb + bi + 1) * plane];
             let (a, b) = (p >> 1, p & 1);
-            let mut rows = ph.chunks_exact_mut(wp);
-            for (i, row) in (&mut rows).enumerate() {
+            for (i, row) in ph.chunks_exact_mut(wp).enumerate() {
                 // Input row 2i + a - 1; phase column j is input column 2j + b - 1.
                 let y = (2 * i + a).wrapping_sub(1);
                 if i > ho || y >= h {
@@ -381,7 +376,6 @@ pub fn split_phases<'b>(
                     row[1..].copy_from_slice(&od[y * wo..(y + 1) * wo]);
                 }
             }
-            rows.into_remainder().fill(0.0);
         }
     }
     buf[4 * c * nb * plane..].fill(0.0);
