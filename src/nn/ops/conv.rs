@@ -204,13 +204,14 @@ fn with_direct<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>) ->
     })
 }
 
-/// Weights of the input-gradient convolution: `wf[ci][co][tap] = w[co][ci][8 - tap]`.
-fn flip_transpose(wt: &[f32], co: usize, c: usize) -> Vec<f32> {
+/// Weights of the input-gradient convolution of a `taps`-tap kernel (9: 3x3, 1: 1x1):
+/// `wf[ci][co][tap] = w[co][ci][taps - 1 - tap]`, the kernel flipped and its channels transposed.
+fn flip_transpose(wt: &[f32], co: usize, c: usize, taps: usize) -> Vec<f32> {
     let mut wf = vec![0.0f32; wt.len()];
     for o in 0..co {
         for i in 0..c {
-            for t in 0..9 {
-                wf[(i * co + o) * 9 + t] = wt[(o * c + i) * 9 + 8 - t];
+            for t in 0..taps {
+                wf[(i * co + o) * taps + t] = wt[(o * c + i) * taps + taps - 1 - t];
             }
         }
     }
@@ -528,11 +529,6 @@ fn backward_chunk_1x1s2(k: Chunk, wt_t: Option<&[f32]>, g: &Geo) {
     });
 }
 
-/// `w[o][ci]` (`co x c`) transposed to `[ci][o]`.
-fn transpose(w: &[f32], co: usize, c: usize) -> Vec<f32> {
-    (0..c * co).map(|k| w[(k % co) * c + k / co]).collect()
-}
-
 /// The geometry of a convolution of `s` by weights of shape `w_shape`, checked.
 fn geometry(s: Shape4, w_shape: [usize; 4], w_len: usize, cfg: ConvCfg) -> Geo {
     let [co, cg, kh, kw] = w_shape;
@@ -657,8 +653,8 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         let mut dw = vec![0.0f32; w_data.len()];
         let mut dx_buf = if x_needs_grad { Some(xs.grad_buf(grads)?) } else { None };
         let nthreads = threads();
-        let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c));
-        let wt_t = (g.pointwise_s2() && x_needs_grad).then(|| transpose(&w_data, g.co, g.c));
+        let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c, 9));
+        let wt_t = (g.pointwise_s2() && x_needs_grad).then(|| flip_transpose(&w_data, g.co, g.c, 1));
         let s2 = (g.direct_s2() && x_needs_grad).then(|| direct::s2_parts(&w_data, g.co, g.c, g.padded_out()));
         // Images [i0, i1) of the batch: accumulate their weight gradient into `acc` and write their
         // input gradients into `dxs` (the matching slice of dx), if wanted.
