@@ -90,5 +90,18 @@ fn kernels_alone(c: usize, hw: usize) {
     time(&format!("  1 thread: dW kernel x{nb}"), flop, || {
         assert!(conv3x3_weight_grad(xp, gp, c, c, nb, g, &mut dw), "no SIMD weight-gradient kernel on this CPU");
     });
+    // The same weight gradient over the channel-blocked copy (AVX-512, whole blocks of 16).
+    use kdscope::nn::ops::wgrad16;
+    if wgrad16::applies(c) {
+        let (mut bbuf, mut acc) = (Vec::new(), Vec::new());
+        let bytes = (x.len() * 8 + wgrad16::block_positions(nb, g) * c * 4) as f64;
+        time(&format!("  1 thread: pad blocked x{nb} (GB/s)"), bytes, || {
+            wgrad16::pad_blocked(&x, nb, c, g, &mut bbuf);
+        });
+        let xb = wgrad16::pad_blocked(&x, nb, c, g, &mut bbuf).to_vec();
+        time(&format!("  1 thread: dW blocked x{nb}"), flop, || {
+            assert!(wgrad16::weight_grad(&xb, &x, (c, c, nb), g, &mut dw, &mut acc));
+        });
+    }
     std::hint::black_box((&out, &dw));
 }

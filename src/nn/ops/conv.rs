@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use super::blas::{sgemm, sgemm_strided, threads, written, zeroed, Mat, SyncPtr};
 use super::direct::{self, Padded};
+use super::wgrad16;
 use crate::nn::var::{accumulate, add_into, finish, Dev, Flat, Grads, Shape4, Var};
 
 /// Convolution hyper-parameters (square kernels are the common case but not required).
@@ -450,11 +451,16 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
     let (wp, plane) = (pg.wp(), pg.plane());
     let cs = nb * plane;
     with_direct(|xbuf, gbuf, scratch| {
+        // dW over channel-blocked input where the CPU and channel count allow it (AVX-512, c = 16k).
+        let blocked = want_dw && wgrad16::applies(g.c) && {
+            let xb = wgrad16::pad_blocked(x, nb, g.c, pg, xbuf);
+            wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), pg, dw, scratch)
+        };
         // Aligned where the weight-gradient kernel's vector loads start: x's planes, g's first value.
-        let xp: &[f32] = if want_dw { direct::pad_chunk(x, nb, g.c, pg, xbuf, 0) } else { &[] };
+        let xp: &[f32] = if want_dw && !blocked { direct::pad_chunk(x, nb, g.c, pg, xbuf, 0) } else { &[] };
         let gp = direct::pad_chunk(gout, nb, g.co, pg, gbuf, wp + 1);
         // dW_tap (co x c) = G (co x nb*plane) . X_tap^T: a direct kernel, or one strided GEMM per tap.
-        let direct_dw = want_dw && direct::conv3x3_weight_grad(xp, gp, g.c, g.co, nb, pg, dw);
+        let direct_dw = blocked || want_dw && direct::conv3x3_weight_grad(xp, gp, g.c, g.co, nb, pg, dw);
         for (t, off) in direct::taps(pg).into_iter().enumerate().filter(|_| want_dw && !direct_dw) {
             let a = Mat { data: &gp[wp + 1..], rs: cs as isize, cs: 1 };
             let b = Mat { data: &xp[off..], rs: 1, cs: cs as isize };

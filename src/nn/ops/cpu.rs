@@ -3,6 +3,16 @@
 
 /// The instantiation of the SIMD kernels that run-time dispatch picks on this CPU.
 pub fn simd_level() -> &'static str {
+    match f32_lanes() {
+        16 => "AVX-512 (16 lanes)",
+        8 => "AVX2 + FMA (8 lanes)",
+        _ => "portable (no AVX2)",
+    }
+}
+
+/// f32 lanes of the vectors run-time dispatch picks on this CPU (16, 8, or 4 and fewer without
+/// AVX2 + FMA), found once.
+pub fn f32_lanes() -> usize {
     struct Lanes;
     impl pulp::WithSimd for Lanes {
         type Output = usize;
@@ -11,11 +21,8 @@ pub fn simd_level() -> &'static str {
             S::F32_LANES
         }
     }
-    match pulp::Arch::new().dispatch(Lanes) {
-        16 => "AVX-512 (16 lanes)",
-        8 => "AVX2 + FMA (8 lanes)",
-        _ => "portable (no AVX2)",
-    }
+    static LANES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LANES.get_or_init(|| pulp::Arch::new().dispatch(Lanes))
 }
 
 /// Runs `f` compiled for the widest vector instructions this CPU has (AVX-512, AVX2 + FMA, or the

@@ -872,7 +872,7 @@ mod simd {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Runs a kernel on SIMD level `level` (0: AVX2 + FMA, 1: AVX-512) where this CPU has it, so
@@ -916,7 +916,7 @@ mod tests {
 
     /// `dw[o][i][ky][kx] = sum_b sum_(y,x) g[b][o][y][x] * x[b][i][s*y + ky - 1][s*x + kx - 1]`, the
     /// output gradient `gy` of `h/s x w/s` planes.
-    fn naive_weight_grad(
+    pub(crate) fn naive_weight_grad(
         x: &[f32],
         gy: &[f32],
         (nb, c, co): (usize, usize, usize),
@@ -943,7 +943,7 @@ mod tests {
     }
 
     /// Asserts that `dw` (`[(i * 9 + t) * co + o]`, less `base`) is `want` (`[(o * c + i) * 9 + t]`).
-    fn check_weight_grad(dw: &[f32], base: f32, want: &[f64], (c, co): (usize, usize), what: &str) {
+    pub(crate) fn check_weight_grad(dw: &[f32], base: f32, want: &[f64], (c, co): (usize, usize), what: &str) {
         for (o, i, t) in (0..co).flat_map(|o| (0..c).flat_map(move |i| (0..9).map(move |t| (o, i, t)))) {
             let (got, w) = (dw[(i * 9 + t) * co + o] - base, want[(o * c + i) * 9 + t] as f32);
             assert!((got - w).abs() < 1e-3 * (1.0 + w.abs()), "{what} c{c} co{co}: {got} vs {w}");

@@ -12,6 +12,8 @@ mod elementwise;
 mod fusion;
 mod linear;
 mod pool;
+#[doc(hidden)]
+pub mod wgrad16;
 
 pub use batchnorm::{batch_norm, eval_affine, BnCfg, RunningStats};
 pub use conv::{conv2d, conv2d_folded, out_size, ConvCfg};

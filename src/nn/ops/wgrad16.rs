@@ -1,0 +1,260 @@
+//! Weight gradient of the 3x3 / stride 1 / padding 1 convolution over a channel-blocked copy of
+//! the input, for AVX-512 (16 lanes, 32 registers) and input channels in whole blocks of 16.
+//!
+//! [`pad_blocked`] copies a chunk of `nb` images into zero-padded planes (the layout of
+//! [`super::direct::pad_chunk`]: rows of `wp = w + 1`, `nb` planes one after the other) whose
+//! positions each hold 16 input channels, one 64-byte line: `[c / 16][position][16]`. For input
+//! channel block `cb`, output channel `o` and tap `t`, the 16 lanes of
+//! `sum_(b, y, x) g[b][o][y][x] * xb[cb][b * plane + y * wp + x + taps[t]]` are the weight gradients
+//! of the 16 input channels. [`weight_grad`] computes them with 3 output channels x 9 taps of
+//! accumulators in registers: per output position, 3 broadcasts of the output gradient (read where
+//! it lies, unpadded) and 9 whole-line loads of the input serve 27 FMAs, with no horizontal sums and
+//! no position outside the images (the planar kernel of [`super::direct::conv3x3_weight_grad`] runs
+//! over the padded grid, 9-29 % more positions at 32x32-8x8, with unaligned loads).
+use super::cpu;
+use super::direct::{aligned, taps, Padded};
+use pulp::{Simd, WithSimd};
+
+/// Input channels per block: one AVX-512 vector.
+pub const BLOCK: usize = 16;
+
+/// Whether [`weight_grad`] serves a convolution with `c` input channels on this CPU.
+pub fn applies(c: usize) -> bool {
+    c > 0 && c % BLOCK == 0 && cpu::f32_lanes() == BLOCK
+}
+
+/// Positions per channel block in [`pad_blocked`]'s buffer: the `nb` planes and one more, the
+/// last tap's read past the last plane.
+pub fn block_positions(nb: usize, g: Padded) -> usize {
+    nb * g.plane() + 1
+}
+
+/// Copies `nb` images (`x` holds them NCHW, `c` channels each, `c` a multiple of [`BLOCK`]) into
+/// channel-blocked, zero-padded planes `[c / 16][nb * plane + 1][16]` in `buf`, starting on a
+/// 64-byte line, and returns them. Every value is written (data, borders, slack).
+pub fn pad_blocked<'b>(x: &[f32], nb: usize, c: usize, g: Padded, buf: &'b mut Vec<f32>) -> &'b [f32] {
+    assert!(c % BLOCK == 0 && x.len() >= nb * c * g.h * g.w, "pad_blocked: {c} channels, {} values", x.len());
+    let (h, w, wp, plane) = (g.h, g.w, g.wp(), g.plane());
+    let bs = block_positions(nb, g);
+    let out = aligned(buf, c / BLOCK * bs * BLOCK, 0);
+    cpu::multiversioned(|| {
+        for (cb, blk) in out.chunks_exact_mut(bs * BLOCK).enumerate() {
+            for bi in 0..nb {
+                let dst = &mut blk[bi * plane * BLOCK..(bi + 1) * plane * BLOCK];
+                // The zero row above and the first row's left border.
+                dst[..(wp + 1) * BLOCK].fill(0.0);
+                for y in 0..h {
+                    let src: [&[f32]; BLOCK] = std::array::from_fn(|l| {
+                        let p = ((bi * c + cb * BLOCK + l) * h + y) * w;
+                        &x[p..p + w]
+                    });
+                    let row = &mut dst[((y + 1) * wp + 1) * BLOCK..((y + 2) * wp + 1) * BLOCK];
+                    let (data, border) = row.split_at_mut(w * BLOCK);
+                    for (xx, d) in data.chunks_exact_mut(BLOCK).enumerate() {
+                        for (l, v) in d.iter_mut().enumerate() {
+                            *v = src[l][xx];
+                        }
+                    }
+                    // This row's right border, the next row's left one.
+                    border.fill(0.0);
+                }
+                // The rest of the zero row below.
+                dst[((h + 1) * wp + 1) * BLOCK..].fill(0.0);
+            }
+            blk[nb * plane * BLOCK..].fill(0.0);
+        }
+    });
+    out
+}
+
+/// `dw[(i * 9 + t) * co + o] += sum_b sum_(y, x) gy[b][o][y][x] * x[b][i][y + ky - 1][x + kx - 1]`
+/// (tap `t = 3 ky + kx`, zero outside the image), with `xb` from [`pad_blocked`] of the same `nb`
+/// images and `gy` the output gradient of those images, NCHW. `acc` is scratch (grown to
+/// `c * co * 9` values). Returns `false` and leaves `dw` untouched where [`applies`] is false.
+#[allow(clippy::too_many_arguments)]
+pub fn weight_grad(
+    xb: &[f32],
+    gy: &[f32],
+    (c, co, nb): (usize, usize, usize),
+    g: Padded,
+    dw: &mut [f32],
+    acc: &mut Vec<f32>,
+) -> bool {
+    if !applies(c) {
+        return false;
+    }
+    let acc = aligned(acc, c * co * 9, 0);
+    acc.fill(0.0);
+    let ran = pulp::Arch::new().dispatch(Kernel { xb, gy, c, co, nb, g, acc: &mut acc[..] });
+    if ran {
+        // `acc` is `[c / 16][co][9][16]`: lane `l` of block `cb` is input channel `16 cb + l`.
+        for (k, v) in acc.iter().enumerate() {
+            let (l, t, o, cb) = (k % BLOCK, k / BLOCK % 9, k / (BLOCK * 9) % co, k / (BLOCK * 9 * co));
+            dw[((cb * BLOCK + l) * 9 + t) * co + o] += v;
+        }
+    }
+    ran
+}
+
+struct Kernel<'a> {
+    xb: &'a [f32],
+    gy: &'a [f32],
+    c: usize,
+    co: usize,
+    nb: usize,
+    g: Padded,
+    acc: &'a mut [f32],
+}
+
+impl WithSimd for Kernel<'_> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> bool {
+        let Kernel { xb, gy, c, co, nb, g, acc } = self;
+        if S::F32_LANES != BLOCK {
+            return false;
+        }
+        let (h, w, hw) = (g.h, g.w, g.h * g.w);
+        let bs = block_positions(nb, g);
+        // The reads: block `cb`, image `b`, position `y * wp + x + taps[t]` < `b * plane + plane + 1`.
+        assert!(xb.len() >= c / BLOCK * bs * BLOCK && gy.len() >= nb * co * hw && acc.len() >= c * co * 9);
+        // Rows per segment (of all the images' `nb * h` rows, so small planes share one): about
+        // 256 positions, whose input lines (plus 2 rows) stay in L1 while every output channel
+        // block passes over them.
+        let rows = (256 / w.max(1)).clamp(1, (nb * h).max(1));
+        for cb in 0..c / BLOCK {
+            for r0 in (0..nb * h).step_by(rows) {
+                let rs = (r0, (r0 + rows).min(nb * h));
+                let mut o0 = 0;
+                while o0 < co {
+                    let n = match co - o0 {
+                        1 => 1,
+                        2 | 4 => 2,
+                        _ => 3,
+                    };
+                    // SAFETY: the pointers stay within the lengths asserted above.
+                    unsafe {
+                        let xp = xb.as_ptr().add(cb * bs * BLOCK);
+                        let gp = gy.as_ptr().add(o0 * hw);
+                        let ap = acc.as_mut_ptr().add((cb * co + o0) * 9 * BLOCK);
+                        match n {
+                            3 => segment::<S, 3>(simd, (xp, gp, ap), rs, (g, co)),
+                            2 => segment::<S, 2>(simd, (xp, gp, ap), rs, (g, co)),
+                            _ => segment::<S, 1>(simd, (xp, gp, ap), rs, (g, co)),
+                        }
+                    }
+                    o0 += n;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// One vector load at `p` (whole lines here).
+///
+/// # Safety
+/// `p..p + 16` must be readable.
+#[inline(always)]
+unsafe fn load<S: Simd>(p: *const f32) -> S::f32s {
+    p.cast::<S::f32s>().read_unaligned()
+}
+
+/// Rows `r0..r1` of the chunk's `nb * h` output rows (row `r`: image `r / h`, row `r % h`) for
+/// `NO` output channels (`gp`: the first one's plane in image 0, the next ones `h * w` apart, images
+/// `co * h * w` apart) and one input channel block (`xp`: its first padded position), the 9 x `NO`
+/// accumulators added to `ap` (`[o][t][16]`) at the end.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn segment<S: Simd, const NO: usize>(
+    simd: S,
+    (xp, gp, ap): (*const f32, *const f32, *mut f32),
+    (r0, r1): (usize, usize),
+    (g, co): (Padded, usize),
+) {
+    let (h, w, wp, hw, plane) = (g.h, g.w, g.wp(), g.h * g.w, g.plane());
+    let off = taps(g).map(|t| t * BLOCK);
+    let mut acc = [[simd.splat_f32s(0.0); 9]; NO];
+    let (mut b, mut y) = (r0 / h, r0 % h);
+    for _ in r0..r1 {
+        let (xr, gr) = (xp.add((b * plane + y * wp) * BLOCK), gp.add(b * co * hw + y * w));
+        (b, y) = if y + 1 == h { (b + 1, 0) } else { (b, y + 1) };
+        for x in 0..w {
+            let gv: [S::f32s; NO] = std::array::from_fn(|o| simd.splat_f32s(*gr.add(o * hw + x)));
+            let xq = xr.add(x * BLOCK);
+            for t in 0..9 {
+                let xv = load::<S>(xq.add(off[t]));
+                for o in 0..NO {
+                    acc[o][t] = simd.mul_add_f32s(gv[o], xv, acc[o][t]);
+                }
+            }
+        }
+    }
+    for o in 0..NO {
+        for t in 0..9 {
+            let p = ap.add((o * 9 + t) * BLOCK).cast::<S::f32s>();
+            p.write_unaligned(simd.add_f32s(p.read_unaligned(), acc[o][t]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::ops::direct::tests::{check_weight_grad, naive_weight_grad};
+
+    /// The blocked copy puts channel `16 cb + l` of image `b`, pixel `(y, x)` at lane `l` of
+    /// position `b * plane + (y + 1) * wp + x + 1` of block `cb`, and zeros everywhere else, over
+    /// whatever the buffer held.
+    #[test]
+    fn pad_blocked_places_every_value() {
+        let (nb, c, g) = (2, 32, Padded { h: 3, w: 5 });
+        let x: Vec<f32> = (0..nb * c * 15).map(|i| i as f32 + 1.0).collect();
+        let mut buf = vec![f32::NAN; 10];
+        let xb = pad_blocked(&x, nb, c, g, &mut buf);
+        let bs = block_positions(nb, g);
+        assert_eq!(xb.len(), c / BLOCK * bs * BLOCK);
+        assert_eq!(xb.as_ptr() as usize % 64, 0);
+        let mut nonzero = 0;
+        for (k, &v) in xb.iter().enumerate() {
+            let (l, p, cb) = (k % BLOCK, k / BLOCK % bs, k / (BLOCK * bs));
+            let (b, q) = (p / g.plane(), p % g.plane());
+            let (row, col) = (q / g.wp(), q % g.wp());
+            let want = if b < nb && (1..=g.h).contains(&row) && col >= 1 {
+                nonzero += 1;
+                x[((b * c + cb * BLOCK + l) * g.h + row - 1) * g.w + col - 1]
+            } else {
+                0.0
+            };
+            assert_eq!(v, want, "block {cb} position {p} lane {l}");
+        }
+        assert_eq!(nonzero, x.len());
+    }
+
+    /// Against the definition, on planes from 1x1 to 32x32, odd and even sides, segments that
+    /// split an image's rows (32 wide: 8 rows a segment), output channel counts that leave blocks
+    /// of 1, 2 and 2 + 2, and a `dw` that already holds values (the kernel adds to it).
+    #[test]
+    fn blocked_weight_grad_matches_naive() {
+        if !applies(BLOCK) {
+            eprintln!("no AVX-512 on this CPU: the blocked weight gradient does not run here");
+            assert!(!weight_grad(&[], &[], (16, 1, 1), Padded { h: 1, w: 1 }, &mut [], &mut Vec::new()));
+            return;
+        }
+        for (c, co, h, w, nb) in
+            [(16, 3, 7, 9, 2), (32, 4, 32, 32, 2), (16, 7, 8, 8, 3), (16, 1, 1, 1, 2), (48, 5, 5, 3, 1)]
+        {
+            let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let gy: Vec<f32> = (0..nb * co * h * w).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let want = naive_weight_grad(&x, &gy, (nb, c, co), (h, w), 1);
+            let g = Padded { h, w };
+            let (mut xbuf, mut acc) = (vec![f32::NAN; 3], vec![f32::NAN; 5]);
+            let xb = pad_blocked(&x, nb, c, g, &mut xbuf);
+            let mut dw = vec![0.5f32; c * 9 * co];
+            assert!(weight_grad(xb, &gy, (c, co, nb), g, &mut dw, &mut acc));
+            check_weight_grad(&dw, 0.5, &want, (c, co), &format!("blocked {h}x{w} nb{nb}"));
+        }
+        assert!(!weight_grad(&[], &[], (8, 1, 1), Padded { h: 1, w: 1 }, &mut [], &mut Vec::new()));
+    }
+}
