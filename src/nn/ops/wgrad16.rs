@@ -20,7 +20,7 @@ pub const BLOCK: usize = 16;
 
 /// Whether [`weight_grad`] serves a convolution with `c` input channels on this CPU.
 pub fn applies(c: usize) -> bool {
-    c > 0 && c % BLOCK == 0 && cpu::f32_lanes() == BLOCK
+    c > 0 && c.is_multiple_of(BLOCK) && cpu::f32_lanes() == BLOCK
 }
 
 /// Positions per channel block in [`pad_blocked`]'s buffer: the `nb` planes and one more, the
@@ -33,7 +33,7 @@ pub fn block_positions(nb: usize, g: Padded) -> usize {
 /// channel-blocked, zero-padded planes `[c / 16][nb * plane + 1][16]` in `buf`, starting on a
 /// 64-byte line, and returns them. Every value is written (data, borders, slack).
 pub fn pad_blocked<'b>(x: &[f32], nb: usize, c: usize, g: Padded, buf: &'b mut Vec<f32>) -> &'b [f32] {
-    assert!(c % BLOCK == 0 && x.len() >= nb * c * g.h * g.w, "pad_blocked: {c} channels, {} values", x.len());
+    assert!(c.is_multiple_of(BLOCK) && x.len() >= nb * c * g.h * g.w, "pad_blocked: {c} channels, {} values", x.len());
     let (h, w, wp, plane) = (g.h, g.w, g.wp(), g.plane());
     let bs = block_positions(nb, g);
     let out = aligned(buf, c / BLOCK * bs * BLOCK, 0);
