@@ -31,40 +31,97 @@ pub fn block_positions(nb: usize, g: Padded) -> usize {
 
 /// Copies `nb` images (`x` holds them NCHW, `c` channels each, `c` a multiple of [`BLOCK`]) into
 /// channel-blocked, zero-padded planes `[c / 16][nb * plane + 1][16]` in `buf`, starting on a
-/// 64-byte line, and returns them. Every value is written (data, borders, slack).
+/// 64-byte line, and returns them. Every value is written (data, borders, slack). With AVX-512
+/// each 16 consecutive pixels of 16 channels are one in-register 16 x 16 transpose.
 pub fn pad_blocked<'b>(x: &[f32], nb: usize, c: usize, g: Padded, buf: &'b mut Vec<f32>) -> &'b [f32] {
     assert!(c.is_multiple_of(BLOCK) && x.len() >= nb * c * g.h * g.w, "pad_blocked: {c} channels, {} values", x.len());
-    let (h, w, wp, plane) = (g.h, g.w, g.wp(), g.plane());
+    let (h, w, wp, plane, hw) = (g.h, g.w, g.wp(), g.plane(), g.h * g.w);
     let bs = block_positions(nb, g);
     let out = aligned(buf, c / BLOCK * bs * BLOCK, 0);
-    cpu::multiversioned(|| {
-        for (cb, blk) in out.chunks_exact_mut(bs * BLOCK).enumerate() {
-            for bi in 0..nb {
-                let dst = &mut blk[bi * plane * BLOCK..(bi + 1) * plane * BLOCK];
-                // The zero row above and the first row's left border.
-                dst[..(wp + 1) * BLOCK].fill(0.0);
-                for y in 0..h {
-                    let src: [&[f32]; BLOCK] = std::array::from_fn(|l| {
-                        let p = ((bi * c + cb * BLOCK + l) * h + y) * w;
-                        &x[p..p + w]
-                    });
-                    let row = &mut dst[((y + 1) * wp + 1) * BLOCK..((y + 2) * wp + 1) * BLOCK];
-                    let (data, border) = row.split_at_mut(w * BLOCK);
-                    for (xx, d) in data.chunks_exact_mut(BLOCK).enumerate() {
-                        for (l, v) in d.iter_mut().enumerate() {
-                            *v = src[l][xx];
-                        }
-                    }
-                    // This row's right border, the next row's left one.
-                    border.fill(0.0);
-                }
-                // The rest of the zero row below.
-                dst[((h + 1) * wp + 1) * BLOCK..].fill(0.0);
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = is_x86_feature_detected!("avx512f");
+    for (cb, blk) in out.chunks_exact_mut(bs * BLOCK).enumerate() {
+        for bi in 0..nb {
+            let dst = &mut blk[bi * plane * BLOCK..(bi + 1) * plane * BLOCK];
+            // The zero row above and the first row's left border; each row's right border (the
+            // next row's left one); the rest of the zero row below.
+            dst[..(wp + 1) * BLOCK].fill(0.0);
+            for y in 0..h {
+                dst[(y + 2) * wp * BLOCK..((y + 2) * wp + 1) * BLOCK].fill(0.0);
             }
-            blk[nb * plane * BLOCK..].fill(0.0);
+            dst[((h + 1) * wp + 1) * BLOCK..].fill(0.0);
+            let src: [&[f32]; BLOCK] = std::array::from_fn(|l| {
+                let p = (bi * c + cb * BLOCK + l) * hw;
+                &x[p..p + hw]
+            });
+            // Pixel `p` (row `p / w`, column `p % w`) goes to padded position `(y + 1) * wp + x + 1`.
+            let (mut p, mut y, mut xx) = (0, 0, 0);
+            #[cfg(target_arch = "x86_64")]
+            while avx512 && p + BLOCK <= hw {
+                let rows: [*const f32; BLOCK] = std::array::from_fn(|l| src[l][p..p + BLOCK].as_ptr());
+                let mut cols = [std::ptr::null_mut(); BLOCK];
+                for col in cols.iter_mut() {
+                    *col = dst[((y + 1) * wp + xx + 1) * BLOCK..][..BLOCK].as_mut_ptr();
+                    (y, xx) = if xx + 1 == w { (y + 1, 0) } else { (y, xx + 1) };
+                }
+                // SAFETY: AVX-512F is present; each pointer is 16 values within `x` or `dst`, as
+                // the slicing above checked.
+                unsafe { transpose16(rows, cols) };
+                p += BLOCK;
+            }
+            for p in p..hw {
+                let d = &mut dst[((y + 1) * wp + xx + 1) * BLOCK..][..BLOCK];
+                for (l, v) in d.iter_mut().enumerate() {
+                    *v = src[l][p];
+                }
+                (y, xx) = if xx + 1 == w { (y + 1, 0) } else { (y, xx + 1) };
+            }
         }
-    });
+        blk[nb * plane * BLOCK..].fill(0.0);
+    }
     out
+}
+
+/// `cols[k][l] = rows[l][k]` for a 16 x 16 block: 16 loads, three rounds of 16 shuffles (pairs of
+/// rows interleaved, 4 x 4 transposes within each 128-bit lane, then of the 128-bit lanes), 16
+/// stores.
+///
+/// # Safety
+/// The CPU has AVX-512F; each `rows[l]` is 16 readable values, each `cols[k]` 16 writable ones.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(rows: [*const f32; BLOCK], cols: [*mut f32; BLOCK]) {
+    use std::arch::x86_64::*;
+    let mut r = [_mm512_setzero_ps(); BLOCK];
+    for l in 0..BLOCK {
+        r[l] = _mm512_loadu_ps(rows[l]);
+    }
+    // t[2i] / t[2i + 1], 128-bit lane k: (r[2i][4k], r[2i+1][4k], r[2i][4k+1], r[2i+1][4k+1]) / the
+    // same of 4k + 2 and 4k + 3.
+    let mut t = [_mm512_setzero_ps(); BLOCK];
+    for i in 0..BLOCK / 2 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4i + j], lane k: rows 4i..4i + 4 of column 4k + j.
+    let mut u = [_mm512_setzero_ps(); BLOCK];
+    for i in 0..BLOCK / 4 {
+        u[4 * i] = _mm512_shuffle_ps::<0x44>(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_shuffle_ps::<0x44>(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(t[4 * i + 1], t[4 * i + 3]);
+    }
+    // Column 4k + j is lane k of u[j], u[4 + j], u[8 + j], u[12 + j]: a 4 x 4 transpose of lanes.
+    for j in 0..4 {
+        let v0 = _mm512_shuffle_f32x4::<0x44>(u[j], u[4 + j]);
+        let v1 = _mm512_shuffle_f32x4::<0xEE>(u[j], u[4 + j]);
+        let v2 = _mm512_shuffle_f32x4::<0x44>(u[8 + j], u[12 + j]);
+        let v3 = _mm512_shuffle_f32x4::<0xEE>(u[8 + j], u[12 + j]);
+        _mm512_storeu_ps(cols[j], _mm512_shuffle_f32x4::<0x88>(v0, v2));
+        _mm512_storeu_ps(cols[4 + j], _mm512_shuffle_f32x4::<0xDD>(v0, v2));
+        _mm512_storeu_ps(cols[8 + j], _mm512_shuffle_f32x4::<0x88>(v1, v3));
+        _mm512_storeu_ps(cols[12 + j], _mm512_shuffle_f32x4::<0xDD>(v1, v3));
+    }
 }
 
 /// `dw[(i * 9 + t) * co + o] += sum_b sum_(y, x) gy[b][o][y][x] * x[b][i][y + ky - 1][x + kx - 1]`
@@ -88,9 +145,14 @@ pub fn weight_grad(
     let ran = pulp::Arch::new().dispatch(Kernel { xb, gy, c, co, nb, g, acc: &mut acc[..] });
     if ran {
         // `acc` is `[c / 16][co][9][16]`: lane `l` of block `cb` is input channel `16 cb + l`.
-        for (k, v) in acc.iter().enumerate() {
-            let (l, t, o, cb) = (k % BLOCK, k / BLOCK % 9, k / (BLOCK * 9) % co, k / (BLOCK * 9 * co));
-            dw[((cb * BLOCK + l) * 9 + t) * co + o] += v;
+        for (cb, blk) in acc.chunks_exact(co * 9 * BLOCK).enumerate() {
+            for (o, per_o) in blk.chunks_exact(9 * BLOCK).enumerate() {
+                for (t, lanes) in per_o.chunks_exact(BLOCK).enumerate() {
+                    for (l, v) in lanes.iter().enumerate() {
+                        dw[((cb * BLOCK + l) * 9 + t) * co + o] += v;
+                    }
+                }
+            }
         }
     }
     ran
@@ -206,11 +268,17 @@ mod tests {
 
     /// The blocked copy puts channel `16 cb + l` of image `b`, pixel `(y, x)` at lane `l` of
     /// position `b * plane + (y + 1) * wp + x + 1` of block `cb`, and zeros everywhere else, over
-    /// whatever the buffer held.
+    /// whatever the buffer held: planes of fewer than 16 pixels (no transpose), and of 35 and 64
+    /// (16-pixel transposes that cross rows, then a tail of 3 or none).
     #[test]
     fn pad_blocked_places_every_value() {
-        let (nb, c, g) = (2, 32, Padded { h: 3, w: 5 });
-        let x: Vec<f32> = (0..nb * c * 15).map(|i| i as f32 + 1.0).collect();
+        for (h, w) in [(3, 5), (5, 7), (8, 8)] {
+            pad_blocked_case(2, 32, Padded { h, w });
+        }
+    }
+
+    fn pad_blocked_case(nb: usize, c: usize, g: Padded) {
+        let x: Vec<f32> = (0..nb * c * g.h * g.w).map(|i| i as f32 + 1.0).collect();
         let mut buf = vec![f32::NAN; 10];
         let xb = pad_blocked(&x, nb, c, g, &mut buf);
         let bs = block_positions(nb, g);
@@ -227,7 +295,7 @@ mod tests {
             } else {
                 0.0
             };
-            assert_eq!(v, want, "block {cb} position {p} lane {l}");
+            assert_eq!(v, want, "{g:?}: block {cb} position {p} lane {l}");
         }
         assert_eq!(nonzero, x.len());
     }
