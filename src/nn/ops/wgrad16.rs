@@ -69,10 +69,10 @@ pub fn pad_blocked<'b>(x: &[f32], nb: usize, c: usize, g: Padded, buf: &'b mut V
                 unsafe { transpose16(rows, cols) };
                 p += BLOCK;
             }
-            for p in p..hw {
+            for pixel in p..hw {
                 let d = &mut dst[((y + 1) * wp + xx + 1) * BLOCK..][..BLOCK];
-                for (l, v) in d.iter_mut().enumerate() {
-                    *v = src[l][p];
+                for (v, plane) in d.iter_mut().zip(&src) {
+                    *v = plane[pixel];
                 }
                 (y, xx) = if xx + 1 == w { (y + 1, 0) } else { (y, xx + 1) };
             }
