@@ -81,6 +81,20 @@ fn kernels_alone(c: usize, hw: usize) {
             conv3x3(&xp[b * g.plane()..], c, nb * g.plane(), g, &wt, c, &mut out, false, &mut scratch);
         }
     });
+    // The same on tight planes (AVX-512, no padding column), written straight into the output.
+    use kdscope::nn::ops::tight;
+    if tight::applies(hw, hw) {
+        let mut tbuf = Vec::new();
+        let xt = tight::pad_tight(&x, (nb, c), (hw, hw), &mut tbuf).to_vec();
+        let pl = tight::plane(hw, hw);
+        time(&format!("  1 thread: fwd tight x{nb}"), flop, || {
+            for b in 0..nb {
+                let o = unsafe { std::mem::transmute::<&mut [f32], &mut [std::mem::MaybeUninit<f32>]>(&mut out[..]) };
+                let mode = tight::Out::Write { out: o, bias: None, relu: false, sums: None };
+                assert!(tight::conv(&xt[b * pl..], (c, nb * pl), (hw, hw), &wt, c, mode));
+            }
+        });
+    }
     // The copy into padded planes: its "GFLOP/s" column reads as GB/s (bytes read + written).
     let bytes = (x.len() * 4 + xp.len() * 4) as f64;
     time(&format!("  1 thread: pad x{nb} (GB/s)"), bytes, || {

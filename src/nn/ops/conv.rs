@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::blas::{sgemm, sgemm_strided, threads, written, zeroed, Mat, SyncPtr};
 use super::direct::{self, Padded};
-use super::wgrad16;
+use super::{tight, wgrad16};
 use crate::nn::var::{accumulate, add_into, finish, Dev, Flat, Grads, Shape4, Var};
 
 /// Convolution hyper-parameters (square kernels are the common case but not required).
@@ -270,7 +270,12 @@ fn forward_image(
 /// of `out` is written, `relu?(conv + bias)`.
 fn direct_image(x: &[f32], wt: &[f32], g: &Geo, out: &mut [MaybeUninit<f32>], epilogue: direct::Epilogue) {
     with_direct(|buf, scratch, eo| {
-        if g.direct() {
+        if g.direct() && tight::preferred(g.h, g.w) {
+            let xp = tight::pad_tight(x, (1, g.c), (g.h, g.w), buf);
+            let (bias, relu, sums) = epilogue;
+            let out = tight::Out::Write { out, bias, relu, sums };
+            assert!(tight::conv(xp, (g.c, tight::plane(g.h, g.w)), (g.h, g.w), wt, g.co, out));
+        } else if g.direct() {
             let xp = direct::pad_planes(x, g.c, g.padded(), buf);
             direct::conv3x3_into(xp, (g.c, g.padded().plane()), g.padded(), wt, g.co, out, epilogue, scratch);
         } else if g.pointwise_s2() {
@@ -456,9 +461,12 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
             let xb = wgrad16::pad_blocked(x, nb, g.c, pg, xbuf);
             wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), pg, dw, scratch)
         };
+        let tight_dx = dx.is_some() && tight::preferred(g.h, g.w);
+        // The padded planes of the planar kernels, where one of them runs.
+        let planar = (want_dw && !blocked) || (dx.is_some() && !tight_dx);
         // Aligned where the weight-gradient kernel's vector loads start: x's planes, g's first value.
         let xp: &[f32] = if want_dw && !blocked { direct::pad_chunk(x, nb, g.c, pg, xbuf, 0) } else { &[] };
-        let gp = direct::pad_chunk(gout, nb, g.co, pg, gbuf, wp + 1);
+        let gp: &[f32] = if planar { direct::pad_chunk(gout, nb, g.co, pg, gbuf, wp + 1) } else { &[] };
         // dW_tap (co x c) = G (co x nb*plane) . X_tap^T: a direct kernel, or one strided GEMM per tap.
         let direct_dw = blocked || want_dw && direct::conv3x3_weight_grad(xp, gp, g.c, g.co, nb, pg, dw);
         for (t, off) in direct::taps(pg).into_iter().enumerate().filter(|_| want_dw && !direct_dw) {
@@ -466,7 +474,15 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
             let b = Mat { data: &xp[off..], rs: 1, cs: cs as isize };
             sgemm_strided(g.co, g.c, cs, a, b, &mut dw[t * g.co..], (1, 9 * g.co), true, 1);
         }
-        if let Some(dx) = dx {
+        let Some(dx) = dx else { return };
+        if tight_dx {
+            // The output gradient's tight planes take `gbuf` once the weight gradient is done with it.
+            let (hw, pl) = ((g.h, g.w), tight::plane(g.h, g.w));
+            let gt = tight::pad_tight(gout, (nb, g.co), hw, gbuf);
+            for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
+                assert!(tight::conv(&gt[bi * pl..], (g.co, nb * pl), hw, wf, g.c, tight::Out::Add(dxi)));
+            }
+        } else {
             for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
                 direct::conv3x3(&gp[bi * plane..], g.co, cs, pg, wf, g.c, dxi, true, scratch);
             }

@@ -13,6 +13,8 @@ mod fusion;
 mod linear;
 mod pool;
 #[doc(hidden)]
+pub mod tight;
+#[doc(hidden)]
 pub mod wgrad16;
 
 pub use batchnorm::{batch_norm, eval_affine, BnCfg, RunningStats};

@@ -1,0 +1,341 @@
+//! The direct 3x3 / stride 1 / padding 1 convolution on tight planes (AVX-512): no padding
+//! column, so the tiles cover the image's own `h * w` positions and are stored straight into the
+//! output, with no padded-width scratch, no discarded column and no unpadding pass.
+//!
+//! [`pad_tight`] copies each plane between a zero row above and one below, with one zero before
+//! and after (`plane = (h + 2) * w + 2` values): output position `q = y * w + x`, tap `(ky, kx)`
+//! reads element `q + ky * w + kx`. The left taps (`kx = 0`) of column 0 and the right taps
+//! (`kx = 2`) of column `w - 1` would read the neighbouring row's last or first value there; those
+//! lanes are masked to zero in the load (AVX-512 zero-masking loads cost what a plain load costs).
+//! A tile is up to 6 output channels x 4 vectors of 16 positions (24 accumulators): per input
+//! channel and tap, up to 6 weight broadcasts and 4 loads serve up to 24 FMAs. The epilogue (bias,
+//! ReLU, the batch norm's plane sums, or adding to the output) runs on the accumulators before
+//! their one store.
+use std::mem::MaybeUninit;
+
+use super::cpu;
+use super::direct::aligned;
+
+/// Whether [`conv`] serves an `h x w` plane on this CPU: AVX-512, whole vectors of positions.
+pub fn applies(h: usize, w: usize) -> bool {
+    h > 0 && w > 0 && (h * w).is_multiple_of(16) && cpu::f32_lanes() == 16
+}
+
+/// Whether the convolution layers take [`conv`] for an `h x w` plane: where it [`applies`] and
+/// the plane has at most 256 positions. On larger planes the padded-grid kernel of
+/// [`super::direct`] is faster even with its unpadding pass (Intel Xeon, one thread, 16 images:
+/// 32x32 125 against 140 GFLOP/s; 16x16 138-147 against 135-141; 8x8 144-154 against 130-138).
+pub fn preferred(h: usize, w: usize) -> bool {
+    applies(h, w) && h * w <= 256
+}
+
+/// Values of one tight plane of an `h x w` image.
+pub fn plane(h: usize, w: usize) -> usize {
+    (h + 2) * w + 2
+}
+
+/// Copies `b` images (`x` holds them NCHW, `c` channels of `h x w`) into tight planes, channel
+/// major (`[c][b][plane]`: one channel of all `b` images contiguous, as
+/// [`super::direct::pad_chunk`]), in `buf` from a 64-byte line; returns them. Every value is written.
+pub fn pad_tight<'b>(x: &[f32], (b, c): (usize, usize), (h, w): (usize, usize), buf: &'b mut Vec<f32>) -> &'b [f32] {
+    let (hw, pl) = (h * w, plane(h, w));
+    let out = aligned(buf, b * c * pl, 0);
+    for ci in 0..c {
+        for bi in 0..b {
+            let p = &mut out[(ci * b + bi) * pl..(ci * b + bi + 1) * pl];
+            p[..w + 1].fill(0.0);
+            p[w + 1..w + 1 + hw].copy_from_slice(&x[(bi * c + ci) * hw..(bi * c + ci + 1) * hw]);
+            p[w + 1 + hw..].fill(0.0);
+        }
+    }
+    out
+}
+
+/// Where [`conv`] puts the convolution's values.
+pub enum Out<'a> {
+    /// Written (`out` need not be initialised): `relu?(v + bias[o])`, and with `sums` (no bias or
+    /// ReLU) each output channel's `(sum, sum of squares)` over the plane.
+    Write { out: &'a mut [MaybeUninit<f32>], bias: Option<&'a [f32]>, relu: bool, sums: Option<&'a mut [(f64, f64)]> },
+    /// Added to `out`.
+    Add(&'a mut [f32]),
+}
+
+/// `out[o][y][x] (+)= sum_ci sum_taps wt[o][ci][ky][kx] * x[ci][y + ky - 1][x + kx - 1]` for one
+/// image, `xp` its first tight plane from [`pad_tight`] (channel `ci` at `ci * cstride`), `out`
+/// `co x h x w`. Returns `false` (nothing written) where [`applies`] is false.
+pub fn conv(xp: &[f32], (c, cstride): (usize, usize), (h, w): (usize, usize), wt: &[f32], co: usize, out: Out) -> bool {
+    if !applies(h, w) {
+        return false;
+    }
+    let hw = h * w;
+    assert!(c > 0 && cstride >= plane(h, w) && xp.len() >= (c - 1) * cstride + plane(h, w));
+    assert!(wt.len() >= co * c * 9);
+    // Per vector of 16 positions, the lanes whose left / right taps read inside the image.
+    let masks: Vec<(u16, u16)> = (0..hw / 16)
+        .map(|v| {
+            (0..16).fold((0u16, 0u16), |(l, r), lane| {
+                let x = (16 * v + lane) % w;
+                (l | (u16::from(x != 0) << lane), r | (u16::from(x != w - 1) << lane))
+            })
+        })
+        .collect();
+    let (dst, mode, sums) = match out {
+        Out::Write { out, bias, relu, sums } => {
+            assert!(out.len() >= co * hw);
+            assert!(sums.is_none() || (bias.is_none() && !relu), "plane sums are of the plain convolution only");
+            assert!(bias.is_none_or(|b| b.len() >= co) && sums.as_ref().is_none_or(|s| s.len() >= co));
+            (out.as_mut_ptr().cast::<f32>(), Mode { add: false, bias, relu, sums: sums.is_some() }, sums)
+        }
+        Out::Add(out) => {
+            assert!(out.len() >= co * hw);
+            (out.as_mut_ptr(), Mode { add: true, bias: None, relu: false, sums: false }, None)
+        }
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        let a = Args { xp: xp.as_ptr(), c, cstride, w, hw, wt: wt.as_ptr(), masks: &masks, dst };
+        let mut lanes = vec![[0.0f32; 32]; if mode.sums { co } else { 0 }];
+        // Output channel blocks in turn over the whole plane where the image's planes fit in half
+        // the L1 cache; otherwise every block over one tile of positions before the next tile, so
+        // its input rows are read from L1, not L2 (at the cost of re-reading the weights).
+        let nv = hw / 16;
+        let seg = if 4 * c * plane(h, w) > cpu::cache_bytes(1, 32 << 10) / 2 { 4 } else { nv };
+        for v0 in (0..nv).step_by(seg) {
+            let vs = (v0, (v0 + seg).min(nv));
+            let mut o0 = 0;
+            while o0 < co {
+                let n = match co - o0 {
+                    8 => 4,
+                    r => r.min(6),
+                };
+                // SAFETY: `applies` found AVX-512; a tile reads `xp[ci * cstride + q + ky * w + kx]`
+                // with `q < hw`, at most `plane - 1` past the channel's start (asserted above),
+                // weights `wt[(o * c + ci) * 9 + t]` with `o < co`, and writes `out[o * hw + q]`.
+                unsafe {
+                    let sl = lanes.get_mut(o0..).map_or(std::ptr::null_mut(), |s| s.as_mut_ptr());
+                    match n {
+                        6 => channels::<6>(&a, o0, vs, &mode, sl),
+                        5 => channels::<5>(&a, o0, vs, &mode, sl),
+                        4 => channels::<4>(&a, o0, vs, &mode, sl),
+                        3 => channels::<3>(&a, o0, vs, &mode, sl),
+                        2 => channels::<2>(&a, o0, vs, &mode, sl),
+                        _ => channels::<1>(&a, o0, vs, &mode, sl),
+                    }
+                }
+                o0 += n;
+            }
+        }
+        if let Some(sums) = sums {
+            for (s, l) in sums.iter_mut().zip(&lanes) {
+                let total = |h: &[f32]| h.iter().map(|&v| v as f64).sum::<f64>();
+                *s = (total(&l[..16]), total(&l[16..]));
+            }
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (xp, cstride, wt, masks, dst, mode, sums);
+        false
+    }
+}
+
+struct Mode<'a> {
+    add: bool,
+    bias: Option<&'a [f32]>,
+    relu: bool,
+    sums: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Args<'a> {
+    xp: *const f32,
+    c: usize,
+    cstride: usize,
+    w: usize,
+    hw: usize,
+    wt: *const f32,
+    masks: &'a [(u16, u16)],
+    dst: *mut f32,
+}
+
+/// Output channels `o0..o0 + NB`, vectors of positions `v0..nv`: tiles of 4 vectors, then single
+/// vectors for the rest. `sl`: their sum lanes (`[o][sum 16 | squares 16]`) when `mode.sums`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn channels<const NB: usize>(
+    a: &Args,
+    o0: usize,
+    (mut v0, nv): (usize, usize),
+    mode: &Mode,
+    sl: *mut [f32; 32],
+) {
+    while v0 + 4 <= nv {
+        tile::<NB, 4>(a, o0, v0, mode, sl);
+        v0 += 4;
+    }
+    while v0 < nv {
+        tile::<NB, 1>(a, o0, v0, mode, sl);
+        v0 += 1;
+    }
+}
+
+/// The three taps of one kernel row for one input channel: `p` the row's first input (tap
+/// `kx` reads `p + kx + q`), `w` the first output channel's three weights (`ws` apart per channel).
+/// The accumulators go in and out by value, so they stay in registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(clippy::needless_range_loop)]
+unsafe fn row<const NB: usize, const V: usize>(
+    mut acc: [[std::arch::x86_64::__m512; V]; NB],
+    (p, w, ws): (*const f32, *const f32, usize),
+    (ml, mr): (&[u16; V], &[u16; V]),
+) -> [[std::arch::x86_64::__m512; V]; NB] {
+    use std::arch::x86_64::*;
+    for kx in 0..3 {
+        let mut wv = [_mm512_setzero_ps(); NB];
+        for b in 0..NB {
+            wv[b] = _mm512_set1_ps(*w.add(b * ws + kx));
+        }
+        for v in 0..V {
+            let src = p.add(kx + 16 * v);
+            let xv = match kx {
+                0 => _mm512_maskz_loadu_ps(ml[v], src),
+                1 => _mm512_loadu_ps(src),
+                _ => _mm512_maskz_loadu_ps(mr[v], src),
+            };
+            for b in 0..NB {
+                acc[b][v] = _mm512_fmadd_ps(wv[b], xv, acc[b][v]);
+            }
+        }
+    }
+    acc
+}
+
+/// One tile: output channels `o0..o0 + NB` x vectors `v0..v0 + V` of positions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile<const NB: usize, const V: usize>(a: &Args, o0: usize, v0: usize, mode: &Mode, sl: *mut [f32; 32]) {
+    use std::arch::x86_64::*;
+    let q0 = 16 * v0;
+    let (mut ml, mut mr) = ([0u16; V], [0u16; V]);
+    for v in 0..V {
+        (ml[v], mr[v]) = a.masks[v0 + v];
+    }
+    let mut acc = [[_mm512_setzero_ps(); V]; NB];
+    for ci in 0..a.c {
+        let xb = a.xp.add(ci * a.cstride + q0);
+        let wrow = a.wt.add((o0 * a.c + ci) * 9);
+        for ky in 0..3 {
+            acc = row::<NB, V>(acc, (xb.add(ky * a.w), wrow.add(ky * 3), a.c * 9), (&ml, &mr));
+        }
+    }
+    for b in 0..NB {
+        let o = o0 + b;
+        let dst = a.dst.add(o * a.hw + q0);
+        let (mut s, mut s2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for v in 0..V {
+            let mut y = acc[b][v];
+            if let Some(bias) = mode.bias {
+                y = _mm512_add_ps(y, _mm512_set1_ps(bias[o]));
+            }
+            if mode.relu {
+                y = _mm512_max_ps(y, _mm512_setzero_ps());
+            }
+            if mode.add {
+                y = _mm512_add_ps(y, _mm512_loadu_ps(dst.add(16 * v)));
+            }
+            _mm512_storeu_ps(dst.add(16 * v), y);
+            if mode.sums {
+                s = _mm512_add_ps(s, y);
+                s2 = _mm512_fmadd_ps(y, y, s2);
+            }
+        }
+        if mode.sums {
+            let l = (*sl.add(b)).as_mut_ptr();
+            _mm512_storeu_ps(l, _mm512_add_ps(_mm512_loadu_ps(l), s));
+            _mm512_storeu_ps(l.add(16), _mm512_add_ps(_mm512_loadu_ps(l.add(16)), s2));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 3x3 / padding 1 convolution of one image by its definition, in f64.
+    fn naive(x: &[f32], (c, h, w): (usize, usize, usize), wt: &[f32], co: usize) -> Vec<f64> {
+        let mut out = vec![0.0; co * h * w];
+        for (o, y, xx, ci, t) in (0..co).flat_map(|o| {
+            (0..h).flat_map(move |y| {
+                (0..w).flat_map(move |xx| (0..c).flat_map(move |ci| (0..9).map(move |t| (o, y, xx, ci, t))))
+            })
+        }) {
+            let (iy, ix) = ((y + t / 3) as isize - 1, (xx + t % 3) as isize - 1);
+            if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
+                out[(o * h + y) * w + xx] +=
+                    (wt[(o * c + ci) * 9 + t] * x[(ci * h + iy as usize) * w + ix as usize]) as f64;
+            }
+        }
+        out
+    }
+
+    /// Every output mode against the definition, on planes whose rows are shorter, as long as, and
+    /// longer than a vector (4x4, 8x2, 16x16, 32x32, 12x4: tails of single vectors), output channel
+    /// counts that leave blocks of 1 to 6, and images taken from the middle of a chunk.
+    #[test]
+    fn tight_matches_naive_in_every_mode() {
+        if !applies(16, 16) {
+            eprintln!("no AVX-512 on this CPU: the tight kernel does not run here");
+            assert!(!conv(&[], (1, 1), (4, 4), &[], 1, Out::Add(&mut [])));
+            return;
+        }
+        assert!(!applies(3, 5) && !applies(7, 7) && applies(8, 2));
+        for (c, co, h, w, nb) in
+            [(3, 7, 4, 4, 2), (5, 11, 8, 2, 1), (16, 16, 16, 16, 3), (2, 13, 32, 32, 2), (4, 8, 12, 4, 2)]
+        {
+            let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 96.0).collect();
+            let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.25 - 1.0).collect();
+            let mut buf = vec![f32::NAN; 7];
+            let xp = pad_tight(&x, (nb, c), (h, w), &mut buf);
+            let (pl, hw) = (plane(h, w), h * w);
+            let b = nb - 1;
+            let want = naive(&x[b * c * hw..(b + 1) * c * hw], (c, h, w), &wt, co);
+            let close = |got: f32, want: f64, what: &str| {
+                assert!(
+                    (got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "{what} c{c} co{co} {h}x{w}: {got} vs {want}"
+                )
+            };
+            let img = &xp[b * pl..];
+            // Written plain, with sums.
+            let mut out = vec![MaybeUninit::new(f32::NAN); co * hw];
+            let mut sums = vec![(7.0, 7.0); co];
+            let mode = Out::Write { out: &mut out, bias: None, relu: false, sums: Some(&mut sums) };
+            assert!(conv(img, (c, nb * pl), (h, w), &wt, co, mode));
+            for (k, v) in out.iter().enumerate() {
+                close(unsafe { v.assume_init() }, want[k], "plain");
+            }
+            for (o, &(s, s2)) in sums.iter().enumerate() {
+                let plane = &want[o * hw..(o + 1) * hw];
+                close(s as f32, plane.iter().sum(), "sum");
+                close(s2 as f32, plane.iter().map(|v| v * v).sum(), "sum of squares");
+            }
+            // Written with bias and ReLU.
+            let mode = Out::Write { out: &mut out, bias: Some(&bias), relu: true, sums: None };
+            assert!(conv(img, (c, nb * pl), (h, w), &wt, co, mode));
+            for (k, v) in out.iter().enumerate() {
+                close(unsafe { v.assume_init() }, (want[k] + bias[k / hw] as f64).max(0.0), "bias + relu");
+            }
+            // Added to what the output holds.
+            let mut acc: Vec<f32> = (0..co * hw).map(|k| k as f32 * 0.01).collect();
+            assert!(conv(img, (c, nb * pl), (h, w), &wt, co, Out::Add(&mut acc)));
+            for (k, &v) in acc.iter().enumerate() {
+                close(v, want[k] + (k as f32 * 0.01) as f64, "added");
+            }
+        }
+    }
+}
