@@ -270,7 +270,7 @@ fn forward_image(
 /// of `out` is written, `relu?(conv + bias)`.
 fn direct_image(x: &[f32], wt: &[f32], g: &Geo, out: &mut [MaybeUninit<f32>], epilogue: direct::Epilogue) {
     with_direct(|buf, scratch, eo| {
-        if g.direct() && tight::preferred(g.h, g.w) {
+        if g.direct() && tight::applies(g.h, g.w) {
             let xp = tight::pad_tight(x, (1, g.c), (g.h, g.w), buf);
             let (bias, relu, sums) = epilogue;
             let out = tight::Out::Write { out, bias, relu, sums };
@@ -461,7 +461,7 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
             let xb = wgrad16::pad_blocked(x, nb, g.c, pg, xbuf);
             wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), pg, dw, scratch)
         };
-        let tight_dx = dx.is_some() && tight::preferred(g.h, g.w);
+        let tight_dx = dx.is_some() && tight::applies(g.h, g.w);
         // The padded planes of the planar kernels, where one of them runs.
         let planar = (want_dw && !blocked) || (dx.is_some() && !tight_dx);
         // Aligned where the weight-gradient kernel's vector loads start: x's planes, g's first value.

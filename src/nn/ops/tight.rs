@@ -7,10 +7,15 @@
 //! reads element `q + ky * w + kx`. The left taps (`kx = 0`) of column 0 and the right taps
 //! (`kx = 2`) of column `w - 1` would read the neighbouring row's last or first value there; those
 //! lanes are masked to zero in the load (AVX-512 zero-masking loads cost what a plain load costs).
-//! A tile is up to 6 output channels x 4 vectors of 16 positions (24 accumulators): per input
-//! channel and tap, up to 6 weight broadcasts and 4 loads serve up to 24 FMAs. The epilogue (bias,
-//! ReLU, the batch norm's plane sums, or adding to the output) runs on the accumulators before
-//! their one store.
+//! A tile is 8 output channels x 3 vectors of 16 positions (24 accumulators; where the channel
+//! count is not a multiple of 8, up to 6 x 4): per input channel and tap, 8 weight broadcasts and
+//! 3 loads serve 24 FMAs. The epilogue (bias, ReLU, the batch norm's plane sums, or adding to the
+//! output) runs on the accumulators before their one store.
+//!
+//! Intel Xeon, one thread, 16 images, against the padded-grid kernel with its unpadding pass:
+//! 32x32 / 16 channels 139-146 against 137-142 GFLOP/s, 16x16 / 32 150-160 against 135-141, 8x8 /
+//! 64 150-155 against 129-138 (6 x 4 tiles, channels 6 + 6 + 4 at 16, had reached 125-128 at 16
+//! channels).
 use std::mem::MaybeUninit;
 
 use super::cpu;
@@ -19,14 +24,6 @@ use super::direct::aligned;
 /// Whether [`conv`] serves an `h x w` plane on this CPU: AVX-512, whole vectors of positions.
 pub fn applies(h: usize, w: usize) -> bool {
     h > 0 && w > 0 && (h * w).is_multiple_of(16) && cpu::f32_lanes() == 16
-}
-
-/// Whether the convolution layers take [`conv`] for an `h x w` plane: where it [`applies`] and
-/// the plane has at most 256 positions. On larger planes the padded-grid kernel of
-/// [`super::direct`] is faster even with its unpadding pass (Intel Xeon, one thread, 16 images:
-/// 32x32 125 against 140 GFLOP/s; 16x16 138-147 against 135-141; 8x8 144-154 against 130-138).
-pub fn preferred(h: usize, w: usize) -> bool {
-    applies(h, w) && h * w <= 256
 }
 
 /// Values of one tight plane of an `h x w` image.
@@ -96,16 +93,17 @@ pub fn conv(xp: &[f32], (c, cstride): (usize, usize), (h, w): (usize, usize), wt
         let a = Args { xp: xp.as_ptr(), c, cstride, w, hw, wt: wt.as_ptr(), masks: &masks, dst };
         let mut lanes = vec![[0.0f32; 32]; if mode.sums { co } else { 0 }];
         // Output channel blocks in turn over the whole plane where the image's planes fit in half
-        // the L1 cache; otherwise every block over one tile of positions before the next tile, so
-        // its input rows are read from L1, not L2 (at the cost of re-reading the weights).
+        // the L1 cache; otherwise every block over a segment of 24 vectors (384 positions) before
+        // the next segment, so most input rows are read from L1 (segments of 3, 12 or the whole
+        // plane measured 1-8 % slower at 16 and 32 channels).
         let nv = hw / 16;
-        let seg = if 4 * c * plane(h, w) > cpu::cache_bytes(1, 32 << 10) / 2 { 4 } else { nv };
+        let seg = if 4 * c * plane(h, w) > cpu::cache_bytes(1, 32 << 10) / 2 { 24 } else { nv };
         for v0 in (0..nv).step_by(seg) {
             let vs = (v0, (v0 + seg).min(nv));
             let mut o0 = 0;
             while o0 < co {
                 let n = match co - o0 {
-                    8 => 4,
+                    r if r.is_multiple_of(8) => 8,
                     r => r.min(6),
                 };
                 // SAFETY: `applies` found AVX-512; a tile reads `xp[ci * cstride + q + ky * w + kx]`
@@ -114,12 +112,13 @@ pub fn conv(xp: &[f32], (c, cstride): (usize, usize), (h, w): (usize, usize), wt
                 unsafe {
                     let sl = lanes.get_mut(o0..).map_or(std::ptr::null_mut(), |s| s.as_mut_ptr());
                     match n {
-                        6 => channels::<6>(&a, o0, vs, &mode, sl),
-                        5 => channels::<5>(&a, o0, vs, &mode, sl),
-                        4 => channels::<4>(&a, o0, vs, &mode, sl),
-                        3 => channels::<3>(&a, o0, vs, &mode, sl),
-                        2 => channels::<2>(&a, o0, vs, &mode, sl),
-                        _ => channels::<1>(&a, o0, vs, &mode, sl),
+                        8 => channels::<8, 3>(&a, o0, vs, &mode, sl),
+                        6 => channels::<6, 4>(&a, o0, vs, &mode, sl),
+                        5 => channels::<5, 4>(&a, o0, vs, &mode, sl),
+                        4 => channels::<4, 4>(&a, o0, vs, &mode, sl),
+                        3 => channels::<3, 4>(&a, o0, vs, &mode, sl),
+                        2 => channels::<2, 4>(&a, o0, vs, &mode, sl),
+                        _ => channels::<1, 4>(&a, o0, vs, &mode, sl),
                     }
                 }
                 o0 += n;
@@ -163,16 +162,16 @@ struct Args<'a> {
 /// vectors for the rest. `sl`: their sum lanes (`[o][sum 16 | squares 16]`) when `mode.sums`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn channels<const NB: usize>(
+unsafe fn channels<const NB: usize, const V: usize>(
     a: &Args,
     o0: usize,
     (mut v0, nv): (usize, usize),
     mode: &Mode,
     sl: *mut [f32; 32],
 ) {
-    while v0 + 4 <= nv {
-        tile::<NB, 4>(a, o0, v0, mode, sl);
-        v0 += 4;
+    while v0 + V <= nv {
+        tile::<NB, V>(a, o0, v0, mode, sl);
+        v0 += V;
     }
     while v0 < nv {
         tile::<NB, 1>(a, o0, v0, mode, sl);
@@ -284,7 +283,7 @@ mod tests {
 
     /// Every output mode against the definition, on planes whose rows are shorter, as long as, and
     /// longer than a vector (4x4, 8x2, 16x16, 32x32, 12x4: tails of single vectors), output channel
-    /// counts that leave blocks of 1 to 6, and images taken from the middle of a chunk.
+    /// counts that leave blocks of 1 to 8, and the last image of a chunk.
     #[test]
     fn tight_matches_naive_in_every_mode() {
         if !applies(16, 16) {
@@ -293,9 +292,16 @@ mod tests {
             return;
         }
         assert!(!applies(3, 5) && !applies(7, 7) && applies(8, 2));
-        for (c, co, h, w, nb) in
-            [(3, 7, 4, 4, 2), (5, 11, 8, 2, 1), (16, 16, 16, 16, 3), (2, 13, 32, 32, 2), (4, 8, 12, 4, 2)]
-        {
+        // (16, 24, 32, 32): 8 x 3 tiles in segments (its planes exceed half of L1), a single vector
+        // at each segment's end; (2, 13, ...): blocks of 6, 6 and 1; (3, 7, 4, 4): only singles.
+        for (c, co, h, w, nb) in [
+            (3, 7, 4, 4, 2),
+            (5, 11, 8, 2, 1),
+            (16, 16, 16, 16, 3),
+            (2, 13, 32, 32, 2),
+            (4, 8, 12, 4, 2),
+            (16, 24, 32, 32, 1),
+        ] {
             let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 96.0).collect();
             let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.25 - 1.0).collect();
