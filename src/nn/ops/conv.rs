@@ -50,6 +50,8 @@ struct Geo {
     g: usize,
     ho: usize,
     wo: usize,
+    /// The AVX-512-only kernels may run ([`super::cpu::wide_kernels`] on the calling thread).
+    wide: bool,
 }
 
 impl Geo {
@@ -270,7 +272,7 @@ fn forward_image(
 /// of `out` is written, `relu?(conv + bias)`.
 fn direct_image(x: &[f32], wt: &[f32], g: &Geo, out: &mut [MaybeUninit<f32>], epilogue: direct::Epilogue) {
     with_direct(|buf, scratch, eo| {
-        if g.direct() && tight::applies(g.h, g.w) {
+        if g.direct() && g.wide && tight::applies(g.h, g.w) {
             let xp = tight::pad_tight(x, (1, g.c), (g.h, g.w), buf);
             let (bias, relu, sums) = epilogue;
             let out = tight::Out::Write { out, bias, relu, sums };
@@ -457,11 +459,11 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
     let cs = nb * plane;
     with_direct(|xbuf, gbuf, scratch| {
         // dW over channel-blocked input where the CPU and channel count allow it (AVX-512, c = 16k).
-        let blocked = want_dw && wgrad16::applies(g.c) && {
+        let blocked = want_dw && g.wide && wgrad16::applies(g.c) && {
             let xb = wgrad16::pad_blocked(x, nb, g.c, pg, xbuf);
             wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), pg, dw, scratch)
         };
-        let tight_dx = dx.is_some() && tight::applies(g.h, g.w);
+        let tight_dx = dx.is_some() && g.wide && tight::applies(g.h, g.w);
         // The padded planes of the planar kernels, where one of them runs.
         let planar = (want_dw && !blocked) || (dx.is_some() && !tight_dx);
         // Aligned where the weight-gradient kernel's vector loads start: x's planes, g's first value.
@@ -583,6 +585,7 @@ fn geometry(s: Shape4, w_shape: [usize; 4], w_len: usize, cfg: ConvCfg) -> Geo {
         g: cfg.groups,
         ho: out_size(s.h, kh, cfg.stride, cfg.pad),
         wo: out_size(s.w, kw, cfg.stride, cfg.pad),
+        wide: super::cpu::wide_kernels(),
     }
 }
 

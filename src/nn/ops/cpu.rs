@@ -25,6 +25,31 @@ pub fn f32_lanes() -> usize {
     *LANES.get_or_init(|| pulp::Arch::new().dispatch(Lanes))
 }
 
+thread_local! {
+    static NARROW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the kernels written for AVX-512 only ([`super::tight`], [`super::wgrad16`]) may run on
+/// this thread: the CPU has AVX-512 and [`without_wide_kernels`] is not in force. The convolution
+/// decides once per call, on the calling thread.
+pub fn wide_kernels() -> bool {
+    f32_lanes() == 16 && !NARROW.with(|n| n.get())
+}
+
+/// Runs `f` with the AVX-512-only kernels off on this thread, so the convolutions take the paths an
+/// AVX2 CPU takes (the planar kernels, still at this CPU's vector width): for tests that compare
+/// both on one machine.
+pub fn without_wide_kernels<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            NARROW.with(|n| n.set(self.0));
+        }
+    }
+    let _reset = Reset(NARROW.with(|n| n.replace(true)));
+    f()
+}
+
 /// Runs `f` compiled for the widest vector instructions this CPU has (AVX-512, AVX2 + FMA, or the
 /// baseline), chosen at run time. The crate is built for baseline x86-64 (SSE2), where the
 /// element-wise loops around the kernels (copies, batch norm) would run 4 lanes wide; inlined into

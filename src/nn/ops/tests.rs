@@ -117,16 +117,17 @@ fn conv2d_gradients_match_finite_differences() {
     for (cin, cout, k, stride, pad, groups, n, hw) in [
         (3, 4, 3, 1, 1, 1, 2, 5),
         (4, 6, 3, 2, 1, 2, 3, 6),
-        (4, 4, 3, 1, 1, 4, 1, 4), // depthwise (direct loops), batch smaller than the pool
-        (6, 6, 3, 2, 1, 6, 3, 7), // depthwise, stride 2, odd size, batch over the pool
-        (3, 3, 5, 1, 2, 3, 2, 4), // depthwise 5x5 wider than half the input
-        (4, 8, 3, 1, 1, 4, 2, 4), // grouped with two outputs per group (GEMM path)
-        (3, 5, 1, 1, 0, 1, 2, 3), // pointwise
-        (2, 3, 1, 2, 0, 1, 2, 5), // strided 1x1 shortcut (tile kernel), odd size
-        (3, 4, 1, 2, 0, 1, 1, 6), // strided 1x1 shortcut, even size, batch smaller than the pool
-        (3, 5, 3, 2, 1, 1, 3, 6), // 3x3 stride 2, even size: forward on the polyphase planes
-        (3, 4, 3, 2, 1, 1, 2, 7), // 3x3 stride 2, odd size: im2col + GEMM
-        (2, 2, 5, 1, 2, 1, 2, 4), // kernel wider than half the input
+        (4, 4, 3, 1, 1, 4, 1, 4),   // depthwise (direct loops), batch smaller than the pool
+        (6, 6, 3, 2, 1, 6, 3, 7),   // depthwise, stride 2, odd size, batch over the pool
+        (3, 3, 5, 1, 2, 3, 2, 4),   // depthwise 5x5 wider than half the input
+        (4, 8, 3, 1, 1, 4, 2, 4),   // grouped with two outputs per group (GEMM path)
+        (3, 5, 1, 1, 0, 1, 2, 3),   // pointwise
+        (2, 3, 1, 2, 0, 1, 2, 5),   // strided 1x1 shortcut (tile kernel), odd size
+        (3, 4, 1, 2, 0, 1, 1, 6),   // strided 1x1 shortcut, even size, batch smaller than the pool
+        (16, 16, 3, 1, 1, 1, 3, 4), // 3x3: tight planes and the blocked weight gradient on AVX-512
+        (3, 5, 3, 2, 1, 1, 3, 6),   // 3x3 stride 2, even size: forward on the polyphase planes
+        (3, 4, 3, 2, 1, 1, 2, 7),   // 3x3 stride 2, odd size: im2col + GEMM
+        (2, 2, 5, 1, 2, 1, 2, 4),   // kernel wider than half the input
     ] {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut s = Store::new();

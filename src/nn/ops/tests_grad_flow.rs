@@ -43,7 +43,8 @@ fn intermediate_fanout_accumulates_gradients() {
 #[test]
 fn conv_plane_sums_feed_batch_norm() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    for (k, stride, pad, hw) in [(3, 1, 1, 6), (3, 2, 1, 8), (1, 2, 0, 7)] {
+    // 3x3 stride 1 at 8x8: the tight kernel's sums where the CPU has AVX-512; at 6x6 the planar one's.
+    for (k, stride, pad, hw) in [(3, 1, 1, 6), (3, 1, 1, 8), (3, 2, 1, 8), (1, 2, 0, 7)] {
         let mut s = Store::new();
         let conv = Conv2d::new(&mut s, &mut rng, "c", 3, 5, k, ConvCfg::new(stride, pad), false);
         let bn = BatchNorm2d::new(&mut s, "bn", 5);
@@ -79,6 +80,47 @@ fn conv_plane_sums_feed_batch_norm() {
         for c in 0..5 {
             let (m1, m2) = (stats_with.mean[c], stats_without.mean[c]);
             assert!((1.9 * m1 - m2).abs() < 1e-6 * (1.0 + m2.abs()) && m1 != 0.0, "mean {c}: {m1} then {m2}");
+        }
+    }
+}
+
+/// The AVX-512-only kernels (tight planes, channel-blocked weight gradient) against the planar
+/// paths an AVX2 CPU takes, on one machine: a convolution and the training batch norm after it,
+/// forward, input gradient and parameter gradients, at 16 and 32 channels and plane sizes that
+/// take each kernel's tiles and tails (on a CPU without AVX-512 both runs take the planar paths).
+#[test]
+fn wide_kernels_match_the_planar_paths() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (c, co, hw, n) in [(16, 16, 8, 9), (16, 32, 12, 3), (32, 16, 4, 2)] {
+        let mut s = Store::new();
+        let conv = Conv2d::new(&mut s, &mut rng, "c", c, co, 3, ConvCfg::new(1, 1), false);
+        let bn = BatchNorm2d::new(&mut s, "bn", co);
+        let shape = Shape4::new(n, c, hw, hw);
+        let x = rand_vec(&mut rng, shape.numel());
+        let r = rand_vec(&mut rng, n * co * hw * hw);
+        let run = || {
+            let xv = Var::from_vec(x.clone(), shape);
+            let h = xv.detach();
+            let y = bn.forward(&s, conv.forward(&s, xv.traced()), true, true);
+            let out = y.to_vec();
+            let mut grads = weighted_loss(y, &r).backward();
+            let dx = h.grad(&mut grads);
+            let dw: Vec<Vec<f32>> =
+                s.params.iter().map(|p| grads.get_or_alloc_mut(&p.t).expect("a gradient").to_vec()).collect();
+            (out, dx, dw)
+        };
+        let wide = run();
+        let planar = cpu::without_wide_kernels(run);
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (i, (u, v)) in a.iter().zip(b).enumerate() {
+                assert!((u - v).abs() <= 1e-5 * (1.0 + scale), "c{c} co{co} {hw}x{hw}: {what}[{i}] {u} vs {v}");
+            }
+        };
+        close(&wide.0, &planar.0, "output");
+        close(&wide.1, &planar.1, "input gradient");
+        for (p, (a, b)) in wide.2.iter().zip(&planar.2).enumerate() {
+            close(a, b, &format!("parameter {p} gradient"));
         }
     }
 }
