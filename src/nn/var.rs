@@ -196,6 +196,13 @@ impl Saved {
         }
     }
 
+    /// Whether this is a recorded op's value whose gradient slot holds nothing yet: a consumer may
+    /// then write its contribution into a fresh buffer (every value) and [`Self::give`] it, with no
+    /// zero fill first.
+    pub(crate) fn slot_is_empty(&self) -> bool {
+        self.slot.as_ref().is_some_and(|s| s.lock().is_empty())
+    }
+
     /// The gradient that flowed into this (recorded op's) value, taken out; zeros if none did.
     fn take(&self, grads: &mut Grads) -> Result<Vec<f32>, dfdx::tensor::CpuError> {
         match &self.slot {

@@ -155,6 +155,13 @@ impl SyncPtr {
     pub unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
         std::slice::from_raw_parts_mut(self.0.add(start), len)
     }
+    /// [`Self::slice`] of memory that may not be initialised yet (a `Vec`'s spare capacity).
+    ///
+    /// # Safety
+    /// As [`Self::slice`], within the allocation.
+    pub unsafe fn slice_uninit<'a>(self, start: usize, len: usize) -> &'a mut [std::mem::MaybeUninit<f32>] {
+        std::slice::from_raw_parts_mut(self.0.add(start).cast(), len)
+    }
 }
 
 #[cfg(test)]

@@ -439,12 +439,18 @@ fn backward_image(
 /// The backward work of `nb` consecutive images: their inputs and output gradients (NCHW), the
 /// weight gradient they add into (if `want_dw`) and their input gradients (if wanted), and the
 /// threads a GEMM may use.
+/// A chunk's input gradient: added to (`.0`), or written fresh (`.1`).
+type Dxs<'a> = (Option<&'a mut [f32]>, Option<&'a mut [MaybeUninit<f32>]>);
+
 struct Chunk<'a> {
     x: &'a [f32],
     gout: &'a [f32],
     nb: usize,
     dw: &'a mut [f32],
     dx: Option<&'a mut [f32]>,
+    /// Where `dx` is not given: the chunk's input gradient to be written, every value (only on the
+    /// tight kernel's path).
+    dx_fresh: Option<&'a mut [MaybeUninit<f32>]>,
     want_dw: bool,
     gemm_threads: usize,
 }
@@ -453,7 +459,7 @@ struct Chunk<'a> {
 /// strided GEMM per tap over channel-major padded planes of all `nb` images (k = nb x plane), and
 /// `dx` per image as the direct convolution of the output gradient with the flipped weights `wf`.
 fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
-    let Chunk { x, gout, nb, dw, dx, want_dw, .. } = k;
+    let Chunk { x, gout, nb, dw, dx, dx_fresh, want_dw, .. } = k;
     let pg = g.padded();
     let (wp, plane) = (pg.wp(), pg.plane());
     let cs = nb * plane;
@@ -463,7 +469,8 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
             let xb = wgrad16::pad_blocked(x, nb, g.c, pg, xbuf);
             wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), pg, dw, scratch)
         };
-        let tight_dx = dx.is_some() && g.wide && tight::applies(g.h, g.w);
+        let tight_dx = (dx.is_some() || dx_fresh.is_some()) && g.wide && tight::applies(g.h, g.w);
+        assert!(dx_fresh.is_none() || tight_dx, "a fresh input gradient is written by the tight kernel only");
         // The padded planes of the planar kernels, where one of them runs.
         let planar = (want_dw && !blocked) || (dx.is_some() && !tight_dx);
         // Aligned where the weight-gradient kernel's vector loads start: x's planes, g's first value.
@@ -476,15 +483,20 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
             let b = Mat { data: &xp[off..], rs: 1, cs: cs as isize };
             sgemm_strided(g.co, g.c, cs, a, b, &mut dw[t * g.co..], (1, 9 * g.co), true, 1);
         }
-        let Some(dx) = dx else { return };
         if tight_dx {
             // The output gradient's tight planes take `gbuf` once the weight gradient is done with it.
             let (hw, pl) = ((g.h, g.w), tight::plane(g.h, g.w));
             let gt = tight::pad_tight(gout, (nb, g.co), hw, gbuf);
-            for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
-                assert!(tight::conv(&gt[bi * pl..], (g.co, nb * pl), hw, wf, g.c, tight::Out::Add(dxi)));
+            let image =
+                |bi: usize, out: tight::Out| assert!(tight::conv(&gt[bi * pl..], (g.co, nb * pl), hw, wf, g.c, out));
+            if let Some(dx) = dx {
+                dx.chunks_mut(g.in_len()).take(nb).enumerate().for_each(|(bi, d)| image(bi, tight::Out::Add(d)));
+            } else if let Some(dx) = dx_fresh {
+                for (bi, out) in dx.chunks_mut(g.in_len()).take(nb).enumerate() {
+                    image(bi, tight::Out::Write { out, bias: None, relu: false, sums: None });
+                }
             }
-        } else {
+        } else if let Some(dx) = dx {
             for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
                 direct::conv3x3(&gp[bi * plane..], g.co, cs, pg, wf, g.c, dxi, true, scratch);
             }
@@ -498,7 +510,7 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
 /// a time (`parts`, given whenever `dx` is wanted). Where the CPU has no SIMD weight-gradient
 /// kernel, `dW` is GEMM + im2col per image.
 fn backward_chunk_s2(k: Chunk, (wt, parts): (&[f32], Option<&direct::S2Parts>), g: &Geo) {
-    let Chunk { x, gout, nb, dw, dx, want_dw, gemm_threads } = k;
+    let Chunk { x, gout, nb, dw, dx, want_dw, gemm_threads, .. } = k;
     let pg = g.padded_out();
     let direct_dw = with_direct(|xbuf, gbuf, sc| {
         let gp = direct::pad_chunk(gout, nb, g.co, pg, gbuf, pg.wp() + 1);
@@ -533,7 +545,7 @@ fn backward_chunk_s2(k: Chunk, (wt, parts): (&[f32], Option<&direct::S2Parts>), 
 /// input's even samples, both channel-major), `dx` per image by the tile kernel with the transposed
 /// weights `wt_t` (given whenever `dx` is wanted).
 fn backward_chunk_1x1s2(k: Chunk, wt_t: Option<&[f32]>, g: &Geo) {
-    let Chunk { x, gout, nb, dw, dx, want_dw, gemm_threads } = k;
+    let Chunk { x, gout, nb, dw, dx, want_dw, gemm_threads, .. } = k;
     let pg = g.padded_out();
     let cs = nb * pg.plane();
     with_direct(|xbuf, gbuf, sc| {
@@ -676,19 +688,25 @@ pub fn conv2d<T: Tape<f32, Dev>>(
             return Ok(());
         }
         let mut dw = vec![0.0f32; w_data.len()];
-        let mut dx_buf = if x_needs_grad { Some(xs.grad_buf(grads)?) } else { None };
         let nthreads = threads();
+        // Where nothing has flowed into x's gradient yet and the tight kernel computes all of it,
+        // it is written into a fresh buffer (no zero fill, no read back) and handed on whole.
+        let fresh =
+            x_needs_grad && g.direct() && g.wide && tight::applies(g.h, g.w) && g.n >= nthreads && xs.slot_is_empty();
+        let mut fresh_dx: Vec<f32> = Vec::with_capacity(if fresh { g.n * g.in_len() } else { 0 });
+        let mut dx_buf = if x_needs_grad && !fresh { Some(xs.grad_buf(grads)?) } else { None };
         let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c, 9));
         let wt_t = (g.pointwise_s2() && x_needs_grad).then(|| flip_transpose(&w_data, g.co, g.c, 1));
         let s2 = (g.direct_s2() && x_needs_grad).then(|| direct::s2_parts(&w_data, g.co, g.c, g.padded_out()));
         // Images [i0, i1) of the batch: accumulate their weight gradient into `acc` and write their
         // input gradients into `dxs` (the matching slice of dx), if wanted.
-        let run = |i0: usize, i1: usize, acc: &mut [f32], dxs: Option<&mut [f32]>, gemm_threads: usize| {
+        let run = |i0: usize, i1: usize, acc: &mut [f32], dxs: Dxs, gemm_threads: usize| {
             let xs_ = &xd[i0 * g.in_len()..i1 * g.in_len()];
             let gs = &gout[i0 * g.out_len()..i1 * g.out_len()];
-            let chunk = |dw, dx| Chunk { x: xs_, gout: gs, nb: i1 - i0, dw, dx, want_dw, gemm_threads };
+            let (dxs, dx_fresh) = dxs;
+            let chunk = |dw, dx| Chunk { x: xs_, gout: gs, nb: i1 - i0, dw, dx, dx_fresh: None, want_dw, gemm_threads };
             match &wf {
-                Some(wf) => backward_chunk_direct(chunk(acc, dxs), wf, &g),
+                Some(wf) => backward_chunk_direct(Chunk { dx_fresh, ..chunk(acc, dxs) }, wf, &g),
                 None if g.pointwise_s2() => backward_chunk_1x1s2(chunk(acc, dxs), wt_t.as_deref(), &g),
                 None if g.direct_s2() => backward_chunk_s2(chunk(acc, dxs), (&w_data, s2.as_ref()), &g),
                 None => {
@@ -704,6 +722,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         };
         if g.n >= nthreads {
             let dxp = dx_buf.as_mut().map(|d| SyncPtr(d.as_mut_ptr()));
+            let fresh_p = fresh.then(|| SyncPtr(fresh_dx.as_mut_ptr()));
             // Fixed chunks reduced in order: the result does not depend on scheduling.
             // Whole multiples of 8 images: with an even plane size, every channel of a chunk's padded
             // planes starts 64-byte aligned as its first does (the weight-gradient kernel's loads).
@@ -715,7 +734,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                     let (i0, i1) = (ci * chunk, ((ci + 1) * chunk).min(g.n));
                     // SAFETY: images [i0, i1) of dx are written by this task only.
                     let dxs = dxp.map(|p| unsafe { p.slice(i0 * g.in_len(), (i1 - i0) * g.in_len()) });
-                    run(i0, i1, &mut acc, dxs, 1);
+                    // SAFETY: as above, within the fresh buffer's capacity; its values are written there.
+                    let fresh = fresh_p.map(|p| unsafe { p.slice_uninit(i0 * g.in_len(), (i1 - i0) * g.in_len()) });
+                    run(i0, i1, &mut acc, (dxs, fresh), 1);
                     acc
                 })
                 .collect();
@@ -723,9 +744,14 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 add_into(&mut dw, p);
             }
         } else {
-            run(0, g.n, &mut dw, dx_buf.as_deref_mut(), nthreads);
+            run(0, g.n, &mut dw, (dx_buf.as_deref_mut(), None), nthreads);
         }
         drop(dx_buf);
+        if fresh {
+            // SAFETY: the chunks cover images 0..n and the tight kernel wrote every value of each.
+            unsafe { fresh_dx.set_len(g.n * g.in_len()) };
+            xs.give(grads, fresh_dx)?;
+        }
         if !want_dw {
             return Ok(());
         }

@@ -86,8 +86,9 @@ fn conv_plane_sums_feed_batch_norm() {
 
 /// The AVX-512-only kernels (tight planes, channel-blocked weight gradient) against the planar
 /// paths an AVX2 CPU takes, on one machine: a convolution and the training batch norm after it,
-/// forward, input gradient and parameter gradients, at 16 and 32 channels and plane sizes that
-/// take each kernel's tiles and tails (on a CPU without AVX-512 both runs take the planar paths).
+/// forward, input gradient (written fresh into an empty slot by the tight kernel) and parameter
+/// gradients, at 16 and 32 channels and plane sizes that take each kernel's tiles and tails (on a
+/// CPU without AVX-512 both runs take the planar paths).
 #[test]
 fn wide_kernels_match_the_planar_paths() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -101,7 +102,9 @@ fn wide_kernels_match_the_planar_paths() {
         let run = || {
             let xv = Var::from_vec(x.clone(), shape);
             let h = xv.detach();
-            let y = bn.forward(&s, conv.forward(&s, xv.traced()), true, true);
+            // Through a recorded op, so the convolution's input has a gradient slot that is empty
+            // when it runs backward: the tight kernel writes that gradient fresh.
+            let y = bn.forward(&s, conv.forward(&s, scale(xv.traced(), 1.5)), true, true);
             let out = y.to_vec();
             let mut grads = weighted_loss(y, &r).backward();
             let dx = h.grad(&mut grads);
