@@ -722,7 +722,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         };
         if g.n >= nthreads {
             let dxp = dx_buf.as_mut().map(|d| SyncPtr(d.as_mut_ptr()));
-            let fresh_p = fresh.then(|| SyncPtr(fresh_dx.as_mut_ptr()));
+            let fresh_p = fresh.then_some(SyncPtr(fresh_dx.as_mut_ptr()));
             // Fixed chunks reduced in order: the result does not depend on scheduling.
             // Whole multiples of 8 images: with an even plane size, every channel of a chunk's padded
             // planes starts 64-byte aligned as its first does (the weight-gradient kernel's loads).
