@@ -4,7 +4,6 @@
 //! statistics as PyTorch does (`running = (1 - momentum) * running + momentum * batch`, unbiased
 //! variance). Evaluation mode uses the running statistics. Sums are taken per plane in f32 lanes and
 //! combined in f64, so statistics and gradients stay accurate for large batches.
-use std::mem::MaybeUninit;
 
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
@@ -163,19 +162,19 @@ struct DxPlane {
 }
 
 impl DxPlane {
-    /// Writes the plane's gradient into `dx`; `g'` is the fused ReLU's backward of `g` with `MASK`
-    /// (see [`masked`]), else `g`.
+    /// Replaces the plane's output gradient `g` by its input gradient; `g'` is the fused ReLU's
+    /// backward of `g` with `MASK` (see [`masked`]), else `g`.
     #[inline(always)]
-    fn run<const MASK: bool>(&self, dx: &mut [MaybeUninit<f32>], x: &[f32], g: &[f32], ab: (f32, f32), guided: bool) {
+    fn run<const MASK: bool>(&self, g: &mut [f32], x: &[f32], ab: (f32, f32), guided: bool) {
         let Self { k, m, db, dg, mu, is, .. } = *self;
-        let it = dx.iter_mut().zip(x).zip(g);
+        let it = g.iter_mut().zip(x);
         if self.train {
-            for ((d, &v), &g) in it {
-                d.write(k * (m * masked::<MASK>(g, v, ab, guided) - db - (v - mu) * is * dg));
+            for (g, &v) in it {
+                *g = k * (m * masked::<MASK>(*g, v, ab, guided) - db - (v - mu) * is * dg);
             }
         } else {
-            for ((d, &v), &g) in it {
-                d.write(k * masked::<MASK>(g, v, ab, guided));
+            for (g, &v) in it {
+                *g = k * masked::<MASK>(*g, v, ab, guided);
             }
         }
     }
@@ -287,20 +286,22 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         let dbeta: Vec<f32> = tot.iter().map(|t| t.0 as f32).collect();
         let dgamma: Vec<f32> = tot.iter().map(|t| t.1 as f32).collect();
         if x_needs_grad {
-            let (dx, _) = written(s.numel(), hw, true, |i, dx| {
+            // Written over the output gradient, element by element: its lines are in cache from the
+            // read, where a separate buffer would be fetched before being written.
+            let mut gout = gout;
+            gout.par_chunks_mut(hw).enumerate().for_each(|(i, gi)| {
                 let c = i % s.c;
                 let (mu, is, gm) = (mean[c], invstd[c], g_data[c]);
-                let gi = &gout[i * hw..(i + 1) * hw];
                 let xi = &xd[i * hw..(i + 1) * hw];
                 let k = if train { gm * is / m as f32 } else { gm * is };
                 let (db, dg) = (dbeta[c], dgamma[c]);
                 let p = DxPlane { train, k, m: m as f32, db, dg, mu, is };
                 match relu_of(c) {
-                    Some(ab) => p.run::<true>(dx, xi, gi, ab, guided),
-                    None => p.run::<false>(dx, xi, gi, (1.0, 0.0), guided),
+                    Some(ab) => p.run::<true>(gi, xi, ab, guided),
+                    None => p.run::<false>(gi, xi, (1.0, 0.0), guided),
                 }
             });
-            xs.give(grads, dx)?;
+            xs.give(grads, gout)?;
         }
         if super::elementwise::params_frozen() {
             return Ok(());
