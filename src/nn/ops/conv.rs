@@ -83,6 +83,11 @@ impl Geo {
     fn direct_s2(&self) -> bool {
         self.kh == 3 && self.kw == 3 && self.s == 2 && self.p == 1 && self.g == 1 && direct::s2_applies(self.h, self.w)
     }
+    /// [`Self::direct`] on the AVX-512 tight-plane kernel ([`tight::conv`]: forward and input
+    /// gradient), where it may run and the plane size allows it.
+    fn tight(&self) -> bool {
+        self.direct() && self.wide && tight::applies(self.h, self.w)
+    }
     /// 1x1, stride 2, no padding, no groups (ResNet shortcuts): the tile kernel with one tap over
     /// the input's even samples ([`direct::conv1x1_s2_into`]).
     fn pointwise_s2(&self) -> bool {
@@ -272,7 +277,7 @@ fn forward_image(
 /// of `out` is written, `relu?(conv + bias)`.
 fn direct_image(x: &[f32], wt: &[f32], g: &Geo, out: &mut [MaybeUninit<f32>], epilogue: direct::Epilogue) {
     with_direct(|buf, scratch, eo| {
-        if g.direct() && g.wide && tight::applies(g.h, g.w) {
+        if g.tight() {
             let xp = tight::pad_tight(x, (1, g.c), (g.h, g.w), buf);
             let (bias, relu, sums) = epilogue;
             let out = tight::Out::Write { out, bias, relu, sums };
@@ -436,12 +441,12 @@ fn backward_image(
     }
 }
 
-/// The backward work of `nb` consecutive images: their inputs and output gradients (NCHW), the
-/// weight gradient they add into (if `want_dw`) and their input gradients (if wanted), and the
-/// threads a GEMM may use.
 /// A chunk's input gradient: added to (`.0`), or written fresh (`.1`).
 type Dxs<'a> = (Option<&'a mut [f32]>, Option<&'a mut [MaybeUninit<f32>]>);
 
+/// The backward work of `nb` consecutive images: their inputs and output gradients (NCHW), the
+/// weight gradient they add into (if `want_dw`) and their input gradients (if wanted), and the
+/// threads a GEMM may use.
 struct Chunk<'a> {
     x: &'a [f32],
     gout: &'a [f32],
@@ -469,7 +474,7 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
             let xb = wgrad16::pad_blocked(x, nb, g.c, pg, xbuf);
             wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), pg, dw, scratch)
         };
-        let tight_dx = (dx.is_some() || dx_fresh.is_some()) && g.wide && tight::applies(g.h, g.w);
+        let tight_dx = (dx.is_some() || dx_fresh.is_some()) && g.tight();
         assert!(dx_fresh.is_none() || tight_dx, "a fresh input gradient is written by the tight kernel only");
         // The padded planes of the planar kernels, where one of them runs.
         let planar = (want_dw && !blocked) || (dx.is_some() && !tight_dx);
@@ -691,8 +696,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         let nthreads = threads();
         // Where nothing has flowed into x's gradient yet and the tight kernel computes all of it,
         // it is written into a fresh buffer (no zero fill, no read back) and handed on whole.
-        let fresh =
-            x_needs_grad && g.direct() && g.wide && tight::applies(g.h, g.w) && g.n >= nthreads && xs.slot_is_empty();
+        let fresh = x_needs_grad && g.tight() && g.n >= nthreads && xs.slot_is_empty();
         let mut fresh_dx: Vec<f32> = Vec::with_capacity(if fresh { g.n * g.in_len() } else { 0 });
         let mut dx_buf = if x_needs_grad && !fresh { Some(xs.grad_buf(grads)?) } else { None };
         let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c, 9));

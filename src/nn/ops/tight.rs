@@ -158,7 +158,7 @@ struct Args<'a> {
     dst: *mut f32,
 }
 
-/// Output channels `o0..o0 + NB`, vectors of positions `v0..nv`: tiles of 4 vectors, then single
+/// Output channels `o0..o0 + NB`, vectors of positions `v0..nv`: tiles of `V` vectors, then single
 /// vectors for the rest. `sl`: their sum lanes (`[o][sum 16 | squares 16]`) when `mode.sums`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]

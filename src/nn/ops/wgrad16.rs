@@ -128,7 +128,6 @@ unsafe fn transpose16(rows: [*const f32; BLOCK], cols: [*mut f32; BLOCK]) {
 /// (tap `t = 3 ky + kx`, zero outside the image), with `xb` from [`pad_blocked`] of the same `nb`
 /// images and `gy` the output gradient of those images, NCHW. `acc` is scratch (grown to
 /// `c * co * 9` values). Returns `false` and leaves `dw` untouched where [`applies`] is false.
-#[allow(clippy::too_many_arguments)]
 pub fn weight_grad(
     xb: &[f32],
     gy: &[f32],
