@@ -41,13 +41,12 @@ impl Block {
     /// block of a stage leaves it to the caller, which taps the pre-activation).
     fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, fuse_relu: bool) -> Var<T> {
         let (a, b) = x.fork();
-        let out = self.bn1.forward_conv(s, &self.conv1, a, train, true);
-        let out = self.bn2.forward_conv(s, &self.conv2, out, train, false);
         let res = match &self.down {
             Some((c, bn)) => bn.forward_conv(s, c, b, train, false),
             None => b,
         };
-        ops::add(out, res, fuse_relu)
+        let out = self.bn1.forward_conv(s, &self.conv1, a, train, true);
+        self.bn2.forward_conv_add(s, &self.conv2, out, Some(res), train, fuse_relu)
     }
 }
 

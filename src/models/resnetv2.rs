@@ -82,15 +82,15 @@ impl Block {
     /// The block output; its last ReLU fused into the residual add when `relu`.
     fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, relu: bool) -> Var<T> {
         let (mut out, res) = x.fork();
-        let last = self.convs.len() - 1;
-        for (i, (c, bn)) in self.convs.iter().enumerate() {
-            out = bn.forward_conv(s, c, out, train, i < last);
-        }
         let res = match &self.shortcut {
             Some((c, bn)) => bn.forward_conv(s, c, res, train, false),
             None => res,
         };
-        ops::add(out, res, relu)
+        let ((c, bn), first) = self.convs.split_last().expect("a block has convolutions");
+        for (c, bn) in first {
+            out = bn.forward_conv(s, c, out, train, true);
+        }
+        bn.forward_conv_add(s, c, out, Some(res), train, relu)
     }
 }
 

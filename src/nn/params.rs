@@ -256,9 +256,21 @@ impl BatchNorm2d {
 
     /// Batch norm, fused with a ReLU when `relu`.
     pub fn forward<T: Tape<f32, Dev>>(&self, s: &Store, x: Var<T>, train: bool, relu: bool) -> Var<T> {
+        self.forward_add(s, x, None, train, relu)
+    }
+
+    /// `relu?(self(x) + res)`: the batch norm, a residual added and a ReLU in one op.
+    pub fn forward_add<T: Tape<f32, Dev>>(
+        &self,
+        s: &Store,
+        x: Var<T>,
+        res: Option<Var<T>>,
+        train: bool,
+        relu: bool,
+    ) -> Var<T> {
         let (g, b) = (s.get(self.gamma), s.get(self.beta));
         let mut stats = s.bns[self.stats].stats.lock().expect("batch-norm statistics lock");
-        ops::batch_norm(x, &g.t, g.values(), &b.t, b.values(), &mut stats, train, BnCfg { relu, ..self.cfg })
+        ops::batch_norm(x, res, &g.t, g.values(), &b.t, b.values(), &mut stats, train, BnCfg { relu, ..self.cfg })
     }
 
     /// `self(conv(x))`, fused with a ReLU when `relu`. In evaluation without a tape inside
@@ -275,8 +287,23 @@ impl BatchNorm2d {
         train: bool,
         relu: bool,
     ) -> Var<T> {
+        self.forward_conv_add(s, conv, x, None, train, relu)
+    }
+
+    /// `relu?(self(conv(x)) + res)`, a ResNet block's last convolution, batch norm, shortcut add and
+    /// ReLU; folded as [`Self::forward_conv`] is, the add and ReLU then in the convolution's output
+    /// pass.
+    pub fn forward_conv_add<T: Tape<f32, Dev>>(
+        &self,
+        s: &Store,
+        conv: &Conv2d,
+        x: Var<T>,
+        res: Option<Var<T>>,
+        train: bool,
+        relu: bool,
+    ) -> Var<T> {
         if train || T::OWNS_TAPE || !FOLD_BN.with(|f| f.get()) {
-            return self.forward(s, conv.forward(s, x), train, relu);
+            return self.forward_add(s, conv.forward(s, x), res, train, relu);
         }
         let (gamma, beta) = (s.get(self.gamma).values(), s.get(self.beta).values());
         let stats = s.bns[self.stats].stats.lock().expect("batch-norm statistics lock");
@@ -288,7 +315,10 @@ impl BatchNorm2d {
         let mut w = s.get(conv.weight).values();
         let per_out = w.len() / scale.len();
         w.chunks_mut(per_out).zip(&scale).for_each(|(row, k)| row.iter_mut().for_each(|v| *v *= k));
-        ops::conv2d_folded(x, &w, conv.shape, &shift, conv.cfg, relu)
+        match res {
+            None => ops::conv2d_folded(x, &w, conv.shape, &shift, conv.cfg, relu),
+            Some(res) => ops::add(ops::conv2d_folded(x, &w, conv.shape, &shift, conv.cfg, false), res, relu),
+        }
     }
 }
 

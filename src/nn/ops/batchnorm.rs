@@ -8,9 +8,9 @@
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
-use super::blas::written;
+use super::blas::{written, SyncPtr};
 use super::elementwise::relu_grad;
-use crate::nn::var::{accumulate, finish, Dev, Flat, Grads, Shape4, Var};
+use crate::nn::var::{accumulate, finish, merge_tapes, Dev, Flat, Grads, Shape4, Var};
 
 /// Running statistics of a batch-norm layer (PyTorch buffers `running_mean`, `running_var`,
 /// `num_batches_tracked`).
@@ -182,7 +182,11 @@ impl DxPlane {
 
 /// Per-channel totals of per-plane pairs computed by `f` over all `n*c` planes.
 fn channel_totals(s: Shape4, f: impl Fn(usize) -> (f64, f64) + Sync + Send) -> Vec<(f64, f64)> {
-    let per_plane: Vec<(f64, f64)> = (0..s.n * s.c).into_par_iter().map(&f).collect();
+    plane_totals(s, (0..s.n * s.c).into_par_iter().map(&f).collect())
+}
+
+/// Per-channel totals of the pairs of all `n*c` planes, in plane order.
+fn plane_totals(s: Shape4, per_plane: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
     let mut tot = vec![(0.0, 0.0); s.c];
     for (i, (a, b)) in per_plane.into_iter().enumerate() {
         tot[i % s.c].0 += a;
@@ -210,11 +214,15 @@ pub fn eval_affine(gamma: &[f32], beta: &[f32], stats: &RunningStats, eps: f32) 
     affine(gamma, beta, &stats.mean, &running_invstd(stats, eps))
 }
 
-/// Fused batch norm (+ ReLU). `gamma`/`beta` are the affine parameters with current values
-/// `g_data`/`b_data`. With `stats: Some(..)` and `train`, the running statistics are updated.
+/// Fused batch norm (+ residual add) (+ ReLU): `relu?(bn(x) + res)`. `gamma`/`beta` are the affine
+/// parameters with current values `g_data`/`b_data`. In training the running statistics are updated.
+/// With a residual `res` (a ResNet block's shortcut), the add is one more read in the output pass
+/// instead of a pass of its own, and its backward (the ReLU's mask and the shortcut's copy of the
+/// gradient) is done plane by plane in the batch norm's first backward pass.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm<T: Tape<f32, Dev>>(
     x: Var<T>,
+    res: Option<Var<T>>,
     gamma: &Flat,
     g_data: Vec<f32>,
     beta: &Flat,
@@ -230,6 +238,14 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
     // Per-plane sums its producer (a convolution's output pass) computed, when it did.
     let plane_sums = x.plane_sums.clone().filter(|p| p.len() == s.n * s.c);
     let (xs, tape, _, x_needs_grad) = x.split();
+    let (res, tape) = match res {
+        Some(r) => {
+            assert_eq!(r.shape, s, "batch_norm: residual of shape {}, output {s}", r.shape);
+            let (rs, rt, _, r_needs_grad) = r.split();
+            (Some((rs, r_needs_grad)), merge_tapes(tape, rt))
+        }
+        None => (None, tape),
+    };
     let xd = xs.data();
     let (mean, invstd): (Vec<f32>, Vec<f32>) = if train {
         assert!(m > 1, "batch_norm in training mode needs more than one value per channel");
@@ -255,40 +271,78 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         (stats.mean.clone(), running_invstd(stats, cfg.eps))
     };
     let (scales, shifts) = affine(&g_data, &b_data, &mean, &invstd);
+    let rd = res.as_ref().map(|(r, _)| r.data());
     let (out, _) = written(s.numel(), hw, true, |i, o| {
         let (scale, shift) = (scales[i % s.c], shifts[i % s.c]);
         let xi = &xd[i * hw..(i + 1) * hw];
-        if cfg.relu {
-            for (o, &v) in o.iter_mut().zip(xi) {
-                o.write((v * scale + shift).max(0.0));
-            }
-        } else {
-            for (o, &v) in o.iter_mut().zip(xi) {
-                o.write(v * scale + shift);
+        match (rd, cfg.relu) {
+            (None, false) => o.iter_mut().zip(xi).for_each(|(o, &v)| _ = o.write(v * scale + shift)),
+            (None, true) => o.iter_mut().zip(xi).for_each(|(o, &v)| _ = o.write((v * scale + shift).max(0.0))),
+            (Some(rd), relu) => {
+                let it = o.iter_mut().zip(xi).zip(&rd[i * hw..(i + 1) * hw]);
+                if relu {
+                    it.for_each(|((o, &v), &r)| _ = o.write((v * scale + shift + r).max(0.0)));
+                } else {
+                    it.for_each(|((o, &v), &r)| _ = o.write(v * scale + shift + r));
+                }
             }
         }
     });
     let (gt, bt) = (gamma.clone(), beta.clone());
-    finish(out, s, tape, move |grads: &mut Grads, gout: Vec<f32>, _| {
+    finish(out, s, tape, move |grads: &mut Grads, mut gout: Vec<f32>, y| {
         if super::elementwise::all_zero(&gout) {
             return Ok(());
         }
         let xd = xs.data();
-        // The fused ReLU's backward is applied on the fly in both passes (g' below), its output
-        // recomputed from x with the forward's (scale, shift).
         let guided = super::elementwise::guided();
-        let relu_of = |c: usize| cfg.relu.then_some((scales[c], shifts[c]));
+        // Without a residual, the fused ReLU's backward is applied on the fly in both passes (g'
+        // below), its output recomputed from x with the forward's (scale, shift).
+        let relu_of = |c: usize| (cfg.relu && res.is_none()).then_some((scales[c], shifts[c]));
         // dbeta = sum g' ; dgamma = sum g' * xhat
-        let tot = channel_totals(s, |i| {
-            let c = i % s.c;
-            grad_sums(&gout[i * hw..(i + 1) * hw], &xd[i * hw..(i + 1) * hw], relu_of(c), guided, mean[c], invstd[c])
-        });
+        let tot = match &res {
+            None => channel_totals(s, |i| {
+                let c = i % s.c;
+                grad_sums(
+                    &gout[i * hw..(i + 1) * hw],
+                    &xd[i * hw..(i + 1) * hw],
+                    relu_of(c),
+                    guided,
+                    mean[c],
+                    invstd[c],
+                )
+            }),
+            Some((rs, r_needs_grad)) => {
+                let (masks, yd) = (cfg.relu, y.data());
+                // g' (through the ReLU of the output y, if any) over g, and copied for the residual,
+                // a plane at a time while it is in cache for the sums.
+                let mut copy: Vec<f32> = Vec::with_capacity(if *r_needs_grad { gout.len() } else { 0 });
+                let cp = SyncPtr(copy.as_mut_ptr());
+                let per_plane = gout.par_chunks_mut(hw).enumerate().map(|(i, gi)| {
+                    if masks {
+                        gi.iter_mut().zip(&yd[i * hw..]).for_each(|(g, &v)| *g = relu_grad(*g, v, guided));
+                    }
+                    if *r_needs_grad {
+                        // SAFETY: plane i of the copy's capacity, written by this task only.
+                        let ci = unsafe { cp.slice_uninit(i * hw, hw) };
+                        ci.iter_mut().zip(gi.iter()).for_each(|(o, &g)| _ = o.write(g));
+                    }
+                    let c = i % s.c;
+                    grad_sums(gi, &xd[i * hw..(i + 1) * hw], None, guided, mean[c], invstd[c])
+                });
+                let tot = plane_totals(s, per_plane.collect());
+                if *r_needs_grad {
+                    // SAFETY: every plane of the copy was written above.
+                    unsafe { copy.set_len(gout.len()) };
+                    rs.give(grads, copy)?;
+                }
+                tot
+            }
+        };
         let dbeta: Vec<f32> = tot.iter().map(|t| t.0 as f32).collect();
         let dgamma: Vec<f32> = tot.iter().map(|t| t.1 as f32).collect();
         if x_needs_grad {
             // Written over the output gradient, element by element: its lines are in cache from the
             // read, where a separate buffer would be fetched before being written.
-            let mut gout = gout;
             gout.par_chunks_mut(hw).enumerate().for_each(|(i, gi)| {
                 let c = i % s.c;
                 let (mu, is, gm) = (mean[c], invstd[c], g_data[c]);

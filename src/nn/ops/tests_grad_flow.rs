@@ -127,3 +127,50 @@ fn wide_kernels_match_the_planar_paths() {
         }
     }
 }
+
+/// The batch norm with the residual add and ReLU fused in (a ResNet block's end) against the two
+/// ops it replaces, in training and evaluation, with plain and guided ReLU gradients and without
+/// the ReLU: the same output, statistics and gradients of the input, the residual (a value used
+/// twice, so its copy meets another contribution) and gamma / beta.
+#[test]
+fn batch_norm_with_residual_matches_norm_then_add() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let shape = Shape4::new(3, 4, 5, 4);
+    let x: Vec<f32> = rand_vec(&mut rng, shape.numel()).iter().map(|v| 2.0 * v + 0.3).collect();
+    let res = rand_vec(&mut rng, shape.numel());
+    let r = rand_vec(&mut rng, shape.numel());
+    for (train, relu, guided) in [(true, true, false), (true, true, true), (true, false, false), (false, true, false)] {
+        let mut s = Store::new();
+        let bn = BatchNorm2d::new(&mut s, "bn", 4);
+        s.set(bn.gamma, vec![0.5, -1.2, 2.0, 0.9]);
+        s.set(bn.beta, vec![0.1, 0.4, -0.3, 0.0]);
+        let run = |fused: bool| {
+            let (xv, rv) = (Var::from_vec(x.clone(), shape), Var::from_vec(res.clone(), shape));
+            let (hx, hr) = (xv.detach(), rv.detach());
+            let (rv, again) = scale(rv.traced(), 1.0).fork();
+            let (xv, rv) = (scale(xv.traced(), 1.0), add(rv, scale(again, 0.5), false));
+            let y = if fused {
+                bn.forward_add(&s, xv, Some(rv), train, relu)
+            } else {
+                add(bn.forward(&s, xv, train, false), rv, relu)
+            };
+            let out = y.to_vec();
+            let mut grads = weighted_loss(y, &r).backward();
+            let stats = s.bns[0].stats.lock().unwrap().clone();
+            let gb: Vec<Vec<f32>> = s.params.iter().map(|p| grads.get_or_alloc_mut(&p.t).unwrap().to_vec()).collect();
+            (out, hx.grad(&mut grads), hr.grad(&mut grads), gb, stats)
+        };
+        let with_mode = |fused| if guided { with_guided_relu(|| run(fused)) } else { run(fused) };
+        let (fused, plain) = (with_mode(true), with_mode(false));
+        let what = format!("train {train} relu {relu} guided {guided}");
+        assert_eq!(fused.0, plain.0, "{what}: output");
+        assert_eq!(fused.1, plain.1, "{what}: input gradient");
+        assert_eq!(fused.2, plain.2, "{what}: residual gradient");
+        assert_eq!(fused.3, plain.3, "{what}: gamma / beta gradients");
+        assert!(fused.1.iter().chain(&fused.2).all(|v| v.is_finite()) && fused.2.iter().any(|&v| v != 0.0));
+        // Both runs updated the statistics from the same batch in training (the second from the
+        // first's values), left them alone in evaluation.
+        assert_eq!(fused.4.batches, if train { 1 } else { 0 }, "{what}: batches");
+        assert_eq!(plain.4.batches, 2 * fused.4.batches, "{what}: batches");
+    }
+}
