@@ -90,7 +90,7 @@ fn kernels_alone(c: usize, hw: usize) {
         time(&format!("  1 thread: fwd tight x{nb}"), flop, || {
             for b in 0..nb {
                 let o = unsafe { std::mem::transmute::<&mut [f32], &mut [std::mem::MaybeUninit<f32>]>(&mut out[..]) };
-                let mode = tight::Out::Write { out: o, bias: None, relu: false, sums: None };
+                let mode = tight::Out::Write { out: o, bias: None, res: None, relu: false, sums: None };
                 assert!(tight::conv(&xt[b * pl..], (c, nb * pl), (hw, hw), &wt, c, mode));
             }
         });

@@ -315,10 +315,7 @@ impl BatchNorm2d {
         let mut w = s.get(conv.weight).values();
         let per_out = w.len() / scale.len();
         w.chunks_mut(per_out).zip(&scale).for_each(|(row, k)| row.iter_mut().for_each(|v| *v *= k));
-        match res {
-            None => ops::conv2d_folded(x, &w, conv.shape, &shift, conv.cfg, relu),
-            Some(res) => ops::add(ops::conv2d_folded(x, &w, conv.shape, &shift, conv.cfg, false), res, relu),
-        }
+        ops::conv2d_folded(x, res, &w, conv.shape, &shift, conv.cfg, relu)
     }
 }
 
@@ -447,8 +444,9 @@ mod tests {
 
     /// Without a tape, evaluation folds the batch norm into the convolution; with a tape it runs
     /// the two ops. Both give the same values, for the direct 3x3 kernel, a stride-2 3x3, a 1x1 with
-    /// its own bias and a depthwise 3x3, with and without the ReLU, on running statistics, scales
-    /// and shifts far from the identity.
+    /// its own bias and a depthwise 3x3, with and without the ReLU and a residual added (a ResNet
+    /// block's end; at 8x8 in the tight kernel's output pass), on running statistics, scales and
+    /// shifts far from the identity.
     #[test]
     fn folded_conv_bn_matches_conv_then_bn() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
@@ -470,22 +468,36 @@ mod tests {
                 st.mean = vals(0.5, 0.6);
                 st.var = vals(2.0, 0.7);
             }
-            let shape = Shape4::new(3, cin, 9, 7);
-            let x: Vec<f32> = (0..shape.numel()).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-            for relu in [false, true] {
-                let folded =
-                    with_folded_batch_norm(|| bn.forward_conv(&s, &conv, Var::from_vec(x.clone(), shape), false, relu));
-                let unfolded = bn.forward_conv(&s, &conv, Var::from_vec(x.clone(), shape), false, relu);
-                let plain = bn.forward_conv(&s, &conv, Var::from_vec(x.clone(), shape).traced(), false, relu);
-                assert_eq!(folded.shape, plain.shape);
-                assert_eq!(unfolded.data(), plain.data(), "outside with_folded_batch_norm: the two ops");
-                assert_ne!(folded.data(), plain.data(), "folded: rounded differently somewhere");
-                let scale = plain.data().iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                assert!(scale > 1.0, "a non-trivial output");
-                let zeros = plain.data().iter().filter(|v| **v == 0.0).count();
-                assert_eq!(relu, zeros > 0, "the ReLU clips some outputs, and only with relu");
-                for (a, b) in folded.data().iter().zip(plain.data()) {
-                    assert!((a - b).abs() <= 2e-6 * scale, "k{k} {cfg:?} relu {relu}: folded {a} vs {b}");
+            // 8x8: the tight kernel's planes (AVX-512), with the residual in its output pass.
+            for (shape, with_res) in [((9, 7), false), ((9, 7), true), ((8, 8), true)] {
+                let shape = Shape4::new(3, cin, shape.0, shape.1);
+                let x: Vec<f32> = (0..shape.numel()).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+                let side = |n| ops::out_size(n, k, cfg.stride, cfg.pad);
+                let oshape = Shape4::new(3, cout, side(shape.h), side(shape.w));
+                let res: Vec<f32> = (0..oshape.numel()).map(|i| ((i * 29 % 31) as f32 - 15.0) / 6.0).collect();
+                let res = || with_res.then(|| Var::from_vec(res.clone(), oshape));
+                for relu in [false, true] {
+                    let run = |x: Var<_>, r| bn.forward_conv_add(&s, &conv, x, r, false, relu);
+                    let folded = with_folded_batch_norm(|| run(Var::from_vec(x.clone(), shape), res()));
+                    let unfolded = run(Var::from_vec(x.clone(), shape), res());
+                    let plain = bn.forward_conv_add(
+                        &s,
+                        &conv,
+                        Var::from_vec(x.clone(), shape).traced(),
+                        res().map(Var::traced),
+                        false,
+                        relu,
+                    );
+                    assert_eq!(folded.shape, plain.shape);
+                    assert_eq!(unfolded.data(), plain.data(), "outside with_folded_batch_norm: the two ops");
+                    assert_ne!(folded.data(), plain.data(), "folded: rounded differently somewhere");
+                    let scale = plain.data().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    assert!(scale > 1.0, "a non-trivial output");
+                    let zeros = plain.data().iter().filter(|v| **v == 0.0).count();
+                    assert_eq!(relu, zeros > 0, "the ReLU clips some outputs, and only with relu");
+                    for (a, b) in folded.data().iter().zip(plain.data()) {
+                        assert!((a - b).abs() <= 2e-6 * scale, "k{k} {cfg:?} relu {relu} {shape}: folded {a} vs {b}");
+                    }
                 }
             }
         }

@@ -274,13 +274,21 @@ fn forward_image(
 }
 
 /// Forward of one image on the tile kernel ([`Geo::tiled`]): every value
-/// of `out` is written, `relu?(conv + bias)`.
-fn direct_image(x: &[f32], wt: &[f32], g: &Geo, out: &mut [MaybeUninit<f32>], epilogue: direct::Epilogue) {
+/// of `out` is written, `relu?(conv + bias (+ res))`; a residual `res` only on tight planes.
+fn direct_image(
+    x: &[f32],
+    wt: &[f32],
+    g: &Geo,
+    out: &mut [MaybeUninit<f32>],
+    epilogue: direct::Epilogue,
+    res: Option<&[f32]>,
+) {
+    assert!(res.is_none() || g.tight(), "a residual in the output pass of tight planes only");
     with_direct(|buf, scratch, eo| {
         if g.tight() {
             let xp = tight::pad_tight(x, (1, g.c), (g.h, g.w), buf);
             let (bias, relu, sums) = epilogue;
-            let out = tight::Out::Write { out, bias, relu, sums };
+            let out = tight::Out::Write { out, bias, res, relu, sums };
             assert!(tight::conv(xp, (g.c, tight::plane(g.h, g.w)), (g.h, g.w), wt, g.co, out));
         } else if g.direct() {
             let xp = direct::pad_planes(x, g.c, g.padded(), buf);
@@ -498,7 +506,7 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
                 dx.chunks_mut(g.in_len()).take(nb).enumerate().for_each(|(bi, d)| image(bi, tight::Out::Add(d)));
             } else if let Some(dx) = dx_fresh {
                 for (bi, out) in dx.chunks_mut(g.in_len()).take(nb).enumerate() {
-                    image(bi, tight::Out::Write { out, bias: None, relu: false, sums: None });
+                    image(bi, tight::Out::Write { out, bias: None, res: None, relu: false, sums: None });
                 }
             }
         } else if let Some(dx) = dx {
@@ -612,6 +620,24 @@ fn forward_batch(xd: &[f32], w_data: &[f32], bias: Option<&[f32]>, g: &Geo, relu
     forward_batch_sums(xd, w_data, (bias, relu), g, false).0
 }
 
+/// [`forward_batch`] with a residual `res` (of the output's layout) added before the ReLU: in the
+/// output pass on tight planes, else by a pass of its own.
+fn forward_batch_res(xd: &[f32], w_data: &[f32], bias: &[f32], res: &[f32], g: &Geo, relu: bool) -> Vec<f32> {
+    assert_eq!(res.len(), g.n * g.out_len(), "residual of {} values for {} outputs", res.len(), g.n * g.out_len());
+    if !g.tight() {
+        let mut out = forward_batch(xd, w_data, Some(bias), g, false);
+        out.par_chunks_mut(1 << 14).zip(res.par_chunks(1 << 14)).for_each(|(o, r)| {
+            o.iter_mut().zip(r).for_each(|(o, &r)| *o = if relu { (*o + r).max(0.0) } else { *o + r })
+        });
+        return out;
+    }
+    let (out, _) = written(g.n * g.out_len(), g.out_len(), g.n >= threads(), |i, o| {
+        let (x, r) = (&xd[i * g.in_len()..(i + 1) * g.in_len()], &res[i * g.out_len()..(i + 1) * g.out_len()]);
+        direct_image(x, w_data, g, o, (Some(bias), relu, None), Some(r))
+    });
+    out
+}
+
 /// [`forward_batch`], with the `(sum, sum of squares)` of every `(image, channel)` plane of the
 /// output when `want_sums` and the convolution runs on the tile kernel (its output pass has them at
 /// hand; only without bias and ReLU).
@@ -628,7 +654,14 @@ fn forward_batch_sums(
         let want_sums = want_sums && bias.is_none() && !relu;
         let (out, sums) = written(g.n * g.out_len(), g.out_len(), g.n >= nthreads, |i, o| {
             let mut sums = want_sums.then(|| vec![(0.0, 0.0); g.co]);
-            direct_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], w_data, g, o, (bias, relu, sums.as_deref_mut()));
+            direct_image(
+                &xd[i * g.in_len()..(i + 1) * g.in_len()],
+                w_data,
+                g,
+                o,
+                (bias, relu, sums.as_deref_mut()),
+                None,
+            );
             sums
         });
         return (out, want_sums.then(|| sums.into_iter().flatten().flatten().collect()));
@@ -645,13 +678,16 @@ fn forward_batch_sums(
     (out, None)
 }
 
-/// `relu?(conv(x, w) + bias)` in evaluation, where nothing records gradients: a batch norm folded
-/// into `w_data` and `bias` (`BatchNorm2d::forward_conv`), its ReLU applied in the same pass as the bias.
+/// `relu?(conv(x, w) + bias (+ res))` in evaluation, where nothing records gradients: a batch norm
+/// folded into `w_data` and `bias` (`BatchNorm2d::forward_conv`), its ReLU (and a ResNet block's
+/// residual, `BatchNorm2d::forward_conv_add`) applied in the same pass as the bias.
 ///
 /// # Panics
 /// If `x`'s tape records (this op has no backward).
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_folded<T: Tape<f32, Dev>>(
     x: Var<T>,
+    res: Option<Var<T>>,
     w_data: &[f32],
     w_shape: [usize; 4],
     bias: &[f32],
@@ -662,8 +698,15 @@ pub fn conv2d_folded<T: Tape<f32, Dev>>(
     let g = geometry(x.shape, w_shape, w_data.len(), cfg);
     assert_eq!(bias.len(), g.co, "conv2d_folded: {} output channels, {} biases", g.co, bias.len());
     let (xs, tape, _, _) = x.split();
-    let out = forward_batch(xs.data(), w_data, Some(bias), &g, relu);
-    finish(out, Shape4::new(g.n, g.co, g.ho, g.wo), tape, |_: &mut Grads, _, _| unreachable!("no tape"))
+    let oshape = Shape4::new(g.n, g.co, g.ho, g.wo);
+    let out = match res {
+        Some(r) => {
+            assert_eq!(r.shape, oshape, "conv2d_folded: residual of shape {}, output {oshape}", r.shape);
+            forward_batch_res(xs.data(), w_data, bias, r.data(), &g, relu)
+        }
+        None => forward_batch(xs.data(), w_data, Some(bias), &g, relu),
+    };
+    finish(out, oshape, tape, |_: &mut Grads, _, _| unreachable!("no tape"))
 }
 
 /// 2-D convolution. `w` has logical shape `[co, c/groups, kh, kw]` (PyTorch layout) and `bias`, if

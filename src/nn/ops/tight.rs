@@ -50,9 +50,16 @@ pub fn pad_tight<'b>(x: &[f32], (b, c): (usize, usize), (h, w): (usize, usize), 
 
 /// Where [`conv`] puts the convolution's values.
 pub enum Out<'a> {
-    /// Written (`out` need not be initialised): `relu?(v + bias[o])`, and with `sums` (no bias or
-    /// ReLU) each output channel's `(sum, sum of squares)` over the plane.
-    Write { out: &'a mut [MaybeUninit<f32>], bias: Option<&'a [f32]>, relu: bool, sums: Option<&'a mut [(f64, f64)]> },
+    /// Written (`out` need not be initialised): `relu?(v + bias[o] + res)` (a residual `res` of
+    /// `out`'s layout, if any), and with `sums` (no bias, residual or ReLU) each output channel's
+    /// `(sum, sum of squares)` over the plane.
+    Write {
+        out: &'a mut [MaybeUninit<f32>],
+        bias: Option<&'a [f32]>,
+        res: Option<&'a [f32]>,
+        relu: bool,
+        sums: Option<&'a mut [(f64, f64)]>,
+    },
     /// Added to `out`.
     Add(&'a mut [f32]),
 }
@@ -77,15 +84,17 @@ pub fn conv(xp: &[f32], (c, cstride): (usize, usize), (h, w): (usize, usize), wt
         })
         .collect();
     let (dst, mode, sums) = match out {
-        Out::Write { out, bias, relu, sums } => {
-            assert!(out.len() >= co * hw);
-            assert!(sums.is_none() || (bias.is_none() && !relu), "plane sums are of the plain convolution only");
+        Out::Write { out, bias, res, relu, sums } => {
+            assert!(out.len() >= co * hw && res.is_none_or(|r| r.len() >= co * hw));
+            let plain = bias.is_none() && res.is_none() && !relu;
+            assert!(sums.is_none() || plain, "plane sums are of the plain convolution only");
             assert!(bias.is_none_or(|b| b.len() >= co) && sums.as_ref().is_none_or(|s| s.len() >= co));
-            (out.as_mut_ptr().cast::<f32>(), Mode { add: false, bias, relu, sums: sums.is_some() }, sums)
+            let res = res.map(|r| r.as_ptr());
+            (out.as_mut_ptr().cast::<f32>(), Mode { add: false, bias, res, relu, sums: sums.is_some() }, sums)
         }
         Out::Add(out) => {
             assert!(out.len() >= co * hw);
-            (out.as_mut_ptr(), Mode { add: true, bias: None, relu: false, sums: false }, None)
+            (out.as_mut_ptr(), Mode { add: true, bias: None, res: None, relu: false, sums: false }, None)
         }
     };
     #[cfg(target_arch = "x86_64")]
@@ -142,6 +151,8 @@ pub fn conv(xp: &[f32], (c, cstride): (usize, usize), (h, w): (usize, usize), wt
 struct Mode<'a> {
     add: bool,
     bias: Option<&'a [f32]>,
+    /// The residual's first value (laid out as the output).
+    res: Option<*const f32>,
     relu: bool,
     sums: bool,
 }
@@ -240,6 +251,9 @@ unsafe fn tile<const NB: usize, const V: usize>(a: &Args, o0: usize, v0: usize, 
             if let Some(bias) = mode.bias {
                 y = _mm512_add_ps(y, _mm512_set1_ps(bias[o]));
             }
+            if let Some(r) = mode.res {
+                y = _mm512_add_ps(y, _mm512_loadu_ps(r.add(o * a.hw + q0 + 16 * v)));
+            }
             if mode.relu {
                 y = _mm512_max_ps(y, _mm512_setzero_ps());
             }
@@ -320,7 +334,7 @@ mod tests {
             // Written plain, with sums.
             let mut out = vec![MaybeUninit::new(f32::NAN); co * hw];
             let mut sums = vec![(7.0, 7.0); co];
-            let mode = Out::Write { out: &mut out, bias: None, relu: false, sums: Some(&mut sums) };
+            let mode = Out::Write { out: &mut out, bias: None, res: None, relu: false, sums: Some(&mut sums) };
             assert!(conv(img, (c, nb * pl), (h, w), &wt, co, mode));
             for (k, v) in out.iter().enumerate() {
                 close(unsafe { v.assume_init() }, want[k], "plain");
@@ -330,11 +344,15 @@ mod tests {
                 close(s as f32, plane.iter().sum(), "sum");
                 close(s2 as f32, plane.iter().map(|v| v * v).sum(), "sum of squares");
             }
-            // Written with bias and ReLU.
-            let mode = Out::Write { out: &mut out, bias: Some(&bias), relu: true, sums: None };
-            assert!(conv(img, (c, nb * pl), (h, w), &wt, co, mode));
-            for (k, v) in out.iter().enumerate() {
-                close(unsafe { v.assume_init() }, (want[k] + bias[k / hw] as f64).max(0.0), "bias + relu");
+            // Written with bias and ReLU, without and with a residual.
+            let res: Vec<f32> = (0..co * hw).map(|k| ((k * 29 % 31) as f32 - 15.0) / 8.0).collect();
+            for r in [None, Some(&res[..])] {
+                let mode = Out::Write { out: &mut out, bias: Some(&bias), res: r, relu: true, sums: None };
+                assert!(conv(img, (c, nb * pl), (h, w), &wt, co, mode));
+                for (k, v) in out.iter().enumerate() {
+                    let want = want[k] + bias[k / hw] as f64 + r.map_or(0.0, |r| r[k] as f64);
+                    close(unsafe { v.assume_init() }, want.max(0.0), "bias (+ residual) + relu");
+                }
             }
             // Added to what the output holds.
             let mut acc: Vec<f32> = (0..co * hw).map(|k| k as f32 * 0.01).collect();
