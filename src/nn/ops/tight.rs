@@ -203,20 +203,23 @@ unsafe fn row<const NB: usize, const V: usize>(
     (ml, mr): (&[u16; V], &[u16; V]),
 ) -> [[std::arch::x86_64::__m512; V]; NB] {
     use std::arch::x86_64::*;
+    // The tap's V input vectors first, then one weight broadcast at a time: V + 1 registers beside
+    // the NB x V accumulators (all NB weights first would need NB + 1, one more than the 32
+    // registers hold at 8 x 3, and the compiler spilled an accumulator).
     for kx in 0..3 {
-        let mut wv = [_mm512_setzero_ps(); NB];
-        for b in 0..NB {
-            wv[b] = _mm512_set1_ps(*w.add(b * ws + kx));
-        }
+        let mut xv = [_mm512_setzero_ps(); V];
         for v in 0..V {
             let src = p.add(kx + 16 * v);
-            let xv = match kx {
+            xv[v] = match kx {
                 0 => _mm512_maskz_loadu_ps(ml[v], src),
                 1 => _mm512_loadu_ps(src),
                 _ => _mm512_maskz_loadu_ps(mr[v], src),
             };
-            for b in 0..NB {
-                acc[b][v] = _mm512_fmadd_ps(wv[b], xv, acc[b][v]);
+        }
+        for b in 0..NB {
+            let wb = _mm512_set1_ps(*w.add(b * ws + kx));
+            for v in 0..V {
+                acc[b][v] = _mm512_fmadd_ps(wb, xv[v], acc[b][v]);
             }
         }
     }
