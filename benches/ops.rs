@@ -114,7 +114,7 @@ fn kernels_alone(c: usize, hw: usize) {
         });
         let xb = wgrad16::pad_blocked(&x, nb, c, g, &mut bbuf).to_vec();
         time(&format!("  1 thread: dW blocked x{nb}"), flop, || {
-            assert!(wgrad16::weight_grad(&xb, &x, (c, c, nb), g, &mut dw, &mut acc));
+            assert!(wgrad16::weight_grad(&xb, &x, (c, c, nb), g, 1, &mut dw, &mut acc));
         });
     }
     std::hint::black_box((&out, &dw));

@@ -480,7 +480,7 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
         // dW over channel-blocked input where the CPU and channel count allow it (AVX-512, c = 16k).
         let blocked = want_dw && g.wide && wgrad16::applies(g.c) && {
             let xb = wgrad16::pad_blocked(x, nb, g.c, pg, xbuf);
-            wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), pg, dw, scratch)
+            wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), pg, 1, dw, scratch)
         };
         let tight_dx = (dx.is_some() || dx_fresh.is_some()) && g.tight();
         assert!(dx_fresh.is_none() || tight_dx, "a fresh input gradient is written by the tight kernel only");
@@ -540,10 +540,17 @@ fn backward_chunk_s2(k: Chunk, (wt, parts): (&[f32], Option<&direct::S2Parts>), 
                 );
             }
         }
-        want_dw && {
-            let xp = direct::split_phases(x, (nb, g.c), (g.h, g.w), xbuf, sc);
-            direct::conv3x3_s2_weight_grad(xp, gp, g.c, g.co, nb, pg, dw)
-        }
+        // dW over channel-blocked input where the CPU and channel count allow it (AVX-512, c =
+        // 16k), else over the input's polyphase planes.
+        let blocked = want_dw && g.wide && wgrad16::applies(g.c) && {
+            let xb = wgrad16::pad_blocked(x, nb, g.c, g.padded(), xbuf);
+            wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), g.padded(), 2, dw, sc)
+        };
+        blocked
+            || want_dw && {
+                let xp = direct::split_phases(x, (nb, g.c), (g.h, g.w), xbuf, sc);
+                direct::conv3x3_s2_weight_grad(xp, gp, g.c, g.co, nb, pg, dw)
+            }
     });
     if want_dw && !direct_dw {
         for i in 0..nb {

@@ -87,18 +87,21 @@ fn conv_plane_sums_feed_batch_norm() {
 /// The AVX-512-only kernels (tight planes, channel-blocked weight gradient) against the planar
 /// paths an AVX2 CPU takes, on one machine: a convolution and the training batch norm after it,
 /// forward, input gradient (written fresh into an empty slot by the tight kernel) and parameter
-/// gradients, at 16 and 32 channels and plane sizes that take each kernel's tiles and tails (on a
-/// CPU without AVX-512 both runs take the planar paths).
+/// gradients, at 16 and 32 channels and plane sizes that take each kernel's tiles and tails, and
+/// at stride 2 (the blocked weight gradient against the polyphase one) (on a CPU without AVX-512
+/// both runs take the planar paths).
 #[test]
 fn wide_kernels_match_the_planar_paths() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    for (c, co, hw, n) in [(16, 16, 8, 9), (16, 32, 12, 3), (32, 16, 4, 2)] {
+    for (c, co, hw, n, stride) in
+        [(16, 16, 8, 9, 1), (16, 32, 12, 3, 1), (32, 16, 4, 2, 1), (16, 32, 12, 9, 2), (32, 8, 4, 2, 2)]
+    {
         let mut s = Store::new();
-        let conv = Conv2d::new(&mut s, &mut rng, "c", c, co, 3, ConvCfg::new(1, 1), false);
+        let conv = Conv2d::new(&mut s, &mut rng, "c", c, co, 3, ConvCfg::new(stride, 1), false);
         let bn = BatchNorm2d::new(&mut s, "bn", co);
         let shape = Shape4::new(n, c, hw, hw);
         let x = rand_vec(&mut rng, shape.numel());
-        let r = rand_vec(&mut rng, n * co * hw * hw);
+        let r = rand_vec(&mut rng, n * co * hw * hw / stride / stride);
         let run = || {
             let xv = Var::from_vec(x.clone(), shape);
             let h = xv.detach();
@@ -117,7 +120,10 @@ fn wide_kernels_match_the_planar_paths() {
         let close = |a: &[f32], b: &[f32], what: &str| {
             let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             for (i, (u, v)) in a.iter().zip(b).enumerate() {
-                assert!((u - v).abs() <= 1e-5 * (1.0 + scale), "c{c} co{co} {hw}x{hw}: {what}[{i}] {u} vs {v}");
+                assert!(
+                    (u - v).abs() <= 1e-5 * (1.0 + scale),
+                    "c{c} co{co} {hw}x{hw} s{stride}: {what}[{i}] {u} vs {v}"
+                );
             }
         };
         close(&wide.0, &planar.0, "output");

@@ -1,5 +1,5 @@
-//! Weight gradient of the 3x3 / stride 1 / padding 1 convolution over a channel-blocked copy of
-//! the input, for AVX-512 (16 lanes, 32 registers) and input channels in whole blocks of 16.
+//! Weight gradient of the 3x3 / padding 1 convolution (stride 1 or 2) over a channel-blocked copy
+//! of the input, for AVX-512 (16 lanes, 32 registers) and input channels in whole blocks of 16.
 //!
 //! [`pad_blocked`] copies a chunk of `nb` images into zero-padded planes (the layout of
 //! [`super::direct::pad_chunk`]: rows of `wp = w + 1`, `nb` planes one after the other) whose
@@ -124,24 +124,32 @@ unsafe fn transpose16(rows: [*const f32; BLOCK], cols: [*mut f32; BLOCK]) {
     }
 }
 
-/// `dw[(i * 9 + t) * co + o] += sum_b sum_(y, x) gy[b][o][y][x] * x[b][i][y + ky - 1][x + kx - 1]`
-/// (tap `t = 3 ky + kx`, zero outside the image), with `xb` from [`pad_blocked`] of the same `nb`
-/// images and `gy` the output gradient of those images, NCHW. `acc` is scratch (grown to
-/// `c * co * 9` values). Returns `false` and leaves `dw` untouched where [`applies`] is false.
+/// `dw[(i * 9 + t) * co + o] += sum_b sum_(y, x) gy[b][o][y][x] * x[b][i][s y + ky - 1][s x + kx - 1]`
+/// (tap `t = 3 ky + kx`, zero outside the image; stride `s` 1, or 2 on even sides: output `h/s x
+/// w/s`), with `xb` from [`pad_blocked`] of the same `nb` images (`g` their input size) and `gy`
+/// the output gradient of those images, NCHW. `acc` is scratch (grown to `c * co * 9` values).
+/// Returns `false` and leaves `dw` untouched where [`applies`] is false.
 pub fn weight_grad(
     xb: &[f32],
     gy: &[f32],
     (c, co, nb): (usize, usize, usize),
     g: Padded,
+    s: usize,
     dw: &mut [f32],
     acc: &mut Vec<f32>,
 ) -> bool {
     if !applies(c) {
         return false;
     }
+    assert!(
+        s == 1 || (s == 2 && g.h.is_multiple_of(2) && g.w.is_multiple_of(2)),
+        "weight_grad: stride {s} on {}x{}",
+        g.h,
+        g.w
+    );
     let acc = aligned(acc, c * co * 9, 0);
     acc.fill(0.0);
-    let ran = pulp::Arch::new().dispatch(Kernel { xb, gy, c, co, nb, g, acc: &mut acc[..] });
+    let ran = pulp::Arch::new().dispatch(Kernel { xb, gy, c, co, nb, g, s, acc: &mut acc[..] });
     if ran {
         // `acc` is `[c / 16][co][9][16]`: lane `l` of block `cb` is input channel `16 cb + l`.
         for (cb, blk) in acc.chunks_exact(co * 9 * BLOCK).enumerate() {
@@ -164,6 +172,7 @@ struct Kernel<'a> {
     co: usize,
     nb: usize,
     g: Padded,
+    s: usize,
     acc: &'a mut [f32],
 }
 
@@ -172,13 +181,15 @@ impl WithSimd for Kernel<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> bool {
-        let Kernel { xb, gy, c, co, nb, g, acc } = self;
+        let Kernel { xb, gy, c, co, nb, g, s, acc } = self;
         if S::F32_LANES != BLOCK {
             return false;
         }
-        let (h, w, hw) = (g.h, g.w, g.h * g.w);
+        // Output rows and columns.
+        let (h, w) = (g.h / s, g.w / s);
+        let hw = h * w;
         let bs = block_positions(nb, g);
-        // The reads: block `cb`, image `b`, position `y * wp + x + taps[t]` < `b * plane + plane + 1`.
+        // The reads: block `cb`, image `b`, position `s y * wp + s x + taps[t]` < `b * plane + plane + 1`.
         assert!(xb.len() >= c / BLOCK * bs * BLOCK && gy.len() >= nb * co * hw && acc.len() >= c * co * 9);
         // Rows per segment (of all the images' `nb * h` rows, so small planes share one): about
         // 256 positions, whose input lines (plus 2 rows) stay in L1 while every output channel
@@ -200,9 +211,9 @@ impl WithSimd for Kernel<'_> {
                         let gp = gy.as_ptr().add(o0 * hw);
                         let ap = acc.as_mut_ptr().add((cb * co + o0) * 9 * BLOCK);
                         match n {
-                            3 => segment::<S, 3>(simd, (xp, gp, ap), rs, (g, co)),
-                            2 => segment::<S, 2>(simd, (xp, gp, ap), rs, (g, co)),
-                            _ => segment::<S, 1>(simd, (xp, gp, ap), rs, (g, co)),
+                            3 => segment::<S, 3>(simd, (xp, gp, ap), rs, (g, s, co)),
+                            2 => segment::<S, 2>(simd, (xp, gp, ap), rs, (g, s, co)),
+                            _ => segment::<S, 1>(simd, (xp, gp, ap), rs, (g, s, co)),
                         }
                     }
                     o0 += n;
@@ -222,28 +233,30 @@ unsafe fn load<S: Simd>(p: *const f32) -> S::f32s {
     p.cast::<S::f32s>().read_unaligned()
 }
 
-/// Rows `r0..r1` of the chunk's `nb * h` output rows (row `r`: image `r / h`, row `r % h`) for
-/// `NO` output channels (`gp`: the first one's plane in image 0, the next ones `h * w` apart, images
-/// `co * h * w` apart) and one input channel block (`xp`: its first padded position), the 9 x `NO`
-/// accumulators added to `ap` (`[o][t][16]`) at the end.
+/// Rows `r0..r1` of the chunk's `nb * h` output rows (row `r`: image `r / h`, row `r % h`; `h x w`
+/// the output size, the input's `g` over stride `s`) for `NO` output channels (`gp`: the first
+/// one's plane in image 0, the next ones `h * w` apart, images `co * h * w` apart) and one input
+/// channel block (`xp`: its first padded position), the 9 x `NO` accumulators added to `ap`
+/// (`[o][t][16]`) at the end.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
 unsafe fn segment<S: Simd, const NO: usize>(
     simd: S,
     (xp, gp, ap): (*const f32, *const f32, *mut f32),
     (r0, r1): (usize, usize),
-    (g, co): (Padded, usize),
+    (g, s, co): (Padded, usize, usize),
 ) {
-    let (h, w, wp, hw, plane) = (g.h, g.w, g.wp(), g.h * g.w, g.plane());
+    let (h, w, wp, plane) = (g.h / s, g.w / s, g.wp(), g.plane());
+    let hw = h * w;
     let off = taps(g).map(|t| t * BLOCK);
     let mut acc = [[simd.splat_f32s(0.0); 9]; NO];
     let (mut b, mut y) = (r0 / h, r0 % h);
     for _ in r0..r1 {
-        let (xr, gr) = (xp.add((b * plane + y * wp) * BLOCK), gp.add(b * co * hw + y * w));
+        let (xr, gr) = (xp.add((b * plane + s * y * wp) * BLOCK), gp.add(b * co * hw + y * w));
         (b, y) = if y + 1 == h { (b + 1, 0) } else { (b, y + 1) };
         for x in 0..w {
             let gv: [S::f32s; NO] = std::array::from_fn(|o| simd.splat_f32s(*gr.add(o * hw + x)));
-            let xq = xr.add(x * BLOCK);
+            let xq = xr.add(s * x * BLOCK);
             for t in 0..9 {
                 let xv = load::<S>(xq.add(off[t]));
                 for o in 0..NO {
@@ -306,22 +319,30 @@ mod tests {
     fn blocked_weight_grad_matches_naive() {
         if !applies(BLOCK) {
             eprintln!("no AVX-512 on this CPU: the blocked weight gradient does not run here");
-            assert!(!weight_grad(&[], &[], (16, 1, 1), Padded { h: 1, w: 1 }, &mut [], &mut Vec::new()));
+            assert!(!weight_grad(&[], &[], (16, 1, 1), Padded { h: 1, w: 1 }, 1, &mut [], &mut Vec::new()));
             return;
         }
-        for (c, co, h, w, nb) in
-            [(16, 3, 7, 9, 2), (32, 4, 32, 32, 2), (16, 7, 8, 8, 3), (16, 1, 1, 1, 2), (48, 5, 5, 3, 1)]
-        {
+        // Stride 2 (even sides): 32x32 (16x16 out, 16 rows a segment), 8x6 (4x3), 2x2 (1x1).
+        for (c, co, h, w, nb, s) in [
+            (16, 3, 7, 9, 2, 1),
+            (32, 4, 32, 32, 2, 1),
+            (16, 7, 8, 8, 3, 1),
+            (16, 1, 1, 1, 2, 1),
+            (48, 5, 5, 3, 1, 1),
+            (16, 5, 32, 32, 2, 2),
+            (32, 7, 8, 6, 3, 2),
+            (16, 2, 2, 2, 2, 2),
+        ] {
             let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
-            let gy: Vec<f32> = (0..nb * co * h * w).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
-            let want = naive_weight_grad(&x, &gy, (nb, c, co), (h, w), 1);
+            let gy: Vec<f32> = (0..nb * co * h * w / s / s).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let want = naive_weight_grad(&x, &gy, (nb, c, co), (h, w), s);
             let g = Padded { h, w };
             let (mut xbuf, mut acc) = (vec![f32::NAN; 3], vec![f32::NAN; 5]);
             let xb = pad_blocked(&x, nb, c, g, &mut xbuf);
             let mut dw = vec![0.5f32; c * 9 * co];
-            assert!(weight_grad(xb, &gy, (c, co, nb), g, &mut dw, &mut acc));
-            check_weight_grad(&dw, 0.5, &want, (c, co), &format!("blocked {h}x{w} nb{nb}"));
+            assert!(weight_grad(xb, &gy, (c, co, nb), g, s, &mut dw, &mut acc));
+            check_weight_grad(&dw, 0.5, &want, (c, co), &format!("blocked {h}x{w} nb{nb} stride {s}"));
         }
-        assert!(!weight_grad(&[], &[], (8, 1, 1), Padded { h: 1, w: 1 }, &mut [], &mut Vec::new()));
+        assert!(!weight_grad(&[], &[], (8, 1, 1), Padded { h: 1, w: 1 }, 1, &mut [], &mut Vec::new()));
     }
 }
