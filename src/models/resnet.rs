@@ -153,3 +153,41 @@ pub const FAMILY: Family = Family::sized(
     },
 )
 .inferred_by(infer);
+
+#[cfg(test)]
+mod tests {
+    use crate::nn::Var;
+
+    /// A forward without features fuses each stage's last ReLU into its last block (nobody reads
+    /// the pre-activation); with features it taps the pre-activation and applies the ReLU apart.
+    /// Training steps on both agree bit for bit: logits and every parameter gradient (CIFAR ResNet
+    /// and the bottleneck ResNetV2).
+    #[test]
+    fn fused_stage_relu_matches_the_tapped_path() {
+        use dfdx::prelude::*;
+        for arch in ["resnet8", "resnetv2_50"] {
+            let m = crate::models::Model::build(arch, 10, 3).unwrap();
+            let shape = crate::nn::Shape4::new(2, 3, 16, 16);
+            let x: Vec<f32> = (0..shape.numel()).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+            let run = |features: bool| {
+                let out = m.forward_with(Var::from_vec(x.clone(), shape).traced_input(), true, features);
+                assert_eq!(out.features.items.is_empty(), !features);
+                let logits = out.logits.to_vec();
+                let r: Vec<f32> = (0..20).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
+                let loss = (out.logits.dfdx_matrix() * crate::nn::dev().tensor_from_vec(r, (2, 10))).sum();
+                let mut grads = loss.backward();
+                let g: Vec<Vec<f32>> = m
+                    .store
+                    .params
+                    .iter()
+                    .map(|p| grads.get_or_alloc_mut(crate::nn::params::tensor_of(p)).unwrap().to_vec())
+                    .collect();
+                (logits, g)
+            };
+            let (fused, tapped) = (run(false), run(true));
+            assert_eq!(fused.0, tapped.0, "{arch}: logits");
+            assert!(fused.1.iter().flatten().any(|&v| v != 0.0), "{arch}: some gradient");
+            assert_eq!(fused.1, tapped.1, "{arch}: parameter gradients");
+        }
+    }
+}

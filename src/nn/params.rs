@@ -480,14 +480,8 @@ mod tests {
                     let run = |x: Var<_>, r| bn.forward_conv_add(&s, &conv, x, r, false, relu);
                     let folded = with_folded_batch_norm(|| run(Var::from_vec(x.clone(), shape), res()));
                     let unfolded = run(Var::from_vec(x.clone(), shape), res());
-                    let plain = bn.forward_conv_add(
-                        &s,
-                        &conv,
-                        Var::from_vec(x.clone(), shape).traced(),
-                        res().map(Var::traced),
-                        false,
-                        relu,
-                    );
+                    let xt = Var::from_vec(x.clone(), shape).traced();
+                    let plain = bn.forward_conv_add(&s, &conv, xt, res().map(Var::traced), false, relu);
                     assert_eq!(folded.shape, plain.shape);
                     assert_eq!(unfolded.data(), plain.data(), "outside with_folded_batch_norm: the two ops");
                     assert_ne!(folded.data(), plain.data(), "folded: rounded differently somewhere");
