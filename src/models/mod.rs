@@ -87,10 +87,24 @@ impl<T: Tape<f32, Dev>> Features<T> {
     pub fn new(enabled: bool) -> Self {
         Self { enabled, items: Vec::new(), probe_names: Vec::new(), cut: false, probes: Vec::new() }
     }
-    /// Whether [`Self::tap`] records or probes `name`; where it does neither, a model may fuse the
-    /// value away (a stage's pre-activation into the ReLU after it).
-    pub fn wants(&self, name: &str) -> bool {
+    /// Whether [`Self::tap`] records or probes `name`.
+    fn wants(&self, name: &str) -> bool {
         self.enabled || self.probe_names.iter().any(|p| p == name)
+    }
+
+    /// The end of residual stage `stage` (1-based): `last(relu)` runs the stage's last block, its
+    /// final ReLU fused in when `relu`. Where the pre-activation `layerN.pre` is tapped or probed,
+    /// the block runs without it and the ReLU apart; otherwise (training without feature
+    /// distillation, inference) the ReLU is fused. Taps `layerN`.
+    pub fn stage_end(&mut self, stage: usize, last: impl FnOnce(bool) -> Var<T>) -> Var<T> {
+        let pre = format!("layer{stage}.pre");
+        let out = if self.wants(&pre) {
+            let p = last(false);
+            crate::nn::ops::relu(self.tap(&pre, p))
+        } else {
+            last(true)
+        };
+        self.tap(&format!("layer{stage}"), out)
     }
 
     /// Records `v` under `name` (a second handle sharing its tape) and hands `v` back; a probed name

@@ -78,17 +78,11 @@ impl ResNet {
         out = feats.tap("stem", out);
         for (li, blocks) in self.layers.iter().enumerate() {
             let last = blocks.len() - 1;
-            let pre_name = format!("layer{}.pre", li + 1);
             for (bi, b) in blocks.iter().enumerate() {
                 if bi < last {
                     out = b.forward(s, out, train, true);
-                } else if !feats.wants(&pre_name) {
-                    // Nobody reads the pre-activation: the ReLU fused into the block's end as well.
-                    out = feats.tap(&format!("layer{}", li + 1), b.forward(s, out, train, true));
                 } else {
-                    let pre = b.forward(s, out, train, false);
-                    let pre = feats.tap(&pre_name, pre);
-                    out = feats.tap(&format!("layer{}", li + 1), ops::relu(pre));
+                    out = feats.stage_end(li + 1, |relu| b.forward(s, out, train, relu));
                 }
             }
         }

@@ -468,6 +468,21 @@ struct Chunk<'a> {
     gemm_threads: usize,
 }
 
+/// The weight gradient of `nb` consecutive images (`x`, `gout` NCHW) of a 3x3 convolution (stride
+/// 1 or 2) over a channel-blocked copy of the input ([`wgrad16`]), added into `dw`, where the CPU
+/// and the channel count allow it (AVX-512, `c` a multiple of 16); `false` (nothing done) elsewhere.
+fn blocked_weight_grad(
+    (x, gout, nb): (&[f32], &[f32], usize),
+    g: &Geo,
+    dw: &mut [f32],
+    (xbuf, scratch): (&mut Vec<f32>, &mut Vec<f32>),
+) -> bool {
+    g.wide && wgrad16::applies(g.c) && {
+        let xb = wgrad16::pad_blocked(x, nb, g.c, g.padded(), xbuf);
+        wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), g.padded(), g.s, dw, scratch)
+    }
+}
+
 /// Direct-path backward of `nb` consecutive images (`x`, `gout` hold them NCHW): `dW` by one
 /// strided GEMM per tap over channel-major padded planes of all `nb` images (k = nb x plane), and
 /// `dx` per image as the direct convolution of the output gradient with the flipped weights `wf`.
@@ -477,11 +492,7 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
     let (wp, plane) = (pg.wp(), pg.plane());
     let cs = nb * plane;
     with_direct(|xbuf, gbuf, scratch| {
-        // dW over channel-blocked input where the CPU and channel count allow it (AVX-512, c = 16k).
-        let blocked = want_dw && g.wide && wgrad16::applies(g.c) && {
-            let xb = wgrad16::pad_blocked(x, nb, g.c, pg, xbuf);
-            wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), pg, 1, dw, scratch)
-        };
+        let blocked = want_dw && blocked_weight_grad((x, gout, nb), g, dw, (xbuf, scratch));
         let tight_dx = (dx.is_some() || dx_fresh.is_some()) && g.tight();
         assert!(dx_fresh.is_none() || tight_dx, "a fresh input gradient is written by the tight kernel only");
         // The padded planes of the planar kernels, where one of them runs.
@@ -540,12 +551,8 @@ fn backward_chunk_s2(k: Chunk, (wt, parts): (&[f32], Option<&direct::S2Parts>), 
                 );
             }
         }
-        // dW over channel-blocked input where the CPU and channel count allow it (AVX-512, c =
-        // 16k), else over the input's polyphase planes.
-        let blocked = want_dw && g.wide && wgrad16::applies(g.c) && {
-            let xb = wgrad16::pad_blocked(x, nb, g.c, g.padded(), xbuf);
-            wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), g.padded(), 2, dw, sc)
-        };
+        // Else over the input's polyphase planes.
+        let blocked = want_dw && blocked_weight_grad((x, gout, nb), g, dw, (xbuf, sc));
         blocked
             || want_dw && {
                 let xp = direct::split_phases(x, (nb, g.c), (g.h, g.w), xbuf, sc);
@@ -627,17 +634,10 @@ fn forward_batch(xd: &[f32], w_data: &[f32], bias: Option<&[f32]>, g: &Geo, relu
     forward_batch_sums(xd, w_data, (bias, relu), g, false).0
 }
 
-/// [`forward_batch`] with a residual `res` (of the output's layout) added before the ReLU: in the
-/// output pass on tight planes, else by a pass of its own.
+/// [`forward_batch`] on tight planes ([`Geo::tight`]) with a residual `res` (of the output's
+/// layout) added in the output pass, before the ReLU.
 fn forward_batch_res(xd: &[f32], w_data: &[f32], bias: &[f32], res: &[f32], g: &Geo, relu: bool) -> Vec<f32> {
     assert_eq!(res.len(), g.n * g.out_len(), "residual of {} values for {} outputs", res.len(), g.n * g.out_len());
-    if !g.tight() {
-        let mut out = forward_batch(xd, w_data, Some(bias), g, false);
-        out.par_chunks_mut(1 << 14).zip(res.par_chunks(1 << 14)).for_each(|(o, r)| {
-            o.iter_mut().zip(r).for_each(|(o, &r)| *o = if relu { (*o + r).max(0.0) } else { *o + r })
-        });
-        return out;
-    }
     let (out, _) = written(g.n * g.out_len(), g.out_len(), g.n >= threads(), |i, o| {
         let (x, r) = (&xd[i * g.in_len()..(i + 1) * g.in_len()], &res[i * g.out_len()..(i + 1) * g.out_len()]);
         direct_image(x, w_data, g, o, (Some(bias), relu, None), Some(r))
@@ -704,13 +704,22 @@ pub fn conv2d_folded<T: Tape<f32, Dev>>(
     assert!(!T::OWNS_TAPE, "conv2d_folded has no backward: call it only without a tape");
     let g = geometry(x.shape, w_shape, w_data.len(), cfg);
     assert_eq!(bias.len(), g.co, "conv2d_folded: {} output channels, {} biases", g.co, bias.len());
-    let (xs, tape, _, _) = x.split();
     let oshape = Shape4::new(g.n, g.co, g.ho, g.wo);
-    let out = match res {
+    let res = match res {
         Some(r) => {
             assert_eq!(r.shape, oshape, "conv2d_folded: residual of shape {}, output {oshape}", r.shape);
-            forward_batch_res(xs.data(), w_data, bias, r.data(), &g, relu)
+            if !g.tight() {
+                // Off tight planes the residual takes the add op's own pass.
+                let y = conv2d_folded(x, None, w_data, w_shape, bias, cfg, false);
+                return super::elementwise::add(y, r, relu);
+            }
+            Some(r)
         }
+        None => None,
+    };
+    let (xs, tape, _, _) = x.split();
+    let out = match res {
+        Some(r) => forward_batch_res(xs.data(), w_data, bias, r.data(), &g, relu),
         None => forward_batch(xs.data(), w_data, Some(bias), &g, relu),
     };
     finish(out, oshape, tape, |_: &mut Grads, _, _| unreachable!("no tape"))
