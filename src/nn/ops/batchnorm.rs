@@ -8,7 +8,9 @@
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
-use super::blas::{written, SyncPtr};
+use std::mem::MaybeUninit;
+
+use super::blas::written;
 use super::elementwise::relu_grad;
 use crate::nn::var::{accumulate, finish, merge_tapes, Dev, Flat, Grads, Shape4, Var};
 
@@ -166,17 +168,30 @@ impl DxPlane {
     /// backward of `g` with `MASK` (see [`masked`]), else `g`.
     #[inline(always)]
     fn run<const MASK: bool>(&self, g: &mut [f32], x: &[f32], ab: (f32, f32), guided: bool) {
-        let Self { k, m, db, dg, mu, is, .. } = *self;
         let it = g.iter_mut().zip(x);
         if self.train {
-            for (g, &v) in it {
-                *g = k * (m * masked::<MASK>(*g, v, ab, guided) - db - (v - mu) * is * dg);
-            }
+            it.for_each(|(g, &v)| *g = self.train_value(masked::<MASK>(*g, v, ab, guided), v));
         } else {
-            for (g, &v) in it {
-                *g = k * masked::<MASK>(*g, v, ab, guided);
-            }
+            it.for_each(|(g, &v)| *g = self.k * masked::<MASK>(*g, v, ab, guided));
         }
+    }
+
+    /// The input gradient of one plane written into `out` from its (already masked) output gradient
+    /// `g`, which stays as it is.
+    #[inline(always)]
+    fn write(&self, out: &mut [MaybeUninit<f32>], g: &[f32], x: &[f32]) {
+        let it = out.iter_mut().zip(g).zip(x);
+        if self.train {
+            it.for_each(|((o, &g), &v)| _ = o.write(self.train_value(g, v)));
+        } else {
+            it.for_each(|((o, &g), _)| _ = o.write(self.k * g));
+        }
+    }
+
+    #[inline(always)]
+    fn train_value(&self, g: f32, v: f32) -> f32 {
+        let Self { k, m, db, dg, mu, is, .. } = *self;
+        k * (m * g - db - (v - mu) * is * dg)
     }
 }
 
@@ -311,51 +326,55 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
                     invstd[c],
                 )
             }),
-            Some((rs, r_needs_grad)) => {
-                let (masks, yd) = (cfg.relu, y.data());
-                // g' (through the ReLU of the output y, if any) over g, and copied for the residual,
-                // a plane at a time while it is in cache for the sums.
-                let mut copy: Vec<f32> = Vec::with_capacity(if *r_needs_grad { gout.len() } else { 0 });
-                let cp = SyncPtr(copy.as_mut_ptr());
+            Some(_) => {
+                let yd = y.data();
+                // g' (through the ReLU of the output y, if any) over g, a plane at a time with its
+                // sums while it is in cache. g' is also the residual's gradient: it is handed on as it
+                // is, and the input gradient gets a buffer of its own.
                 let per_plane = gout.par_chunks_mut(hw).enumerate().map(|(i, gi)| {
-                    if masks {
+                    if cfg.relu {
                         gi.iter_mut().zip(&yd[i * hw..]).for_each(|(g, &v)| *g = relu_grad(*g, v, guided));
-                    }
-                    if *r_needs_grad {
-                        // SAFETY: plane i of the copy's capacity, written by this task only.
-                        let ci = unsafe { cp.slice_uninit(i * hw, hw) };
-                        ci.iter_mut().zip(gi.iter()).for_each(|(o, &g)| _ = o.write(g));
                     }
                     let c = i % s.c;
                     grad_sums(gi, &xd[i * hw..(i + 1) * hw], None, guided, mean[c], invstd[c])
                 });
-                let tot = plane_totals(s, per_plane.collect());
-                if *r_needs_grad {
-                    // SAFETY: every plane of the copy was written above.
-                    unsafe { copy.set_len(gout.len()) };
-                    rs.give(grads, copy)?;
-                }
-                tot
+                plane_totals(s, per_plane.collect())
             }
         };
         let dbeta: Vec<f32> = tot.iter().map(|t| t.0 as f32).collect();
         let dgamma: Vec<f32> = tot.iter().map(|t| t.1 as f32).collect();
-        if x_needs_grad {
-            // Written over the output gradient, element by element: its lines are in cache from the
-            // read, where a separate buffer would be fetched before being written.
-            gout.par_chunks_mut(hw).enumerate().for_each(|(i, gi)| {
-                let c = i % s.c;
-                let (mu, is, gm) = (mean[c], invstd[c], g_data[c]);
-                let xi = &xd[i * hw..(i + 1) * hw];
-                let k = if train { gm * is / m as f32 } else { gm * is };
-                let (db, dg) = (dbeta[c], dgamma[c]);
-                let p = DxPlane { train, k, m: m as f32, db, dg, mu, is };
-                match relu_of(c) {
-                    Some(ab) => p.run::<true>(gi, xi, ab, guided),
-                    None => p.run::<false>(gi, xi, (1.0, 0.0), guided),
+        let plane = |i: usize| {
+            let c = i % s.c;
+            let (is, gm) = (invstd[c], g_data[c]);
+            let k = if train { gm * is / m as f32 } else { gm * is };
+            (c, DxPlane { train, k, m: m as f32, db: dbeta[c], dg: dgamma[c], mu: mean[c], is })
+        };
+        match (&res, x_needs_grad) {
+            (Some((rs, r_needs_grad)), _) => {
+                if x_needs_grad {
+                    let (dx, _) = written(gout.len(), hw, true, |i, o| {
+                        plane(i).1.write(o, &gout[i * hw..(i + 1) * hw], &xd[i * hw..(i + 1) * hw])
+                    });
+                    xs.give(grads, dx)?;
                 }
-            });
-            xs.give(grads, gout)?;
+                if *r_needs_grad {
+                    rs.give(grads, gout)?;
+                }
+            }
+            (None, true) => {
+                // Written over the output gradient, element by element: its lines are in cache from
+                // the read, where a separate buffer would be fetched before being written.
+                gout.par_chunks_mut(hw).enumerate().for_each(|(i, gi)| {
+                    let (c, p) = plane(i);
+                    let xi = &xd[i * hw..(i + 1) * hw];
+                    match relu_of(c) {
+                        Some(ab) => p.run::<true>(gi, xi, ab, guided),
+                        None => p.run::<false>(gi, xi, (1.0, 0.0), guided),
+                    }
+                });
+                xs.give(grads, gout)?;
+            }
+            (None, false) => {}
         }
         if super::elementwise::params_frozen() {
             return Ok(());
