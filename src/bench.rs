@@ -107,18 +107,15 @@ pub fn bench_train_profiled(
     let mut times = Vec::new();
     for _ in 0..reps {
         let t = Instant::now();
-        for _ in 0..iters {
-            step(&mut extra)?;
-        }
+        // The steps run on a worker of the pool, as training's do (`train::fit`).
+        crate::nn::ops::on_pool(|| (0..iters).try_for_each(|_| step(&mut extra)))?;
         times.push(t.elapsed().as_secs_f64() / iters as f64);
     }
     let mut rows = Vec::new();
     if profile {
         extra.clear();
         profile::start();
-        for _ in 0..iters {
-            step(&mut extra)?;
-        }
+        crate::nn::ops::on_pool(|| (0..iters).try_for_each(|_| step(&mut extra)))?;
         rows = profile::stop();
         let mut totals: std::collections::BTreeMap<String, (f64, u64)> = Default::default();
         for (k, v) in extra {

@@ -289,16 +289,18 @@ pub fn model_outputs(
     indices: &[usize],
     batch: usize,
 ) -> anyhow::Result<(Vec<f32>, Vec<f32>, usize)> {
-    let (mut logits, mut feats, mut d) = (vec![], vec![], 0);
-    for chunk in indices.chunks(batch.max(1)) {
-        let b = make_batch(data, chunk, None);
-        let out = model.forward_with(b.x, false, true);
-        logits.extend_from_slice(out.logits.data());
-        let f = out.features.get("pool").context("the model has no pool tap")?;
-        d = f.shape.per_sample();
-        feats.extend_from_slice(f.data());
-    }
-    Ok((logits, feats, d))
+    crate::nn::ops::on_pool(|| {
+        let (mut logits, mut feats, mut d) = (vec![], vec![], 0);
+        for chunk in indices.chunks(batch.max(1)) {
+            let b = make_batch(data, chunk, None);
+            let out = model.forward_with(b.x, false, true);
+            logits.extend_from_slice(out.logits.data());
+            let f = out.features.get("pool").context("the model has no pool tap")?;
+            d = f.shape.per_sample();
+            feats.extend_from_slice(f.data());
+        }
+        Ok((logits, feats, d))
+    })
 }
 
 /// The test indices a section embeds: all, or a seeded sample of `max` in test order.

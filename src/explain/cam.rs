@@ -17,19 +17,21 @@ impl Saliency for Cam {
         "cam".into()
     }
     fn explain(&self, model: &Model, x: &Var, targets: &[usize]) -> anyhow::Result<Maps> {
-        check_targets(model, x, targets)?;
-        anyhow::ensure!(
-            model.last_conv_tap().1,
-            "CAM needs a classifier on globally pooled features; {} has a fully connected head (use Grad-CAM)",
-            model.name()
-        );
-        let tap = last_stage_tap(model);
-        let out = model.forward_with(Var::from_vec(x.to_vec(), x.shape), false, true);
-        let feat = out.features.get(tap).context("feature tap missing")?;
-        let name = format!("{}.weight", model.classifier_name());
-        let w = model.store.get(model.store.find(&name).with_context(|| format!("model has no {name}"))?).values();
-        let c = feat.shape.c;
-        let weights: Vec<f32> = targets.iter().flat_map(|&t| w[t * c..(t + 1) * c].to_vec()).collect();
-        Ok(weighted_sum(feat.shape, feat.data(), &weights, false))
+        crate::nn::ops::on_pool(|| {
+            check_targets(model, x, targets)?;
+            anyhow::ensure!(
+                model.last_conv_tap().1,
+                "CAM needs a classifier on globally pooled features; {} has a fully connected head (use Grad-CAM)",
+                model.name()
+            );
+            let tap = last_stage_tap(model);
+            let out = model.forward_with(Var::from_vec(x.to_vec(), x.shape), false, true);
+            let feat = out.features.get(tap).context("feature tap missing")?;
+            let name = format!("{}.weight", model.classifier_name());
+            let w = model.store.get(model.store.find(&name).with_context(|| format!("model has no {name}"))?).values();
+            let c = feat.shape.c;
+            let weights: Vec<f32> = targets.iter().flat_map(|&t| w[t * c..(t + 1) * c].to_vec()).collect();
+            Ok(weighted_sum(feat.shape, feat.data(), &weights, false))
+        })
     }
 }

@@ -42,34 +42,37 @@ pub(crate) fn target_gradients(
     input: bool,
     guided: bool,
 ) -> anyhow::Result<TapeGrads> {
-    check_targets(model, x, targets)?;
-    let (n, k) = (x.shape.n, model.spec.num_classes);
-    let v = Var::from_vec(x.to_vec(), x.shape);
-    let v = if input { v.traced() } else { v.traced_input() };
-    let (v, keep) = v.fork();
-    let out = model.forward_probed_with(v, false, taps, !input)?;
-    let mut acts = Vec::with_capacity(taps.len());
-    for t in taps {
-        let f = out.features.get(t).with_context(|| format!("feature tap '{t}' missing"))?;
-        acts.push((f.shape, f.to_vec()));
-    }
-    let probes = out.features.probes.clone();
-    let mut mask = vec![0.0f32; n * k];
-    for (i, &t) in targets.iter().enumerate() {
-        mask[i * k + t] = 1.0;
-    }
-    let loss = (out.logits.dfdx_matrix() * dev().tensor_from_vec(mask, (n, k))).sum();
-    let mut grads = with_frozen_params(|| if guided { with_guided_relu(|| loss.backward()) } else { loss.backward() });
-    let mut taps_out = Vec::with_capacity(taps.len());
-    for (t, (shape, a)) in taps.iter().zip(acts) {
-        let g = probes
-            .iter()
-            .find(|(p, _)| p == t)
-            .and_then(|(_, p)| p.get())
-            .with_context(|| format!("no gradient reached the tap '{t}'"))?;
-        taps_out.push((shape, a, g));
-    }
-    Ok(TapeGrads { taps: taps_out, input: input.then(|| keep.grad(&mut grads)) })
+    crate::nn::ops::on_pool(|| {
+        check_targets(model, x, targets)?;
+        let (n, k) = (x.shape.n, model.spec.num_classes);
+        let v = Var::from_vec(x.to_vec(), x.shape);
+        let v = if input { v.traced() } else { v.traced_input() };
+        let (v, keep) = v.fork();
+        let out = model.forward_probed_with(v, false, taps, !input)?;
+        let mut acts = Vec::with_capacity(taps.len());
+        for t in taps {
+            let f = out.features.get(t).with_context(|| format!("feature tap '{t}' missing"))?;
+            acts.push((f.shape, f.to_vec()));
+        }
+        let probes = out.features.probes.clone();
+        let mut mask = vec![0.0f32; n * k];
+        for (i, &t) in targets.iter().enumerate() {
+            mask[i * k + t] = 1.0;
+        }
+        let loss = (out.logits.dfdx_matrix() * dev().tensor_from_vec(mask, (n, k))).sum();
+        let mut grads =
+            with_frozen_params(|| if guided { with_guided_relu(|| loss.backward()) } else { loss.backward() });
+        let mut taps_out = Vec::with_capacity(taps.len());
+        for (t, (shape, a)) in taps.iter().zip(acts) {
+            let g = probes
+                .iter()
+                .find(|(p, _)| p == t)
+                .and_then(|(_, p)| p.get())
+                .with_context(|| format!("no gradient reached the tap '{t}'"))?;
+            taps_out.push((shape, a, g));
+        }
+        Ok(TapeGrads { taps: taps_out, input: input.then(|| keep.grad(&mut grads)) })
+    })
 }
 
 /// A CAM-style method's name: `base`, or `base@tap` for an explicit tap.

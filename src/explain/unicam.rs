@@ -63,24 +63,26 @@ impl LabelEmbedding {
 
 /// Class means of `model`'s penultimate (`pool`) features over `data` (evaluation mode).
 pub fn class_mean_embedding(model: &Model, data: &Dataset, batch: usize) -> anyhow::Result<LabelEmbedding> {
-    let k = data.num_classes();
-    let (mut sums, mut counts, mut dim) = (Vec::<f64>::new(), vec![0usize; k], 0);
-    let idx: Vec<usize> = (0..data.len()).collect();
-    for chunk in idx.chunks(batch.max(1)) {
-        let b = make_batch(data, chunk, None);
-        let out = model.forward_with(b.x, false, true);
-        let f = out.features.get("pool").context("model has no pool tap")?;
-        dim = f.shape.per_sample();
-        sums.resize(k * dim, 0.0);
-        for (row, &l) in f.data().chunks(dim).zip(&b.labels) {
-            counts[l] += 1;
-            for (s, &v) in sums[l * dim..(l + 1) * dim].iter_mut().zip(row) {
-                *s += v as f64;
+    crate::nn::ops::on_pool(|| {
+        let k = data.num_classes();
+        let (mut sums, mut counts, mut dim) = (Vec::<f64>::new(), vec![0usize; k], 0);
+        let idx: Vec<usize> = (0..data.len()).collect();
+        for chunk in idx.chunks(batch.max(1)) {
+            let b = make_batch(data, chunk, None);
+            let out = model.forward_with(b.x, false, true);
+            let f = out.features.get("pool").context("model has no pool tap")?;
+            dim = f.shape.per_sample();
+            sums.resize(k * dim, 0.0);
+            for (row, &l) in f.data().chunks(dim).zip(&b.labels) {
+                counts[l] += 1;
+                for (s, &v) in sums[l * dim..(l + 1) * dim].iter_mut().zip(row) {
+                    *s += v as f64;
+                }
             }
         }
-    }
-    let rows = sums.iter().enumerate().map(|(j, s)| (s / counts[j / dim].max(1) as f64) as f32).collect();
-    Ok(LabelEmbedding::Table { dim, rows })
+        let rows = sums.iter().enumerate().map(|(j, s)| (s / counts[j / dim].max(1) as f64) as f32).collect();
+        Ok(LabelEmbedding::Table { dim, rows })
+    })
 }
 
 /// UniCAM maps (input resolution) and scores for one batch.
@@ -100,9 +102,11 @@ pub struct UniCamResult {
 
 /// Pooled penultimate features (`n × d`) of `model` on `x`, evaluation mode, no tape.
 pub fn penultimate(model: &Model, x: &Var) -> anyhow::Result<(Vec<f32>, usize)> {
-    let out = model.forward_with(Var::from_vec(x.to_vec(), x.shape), false, true);
-    let f = out.features.get("pool").context("model has no pool tap")?;
-    Ok((f.to_vec(), f.shape.per_sample()))
+    crate::nn::ops::on_pool(|| {
+        let out = model.forward_with(Var::from_vec(x.to_vec(), x.shape), false, true);
+        let f = out.features.get("pool").context("model has no pool tap")?;
+        Ok((f.to_vec(), f.shape.per_sample()))
+    })
 }
 
 /// Rows scaled to unit L2 norm (zero rows stay zero).
@@ -129,20 +133,23 @@ pub(crate) fn conditioned_cam(
     emb: (&[f32], usize),
     other: (&[f32], usize),
 ) -> anyhow::Result<(Maps, f64)> {
-    let tap = last_stage_tap(model);
-    let mut out = model.forward_probed_with(Var::from_vec(x.to_vec(), x.shape).traced_input(), false, &[tap], true)?;
-    let feat = out.features.get(tap).context("feature tap missing")?;
-    let (shape, a) = (feat.shape, feat.to_vec());
-    let pool = out.features.take("pool").context("model has no pool tap")?;
-    let d = pool.shape.per_sample();
-    let (r, g) = partial_distance_correlation_grad(pool.data(), d, emb.0, emb.1, other.0, other.1);
-    let probe = out.features.probes[0].1.clone();
-    let n = x.shape.n;
-    let from_features = (pool.dfdx_matrix() * dev().tensor_from_vec(g, (n, d))).sum();
-    let from_logits = (out.logits.dfdx_matrix() * 0.0).sum();
-    let _ = crate::nn::ops::with_frozen_params(|| (from_features + from_logits).backward());
-    let grads = probe.get().context("no gradient reached the tap")?;
-    Ok((cam_from_gradients(shape, &a, &grads, mean_gradient), r))
+    crate::nn::ops::on_pool(|| {
+        let tap = last_stage_tap(model);
+        let mut out =
+            model.forward_probed_with(Var::from_vec(x.to_vec(), x.shape).traced_input(), false, &[tap], true)?;
+        let feat = out.features.get(tap).context("feature tap missing")?;
+        let (shape, a) = (feat.shape, feat.to_vec());
+        let pool = out.features.take("pool").context("model has no pool tap")?;
+        let d = pool.shape.per_sample();
+        let (r, g) = partial_distance_correlation_grad(pool.data(), d, emb.0, emb.1, other.0, other.1);
+        let probe = out.features.probes[0].1.clone();
+        let n = x.shape.n;
+        let from_features = (pool.dfdx_matrix() * dev().tensor_from_vec(g, (n, d))).sum();
+        let from_logits = (out.logits.dfdx_matrix() * 0.0).sum();
+        let _ = crate::nn::ops::with_frozen_params(|| (from_features + from_logits).backward());
+        let grads = probe.get().context("no gradient reached the tap")?;
+        Ok((cam_from_gradients(shape, &a, &grads, mean_gradient), r))
+    })
 }
 
 /// UniCAM for a batch: `student` (trained with KD) against `reference` (its teacher or a base model

@@ -344,9 +344,10 @@ impl Model {
         self.forward_with(x, train, true)
     }
 
-    /// Inference: evaluation mode, no tape, logits only.
+    /// Inference: evaluation mode, no tape, logits only; on a worker of rayon's pool
+    /// ([`crate::nn::ops::on_pool`]).
     pub fn logits(&self, x: Var<NoneTape>) -> Var<NoneTape> {
-        self.forward_with(x, false, false).logits
+        crate::nn::ops::on_pool(|| self.forward_with(x, false, false).logits)
     }
 
     /// Shape of the logits for an input batch shape.

@@ -112,7 +112,7 @@ impl Store {
 }
 
 thread_local! {
-    static SKIP_INIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub(crate) static SKIP_INIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs `f` with parameter initialisers returning zeros instead of drawing (for models built only to
@@ -320,7 +320,7 @@ impl BatchNorm2d {
 }
 
 thread_local! {
-    static FOLD_BN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub(crate) static FOLD_BN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs `f` with [`BatchNorm2d::forward_conv`] folding batch norms into their convolutions in

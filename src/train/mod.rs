@@ -168,7 +168,21 @@ pub struct RunOptions {
 /// A non-finite loss stops the run with an error; the checkpoint on disk is then the one of the last
 /// completed epoch. With `opts.resume` and an existing checkpoint, training continues after the
 /// epoch it recorded (parameters, running statistics, momentum and history are restored).
+///
+/// The run goes on a worker of rayon's pool ([`crate::nn::ops::on_pool`]).
 pub fn fit(
+    student: &mut Model,
+    teacher: Option<&Model>,
+    method: &mut Method,
+    data: &DataSplit,
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+) -> anyhow::Result<History> {
+    crate::nn::ops::on_pool(|| fit_here(student, teacher, method, data, cfg, opts))
+}
+
+/// [`fit`] on the calling thread.
+fn fit_here(
     student: &mut Model,
     teacher: Option<&Model>,
     method: &mut Method,

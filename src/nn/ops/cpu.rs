@@ -26,7 +26,7 @@ pub fn f32_lanes() -> usize {
 }
 
 thread_local! {
-    static NARROW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub(super) static NARROW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Whether the kernels written for AVX-512 only ([`super::tight`], [`super::wgrad16`]) may run on

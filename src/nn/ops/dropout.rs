@@ -13,13 +13,18 @@ thread_local! {
     /// The seed of this thread's next dropout mask; every call takes one and advances it. Per thread,
     /// so runs trained side by side in threads (a grid) draw the masks they would draw alone.
     static NEXT_MASK: std::cell::Cell<u64> = const { std::cell::Cell::new(GOLDEN) };
-    static OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub(super) static OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Seeds the dropout masks that follow on this thread (the trainer calls it before every batch with a value derived
 /// from the run's seed, epoch and batch, so a run — resumed or not — draws the same masks).
 pub fn seed_dropout(seed: u64) {
     NEXT_MASK.with(|m| m.set(seed));
+}
+
+/// The seed of this thread's next dropout mask.
+pub(super) fn next_mask_seed() -> u64 {
+    NEXT_MASK.with(|m| m.get())
 }
 
 /// Runs `f` with dropout switched off on this thread (training-mode batch norm without random masks,

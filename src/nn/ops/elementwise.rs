@@ -7,8 +7,8 @@ use crate::nn::var::{finish, merge_tapes, Dev, Grads, Shape4, Var};
 const CHUNK: usize = 1 << 14;
 
 thread_local! {
-    static GUIDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    static FROZEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub(super) static GUIDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub(super) static FROZEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs `f` (typically a `backward` call for an explanation) without computing parameter gradients on

@@ -12,6 +12,7 @@ mod elementwise;
 mod fusion;
 mod linear;
 mod pool;
+mod threads;
 #[doc(hidden)]
 pub mod tight;
 #[doc(hidden)]
@@ -28,6 +29,7 @@ pub use elementwise::{
 pub use fusion::{attention_mix, channel_shuffle, concat_channels, select_channels, sigmoid, slice_channels};
 pub use linear::linear;
 pub use pool::{adaptive_avg_pool2d, avg_pool2d, global_avg_pool, max_pool2d, upsample_nearest};
+pub use threads::on_pool;
 
 #[cfg(test)]
 mod tests;
