@@ -178,182 +178,172 @@ pub fn fit(
     cfg: &TrainConfig,
     opts: &RunOptions,
 ) -> anyhow::Result<History> {
-    crate::nn::ops::on_pool(|| fit_here(student, teacher, method, data, cfg, opts))
-}
-
-/// [`fit`] on the calling thread.
-fn fit_here(
-    student: &mut Model,
-    teacher: Option<&Model>,
-    method: &mut Method,
-    data: &DataSplit,
-    cfg: &TrainConfig,
-    opts: &RunOptions,
-) -> anyhow::Result<History> {
-    tune_allocator();
-    cfg.validate()?;
-    data.train.validate()?;
-    data.test.validate()?;
-    ensure!(
-        !cfg.drop_last || data.train.len() >= cfg.batch_size,
-        "{} has {} training images, fewer than one batch of {}: no step would run (lower --batch-size)",
-        data.train.name,
-        data.train.len(),
-        cfg.batch_size
-    );
-    ensure!(!data.train.is_empty(), "{} has no training images", data.train.name);
-    let name = method.name();
-    let mut distill = match method {
-        Method::Alone => None,
-        Method::Distill(d) => {
-            Some((d.as_mut(), teacher.with_context(|| format!("method '{name}' needs a teacher model"))?))
-        }
-    };
-    if let Some((_, t)) = &distill {
-        if t.spec.num_classes != student.spec.num_classes || t.spec.in_channels != student.spec.in_channels {
-            bail!(
-                "the teacher ({}: {} classes, {} input channels) and the student ({}: {} classes, {} input channels) disagree",
-                t.spec.arch,
-                t.spec.num_classes,
-                t.spec.in_channels,
-                student.spec.arch,
-                student.spec.num_classes,
-                student.spec.in_channels
-            );
-        }
-        crate::models::check_classes(t, "the teacher", &data.train.name, &data.train.class_names)?;
-    }
-    if student.spec.num_classes != data.train.num_classes() {
-        bail!(
-            "{} has {} outputs, but {} has {} classes",
-            student.name(),
-            student.spec.num_classes,
+    crate::nn::ops::on_pool(|| {
+        tune_allocator();
+        cfg.validate()?;
+        data.train.validate()?;
+        data.test.validate()?;
+        ensure!(
+            !cfg.drop_last || data.train.len() >= cfg.batch_size,
+            "{} has {} training images, fewer than one batch of {}: no step would run (lower --batch-size)",
             data.train.name,
-            data.train.num_classes()
+            data.train.len(),
+            cfg.batch_size
         );
-    }
-    let (h, w) = (data.train.height, data.train.width);
-    if let Some((d, teacher)) = &mut distill {
-        let setup = Setup {
-            student,
-            teacher,
-            student_layout: student.feature_layout(h, w),
-            teacher_layout: teacher.feature_layout(h, w),
-            train_len: data.train.len(),
-            train_labels: &data.train.labels,
-            num_classes: data.train.num_classes(),
-            seed: cfg.seed,
+        ensure!(!data.train.is_empty(), "{} has no training images", data.train.name);
+        let name = method.name();
+        let mut distill = match method {
+            Method::Alone => None,
+            Method::Distill(d) => {
+                Some((d.as_mut(), teacher.with_context(|| format!("method '{name}' needs a teacher model"))?))
+            }
         };
-        d.setup(&setup).with_context(|| format!("setting up '{name}'"))?;
-    }
-    let mut sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay);
-    let mut history = History::default();
-    student.classes = Some(data.train.class_names.clone());
-    if let Some(path) = &opts.checkpoint {
-        checkpoint::remove_stale_temporaries(path)?;
-    }
-    if let (true, Some(path)) = (opts.resume, &opts.checkpoint) {
-        if checkpoint::train_state_path(path).exists() {
-            let modules = distill.as_mut().and_then(|(d, _)| d.modules_mut());
-            let state = checkpoint::load_training(path, student, modules, &mut sgd)
-                .with_context(|| format!("resuming from {}", path.display()))?;
-            history = state;
-        } else if path.exists() {
-            bail!(
-                "cannot resume from {}: there is no {} beside it (it was not written by a training run, or that file was removed); train without --resume to start over",
-                path.display(),
-                checkpoint::train_state_path(path).display()
-            );
-        }
-    }
-    let features = distill.as_ref().is_some_and(|(d, _)| d.needs_features());
-    let start = history.epochs.len();
-    let end = opts.stop_after.map_or(cfg.epochs, |s| s.min(cfg.epochs));
-    for epoch in start..end {
-        let t0 = Instant::now();
-        let lr = cfg.schedule.lr(cfg.lr, epoch, cfg.epochs);
-        sgd.set_lr(lr);
-        let batches = epoch_batches(data.train.len(), cfg.batch_size, true, cfg.seed, epoch, cfg.drop_last);
-        let pb = crate::io::progress_bar(
-            batches.len() as u64,
-            &format!("{} {}/{}", opts.label, epoch + 1, cfg.epochs),
-            "batches",
-            opts.progress,
-        );
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        let aug_seed = cfg.seed.wrapping_mul(0x5851_F42D_4C95_7F2D).wrapping_add(epoch as u64);
-        for (bi, idx) in batches.iter().enumerate() {
-            let b = make_batch(&data.train, idx, Some((cfg.augment, aug_seed)));
-            data.train.check_stream()?;
-            // Dropout masks (torchvision heads) from the run's seed, epoch and batch: a resumed run draws the same.
-            crate::nn::ops::seed_dropout(aug_seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ bi as u64);
-            let t_out = distill.as_ref().map(|(_, t)| t.forward_with(b.x.detach(), false, features));
-            let s_out = student.forward_with(b.x.traced_input(), true, features);
-            correct += crate::predictions::count_correct(s_out.logits.data(), student.spec.num_classes, &b.labels);
-            seen += b.labels.len();
-            let ctx = StepCtx { epoch, epochs: cfg.epochs, indices: &b.indices };
-            let parts = match (&mut distill, &t_out) {
-                (Some((d, _)), Some(t_out)) => d.loss(s_out, t_out, &b.labels, ctx),
-                _ => crate::distill::vanilla::loss(s_out, &b.labels),
-            };
-            let lv = parts.total.array();
-            if !lv.is_finite() {
-                pb.abandon();
+        if let Some((_, t)) = &distill {
+            if t.spec.num_classes != student.spec.num_classes || t.spec.in_channels != student.spec.in_channels {
                 bail!(
-                    "{}: loss became {lv} at epoch {} (batch of images {:?}…); components {:?}. Lower the learning rate; the last good checkpoint is {}",
-                    opts.label,
-                    epoch + 1,
-                    &b.indices[..b.indices.len().min(4)],
-                    parts.parts,
-                    match (&opts.checkpoint, history.epochs.len()) {
-                        (None, _) => "not kept (no checkpoint path)".to_string(),
-                        (Some(_), 0) => "none: no epoch had completed".to_string(),
-                        (Some(p), n) => format!("{} (epoch {n})", p.display()),
-                    }
+                    "the teacher ({}: {} classes, {} input channels) and the student ({}: {} classes, {} input channels) disagree",
+                    t.spec.arch,
+                    t.spec.num_classes,
+                    t.spec.in_channels,
+                    student.spec.arch,
+                    student.spec.num_classes,
+                    student.spec.in_channels
                 );
             }
-            loss_sum += lv as f64 * b.labels.len() as f64;
-            let mut grads = parts.total.backward();
-            sgd.step(&mut student.store, &mut grads)?;
-            if let Some(m) = distill.as_mut().and_then(|(d, _)| d.modules_mut()) {
-                sgd.step(m, &mut grads)?;
-            }
-            pb.inc(1);
-            pb.set_message(format!("loss {:.3}", loss_sum / seen as f64));
+            crate::models::check_classes(t, "the teacher", &data.train.name, &data.train.class_names)?;
         }
-        pb.finish_and_clear();
-        let test = evaluate(student, &data.test, 256);
-        data.test.check_stream()?;
-        let rec = EpochRecord {
-            epoch: epoch + 1,
-            lr,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_acc: correct as f64 / seen.max(1) as f64,
-            test_loss: test.mean_loss(),
-            test_acc: test.accuracy(),
-            seconds: t0.elapsed().as_secs_f64(),
-        };
-        if opts.progress {
-            eprintln!(
-                "{:>24} epoch {:>3}/{}  lr {:.4}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.1}s",
-                opts.label,
-                rec.epoch,
-                cfg.epochs,
-                rec.lr,
-                rec.train_loss,
-                100.0 * rec.train_acc,
-                rec.test_loss,
-                100.0 * rec.test_acc,
-                rec.seconds
+        if student.spec.num_classes != data.train.num_classes() {
+            bail!(
+                "{} has {} outputs, but {} has {} classes",
+                student.name(),
+                student.spec.num_classes,
+                data.train.name,
+                data.train.num_classes()
             );
         }
-        history.epochs.push(rec);
-        if let Some(path) = &opts.checkpoint {
-            let modules = distill.as_ref().and_then(|(d, _)| d.modules());
-            checkpoint::save_training(path, student, modules, &mut sgd, &history)?;
+        let (h, w) = (data.train.height, data.train.width);
+        if let Some((d, teacher)) = &mut distill {
+            let setup = Setup {
+                student,
+                teacher,
+                student_layout: student.feature_layout(h, w),
+                teacher_layout: teacher.feature_layout(h, w),
+                train_len: data.train.len(),
+                train_labels: &data.train.labels,
+                num_classes: data.train.num_classes(),
+                seed: cfg.seed,
+            };
+            d.setup(&setup).with_context(|| format!("setting up '{name}'"))?;
         }
-    }
-    Ok(history)
+        let mut sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay);
+        let mut history = History::default();
+        student.classes = Some(data.train.class_names.clone());
+        if let Some(path) = &opts.checkpoint {
+            checkpoint::remove_stale_temporaries(path)?;
+        }
+        if let (true, Some(path)) = (opts.resume, &opts.checkpoint) {
+            if checkpoint::train_state_path(path).exists() {
+                let modules = distill.as_mut().and_then(|(d, _)| d.modules_mut());
+                let state = checkpoint::load_training(path, student, modules, &mut sgd)
+                    .with_context(|| format!("resuming from {}", path.display()))?;
+                history = state;
+            } else if path.exists() {
+                bail!(
+                    "cannot resume from {}: there is no {} beside it (it was not written by a training run, or that file was removed); train without --resume to start over",
+                    path.display(),
+                    checkpoint::train_state_path(path).display()
+                );
+            }
+        }
+        let features = distill.as_ref().is_some_and(|(d, _)| d.needs_features());
+        let start = history.epochs.len();
+        let end = opts.stop_after.map_or(cfg.epochs, |s| s.min(cfg.epochs));
+        for epoch in start..end {
+            let t0 = Instant::now();
+            let lr = cfg.schedule.lr(cfg.lr, epoch, cfg.epochs);
+            sgd.set_lr(lr);
+            let batches = epoch_batches(data.train.len(), cfg.batch_size, true, cfg.seed, epoch, cfg.drop_last);
+            let pb = crate::io::progress_bar(
+                batches.len() as u64,
+                &format!("{} {}/{}", opts.label, epoch + 1, cfg.epochs),
+                "batches",
+                opts.progress,
+            );
+            let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+            let aug_seed = cfg.seed.wrapping_mul(0x5851_F42D_4C95_7F2D).wrapping_add(epoch as u64);
+            for (bi, idx) in batches.iter().enumerate() {
+                let b = make_batch(&data.train, idx, Some((cfg.augment, aug_seed)));
+                data.train.check_stream()?;
+                // Dropout masks (torchvision heads) from the run's seed, epoch and batch: a resumed run draws the same.
+                crate::nn::ops::seed_dropout(aug_seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ bi as u64);
+                let t_out = distill.as_ref().map(|(_, t)| t.forward_with(b.x.detach(), false, features));
+                let s_out = student.forward_with(b.x.traced_input(), true, features);
+                correct += crate::predictions::count_correct(s_out.logits.data(), student.spec.num_classes, &b.labels);
+                seen += b.labels.len();
+                let ctx = StepCtx { epoch, epochs: cfg.epochs, indices: &b.indices };
+                let parts = match (&mut distill, &t_out) {
+                    (Some((d, _)), Some(t_out)) => d.loss(s_out, t_out, &b.labels, ctx),
+                    _ => crate::distill::vanilla::loss(s_out, &b.labels),
+                };
+                let lv = parts.total.array();
+                if !lv.is_finite() {
+                    pb.abandon();
+                    bail!(
+                        "{}: loss became {lv} at epoch {} (batch of images {:?}…); components {:?}. Lower the learning rate; the last good checkpoint is {}",
+                        opts.label,
+                        epoch + 1,
+                        &b.indices[..b.indices.len().min(4)],
+                        parts.parts,
+                        match (&opts.checkpoint, history.epochs.len()) {
+                            (None, _) => "not kept (no checkpoint path)".to_string(),
+                            (Some(_), 0) => "none: no epoch had completed".to_string(),
+                            (Some(p), n) => format!("{} (epoch {n})", p.display()),
+                        }
+                    );
+                }
+                loss_sum += lv as f64 * b.labels.len() as f64;
+                let mut grads = parts.total.backward();
+                sgd.step(&mut student.store, &mut grads)?;
+                if let Some(m) = distill.as_mut().and_then(|(d, _)| d.modules_mut()) {
+                    sgd.step(m, &mut grads)?;
+                }
+                pb.inc(1);
+                pb.set_message(format!("loss {:.3}", loss_sum / seen as f64));
+            }
+            pb.finish_and_clear();
+            let test = evaluate(student, &data.test, 256);
+            data.test.check_stream()?;
+            let rec = EpochRecord {
+                epoch: epoch + 1,
+                lr,
+                train_loss: loss_sum / seen.max(1) as f64,
+                train_acc: correct as f64 / seen.max(1) as f64,
+                test_loss: test.mean_loss(),
+                test_acc: test.accuracy(),
+                seconds: t0.elapsed().as_secs_f64(),
+            };
+            if opts.progress {
+                eprintln!(
+                    "{:>24} epoch {:>3}/{}  lr {:.4}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.1}s",
+                    opts.label,
+                    rec.epoch,
+                    cfg.epochs,
+                    rec.lr,
+                    rec.train_loss,
+                    100.0 * rec.train_acc,
+                    rec.test_loss,
+                    100.0 * rec.test_acc,
+                    rec.seconds
+                );
+            }
+            history.epochs.push(rec);
+            if let Some(path) = &opts.checkpoint {
+                let modules = distill.as_ref().and_then(|(d, _)| d.modules());
+                checkpoint::save_training(path, student, modules, &mut sgd, &history)?;
+            }
+        }
+        Ok(history)
+    })
 }
 
 /// Convenience: a default checkpoint path `dir/name.safetensors`.
