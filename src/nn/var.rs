@@ -362,9 +362,19 @@ where
 
 /// Adds `g` into the gradient of `t` (allocating it).
 pub(crate) fn accumulate(grads: &mut Grads, t: &Flat, g: &[f32]) -> Result<(), dfdx::tensor::CpuError> {
+    accumulate_with(grads, t, g.len(), |d| add_into(d, g))
+}
+
+/// Runs `f` on the gradient of `t` (allocated, zero, if there is none yet) of `len` values.
+pub(crate) fn accumulate_with(
+    grads: &mut Grads,
+    t: &Flat,
+    len: usize,
+    f: impl FnOnce(&mut [f32]),
+) -> Result<(), dfdx::tensor::CpuError> {
     let d = grads.get_or_alloc_mut(t)?;
-    check_grad_len(d.len(), g.len());
-    add_into(d, g);
+    check_grad_len(d.len(), len);
+    f(d);
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::blas::{sgemm, sgemm_strided, threads, written, zeroed, Mat, SyncPtr};
 use super::direct::{self, Padded};
 use super::{tight, wgrad16};
-use crate::nn::var::{accumulate, add_into, finish, Dev, Flat, Grads, Shape4, Var};
+use crate::nn::var::{accumulate_with, add_into, finish, Dev, Flat, Grads, Shape4, Var};
 
 /// Convolution hyper-parameters (square kernels are the common case but not required).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,13 +218,13 @@ fn with_direct<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>) ->
 /// `wf[ci][co][tap] = w[co][ci][taps - 1 - tap]`, the kernel flipped and its channels transposed.
 fn flip_transpose(wt: &[f32], co: usize, c: usize, taps: usize) -> Vec<f32> {
     let mut wf = vec![0.0f32; wt.len()];
-    for o in 0..co {
-        for i in 0..c {
+    wf.par_chunks_mut(co * taps).with_min_len(8).enumerate().for_each(|(i, row)| {
+        for o in 0..co {
             for t in 0..taps {
-                wf[(i * co + o) * taps + t] = wt[(o * c + i) * taps + taps - 1 - t];
+                row[o * taps + t] = wt[(o * c + i) * taps + taps - 1 - t];
             }
         }
-    }
+    });
     wf
 }
 
@@ -754,7 +754,6 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         if (!want_dw && !x_needs_grad) || super::elementwise::all_zero(&gout) {
             return Ok(());
         }
-        let mut dw = vec![0.0f32; w_data.len()];
         let nthreads = threads();
         // Where nothing has flowed into x's gradient yet and the tight kernel computes all of it,
         // it is written into a fresh buffer (no zero fill, no read back) and handed on whole.
@@ -786,14 +785,15 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 }
             }
         };
-        if g.n >= nthreads {
+        // The weight gradient of each chunk of images (one where the images run in turn).
+        let partial: Vec<Vec<f32>> = if g.n >= nthreads {
             let dxp = dx_buf.as_mut().map(|d| SyncPtr(d.as_mut_ptr()));
             let fresh_p = fresh.then_some(SyncPtr(fresh_dx.as_mut_ptr()));
             // Fixed chunks reduced in order: the result does not depend on scheduling.
             // Whole multiples of 8 images: with an even plane size, every channel of a chunk's padded
             // planes starts 64-byte aligned as its first does (the weight-gradient kernel's loads).
             let chunk = g.n.div_ceil(REDUCE_CHUNKS).next_multiple_of(8).min(g.n);
-            let partial: Vec<Vec<f32>> = (0..g.n.div_ceil(chunk))
+            (0..g.n.div_ceil(chunk))
                 .into_par_iter()
                 .map(|ci| {
                     let mut acc = vec![0.0f32; w_data.len()];
@@ -805,13 +805,12 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                     run(i0, i1, &mut acc, (dxs, fresh), 1);
                     acc
                 })
-                .collect();
-            for p in &partial {
-                add_into(&mut dw, p);
-            }
+                .collect()
         } else {
+            let mut dw = vec![0.0f32; w_data.len()];
             run(0, g.n, &mut dw, (dx_buf.as_deref_mut(), None), nthreads);
-        }
+            vec![dw]
+        };
         drop(dx_buf);
         if fresh {
             // SAFETY: the chunks cover images 0..n and the tight kernel wrote every value of each.
@@ -821,18 +820,18 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         if !want_dw {
             return Ok(());
         }
-        // `dw` holds each group's block transposed (kk x cog); bring it to [co, cg, kh, kw].
+        // The partials hold each group's block transposed (kk x cog): summed in order, brought to
+        // [co, cg, kh, kw] and added to the weight's gradient in one pass by all threads.
         let (cog, kk) = (g.cog(), g.kk());
-        let mut dw_t = vec![0.0f32; dw.len()];
-        for gi in 0..g.g {
-            let (src, dst) = (&dw[gi * cog * kk..(gi + 1) * cog * kk], &mut dw_t[gi * cog * kk..(gi + 1) * cog * kk]);
-            for j in 0..kk {
-                for i in 0..cog {
-                    dst[i * kk + j] = src[j * cog + i];
+        accumulate_with(grads, &wt, w_data.len(), |d| {
+            d.par_chunks_mut(kk).with_min_len(64).enumerate().for_each(|(row, out)| {
+                let (gi, i) = (row / cog, row % cog);
+                for (j, o) in out.iter_mut().enumerate() {
+                    let at = gi * cog * kk + j * cog + i;
+                    *o += partial.iter().fold(0.0, |s, p| s + p[at]);
                 }
-            }
-        }
-        accumulate(grads, &wt, &dw_t)?;
+            })
+        })?;
         if let Some(bt) = bt {
             let db = grads.get_or_alloc_mut(&bt)?;
             for img in gout.chunks(g.out_len()) {
