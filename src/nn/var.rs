@@ -360,6 +360,14 @@ where
     Var { t: t.put_tape(tape), shape, ptr, needs_grad: true, slot, plane_sums: None }
 }
 
+/// A copy of `t`'s values by one memcpy (dfdx's `as_vec` walks a tensor element by element through its
+/// strided iterator: ~1 % of a ResNet-56 step at batch 32, on one thread, for the parameters alone).
+pub(crate) fn values(t: &Flat) -> Vec<f32> {
+    let mut v = vec![0.0; dfdx::shapes::HasShape::shape(t).0];
+    t.copy_into(&mut v);
+    v
+}
+
 /// Adds `g` into the gradient of `t` (allocating it).
 pub(crate) fn accumulate(grads: &mut Grads, t: &Flat, g: &[f32]) -> Result<(), dfdx::tensor::CpuError> {
     accumulate_with(grads, t, g.len(), |d| add_into(d, g))
