@@ -119,10 +119,7 @@ thread_local! {
 /// be loaded from a checkpoint, whose every value is then replaced: the draws were most of the time a
 /// load took).
 pub fn without_init<T>(f: impl FnOnce() -> T) -> T {
-    let before = SKIP_INIT.with(|s| s.replace(true));
-    let out = f();
-    SKIP_INIT.with(|s| s.set(before));
-    out
+    ops::with_flag(&SKIP_INIT, f)
 }
 
 fn skip_init() -> bool {

@@ -40,14 +40,7 @@ pub fn wide_kernels() -> bool {
 /// AVX2 CPU takes (the planar kernels, still at this CPU's vector width): for tests that compare
 /// both on one machine.
 pub fn without_wide_kernels<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            NARROW.with(|n| n.set(self.0));
-        }
-    }
-    let _reset = Reset(NARROW.with(|n| n.replace(true)));
-    f()
+    super::with_flag(&NARROW, f)
 }
 
 /// Runs `f` compiled for the widest vector instructions this CPU has (AVX-512, AVX2 + FMA, or the
