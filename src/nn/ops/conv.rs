@@ -8,6 +8,7 @@
 //! multi-threaded GEMM instead.
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::thread::LocalKey;
 
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
@@ -204,14 +205,19 @@ thread_local! {
     static DIRECT: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
-/// Runs `f` with this thread's three buffers of the direct kernels, taken out for the call and put
-/// back after it: a nested call (a worker that steals another pass's job while it waits, see
-/// [`super::on_pool`]) gets empty ones instead of a second borrow.
-fn with_direct<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
-    let (mut a, mut b, mut c) = DIRECT.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    let r = f(&mut a, &mut b, &mut c);
-    DIRECT.with(|s| *s.borrow_mut() = (a, b, c));
+/// Runs `f` on this thread's buffers in `key`, taken out for the call and put back after it: a
+/// nested call (a worker that steals another pass's job while it waits, see [`super::on_pool`])
+/// gets empty ones instead of a second borrow.
+fn with_taken<T: Default, R>(key: &'static LocalKey<RefCell<T>>, f: impl FnOnce(&mut T) -> R) -> R {
+    let mut bufs = key.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let r = f(&mut bufs);
+    key.with(|s| *s.borrow_mut() = bufs);
     r
+}
+
+/// Runs `f` with this thread's three buffers of the direct kernels ([`with_taken`]).
+fn with_direct<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
+    with_taken(&DIRECT, |(a, b, c)| f(a, b, c))
 }
 
 /// Weights of the input-gradient convolution of a `taps`-tap kernel (9: 3x3, 1: 1x1):
@@ -228,17 +234,15 @@ fn flip_transpose(wt: &[f32], co: usize, c: usize, taps: usize) -> Vec<f32> {
     wf
 }
 
-/// Runs `f` with this thread's two scratch buffers of `len` values, taken out for the call and put
-/// back after it (as [`with_direct`]'s).
+/// Runs `f` with this thread's two scratch buffers of `len` values ([`with_taken`]).
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
-    let (mut a, mut b) = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    if a.len() < len {
-        a.resize(len, 0.0);
-        b.resize(len, 0.0);
-    }
-    let r = f(&mut a[..len], &mut b[..len]);
-    SCRATCH.with(|s| *s.borrow_mut() = (a, b));
-    r
+    with_taken(&SCRATCH, |(a, b)| {
+        if a.len() < len {
+            a.resize(len, 0.0);
+            b.resize(len, 0.0);
+        }
+        f(&mut a[..len], &mut b[..len])
+    })
 }
 
 /// Forward of one image: `out_img (co x hwo) = W · col(x_img)` (+ bias).
