@@ -85,7 +85,7 @@ fn kernels_alone(c: usize, hw: usize) {
     use kdscope::nn::ops::tight;
     if tight::applies(hw, hw) {
         let mut tbuf = Vec::new();
-        let xt = tight::pad_tight(&x, (nb, c), (hw, hw), &mut tbuf).to_vec();
+        let xt = tight::pad_tight(&x, None, (nb, c), (hw, hw), &mut tbuf).to_vec();
         let pl = tight::plane(hw, hw);
         time(&format!("  1 thread: fwd tight x{nb}"), flop, || {
             for b in 0..nb {
@@ -110,9 +110,9 @@ fn kernels_alone(c: usize, hw: usize) {
         let (mut bbuf, mut acc) = (Vec::new(), Vec::new());
         let bytes = (x.len() * 8 + wgrad16::block_positions(nb, g) * c * 4) as f64;
         time(&format!("  1 thread: pad blocked x{nb} (GB/s)"), bytes, || {
-            wgrad16::pad_blocked(&x, nb, c, g, &mut bbuf);
+            wgrad16::pad_blocked(&x, None, nb, c, g, &mut bbuf);
         });
-        let xb = wgrad16::pad_blocked(&x, nb, c, g, &mut bbuf).to_vec();
+        let xb = wgrad16::pad_blocked(&x, None, nb, c, g, &mut bbuf).to_vec();
         time(&format!("  1 thread: dW blocked x{nb}"), flop, || {
             assert!(wgrad16::weight_grad(&xb, &x, (c, c, nb), g, 1, &mut dw, &mut acc));
         });

@@ -25,7 +25,9 @@ struct Block {
 impl Block {
     fn new(s: &mut Store, rng: &mut impl Rng, name: &str, cin: usize, cout: usize, stride: usize) -> Self {
         let conv1 = Conv2d::new(s, rng, &format!("{name}.conv1"), cin, cout, 3, ConvCfg::new(stride, 1), false);
-        let bn1 = BatchNorm2d::new(s, &format!("{name}.bn1"), cout);
+        let mut bn1 = BatchNorm2d::new(s, &format!("{name}.bn1"), cout);
+        // Its output is read by conv2 alone: applied in conv2's input copies, never written.
+        bn1.cfg.defer = true;
         let conv2 = Conv2d::new(s, rng, &format!("{name}.conv2"), cout, cout, 3, ConvCfg::new(1, 1), false);
         let bn2 = BatchNorm2d::new(s, &format!("{name}.bn2"), cout);
         let down = (stride != 1 || cin != cout).then(|| {

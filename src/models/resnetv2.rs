@@ -64,13 +64,16 @@ impl Block {
             let c = Conv2d::new(s, rng, &format!("{name}.conv{i}"), io.0, io.1, k, ConvCfg::new(stride, k / 2), false);
             (c, BatchNorm2d::new(s, &format!("{name}.bn{i}"), io.1))
         };
-        let (convs, cout) = if bottleneck {
+        let (mut convs, cout) = if bottleneck {
             let c =
                 vec![cb(1, (cin, planes), 1, 1), cb(2, (planes, planes), 3, stride), cb(3, (planes, 4 * planes), 1, 1)];
             (c, 4 * planes)
         } else {
             (vec![cb(1, (cin, planes), 3, stride), cb(2, (planes, planes), 3, 1)], planes)
         };
+        // Every batch norm but the last is read by the next convolution alone: deferred to its input.
+        let last = convs.len() - 1;
+        convs[..last].iter_mut().for_each(|(_, bn)| bn.cfg.defer = true);
         let short = if style == Style::Cifar { "shortcut" } else { "downsample" };
         let shortcut = (stride != 1 || cin != cout).then(|| {
             let c = Conv2d::new(s, rng, &format!("{name}.{short}.0"), cin, cout, 1, ConvCfg::new(stride, 0), false);

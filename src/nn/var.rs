@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
+use crate::nn::ops::deferred::Deferred;
 use dfdx::prelude::{Gradients, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor, TensorFromVec, WithEmptyTape};
 
 /// The device all kernels run on. A CUDA path implements the same kernels for `dfdx::tensor::Cuda`.
@@ -130,6 +131,9 @@ pub struct Var<T = NoneTape> {
     /// `(sum, sum of squares)` of each `(image, channel)` plane, when the op that computed this
     /// value had them at hand (a convolution's output pass), for a batch norm that follows.
     pub(crate) plane_sums: Option<Arc<[(f64, f64)]>>,
+    /// A deferred batch norm + ReLU ([`crate::nn::ops::deferred`]): the value is this map of the
+    /// held data. Only a convolution reads it so; [`Self::split`] writes the mapped values out.
+    pub(crate) pre: Option<Arc<Deferred>>,
 }
 
 /// A tape-less handle to a `Var`'s tensor and data, captured by backward closures.
@@ -166,10 +170,10 @@ impl Saved {
                 if have.is_empty() {
                     *have = match g {
                         Cow::Owned(g) => g,
-                        Cow::Borrowed(g) => copied_par(g),
+                        Cow::Borrowed(g) => crate::nn::ops::blas::copied_par(g),
                     };
                 } else {
-                    add_into_par(&mut have, &g);
+                    crate::nn::ops::blas::add_into_par(&mut have, &g);
                 }
                 Ok(())
             }
@@ -194,6 +198,14 @@ impl Saved {
                 Ok(GradBuf::Leaf(d))
             }
         }
+    }
+
+    /// `pre`'s map of this (held) data of shape `s`, written out, with the same gradient slot.
+    pub(crate) fn mapped(self, pre: &Deferred, s: Shape4) -> Saved {
+        let data = pre.apply(self.data(), s.c, s.plane());
+        let ptr = DataPtr(data.as_ptr(), data.len());
+        let t = dev().tensor_from_vec(data, (ptr.1,));
+        Saved { t, ptr, slot: self.slot }
     }
 
     /// Whether this is a recorded op's value whose gradient slot holds nothing yet: a consumer may
@@ -222,7 +234,7 @@ impl Var<NoneTape> {
         let ptr = DataPtr(data.as_ptr(), data.len());
         let len = data.len();
         let t = dev().tensor_from_vec(data, (len,));
-        Self { t, shape, ptr, needs_grad: true, slot: None, plane_sums: None }
+        Self { t, shape, ptr, needs_grad: true, slot: None, plane_sums: None, pre: None }
     }
 
     /// Starts recording: the result carries a fresh tape (its gradients are kept for every tensor).
@@ -236,6 +248,7 @@ impl Var<NoneTape> {
             needs_grad: self.needs_grad,
             slot: None,
             plane_sums: self.plane_sums,
+            pre: self.pre,
         }
     }
 
@@ -248,13 +261,20 @@ impl Var<NoneTape> {
 }
 
 impl<T> Var<T> {
+    /// The values.
+    ///
+    /// # Panics
+    /// On a value whose batch norm is deferred to the convolution that reads it (which never leaves
+    /// the model block that made it).
     pub fn data(&self) -> &[f32] {
+        assert!(self.pre.is_none(), "the data of a deferred batch norm's output is read by its convolution only");
         // SAFETY: `self.t` owns the buffer (see module docs).
         unsafe { std::slice::from_raw_parts(self.ptr.0, self.ptr.1) }
     }
     /// The same value viewed with another shape of equal size (no copy, no tape entry).
     pub(crate) fn with_shape(mut self, shape: Shape4) -> Self {
         assert_eq!(shape.numel(), self.shape.numel());
+        assert!(self.pre.is_none() || shape.c == self.shape.c && shape.plane() == self.shape.plane());
         if shape != self.shape {
             self.plane_sums = None;
         }
@@ -262,15 +282,37 @@ impl<T> Var<T> {
         self
     }
     pub fn to_vec(&self) -> Vec<f32> {
-        self.data().to_vec()
+        match &self.pre {
+            Some(p) => p.apply(self.held(), self.shape.c, self.shape.plane()),
+            None => self.data().to_vec(),
+        }
     }
-    /// Splits the tape off, returning a tape-less saved handle, the tape, and the shape.
+    /// The held data: the values, or their pre-image under a deferred map.
+    fn held(&self) -> &[f32] {
+        // SAFETY: `self.t` owns the buffer (see module docs).
+        unsafe { std::slice::from_raw_parts(self.ptr.0, self.ptr.1) }
+    }
+    /// Splits the tape off, returning a tape-less saved handle, the tape, and the shape. A deferred
+    /// map's values are written out first (the gradient still goes to this value's slot).
     pub(crate) fn split(self) -> (Saved, T, Shape4, bool)
     where
         T: Tape<f32, Dev>,
     {
+        let (saved, tape, shape, needs, pre) = self.split_deferred();
+        let saved = match pre {
+            Some(p) => saved.mapped(&p, shape),
+            None => saved,
+        };
+        (saved, tape, shape, needs)
+    }
+    /// [`Self::split`] of a value whose batch norm may be deferred: the held data as it is, and the
+    /// deferred map, if any.
+    pub(crate) fn split_deferred(self) -> (Saved, T, Shape4, bool, Option<Arc<Deferred>>)
+    where
+        T: Tape<f32, Dev>,
+    {
         let (t, tape) = self.t.split_tape();
-        (Saved { t, ptr: self.ptr, slot: self.slot }, tape, self.shape, self.needs_grad)
+        (Saved { t, ptr: self.ptr, slot: self.slot }, tape, self.shape, self.needs_grad, self.pre)
     }
     /// Two handles to one value for two consumers (e.g. a residual branch and its shortcut); their
     /// tapes merge again when the branches join, and both gradients add up.
@@ -285,6 +327,7 @@ impl<T> Var<T> {
             needs_grad: self.needs_grad,
             slot: self.slot.clone(),
             plane_sums: self.plane_sums.clone(),
+            pre: self.pre.clone(),
         };
         (self, other)
     }
@@ -308,6 +351,7 @@ impl<T> Var<T> {
             needs_grad: true,
             slot: None,
             plane_sums: self.plane_sums.clone(),
+            pre: self.pre.clone(),
         }
     }
     /// The underlying dfdx tensor as an `(n, k)` matrix (for dfdx's losses); the data is copied.
@@ -332,12 +376,36 @@ impl<T> Var<T> {
 /// Builds an op's output from its data and tape and, when the tape records, registers `backward`.
 ///
 /// `backward` receives the gradients, the (taken) gradient of the output and the output itself.
-pub(crate) fn finish<T, F>(data: Vec<f32>, shape: Shape4, mut tape: T, backward: F) -> Var<T>
+pub(crate) fn finish<T, F>(data: Vec<f32>, shape: Shape4, tape: T, backward: F) -> Var<T>
 where
     T: Tape<f32, Dev>,
     F: 'static + FnOnce(&mut Grads, Vec<f32>, &Saved) -> Result<(), dfdx::tensor::CpuError>,
 {
-    let mut v = Var::from_vec(data, shape);
+    record(Var::from_vec(data, shape), tape, backward)
+}
+
+/// [`finish`] of an op whose output is `pre`'s map of the data of `x` (a deferred batch norm +
+/// ReLU): the output holds `x`'s buffer, nothing is written. `backward` gets `x` as the output.
+pub(crate) fn finish_deferred<T, F>(x: &Saved, shape: Shape4, pre: Deferred, tape: T, backward: F) -> Var<T>
+where
+    T: Tape<f32, Dev>,
+    F: 'static + FnOnce(&mut Grads, Vec<f32>, &Saved) -> Result<(), dfdx::tensor::CpuError>,
+{
+    assert_eq!(x.ptr.1, shape.numel());
+    let v = Var { t: x.t.clone(), shape, ptr: x.ptr, needs_grad: true, slot: None, plane_sums: None, pre: None };
+    let mut y = record(v, tape, backward);
+    y.pre = Some(Arc::new(pre));
+    y
+}
+
+/// Registers `backward` for the new value `v` (made without a tape) when `tape` records, and puts
+/// the tape on it.
+fn record<T, F>(mut v: Var<NoneTape>, mut tape: T, backward: F) -> Var<T>
+where
+    T: Tape<f32, Dev>,
+    F: 'static + FnOnce(&mut Grads, Vec<f32>, &Saved) -> Result<(), dfdx::tensor::CpuError>,
+{
+    let shape = v.shape;
     let op = || crate::nn::profile::op_name(std::any::type_name::<F>());
     if crate::nn::profile::enabled() {
         crate::nn::profile::forward_done(op());
@@ -357,7 +425,7 @@ where
         });
     }
     let Var { t, ptr, slot, .. } = v;
-    Var { t: t.put_tape(tape), shape, ptr, needs_grad: true, slot, plane_sums: None }
+    Var { t: t.put_tape(tape), shape, ptr, needs_grad: true, slot, plane_sums: None, pre: None }
 }
 
 /// A copy of `t`'s values by one memcpy (dfdx's `as_vec` walks a tensor element by element through its
@@ -370,7 +438,7 @@ pub(crate) fn values(t: &Flat) -> Vec<f32> {
 
 /// Adds `g` into the gradient of `t` (allocating it).
 pub(crate) fn accumulate(grads: &mut Grads, t: &Flat, g: &[f32]) -> Result<(), dfdx::tensor::CpuError> {
-    accumulate_with(grads, t, g.len(), |d| add_into(d, g))
+    accumulate_with(grads, t, g.len(), |d| crate::nn::ops::blas::add_into(d, g))
 }
 
 /// Runs `f` on the gradient of `t` (allocated, zero, if there is none yet) of `len` values.
@@ -407,30 +475,6 @@ pub(crate) fn take_grad<S: dfdx::shapes::Shape>(
 ) -> Result<Vec<f32>, dfdx::tensor::CpuError> {
     let g = grads.get_or_alloc_mut(t)?;
     Ok(std::mem::take(&mut **g))
-}
-
-const PAR_CHUNK: usize = 1 << 14;
-
-/// A copy of `src`, made by all threads for large buffers.
-fn copied_par(src: &[f32]) -> Vec<f32> {
-    use rayon::prelude::*;
-    let mut v = Vec::with_capacity(src.len());
-    src.par_iter().with_min_len(PAR_CHUNK).copied().collect_into_vec(&mut v);
-    v
-}
-
-/// `dst += src`, element-wise, by all threads for large buffers.
-pub(crate) fn add_into_par(dst: &mut [f32], src: &[f32]) {
-    use rayon::prelude::*;
-    dst.par_chunks_mut(PAR_CHUNK).zip(src.par_chunks(PAR_CHUNK)).for_each(|(d, s)| add_into(d, s));
-}
-
-/// `dst += src`, element-wise.
-pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
-    debug_assert_eq!(dst.len(), src.len());
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += *s;
-    }
 }
 
 /// Merges the tapes of two values (for binary ops).

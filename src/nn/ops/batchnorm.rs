@@ -11,8 +11,9 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::blas::written;
+use super::deferred::Deferred;
 use super::elementwise::relu_grad;
-use crate::nn::var::{accumulate, finish, merge_tapes, Dev, Flat, Grads, Shape4, Var};
+use crate::nn::var::{accumulate, finish, finish_deferred, merge_tapes, Dev, Flat, Grads, Saved, Shape4, Var};
 
 /// Running statistics of a batch-norm layer (PyTorch buffers `running_mean`, `running_var`,
 /// `num_batches_tracked`).
@@ -35,11 +36,14 @@ pub struct BnCfg {
     pub eps: f32,
     pub momentum: f32,
     pub relu: bool,
+    /// With `relu` and no residual: the output is not written but deferred to the convolution that
+    /// reads it ([`super::deferred`]), which must be the value's only reader.
+    pub defer: bool,
 }
 
 impl Default for BnCfg {
     fn default() -> Self {
-        Self { eps: 1e-5, momentum: 0.1, relu: false }
+        Self { eps: 1e-5, momentum: 0.1, relu: false, defer: false }
     }
 }
 
@@ -286,25 +290,30 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         (stats.mean.clone(), running_invstd(stats, cfg.eps))
     };
     let (scales, shifts) = affine(&g_data, &b_data, &mean, &invstd);
+    let defer = cfg.defer && cfg.relu && res.is_none();
     let rd = res.as_ref().map(|(r, _)| r.data());
-    let (out, _) = written(s.numel(), hw, true, |i, o| {
-        let (scale, shift) = (scales[i % s.c], shifts[i % s.c]);
-        let xi = &xd[i * hw..(i + 1) * hw];
-        match (rd, cfg.relu) {
-            (None, false) => o.iter_mut().zip(xi).for_each(|(o, &v)| _ = o.write(v * scale + shift)),
-            (None, true) => o.iter_mut().zip(xi).for_each(|(o, &v)| _ = o.write((v * scale + shift).max(0.0))),
-            (Some(rd), relu) => {
-                let it = o.iter_mut().zip(xi).zip(&rd[i * hw..(i + 1) * hw]);
-                if relu {
-                    it.for_each(|((o, &v), &r)| _ = o.write((v * scale + shift + r).max(0.0)));
-                } else {
-                    it.for_each(|((o, &v), &r)| _ = o.write(v * scale + shift + r));
+    let out = (!defer).then(|| {
+        written(s.numel(), hw, true, |i, o| {
+            let (scale, shift) = (scales[i % s.c], shifts[i % s.c]);
+            let xi = &xd[i * hw..(i + 1) * hw];
+            match (rd, cfg.relu) {
+                (None, false) => o.iter_mut().zip(xi).for_each(|(o, &v)| _ = o.write(v * scale + shift)),
+                (None, true) => o.iter_mut().zip(xi).for_each(|(o, &v)| _ = o.write((v * scale + shift).max(0.0))),
+                (Some(rd), relu) => {
+                    let it = o.iter_mut().zip(xi).zip(&rd[i * hw..(i + 1) * hw]);
+                    if relu {
+                        it.for_each(|((o, &v), &r)| _ = o.write((v * scale + shift + r).max(0.0)));
+                    } else {
+                        it.for_each(|((o, &v), &r)| _ = o.write(v * scale + shift + r));
+                    }
                 }
             }
-        }
+        })
+        .0
     });
+    let deferred = defer.then(|| (xs.clone(), Deferred { scale: scales.clone(), shift: shifts.clone() }));
     let (gt, bt) = (gamma.clone(), beta.clone());
-    finish(out, s, tape, move |grads: &mut Grads, mut gout: Vec<f32>, y| {
+    let backward = move |grads: &mut Grads, mut gout: Vec<f32>, y: &Saved| {
         if super::elementwise::all_zero(&gout) {
             return Ok(());
         }
@@ -381,7 +390,12 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         }
         accumulate(grads, &gt, &dgamma)?;
         accumulate(grads, &bt, &dbeta)
-    })
+    };
+    match (out, deferred) {
+        (Some(out), _) => finish(out, s, tape, backward),
+        (None, Some((x, pre))) => finish_deferred(&x, s, pre, tape, backward),
+        (None, None) => unreachable!("an output is written unless deferred"),
+    }
 }
 
 #[cfg(test)]

@@ -164,6 +164,28 @@ impl SyncPtr {
     }
 }
 
+const PAR_CHUNK: usize = 1 << 14;
+
+/// A copy of `src`, made by all threads for large buffers.
+pub(crate) fn copied_par(src: &[f32]) -> Vec<f32> {
+    let mut v = Vec::with_capacity(src.len());
+    src.par_iter().with_min_len(PAR_CHUNK).copied().collect_into_vec(&mut v);
+    v
+}
+
+/// `dst += src`, element-wise, by all threads for large buffers.
+pub(crate) fn add_into_par(dst: &mut [f32], src: &[f32]) {
+    dst.par_chunks_mut(PAR_CHUNK).zip(src.par_chunks(PAR_CHUNK)).for_each(|(d, s)| add_into(d, s));
+}
+
+/// `dst += src`, element-wise.
+pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
+    debug_assert_eq!(dst.len(), src.len());
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += *s;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

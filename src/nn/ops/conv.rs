@@ -13,10 +13,11 @@ use std::thread::LocalKey;
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
-use super::blas::{sgemm, sgemm_strided, threads, written, zeroed, Mat, SyncPtr};
+use super::blas::{add_into, sgemm, sgemm_strided, threads, written, zeroed, Mat, SyncPtr};
+use super::deferred::Deferred;
 use super::direct::{self, Padded};
 use super::{tight, wgrad16};
-use crate::nn::var::{accumulate_with, add_into, finish, Dev, Flat, Grads, Shape4, Var};
+use crate::nn::var::{accumulate_with, finish, Dev, Flat, Grads, Shape4, Var};
 
 /// Convolution hyper-parameters (square kernels are the common case but not required).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,7 +284,7 @@ fn forward_image(
 /// Forward of one image on the tile kernel ([`Geo::tiled`]): every value
 /// of `out` is written, `relu?(conv + bias (+ res))`; a residual `res` only on tight planes.
 fn direct_image(
-    x: &[f32],
+    (x, pre): (&[f32], Option<&Deferred>),
     wt: &[f32],
     g: &Geo,
     out: &mut [MaybeUninit<f32>],
@@ -291,14 +292,15 @@ fn direct_image(
     res: Option<&[f32]>,
 ) {
     assert!(res.is_none() || g.tight(), "a residual in the output pass of tight planes only");
+    assert!(pre.is_none() || g.direct(), "a deferred batch norm in the stride-1 copies only");
     with_direct(|buf, scratch, eo| {
         if g.tight() {
-            let xp = tight::pad_tight(x, (1, g.c), (g.h, g.w), buf);
+            let xp = tight::pad_tight(x, pre, (1, g.c), (g.h, g.w), buf);
             let (bias, relu, sums) = epilogue;
             let out = tight::Out::Write { out, bias, res, relu, sums };
             assert!(tight::conv(xp, (g.c, tight::plane(g.h, g.w)), (g.h, g.w), wt, g.co, out));
         } else if g.direct() {
-            let xp = direct::pad_planes(x, g.c, g.padded(), buf);
+            let xp = direct::pad_planes(x, pre, g.c, g.padded(), buf);
             direct::conv3x3_into(xp, (g.c, g.padded().plane()), g.padded(), wt, g.co, out, epilogue, scratch);
         } else if g.pointwise_s2() {
             let xs = direct::even_samples(x, (1, g.c), (g.h, g.w), buf);
@@ -464,6 +466,8 @@ type Dxs<'a> = (Option<&'a mut [f32]>, Option<&'a mut [MaybeUninit<f32>]>);
 /// threads a GEMM may use.
 struct Chunk<'a> {
     x: &'a [f32],
+    /// A deferred batch norm + ReLU whose map of `x` is the convolution's input (direct path only).
+    pre: Option<&'a Deferred>,
     gout: &'a [f32],
     nb: usize,
     dw: &'a mut [f32],
@@ -479,13 +483,13 @@ struct Chunk<'a> {
 /// 1 or 2) over a channel-blocked copy of the input ([`wgrad16`]), added into `dw`, where the CPU
 /// and the channel count allow it (AVX-512, `c` a multiple of 16); `false` (nothing done) elsewhere.
 fn blocked_weight_grad(
-    (x, gout, nb): (&[f32], &[f32], usize),
+    (x, pre, gout, nb): (&[f32], Option<&Deferred>, &[f32], usize),
     g: &Geo,
     dw: &mut [f32],
     (xbuf, scratch): (&mut Vec<f32>, &mut Vec<f32>),
 ) -> bool {
     g.wide && wgrad16::applies(g.c) && {
-        let xb = wgrad16::pad_blocked(x, nb, g.c, g.padded(), xbuf);
+        let xb = wgrad16::pad_blocked(x, pre, nb, g.c, g.padded(), xbuf);
         wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), g.padded(), g.s, dw, scratch)
     }
 }
@@ -494,18 +498,18 @@ fn blocked_weight_grad(
 /// strided GEMM per tap over channel-major padded planes of all `nb` images (k = nb x plane), and
 /// `dx` per image as the direct convolution of the output gradient with the flipped weights `wf`.
 fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
-    let Chunk { x, gout, nb, dw, dx, dx_fresh, want_dw, .. } = k;
+    let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, want_dw, .. } = k;
     let pg = g.padded();
     let (wp, plane) = (pg.wp(), pg.plane());
     let cs = nb * plane;
     with_direct(|xbuf, gbuf, scratch| {
-        let blocked = want_dw && blocked_weight_grad((x, gout, nb), g, dw, (xbuf, scratch));
+        let blocked = want_dw && blocked_weight_grad((x, pre, gout, nb), g, dw, (xbuf, scratch));
         let tight_dx = (dx.is_some() || dx_fresh.is_some()) && g.tight();
         assert!(dx_fresh.is_none() || tight_dx, "a fresh input gradient is written by the tight kernel only");
         // The padded planes of the planar kernels, where one of them runs.
         let planar = (want_dw && !blocked) || (dx.is_some() && !tight_dx);
         // Aligned where the weight-gradient kernel's vector loads start: x's planes, g's first value.
-        let xp: &[f32] = if want_dw && !blocked { direct::pad_chunk(x, nb, g.c, pg, xbuf, 0) } else { &[] };
+        let xp: &[f32] = if want_dw && !blocked { direct::pad_chunk_with(x, pre, nb, g.c, pg, xbuf, 0) } else { &[] };
         let gp: &[f32] = if planar { direct::pad_chunk(gout, nb, g.co, pg, gbuf, wp + 1) } else { &[] };
         // dW_tap (co x c) = G (co x nb*plane) . X_tap^T: a direct kernel, or one strided GEMM per tap.
         let direct_dw = blocked || want_dw && direct::conv3x3_weight_grad(xp, gp, g.c, g.co, nb, pg, dw);
@@ -517,7 +521,7 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
         if tight_dx {
             // The output gradient's tight planes take `gbuf` once the weight gradient is done with it.
             let (hw, pl) = ((g.h, g.w), tight::plane(g.h, g.w));
-            let gt = tight::pad_tight(gout, (nb, g.co), hw, gbuf);
+            let gt = tight::pad_tight(gout, None, (nb, g.co), hw, gbuf);
             let image =
                 |bi: usize, out: tight::Out| assert!(tight::conv(&gt[bi * pl..], (g.co, nb * pl), hw, wf, g.c, out));
             if let Some(dx) = dx {
@@ -559,7 +563,7 @@ fn backward_chunk_s2(k: Chunk, (wt, parts): (&[f32], Option<&direct::S2Parts>), 
             }
         }
         // Else over the input's polyphase planes.
-        let blocked = want_dw && blocked_weight_grad((x, gout, nb), g, dw, (xbuf, sc));
+        let blocked = want_dw && blocked_weight_grad((x, None, gout, nb), g, dw, (xbuf, sc));
         blocked
             || want_dw && {
                 let xp = direct::split_phases(x, (nb, g.c), (g.h, g.w), xbuf, sc);
@@ -638,7 +642,7 @@ fn geometry(s: Shape4, w_shape: [usize; 4], w_len: usize, cfg: ConvCfg) -> Geo {
 /// The forward of a whole batch `xd`: one image per rayon task, or the images in turn with a
 /// multi-threaded GEMM when the batch is smaller than the pool.
 fn forward_batch(xd: &[f32], w_data: &[f32], bias: Option<&[f32]>, g: &Geo, relu: bool) -> Vec<f32> {
-    forward_batch_sums(xd, w_data, (bias, relu), g, false).0
+    forward_batch_sums((xd, None), w_data, (bias, relu), g, false).0
 }
 
 /// [`forward_batch`] on tight planes ([`Geo::tight`]) with a residual `res` (of the output's
@@ -647,7 +651,7 @@ fn forward_batch_res(xd: &[f32], w_data: &[f32], bias: &[f32], res: &[f32], g: &
     assert_eq!(res.len(), g.n * g.out_len(), "residual of {} values for {} outputs", res.len(), g.n * g.out_len());
     let (out, _) = written(g.n * g.out_len(), g.out_len(), g.n >= threads(), |i, o| {
         let (x, r) = (&xd[i * g.in_len()..(i + 1) * g.in_len()], &res[i * g.out_len()..(i + 1) * g.out_len()]);
-        direct_image(x, w_data, g, o, (Some(bias), relu, None), Some(r))
+        direct_image((x, None), w_data, g, o, (Some(bias), relu, None), Some(r))
     });
     out
 }
@@ -656,7 +660,7 @@ fn forward_batch_res(xd: &[f32], w_data: &[f32], bias: &[f32], res: &[f32], g: &
 /// output when `want_sums` and the convolution runs on the tile kernel (its output pass has them at
 /// hand; only without bias and ReLU).
 fn forward_batch_sums(
-    xd: &[f32],
+    (xd, pre): (&[f32], Option<&Deferred>),
     w_data: &[f32],
     (bias, relu): (Option<&[f32]>, bool),
     g: &Geo,
@@ -669,7 +673,7 @@ fn forward_batch_sums(
         let (out, sums) = written(g.n * g.out_len(), g.out_len(), g.n >= nthreads, |i, o| {
             let mut sums = want_sums.then(|| vec![(0.0, 0.0); g.co]);
             direct_image(
-                &xd[i * g.in_len()..(i + 1) * g.in_len()],
+                (&xd[i * g.in_len()..(i + 1) * g.in_len()], pre),
                 w_data,
                 g,
                 o,
@@ -680,6 +684,7 @@ fn forward_batch_sums(
         });
         return (out, want_sums.then(|| sums.into_iter().flatten().flatten().collect()));
     }
+    assert!(pre.is_none(), "a deferred batch norm on the tile kernel's path only");
     let mut out = zeroed(g.n * g.out_len());
     let image = |i: usize, o: &mut [f32], gemm_threads: usize| {
         forward_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], w_data, bias, g, o, gemm_threads, relu)
@@ -745,10 +750,16 @@ pub fn conv2d<T: Tape<f32, Dev>>(
 ) -> Var<T> {
     let co = w_shape[0];
     let g = geometry(x.shape, w_shape, w_data.len(), cfg);
-    let (xs, tape, _, x_needs_grad) = x.split();
+    let (xs, tape, xshape, x_needs_grad, pre) = x.split_deferred();
+    // A deferred batch norm + ReLU is applied in the direct path's input copies; elsewhere its
+    // values are written out first.
+    let (xs, pre) = match pre {
+        Some(p) if !g.direct() => (xs.mapped(&p, xshape), None),
+        p => (xs, p),
+    };
     let b_vals = bias.as_ref().map(|(_, b)| b.as_slice());
     // While recording (training), the output pass also sums each plane for the batch norm after.
-    let (out, sums) = forward_batch_sums(xs.data(), &w_data, (b_vals, false), &g, T::OWNS_TAPE);
+    let (out, sums) = forward_batch_sums((xs.data(), pre.as_deref()), &w_data, (b_vals, false), &g, T::OWNS_TAPE);
     let oshape = Shape4::new(g.n, co, g.ho, g.wo);
     let wt = w.clone();
     let bt = bias.map(|(b, _)| b.clone());
@@ -773,7 +784,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
             let xs_ = &xd[i0 * g.in_len()..i1 * g.in_len()];
             let gs = &gout[i0 * g.out_len()..i1 * g.out_len()];
             let (dxs, dx_fresh) = dxs;
-            let chunk = |dw, dx| Chunk { x: xs_, gout: gs, nb: i1 - i0, dw, dx, dx_fresh: None, want_dw, gemm_threads };
+            let pre = pre.as_deref();
+            let chunk =
+                |dw, dx| Chunk { x: xs_, pre, gout: gs, nb: i1 - i0, dw, dx, dx_fresh: None, want_dw, gemm_threads };
             match &wf {
                 Some(wf) => backward_chunk_direct(Chunk { dx_fresh, ..chunk(acc, dxs) }, wf, &g),
                 None if g.pointwise_s2() => backward_chunk_1x1s2(chunk(acc, dxs), wt_t.as_deref(), &g),

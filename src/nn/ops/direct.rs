@@ -18,6 +18,8 @@
 
 use std::mem::MaybeUninit;
 
+use super::deferred::{copy_plane, Deferred};
+
 /// Output channels per register block.
 const CB: usize = 4;
 
@@ -68,8 +70,8 @@ pub fn aligned(buf: &mut Vec<f32>, len: usize, lead: usize) -> &mut [f32] {
 }
 
 /// Copies `c` planes of `h x w` into zero-padded planes (one image; see [`pad_chunk`]).
-pub fn pad_planes<'b>(x: &[f32], c: usize, g: Padded, buf: &'b mut Vec<f32>) -> &'b [f32] {
-    pad_chunk(x, 1, c, g, buf, 0)
+pub fn pad_planes<'b>(x: &[f32], pre: Option<&Deferred>, c: usize, g: Padded, buf: &'b mut Vec<f32>) -> &'b [f32] {
+    pad_chunk_with(x, pre, 1, c, g, buf, 0)
 }
 
 /// Pads `b` images (`x` holds them NCHW, `c` channels each) into channel-major planes
@@ -77,6 +79,19 @@ pub fn pad_planes<'b>(x: &[f32], c: usize, g: Padded, buf: &'b mut Vec<f32>) -> 
 /// `buf` at the place where element `lead` is 64-byte aligned ([`aligned`]); returns them. Every
 /// value is written (data, borders, slack), so re-using `buf` costs one copy of the data.
 pub fn pad_chunk<'b>(x: &[f32], b: usize, c: usize, g: Padded, buf: &'b mut Vec<f32>, lead: usize) -> &'b [f32] {
+    pad_chunk_with(x, None, b, c, g, buf, lead)
+}
+
+/// [`pad_chunk`] of the values of `x` mapped by `pre` (a deferred batch norm + ReLU), if any.
+pub fn pad_chunk_with<'b>(
+    x: &[f32],
+    pre: Option<&Deferred>,
+    b: usize,
+    c: usize,
+    g: Padded,
+    buf: &'b mut Vec<f32>,
+    lead: usize,
+) -> &'b [f32] {
     let (wp, plane) = (g.wp(), g.plane());
     let buf = aligned(buf, g.buf_len(c * b), lead);
     for ci in 0..c {
@@ -86,7 +101,7 @@ pub fn pad_chunk<'b>(x: &[f32], b: usize, c: usize, g: Padded, buf: &'b mut Vec<
             p[..wp + 1].fill(0.0);
             for y in 0..g.h {
                 let row = (y + 1) * wp;
-                p[row + 1..row + 1 + g.w].copy_from_slice(&src[y * g.w..(y + 1) * g.w]);
+                copy_plane(pre, ci, &mut p[row + 1..row + 1 + g.w], &src[y * g.w..(y + 1) * g.w]);
                 p[row + 1 + g.w..row + wp + 1].fill(0.0);
             }
             p[(g.h + 1) * wp + 1..].fill(0.0);
@@ -1229,7 +1244,7 @@ pub(super) mod tests {
             let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
             let g = Padded { h, w };
             let mut xp = Vec::new();
-            let xp = pad_planes(&x, c, g, &mut xp);
+            let xp = pad_planes(&x, None, c, g, &mut xp);
             let mut out = vec![0.0; co * h * w];
             let mut s = Vec::new();
             conv3x3(xp, c, g.plane(), g, &wt, co, &mut out, false, &mut s);

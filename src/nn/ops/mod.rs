@@ -6,6 +6,8 @@ pub(crate) mod blas;
 mod conv;
 pub mod cpu;
 #[doc(hidden)]
+pub mod deferred;
+#[doc(hidden)]
 pub mod direct;
 mod dropout;
 mod elementwise;
@@ -33,6 +35,8 @@ pub use threads::on_pool;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_deferred;
 #[cfg(test)]
 mod tests_grad_flow;
 #[cfg(test)]

@@ -19,6 +19,7 @@
 use std::mem::MaybeUninit;
 
 use super::cpu;
+use super::deferred::{copy_plane, Deferred};
 use super::direct::aligned;
 
 /// Whether [`conv`] serves an `h x w` plane on this CPU: AVX-512, whole vectors of positions.
@@ -34,14 +35,20 @@ pub fn plane(h: usize, w: usize) -> usize {
 /// Copies `b` images (`x` holds them NCHW, `c` channels of `h x w`) into tight planes, channel
 /// major (`[c][b][plane]`: one channel of all `b` images contiguous, as
 /// [`super::direct::pad_chunk`]), in `buf` from a 64-byte line; returns them. Every value is written.
-pub fn pad_tight<'b>(x: &[f32], (b, c): (usize, usize), (h, w): (usize, usize), buf: &'b mut Vec<f32>) -> &'b [f32] {
+pub fn pad_tight<'b>(
+    x: &[f32],
+    pre: Option<&Deferred>,
+    (b, c): (usize, usize),
+    (h, w): (usize, usize),
+    buf: &'b mut Vec<f32>,
+) -> &'b [f32] {
     let (hw, pl) = (h * w, plane(h, w));
     let out = aligned(buf, b * c * pl, 0);
     for ci in 0..c {
         for bi in 0..b {
             let p = &mut out[(ci * b + bi) * pl..(ci * b + bi + 1) * pl];
             p[..w + 1].fill(0.0);
-            p[w + 1..w + 1 + hw].copy_from_slice(&x[(bi * c + ci) * hw..(bi * c + ci + 1) * hw]);
+            copy_plane(pre, ci, &mut p[w + 1..w + 1 + hw], &x[(bi * c + ci) * hw..(bi * c + ci + 1) * hw]);
             p[w + 1 + hw..].fill(0.0);
         }
     }
@@ -323,7 +330,7 @@ mod tests {
             let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 96.0).collect();
             let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.25 - 1.0).collect();
             let mut buf = vec![f32::NAN; 7];
-            let xp = pad_tight(&x, (nb, c), (h, w), &mut buf);
+            let xp = pad_tight(&x, None, (nb, c), (h, w), &mut buf);
             let (pl, hw) = (plane(h, w), h * w);
             let b = nb - 1;
             let want = naive(&x[b * c * hw..(b + 1) * c * hw], (c, h, w), &wt, co);

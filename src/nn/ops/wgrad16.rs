@@ -12,6 +12,7 @@
 //! no position outside the images (the planar kernel of [`super::direct::conv3x3_weight_grad`] runs
 //! over the padded grid, 9-29 % more positions at 32x32-8x8, with unaligned loads).
 use super::cpu;
+use super::deferred::Deferred;
 use super::direct::{aligned, taps, Padded};
 use pulp::{Simd, WithSimd};
 
@@ -32,8 +33,16 @@ pub fn block_positions(nb: usize, g: Padded) -> usize {
 /// Copies `nb` images (`x` holds them NCHW, `c` channels each, `c` a multiple of [`BLOCK`]) into
 /// channel-blocked, zero-padded planes `[c / 16][nb * plane + 1][16]` in `buf`, starting on a
 /// 64-byte line, and returns them. Every value is written (data, borders, slack). With AVX-512
-/// each 16 consecutive pixels of 16 channels are one in-register 16 x 16 transpose.
-pub fn pad_blocked<'b>(x: &[f32], nb: usize, c: usize, g: Padded, buf: &'b mut Vec<f32>) -> &'b [f32] {
+/// each 16 consecutive pixels of 16 channels are one in-register 16 x 16 transpose. With `pre` (a
+/// deferred batch norm + ReLU) the copied values are its map of `x`'s.
+pub fn pad_blocked<'b>(
+    x: &[f32],
+    pre: Option<&Deferred>,
+    nb: usize,
+    c: usize,
+    g: Padded,
+    buf: &'b mut Vec<f32>,
+) -> &'b [f32] {
     assert!(c.is_multiple_of(BLOCK) && x.len() >= nb * c * g.h * g.w, "pad_blocked: {c} channels, {} values", x.len());
     let (h, w, wp, plane, hw) = (g.h, g.w, g.wp(), g.plane(), g.h * g.w);
     let bs = block_positions(nb, g);
@@ -41,6 +50,9 @@ pub fn pad_blocked<'b>(x: &[f32], nb: usize, c: usize, g: Padded, buf: &'b mut V
     #[cfg(target_arch = "x86_64")]
     let avx512 = is_x86_feature_detected!("avx512f");
     for (cb, blk) in out.chunks_exact_mut(bs * BLOCK).enumerate() {
+        // Each channel's (scale, shift), where the values are mapped.
+        let ab: Option<[(f32, f32); BLOCK]> =
+            pre.map(|p| std::array::from_fn(|l| (p.scale[cb * BLOCK + l], p.shift[cb * BLOCK + l])));
         for bi in 0..nb {
             let dst = &mut blk[bi * plane * BLOCK..(bi + 1) * plane * BLOCK];
             // The zero row above and the first row's left border; each row's right border (the
@@ -66,13 +78,16 @@ pub fn pad_blocked<'b>(x: &[f32], nb: usize, c: usize, g: Padded, buf: &'b mut V
                 }
                 // SAFETY: AVX-512F is present; each pointer is 16 values within `x` or `dst`, as
                 // the slicing above checked.
-                unsafe { transpose16(rows, cols) };
+                unsafe { transpose16(rows, cols, ab) };
                 p += BLOCK;
             }
             for pixel in p..hw {
                 let d = &mut dst[((y + 1) * wp + xx + 1) * BLOCK..][..BLOCK];
-                for (v, plane) in d.iter_mut().zip(&src) {
-                    *v = plane[pixel];
+                for (l, (v, plane)) in d.iter_mut().zip(&src).enumerate() {
+                    *v = match pre {
+                        Some(p) => p.value(cb * BLOCK + l, plane[pixel]),
+                        None => plane[pixel],
+                    };
                 }
                 (y, xx) = if xx + 1 == w { (y + 1, 0) } else { (y, xx + 1) };
             }
@@ -88,13 +103,22 @@ pub fn pad_blocked<'b>(x: &[f32], nb: usize, c: usize, g: Padded, buf: &'b mut V
 ///
 /// # Safety
 /// The CPU has AVX-512F; each `rows[l]` is 16 readable values, each `cols[k]` 16 writable ones.
+/// With `ab`, row `l` is mapped to `max(v · a_l + b_l, 0)` as it is loaded (multiply, add, max: the
+/// batch norm's own order).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose16(rows: [*const f32; BLOCK], cols: [*mut f32; BLOCK]) {
+unsafe fn transpose16(rows: [*const f32; BLOCK], cols: [*mut f32; BLOCK], ab: Option<[(f32, f32); BLOCK]>) {
     use std::arch::x86_64::*;
     let mut r = [_mm512_setzero_ps(); BLOCK];
     for l in 0..BLOCK {
         r[l] = _mm512_loadu_ps(rows[l]);
+    }
+    if let Some(ab) = ab {
+        let zero = _mm512_setzero_ps();
+        for l in 0..BLOCK {
+            let v = _mm512_add_ps(_mm512_mul_ps(r[l], _mm512_set1_ps(ab[l].0)), _mm512_set1_ps(ab[l].1));
+            r[l] = _mm512_max_ps(v, zero);
+        }
     }
     // t[2i] / t[2i + 1], 128-bit lane k: (r[2i][4k], r[2i+1][4k], r[2i][4k+1], r[2i+1][4k+1]) / the
     // same of 4k + 2 and 4k + 3.
@@ -292,7 +316,7 @@ mod tests {
     fn pad_blocked_case(nb: usize, c: usize, g: Padded) {
         let x: Vec<f32> = (0..nb * c * g.h * g.w).map(|i| i as f32 + 1.0).collect();
         let mut buf = vec![f32::NAN; 10];
-        let xb = pad_blocked(&x, nb, c, g, &mut buf);
+        let xb = pad_blocked(&x, None, nb, c, g, &mut buf);
         let bs = block_positions(nb, g);
         assert_eq!(xb.len(), c / BLOCK * bs * BLOCK);
         assert_eq!(xb.as_ptr() as usize % 64, 0);
@@ -338,7 +362,7 @@ mod tests {
             let want = naive_weight_grad(&x, &gy, (nb, c, co), (h, w), s);
             let g = Padded { h, w };
             let (mut xbuf, mut acc) = (vec![f32::NAN; 3], vec![f32::NAN; 5]);
-            let xb = pad_blocked(&x, nb, c, g, &mut xbuf);
+            let xb = pad_blocked(&x, None, nb, c, g, &mut xbuf);
             let mut dw = vec![0.5f32; c * 9 * co];
             assert!(weight_grad(xb, &gy, (c, co, nb), g, s, &mut dw, &mut acc));
             check_weight_grad(&dw, 0.5, &want, (c, co), &format!("blocked {h}x{w} nb{nb} stride {s}"));
