@@ -49,7 +49,10 @@ impl Vgg {
                     .map(|(i, &w)| {
                         let conv =
                             Conv2d::new(s, rng, &format!("block{b}.{}", 3 * i), cin, w, 3, ConvCfg::new(1, 1), true);
-                        let bn = BatchNorm2d::new(s, &format!("block{b}.{}", 3 * i + 1), w);
+                        let mut bn = BatchNorm2d::new(s, &format!("block{b}.{}", 3 * i + 1), w);
+                        // Inside a block, relu(bn(.)) is read by the next convolution alone: applied
+                        // in its input copies, never written.
+                        bn.cfg.defer = i + 1 < widths.len();
                         cin = w;
                         (conv, bn)
                     })

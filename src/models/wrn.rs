@@ -30,6 +30,11 @@ impl Block {
         let shortcut = (cin != cout).then(|| {
             Conv2d::new(s, rng, &format!("{name}.convShortcut"), cin, cout, 1, ConvCfg::new(stride, 0), false)
         });
+        // relu(bn2(.)) is read by conv2 alone, and relu(bn1(x)) by conv1 alone where there is no
+        // shortcut convolution: both are applied in those convolutions' input copies, never written.
+        let (mut bn1, mut bn2) = (bn1, bn2);
+        bn1.cfg.defer = shortcut.is_none();
+        bn2.cfg.defer = true;
         Self { bn1, conv1, bn2, conv2, shortcut }
     }
 
