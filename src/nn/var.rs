@@ -14,10 +14,14 @@
 //! value). Leaves (inputs, parameters, values made without a tape) keep their gradients in dfdx's
 //! `Gradients`, where [`Var::grad`] and the optimiser read them.
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+mod slot;
 
 use crate::nn::ops::deferred::Deferred;
 use dfdx::prelude::{Gradients, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor, TensorFromVec, WithEmptyTape};
+pub(crate) use slot::GradBuf;
+use slot::GradSlot;
 
 /// The device all kernels run on. A CUDA path implements the same kernels for `dfdx::tensor::Cuda`.
 pub type Dev = dfdx::tensor::Cpu;
@@ -80,44 +84,6 @@ pub(crate) struct DataPtr(*const f32, usize);
 unsafe impl Send for DataPtr {}
 unsafe impl Sync for DataPtr {}
 
-/// Where the consumers of a recorded op's output leave its gradient during backward, for the op's
-/// own backward to take (see the module docs). Empty until a gradient arrives.
-#[derive(Clone, Default)]
-pub(crate) struct GradSlot(Arc<Mutex<Vec<f32>>>);
-
-impl GradSlot {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<f32>> {
-        // A panic in another consumer cannot leave a half-written gradient behind: buffers are
-        // swapped in whole, so a poisoned lock still holds a consistent value.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A value's gradient buffer, borrowed to add into ([`Saved::grad_buf`]).
-pub(crate) enum GradBuf<'a> {
-    Slot(std::sync::MutexGuard<'a, Vec<f32>>),
-    Leaf(&'a mut Vec<f32>),
-}
-
-impl std::ops::Deref for GradBuf<'_> {
-    type Target = [f32];
-    fn deref(&self) -> &[f32] {
-        match self {
-            GradBuf::Slot(g) => g,
-            GradBuf::Leaf(g) => g,
-        }
-    }
-}
-
-impl std::ops::DerefMut for GradBuf<'_> {
-    fn deref_mut(&mut self) -> &mut [f32] {
-        match self {
-            GradBuf::Slot(g) => g,
-            GradBuf::Leaf(g) => g,
-        }
-    }
-}
-
 /// A differentiable activation: a dfdx tensor with tape `T` and its NCHW shape.
 pub struct Var<T = NoneTape> {
     pub(crate) t: Flat<T>,
@@ -174,11 +140,35 @@ impl Saved {
                     };
                 } else {
                     crate::nn::ops::blas::add_into_par(&mut have, &g);
+                    slot.set_sums(None);
                 }
                 Ok(())
             }
             None => accumulate(grads, &self.t, &g),
         }
+    }
+
+    /// [`Self::give`], with the batch norm's backward sums of `g` per `(image, channel)` plane
+    /// ([`crate::nn::ops::deferred`]), kept for [`Self::take_grad_sums`] while `g` is the gradient's
+    /// only contribution.
+    pub(crate) fn give_with_sums(
+        &self,
+        grads: &mut Grads,
+        g: Vec<f32>,
+        sums: Vec<(f64, f64)>,
+    ) -> Result<(), dfdx::tensor::CpuError> {
+        let first = self.slot_is_empty();
+        self.give(grads, g)?;
+        if let Some(slot) = self.slot.as_ref().filter(|_| first) {
+            slot.set_sums(Some(sums));
+        }
+        Ok(())
+    }
+
+    /// The sums that came with this value's gradient ([`Self::give_with_sums`]), if it has had no
+    /// other contribution since.
+    pub(crate) fn take_grad_sums(&self) -> Option<Vec<(f64, f64)>> {
+        self.slot.as_ref().and_then(|s| s.take_sums())
     }
 
     /// This value's gradient buffer, to add a contribution in place (`+=`); a buffer that is not
@@ -190,6 +180,7 @@ impl Saved {
                 if have.is_empty() {
                     *have = crate::nn::ops::blas::zeroed(self.ptr.1);
                 }
+                slot.set_sums(None);
                 Ok(GradBuf::Slot(have))
             }
             None => {

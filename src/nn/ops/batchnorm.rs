@@ -311,7 +311,8 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         })
         .0
     });
-    let deferred = defer.then(|| (xs.clone(), Deferred { scale: scales.clone(), shift: shifts.clone() }));
+    let deferred =
+        defer.then(|| (xs.clone(), Deferred { scale: scales.clone(), shift: shifts.clone(), mean: mean.clone() }));
     let (gt, bt) = (gamma.clone(), beta.clone());
     let backward = move |grads: &mut Grads, mut gout: Vec<f32>, y: &Saved| {
         if super::elementwise::all_zero(&gout) {
@@ -323,8 +324,12 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         // below), its output recomputed from x with the forward's (scale, shift).
         let relu_of = |c: usize| (cfg.relu && res.is_none()).then_some((scales[c], shifts[c]));
         // dbeta = sum g' ; dgamma = sum g' * xhat
-        let tot = match &res {
-            None => channel_totals(s, |i| {
+        // Where the convolution that read the deferred output computed these sums with its input
+        // gradient (which is then all of `gout`), they are taken as they are.
+        let given = y.take_grad_sums().filter(|p| defer && !guided && p.len() == s.n * s.c);
+        let tot = match (&res, given) {
+            (None, Some(p)) => channel_totals(s, |i| (p[i].0, p[i].1 * invstd[i % s.c] as f64)),
+            (None, None) => channel_totals(s, |i| {
                 let c = i % s.c;
                 grad_sums(
                     &gout[i * hw..(i + 1) * hw],
@@ -335,7 +340,7 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
                     invstd[c],
                 )
             }),
-            Some(_) => {
+            (Some(_), _) => {
                 let yd = y.data();
                 // g' (through the ReLU of the output y, if any) over g, a plane at a time with its
                 // sums while it is in cache. g' is also the residual's gradient: it is handed on as it

@@ -459,7 +459,8 @@ fn backward_image(
 }
 
 /// A chunk's input gradient: added to (`.0`), or written fresh (`.1`).
-type Dxs<'a> = (Option<&'a mut [f32]>, Option<&'a mut [MaybeUninit<f32>]>);
+/// With a fresh one, the deferred batch norm's sums of it, if wanted ([`Chunk::dx_sums`]).
+type Dxs<'a> = (Option<&'a mut [f32]>, Option<&'a mut [MaybeUninit<f32>]>, Option<&'a mut [(f64, f64)]>);
 
 /// The backward work of `nb` consecutive images: their inputs and output gradients (NCHW), the
 /// weight gradient they add into (if `want_dw`) and their input gradients (if wanted), and the
@@ -475,6 +476,9 @@ struct Chunk<'a> {
     /// Where `dx` is not given: the chunk's input gradient to be written, every value (only on the
     /// tight kernel's path).
     dx_fresh: Option<&'a mut [MaybeUninit<f32>]>,
+    /// With `dx_fresh` and `pre`: the deferred batch norm's backward sums of the written gradient,
+    /// per `(image, channel)` plane of the chunk ([`tight::Out::Grad`]).
+    dx_sums: Option<&'a mut [(f64, f64)]>,
     want_dw: bool,
     gemm_threads: usize,
 }
@@ -498,7 +502,7 @@ fn blocked_weight_grad(
 /// strided GEMM per tap over channel-major padded planes of all `nb` images (k = nb x plane), and
 /// `dx` per image as the direct convolution of the output gradient with the flipped weights `wf`.
 fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
-    let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, want_dw, .. } = k;
+    let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, mut dx_sums, want_dw, .. } = k;
     let pg = g.padded();
     let (wp, plane) = (pg.wp(), pg.plane());
     let cs = nb * plane;
@@ -528,7 +532,13 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
                 dx.chunks_mut(g.in_len()).take(nb).enumerate().for_each(|(bi, d)| image(bi, tight::Out::Add(d)));
             } else if let Some(dx) = dx_fresh {
                 for (bi, out) in dx.chunks_mut(g.in_len()).take(nb).enumerate() {
-                    image(bi, tight::Out::Write { out, bias: None, res: None, relu: false, sums: None });
+                    match (pre, dx_sums.as_deref_mut()) {
+                        (Some(pre), Some(sums)) => {
+                            let (z, sums) = (&x[bi * g.in_len()..(bi + 1) * g.in_len()], &mut sums[bi * g.c..]);
+                            image(bi, tight::Out::Grad { out, z, pre, sums })
+                        }
+                        _ => image(bi, tight::Out::Write { out, bias: None, res: None, relu: false, sums: None }),
+                    }
                 }
             }
         } else if let Some(dx) = dx {
@@ -773,6 +783,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         // Where nothing has flowed into x's gradient yet and the tight kernel computes all of it,
         // it is written into a fresh buffer (no zero fill, no read back) and handed on whole.
         let fresh = x_needs_grad && g.tight() && g.n >= nthreads && xs.slot_is_empty();
+        // A fresh input gradient of a deferred batch norm's value comes with that batch norm's
+        // backward sums, computed as it is written (not with guided ReLUs: their mask differs).
+        let bn_sums = fresh && pre.is_some() && !super::elementwise::guided();
         let mut fresh_dx: Vec<f32> = Vec::with_capacity(if fresh { g.n * g.in_len() } else { 0 });
         let mut dx_buf = if x_needs_grad && !fresh { Some(xs.grad_buf(grads)?) } else { None };
         let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c, 9));
@@ -783,12 +796,22 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         let run = |i0: usize, i1: usize, acc: &mut [f32], dxs: Dxs, gemm_threads: usize| {
             let xs_ = &xd[i0 * g.in_len()..i1 * g.in_len()];
             let gs = &gout[i0 * g.out_len()..i1 * g.out_len()];
-            let (dxs, dx_fresh) = dxs;
+            let (dxs, dx_fresh, dx_sums) = dxs;
             let pre = pre.as_deref();
-            let chunk =
-                |dw, dx| Chunk { x: xs_, pre, gout: gs, nb: i1 - i0, dw, dx, dx_fresh: None, want_dw, gemm_threads };
+            let chunk = |dw, dx| Chunk {
+                x: xs_,
+                pre,
+                gout: gs,
+                nb: i1 - i0,
+                dw,
+                dx,
+                dx_fresh: None,
+                dx_sums: None,
+                want_dw,
+                gemm_threads,
+            };
             match &wf {
-                Some(wf) => backward_chunk_direct(Chunk { dx_fresh, ..chunk(acc, dxs) }, wf, &g),
+                Some(wf) => backward_chunk_direct(Chunk { dx_fresh, dx_sums, ..chunk(acc, dxs) }, wf, &g),
                 None if g.pointwise_s2() => backward_chunk_1x1s2(chunk(acc, dxs), wt_t.as_deref(), &g),
                 None if g.direct_s2() => backward_chunk_s2(chunk(acc, dxs), (&w_data, s2.as_ref()), &g),
                 None => {
@@ -803,7 +826,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
             }
         };
         // The weight gradient of each chunk of images (one where the images run in turn).
-        let partial: Vec<Vec<f32>> = if g.n >= nthreads {
+        let (partial, sums): (Vec<Vec<f32>>, Vec<_>) = if g.n >= nthreads {
             let dxp = dx_buf.as_mut().map(|d| SyncPtr(d.as_mut_ptr()));
             let fresh_p = fresh.then_some(SyncPtr(fresh_dx.as_mut_ptr()));
             // Fixed chunks reduced in order: the result does not depend on scheduling.
@@ -819,20 +842,25 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                     let dxs = dxp.map(|p| unsafe { p.slice(i0 * g.in_len(), (i1 - i0) * g.in_len()) });
                     // SAFETY: as above, within the fresh buffer's capacity; its values are written there.
                     let fresh = fresh_p.map(|p| unsafe { p.slice_uninit(i0 * g.in_len(), (i1 - i0) * g.in_len()) });
-                    run(i0, i1, &mut acc, (dxs, fresh), 1);
-                    acc
+                    let mut sums = vec![(0.0, 0.0); if bn_sums { (i1 - i0) * g.c } else { 0 }];
+                    run(i0, i1, &mut acc, (dxs, fresh, bn_sums.then_some(&mut sums[..])), 1);
+                    (acc, sums)
                 })
-                .collect()
+                .unzip()
         } else {
             let mut dw = vec![0.0f32; w_data.len()];
-            run(0, g.n, &mut dw, (dx_buf.as_deref_mut(), None), nthreads);
-            vec![dw]
+            run(0, g.n, &mut dw, (dx_buf.as_deref_mut(), None, None), nthreads);
+            (vec![dw], vec![])
         };
         drop(dx_buf);
         if fresh {
             // SAFETY: the chunks cover images 0..n and the tight kernel wrote every value of each.
             unsafe { fresh_dx.set_len(g.n * g.in_len()) };
-            xs.give(grads, fresh_dx)?;
+            if bn_sums {
+                xs.give_with_sums(grads, fresh_dx, sums.concat())?;
+            } else {
+                xs.give(grads, fresh_dx)?;
+            }
         }
         if !want_dw {
             return Ok(());

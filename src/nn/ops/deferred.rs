@@ -12,6 +12,9 @@ use rayon::prelude::*;
 pub struct Deferred {
     pub scale: Vec<f32>,
     pub shift: Vec<f32>,
+    /// The mean it normalises with (the batch's in training, the running one in evaluation), for
+    /// the backward sums a convolution computes with its input gradient.
+    pub mean: Vec<f32>,
 }
 
 impl Deferred {

@@ -91,6 +91,43 @@ fn deferred_batch_norm_matches_the_written_one() {
     }
 }
 
+/// On a plane of more than 1,024 values the batch norm's backward sums that the tight kernel takes
+/// with the input gradient (one f32 run per lane) and its own pass (flushed to f64 every 1,024)
+/// round differently: the results agree to f32 accuracy. With guided ReLUs (whose mask also needs
+/// the gradient's sign) the kernel takes no sums and the results are the same bit for bit.
+#[test]
+fn deferred_batch_norm_on_a_large_plane_and_with_guided_relus() {
+    let outcome = |defer: bool, guided: bool| {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let mut s = Store::new();
+        let conv1 = Conv2d::new(&mut s, &mut rng, "c1", 3, 16, 3, ConvCfg::new(1, 1), false);
+        let mut bn = BatchNorm2d::new(&mut s, "bn", 16);
+        bn.cfg.defer = defer;
+        let conv2 = Conv2d::new(&mut s, &mut rng, "c2", 16, 4, 3, ConvCfg::new(1, 1), false);
+        let shape = Shape4::new(2, 3, 48, 48);
+        let x = rand_vec(&mut rng, shape.numel());
+        let r = rand_vec(&mut rng, 2 * 4 * 48 * 48);
+        let f = |x| conv2.forward(&s, bn.forward(&s, conv1.forward(&s, x), true, true));
+        if guided {
+            with_guided_relu(|| run(&s, &x, shape, &r, f))
+        } else {
+            run(&s, &x, shape, &r, f)
+        }
+    };
+    same(&outcome(true, true), &outcome(false, true), "48x48, guided");
+    let (a, b) = (outcome(true, false), outcome(false, false));
+    let close = |u: &[f32], v: &[f32], what: &str| {
+        let scale = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        for (i, (p, q)) in u.iter().zip(v).enumerate() {
+            assert!((p - q).abs() <= 1e-5 * scale, "48x48: {what}[{i}] {p} vs {q}");
+        }
+    };
+    close(&a.1, &b.1, "input gradient");
+    for (i, (u, v)) in a.2.iter().zip(&b.2).enumerate() {
+        close(u, v, &format!("parameter {i} gradient"));
+    }
+}
+
 /// Every op other than the convolution reads a deferred value as the written one: its values are
 /// written out when the op takes it (here a ReLU and an add with the value used twice), with the
 /// same gradients; `to_vec` gives the values, and `data` refuses.

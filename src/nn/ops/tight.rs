@@ -69,6 +69,11 @@ pub enum Out<'a> {
     },
     /// Added to `out`.
     Add(&'a mut [f32]),
+    /// Written, plain: the input gradient of a value whose batch norm + ReLU is deferred
+    /// ([`super::deferred`]), `z` the value's held data (laid out as `out`), with each channel's
+    /// batch-norm backward sums over the plane: `(sum g', sum g' * (z - mean))`, `g'` the output
+    /// through the ReLU's backward (its mask recomputed from `z` as the batch norm does).
+    Grad { out: &'a mut [MaybeUninit<f32>], z: &'a [f32], pre: &'a Deferred, sums: &'a mut [(f64, f64)] },
 }
 
 /// `out[o][y][x] (+)= sum_ci sum_taps wt[o][ci][ky][kx] * x[ci][y + ky - 1][x + kx - 1]` for one
@@ -97,11 +102,17 @@ pub fn conv(xp: &[f32], (c, cstride): (usize, usize), (h, w): (usize, usize), wt
             assert!(sums.is_none() || plain, "plane sums are of the plain convolution only");
             assert!(bias.is_none_or(|b| b.len() >= co) && sums.as_ref().is_none_or(|s| s.len() >= co));
             let res = res.map(|r| r.as_ptr());
-            (out.as_mut_ptr().cast::<f32>(), Mode { add: false, bias, res, relu, sums: sums.is_some() }, sums)
+            let mode = Mode { add: false, bias, res, relu, sums: sums.is_some(), bn: None };
+            (out.as_mut_ptr().cast::<f32>(), mode, sums)
+        }
+        Out::Grad { out, z, pre, sums } => {
+            assert!(out.len() >= co * hw && z.len() >= co * hw && sums.len() >= co && pre.scale.len() >= co);
+            let mode = Mode { add: false, bias: None, res: None, relu: false, sums: true, bn: Some((z.as_ptr(), pre)) };
+            (out.as_mut_ptr().cast::<f32>(), mode, Some(sums))
         }
         Out::Add(out) => {
             assert!(out.len() >= co * hw);
-            (out.as_mut_ptr(), Mode { add: true, bias: None, res: None, relu: false, sums: false }, None)
+            (out.as_mut_ptr(), Mode { add: true, bias: None, res: None, relu: false, sums: false, bn: None }, None)
         }
     };
     #[cfg(target_arch = "x86_64")]
@@ -162,6 +173,8 @@ struct Mode<'a> {
     res: Option<*const f32>,
     relu: bool,
     sums: bool,
+    /// With `sums`: the batch-norm backward sums against this held data and map ([`Out::Grad`]).
+    bn: Option<(*const f32, &'a Deferred)>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -272,8 +285,25 @@ unsafe fn tile<const NB: usize, const V: usize>(a: &Args, o0: usize, v0: usize, 
             }
             _mm512_storeu_ps(dst.add(16 * v), y);
             if mode.sums {
-                s = _mm512_add_ps(s, y);
-                s2 = _mm512_fmadd_ps(y, y, s2);
+                match mode.bn {
+                    // The batch norm's expressions, in its order: multiply, add, compare; g' (z - mu)
+                    // multiplied, then added.
+                    Some((z, pre)) => {
+                        let zv = _mm512_loadu_ps(z.add(o * a.hw + q0 + 16 * v));
+                        let act = _mm512_add_ps(
+                            _mm512_mul_ps(zv, _mm512_set1_ps(pre.scale[o])),
+                            _mm512_set1_ps(pre.shift[o]),
+                        );
+                        let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(act, _mm512_setzero_ps());
+                        let gm = _mm512_maskz_mov_ps(keep, y);
+                        s = _mm512_add_ps(s, gm);
+                        s2 = _mm512_add_ps(s2, _mm512_mul_ps(gm, _mm512_sub_ps(zv, _mm512_set1_ps(pre.mean[o]))));
+                    }
+                    None => {
+                        s = _mm512_add_ps(s, y);
+                        s2 = _mm512_fmadd_ps(y, y, s2);
+                    }
+                }
             }
         }
         if mode.sums {
