@@ -91,6 +91,41 @@ fn deferred_batch_norm_matches_the_written_one() {
     }
 }
 
+/// A whole ResNet block (shortcut, conv1, deferred bn1, conv2, bn2 with the residual and ReLU), two
+/// blocks in a row, as the written one.
+#[test]
+fn deferred_batch_norm_in_resnet_blocks() {
+    let outcome = |defer: bool| {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let mut s = Store::new();
+        let stem = Conv2d::new(&mut s, &mut rng, "stem", 3, 16, 3, ConvCfg::new(1, 1), false);
+        let bn0 = BatchNorm2d::new(&mut s, "bn0", 16);
+        let layers: Vec<_> = (0..2)
+            .map(|i| {
+                let c1 = Conv2d::new(&mut s, &mut rng, &format!("{i}.c1"), 16, 16, 3, ConvCfg::new(1, 1), false);
+                let mut b1 = BatchNorm2d::new(&mut s, &format!("{i}.b1"), 16);
+                b1.cfg.defer = defer;
+                let c2 = Conv2d::new(&mut s, &mut rng, &format!("{i}.c2"), 16, 16, 3, ConvCfg::new(1, 1), false);
+                let b2 = BatchNorm2d::new(&mut s, &format!("{i}.b2"), 16);
+                (c1, b1, c2, b2)
+            })
+            .collect();
+        let shape = Shape4::new(16, 3, 32, 32);
+        let x = rand_vec(&mut rng, shape.numel());
+        let r = rand_vec(&mut rng, 16 * 16 * 32 * 32);
+        run(&s, &x, shape, &r, |x| {
+            let mut out = bn0.forward_conv(&s, &stem, x, true, true);
+            for (c1, b1, c2, b2) in &layers {
+                let (a, res) = out.fork();
+                let h = b1.forward_conv(&s, c1, a, true, true);
+                out = b2.forward_conv_add(&s, c2, h, Some(res), true, true);
+            }
+            out
+        })
+    };
+    same(&outcome(true), &outcome(false), "two ResNet blocks");
+}
+
 /// On a plane of more than 1,024 values the batch norm's backward sums that the tight kernel takes
 /// with the input gradient (one f32 run per lane) and its own pass (flushed to f64 every 1,024)
 /// round differently: the results agree to f32 accuracy. With guided ReLUs (whose mask also needs

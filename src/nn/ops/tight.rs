@@ -268,7 +268,15 @@ unsafe fn tile<const NB: usize, const V: usize>(a: &Args, o0: usize, v0: usize, 
     for b in 0..NB {
         let o = o0 + b;
         let dst = a.dst.add(o * a.hw + q0);
-        let (mut s, mut s2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let l = if mode.sums { (*sl.add(b)).as_mut_ptr() } else { std::ptr::null_mut() };
+        // The batch norm's backward sums go on from the lanes, vector after vector in position
+        // order: the batch norm's own pass adds in that order, so the sums are the same bit for bit.
+        let in_order = mode.bn.is_some();
+        let (mut s, mut s2) = if in_order {
+            (_mm512_loadu_ps(l), _mm512_loadu_ps(l.add(16)))
+        } else {
+            (_mm512_setzero_ps(), _mm512_setzero_ps())
+        };
         for v in 0..V {
             let mut y = acc[b][v];
             if let Some(bias) = mode.bias {
@@ -306,8 +314,10 @@ unsafe fn tile<const NB: usize, const V: usize>(a: &Args, o0: usize, v0: usize, 
                 }
             }
         }
-        if mode.sums {
-            let l = (*sl.add(b)).as_mut_ptr();
+        if in_order {
+            _mm512_storeu_ps(l, s);
+            _mm512_storeu_ps(l.add(16), s2);
+        } else if mode.sums {
             _mm512_storeu_ps(l, _mm512_add_ps(_mm512_loadu_ps(l), s));
             _mm512_storeu_ps(l.add(16), _mm512_add_ps(_mm512_loadu_ps(l.add(16)), s2));
         }
@@ -393,6 +403,35 @@ mod tests {
                     let want = want[k] + bias[k / hw] as f64 + r.map_or(0.0, |r| r[k] as f64);
                     close(unsafe { v.assume_init() }, want.max(0.0), "bias (+ residual) + relu");
                 }
+            }
+            // Written as a deferred batch norm's input gradient, with its backward sums against
+            // held data `z` (about half of it masked by the ReLU).
+            let z: Vec<f32> = (0..co * hw).map(|k| ((k * 13 % 23) as f32 - 11.0) / 7.0).collect();
+            let pre = Deferred {
+                scale: (0..co).map(|o| 0.5 + o as f32 * 0.1).collect(),
+                shift: (0..co).map(|o| o as f32 * 0.05 - 0.2).collect(),
+                mean: (0..co).map(|o| o as f32 * 0.03).collect(),
+            };
+            let mut bsums = vec![(7.0, 7.0); co];
+            assert!(conv(
+                img,
+                (c, nb * pl),
+                (h, w),
+                &wt,
+                co,
+                Out::Grad { out: &mut out, z: &z, pre: &pre, sums: &mut bsums }
+            ));
+            for (o, &(s, s2)) in bsums.iter().enumerate() {
+                let (mut ws, mut ws2) = (0.0, 0.0);
+                for k in o * hw..(o + 1) * hw {
+                    close(unsafe { out[k].assume_init() }, want[k], "input gradient");
+                    if z[k] * pre.scale[o] + pre.shift[o] > 0.0 {
+                        ws += want[k];
+                        ws2 += want[k] * (z[k] - pre.mean[o]) as f64;
+                    }
+                }
+                close(s as f32, ws, "masked sum");
+                close(s2 as f32, ws2, "masked sum against z");
             }
             // Added to what the output holds.
             let mut acc: Vec<f32> = (0..co * hw).map(|k| k as f32 * 0.01).collect();
