@@ -110,9 +110,9 @@ fn kernels_alone(c: usize, hw: usize) {
         let (mut bbuf, mut acc) = (Vec::new(), Vec::new());
         let bytes = (x.len() * 8 + wgrad16::block_positions(nb, g) * c * 4) as f64;
         time(&format!("  1 thread: pad blocked x{nb} (GB/s)"), bytes, || {
-            wgrad16::pad_blocked(&x, None, nb, c, g, &mut bbuf);
+            wgrad16::pad_blocked((&x, None), nb, c, g, &mut bbuf);
         });
-        let xb = wgrad16::pad_blocked(&x, None, nb, c, g, &mut bbuf).to_vec();
+        let xb = wgrad16::pad_blocked((&x, None), nb, c, g, &mut bbuf).to_vec();
         time(&format!("  1 thread: dW blocked x{nb}"), flop, || {
             assert!(wgrad16::weight_grad(&xb, &x, (c, c, nb), g, 1, &mut dw, &mut acc));
         });

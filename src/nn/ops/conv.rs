@@ -493,7 +493,7 @@ fn blocked_weight_grad(
     (xbuf, scratch): (&mut Vec<f32>, &mut Vec<f32>),
 ) -> bool {
     g.wide && wgrad16::applies(g.c) && {
-        let xb = wgrad16::pad_blocked(x, pre, nb, g.c, g.padded(), xbuf);
+        let xb = wgrad16::pad_blocked((x, pre), nb, g.c, g.padded(), xbuf);
         wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), g.padded(), g.s, dw, scratch)
     }
 }
@@ -513,7 +513,7 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
         // The padded planes of the planar kernels, where one of them runs.
         let planar = (want_dw && !blocked) || (dx.is_some() && !tight_dx);
         // Aligned where the weight-gradient kernel's vector loads start: x's planes, g's first value.
-        let xp: &[f32] = if want_dw && !blocked { direct::pad_chunk_with(x, pre, nb, g.c, pg, xbuf, 0) } else { &[] };
+        let xp: &[f32] = if want_dw && !blocked { direct::pad_chunk_with((x, pre), nb, g.c, pg, xbuf, 0) } else { &[] };
         let gp: &[f32] = if planar { direct::pad_chunk(gout, nb, g.co, pg, gbuf, wp + 1) } else { &[] };
         // dW_tap (co x c) = G (co x nb*plane) . X_tap^T: a direct kernel, or one strided GEMM per tap.
         let direct_dw = blocked || want_dw && direct::conv3x3_weight_grad(xp, gp, g.c, g.co, nb, pg, dw);

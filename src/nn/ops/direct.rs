@@ -71,7 +71,7 @@ pub fn aligned(buf: &mut Vec<f32>, len: usize, lead: usize) -> &mut [f32] {
 
 /// Copies `c` planes of `h x w` into zero-padded planes (one image; see [`pad_chunk`]).
 pub fn pad_planes<'b>(x: &[f32], pre: Option<&Deferred>, c: usize, g: Padded, buf: &'b mut Vec<f32>) -> &'b [f32] {
-    pad_chunk_with(x, pre, 1, c, g, buf, 0)
+    pad_chunk_with((x, pre), 1, c, g, buf, 0)
 }
 
 /// Pads `b` images (`x` holds them NCHW, `c` channels each) into channel-major planes
@@ -79,13 +79,12 @@ pub fn pad_planes<'b>(x: &[f32], pre: Option<&Deferred>, c: usize, g: Padded, bu
 /// `buf` at the place where element `lead` is 64-byte aligned ([`aligned`]); returns them. Every
 /// value is written (data, borders, slack), so re-using `buf` costs one copy of the data.
 pub fn pad_chunk<'b>(x: &[f32], b: usize, c: usize, g: Padded, buf: &'b mut Vec<f32>, lead: usize) -> &'b [f32] {
-    pad_chunk_with(x, None, b, c, g, buf, lead)
+    pad_chunk_with((x, None), b, c, g, buf, lead)
 }
 
 /// [`pad_chunk`] of the values of `x` mapped by `pre` (a deferred batch norm + ReLU), if any.
 pub fn pad_chunk_with<'b>(
-    x: &[f32],
-    pre: Option<&Deferred>,
+    (x, pre): (&[f32], Option<&Deferred>),
     b: usize,
     c: usize,
     g: Padded,

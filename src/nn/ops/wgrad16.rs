@@ -36,8 +36,7 @@ pub fn block_positions(nb: usize, g: Padded) -> usize {
 /// each 16 consecutive pixels of 16 channels are one in-register 16 x 16 transpose. With `pre` (a
 /// deferred batch norm + ReLU) the copied values are its map of `x`'s.
 pub fn pad_blocked<'b>(
-    x: &[f32],
-    pre: Option<&Deferred>,
+    (x, pre): (&[f32], Option<&Deferred>),
     nb: usize,
     c: usize,
     g: Padded,
@@ -316,7 +315,7 @@ mod tests {
     fn pad_blocked_case(nb: usize, c: usize, g: Padded) {
         let x: Vec<f32> = (0..nb * c * g.h * g.w).map(|i| i as f32 + 1.0).collect();
         let mut buf = vec![f32::NAN; 10];
-        let xb = pad_blocked(&x, None, nb, c, g, &mut buf);
+        let xb = pad_blocked((&x, None), nb, c, g, &mut buf);
         let bs = block_positions(nb, g);
         assert_eq!(xb.len(), c / BLOCK * bs * BLOCK);
         assert_eq!(xb.as_ptr() as usize % 64, 0);
@@ -362,7 +361,7 @@ mod tests {
             let want = naive_weight_grad(&x, &gy, (nb, c, co), (h, w), s);
             let g = Padded { h, w };
             let (mut xbuf, mut acc) = (vec![f32::NAN; 3], vec![f32::NAN; 5]);
-            let xb = pad_blocked(&x, None, nb, c, g, &mut xbuf);
+            let xb = pad_blocked((&x, None), nb, c, g, &mut xbuf);
             let mut dw = vec![0.5f32; c * 9 * co];
             assert!(weight_grad(xb, &gy, (c, co, nb), g, s, &mut dw, &mut acc));
             check_weight_grad(&dw, 0.5, &want, (c, co), &format!("blocked {h}x{w} nb{nb} stride {s}"));
