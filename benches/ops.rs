@@ -85,7 +85,7 @@ fn kernels_alone(c: usize, hw: usize) {
     use kdscope::nn::ops::tight;
     if tight::applies(hw, hw) {
         let mut tbuf = Vec::new();
-        let xt = tight::pad_tight(&x, None, (nb, c), (hw, hw), &mut tbuf).to_vec();
+        let xt = tight::pad_tight((&x, None), (nb, c), (hw, hw), &mut tbuf).to_vec();
         let pl = tight::plane(hw, hw);
         time(&format!("  1 thread: fwd tight x{nb}"), flop, || {
             for b in 0..nb {

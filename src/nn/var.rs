@@ -259,8 +259,7 @@ impl<T> Var<T> {
     /// the model block that made it).
     pub fn data(&self) -> &[f32] {
         assert!(self.pre.is_none(), "the data of a deferred batch norm's output is read by its convolution only");
-        // SAFETY: `self.t` owns the buffer (see module docs).
-        unsafe { std::slice::from_raw_parts(self.ptr.0, self.ptr.1) }
+        self.held()
     }
     /// The same value viewed with another shape of equal size (no copy, no tape entry).
     pub(crate) fn with_shape(mut self, shape: Shape4) -> Self {

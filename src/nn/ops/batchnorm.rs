@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::blas::written;
-use super::deferred::Deferred;
+use super::deferred::{bn_relu, Deferred};
 use super::elementwise::relu_grad;
 use crate::nn::var::{accumulate, finish, finish_deferred, merge_tapes, Dev, Flat, Grads, Saved, Shape4, Var};
 
@@ -298,7 +298,7 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
             let xi = &xd[i * hw..(i + 1) * hw];
             match (rd, cfg.relu) {
                 (None, false) => o.iter_mut().zip(xi).for_each(|(o, &v)| _ = o.write(v * scale + shift)),
-                (None, true) => o.iter_mut().zip(xi).for_each(|(o, &v)| _ = o.write((v * scale + shift).max(0.0))),
+                (None, true) => o.iter_mut().zip(xi).for_each(|(o, &v)| _ = o.write(bn_relu(v, scale, shift))),
                 (Some(rd), relu) => {
                     let it = o.iter_mut().zip(xi).zip(&rd[i * hw..(i + 1) * hw]);
                     if relu {

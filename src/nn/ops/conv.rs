@@ -295,12 +295,12 @@ fn direct_image(
     assert!(pre.is_none() || g.direct(), "a deferred batch norm in the stride-1 copies only");
     with_direct(|buf, scratch, eo| {
         if g.tight() {
-            let xp = tight::pad_tight(x, pre, (1, g.c), (g.h, g.w), buf);
+            let xp = tight::pad_tight((x, pre), (1, g.c), (g.h, g.w), buf);
             let (bias, relu, sums) = epilogue;
             let out = tight::Out::Write { out, bias, res, relu, sums };
             assert!(tight::conv(xp, (g.c, tight::plane(g.h, g.w)), (g.h, g.w), wt, g.co, out));
         } else if g.direct() {
-            let xp = direct::pad_planes(x, pre, g.c, g.padded(), buf);
+            let xp = direct::pad_planes((x, pre), g.c, g.padded(), buf);
             direct::conv3x3_into(xp, (g.c, g.padded().plane()), g.padded(), wt, g.co, out, epilogue, scratch);
         } else if g.pointwise_s2() {
             let xs = direct::even_samples(x, (1, g.c), (g.h, g.w), buf);
@@ -525,7 +525,7 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
         if tight_dx {
             // The output gradient's tight planes take `gbuf` once the weight gradient is done with it.
             let (hw, pl) = ((g.h, g.w), tight::plane(g.h, g.w));
-            let gt = tight::pad_tight(gout, None, (nb, g.co), hw, gbuf);
+            let gt = tight::pad_tight((gout, None), (nb, g.co), hw, gbuf);
             let image =
                 |bi: usize, out: tight::Out| assert!(tight::conv(&gt[bi * pl..], (g.co, nb * pl), hw, wf, g.c, out));
             if let Some(dx) = dx {

@@ -5,7 +5,14 @@
 //!
 //! A [`crate::nn::var::Var`] carrying a [`Deferred`] map holds `x`; every op other than the
 //! convolution sees the mapped values, written out when it splits the value off its tape.
-use rayon::prelude::*;
+
+/// `relu(v · scale + shift)`: the fused batch norm + ReLU's value, in one order of operations
+/// (multiply, add, max) for the batch norm's own output pass and every deferred copy, so they agree
+/// bit for bit.
+#[inline(always)]
+pub fn bn_relu(v: f32, scale: f32, shift: f32) -> f32 {
+    (v * scale + shift).max(0.0)
+}
 
 /// The per-channel affine map of a batch norm (its `scale`, `shift`) followed by a ReLU.
 #[derive(Debug)]
@@ -18,25 +25,27 @@ pub struct Deferred {
 }
 
 impl Deferred {
-    /// `relu(v · scale[c] + shift[c])`, in the batch norm's own order of operations (multiply, add,
-    /// max), so the values are the ones it would have written, bit for bit.
+    /// [`bn_relu`] of `v` with channel `c`'s map.
     #[inline(always)]
     pub fn value(&self, c: usize, v: f32) -> f32 {
-        (v * self.scale[c] + self.shift[c]).max(0.0)
+        bn_relu(v, self.scale[c], self.shift[c])
     }
 
     /// `dst[i] = value(c, src[i])`.
     #[inline]
     pub fn map_into(&self, c: usize, dst: &mut [f32], src: &[f32]) {
         let (a, b) = (self.scale[c], self.shift[c]);
-        dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * a + b).max(0.0));
+        dst.iter_mut().zip(src).for_each(|(d, &v)| *d = bn_relu(v, a, b));
     }
 
-    /// The mapped values of `x` (NCHW, `c` channels of `hw` values), written out by all threads.
+    /// The mapped values of `x` (NCHW, `c` channels of `hw` values), written out by all threads (once
+    /// each, no zero fill first, as the batch norm's own output pass).
     pub fn apply(&self, x: &[f32], c: usize, hw: usize) -> Vec<f32> {
-        let mut out = super::blas::zeroed(x.len());
-        out.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(i, (o, xi))| self.map_into(i % c, o, xi));
-        out
+        let fill = |i: usize, o: &mut [std::mem::MaybeUninit<f32>]| {
+            let (a, b) = (self.scale[i % c], self.shift[i % c]);
+            o.iter_mut().zip(&x[i * hw..(i + 1) * hw]).for_each(|(o, &v)| _ = o.write(bn_relu(v, a, b)));
+        };
+        super::blas::written(x.len(), hw, true, fill).0
     }
 }
 

@@ -70,8 +70,8 @@ pub fn aligned(buf: &mut Vec<f32>, len: usize, lead: usize) -> &mut [f32] {
 }
 
 /// Copies `c` planes of `h x w` into zero-padded planes (one image; see [`pad_chunk`]).
-pub fn pad_planes<'b>(x: &[f32], pre: Option<&Deferred>, c: usize, g: Padded, buf: &'b mut Vec<f32>) -> &'b [f32] {
-    pad_chunk_with((x, pre), 1, c, g, buf, 0)
+pub fn pad_planes<'b>(x: (&[f32], Option<&Deferred>), c: usize, g: Padded, buf: &'b mut Vec<f32>) -> &'b [f32] {
+    pad_chunk_with(x, 1, c, g, buf, 0)
 }
 
 /// Pads `b` images (`x` holds them NCHW, `c` channels each) into channel-major planes
@@ -1243,7 +1243,7 @@ pub(super) mod tests {
             let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
             let g = Padded { h, w };
             let mut xp = Vec::new();
-            let xp = pad_planes(&x, None, c, g, &mut xp);
+            let xp = pad_planes((&x, None), c, g, &mut xp);
             let mut out = vec![0.0; co * h * w];
             let mut s = Vec::new();
             conv3x3(xp, c, g.plane(), g, &wt, co, &mut out, false, &mut s);

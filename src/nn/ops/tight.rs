@@ -36,8 +36,7 @@ pub fn plane(h: usize, w: usize) -> usize {
 /// major (`[c][b][plane]`: one channel of all `b` images contiguous, as
 /// [`super::direct::pad_chunk`]), in `buf` from a 64-byte line; returns them. Every value is written.
 pub fn pad_tight<'b>(
-    x: &[f32],
-    pre: Option<&Deferred>,
+    (x, pre): (&[f32], Option<&Deferred>),
     (b, c): (usize, usize),
     (h, w): (usize, usize),
     buf: &'b mut Vec<f32>,
@@ -370,7 +369,7 @@ mod tests {
             let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 96.0).collect();
             let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.25 - 1.0).collect();
             let mut buf = vec![f32::NAN; 7];
-            let xp = pad_tight(&x, None, (nb, c), (h, w), &mut buf);
+            let xp = pad_tight((&x, None), (nb, c), (h, w), &mut buf);
             let (pl, hw) = (plane(h, w), h * w);
             let b = nb - 1;
             let want = naive(&x[b * c * hw..(b + 1) * c * hw], (c, h, w), &wt, co);
