@@ -5,6 +5,11 @@
 #
 #   scripts/bench_vs_pytorch.sh            # 2 rounds, batches 128 and 32, ResNet-20/56 and KD 56 -> 20
 #   ROUNDS=1 BATCHES=32 scripts/bench_vs_pytorch.sh
+#   SIMD=avx2 scripts/bench_vs_pytorch.sh  # both held to AVX2 + FMA on an AVX-512 machine
+#
+# SIMD=avx2 runs kdscope with KDSCOPE_SIMD=avx2 and PyTorch with ATEN_CPU_CAPABILITY=avx2 and
+# ONEDNN_MAX_CPU_ISA=AVX2: the instruction set of the pool's AMD Zen 3 machines, on this CPU's cores
+# and caches (a proxy for Zen 3, not a measurement of it; kdscope's gemm-crate products keep AVX-512).
 #
 # Needs a release build (cargo build --release) and the anchor's venv:
 #   python3 -m venv .venv-anchors && .venv-anchors/bin/pip install torch numpy
@@ -18,6 +23,11 @@ PY=${PY:-.venv-anchors/bin/python}
 ANCHOR=${ANCHOR:-../shared/anchors/pytorch_cifar_bench.py}
 KDS=${KDS:-target/release/kdscope}
 TUNED="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967295"
+if [ -n "${SIMD:-}" ]; then
+  [ "$SIMD" = avx2 ] || { echo "SIMD=$SIMD: only SIMD=avx2 is supported" >&2; exit 2; }
+  export KDSCOPE_SIMD=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+  echo "held to AVX2 + FMA: KDSCOPE_SIMD=$KDSCOPE_SIMD ATEN_CPU_CAPABILITY=$ATEN_CPU_CAPABILITY ONEDNN_MAX_CPU_ISA=$ONEDNN_MAX_CPU_ISA"
+fi
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 lscpu | grep -E '^Model name|^CPU family|^Model:' | sed 's/  */ /g'

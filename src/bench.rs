@@ -220,7 +220,7 @@ pub fn fma_peak_gflops() -> f64 {
     (0..4)
         .map(|_| {
             let t = Instant::now();
-            let runs = rayon::broadcast(|_| pulp::Arch::new().dispatch(Chains(iters)));
+            let runs = rayon::broadcast(|_| crate::nn::ops::cpu::arch().dispatch(Chains(iters)));
             let secs = t.elapsed().as_secs_f64();
             std::hint::black_box(runs.iter().map(|r| r.0).sum::<f32>());
             let lanes: usize = runs.iter().map(|r| r.1).sum();

@@ -384,3 +384,41 @@ fn parquet_page_headers_are_checked_before_decoding() {
     let e = kdscope::metrics::export::read_parquet(&p).err().map(|e| e.to_string()).unwrap();
     assert!(e.contains("declares -34 values"), "{e}");
 }
+
+/// `KDSCOPE_SIMD` holds every kernel to a narrower instruction set (the AVX2 kernels of the Zen 3
+/// machines, run on an AVX-512 one): `kdscope bench` names the level that ran, a 2-epoch run at each
+/// level this CPU has ends at the same loss (the levels differ only in the order of float sums),
+/// and a misspelt level is refused by name before anything runs.
+#[test]
+fn kernels_held_to_each_simd_level_train_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = kdscope(&["bench", "--archs", "resnet8"]).env("KDSCOPE_SIMD", "avx3").output().unwrap();
+    fails_with(bad, &["KDSCOPE_SIMD is \"avx3\"", "avx512, avx2, portable"]);
+    let mut losses = Vec::new();
+    for (level, kernels) in
+        [("avx512", "AVX-512 (16 lanes)"), ("avx2", "AVX2 + FMA (8 lanes)"), ("portable", "portable")]
+    {
+        let bench = kdscope(&["bench", "--archs", "resnet8", "--batch", "4", "--iters", "1", "--reps", "1"])
+            .env("KDSCOPE_SIMD", level)
+            .output()
+            .unwrap();
+        if !bench.status.success() && text(&bench).contains("which this CPU does not have") {
+            eprintln!("{level}: not on this CPU");
+            continue;
+        }
+        assert!(bench.status.success() && text(&bench).contains(&format!("kernels: {kernels}")), "{}", text(&bench));
+        let out = dir.path().join(format!("{level}.safetensors"));
+        let mut c = kdscope(&["train", "--synth", SYNTH, "--arch", "resnet8", "--epochs", "2", "--batch-size", "32"]);
+        let o = c.arg("--out").arg(&out).env("KDSCOPE_SIMD", level).output().unwrap();
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        let last = t.lines().rfind(|l| l.contains("train loss")).unwrap_or_else(|| panic!("{t}"));
+        let loss: f64 =
+            last.split("train loss").nth(1).and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap();
+        losses.push((level, loss));
+    }
+    assert!(!losses.is_empty());
+    for &(level, loss) in &losses {
+        assert!((loss - losses[0].1).abs() < 2e-3, "{level}: train loss {loss} against {losses:?}");
+    }
+}

@@ -22,14 +22,58 @@ pub fn f32_lanes() -> usize {
         }
     }
     static LANES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *LANES.get_or_init(|| pulp::Arch::new().dispatch(Lanes))
+    *LANES.get_or_init(|| arch().dispatch(Lanes))
+}
+
+/// The SIMD levels [`arch`] can be held to by `KDSCOPE_SIMD`.
+pub const SIMD_LEVELS: [&str; 3] = ["avx512", "avx2", "portable"];
+
+/// The instruction set every kernel dispatches to: the widest this CPU has, or a narrower one where
+/// the environment variable `KDSCOPE_SIMD` asks for it (`avx2`: AVX2 + FMA, 8 lanes, the AMD Zen 3
+/// machines' level; `portable`: no AVX2; `avx512`: the widest, as unset). So the kernels an AVX2
+/// CPU runs can be run, tested and timed on an AVX-512 machine. The matrix products of the
+/// `gemm` crate (stride-2 and 1x1 convolutions through im2col, linear layers) keep their own
+/// dispatch. A value that is not one of [`SIMD_LEVELS`], or asks for a level this CPU lacks, is
+/// refused by [`check_simd_env`]; the kernels then use the widest level.
+pub fn arch() -> pulp::Arch {
+    static ARCH: std::sync::OnceLock<pulp::Arch> = std::sync::OnceLock::new();
+    *ARCH
+        .get_or_init(|| level_arch(std::env::var("KDSCOPE_SIMD").ok().as_deref()).unwrap_or_else(|_| pulp::Arch::new()))
+}
+
+/// Checks `KDSCOPE_SIMD` (see [`arch`]): an error that names the value and the accepted ones.
+pub fn check_simd_env() -> anyhow::Result<()> {
+    level_arch(std::env::var("KDSCOPE_SIMD").ok().as_deref()).map(|_| ())
+}
+
+/// The dispatch for a requested level (`None`: the widest).
+fn level_arch(level: Option<&str>) -> anyhow::Result<pulp::Arch> {
+    let best = pulp::Arch::new();
+    let Some(level) = level.map(str::trim).filter(|l| !l.is_empty()) else { return Ok(best) };
+    let accepted = SIMD_LEVELS.join(", ");
+    #[cfg(target_arch = "x86_64")]
+    {
+        use pulp::x86::{V3, V4};
+        let arch = match level.to_ascii_lowercase().as_str() {
+            "avx512" => V4::try_new().map(pulp::Arch::V4),
+            "avx2" => V3::try_new().map(pulp::Arch::V3),
+            "portable" => Some(pulp::Arch::Scalar),
+            _ => anyhow::bail!("KDSCOPE_SIMD is {level:?}: expected one of {accepted}"),
+        };
+        arch.ok_or_else(|| anyhow::anyhow!("KDSCOPE_SIMD is {level:?}, which this CPU does not have"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        anyhow::ensure!(SIMD_LEVELS.contains(&level), "KDSCOPE_SIMD is {level:?}: expected one of {accepted}");
+        Ok(best)
+    }
 }
 
 thread_local! {
     pub(super) static NARROW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Whether the kernels written for AVX-512 only ([`super::tight`], [`super::wgrad16`]) may run on
+/// Whether the kernels written for AVX-512 only ([`super::tight`], 16-channel blocks of [`super::wgrad_blocked`]) may run on
 /// this thread: the CPU has AVX-512 and [`without_wide_kernels`] is not in force. The convolution
 /// decides once per call, on the calling thread.
 pub fn wide_kernels() -> bool {
@@ -49,7 +93,7 @@ pub fn without_wide_kernels<R>(f: impl FnOnce() -> R) -> R {
 /// `pulp`'s per-level functions they are vectorised for the level that runs.
 #[inline(always)]
 pub(crate) fn multiversioned<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(f)
+    arch().dispatch(f)
 }
 
 /// Bytes of this CPU's level-`level` data cache per core (Linux sysfs), read once; `fallback` where
@@ -96,6 +140,23 @@ mod tests {
         assert_eq!(cache_bytes(3 + 6, 777), 777);
         if std::path::Path::new("/sys/devices/system/cpu/cpu0/cache/index0/size").exists() {
             assert!(cache_bytes(1, 0) >= 16 << 10);
+        }
+    }
+
+    #[test]
+    fn simd_levels_are_checked() {
+        let e = level_arch(Some("avx3")).unwrap_err().to_string();
+        assert!(e.contains("\"avx3\"") && e.contains("avx512, avx2, portable"), "{e}");
+        assert!(matches!(level_arch(Some("portable")), Ok(pulp::Arch::Scalar)));
+        assert!(level_arch(None).is_ok() && level_arch(Some(" ")).is_ok());
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            assert_eq!(matches!(level_arch(Some("AVX2")), Ok(pulp::Arch::V3(_))), avx2);
+            if !is_x86_feature_detected!("avx512f") {
+                let e = level_arch(Some("avx512")).unwrap_err().to_string();
+                assert!(e.contains("does not have"), "{e}");
+            }
         }
     }
 }
