@@ -104,17 +104,18 @@ fn kernels_alone(c: usize, hw: usize) {
     time(&format!("  1 thread: dW kernel x{nb}"), flop, || {
         assert!(conv3x3_weight_grad(xp, gp, c, c, nb, g, &mut dw), "no SIMD weight-gradient kernel on this CPU");
     });
-    // The same weight gradient over the channel-blocked copy (AVX-512, whole blocks of 16).
-    use kdscope::nn::ops::wgrad16;
-    if wgrad16::applies(c) {
+    // The same weight gradient over the channel-blocked copy (blocks of 16 channels with AVX-512,
+    // of 8 with AVX2 + FMA or KDSCOPE_SIMD=avx2).
+    use kdscope::nn::ops::wgrad_blocked as wb;
+    if let Some(l) = wb::lanes(true).filter(|&l| wb::applies(c, l)) {
         let (mut bbuf, mut acc) = (Vec::new(), Vec::new());
-        let bytes = (x.len() * 8 + wgrad16::block_positions(nb, g) * c * 4) as f64;
+        let bytes = (x.len() * 8 + wb::block_positions(nb, g) * c * 4) as f64;
         time(&format!("  1 thread: pad blocked x{nb} (GB/s)"), bytes, || {
-            wgrad16::pad_blocked((&x, None), nb, c, g, &mut bbuf);
+            wb::pad_blocked((&x, None), (nb, c, l), g, &mut bbuf);
         });
-        let xb = wgrad16::pad_blocked((&x, None), nb, c, g, &mut bbuf).to_vec();
-        time(&format!("  1 thread: dW blocked x{nb}"), flop, || {
-            assert!(wgrad16::weight_grad(&xb, &x, (c, c, nb), g, 1, &mut dw, &mut acc));
+        let xb = wb::pad_blocked((&x, None), (nb, c, l), g, &mut bbuf).to_vec();
+        time(&format!("  1 thread: dW blocked L{l} x{nb}"), flop, || {
+            assert!(wb::weight_grad(&xb, &x, (c, c, nb, l), (g, 1), &mut dw, &mut acc));
         });
     }
     std::hint::black_box((&out, &dw));

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::blas::{add_into, sgemm, sgemm_strided, threads, written, zeroed, Mat, SyncPtr};
 use super::deferred::Deferred;
 use super::direct::{self, Padded};
-use super::{tight, wgrad16};
+use super::{tight, wgrad_blocked};
 use crate::nn::var::{accumulate_with, finish, Dev, Flat, Grads, Shape4, Var};
 
 /// Convolution hyper-parameters (square kernels are the common case but not required).
@@ -484,18 +484,18 @@ struct Chunk<'a> {
 }
 
 /// The weight gradient of `nb` consecutive images (`x`, `gout` NCHW) of a 3x3 convolution (stride
-/// 1 or 2) over a channel-blocked copy of the input ([`wgrad16`]), added into `dw`, where the CPU
-/// and the channel count allow it (AVX-512, `c` a multiple of 16); `false` (nothing done) elsewhere.
+/// 1 or 2) over a channel-blocked copy of the input ([`wgrad_blocked`]), added into `dw`, where the
+/// CPU and the channel count allow it (AVX-512 or AVX2 + FMA, `c` a multiple of the vector's 16 or 8
+/// lanes); `false` (nothing done) elsewhere.
 fn blocked_weight_grad(
     (x, pre, gout, nb): (&[f32], Option<&Deferred>, &[f32], usize),
     g: &Geo,
     dw: &mut [f32],
     (xbuf, scratch): (&mut Vec<f32>, &mut Vec<f32>),
 ) -> bool {
-    g.wide && wgrad16::applies(g.c) && {
-        let xb = wgrad16::pad_blocked((x, pre), nb, g.c, g.padded(), xbuf);
-        wgrad16::weight_grad(xb, gout, (g.c, g.co, nb), g.padded(), g.s, dw, scratch)
-    }
+    let Some(lanes) = wgrad_blocked::lanes(g.wide).filter(|&l| wgrad_blocked::applies(g.c, l)) else { return false };
+    let xb = wgrad_blocked::pad_blocked((x, pre), (nb, g.c, lanes), g.padded(), xbuf);
+    wgrad_blocked::weight_grad(xb, gout, (g.c, g.co, nb, lanes), (g.padded(), g.s), dw, scratch)
 }
 
 /// Direct-path backward of `nb` consecutive images (`x`, `gout` hold them NCHW): `dW` by one

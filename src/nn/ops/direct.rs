@@ -13,8 +13,8 @@
 //! output channels x 16 positions; without either a portable version of the same loop runs.
 //! Where the CPU has AVX-512, the convolution layers take two other kernels for stride 1 instead:
 //! `super::tight` for the forward and the input gradient (no padding column, no unpadding pass) and
-//! `super::wgrad16` for the weight gradient (channel-blocked input); the stride-2 and 1x1 paths
-//! below serve every CPU.
+//! `super::wgrad_blocked` for the weight gradient (channel-blocked input, also with AVX2 + FMA);
+//! the stride-2 and 1x1 paths below serve every CPU.
 
 use std::mem::MaybeUninit;
 
@@ -166,7 +166,7 @@ fn tiles<'s>(
     // Every element is written by the kernels; aligned, so the tiles' stores are too.
     let s = aligned(scratch, co * ql, 0);
     let kernel = simd::Conv { xp, c, plane: cstride, g, taps, wt, co, s: &mut *s };
-    if !pulp::Arch::new().dispatch(kernel) {
+    if !super::cpu::arch().dispatch(kernel) {
         portable(xp, c, cstride, g, taps, wt, co, s);
     }
     s
@@ -517,7 +517,7 @@ fn weight_grad(
     // cache, so the passes of every output channel re-read them from L2, not from L3 or memory.
     let per = if s2 { 4 * c } else { c };
     let seg = (super::cpu::cache_bytes(2, 512 << 10) / 2 / (4 * (per + 3))).max(128);
-    pulp::Arch::new().dispatch(simd::WeightGrad { xp, gp, c, co, nb, g, s2, dw, seg })
+    super::cpu::arch().dispatch(simd::WeightGrad { xp, gp, c, co, nb, g, s2, dw, seg })
 }
 
 /// Offsets of the 9 taps on the padded grid.

@@ -18,7 +18,7 @@ mod threads;
 #[doc(hidden)]
 pub mod tight;
 #[doc(hidden)]
-pub mod wgrad16;
+pub mod wgrad_blocked;
 
 pub use batchnorm::{batch_norm, eval_affine, BnCfg, RunningStats};
 pub use conv::{conv2d, conv2d_folded, out_size, ConvCfg};

@@ -1,27 +1,45 @@
 //! Weight gradient of the 3x3 / padding 1 convolution (stride 1 or 2) over a channel-blocked copy
-//! of the input, for AVX-512 (16 lanes, 32 registers) and input channels in whole blocks of 16.
+//! of the input: blocks of 16 input channels with AVX-512 (32 registers), of 8 with AVX2 + FMA (16
+//! registers), input channels in whole blocks.
 //!
 //! [`pad_blocked`] copies a chunk of `nb` images into zero-padded planes (the layout of
 //! [`super::direct::pad_chunk`]: rows of `wp = w + 1`, `nb` planes one after the other) whose
-//! positions each hold 16 input channels, one 64-byte line: `[c / 16][position][16]`. For input
-//! channel block `cb`, output channel `o` and tap `t`, the 16 lanes of
-//! `sum_(b, y, x) g[b][o][y][x] * xb[cb][b * plane + y * wp + x + taps[t]]` are the weight gradients
-//! of the 16 input channels. [`weight_grad`] computes them with 3 output channels x 9 taps of
-//! accumulators in registers: per output position, 3 broadcasts of the output gradient (read where
-//! it lies, unpadded) and 9 whole-line loads of the input serve 27 FMAs, with no horizontal sums and
-//! no position outside the images (the planar kernel of [`super::direct::conv3x3_weight_grad`] runs
-//! over the padded grid, 9-29 % more positions at 32x32-8x8, with unaligned loads).
+//! positions each hold one block of `L` input channels, one vector: `[c / L][position][L]`. For
+//! input channel block `cb`, output channel `o` and tap `t`, the `L` lanes of
+//! `sum_(b, y, x) g[b][o][y][x] * xb[cb][b * plane + y * wp + x + taps[t]]` are the weight
+//! gradients of the block's `L` input channels, with no horizontal sums and no position outside the
+//! images (the planar kernel of [`super::direct::conv3x3_weight_grad`] runs over the padded grid,
+//! 9-29 % more positions at 32x32-8x8, with unaligned loads). [`weight_grad`] holds in registers:
+//! - AVX-512: 3 output channels x 9 taps. Per output position, 3 broadcasts of the output gradient
+//!   (read where it lies, unpadded) and 9 whole-line loads of the input serve 27 FMAs.
+//! - AVX2: 4 output channels x the 3 taps of one kernel row, one pass per row over a segment of
+//!   positions held in L1. Per position, 3 input loads and 4 broadcasts serve 12 FMAs (12
+//!   accumulators, 3 inputs and 1 broadcast: AVX2's 16 registers).
 use super::cpu;
 use super::deferred::Deferred;
 use super::direct::{aligned, taps, Padded};
 use pulp::{Simd, WithSimd};
 
-/// Input channels per block: one AVX-512 vector.
-pub const BLOCK: usize = 16;
+/// Input channels per block of this thread's kernels (one vector): 16 with AVX-512 where the
+/// AVX-512-only kernels may run (`wide`, [`cpu::wide_kernels`]), 8 with AVX2 + FMA; `None` where
+/// neither runs (the planar kernel serves).
+pub fn lanes(wide: bool) -> Option<usize> {
+    match cpu::f32_lanes() {
+        16 if wide => Some(16),
+        8 => Some(8),
+        _ => None,
+    }
+}
 
-/// Whether [`weight_grad`] serves a convolution with `c` input channels on this CPU.
-pub fn applies(c: usize) -> bool {
-    c > 0 && c.is_multiple_of(BLOCK) && cpu::f32_lanes() == BLOCK
+/// Whether [`weight_grad`] serves a convolution with `c` input channels in blocks of `lanes` (8 or
+/// 16) on this CPU.
+pub fn applies(c: usize, lanes: usize) -> bool {
+    let level = match lanes {
+        16 => cpu::f32_lanes() >= 16,
+        8 => cpu::f32_lanes() >= 8,
+        _ => false,
+    };
+    level && c > 0 && c.is_multiple_of(lanes)
 }
 
 /// Positions per channel block in [`pad_blocked`]'s buffer: the `nb` planes and one more, the
@@ -30,68 +48,94 @@ pub fn block_positions(nb: usize, g: Padded) -> usize {
     nb * g.plane() + 1
 }
 
-/// Copies `nb` images (`x` holds them NCHW, `c` channels each, `c` a multiple of [`BLOCK`]) into
-/// channel-blocked, zero-padded planes `[c / 16][nb * plane + 1][16]` in `buf`, starting on a
-/// 64-byte line, and returns them. Every value is written (data, borders, slack). With AVX-512
-/// each 16 consecutive pixels of 16 channels are one in-register 16 x 16 transpose. With `pre` (a
-/// deferred batch norm + ReLU) the copied values are its map of `x`'s.
+/// Copies `nb` images (`x` holds them NCHW, `c` channels each, `c` a multiple of `lanes`, 8 or
+/// 16) into channel-blocked, zero-padded planes `[c / lanes][nb * plane + 1][lanes]` in `buf`,
+/// starting on a 64-byte line, and returns them. Every value is written (data, borders, slack).
+/// Each `lanes` consecutive pixels of a block's channels are one in-register transpose (16 x 16
+/// with AVX-512, 8 x 8 with AVX). With `pre` (a deferred batch norm + ReLU) the copied values are
+/// its map of `x`'s.
 pub fn pad_blocked<'b>(
+    (x, pre): (&[f32], Option<&Deferred>),
+    (nb, c, lanes): (usize, usize, usize),
+    g: Padded,
+    buf: &'b mut Vec<f32>,
+) -> &'b [f32] {
+    match lanes {
+        16 => pad_blocked_at::<16>((x, pre), nb, c, g, buf),
+        8 => pad_blocked_at::<8>((x, pre), nb, c, g, buf),
+        _ => panic!("pad_blocked: blocks of {lanes} channels (8 or 16 only)"),
+    }
+}
+
+fn pad_blocked_at<'b, const L: usize>(
     (x, pre): (&[f32], Option<&Deferred>),
     nb: usize,
     c: usize,
     g: Padded,
     buf: &'b mut Vec<f32>,
 ) -> &'b [f32] {
-    assert!(c.is_multiple_of(BLOCK) && x.len() >= nb * c * g.h * g.w, "pad_blocked: {c} channels, {} values", x.len());
+    assert!(c.is_multiple_of(L) && x.len() >= nb * c * g.h * g.w, "pad_blocked: {c} channels, {} values", x.len());
     let (h, w, wp, plane, hw) = (g.h, g.w, g.wp(), g.plane(), g.h * g.w);
     let bs = block_positions(nb, g);
-    let out = aligned(buf, c / BLOCK * bs * BLOCK, 0);
+    let out = aligned(buf, c / L * bs * L, 0);
     #[cfg(target_arch = "x86_64")]
-    let avx512 = is_x86_feature_detected!("avx512f");
-    for (cb, blk) in out.chunks_exact_mut(bs * BLOCK).enumerate() {
+    let fast = match L {
+        16 => is_x86_feature_detected!("avx512f"),
+        _ => is_x86_feature_detected!("avx"),
+    };
+    for (cb, blk) in out.chunks_exact_mut(bs * L).enumerate() {
         // Each channel's (scale, shift), where the values are mapped.
-        let ab: Option<[(f32, f32); BLOCK]> =
-            pre.map(|p| std::array::from_fn(|l| (p.scale[cb * BLOCK + l], p.shift[cb * BLOCK + l])));
+        let ab: Option<[(f32, f32); L]> =
+            pre.map(|p| std::array::from_fn(|l| (p.scale[cb * L + l], p.shift[cb * L + l])));
         for bi in 0..nb {
-            let dst = &mut blk[bi * plane * BLOCK..(bi + 1) * plane * BLOCK];
+            let dst = &mut blk[bi * plane * L..(bi + 1) * plane * L];
             // The zero row above and the first row's left border; each row's right border (the
             // next row's left one); the rest of the zero row below.
-            dst[..(wp + 1) * BLOCK].fill(0.0);
+            dst[..(wp + 1) * L].fill(0.0);
             for y in 0..h {
-                dst[(y + 2) * wp * BLOCK..((y + 2) * wp + 1) * BLOCK].fill(0.0);
+                dst[(y + 2) * wp * L..((y + 2) * wp + 1) * L].fill(0.0);
             }
-            dst[((h + 1) * wp + 1) * BLOCK..].fill(0.0);
-            let src: [&[f32]; BLOCK] = std::array::from_fn(|l| {
-                let p = (bi * c + cb * BLOCK + l) * hw;
+            dst[((h + 1) * wp + 1) * L..].fill(0.0);
+            let src: [&[f32]; L] = std::array::from_fn(|l| {
+                let p = (bi * c + cb * L + l) * hw;
                 &x[p..p + hw]
             });
             // Pixel `p` (row `p / w`, column `p % w`) goes to padded position `(y + 1) * wp + x + 1`.
             let (mut p, mut y, mut xx) = (0, 0, 0);
             #[cfg(target_arch = "x86_64")]
-            while avx512 && p + BLOCK <= hw {
-                let rows: [*const f32; BLOCK] = std::array::from_fn(|l| src[l][p..p + BLOCK].as_ptr());
-                let mut cols = [std::ptr::null_mut(); BLOCK];
+            while fast && p + L <= hw {
+                let rows: [*const f32; L] = std::array::from_fn(|l| src[l][p..p + L].as_ptr());
+                let mut cols = [std::ptr::null_mut(); L];
                 for col in cols.iter_mut() {
-                    *col = dst[((y + 1) * wp + xx + 1) * BLOCK..][..BLOCK].as_mut_ptr();
+                    *col = dst[((y + 1) * wp + xx + 1) * L..][..L].as_mut_ptr();
                     (y, xx) = if xx + 1 == w { (y + 1, 0) } else { (y, xx + 1) };
                 }
-                // SAFETY: AVX-512F is present; each pointer is 16 values within `x` or `dst`, as
-                // the slicing above checked.
-                unsafe { transpose16(rows, cols, ab) };
-                p += BLOCK;
+                // SAFETY: `fast` found the instructions of the transpose for `L`; each pointer is
+                // `L` values within `x` or `dst`, as the slicing above checked.
+                unsafe {
+                    match (<[_; 16]>::try_from(&rows[..]), <[_; 16]>::try_from(&cols[..])) {
+                        (Ok(r), Ok(cl)) => transpose16(r, cl, ab.map(|ab| std::array::from_fn(|l| ab[l]))),
+                        _ => transpose8(
+                            std::array::from_fn(|l| rows[l]),
+                            std::array::from_fn(|l| cols[l]),
+                            ab.map(|ab| std::array::from_fn(|l| ab[l])),
+                        ),
+                    }
+                }
+                p += L;
             }
             for pixel in p..hw {
-                let d = &mut dst[((y + 1) * wp + xx + 1) * BLOCK..][..BLOCK];
+                let d = &mut dst[((y + 1) * wp + xx + 1) * L..][..L];
                 for (l, (v, plane)) in d.iter_mut().zip(&src).enumerate() {
                     *v = match pre {
-                        Some(p) => p.value(cb * BLOCK + l, plane[pixel]),
+                        Some(p) => p.value(cb * L + l, plane[pixel]),
                         None => plane[pixel],
                     };
                 }
                 (y, xx) = if xx + 1 == w { (y + 1, 0) } else { (y, xx + 1) };
             }
         }
-        blk[nb * plane * BLOCK..].fill(0.0);
+        blk[nb * plane * L..].fill(0.0);
     }
     out
 }
@@ -106,29 +150,29 @@ pub fn pad_blocked<'b>(
 /// batch norm's own order).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose16(rows: [*const f32; BLOCK], cols: [*mut f32; BLOCK], ab: Option<[(f32, f32); BLOCK]>) {
+unsafe fn transpose16(rows: [*const f32; 16], cols: [*mut f32; 16], ab: Option<[(f32, f32); 16]>) {
     use std::arch::x86_64::*;
-    let mut r = [_mm512_setzero_ps(); BLOCK];
-    for l in 0..BLOCK {
+    let mut r = [_mm512_setzero_ps(); 16];
+    for l in 0..16 {
         r[l] = _mm512_loadu_ps(rows[l]);
     }
     if let Some(ab) = ab {
         let zero = _mm512_setzero_ps();
-        for l in 0..BLOCK {
+        for l in 0..16 {
             let v = _mm512_add_ps(_mm512_mul_ps(r[l], _mm512_set1_ps(ab[l].0)), _mm512_set1_ps(ab[l].1));
             r[l] = _mm512_max_ps(v, zero);
         }
     }
     // t[2i] / t[2i + 1], 128-bit lane k: (r[2i][4k], r[2i+1][4k], r[2i][4k+1], r[2i+1][4k+1]) / the
     // same of 4k + 2 and 4k + 3.
-    let mut t = [_mm512_setzero_ps(); BLOCK];
-    for i in 0..BLOCK / 2 {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
     }
     // u[4i + j], lane k: rows 4i..4i + 4 of column 4k + j.
-    let mut u = [_mm512_setzero_ps(); BLOCK];
-    for i in 0..BLOCK / 4 {
+    let mut u = [_mm512_setzero_ps(); 16];
+    for i in 0..4 {
         u[4 * i] = _mm512_shuffle_ps::<0x44>(t[4 * i], t[4 * i + 2]);
         u[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(t[4 * i], t[4 * i + 2]);
         u[4 * i + 2] = _mm512_shuffle_ps::<0x44>(t[4 * i + 1], t[4 * i + 3]);
@@ -147,21 +191,63 @@ unsafe fn transpose16(rows: [*const f32; BLOCK], cols: [*mut f32; BLOCK], ab: Op
     }
 }
 
+/// `cols[k][l] = rows[l][k]` for an 8 x 8 block: 8 loads, pairs of rows interleaved, 4 x 4
+/// transposes within each 128-bit half, then the halves exchanged, 8 stores.
+///
+/// # Safety
+/// The CPU has AVX; each `rows[l]` is 8 readable values, each `cols[k]` 8 writable ones. `ab` as
+/// [`transpose16`]'s.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8(rows: [*const f32; 8], cols: [*mut f32; 8], ab: Option<[(f32, f32); 8]>) {
+    use std::arch::x86_64::*;
+    let mut r = [_mm256_setzero_ps(); 8];
+    for l in 0..8 {
+        r[l] = _mm256_loadu_ps(rows[l]);
+    }
+    if let Some(ab) = ab {
+        let zero = _mm256_setzero_ps();
+        for l in 0..8 {
+            let v = _mm256_add_ps(_mm256_mul_ps(r[l], _mm256_set1_ps(ab[l].0)), _mm256_set1_ps(ab[l].1));
+            r[l] = _mm256_max_ps(v, zero);
+        }
+    }
+    // t[2i] / t[2i + 1], half k: (r[2i][4k], r[2i+1][4k], r[2i][4k+1], r[2i+1][4k+1]) / the same of
+    // 4k + 2 and 4k + 3.
+    let mut t = [_mm256_setzero_ps(); 8];
+    for i in 0..4 {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4i + j], half k: rows 4i..4i + 4 of column 4k + j.
+    let mut u = [_mm256_setzero_ps(); 8];
+    for i in 0..2 {
+        u[4 * i] = _mm256_shuffle_ps::<0x44>(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm256_shuffle_ps::<0xEE>(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm256_shuffle_ps::<0x44>(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm256_shuffle_ps::<0xEE>(t[4 * i + 1], t[4 * i + 3]);
+    }
+    // Column j is the low halves of u[j] and u[4 + j], column 4 + j their high halves.
+    for j in 0..4 {
+        _mm256_storeu_ps(cols[j], _mm256_permute2f128_ps::<0x20>(u[j], u[4 + j]));
+        _mm256_storeu_ps(cols[4 + j], _mm256_permute2f128_ps::<0x31>(u[j], u[4 + j]));
+    }
+}
+
 /// `dw[(i * 9 + t) * co + o] += sum_b sum_(y, x) gy[b][o][y][x] * x[b][i][s y + ky - 1][s x + kx - 1]`
 /// (tap `t = 3 ky + kx`, zero outside the image; stride `s` 1, or 2 on even sides: output `h/s x
-/// w/s`), with `xb` from [`pad_blocked`] of the same `nb` images (`g` their input size) and `gy`
-/// the output gradient of those images, NCHW. `acc` is scratch (grown to `c * co * 9` values).
-/// Returns `false` and leaves `dw` untouched where [`applies`] is false.
+/// w/s`), with `xb` from [`pad_blocked`] of the same `nb` images in blocks of `lanes` channels (`g`
+/// their input size) and `gy` the output gradient of those images, NCHW. `acc` is scratch (grown
+/// to `c * co * 9` values). Returns `false` and leaves `dw` untouched where [`applies`] is false.
 pub fn weight_grad(
     xb: &[f32],
     gy: &[f32],
-    (c, co, nb): (usize, usize, usize),
-    g: Padded,
-    s: usize,
+    (c, co, nb, lanes): (usize, usize, usize, usize),
+    (g, s): (Padded, usize),
     dw: &mut [f32],
     acc: &mut Vec<f32>,
 ) -> bool {
-    if !applies(c) {
+    if !applies(c, lanes) {
         return false;
     }
     assert!(
@@ -172,14 +258,24 @@ pub fn weight_grad(
     );
     let acc = aligned(acc, c * co * 9, 0);
     acc.fill(0.0);
-    let ran = pulp::Arch::new().dispatch(Kernel { xb, gy, c, co, nb, g, s, acc: &mut acc[..] });
+    let kernel = Kernel { xb, gy, c, co, nb, g, s, acc: &mut acc[..] };
+    #[cfg(target_arch = "x86_64")]
+    let ran = {
+        use pulp::x86::{V3, V4};
+        match lanes {
+            16 => V4::try_new().is_some_and(|simd| Simd::vectorize(simd, kernel)),
+            _ => V3::try_new().is_some_and(|simd| Simd::vectorize(simd, kernel)),
+        }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let ran = cpu::arch().dispatch(kernel);
     if ran {
-        // `acc` is `[c / 16][co][9][16]`: lane `l` of block `cb` is input channel `16 cb + l`.
-        for (cb, blk) in acc.chunks_exact(co * 9 * BLOCK).enumerate() {
-            for (o, per_o) in blk.chunks_exact(9 * BLOCK).enumerate() {
-                for (t, lanes) in per_o.chunks_exact(BLOCK).enumerate() {
-                    for (l, v) in lanes.iter().enumerate() {
-                        dw[((cb * BLOCK + l) * 9 + t) * co + o] += v;
+        // `acc` is `[c / L][co][9][L]`: lane `l` of block `cb` is input channel `L cb + l`.
+        for (cb, blk) in acc.chunks_exact(co * 9 * lanes).enumerate() {
+            for (o, per_o) in blk.chunks_exact(9 * lanes).enumerate() {
+                for (t, v) in per_o.chunks_exact(lanes).enumerate() {
+                    for (l, v) in v.iter().enumerate() {
+                        dw[((cb * lanes + l) * 9 + t) * co + o] += v;
                     }
                 }
             }
@@ -205,7 +301,8 @@ impl WithSimd for Kernel<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> bool {
         let Kernel { xb, gy, c, co, nb, g, s, acc } = self;
-        if S::F32_LANES != BLOCK {
+        let l = S::F32_LANES;
+        if l != 16 && l != 8 {
             return false;
         }
         // Output rows and columns.
@@ -213,12 +310,12 @@ impl WithSimd for Kernel<'_> {
         let hw = h * w;
         let bs = block_positions(nb, g);
         // The reads: block `cb`, image `b`, position `s y * wp + s x + taps[t]` < `b * plane + plane + 1`.
-        assert!(xb.len() >= c / BLOCK * bs * BLOCK && gy.len() >= nb * co * hw && acc.len() >= c * co * 9);
+        assert!(xb.len() >= c / l * bs * l && gy.len() >= nb * co * hw && acc.len() >= c * co * 9);
         // Rows per segment (of all the images' `nb * h` rows, so small planes share one): about
         // 256 positions, whose input lines (plus 2 rows) stay in L1 while every output channel
         // block passes over them.
         let rows = (256 / w.max(1)).clamp(1, (nb * h).max(1));
-        for cb in 0..c / BLOCK {
+        for cb in 0..c / l {
             for r0 in (0..nb * h).step_by(rows) {
                 let rs = (r0, (r0 + rows).min(nb * h));
                 let mut o0 = 0;
@@ -230,13 +327,24 @@ impl WithSimd for Kernel<'_> {
                     };
                     // SAFETY: the pointers stay within the lengths asserted above.
                     unsafe {
-                        let xp = xb.as_ptr().add(cb * bs * BLOCK);
+                        let xp = xb.as_ptr().add(cb * bs * l);
                         let gp = gy.as_ptr().add(o0 * hw);
-                        let ap = acc.as_mut_ptr().add((cb * co + o0) * 9 * BLOCK);
-                        match n {
-                            3 => segment::<S, 3>(simd, (xp, gp, ap), rs, (g, s, co)),
-                            2 => segment::<S, 2>(simd, (xp, gp, ap), rs, (g, s, co)),
-                            _ => segment::<S, 1>(simd, (xp, gp, ap), rs, (g, s, co)),
+                        let ap = acc.as_mut_ptr().add((cb * co + o0) * 9 * l);
+                        let p = (xp, gp, ap);
+                        if l == 16 {
+                            match n {
+                                3 => segment::<S, 3, 9>(simd, p, rs, (g, s, co), 0),
+                                2 => segment::<S, 2, 9>(simd, p, rs, (g, s, co), 0),
+                                _ => segment::<S, 1, 9>(simd, p, rs, (g, s, co), 0),
+                            }
+                        } else {
+                            for t0 in [0, 3, 6] {
+                                match n {
+                                    3 => segment::<S, 3, 3>(simd, p, rs, (g, s, co), t0),
+                                    2 => segment::<S, 2, 3>(simd, p, rs, (g, s, co), t0),
+                                    _ => segment::<S, 1, 3>(simd, p, rs, (g, s, co), t0),
+                                }
+                            }
                         }
                     }
                     o0 += n;
@@ -250,7 +358,7 @@ impl WithSimd for Kernel<'_> {
 /// One vector load at `p` (whole lines here).
 ///
 /// # Safety
-/// `p..p + 16` must be readable.
+/// `p..p + S::F32_LANES` must be readable.
 #[inline(always)]
 unsafe fn load<S: Simd>(p: *const f32) -> S::f32s {
     p.cast::<S::f32s>().read_unaligned()
@@ -258,39 +366,55 @@ unsafe fn load<S: Simd>(p: *const f32) -> S::f32s {
 
 /// Rows `r0..r1` of the chunk's `nb * h` output rows (row `r`: image `r / h`, row `r % h`; `h x w`
 /// the output size, the input's `g` over stride `s`) for `NO` output channels (`gp`: the first
-/// one's plane in image 0, the next ones `h * w` apart, images `co * h * w` apart) and one input
-/// channel block (`xp`: its first padded position), the 9 x `NO` accumulators added to `ap`
-/// (`[o][t][16]`) at the end.
+/// one's plane in image 0, the next ones `h * w` apart, images `co * h * w` apart), taps
+/// `t0..t0 + T` and one input channel block (`xp`: its first padded position), the `NO x T`
+/// accumulators added to `ap` (`[o][9][L]`) at the end.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn segment<S: Simd, const NO: usize>(
+unsafe fn segment<S: Simd, const NO: usize, const T: usize>(
     simd: S,
     (xp, gp, ap): (*const f32, *const f32, *mut f32),
     (r0, r1): (usize, usize),
     (g, s, co): (Padded, usize, usize),
+    t0: usize,
 ) {
+    let l = S::F32_LANES;
     let (h, w, wp, plane) = (g.h / s, g.w / s, g.wp(), g.plane());
     let hw = h * w;
-    let off = taps(g).map(|t| t * BLOCK);
-    let mut acc = [[simd.splat_f32s(0.0); 9]; NO];
+    let all = taps(g).map(|t| t * l);
+    let off: [usize; T] = std::array::from_fn(|t| all[t0 + t]);
+    let mut acc = [[simd.splat_f32s(0.0); T]; NO];
     let (mut b, mut y) = (r0 / h, r0 % h);
     for _ in r0..r1 {
-        let (xr, gr) = (xp.add((b * plane + s * y * wp) * BLOCK), gp.add(b * co * hw + y * w));
+        let (xr, gr) = (xp.add((b * plane + s * y * wp) * l), gp.add(b * co * hw + y * w));
         (b, y) = if y + 1 == h { (b + 1, 0) } else { (b, y + 1) };
         for x in 0..w {
-            let gv: [S::f32s; NO] = std::array::from_fn(|o| simd.splat_f32s(*gr.add(o * hw + x)));
-            let xq = xr.add(s * x * BLOCK);
-            for t in 0..9 {
-                let xv = load::<S>(xq.add(off[t]));
+            let xq = xr.add(s * x * l);
+            if T < NO {
+                // The taps' inputs first, then one broadcast at a time: T + 1 registers beside the
+                // accumulators (AVX2: 3 + 1 + 12 of 16).
+                let xv: [S::f32s; T] = std::array::from_fn(|t| load::<S>(xq.add(off[t])));
                 for o in 0..NO {
-                    acc[o][t] = simd.mul_add_f32s(gv[o], xv, acc[o][t]);
+                    let gv = simd.splat_f32s(*gr.add(o * hw + x));
+                    for t in 0..T {
+                        acc[o][t] = simd.mul_add_f32s(gv, xv[t], acc[o][t]);
+                    }
+                }
+            } else {
+                // The broadcasts first, then one input at a time: NO + 1 (AVX-512: 3 + 1 + 27 of 32).
+                let gv: [S::f32s; NO] = std::array::from_fn(|o| simd.splat_f32s(*gr.add(o * hw + x)));
+                for t in 0..T {
+                    let xv = load::<S>(xq.add(off[t]));
+                    for o in 0..NO {
+                        acc[o][t] = simd.mul_add_f32s(gv[o], xv, acc[o][t]);
+                    }
                 }
             }
         }
     }
     for o in 0..NO {
-        for t in 0..9 {
-            let p = ap.add((o * 9 + t) * BLOCK).cast::<S::f32s>();
+        for t in 0..T {
+            let p = ap.add((o * 9 + t0 + t) * l).cast::<S::f32s>();
             p.write_unaligned(simd.add_f32s(p.read_unaligned(), acc[o][t]));
         }
     }
@@ -301,71 +425,99 @@ mod tests {
     use super::*;
     use crate::nn::ops::direct::tests::{check_weight_grad, naive_weight_grad};
 
-    /// The blocked copy puts channel `16 cb + l` of image `b`, pixel `(y, x)` at lane `l` of
+    /// Block sizes this CPU runs (8 needs AVX2 + FMA, 16 AVX-512), so an AVX-512 machine checks
+    /// both.
+    fn levels() -> Vec<usize> {
+        [8, 16].into_iter().filter(|&l| applies(l, l)).collect()
+    }
+
+    /// The blocked copy puts channel `L cb + l` of image `b`, pixel `(y, x)` at lane `l` of
     /// position `b * plane + (y + 1) * wp + x + 1` of block `cb`, and zeros everywhere else, over
-    /// whatever the buffer held: planes of fewer than 16 pixels (no transpose), and of 35 and 64
-    /// (16-pixel transposes that cross rows, then a tail of 3 or none).
+    /// whatever the buffer held: planes of fewer than `L` pixels (no transpose), and of 35 and 64
+    /// (transposes that cross rows, then a tail or none); with a deferred batch norm + ReLU, its
+    /// map of each value, bit for bit.
     #[test]
     fn pad_blocked_places_every_value() {
-        for (h, w) in [(3, 5), (5, 7), (8, 8)] {
-            pad_blocked_case(2, 32, Padded { h, w });
+        for lanes in [8, 16] {
+            for (h, w) in [(3, 5), (5, 7), (8, 8), (2, 3)] {
+                pad_blocked_case(2, 32, lanes, Padded { h, w });
+            }
         }
     }
 
-    fn pad_blocked_case(nb: usize, c: usize, g: Padded) {
-        let x: Vec<f32> = (0..nb * c * g.h * g.w).map(|i| i as f32 + 1.0).collect();
-        let mut buf = vec![f32::NAN; 10];
-        let xb = pad_blocked((&x, None), nb, c, g, &mut buf);
-        let bs = block_positions(nb, g);
-        assert_eq!(xb.len(), c / BLOCK * bs * BLOCK);
-        assert_eq!(xb.as_ptr() as usize % 64, 0);
-        let mut nonzero = 0;
-        for (k, &v) in xb.iter().enumerate() {
-            let (l, p, cb) = (k % BLOCK, k / BLOCK % bs, k / (BLOCK * bs));
-            let (b, q) = (p / g.plane(), p % g.plane());
-            let (row, col) = (q / g.wp(), q % g.wp());
-            let want = if b < nb && (1..=g.h).contains(&row) && col >= 1 {
-                nonzero += 1;
-                x[((b * c + cb * BLOCK + l) * g.h + row - 1) * g.w + col - 1]
-            } else {
-                0.0
-            };
-            assert_eq!(v, want, "{g:?}: block {cb} position {p} lane {l}");
+    fn pad_blocked_case(nb: usize, c: usize, lanes: usize, g: Padded) {
+        let x: Vec<f32> =
+            (0..nb * c * g.h * g.w).map(|i| (i as f32 + 1.0) * if i % 3 == 0 { -0.7 } else { 1.3 }).collect();
+        let pre = Deferred {
+            scale: (0..c).map(|i| 0.3 + i as f32 * 0.07).collect(),
+            shift: (0..c).map(|i| i as f32 * 0.11 - 1.5).collect(),
+            mean: vec![0.0; c],
+        };
+        for map in [None, Some(&pre)] {
+            let mut buf = vec![f32::NAN; 10];
+            let xb = pad_blocked((&x, map), (nb, c, lanes), g, &mut buf);
+            let bs = block_positions(nb, g);
+            assert_eq!(xb.len(), c / lanes * bs * lanes);
+            assert_eq!(xb.as_ptr() as usize % 64, 0);
+            let mut inside = 0;
+            for (k, &v) in xb.iter().enumerate() {
+                let (l, p, cb) = (k % lanes, k / lanes % bs, k / (lanes * bs));
+                let (b, q) = (p / g.plane(), p % g.plane());
+                let (row, col) = (q / g.wp(), q % g.wp());
+                let want = if b < nb && (1..=g.h).contains(&row) && col >= 1 {
+                    inside += 1;
+                    let (ci, v) = (cb * lanes + l, x[((b * c + cb * lanes + l) * g.h + row - 1) * g.w + col - 1]);
+                    map.map_or(v, |m| m.value(ci, v))
+                } else {
+                    0.0
+                };
+                assert_eq!(
+                    v.to_bits(),
+                    want.to_bits(),
+                    "{g:?} L{lanes}: block {cb} position {p} lane {l}: {v} vs {want}"
+                );
+            }
+            assert_eq!(inside, x.len());
         }
-        assert_eq!(nonzero, x.len());
     }
 
-    /// Against the definition, on planes from 1x1 to 32x32, odd and even sides, segments that
-    /// split an image's rows (32 wide: 8 rows a segment), output channel counts that leave blocks
-    /// of 1, 2 and 2 + 2, and a `dw` that already holds values (the kernel adds to it).
+    /// Against the definition, at each block size this CPU runs, on planes from 1x1 to 32x32, odd
+    /// and even sides, segments that split an image's rows (32 wide: 8 rows a segment), output
+    /// channel counts that leave blocks of 1 to 4 (AVX2) and 1, 2 and 2 + 2 (AVX-512), and a `dw`
+    /// that already holds values (the kernel adds to it).
     #[test]
     fn blocked_weight_grad_matches_naive() {
-        if !applies(BLOCK) {
-            eprintln!("no AVX-512 on this CPU: the blocked weight gradient does not run here");
-            assert!(!weight_grad(&[], &[], (16, 1, 1), Padded { h: 1, w: 1 }, 1, &mut [], &mut Vec::new()));
-            return;
+        if levels().is_empty() {
+            eprintln!("no AVX2 + FMA on this CPU: the blocked weight gradient does not run here");
         }
-        // Stride 2 (even sides): 32x32 (16x16 out, 16 rows a segment), 8x6 (4x3), 2x2 (1x1).
-        for (c, co, h, w, nb, s) in [
-            (16, 3, 7, 9, 2, 1),
-            (32, 4, 32, 32, 2, 1),
-            (16, 7, 8, 8, 3, 1),
-            (16, 1, 1, 1, 2, 1),
-            (48, 5, 5, 3, 1, 1),
-            (16, 5, 32, 32, 2, 2),
-            (32, 7, 8, 6, 3, 2),
-            (16, 2, 2, 2, 2, 2),
-        ] {
-            let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
-            let gy: Vec<f32> = (0..nb * co * h * w / s / s).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
-            let want = naive_weight_grad(&x, &gy, (nb, c, co), (h, w), s);
-            let g = Padded { h, w };
-            let (mut xbuf, mut acc) = (vec![f32::NAN; 3], vec![f32::NAN; 5]);
-            let xb = pad_blocked((&x, None), nb, c, g, &mut xbuf);
-            let mut dw = vec![0.5f32; c * 9 * co];
-            assert!(weight_grad(xb, &gy, (c, co, nb), g, s, &mut dw, &mut acc));
-            check_weight_grad(&dw, 0.5, &want, (c, co), &format!("blocked {h}x{w} nb{nb} stride {s}"));
+        for lanes in levels() {
+            // Stride 2 (even sides): 32x32 (16x16 out, 16 rows a segment), 8x6 (4x3), 2x2 (1x1).
+            for (c, co, h, w, nb, s) in [
+                (16, 3, 7, 9, 2, 1),
+                (32, 4, 32, 32, 2, 1),
+                (16, 7, 8, 8, 3, 1),
+                (16, 1, 1, 1, 2, 1),
+                (48, 5, 5, 3, 1, 1),
+                (16, 6, 4, 4, 1, 1),
+                (16, 5, 32, 32, 2, 2),
+                (32, 7, 8, 6, 3, 2),
+                (16, 2, 2, 2, 2, 2),
+            ] {
+                let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+                let gy: Vec<f32> = (0..nb * co * h * w / s / s).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+                let want = naive_weight_grad(&x, &gy, (nb, c, co), (h, w), s);
+                let g = Padded { h, w };
+                let (mut xbuf, mut acc) = (vec![f32::NAN; 3], vec![f32::NAN; 5]);
+                let xb = pad_blocked((&x, None), (nb, c, lanes), g, &mut xbuf);
+                let mut dw = vec![0.5f32; c * 9 * co];
+                assert!(weight_grad(xb, &gy, (c, co, nb, lanes), (g, s), &mut dw, &mut acc));
+                let what = format!("blocked L{lanes} {h}x{w} nb{nb} stride {s}");
+                check_weight_grad(&dw, 0.5, &want, (c, co), &what);
+            }
         }
-        assert!(!weight_grad(&[], &[], (8, 1, 1), Padded { h: 1, w: 1 }, 1, &mut [], &mut Vec::new()));
+        // Channels not in whole blocks, and block sizes no kernel has.
+        assert!(!weight_grad(&[], &[], (12, 1, 1, 8), (Padded { h: 1, w: 1 }, 1), &mut [], &mut Vec::new()));
+        assert!(!weight_grad(&[], &[], (8, 1, 1, 16), (Padded { h: 1, w: 1 }, 1), &mut [], &mut Vec::new()));
+        assert!(!weight_grad(&[], &[], (12, 1, 1, 4), (Padded { h: 1, w: 1 }, 1), &mut [], &mut Vec::new()));
     }
 }
