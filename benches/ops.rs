@@ -107,7 +107,8 @@ fn kernels_alone(c: usize, hw: usize) {
     // The same weight gradient over the channel-blocked copy (blocks of 16 channels with AVX-512,
     // of 8 with AVX2 + FMA or KDSCOPE_SIMD=avx2).
     use kdscope::nn::ops::wgrad_blocked as wb;
-    if let Some(l) = wb::lanes(true).filter(|&l| wb::applies(c, l)) {
+    let l = kdscope::nn::ops::cpu::kernel_lanes();
+    if wb::applies(c, l) {
         let (mut bbuf, mut acc) = (Vec::new(), Vec::new());
         let bytes = (x.len() * 8 + wb::block_positions(nb, g) * c * 4) as f64;
         time(&format!("  1 thread: pad blocked x{nb} (GB/s)"), bytes, || {

@@ -52,8 +52,9 @@ struct Geo {
     g: usize,
     ho: usize,
     wo: usize,
-    /// The AVX-512-only kernels may run ([`super::cpu::wide_kernels`] on the calling thread).
-    wide: bool,
+    /// The vector width of the tight-plane and channel-blocked kernels, 0 where they do not run
+    /// ([`super::cpu::kernel_lanes`] on the calling thread).
+    lanes: usize,
 }
 
 impl Geo {
@@ -85,10 +86,10 @@ impl Geo {
     fn direct_s2(&self) -> bool {
         self.kh == 3 && self.kw == 3 && self.s == 2 && self.p == 1 && self.g == 1 && direct::s2_applies(self.h, self.w)
     }
-    /// [`Self::direct`] on the AVX-512 tight-plane kernel ([`tight::conv`]: forward and input
+    /// [`Self::direct`] on the tight-plane kernel ([`tight::conv_at`]: forward and input
     /// gradient), where it may run and the plane size allows it.
     fn tight(&self) -> bool {
-        self.direct() && self.wide && tight::applies(self.h, self.w)
+        self.direct() && tight::applies_at(self.lanes, self.h, self.w)
     }
     /// 1x1, stride 2, no padding, no groups (ResNet shortcuts): the tile kernel with one tap over
     /// the input's even samples ([`direct::conv1x1_s2_into`]).
@@ -298,7 +299,7 @@ fn direct_image(
             let xp = tight::pad_tight((x, pre), (1, g.c), (g.h, g.w), buf);
             let (bias, relu, sums) = epilogue;
             let out = tight::Out::Write { out, bias, res, relu, sums };
-            assert!(tight::conv(xp, (g.c, tight::plane(g.h, g.w)), (g.h, g.w), wt, g.co, out));
+            assert!(tight::conv_at(g.lanes, xp, (g.c, tight::plane(g.h, g.w)), (g.h, g.w), wt, g.co, out));
         } else if g.direct() {
             let xp = direct::pad_planes((x, pre), g.c, g.padded(), buf);
             direct::conv3x3_into(xp, (g.c, g.padded().plane()), g.padded(), wt, g.co, out, epilogue, scratch);
@@ -493,9 +494,10 @@ fn blocked_weight_grad(
     dw: &mut [f32],
     (xbuf, scratch): (&mut Vec<f32>, &mut Vec<f32>),
 ) -> bool {
-    let Some(lanes) = wgrad_blocked::lanes(g.wide).filter(|&l| wgrad_blocked::applies(g.c, l)) else { return false };
-    let xb = wgrad_blocked::pad_blocked((x, pre), (nb, g.c, lanes), g.padded(), xbuf);
-    wgrad_blocked::weight_grad(xb, gout, (g.c, g.co, nb, lanes), (g.padded(), g.s), dw, scratch)
+    wgrad_blocked::applies(g.c, g.lanes) && {
+        let xb = wgrad_blocked::pad_blocked((x, pre), (nb, g.c, g.lanes), g.padded(), xbuf);
+        wgrad_blocked::weight_grad(xb, gout, (g.c, g.co, nb, g.lanes), (g.padded(), g.s), dw, scratch)
+    }
 }
 
 /// Direct-path backward of `nb` consecutive images (`x`, `gout` hold them NCHW): `dW` by one
@@ -526,8 +528,9 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
             // The output gradient's tight planes take `gbuf` once the weight gradient is done with it.
             let (hw, pl) = ((g.h, g.w), tight::plane(g.h, g.w));
             let gt = tight::pad_tight((gout, None), (nb, g.co), hw, gbuf);
-            let image =
-                |bi: usize, out: tight::Out| assert!(tight::conv(&gt[bi * pl..], (g.co, nb * pl), hw, wf, g.c, out));
+            let image = |bi: usize, out: tight::Out| {
+                assert!(tight::conv_at(g.lanes, &gt[bi * pl..], (g.co, nb * pl), hw, wf, g.c, out))
+            };
             if let Some(dx) = dx {
                 dx.chunks_mut(g.in_len()).take(nb).enumerate().for_each(|(bi, d)| image(bi, tight::Out::Add(d)));
             } else if let Some(dx) = dx_fresh {
@@ -645,7 +648,7 @@ fn geometry(s: Shape4, w_shape: [usize; 4], w_len: usize, cfg: ConvCfg) -> Geo {
         g: cfg.groups,
         ho: out_size(s.h, kh, cfg.stride, cfg.pad),
         wo: out_size(s.w, kw, cfg.stride, cfg.pad),
-        wide: super::cpu::wide_kernels(),
+        lanes: super::cpu::kernel_lanes(),
     }
 }
 

@@ -71,20 +71,37 @@ fn level_arch(level: Option<&str>) -> anyhow::Result<pulp::Arch> {
 
 thread_local! {
     pub(super) static NARROW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub(super) static AVX2_KERNELS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Whether the kernels written for AVX-512 only ([`super::tight`], 16-channel blocks of [`super::wgrad_blocked`]) may run on
-/// this thread: the CPU has AVX-512 and [`without_wide_kernels`] is not in force. The convolution
-/// decides once per call, on the calling thread.
-pub fn wide_kernels() -> bool {
-    f32_lanes() == 16 && !NARROW.with(|n| n.get())
+/// The vector width of the tight-plane and channel-blocked kernels ([`super::tight`],
+/// [`super::wgrad_blocked`]) on this thread: 16 (AVX-512), 8 (AVX2 + FMA, or AVX-512 under
+/// [`with_avx2_kernels`]), or 0 where neither runs and the planar kernels serve (no AVX2, or
+/// [`without_wide_kernels`] in force). The convolution decides once per call, on the calling
+/// thread.
+pub fn kernel_lanes() -> usize {
+    let lanes = f32_lanes();
+    if NARROW.with(|n| n.get()) || lanes < 8 {
+        0
+    } else if AVX2_KERNELS.with(|n| n.get()) {
+        8
+    } else {
+        lanes.min(16)
+    }
 }
 
-/// Runs `f` with the AVX-512-only kernels off on this thread, so the convolutions take the paths an
-/// AVX2 CPU takes (the planar kernels, still at this CPU's vector width): for tests that compare
-/// both on one machine.
+/// Runs `f` with the tight-plane and channel-blocked kernels off on this thread, so the
+/// convolutions take the planar kernels (at this CPU's vector width), as a CPU without those
+/// kernels would: for tests that compare both on one machine.
 pub fn without_wide_kernels<R>(f: impl FnOnce() -> R) -> R {
     super::with_flag(&NARROW, f)
+}
+
+/// Runs `f` with the tight-plane and channel-blocked kernels at their AVX2 width (8 lanes) on this
+/// thread, where the CPU has AVX2 + FMA (the other kernels keep the dispatch's width): for tests
+/// that check the AVX2 kernels on an AVX-512 machine.
+pub fn with_avx2_kernels<R>(f: impl FnOnce() -> R) -> R {
+    super::with_flag(&AVX2_KERNELS, f)
 }
 
 /// Runs `f` compiled for the widest vector instructions this CPU has (AVX-512, AVX2 + FMA, or the

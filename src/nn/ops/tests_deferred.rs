@@ -47,10 +47,10 @@ fn same(a: &Outcome, b: &Outcome, case: &str) {
 
 /// `conv2(relu(bn(conv1(x))))` with the batch norm deferred to conv2's input copies gives the same
 /// output, statistics and gradients, bit for bit, as with its output written: on the tight planes
-/// and channel-blocked weight gradient (16 channels, 8x8, where the CPU has AVX-512), the planar
-/// kernels (6x6 planes; 8 channels take the planar weight gradient), and the paths that write the
-/// mapped values out first (a stride-2 and a 1x1 conv2), each at every SIMD level the CPU has, in
-/// training and in evaluation.
+/// and channel-blocked weight gradient (16 channels, 8x8; 8 channels block at AVX2's width only),
+/// at the widest width and at AVX2's, the planar kernels (6x6 planes, and every case with the tight
+/// and blocked kernels off), and the paths that write the mapped values out first (a stride-2 and a
+/// 1x1 conv2), in training and in evaluation.
 #[test]
 fn deferred_batch_norm_matches_the_written_one() {
     for (c, hw, n, k2, stride2) in
@@ -81,12 +81,14 @@ fn deferred_batch_norm_matches_the_written_one() {
                     conv2.forward(&s, y)
                 };
                 let wide = run(&s, &x, shape, &r, f);
-                (wide, cpu::without_wide_kernels(|| run(&s, &x, shape, &r, f)))
+                let avx2 = cpu::with_avx2_kernels(|| run(&s, &x, shape, &r, f));
+                (wide, avx2, cpu::without_wide_kernels(|| run(&s, &x, shape, &r, f)))
             };
             let (deferred, written) = (outcome(true), outcome(false));
             let case = format!("c{c} {hw}x{hw} n{n} conv2 {k2}x{k2}/{stride2} train {train}");
             same(&deferred.0, &written.0, &format!("{case}, widest kernels"));
-            same(&deferred.1, &written.1, &format!("{case}, planar kernels"));
+            same(&deferred.1, &written.1, &format!("{case}, AVX2 kernels"));
+            same(&deferred.2, &written.2, &format!("{case}, planar kernels"));
         }
     }
 }
@@ -124,6 +126,8 @@ fn deferred_batch_norm_in_resnet_blocks() {
         })
     };
     same(&outcome(true), &outcome(false), "two ResNet blocks");
+    let avx2 = |defer| cpu::with_avx2_kernels(|| outcome(defer));
+    same(&avx2(true), &avx2(false), "two ResNet blocks, AVX2 kernels");
 }
 
 /// On a plane of more than 1,024 values the batch norm's backward sums that the tight kernel takes

@@ -15,7 +15,7 @@
 //! moved within the machine's noise).
 //!
 //! The ops read a few per-thread settings on the calling thread (guided ReLU, frozen parameters,
-//! dropout's mask seed and switch, the AVX-512 kernels' switch, skipped initialisers, folded batch
+//! dropout's mask seed and switch, the tight and blocked kernels' switches, skipped initialisers, folded batch
 //! norm). [`on_pool`] carries the caller's onto the worker for the pass and brings the dropout seed
 //! back, so a pass gives what it gives on the calling thread.
 use std::cell::Cell;
@@ -23,12 +23,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::LocalKey;
 
 /// The per-thread switches the ops read.
-fn switches() -> [&'static LocalKey<Cell<bool>>; 6] {
+fn switches() -> [&'static LocalKey<Cell<bool>>; 7] {
     [
         &super::elementwise::GUIDED,
         &super::elementwise::FROZEN,
         &super::dropout::OFF,
         &super::cpu::NARROW,
+        &super::cpu::AVX2_KERNELS,
         &crate::nn::params::SKIP_INIT,
         &crate::nn::params::FOLD_BN,
     ]
@@ -37,7 +38,7 @@ fn switches() -> [&'static LocalKey<Cell<bool>>; 6] {
 /// A thread's settings: its switches and its next dropout mask seed.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Settings {
-    switches: [bool; 6],
+    switches: [bool; 7],
     mask: u64,
 }
 
@@ -127,10 +128,11 @@ mod tests {
         for (i, s) in switches().into_iter().enumerate() {
             let inside = with_flag(s, || on_pool(|| (Settings::here(), rayon::current_thread_index())));
             assert!(inside.1.is_some(), "ran on a worker");
-            let want: Vec<bool> = (0..6).map(|k| k == i).collect();
+            let want: Vec<bool> = (0..7).map(|k| k == i).collect();
             assert_eq!(inside.0.switches.to_vec(), want, "switch {i}");
         }
-        assert!(!cpu::wide_kernels() || cpu::without_wide_kernels(|| !on_pool(cpu::wide_kernels)));
+        assert_eq!(cpu::without_wide_kernels(|| on_pool(cpu::kernel_lanes)), 0);
+        assert_eq!(cpu::with_avx2_kernels(|| on_pool(cpu::kernel_lanes)), if cpu::f32_lanes() >= 8 { 8 } else { 0 });
         assert!(elementwise::with_guided_relu(|| on_pool(elementwise::guided)));
 
         let x = || Var::from_vec(vec![1.0; 64], Shape4::mat(4, 16));

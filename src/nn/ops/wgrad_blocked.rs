@@ -20,17 +20,6 @@ use super::deferred::Deferred;
 use super::direct::{aligned, taps, Padded};
 use pulp::{Simd, WithSimd};
 
-/// Input channels per block of this thread's kernels (one vector): 16 with AVX-512 where the
-/// AVX-512-only kernels may run (`wide`, [`cpu::wide_kernels`]), 8 with AVX2 + FMA; `None` where
-/// neither runs (the planar kernel serves).
-pub fn lanes(wide: bool) -> Option<usize> {
-    match cpu::f32_lanes() {
-        16 if wide => Some(16),
-        8 => Some(8),
-        _ => None,
-    }
-}
-
 /// Whether [`weight_grad`] serves a convolution with `c` input channels in blocks of `lanes` (8 or
 /// 16) on this CPU.
 pub fn applies(c: usize, lanes: usize) -> bool {
