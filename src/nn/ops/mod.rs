@@ -12,10 +12,12 @@ pub mod direct;
 mod dropout;
 mod elementwise;
 mod fusion;
+#[doc(hidden)]
+#[cfg(target_arch = "x86_64")]
+mod isa;
 mod linear;
 mod pool;
 mod threads;
-#[doc(hidden)]
 pub mod tight;
 #[doc(hidden)]
 pub mod wgrad_blocked;
@@ -41,3 +43,7 @@ mod tests_deferred;
 mod tests_grad_flow;
 #[cfg(test)]
 mod tests_heads;
+#[cfg(test)]
+mod tests_tight;
+#[cfg(test)]
+mod tests_wgrad_blocked;

@@ -15,7 +15,7 @@
 //!   masks of the tile's left and right taps, 2 inputs and a broadcast).
 //!
 //! The epilogue (bias, ReLU, the batch norm's plane sums, or adding to the output) runs on the
-//! accumulators before their one store. The kernel is written once over [`Isa`], instantiated
+//! accumulators before their one store. The kernel is written once over `isa::Isa`, instantiated
 //! for each width behind its own `#[target_feature]` entry.
 //!
 //! Intel Xeon, one thread, 16 images, against the padded-grid kernel with its unpadding pass:
@@ -225,179 +225,39 @@ struct Args<'a> {
 }
 
 #[cfg(target_arch = "x86_64")]
-use isa::{Isa, W16, W8};
+use super::isa::{Isa, W16, W8};
 
-/// The vector operations the kernel uses, at one width: [`W16`] (AVX-512) and [`W8`] (AVX2 +
-/// FMA). Every method is `#[inline(always)]` and only called from the `#[target_feature]` entries
-/// ([`channels16`], [`channels8`]), so each compiles to its instruction there.
-#[cfg(target_arch = "x86_64")]
-mod isa {
-    use std::arch::x86_64::*;
-
-    pub trait Isa {
-        /// Positions per vector.
-        const N: usize;
-        type V: Copy;
-        /// A load mask of `N` lanes.
-        type M: Copy;
-        unsafe fn zero() -> Self::V;
-        unsafe fn set1(v: f32) -> Self::V;
-        unsafe fn load(p: *const f32) -> Self::V;
-        /// Lanes whose bit is set in `m` loaded, the others zero (and not read).
-        unsafe fn load_masked(m: Self::M, p: *const f32) -> Self::V;
-        unsafe fn store(p: *mut f32, v: Self::V);
-        unsafe fn mask(bits: u16) -> Self::M;
-        unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-        unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
-        unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
-        unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
-        unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
-        /// `y` where `act > 0` (ordered: not where `act` is NaN), else `0`.
-        unsafe fn where_positive(act: Self::V, y: Self::V) -> Self::V;
-    }
-
-    /// AVX-512: 16 lanes, mask registers.
-    pub struct W16;
-    /// AVX2 + FMA: 8 lanes, masks as vectors.
-    pub struct W8;
-
-    impl Isa for W16 {
-        const N: usize = 16;
-        type V = __m512;
-        type M = __mmask16;
-        #[inline(always)]
-        unsafe fn zero() -> __m512 {
-            _mm512_setzero_ps()
+/// A `#[target_feature]` entry that compiles [`channels`] for one width; returns `NB`.
+macro_rules! entry {
+    ($(#[$doc:meta])* $name:ident, $isa:ty, $features:literal) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const NB: usize, const V: usize>(
+            a: &Args,
+            o0: usize,
+            vs: (usize, usize),
+            mode: &Mode,
+            sl: *mut [f32; 32],
+        ) -> usize {
+            channels::<$isa, NB, V>(a, o0, vs, mode, sl);
+            NB
         }
-        #[inline(always)]
-        unsafe fn set1(v: f32) -> __m512 {
-            _mm512_set1_ps(v)
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m512 {
-            _mm512_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn load_masked(m: __mmask16, p: *const f32) -> __m512 {
-            _mm512_maskz_loadu_ps(m, p)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            _mm512_storeu_ps(p, v)
-        }
-        #[inline(always)]
-        unsafe fn mask(bits: u16) -> __mmask16 {
-            bits
-        }
-        #[inline(always)]
-        unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
-            _mm512_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m512, b: __m512) -> __m512 {
-            _mm512_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn sub(a: __m512, b: __m512) -> __m512 {
-            _mm512_sub_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn mul(a: __m512, b: __m512) -> __m512 {
-            _mm512_mul_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn max(a: __m512, b: __m512) -> __m512 {
-            _mm512_max_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn where_positive(act: __m512, y: __m512) -> __m512 {
-            _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(act, _mm512_setzero_ps()), y)
-        }
-    }
-
-    impl Isa for W8 {
-        const N: usize = 8;
-        type V = __m256;
-        type M = __m256i;
-        #[inline(always)]
-        unsafe fn zero() -> __m256 {
-            _mm256_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn set1(v: f32) -> __m256 {
-            _mm256_set1_ps(v)
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m256 {
-            _mm256_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn load_masked(m: __m256i, p: *const f32) -> __m256 {
-            _mm256_maskload_ps(p, m)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            _mm256_storeu_ps(p, v)
-        }
-        #[inline(always)]
-        unsafe fn mask(bits: u16) -> __m256i {
-            let lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-            _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(i32::from(bits)), lane), lane)
-        }
-        #[inline(always)]
-        unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
-            _mm256_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m256, b: __m256) -> __m256 {
-            _mm256_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn sub(a: __m256, b: __m256) -> __m256 {
-            _mm256_sub_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-            _mm256_mul_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn max(a: __m256, b: __m256) -> __m256 {
-            _mm256_max_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn where_positive(act: __m256, y: __m256) -> __m256 {
-            _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(act, _mm256_setzero_ps()), y)
-        }
-    }
+    };
 }
 
-/// [`channels`] compiled for AVX-512; returns `NB`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn channels16<const NB: usize, const V: usize>(
-    a: &Args,
-    o0: usize,
-    vs: (usize, usize),
-    mode: &Mode,
-    sl: *mut [f32; 32],
-) -> usize {
-    channels::<W16, NB, V>(a, o0, vs, mode, sl);
-    NB
-}
-
-/// [`channels`] compiled for AVX2 + FMA; returns `NB`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn channels8<const NB: usize, const V: usize>(
-    a: &Args,
-    o0: usize,
-    vs: (usize, usize),
-    mode: &Mode,
-    sl: *mut [f32; 32],
-) -> usize {
-    channels::<W8, NB, V>(a, o0, vs, mode, sl);
-    NB
-}
+entry!(
+    /// [`channels`] compiled for AVX-512.
+    channels16,
+    W16,
+    "avx512f"
+);
+entry!(
+    /// [`channels`] compiled for AVX2 + FMA.
+    channels8,
+    W8,
+    "avx2,fma"
+);
 
 /// Output channels `o0..o0 + NB`, vectors of positions `v0..nv`: tiles of `V` vectors, then single
 /// vectors for the rest. `sl`: their sum lanes (`[o][sum 16 | squares 16]`) when `mode.sums`.
@@ -537,133 +397,6 @@ unsafe fn tile<I: Isa, const NB: usize, const V: usize>(
             } else {
                 I::store(l, I::add(I::load(l), s));
                 I::store(l.add(16), I::add(I::load(l.add(16)), s2));
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The 3x3 / padding 1 convolution of one image by its definition, in f64.
-    fn naive(x: &[f32], (c, h, w): (usize, usize, usize), wt: &[f32], co: usize) -> Vec<f64> {
-        let mut out = vec![0.0; co * h * w];
-        for (o, y, xx, ci, t) in (0..co).flat_map(|o| {
-            (0..h).flat_map(move |y| {
-                (0..w).flat_map(move |xx| (0..c).flat_map(move |ci| (0..9).map(move |t| (o, y, xx, ci, t))))
-            })
-        }) {
-            let (iy, ix) = ((y + t / 3) as isize - 1, (xx + t % 3) as isize - 1);
-            if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
-                out[(o * h + y) * w + xx] +=
-                    (wt[(o * c + ci) * 9 + t] * x[(ci * h + iy as usize) * w + ix as usize]) as f64;
-            }
-        }
-        out
-    }
-
-    /// Every output mode against the definition, on planes whose rows are shorter, as long as, and
-    /// longer than a vector (4x4, 8x2, 16x16, 32x32, 12x4: tails of single vectors), output channel
-    /// counts that leave blocks of 1 to 8, and the last image of a chunk.
-    #[test]
-    fn tight_matches_naive_in_every_mode() {
-        let widths: Vec<usize> = [8, 16].into_iter().filter(|&l| applies_at(l, 4, 4)).collect();
-        if widths.is_empty() {
-            eprintln!("no AVX2 + FMA on this CPU: the tight kernel does not run here");
-            assert!(!conv(&[], (1, 1), (4, 4), &[], 1, Out::Add(&mut [])));
-        }
-        assert!(!applies_at(8, 3, 5) && !applies_at(16, 6, 4) && !applies_at(4, 4, 4));
-        // (16, 24, 32, 32): tiles in segments (its planes exceed half of L1), a single vector at
-        // each segment's end; (2, 13, ...): blocks of 6, 6 and 1 (AVX-512), 4 x 3 and 1 (AVX2);
-        // (3, 7, 4, 4): only singles; (3, 6, 6, 4): 3 vectors of 8, rows of 4 (AVX2 only).
-        for (lanes, (c, co, h, w, nb)) in widths.iter().flat_map(|&l| {
-            [
-                (3, 7, 4, 4, 2),
-                (5, 11, 8, 2, 1),
-                (16, 16, 16, 16, 3),
-                (2, 13, 32, 32, 2),
-                (4, 8, 12, 4, 2),
-                (16, 24, 32, 32, 1),
-                (3, 6, 6, 4, 2),
-            ]
-            .into_iter()
-            .filter(move |&(_, _, h, w, _)| applies_at(l, h, w))
-            .map(move |case| (l, case))
-        }) {
-            let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
-            let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 96.0).collect();
-            let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.25 - 1.0).collect();
-            let mut buf = vec![f32::NAN; 7];
-            let xp = pad_tight((&x, None), (nb, c), (h, w), &mut buf);
-            let (pl, hw) = (plane(h, w), h * w);
-            let b = nb - 1;
-            let want = naive(&x[b * c * hw..(b + 1) * c * hw], (c, h, w), &wt, co);
-            let close = |got: f32, want: f64, what: &str| {
-                assert!(
-                    (got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
-                    "L{lanes} {what} c{c} co{co} {h}x{w}: {got} vs {want}"
-                )
-            };
-            let img = &xp[b * pl..];
-            // Written plain, with sums.
-            let mut out = vec![MaybeUninit::new(f32::NAN); co * hw];
-            let mut sums = vec![(7.0, 7.0); co];
-            let mode = Out::Write { out: &mut out, bias: None, res: None, relu: false, sums: Some(&mut sums) };
-            assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, mode));
-            for (k, v) in out.iter().enumerate() {
-                close(unsafe { v.assume_init() }, want[k], "plain");
-            }
-            for (o, &(s, s2)) in sums.iter().enumerate() {
-                let plane = &want[o * hw..(o + 1) * hw];
-                close(s as f32, plane.iter().sum(), "sum");
-                close(s2 as f32, plane.iter().map(|v| v * v).sum(), "sum of squares");
-            }
-            // Written with bias and ReLU, without and with a residual.
-            let res: Vec<f32> = (0..co * hw).map(|k| ((k * 29 % 31) as f32 - 15.0) / 8.0).collect();
-            for r in [None, Some(&res[..])] {
-                let mode = Out::Write { out: &mut out, bias: Some(&bias), res: r, relu: true, sums: None };
-                assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, mode));
-                for (k, v) in out.iter().enumerate() {
-                    let want = want[k] + bias[k / hw] as f64 + r.map_or(0.0, |r| r[k] as f64);
-                    close(unsafe { v.assume_init() }, want.max(0.0), "bias (+ residual) + relu");
-                }
-            }
-            // Written as a deferred batch norm's input gradient, with its backward sums against
-            // held data `z` (about half of it masked by the ReLU).
-            let z: Vec<f32> = (0..co * hw).map(|k| ((k * 13 % 23) as f32 - 11.0) / 7.0).collect();
-            let pre = Deferred {
-                scale: (0..co).map(|o| 0.5 + o as f32 * 0.1).collect(),
-                shift: (0..co).map(|o| o as f32 * 0.05 - 0.2).collect(),
-                mean: (0..co).map(|o| o as f32 * 0.03).collect(),
-            };
-            let mut bsums = vec![(7.0, 7.0); co];
-            assert!(conv_at(
-                lanes,
-                img,
-                (c, nb * pl),
-                (h, w),
-                &wt,
-                co,
-                Out::Grad { out: &mut out, z: &z, pre: &pre, sums: &mut bsums }
-            ));
-            for (o, &(s, s2)) in bsums.iter().enumerate() {
-                let (mut ws, mut ws2) = (0.0, 0.0);
-                for k in o * hw..(o + 1) * hw {
-                    close(unsafe { out[k].assume_init() }, want[k], "input gradient");
-                    if z[k] * pre.scale[o] + pre.shift[o] > 0.0 {
-                        ws += want[k];
-                        ws2 += want[k] * (z[k] - pre.mean[o]) as f64;
-                    }
-                }
-                close(s as f32, ws, "masked sum");
-                close(s2 as f32, ws2, "masked sum against z");
-            }
-            // Added to what the output holds.
-            let mut acc: Vec<f32> = (0..co * hw).map(|k| k as f32 * 0.01).collect();
-            assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, Out::Add(&mut acc)));
-            for (k, &v) in acc.iter().enumerate() {
-                close(v, want[k] + (k as f32 * 0.01) as f64, "added");
             }
         }
     }

@@ -1,0 +1,127 @@
+//! The tight-plane kernel ([`super::tight`]) at each width this CPU runs against the definition.
+use std::mem::MaybeUninit;
+
+use super::deferred::Deferred;
+use super::tight::*;
+
+/// The 3x3 / padding 1 convolution of one image by its definition, in f64.
+fn naive(x: &[f32], (c, h, w): (usize, usize, usize), wt: &[f32], co: usize) -> Vec<f64> {
+    let mut out = vec![0.0; co * h * w];
+    for (o, y, xx, ci, t) in (0..co).flat_map(|o| {
+        (0..h).flat_map(move |y| {
+            (0..w).flat_map(move |xx| (0..c).flat_map(move |ci| (0..9).map(move |t| (o, y, xx, ci, t))))
+        })
+    }) {
+        let (iy, ix) = ((y + t / 3) as isize - 1, (xx + t % 3) as isize - 1);
+        if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
+            out[(o * h + y) * w + xx] +=
+                (wt[(o * c + ci) * 9 + t] * x[(ci * h + iy as usize) * w + ix as usize]) as f64;
+        }
+    }
+    out
+}
+
+/// Every output mode against the definition, on planes whose rows are shorter, as long as, and
+/// longer than a vector (4x4, 8x2, 16x16, 32x32, 12x4: tails of single vectors), output channel
+/// counts that leave blocks of 1 to 8, and the last image of a chunk.
+#[test]
+fn tight_matches_naive_in_every_mode() {
+    let widths: Vec<usize> = [8, 16].into_iter().filter(|&l| applies_at(l, 4, 4)).collect();
+    if widths.is_empty() {
+        eprintln!("no AVX2 + FMA on this CPU: the tight kernel does not run here");
+        assert!(!conv(&[], (1, 1), (4, 4), &[], 1, Out::Add(&mut [])));
+    }
+    assert!(!applies_at(8, 3, 5) && !applies_at(16, 6, 4) && !applies_at(4, 4, 4));
+    // (16, 24, 32, 32): tiles in segments (its planes exceed half of L1), a single vector at
+    // each segment's end; (2, 13, ...): blocks of 6, 6 and 1 (AVX-512), 4 x 3 and 1 (AVX2);
+    // (3, 7, 4, 4): only singles; (3, 6, 6, 4): 3 vectors of 8, rows of 4 (AVX2 only).
+    for (lanes, (c, co, h, w, nb)) in widths.iter().flat_map(|&l| {
+        [
+            (3, 7, 4, 4, 2),
+            (5, 11, 8, 2, 1),
+            (16, 16, 16, 16, 3),
+            (2, 13, 32, 32, 2),
+            (4, 8, 12, 4, 2),
+            (16, 24, 32, 32, 1),
+            (3, 6, 6, 4, 2),
+        ]
+        .into_iter()
+        .filter(move |&(_, _, h, w, _)| applies_at(l, h, w))
+        .map(move |case| (l, case))
+    }) {
+        let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 96.0).collect();
+        let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.25 - 1.0).collect();
+        let mut buf = vec![f32::NAN; 7];
+        let xp = pad_tight((&x, None), (nb, c), (h, w), &mut buf);
+        let (pl, hw) = (plane(h, w), h * w);
+        let b = nb - 1;
+        let want = naive(&x[b * c * hw..(b + 1) * c * hw], (c, h, w), &wt, co);
+        let close = |got: f32, want: f64, what: &str| {
+            assert!(
+                (got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                "L{lanes} {what} c{c} co{co} {h}x{w}: {got} vs {want}"
+            )
+        };
+        let img = &xp[b * pl..];
+        // Written plain, with sums.
+        let mut out = vec![MaybeUninit::new(f32::NAN); co * hw];
+        let mut sums = vec![(7.0, 7.0); co];
+        let mode = Out::Write { out: &mut out, bias: None, res: None, relu: false, sums: Some(&mut sums) };
+        assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, mode));
+        for (k, v) in out.iter().enumerate() {
+            close(unsafe { v.assume_init() }, want[k], "plain");
+        }
+        for (o, &(s, s2)) in sums.iter().enumerate() {
+            let plane = &want[o * hw..(o + 1) * hw];
+            close(s as f32, plane.iter().sum(), "sum");
+            close(s2 as f32, plane.iter().map(|v| v * v).sum(), "sum of squares");
+        }
+        // Written with bias and ReLU, without and with a residual.
+        let res: Vec<f32> = (0..co * hw).map(|k| ((k * 29 % 31) as f32 - 15.0) / 8.0).collect();
+        for r in [None, Some(&res[..])] {
+            let mode = Out::Write { out: &mut out, bias: Some(&bias), res: r, relu: true, sums: None };
+            assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, mode));
+            for (k, v) in out.iter().enumerate() {
+                let want = want[k] + bias[k / hw] as f64 + r.map_or(0.0, |r| r[k] as f64);
+                close(unsafe { v.assume_init() }, want.max(0.0), "bias (+ residual) + relu");
+            }
+        }
+        // Written as a deferred batch norm's input gradient, with its backward sums against
+        // held data `z` (about half of it masked by the ReLU).
+        let z: Vec<f32> = (0..co * hw).map(|k| ((k * 13 % 23) as f32 - 11.0) / 7.0).collect();
+        let pre = Deferred {
+            scale: (0..co).map(|o| 0.5 + o as f32 * 0.1).collect(),
+            shift: (0..co).map(|o| o as f32 * 0.05 - 0.2).collect(),
+            mean: (0..co).map(|o| o as f32 * 0.03).collect(),
+        };
+        let mut bsums = vec![(7.0, 7.0); co];
+        assert!(conv_at(
+            lanes,
+            img,
+            (c, nb * pl),
+            (h, w),
+            &wt,
+            co,
+            Out::Grad { out: &mut out, z: &z, pre: &pre, sums: &mut bsums }
+        ));
+        for (o, &(s, s2)) in bsums.iter().enumerate() {
+            let (mut ws, mut ws2) = (0.0, 0.0);
+            for k in o * hw..(o + 1) * hw {
+                close(unsafe { out[k].assume_init() }, want[k], "input gradient");
+                if z[k] * pre.scale[o] + pre.shift[o] > 0.0 {
+                    ws += want[k];
+                    ws2 += want[k] * (z[k] - pre.mean[o]) as f64;
+                }
+            }
+            close(s as f32, ws, "masked sum");
+            close(s2 as f32, ws2, "masked sum against z");
+        }
+        // Added to what the output holds.
+        let mut acc: Vec<f32> = (0..co * hw).map(|k| k as f32 * 0.01).collect();
+        assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, Out::Add(&mut acc)));
+        for (k, &v) in acc.iter().enumerate() {
+            close(v, want[k] + (k as f32 * 0.01) as f64, "added");
+        }
+    }
+}
