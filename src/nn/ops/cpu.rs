@@ -34,11 +34,16 @@ pub const SIMD_LEVELS: [&str; 3] = ["avx512", "avx2", "portable"];
 /// CPU runs can be run, tested and timed on an AVX-512 machine. The matrix products of the
 /// `gemm` crate (stride-2 and 1x1 convolutions through im2col, linear layers) keep their own
 /// dispatch. A value that is not one of [`SIMD_LEVELS`], or asks for a level this CPU lacks, is
-/// refused by [`check_simd_env`]; the kernels then use the widest level.
+/// refused by [`check_simd_env`] (the command line checks it before anything runs); in a library
+/// or notebook the kernels then say so once on stderr and use the widest level.
 pub fn arch() -> pulp::Arch {
     static ARCH: std::sync::OnceLock<pulp::Arch> = std::sync::OnceLock::new();
-    *ARCH
-        .get_or_init(|| level_arch(std::env::var("KDSCOPE_SIMD").ok().as_deref()).unwrap_or_else(|_| pulp::Arch::new()))
+    *ARCH.get_or_init(|| {
+        level_arch(std::env::var("KDSCOPE_SIMD").ok().as_deref()).unwrap_or_else(|e| {
+            eprintln!("kdscope: {e}; the kernels use the widest level this CPU has");
+            pulp::Arch::new()
+        })
+    })
 }
 
 /// Checks `KDSCOPE_SIMD` (see [`arch`]): an error that names the value and the accepted ones.
