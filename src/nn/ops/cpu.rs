@@ -75,18 +75,18 @@ fn level_arch(level: Option<&str>) -> anyhow::Result<pulp::Arch> {
 }
 
 thread_local! {
-    pub(super) static NARROW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub(super) static PLANAR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     pub(super) static AVX2_KERNELS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The vector width of the tight-plane and channel-blocked kernels ([`super::tight`],
 /// [`super::wgrad_blocked`]) on this thread: 16 (AVX-512), 8 (AVX2 + FMA, or AVX-512 under
 /// [`with_avx2_kernels`]), or 0 where neither runs and the planar kernels serve (no AVX2, or
-/// [`without_wide_kernels`] in force). The convolution decides once per call, on the calling
+/// [`with_planar_kernels`] in force). The convolution decides once per call, on the calling
 /// thread.
 pub fn kernel_lanes() -> usize {
     let lanes = f32_lanes();
-    if NARROW.with(|n| n.get()) || lanes < 8 {
+    if PLANAR.with(|n| n.get()) || lanes < 8 {
         0
     } else if AVX2_KERNELS.with(|n| n.get()) {
         8
@@ -98,8 +98,14 @@ pub fn kernel_lanes() -> usize {
 /// Runs `f` with the tight-plane and channel-blocked kernels off on this thread, so the
 /// convolutions take the planar kernels (at this CPU's vector width), as a CPU without those
 /// kernels would: for tests that compare both on one machine.
-pub fn without_wide_kernels<R>(f: impl FnOnce() -> R) -> R {
-    super::with_flag(&NARROW, f)
+pub fn with_planar_kernels<R>(f: impl FnOnce() -> R) -> R {
+    super::with_flag(&PLANAR, f)
+}
+
+/// Whether the tight-plane and channel-blocked kernels of vectors of `lanes` (16: AVX-512, 8: AVX2
+/// + FMA) can run: the dispatch level ([`arch`]) reaches that width.
+pub fn width_runs(lanes: usize) -> bool {
+    matches!(lanes, 8 | 16) && f32_lanes() >= lanes
 }
 
 /// Runs `f` with the tight-plane and channel-blocked kernels at their AVX2 width (8 lanes) on this
@@ -109,8 +115,8 @@ pub fn with_avx2_kernels<R>(f: impl FnOnce() -> R) -> R {
     super::with_flag(&AVX2_KERNELS, f)
 }
 
-/// Runs `f` compiled for the widest vector instructions this CPU has (AVX-512, AVX2 + FMA, or the
-/// baseline), chosen at run time. The crate is built for baseline x86-64 (SSE2), where the
+/// Runs `f` compiled for the vector instructions [`arch`] picks (the widest this CPU has, AVX-512,
+/// AVX2 + FMA or the baseline, unless `KDSCOPE_SIMD` holds it lower), chosen at run time. The crate is built for baseline x86-64 (SSE2), where the
 /// element-wise loops around the kernels (copies, batch norm) would run 4 lanes wide; inlined into
 /// `pulp`'s per-level functions they are vectorised for the level that runs.
 #[inline(always)]

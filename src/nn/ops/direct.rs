@@ -11,10 +11,10 @@
 //! The kernels are written once over `pulp`'s SIMD vectors and dispatched at run time: with AVX-512
 //! a tile is 4 output channels x 64-96 positions held in up to 24 registers, with AVX2 + FMA 4
 //! output channels x 16 positions; without either a portable version of the same loop runs.
-//! Where the CPU has AVX-512, the convolution layers take two other kernels for stride 1 instead:
-//! `super::tight` for the forward and the input gradient (no padding column, no unpadding pass) and
-//! `super::wgrad_blocked` for the weight gradient (channel-blocked input, also with AVX2 + FMA);
-//! the stride-2 and 1x1 paths below serve every CPU.
+//! Where the CPU has AVX-512 or AVX2 + FMA, the convolution layers take two other kernels for
+//! stride 1 instead: `super::tight` for the forward and the input gradient (no padding column, no
+//! unpadding pass) and `super::wgrad_blocked` for the weight gradient (channel-blocked input); the
+//! stride-2 and 1x1 paths below serve every CPU.
 
 use std::mem::MaybeUninit;
 

@@ -82,7 +82,7 @@ fn deferred_batch_norm_matches_the_written_one() {
                 };
                 let wide = run(&s, &x, shape, &r, f);
                 let avx2 = cpu::with_avx2_kernels(|| run(&s, &x, shape, &r, f));
-                (wide, avx2, cpu::without_wide_kernels(|| run(&s, &x, shape, &r, f)))
+                (wide, avx2, cpu::with_planar_kernels(|| run(&s, &x, shape, &r, f)))
             };
             let (deferred, written) = (outcome(true), outcome(false));
             let case = format!("c{c} {hw}x{hw} n{n} conv2 {k2}x{k2}/{stride2} train {train}");

@@ -91,7 +91,7 @@ fn conv_plane_sums_feed_batch_norm() {
 /// at stride 2 (the blocked weight gradient against the polyphase one) (on a CPU without AVX2 every
 /// run takes the planar paths).
 #[test]
-fn wide_kernels_match_the_planar_paths() {
+fn tight_and_blocked_kernels_match_the_planar_paths() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     for (c, co, hw, n, stride) in
         [(16, 16, 8, 9, 1), (16, 32, 12, 3, 1), (32, 16, 4, 2, 1), (16, 32, 12, 9, 2), (32, 8, 4, 2, 2)]
@@ -115,7 +115,7 @@ fn wide_kernels_match_the_planar_paths() {
                 s.params.iter().map(|p| grads.get_or_alloc_mut(&p.t).expect("a gradient").to_vec()).collect();
             (out, dx, dw)
         };
-        let planar = cpu::without_wide_kernels(run);
+        let planar = cpu::with_planar_kernels(run);
         for (kernels, wide) in [("widest", run()), ("AVX2", cpu::with_avx2_kernels(run))] {
             let close = |a: &[f32], b: &[f32], what: &str| {
                 let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));

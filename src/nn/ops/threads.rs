@@ -28,7 +28,7 @@ fn switches() -> [&'static LocalKey<Cell<bool>>; 7] {
         &super::elementwise::GUIDED,
         &super::elementwise::FROZEN,
         &super::dropout::OFF,
-        &super::cpu::NARROW,
+        &super::cpu::PLANAR,
         &super::cpu::AVX2_KERNELS,
         &crate::nn::params::SKIP_INIT,
         &crate::nn::params::FOLD_BN,
@@ -131,7 +131,7 @@ mod tests {
             let want: Vec<bool> = (0..7).map(|k| k == i).collect();
             assert_eq!(inside.0.switches.to_vec(), want, "switch {i}");
         }
-        assert_eq!(cpu::without_wide_kernels(|| on_pool(cpu::kernel_lanes)), 0);
+        assert_eq!(cpu::with_planar_kernels(|| on_pool(cpu::kernel_lanes)), 0);
         assert_eq!(cpu::with_avx2_kernels(|| on_pool(cpu::kernel_lanes)), if cpu::f32_lanes() >= 8 { 8 } else { 0 });
         assert!(elementwise::with_guided_relu(|| on_pool(elementwise::guided)));
 

@@ -37,7 +37,7 @@ pub fn applies(h: usize, w: usize) -> bool {
 /// [`applies`] for the kernel of vectors of `lanes` positions (16: AVX-512, 8: AVX2 + FMA),
 /// which this CPU's dispatch level must reach.
 pub fn applies_at(lanes: usize, h: usize, w: usize) -> bool {
-    matches!(lanes, 8 | 16) && cpu::f32_lanes() >= lanes && h > 0 && w > 0 && (h * w).is_multiple_of(lanes)
+    cpu::width_runs(lanes) && h > 0 && w > 0 && (h * w).is_multiple_of(lanes)
 }
 
 /// Values of one tight plane of an `h x w` image.
@@ -345,14 +345,14 @@ unsafe fn tile<I: Isa, const NB: usize, const V: usize>(
         let l = if mode.sums { (*sl.add(b)).as_mut_ptr() } else { std::ptr::null_mut() };
         // The batch norm's backward sums go on from the lanes, vector after vector in position
         // order: the batch norm's own pass adds in that order, so the sums are the same bit for
-        // bit. So do 8-lane vectors' sums, each into its half of the 16 lanes. AVX-512's forward
-        // sums add a tile's partial to the lanes.
+        // bit. So do 8-lane vectors' sums, each into its half of the 16 lanes (`at`). AVX-512's
+        // forward sums add a tile's partial to the lanes.
         let in_order = mode.bn.is_some() || I::N < 16;
         let (mut s, mut s2) = (I::zero(), I::zero());
         for v in 0..V {
-            let half = if I::N < 16 { (v0 + v) % 2 * I::N } else { 0 };
-            if mode.sums && in_order && (v == 0 || I::N < 16) {
-                (s, s2) = (I::load(l.add(half)), I::load(l.add(16 + half)));
+            let at = (v0 + v) % (16 / I::N) * I::N;
+            if mode.sums && in_order {
+                (s, s2) = (I::load(l.add(at)), I::load(l.add(16 + at)));
             }
             let mut y = acc[b][v];
             if let Some(bias) = mode.bias {
@@ -384,20 +384,15 @@ unsafe fn tile<I: Isa, const NB: usize, const V: usize>(
                         s2 = I::fmadd(y, y, s2);
                     }
                 }
-                if I::N < 16 {
-                    I::store(l.add(half), s);
-                    I::store(l.add(16 + half), s2);
+                if in_order {
+                    I::store(l.add(at), s);
+                    I::store(l.add(16 + at), s2);
                 }
             }
         }
-        if mode.sums && I::N == 16 {
-            if in_order {
-                I::store(l, s);
-                I::store(l.add(16), s2);
-            } else {
-                I::store(l, I::add(I::load(l), s));
-                I::store(l.add(16), I::add(I::load(l.add(16)), s2));
-            }
+        if mode.sums && !in_order {
+            I::store(l, I::add(I::load(l), s));
+            I::store(l.add(16), I::add(I::load(l.add(16)), s2));
         }
     }
 }

@@ -23,12 +23,7 @@ use pulp::{Simd, WithSimd};
 /// Whether [`weight_grad`] serves a convolution with `c` input channels in blocks of `lanes` (8 or
 /// 16) on this CPU.
 pub fn applies(c: usize, lanes: usize) -> bool {
-    let level = match lanes {
-        16 => cpu::f32_lanes() >= 16,
-        8 => cpu::f32_lanes() >= 8,
-        _ => false,
-    };
-    level && c > 0 && c.is_multiple_of(lanes)
+    cpu::width_runs(lanes) && c > 0 && c.is_multiple_of(lanes)
 }
 
 /// Positions per channel block in [`pad_blocked`]'s buffer: the `nb` planes and one more, the
