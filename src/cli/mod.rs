@@ -18,6 +18,8 @@ use args::parse_synth;
 /// Runs the command `cli` names.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     crate::nn::ops::cpu::check_simd_env()?;
+    #[cfg(target_arch = "x86_64")]
+    crate::nn::ops::amx::check_precision_env()?;
     // In a Slurm task: as many threads as CPUs Slurm gave it (unless RAYON_NUM_THREADS says).
     let (cpus, rayon) = (std::env::var("SLURM_CPUS_PER_TASK").ok(), std::env::var("RAYON_NUM_THREADS").ok());
     if let Some(n) = crate::grid::slurm::task_threads(cpus.as_deref(), rayon.as_deref()) {

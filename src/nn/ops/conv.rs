@@ -710,6 +710,81 @@ fn forward_batch_sums(
     (out, None)
 }
 
+/// Whether this thread's 3x3 stride-1 convolutions run in bf16 on AMX tiles
+/// ([`super::amx::bf16_active`]; never off x86-64).
+fn bf16_active() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::amx::bf16_active();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// [`forward_batch_sums`] (with a residual `res` added before the ReLU, if any) of a 3x3 stride-1
+/// convolution in bf16 on AMX tiles ([`super::amx::conv3x3`]), where [`bf16_active`]: the sums
+/// (without bias, residual and ReLU) in f32 per image, combined in f64.
+fn forward_batch_bf16(
+    (xd, pre): (&[f32], Option<&Deferred>),
+    w_data: &[f32],
+    (bias, res, relu): (Option<&[f32]>, Option<&[f32]>, bool),
+    g: &Geo,
+    want_sums: bool,
+) -> (Vec<f32>, Option<Vec<(f64, f64)>>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::amx;
+        thread_local!(static BUF: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) });
+        let wt = amx::Weights::pack(w_data, g.co, g.c);
+        let want_sums = want_sums && bias.is_none() && res.is_none() && !relu;
+        let (out, sums) = written(g.n * g.out_len(), g.out_len(), g.n >= threads(), |i, out| {
+            let x = &xd[i * g.in_len()..(i + 1) * g.in_len()];
+            let res = res.map(|r| &r[i * g.out_len()..(i + 1) * g.out_len()]);
+            let mut sums = want_sums.then(|| vec![(0.0, 0.0); g.co]);
+            let o = amx::Out::Write { out, bias, res, relu, sums: sums.as_deref_mut() };
+            with_taken(&BUF, |buf| amx::conv3x3((x, pre), &wt, (g.h, g.w), o, buf));
+            sums
+        });
+        (out, want_sums.then(|| sums.into_iter().flatten().flatten().collect()))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "bf16 convolutions on x86-64 only ({xd:p} {pre:?} {w_data:p} {bias:?} {res:?} {relu} {g:?} {want_sums})"
+    )
+}
+
+/// Backward of `nb` consecutive images of a 3x3 stride-1 convolution in bf16 on AMX tiles, where
+/// [`bf16_active`]: `dW` by [`super::amx_wgrad::weight_grad`], `dx` (added, or written fresh) by
+/// [`super::amx::conv3x3`] of the output gradient with the flipped weights `wf`.
+fn backward_chunk_bf16(k: Chunk, wf: &[f32], g: &Geo) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::amx;
+        thread_local!(static BUFS: RefCell<(Vec<u16>, Vec<u16>)> = const { RefCell::new((Vec::new(), Vec::new())) });
+        let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, want_dw, .. } = k;
+        with_taken(&BUFS, |bufs| {
+            if want_dw {
+                super::amx_wgrad::weight_grad((x, pre), gout, (nb, g.c, g.co), (g.h, g.w), dw, bufs);
+            }
+            let wfp = (dx.is_some() || dx_fresh.is_some()).then(|| amx::Weights::pack(wf, g.c, g.co));
+            let image = |bi: usize, out: amx::Out, buf: &mut Vec<u16>| {
+                let gy = &gout[bi * g.out_len()..(bi + 1) * g.out_len()];
+                amx::conv3x3((gy, None), wfp.as_ref().expect("packed when dx is wanted"), (g.h, g.w), out, buf)
+            };
+            if let Some(dx) = dx {
+                dx.chunks_mut(g.in_len())
+                    .take(nb)
+                    .enumerate()
+                    .for_each(|(bi, d)| image(bi, amx::Out::Add(d), &mut bufs.0));
+            } else if let Some(dx) = dx_fresh {
+                for (bi, out) in dx.chunks_mut(g.in_len()).take(nb).enumerate() {
+                    image(bi, amx::Out::Write { out, bias: None, res: None, relu: false, sums: None }, &mut bufs.0);
+                }
+            }
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("bf16 convolutions on x86-64 only ({} images, {wf:p} {g:?})", k.nb)
+}
+
 /// `relu?(conv(x, w) + bias (+ res))` in evaluation, where nothing records gradients: a batch norm
 /// folded into `w_data` and `bias` (`BatchNorm2d::forward_conv`), its ReLU (and a ResNet block's
 /// residual, `BatchNorm2d::forward_conv_add`) applied in the same pass as the bias.
@@ -744,6 +819,10 @@ pub fn conv2d_folded<T: Tape<f32, Dev>>(
     };
     let (xs, tape, _, _) = x.split();
     let out = match res {
+        _ if g.direct() && bf16_active() => {
+            forward_batch_bf16((xs.data(), None), w_data, (Some(bias), res.as_ref().map(|r| r.data()), relu), &g, false)
+                .0
+        }
         Some(r) => forward_batch_res(xs.data(), w_data, bias, r.data(), &g, relu),
         None => forward_batch(xs.data(), w_data, Some(bias), &g, relu),
     };
@@ -772,7 +851,12 @@ pub fn conv2d<T: Tape<f32, Dev>>(
     };
     let b_vals = bias.as_ref().map(|(_, b)| b.as_slice());
     // While recording (training), the output pass also sums each plane for the batch norm after.
-    let (out, sums) = forward_batch_sums((xs.data(), pre.as_deref()), &w_data, (b_vals, false), &g, T::OWNS_TAPE);
+    let bf = g.direct() && bf16_active();
+    let (out, sums) = if bf {
+        forward_batch_bf16((xs.data(), pre.as_deref()), &w_data, (b_vals, None, false), &g, T::OWNS_TAPE)
+    } else {
+        forward_batch_sums((xs.data(), pre.as_deref()), &w_data, (b_vals, false), &g, T::OWNS_TAPE)
+    };
     let oshape = Shape4::new(g.n, co, g.ho, g.wo);
     let wt = w.clone();
     let bt = bias.map(|(b, _)| b.clone());
@@ -785,10 +869,10 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         let nthreads = threads();
         // Where nothing has flowed into x's gradient yet and the tight kernel computes all of it,
         // it is written into a fresh buffer (no zero fill, no read back) and handed on whole.
-        let fresh = x_needs_grad && g.tight() && g.n >= nthreads && xs.slot_is_empty();
+        let fresh = x_needs_grad && (g.tight() || bf) && g.n >= nthreads && xs.slot_is_empty();
         // A fresh input gradient of a deferred batch norm's value comes with that batch norm's
         // backward sums, computed as it is written (not with guided ReLUs: their mask differs).
-        let bn_sums = fresh && pre.is_some() && !super::elementwise::guided();
+        let bn_sums = fresh && pre.is_some() && !super::elementwise::guided() && !bf;
         let mut fresh_dx: Vec<f32> = Vec::with_capacity(if fresh { g.n * g.in_len() } else { 0 });
         let mut dx_buf = if x_needs_grad && !fresh { Some(xs.grad_buf(grads)?) } else { None };
         let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c, 9));
@@ -814,6 +898,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 gemm_threads,
             };
             match &wf {
+                Some(wf) if bf => backward_chunk_bf16(Chunk { dx_fresh, ..chunk(acc, dxs) }, wf, &g),
                 Some(wf) => backward_chunk_direct(Chunk { dx_fresh, dx_sums, ..chunk(acc, dxs) }, wf, &g),
                 None if g.pointwise_s2() => backward_chunk_1x1s2(chunk(acc, dxs), wt_t.as_deref(), &g),
                 None if g.direct_s2() => backward_chunk_s2(chunk(acc, dxs), (&w_data, s2.as_ref()), &g),

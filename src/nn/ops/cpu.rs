@@ -77,6 +77,8 @@ fn level_arch(level: Option<&str>) -> anyhow::Result<pulp::Arch> {
 thread_local! {
     pub(super) static PLANAR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     pub(super) static AVX2_KERNELS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// bf16 convolutions on AMX tiles asked for on this thread (`amx::with_bf16`).
+    pub(super) static BF16: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The vector width of the tight-plane and channel-blocked kernels ([`super::tight`],

@@ -1,6 +1,11 @@
 //! Differentiable ops written on dfdx's public tape API (`Tape::add_backward_op`), multi-threaded
 //! with rayon and GEMM-based where it pays. Each op hands its input gradients on through
 //! `Saved::give` (a freshly computed buffer), `give_copy` or `grad_buf` (in place), see `nn::var`.
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+pub mod amx_wgrad;
 mod batchnorm;
 pub(crate) mod blas;
 mod conv;
@@ -37,6 +42,8 @@ pub use threads::on_pool;
 
 #[cfg(test)]
 mod tests;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests_amx;
 #[cfg(test)]
 mod tests_deferred;
 #[cfg(test)]

@@ -10,9 +10,9 @@ use crate::nn::var::{Shape4, Tracked, Var};
 
 /// Output, input gradient, every parameter's gradient and the running statistics of `f` applied to
 /// `x` with a weighted-sum loss `r`, recorded.
-type Outcome = (Vec<f32>, Vec<f32>, Vec<Vec<f32>>, Vec<Vec<f32>>);
+pub(super) type Outcome = (Vec<f32>, Vec<f32>, Vec<Vec<f32>>, Vec<Vec<f32>>);
 
-fn run(s: &Store, x: &[f32], shape: Shape4, r: &[f32], f: impl Fn(Var<Tracked>) -> Var<Tracked>) -> Outcome {
+pub(super) fn run(s: &Store, x: &[f32], shape: Shape4, r: &[f32], f: impl Fn(Var<Tracked>) -> Var<Tracked>) -> Outcome {
     let xv = Var::from_vec(x.to_vec(), shape);
     let h = xv.detach();
     // Through a recorded op, so the first layer's input gradient goes to a slot as inside a model.

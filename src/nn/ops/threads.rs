@@ -23,13 +23,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::LocalKey;
 
 /// The per-thread switches the ops read.
-fn switches() -> [&'static LocalKey<Cell<bool>>; 7] {
+fn switches() -> [&'static LocalKey<Cell<bool>>; 8] {
     [
         &super::elementwise::GUIDED,
         &super::elementwise::FROZEN,
         &super::dropout::OFF,
         &super::cpu::PLANAR,
         &super::cpu::AVX2_KERNELS,
+        &super::cpu::BF16,
         &crate::nn::params::SKIP_INIT,
         &crate::nn::params::FOLD_BN,
     ]
@@ -38,7 +39,7 @@ fn switches() -> [&'static LocalKey<Cell<bool>>; 7] {
 /// A thread's settings: its switches and its next dropout mask seed.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Settings {
-    switches: [bool; 7],
+    switches: [bool; 8],
     mask: u64,
 }
 

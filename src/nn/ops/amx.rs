@@ -1,0 +1,395 @@
+//! bf16 mixed precision on Intel AMX tiles: the 3x3 / stride 1 / padding 1 convolutions (forward,
+//! input gradient here, weight gradient in [`super::amx_wgrad`]) with their inputs, weights and
+//! output gradients rounded to bf16 (round to nearest even) and every sum in f32, as
+//! `torch.autocast("cpu", dtype=torch.bfloat16)` runs a convolution; the weights, their gradients,
+//! the optimiser and every other op stay f32. Off unless asked for: `KDSCOPE_PRECISION=bf16`, or
+//! [`with_bf16`]; only where the CPU has AMX-BF16 and the OS grants the tile state ([`available`]).
+//!
+//! One image at a time, as a GEMM `C (16 output channels x N positions) += A (16 x K) . B (K x N)`
+//! per tap, on tiles:
+//! - A: the packed weights of one tap and block of `kb` input channels (`kb` bf16 per row);
+//! - B: `kb / 2` rows of channel pairs, each row `N` positions of one output row's run, the two
+//!   channels of a pair side by side (the VNNI layout `tdpbf16ps` reads), from a zero-bordered
+//!   copy of the image (`(h + 2) x (w + 2)` per pair of channels), shifted by the tap;
+//! - C: 16 output channels x `N = min(w, 16)` positions of one output row, in f32; up to 2 x 2
+//!   such tiles at once (2 blocks of 16 output channels x 2 runs), over 9 taps x the channel blocks.
+//!
+//! The C tiles are stored to a scratch and written out with the bias, the residual and the ReLU.
+//! Rows wider than 16 take runs of 16 from the left, the last run flush with the right edge
+//! (overlapping the one before, whose values it writes again).
+use std::arch::asm;
+use std::cell::Cell;
+use std::mem::MaybeUninit;
+use std::sync::OnceLock;
+
+use super::deferred::{bn_relu, Deferred};
+
+/// The values `KDSCOPE_PRECISION` accepts (`fp32`, the default, or `bf16`).
+pub const PRECISIONS: [&str; 2] = ["fp32", "bf16"];
+
+/// Whether this CPU has AMX-BF16 tiles (cpuid leaf 7: AMX-BF16, EDX bit 22; AMX-TILE, bit 24) and
+/// Linux grants this process their state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`,
+/// Linux 5.16 or later); checked once.
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(detect)
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn detect() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    // cpuid leaf 7 is read where the CPU reports it (the highest leaf checked first).
+    let has = __cpuid(0).eax >= 7 && {
+        let edx = __cpuid_count(7, 0).edx;
+        edx & (1 << 22) != 0 && edx & (1 << 24) != 0
+    };
+    // SAFETY: arch_prctl with these arguments only asks for a permission; it returns 0 or an error.
+    has && unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } == 0
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn detect() -> bool {
+    false
+}
+
+/// Whether `KDSCOPE_PRECISION` asks for bf16 (an unknown value is refused: [`check_precision_env`]).
+pub(crate) fn parse_precision(value: Option<&str>) -> anyhow::Result<bool> {
+    match value {
+        None | Some("fp32") => Ok(false),
+        Some("bf16") => Ok(true),
+        Some(v) => anyhow::bail!("KDSCOPE_PRECISION is {v:?}: expected one of {}", PRECISIONS.join(", ")),
+    }
+}
+
+/// Checks `KDSCOPE_PRECISION`: an error that names a value other than `fp32` or `bf16`, or `bf16`
+/// on a CPU or OS without AMX-BF16 tiles.
+pub fn check_precision_env() -> anyhow::Result<()> {
+    if parse_precision(std::env::var("KDSCOPE_PRECISION").ok().as_deref())? && !available() {
+        anyhow::bail!(
+            "KDSCOPE_PRECISION=bf16 runs on AMX-BF16 tiles (Intel Xeon 4th generation or later, Linux 5.16 or \
+             later), which this CPU or OS does not offer"
+        );
+    }
+    Ok(())
+}
+
+/// Whether the 3x3 stride-1 convolutions on this thread run in bf16 on AMX tiles: asked for
+/// (`KDSCOPE_PRECISION=bf16`, or inside [`with_bf16`]) and [`available`]. The convolution decides
+/// once per call, on the calling thread (its backward follows its forward).
+pub fn bf16_active() -> bool {
+    static ENV: OnceLock<bool> = OnceLock::new();
+    let env = *ENV.get_or_init(|| {
+        parse_precision(std::env::var("KDSCOPE_PRECISION").ok().as_deref()).unwrap_or_else(|e| {
+            eprintln!("warning: {e:#}; convolutions stay fp32");
+            false
+        })
+    });
+    (env || super::cpu::BF16.with(Cell::get)) && available()
+}
+
+/// Runs `f` with the bf16 convolutions on this thread (and the pool's work it starts), where
+/// [`available`]: as `KDSCOPE_PRECISION=bf16` does for the whole process.
+pub fn with_bf16<R>(f: impl FnOnce() -> R) -> R {
+    super::with_flag(&super::cpu::BF16, f)
+}
+
+/// `x` rounded to the nearest bf16, ties to even (NaN stays NaN).
+#[inline(always)]
+pub fn bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The f32 value of a bf16.
+#[inline(always)]
+pub fn f32_of(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// Input channels per tile row block: all of them (rounded up to even) up to 32, else 32.
+fn block(c: usize) -> usize {
+    if c <= 32 {
+        c.next_multiple_of(2)
+    } else {
+        32
+    }
+}
+
+/// A convolution's 3x3 weights (`[co][c][3][3]`) in bf16 as the kernel's A tiles read them:
+/// `[tap][channel block][co rounded up to 16][kb]`, zero beyond `co` and `c`.
+pub struct Weights {
+    data: Vec<u16>,
+    c: usize,
+    co: usize,
+    kb: usize,
+}
+
+impl Weights {
+    pub fn pack(w: &[f32], co: usize, c: usize) -> Self {
+        assert_eq!(w.len(), co * c * 9, "{co} x {c} x 3 x 3 weights, {} values", w.len());
+        let (kb, cop) = (block(c), co.next_multiple_of(16));
+        let nkb = c.div_ceil(kb);
+        let mut data = vec![0u16; 9 * nkb * cop * kb];
+        for tap in 0..9 {
+            for o in 0..co {
+                for ci in 0..c {
+                    let (bi, j) = (ci / kb, ci % kb);
+                    data[((tap * nkb + bi) * cop + o) * kb + j] = bf16(w[(o * c + ci) * 9 + tap]);
+                }
+            }
+        }
+        Self { data, c, co, kb }
+    }
+}
+
+/// The layout of one AMX tile register (palette 1): the 64-byte operand of `ldtilecfg`.
+#[repr(C, align(64))]
+pub(super) struct TileCfg {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+impl TileCfg {
+    /// Tiles 0-3 (C): 16 rows of `c_bytes`; 4-5 (A): 16 rows of `a_bytes`; 6-7 (B): `b_rows` rows
+    /// of `c_bytes`.
+    pub(super) fn gemm(c_bytes: usize, a_bytes: usize, b_rows: usize) -> Self {
+        let mut cfg = TileCfg { palette: 1, start_row: 0, reserved: [0; 14], colsb: [0; 16], rows: [0; 16] };
+        for t in 0..8 {
+            (cfg.colsb[t], cfg.rows[t]) = match t {
+                0..4 => (c_bytes as u16, 16),
+                4..6 => (a_bytes as u16, 16),
+                _ => (c_bytes as u16, b_rows as u8),
+            };
+        }
+        cfg
+    }
+
+    /// Loads this configuration, zeroes tiles 0-3, runs `f` and releases the tiles.
+    pub(super) fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        assert!(available(), "AMX tiles used where the CPU or OS has none");
+        // SAFETY: the CPU runs AMX instructions and the process may use the tile state (asserted).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) self, options(nostack, readonly)) };
+        let r = f();
+        // SAFETY: as above.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        r
+    }
+}
+
+/// Zeroes the C tiles (0-3).
+pub(super) fn zero_c() {
+    // SAFETY: only called inside `TileCfg::run` (tiles configured).
+    unsafe { asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem)) };
+}
+
+/// Stores the C tiles (0-3) into `s`, each 16 rows of 64 bytes.
+pub(super) fn store_c(s: &mut Scratch) {
+    // SAFETY: only called inside `TileCfg::run`; the scratch holds 4 tiles of 16 rows x 64 bytes.
+    unsafe {
+        let s = s.0.as_mut_ptr();
+        asm!(
+            "tilestored [{s} + {st}], tmm0", "tilestored [{t1} + {st}], tmm1",
+            "tilestored [{t2} + {st}], tmm2", "tilestored [{t3} + {st}], tmm3",
+            s = in(reg) s, t1 = in(reg) s.add(1), t2 = in(reg) s.add(2), t3 = in(reg) s.add(3),
+            st = in(reg) 64usize, options(nostack)
+        );
+    }
+}
+
+/// Where [`conv3x3`] puts the convolution's values (`[co][h][w]`).
+pub enum Out<'a> {
+    /// Written (`out` need not be initialised): `relu?(v + bias[o] + res)`, and with `sums` each
+    /// output channel's `(sum, sum of squares)` of the written values, added in.
+    Write {
+        out: &'a mut [MaybeUninit<f32>],
+        bias: Option<&'a [f32]>,
+        res: Option<&'a [f32]>,
+        relu: bool,
+        sums: Option<&'a mut [(f64, f64)]>,
+    },
+    /// Added to `out`.
+    Add(&'a mut [f32]),
+}
+
+/// The convolution of one `h x w` image with `w` (see the module docs) into `out`. `x` holds the
+/// image `[c][h][w]`, mapped by `pre` (a deferred batch norm + ReLU) where given; `buf` is the bf16
+/// copy's scratch. Runs AMX instructions: only where [`available`].
+pub fn conv3x3(
+    (x, pre): (&[f32], Option<&Deferred>),
+    wt: &Weights,
+    (h, w): (usize, usize),
+    mut out: Out,
+    buf: &mut Vec<u16>,
+) {
+    let (c, co, kb, hw) = (wt.c, wt.co, wt.kb, h * w);
+    let len = match &out {
+        Out::Write { out, bias, res, sums, .. } => {
+            let ok = bias.is_none_or(|b| b.len() == co) && res.is_none_or(|r| r.len() == co * hw);
+            assert!(ok && sums.as_ref().is_none_or(|s| s.len() == co), "conv3x3: bias, residual or sums");
+            out.len()
+        }
+        Out::Add(out) => out.len(),
+    };
+    assert!(h > 0 && w > 0 && x.len() == c * hw && len == co * hw, "conv3x3: sizes of x or out");
+    let nkb = c.div_ceil(kb);
+    let (wp, pl) = (w + 2, (h + 2) * (w + 2));
+    super::cpu::multiversioned(|| pack_image((x, pre), c, (h, w), nkb * kb, buf));
+    let n = w.min(16);
+    // Runs of n from the left, the last flush with the right edge; `fresh`: where its new values start.
+    let runs: Vec<(usize, usize)> =
+        (0..w.div_ceil(16)).map(|r| ((r * 16).min(w - n), r * 16 - (r * 16).min(w - n))).collect();
+    let cop = co.next_multiple_of(16);
+    let mut scratch = Scratch([[[0.0; 16]; 16]; 4]);
+    let (xb, wb) = (buf.as_ptr(), wt.data.as_ptr());
+    let (sa, sb) = (2 * kb, 4 * pl);
+    TileCfg::gemm(4 * n, 2 * kb, kb / 2).run(|| {
+        for y in 0..h {
+            for rp in runs.chunks(2) {
+                for cb0 in (0..cop / 16).step_by(2) {
+                    let nc = (cop / 16 - cb0).min(2);
+                    zero_c();
+                    for tap in 0..9 {
+                        let (ky, kx) = (tap / 3, tap % 3);
+                        for bi in 0..nkb {
+                            let a0 = wb.wrapping_add(((tap * nkb + bi) * cop + cb0 * 16) * kb);
+                            let b_at = |x0: usize| xb.wrapping_add(((bi * kb / 2) * pl + (y + ky) * wp + x0 + kx) * 2);
+                            let (b0, b1) = (b_at(rp[0].0), b_at(rp[rp.len() - 1].0));
+                            // SAFETY: tiles configured; every tile reads inside the packed weights or
+                            // `buf` (taps shift by at most 2 rows and 2 columns inside the
+                            // zero-bordered copy; the last run ends at the row's end).
+                            unsafe { step(nc, rp.len(), (a0, a0.wrapping_add(16 * kb), sa), (b0, b1, sb)) };
+                        }
+                    }
+                    store_c(&mut scratch);
+                    super::cpu::multiversioned(|| {
+                        for (ci, cb) in (cb0..cb0 + nc).enumerate() {
+                            for (ri, &(x0, fresh)) in rp.iter().enumerate() {
+                                let tile = &scratch.0[ci * 2 + ri];
+                                for (r, row) in tile.iter().enumerate().take(co.saturating_sub(cb * 16).min(16)) {
+                                    let o = cb * 16 + r;
+                                    epilogue(&mut out, o, o * hw + y * w + x0, (&row[..n], fresh));
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    })
+}
+
+/// Writes (or adds) one output row's run of values `v` of channel `o` at `at`; the values before
+/// `fresh` were written (or added) by the run before: written again, but not added or summed twice.
+#[inline(always)]
+fn epilogue(out: &mut Out, o: usize, at: usize, (v, fresh): (&[f32], usize)) {
+    let n = v.len();
+    match out {
+        Out::Add(out) => out[at + fresh..at + n].iter_mut().zip(&v[fresh..]).for_each(|(d, &v)| *d += v),
+        Out::Write { out, bias, res, relu, sums } => {
+            let (b, relu, dst) = (bias.map_or(0.0, |b| b[o]), *relu, &mut out[at..at + n]);
+            match res {
+                Some(res) => dst.iter_mut().zip(v).zip(&res[at..at + n]).for_each(|((d, &v), &r)| {
+                    d.write(if relu { (v + b + r).max(0.0) } else { v + b + r });
+                }),
+                None => dst.iter_mut().zip(v).for_each(|(d, &v)| {
+                    d.write(if relu { (v + b).max(0.0) } else { v + b });
+                }),
+            }
+            if let Some(sums) = sums {
+                // SAFETY: written just above.
+                let vals = dst[fresh..].iter().map(|d| unsafe { d.assume_init() });
+                let (s, q) = vals.fold((0.0f32, 0.0f32), |(s, q), v| (s + v, q + v * v));
+                sums[o].0 += s as f64;
+                sums[o].1 += q as f64;
+            }
+        }
+    }
+}
+
+#[repr(C, align(64))]
+pub(super) struct Scratch(pub(super) [[[f32; 16]; 16]; 4]);
+
+/// One K step: `C[cb * 2 + r] += A[cb] . B[r]` for `nc` A tiles and `nr` B tiles (tiles 0-3:
+/// C, 4-5: A, 6-7: B).
+///
+/// # Safety
+/// Tiles configured ([`TileCfg::run`]); the pointers address whole tiles at their strides.
+#[inline(always)]
+pub(super) unsafe fn step(
+    nc: usize,
+    nr: usize,
+    (a0, a1, sa): (*const u16, *const u16, usize),
+    (b0, b1, sb): (*const u16, *const u16, usize),
+) {
+    unsafe {
+        match (nc, nr) {
+            (2, 2) => asm!(
+                "tileloadd tmm4, [{a0} + {sa}]", "tileloadd tmm5, [{a1} + {sa}]",
+                "tileloadd tmm6, [{b0} + {sb}]", "tileloadd tmm7, [{b1} + {sb}]",
+                "tdpbf16ps tmm0, tmm4, tmm6", "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6", "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a0, a1 = in(reg) a1, sa = in(reg) sa, b0 = in(reg) b0, b1 = in(reg) b1, sb = in(reg) sb,
+                options(nostack, readonly)
+            ),
+            (1, 2) => asm!(
+                "tileloadd tmm4, [{a0} + {sa}]", "tileloadd tmm6, [{b0} + {sb}]", "tileloadd tmm7, [{b1} + {sb}]",
+                "tdpbf16ps tmm0, tmm4, tmm6", "tdpbf16ps tmm1, tmm4, tmm7",
+                a0 = in(reg) a0, sa = in(reg) sa, b0 = in(reg) b0, b1 = in(reg) b1, sb = in(reg) sb,
+                options(nostack, readonly)
+            ),
+            (2, 1) => asm!(
+                "tileloadd tmm4, [{a0} + {sa}]", "tileloadd tmm5, [{a1} + {sa}]", "tileloadd tmm6, [{b0} + {sb}]",
+                "tdpbf16ps tmm0, tmm4, tmm6", "tdpbf16ps tmm2, tmm5, tmm6",
+                a0 = in(reg) a0, a1 = in(reg) a1, sa = in(reg) sa, b0 = in(reg) b0, sb = in(reg) sb,
+                options(nostack, readonly)
+            ),
+            _ => asm!(
+                "tileloadd tmm4, [{a0} + {sa}]", "tileloadd tmm6, [{b0} + {sb}]", "tdpbf16ps tmm0, tmm4, tmm6",
+                a0 = in(reg) a0, sa = in(reg) sa, b0 = in(reg) b0, sb = in(reg) sb,
+                options(nostack, readonly)
+            ),
+        }
+    }
+}
+
+/// Copies the `c` channels of an `h x w` image into `buf` in bf16: `c2 / 2` planes of channel
+/// pairs (`c2` >= `c` even; channels from `c` on are zero), each `(h + 2) x (w + 2)` positions of
+/// two values, zero on the border; mapped by `pre` where given.
+#[inline(always)]
+fn pack_image((x, pre): (&[f32], Option<&Deferred>), c: usize, (h, w): (usize, usize), c2: usize, buf: &mut Vec<u16>) {
+    let (wp, hw, pl) = (w + 2, h * w, (h + 2) * (w + 2));
+    buf.clear();
+    buf.resize(c2 / 2 * pl * 2, 0);
+    for (k, plane) in buf.chunks_exact_mut(pl * 2).enumerate() {
+        let (c0, c1) = (2 * k, 2 * k + 1);
+        for y in 0..h {
+            let row = &mut plane[((y + 1) * wp + 1) * 2..((y + 1) * wp + 1 + w) * 2];
+            let src0 = (c0 < c).then(|| &x[c0 * hw + y * w..c0 * hw + (y + 1) * w]);
+            let src1 = (c1 < c).then(|| &x[c1 * hw + y * w..c1 * hw + (y + 1) * w]);
+            let (m0, m1) = match pre {
+                Some(p) => {
+                    let m = |ci: usize| if ci < c { (p.scale[ci], p.shift[ci]) } else { (1.0, 0.0) };
+                    (m(c0), m(c1))
+                }
+                None => ((1.0, 0.0), (1.0, 0.0)),
+            };
+            let f = |v: f32, (a, b): (f32, f32)| bf16(if pre.is_some() { bn_relu(v, a, b) } else { v });
+            match (src0, src1) {
+                (Some(a), Some(b)) => row.chunks_exact_mut(2).zip(a.iter().zip(b)).for_each(|(p, (&a, &b))| {
+                    p[0] = f(a, m0);
+                    p[1] = f(b, m1);
+                }),
+                (Some(a), None) => row.chunks_exact_mut(2).zip(a).for_each(|(p, &a)| p[0] = f(a, m0)),
+                _ => {}
+            }
+        }
+    }
+}
