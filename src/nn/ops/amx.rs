@@ -27,8 +27,8 @@ use super::deferred::{bn_relu, Deferred};
 /// The values `KDSCOPE_PRECISION` accepts (`fp32`, the default, or `bf16`).
 pub const PRECISIONS: [&str; 2] = ["fp32", "bf16"];
 
-/// Whether this CPU has AMX-BF16 tiles (cpuid leaf 7: AMX-BF16, EDX bit 22; AMX-TILE, bit 24) and
-/// Linux grants this process their state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`,
+/// Whether this CPU has AMX-BF16 tiles (cpuid leaf 7: AMX-BF16, EDX bit 22; AMX-TILE, bit 24), and
+/// AVX-512 (F, BW: the copies and epilogues around the tiles are compiled for it), and Linux grants this process their state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`,
 /// Linux 5.16 or later); checked once.
 pub fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
@@ -46,7 +46,8 @@ fn detect() -> bool {
         edx & (1 << 22) != 0 && edx & (1 << 24) != 0
     };
     // SAFETY: arch_prctl with these arguments only asks for a permission; it returns 0 or an error.
-    has && unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } == 0
+    let vectors = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
+    has && vectors && unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } == 0
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
@@ -95,14 +96,21 @@ pub fn with_bf16<R>(f: impl FnOnce() -> R) -> R {
     super::with_flag(&super::cpu::BF16, f)
 }
 
-/// `x` rounded to the nearest bf16, ties to even (NaN stays NaN).
+/// `x` rounded to the nearest bf16, ties to even (NaN stays NaN). Branch-free, so loops of it
+/// vectorise.
 #[inline(always)]
 pub fn bf16(x: f32) -> u16 {
     let b = x.to_bits();
-    if x.is_nan() {
-        return ((b >> 16) | 0x40) as u16;
-    }
-    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+    let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
+    (if nan { (b >> 16) | 0x40 } else { rounded }) as u16
+}
+
+/// Two values rounded to bf16 side by side (`lo` first in memory): one 32-bit pair of the VNNI
+/// layout.
+#[inline(always)]
+pub fn pair(lo: f32, hi: f32) -> u32 {
+    bf16(lo) as u32 | (bf16(hi) as u32) << 16
 }
 
 /// The f32 value of a bf16.
@@ -227,7 +235,7 @@ pub fn conv3x3(
     wt: &Weights,
     (h, w): (usize, usize),
     mut out: Out,
-    buf: &mut Vec<u16>,
+    buf: &mut Vec<u32>,
 ) {
     let (c, co, kb, hw) = (wt.c, wt.co, wt.kb, h * w);
     let len = match &out {
@@ -241,15 +249,19 @@ pub fn conv3x3(
     assert!(h > 0 && w > 0 && x.len() == c * hw && len == co * hw, "conv3x3: sizes of x or out");
     let nkb = c.div_ceil(kb);
     let (wp, pl) = (w + 2, (h + 2) * (w + 2));
-    super::cpu::multiversioned(|| pack_image((x, pre), c, (h, w), nkb * kb, buf));
+    // SAFETY: AMX CPUs have AVX-512 F and BW (`available` checks them; asserted by `TileCfg::run`).
+    unsafe { pack_image((x, pre), c, (h, w), nkb * kb, buf) };
     let n = w.min(16);
     // Runs of n from the left, the last flush with the right edge; `fresh`: where its new values start.
     let runs: Vec<(usize, usize)> =
         (0..w.div_ceil(16)).map(|r| ((r * 16).min(w - n), r * 16 - (r * 16).min(w - n))).collect();
     let cop = co.next_multiple_of(16);
     let mut scratch = Scratch([[[0.0; 16]; 16]; 4]);
-    let (xb, wb) = (buf.as_ptr(), wt.data.as_ptr());
+    let (xb, wb) = (buf.as_ptr().cast::<u16>(), wt.data.as_ptr());
     let (sa, sb) = (2 * kb, 4 * pl);
+    // Per output channel, the sums' 16 lanes (sum, then squares), added into `sums` in f64 at the end.
+    let want_sums = matches!(&out, Out::Write { sums: Some(_), .. });
+    let mut lanes = vec![[0.0f32; 32]; if want_sums { co } else { 0 }];
     TileCfg::gemm(4 * n, 2 * kb, kb / 2).run(|| {
         for y in 0..h {
             for rp in runs.chunks(2) {
@@ -269,31 +281,59 @@ pub fn conv3x3(
                         }
                     }
                     store_c(&mut scratch);
-                    super::cpu::multiversioned(|| {
-                        for (ci, cb) in (cb0..cb0 + nc).enumerate() {
-                            for (ri, &(x0, fresh)) in rp.iter().enumerate() {
-                                let tile = &scratch.0[ci * 2 + ri];
-                                for (r, row) in tile.iter().enumerate().take(co.saturating_sub(cb * 16).min(16)) {
-                                    let o = cb * 16 + r;
-                                    epilogue(&mut out, o, o * hw + y * w + x0, (&row[..n], fresh));
-                                }
-                            }
-                        }
-                    });
+                    // SAFETY: as for `pack_image`.
+                    unsafe { write_tiles((&mut out, &mut lanes), &scratch, (cb0, nc), rp, (co, y, w, n)) };
                 }
             }
         }
-    })
+    });
+    if let Out::Write { sums: Some(sums), .. } = out {
+        for (s, l) in sums.iter_mut().zip(&lanes) {
+            s.0 += l[..16].iter().map(|&v| v as f64).sum::<f64>();
+            s.1 += l[16..].iter().map(|&v| v as f64).sum::<f64>();
+        }
+    }
+}
+
+/// The epilogue of the C tiles in `scratch`: output channel blocks `cb0..cb0 + nc` by the runs
+/// `rp` of output row `y` (each `n` values); with `lanes` (one per output channel, where the sums
+/// are wanted), the values' sums and squares per lane. The sums are of the convolution's values: only
+/// without bias, residual and ReLU (the training forward's).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn write_tiles((out, lanes): (&mut Out, &mut [[f32; 32]]), scratch: &Scratch, (cb0, nc): (usize, usize), rp: &[(usize, usize)], (co, y, w, n): (usize, usize, usize, usize)) {
+    let hw = out_len(out) / co;
+    for (ci, cb) in (cb0..cb0 + nc).enumerate() {
+        for (ri, &(x0, fresh)) in rp.iter().enumerate() {
+            let tile = &scratch.0[ci * 2 + ri];
+            for (r, row) in tile.iter().enumerate().take(co.saturating_sub(cb * 16).min(16)) {
+                let o = cb * 16 + r;
+                epilogue(out, o, o * hw + y * w + x0, (&row[..n], fresh));
+                if let Some(l) = lanes.get_mut(o) {
+                    // Each position once: from where the run's new values start.
+                    for j in fresh..n {
+                        (l[j], l[16 + j]) = (l[j] + row[j], l[16 + j] + row[j] * row[j]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn out_len(out: &Out) -> usize {
+    match out {
+        Out::Write { out, .. } => out.len(),
+        Out::Add(out) => out.len(),
+    }
 }
 
 /// Writes (or adds) one output row's run of values `v` of channel `o` at `at`; the values before
-/// `fresh` were written (or added) by the run before: written again, but not added or summed twice.
+/// `fresh` were written (or added) by the run before: written again, but not added twice.
 #[inline(always)]
 fn epilogue(out: &mut Out, o: usize, at: usize, (v, fresh): (&[f32], usize)) {
     let n = v.len();
     match out {
         Out::Add(out) => out[at + fresh..at + n].iter_mut().zip(&v[fresh..]).for_each(|(d, &v)| *d += v),
-        Out::Write { out, bias, res, relu, sums } => {
+        Out::Write { out, bias, res, relu, .. } => {
             let (b, relu, dst) = (bias.map_or(0.0, |b| b[o]), *relu, &mut out[at..at + n]);
             match res {
                 Some(res) => dst.iter_mut().zip(v).zip(&res[at..at + n]).for_each(|((d, &v), &r)| {
@@ -302,13 +342,6 @@ fn epilogue(out: &mut Out, o: usize, at: usize, (v, fresh): (&[f32], usize)) {
                 None => dst.iter_mut().zip(v).for_each(|(d, &v)| {
                     d.write(if relu { (v + b).max(0.0) } else { v + b });
                 }),
-            }
-            if let Some(sums) = sums {
-                // SAFETY: written just above.
-                let vals = dst[fresh..].iter().map(|d| unsafe { d.assume_init() });
-                let (s, q) = vals.fold((0.0f32, 0.0f32), |(s, q), v| (s + v, q + v * v));
-                sums[o].0 += s as f64;
-                sums[o].1 += q as f64;
             }
         }
     }
@@ -362,33 +395,31 @@ pub(super) unsafe fn step(
 
 /// Copies the `c` channels of an `h x w` image into `buf` in bf16: `c2 / 2` planes of channel
 /// pairs (`c2` >= `c` even; channels from `c` on are zero), each `(h + 2) x (w + 2)` positions of
-/// two values, zero on the border; mapped by `pre` where given.
-#[inline(always)]
-fn pack_image((x, pre): (&[f32], Option<&Deferred>), c: usize, (h, w): (usize, usize), c2: usize, buf: &mut Vec<u16>) {
+/// one pair (32 bits), zero on the border; mapped by `pre` where given.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pack_image((x, pre): (&[f32], Option<&Deferred>), c: usize, (h, w): (usize, usize), c2: usize, buf: &mut Vec<u32>) {
     let (wp, hw, pl) = (w + 2, h * w, (h + 2) * (w + 2));
     buf.clear();
-    buf.resize(c2 / 2 * pl * 2, 0);
-    for (k, plane) in buf.chunks_exact_mut(pl * 2).enumerate() {
+    buf.resize(c2 / 2 * pl, 0);
+    let map = |ci: usize| match pre {
+        Some(p) if ci < c => (p.scale[ci], p.shift[ci]),
+        _ => (1.0, 0.0),
+    };
+    for (k, plane) in buf.chunks_exact_mut(pl).enumerate() {
         let (c0, c1) = (2 * k, 2 * k + 1);
+        let ((a0, b0), (a1, b1)) = (map(c0), map(c1));
+        let zero = [0.0; 0];
         for y in 0..h {
-            let row = &mut plane[((y + 1) * wp + 1) * 2..((y + 1) * wp + 1 + w) * 2];
-            let src0 = (c0 < c).then(|| &x[c0 * hw + y * w..c0 * hw + (y + 1) * w]);
-            let src1 = (c1 < c).then(|| &x[c1 * hw + y * w..c1 * hw + (y + 1) * w]);
-            let (m0, m1) = match pre {
-                Some(p) => {
-                    let m = |ci: usize| if ci < c { (p.scale[ci], p.shift[ci]) } else { (1.0, 0.0) };
-                    (m(c0), m(c1))
-                }
-                None => ((1.0, 0.0), (1.0, 0.0)),
-            };
-            let f = |v: f32, (a, b): (f32, f32)| bf16(if pre.is_some() { bn_relu(v, a, b) } else { v });
-            match (src0, src1) {
-                (Some(a), Some(b)) => row.chunks_exact_mut(2).zip(a.iter().zip(b)).for_each(|(p, (&a, &b))| {
-                    p[0] = f(a, m0);
-                    p[1] = f(b, m1);
+            let row = &mut plane[(y + 1) * wp + 1..(y + 1) * wp + 1 + w];
+            let src = |ci: usize| if ci < c { &x[ci * hw + y * w..ci * hw + (y + 1) * w] } else { &zero[..] };
+            let (s0, s1) = (src(c0), src(c1));
+            match (pre, s1.is_empty()) {
+                (Some(_), false) => row.iter_mut().zip(s0.iter().zip(s1)).for_each(|(p, (&u, &v))| {
+                    *p = pair(bn_relu(u, a0, b0), bn_relu(v, a1, b1));
                 }),
-                (Some(a), None) => row.chunks_exact_mut(2).zip(a).for_each(|(p, &a)| p[0] = f(a, m0)),
-                _ => {}
+                (None, false) => row.iter_mut().zip(s0.iter().zip(s1)).for_each(|(p, (&u, &v))| *p = pair(u, v)),
+                (Some(_), true) => row.iter_mut().zip(s0).for_each(|(p, &u)| *p = pair(bn_relu(u, a0, b0), 0.0)),
+                (None, true) => row.iter_mut().zip(s0).for_each(|(p, &u)| *p = pair(u, 0.0)),
             }
         }
     }

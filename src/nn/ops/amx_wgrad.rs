@@ -12,7 +12,7 @@
 //!   layout `tdpbf16ps` reads), each image's positions rounded up to 32 with zeros.
 //! - Up to 2 x 2 C tiles (2 blocks of 16 input channels x 2 of 16 output channels) are carried
 //!   over all images and positions of the chunk, then added into the caller's gradient.
-use super::amx::{bf16, step, store_c, zero_c, Scratch, TileCfg};
+use super::amx::{bf16, pair, step, store_c, zero_c, Scratch, TileCfg};
 use super::deferred::{bn_relu, Deferred};
 
 /// Positions of one image's output grid (`h x (w + 2)`), rounded up to 32.
@@ -34,17 +34,18 @@ pub fn weight_grad(
     (nb, c, co): (usize, usize, usize),
     (h, w): (usize, usize),
     dw: &mut [f32],
-    buf: &mut (Vec<u16>, Vec<u16>),
+    buf: &mut (Vec<u32>, Vec<u32>),
 ) {
     let (hw, wp, q, sp) = (h * w, w + 2, grid(h, w), span(h, w));
     assert!(x.len() == nb * c * hw && gy.len() == nb * co * hw && dw.len() == 9 * c * co, "weight_grad: sizes");
     let (cp, cop) = (c.next_multiple_of(16), co.next_multiple_of(16));
     let (xb, gb) = (&mut buf.0, &mut buf.1);
-    super::cpu::multiversioned(|| {
+    // SAFETY: AMX CPUs have AVX-512 F and BW (`available` checks them; asserted by `TileCfg::run`).
+    unsafe {
         pack_input((x, pre), (nb, c, cp), (h, w), xb);
         pack_grad(gy, (nb, co, cop), (h, w), gb);
-    });
-    let (xb, gb) = (xb.as_ptr(), gb.as_ptr());
+    }
+    let (xb, gb) = (xb.as_ptr().cast::<u16>(), gb.as_ptr().cast::<u16>());
     // A: 16 rows (input channels) of 32 positions, stride one channel's copy; B: 16 rows (pairs
     // of positions) of 16 output channels' pairs, stride all output channels of a pair.
     let (sa, sb) = (2 * sp, 4 * cop);
@@ -85,18 +86,15 @@ pub fn weight_grad(
     })
 }
 
-/// The input in bf16, `[image][channel (cp, zero from c)][span]`: the zero-bordered `(h + 2) x (w
-/// + 2)` grid, zero beyond it; mapped by `pre` where given.
-#[inline(always)]
-fn pack_input(
-    (x, pre): (&[f32], Option<&Deferred>),
-    (nb, c, cp): (usize, usize, usize),
-    (h, w): (usize, usize),
-    out: &mut Vec<u16>,
-) {
+/// The input in bf16, `[image][channel (cp, zero from c)][span]` (two values per `u32`): the
+/// zero-bordered `(h + 2) x (w + 2)` grid, zero beyond it; mapped by `pre` where given.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pack_input((x, pre): (&[f32], Option<&Deferred>), (nb, c, cp): (usize, usize, usize), (h, w): (usize, usize), out: &mut Vec<u32>) {
     let (hw, wp, sp) = (h * w, w + 2, span(h, w));
     out.clear();
-    out.resize(nb * cp * sp, 0);
+    out.resize((nb * cp * sp).div_ceil(2), 0);
+    // SAFETY: the u32 buffer viewed as the u16 values it holds (u16 needs less alignment).
+    let out = std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u16>(), nb * cp * sp);
     for img in 0..nb {
         for ci in 0..c {
             let (a, b) = pre.map_or((1.0, 0.0), |p| (p.scale[ci], p.shift[ci]));
@@ -112,21 +110,31 @@ fn pack_input(
     }
 }
 
-/// The output gradient in bf16, `[image][pair of positions][o (cop, zero from co)][2]` over the `h
-/// x (w + 2)` grid (rounded up to 32 positions), zero on the two extra columns.
-#[inline(always)]
-fn pack_grad(gy: &[f32], (nb, co, cop): (usize, usize, usize), (h, w): (usize, usize), out: &mut Vec<u16>) {
+/// The output gradient in bf16, `[image][pair of positions][o (cop, zero from co)]` (one pair per
+/// `u32`) over the `h x (w + 2)` grid (rounded up to 32 positions), zero on the two extra columns.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pack_grad(gy: &[f32], (nb, co, cop): (usize, usize, usize), (h, w): (usize, usize), out: &mut Vec<u32>) {
     let (hw, wp, q) = (h * w, w + 2, grid(h, w));
     out.clear();
-    out.resize(nb * q * cop, 0);
+    out.resize(nb * q / 2 * cop, 0);
     for img in 0..nb {
-        let dst = &mut out[img * q * cop..(img + 1) * q * cop];
+        let dst = &mut out[img * q / 2 * cop..(img + 1) * q / 2 * cop];
         for o in 0..co {
             let src = &gy[(img * co + o) * hw..(img * co + o + 1) * hw];
-            for (y, row) in src.chunks(w).enumerate() {
-                for (xx, &v) in row.iter().enumerate() {
-                    let p = y * wp + xx;
-                    dst[((p / 2) * cop + o) * 2 + p % 2] = bf16(v);
+            if w % 2 == 0 {
+                // Rows of whole pairs: row y's pairs start at pair y * wp / 2.
+                for (y, row) in src.chunks(w).enumerate() {
+                    for (j, v) in row.chunks_exact(2).enumerate() {
+                        dst[(y * wp / 2 + j) * cop + o] = pair(v[0], v[1]);
+                    }
+                }
+            } else {
+                let dst = std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u16>(), dst.len() * 2);
+                for (y, row) in src.chunks(w).enumerate() {
+                    for (xx, &v) in row.iter().enumerate() {
+                        let p = y * wp + xx;
+                        dst[((p / 2) * cop + o) * 2 + p % 2] = bf16(v);
+                    }
                 }
             }
         }

@@ -732,7 +732,7 @@ fn forward_batch_bf16(
     #[cfg(target_arch = "x86_64")]
     {
         use super::amx;
-        thread_local!(static BUF: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) });
+        thread_local!(static BUF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) });
         let wt = amx::Weights::pack(w_data, g.co, g.c);
         let want_sums = want_sums && bias.is_none() && res.is_none() && !relu;
         let (out, sums) = written(g.n * g.out_len(), g.out_len(), g.n >= threads(), |i, out| {
@@ -758,14 +758,14 @@ fn backward_chunk_bf16(k: Chunk, wf: &[f32], g: &Geo) {
     #[cfg(target_arch = "x86_64")]
     {
         use super::amx;
-        thread_local!(static BUFS: RefCell<(Vec<u16>, Vec<u16>)> = const { RefCell::new((Vec::new(), Vec::new())) });
+        thread_local!(static BUFS: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) });
         let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, want_dw, .. } = k;
         with_taken(&BUFS, |bufs| {
             if want_dw {
                 super::amx_wgrad::weight_grad((x, pre), gout, (nb, g.c, g.co), (g.h, g.w), dw, bufs);
             }
             let wfp = (dx.is_some() || dx_fresh.is_some()).then(|| amx::Weights::pack(wf, g.c, g.co));
-            let image = |bi: usize, out: amx::Out, buf: &mut Vec<u16>| {
+            let image = |bi: usize, out: amx::Out, buf: &mut Vec<u32>| {
                 let gy = &gout[bi * g.out_len()..(bi + 1) * g.out_len()];
                 amx::conv3x3((gy, None), wfp.as_ref().expect("packed when dx is wanted"), (g.h, g.w), out, buf)
             };
