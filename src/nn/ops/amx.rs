@@ -180,6 +180,14 @@ impl TileCfg {
         cfg
     }
 
+    /// Tiles 0-3 (C): 16 rows of `c_bytes`; 4 (A): 16 rows of `a_bytes`; 5-7 (B): `b_rows` rows of
+    /// `c_bytes` ([`step_single`]).
+    pub(super) fn gemm_single(c_bytes: usize, a_bytes: usize, b_rows: usize) -> Self {
+        let mut cfg = Self::gemm(c_bytes, a_bytes, b_rows);
+        (cfg.colsb[5], cfg.rows[5]) = (c_bytes as u16, b_rows as u8);
+        cfg
+    }
+
     /// Loads this configuration, zeroes tiles 0-3, runs `f` and releases the tiles.
     pub(super) fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         assert!(available(), "AMX tiles used where the CPU or OS has none");
@@ -262,28 +270,40 @@ pub fn conv3x3(
     // Per output channel, the sums' 16 lanes (sum, then squares), added into `sums` in f64 at the end.
     let want_sums = matches!(&out, Out::Write { sums: Some(_), .. });
     let mut lanes = vec![[0.0f32; 32]; if want_sums { co } else { 0 }];
-    TileCfg::gemm(4 * n, 2 * kb, kb / 2).run(|| {
-        for y in 0..h {
-            for rp in runs.chunks(2) {
-                for cb0 in (0..cop / 16).step_by(2) {
-                    let nc = (cop / 16 - cb0).min(2);
-                    zero_c();
-                    for tap in 0..9 {
-                        let (ky, kx) = (tap / 3, tap % 3);
-                        for bi in 0..nkb {
-                            let a0 = wb.wrapping_add(((tap * nkb + bi) * cop + cb0 * 16) * kb);
-                            let b_at = |x0: usize| xb.wrapping_add(((bi * kb / 2) * pl + (y + ky) * wp + x0 + kx) * 2);
-                            let (b0, b1) = (b_at(rp[0].0), b_at(rp[rp.len() - 1].0));
-                            // SAFETY: tiles configured; every tile reads inside the packed weights or
-                            // `buf` (taps shift by at most 2 rows and 2 columns inside the
-                            // zero-bordered copy; the last run ends at the row's end).
-                            unsafe { step(nc, rp.len(), (a0, a0.wrapping_add(16 * kb), sa), (b0, b1, sb)) };
-                        }
+    // The output's row runs, `(y, (x0, fresh))`, taken 2 at a time by 2 blocks of 16 output channels,
+    // or, with one block (16 output channels or fewer), 4 at a time: four C tiles, each a chain of
+    // dependent tile products, in flight.
+    let cells: Vec<(usize, (usize, usize))> = (0..h).flat_map(|y| runs.iter().map(move |&r| (y, r))).collect();
+    let single = cop == 16;
+    let cfg = if single { TileCfg::gemm_single(4 * n, 2 * kb, kb / 2) } else { TileCfg::gemm(4 * n, 2 * kb, kb / 2) };
+    cfg.run(|| {
+        for group in cells.chunks(if single { 4 } else { 2 }) {
+            for cb0 in (0..cop / 16).step_by(2) {
+                let nc = (cop / 16 - cb0).min(2);
+                zero_c();
+                for tap in 0..9 {
+                    let (ky, kx) = (tap / 3, tap % 3);
+                    for bi in 0..nkb {
+                        let a0 = wb.wrapping_add(((tap * nkb + bi) * cop + cb0 * 16) * kb);
+                        let b_at = |j: usize| {
+                            let (y, (x0, _)) = group[j.min(group.len() - 1)];
+                            xb.wrapping_add(((bi * kb / 2) * pl + (y + ky) * wp + x0 + kx) * 2)
+                        };
+                        // SAFETY: tiles configured; every tile reads inside the packed weights or
+                        // `buf` (taps shift by at most 2 rows and 2 columns inside the
+                        // zero-bordered copy; the last run ends at the row's end).
+                        unsafe {
+                            if single {
+                                step_single(group.len(), (a0, sa), [b_at(0), b_at(1), b_at(2), b_at(3)], sb)
+                            } else {
+                                step(nc, group.len(), (a0, a0.wrapping_add(16 * kb), sa), (b_at(0), b_at(1), sb))
+                            }
+                        };
                     }
-                    store_c(&mut scratch);
-                    // SAFETY: as for `pack_image`.
-                    unsafe { write_tiles((&mut out, &mut lanes), &scratch, (cb0, nc), rp, (co, y, w, n)) };
                 }
+                store_c(&mut scratch);
+                // SAFETY: as for `pack_image`.
+                unsafe { write_tiles((&mut out, &mut lanes), &scratch, (cb0, nc), group, (co, w, n)) };
             }
         }
     });
@@ -295,16 +315,22 @@ pub fn conv3x3(
     }
 }
 
-/// The epilogue of the C tiles in `scratch`: output channel blocks `cb0..cb0 + nc` by the runs
-/// `rp` of output row `y` (each `n` values); with `lanes` (one per output channel, where the sums
+/// The epilogue of the C tiles in `scratch`: output channel blocks `cb0..cb0 + nc` by the row runs
+/// `cells` (`(y, (x0, fresh))`, each `n` values; tile `block * 2 + cell`); with `lanes` (one per output channel, where the sums
 /// are wanted), the values' sums and squares per lane. The sums are of the convolution's values: only
 /// without bias, residual and ReLU (the training forward's).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn write_tiles((out, lanes): (&mut Out, &mut [[f32; 32]]), scratch: &Scratch, (cb0, nc): (usize, usize), rp: &[(usize, usize)], (co, y, w, n): (usize, usize, usize, usize)) {
+unsafe fn write_tiles(
+    (out, lanes): (&mut Out, &mut [[f32; 32]]),
+    scratch: &Scratch,
+    (cb0, nc): (usize, usize),
+    cells: &[(usize, (usize, usize))],
+    (co, w, n): (usize, usize, usize),
+) {
     let hw = out_len(out) / co;
     for (ci, cb) in (cb0..cb0 + nc).enumerate() {
-        for (ri, &(x0, fresh)) in rp.iter().enumerate() {
-            let tile = &scratch.0[ci * 2 + ri];
+        for (j, &(y, (x0, fresh))) in cells.iter().enumerate() {
+            let tile = &scratch.0[ci * 2 + j];
             for (r, row) in tile.iter().enumerate().take(co.saturating_sub(cb * 16).min(16)) {
                 let o = cb * 16 + r;
                 epilogue(out, o, o * hw + y * w + x0, (&row[..n], fresh));
@@ -388,6 +414,44 @@ pub(super) unsafe fn step(
                 "tileloadd tmm4, [{a0} + {sa}]", "tileloadd tmm6, [{b0} + {sb}]", "tdpbf16ps tmm0, tmm4, tmm6",
                 a0 = in(reg) a0, sa = in(reg) sa, b0 = in(reg) b0, sb = in(reg) sb,
                 options(nostack, readonly)
+            ),
+        }
+    }
+}
+
+/// One K step of one A tile and `k` (1-4) B tiles: `C[j] += A . B[j]` (tiles 0-3: C, 4: A, 5-7:
+/// B; the fourth B reuses tile 5 once its product has read it).
+///
+/// # Safety
+/// Tiles configured by [`TileCfg::gemm_single`]; the pointers address whole tiles at their strides.
+#[inline(always)]
+unsafe fn step_single(k: usize, (a, sa): (*const u16, usize), b: [*const u16; 4], sb: usize) {
+    unsafe {
+        match k {
+            4 => asm!(
+                "tileloadd tmm4, [{a} + {sa}]", "tileloadd tmm5, [{b0} + {sb}]",
+                "tileloadd tmm6, [{b1} + {sb}]", "tileloadd tmm7, [{b2} + {sb}]",
+                "tdpbf16ps tmm0, tmm4, tmm5", "tdpbf16ps tmm1, tmm4, tmm6", "tdpbf16ps tmm2, tmm4, tmm7",
+                "tileloadd tmm5, [{b3} + {sb}]", "tdpbf16ps tmm3, tmm4, tmm5",
+                a = in(reg) a, sa = in(reg) sa, b0 = in(reg) b[0], b1 = in(reg) b[1], b2 = in(reg) b[2],
+                b3 = in(reg) b[3], sb = in(reg) sb, options(nostack, readonly)
+            ),
+            3 => asm!(
+                "tileloadd tmm4, [{a} + {sa}]", "tileloadd tmm5, [{b0} + {sb}]",
+                "tileloadd tmm6, [{b1} + {sb}]", "tileloadd tmm7, [{b2} + {sb}]",
+                "tdpbf16ps tmm0, tmm4, tmm5", "tdpbf16ps tmm1, tmm4, tmm6", "tdpbf16ps tmm2, tmm4, tmm7",
+                a = in(reg) a, sa = in(reg) sa, b0 = in(reg) b[0], b1 = in(reg) b[1], b2 = in(reg) b[2],
+                sb = in(reg) sb, options(nostack, readonly)
+            ),
+            2 => asm!(
+                "tileloadd tmm4, [{a} + {sa}]", "tileloadd tmm5, [{b0} + {sb}]", "tileloadd tmm6, [{b1} + {sb}]",
+                "tdpbf16ps tmm0, tmm4, tmm5", "tdpbf16ps tmm1, tmm4, tmm6",
+                a = in(reg) a, sa = in(reg) sa, b0 = in(reg) b[0], b1 = in(reg) b[1], sb = in(reg) sb,
+                options(nostack, readonly)
+            ),
+            _ => asm!(
+                "tileloadd tmm4, [{a} + {sa}]", "tileloadd tmm5, [{b0} + {sb}]", "tdpbf16ps tmm0, tmm4, tmm5",
+                a = in(reg) a, sa = in(reg) sa, b0 = in(reg) b[0], sb = in(reg) sb, options(nostack, readonly)
             ),
         }
     }

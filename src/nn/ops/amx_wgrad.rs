@@ -112,30 +112,53 @@ unsafe fn pack_input((x, pre): (&[f32], Option<&Deferred>), (nb, c, cp): (usize,
 
 /// The output gradient in bf16, `[image][pair of positions][o (cop, zero from co)]` (one pair per
 /// `u32`) over the `h x (w + 2)` grid (rounded up to 32 positions), zero on the two extra columns.
+/// With `w` even (a row is whole pairs): each block of 16 output channels is converted a channel
+/// at a time into a grid of pairs, then transposed 16 x 16 pairs at a time into place.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn pack_grad(gy: &[f32], (nb, co, cop): (usize, usize, usize), (h, w): (usize, usize), out: &mut Vec<u32>) {
     let (hw, wp, q) = (h * w, w + 2, grid(h, w));
+    let (q2, wp2) = (q / 2, wp / 2);
     out.clear();
-    out.resize(nb * q / 2 * cop, 0);
-    for img in 0..nb {
-        let dst = &mut out[img * q / 2 * cop..(img + 1) * q / 2 * cop];
-        for o in 0..co {
-            let src = &gy[(img * co + o) * hw..(img * co + o + 1) * hw];
-            if w % 2 == 0 {
-                // Rows of whole pairs: row y's pairs start at pair y * wp / 2.
-                for (y, row) in src.chunks(w).enumerate() {
-                    for (j, v) in row.chunks_exact(2).enumerate() {
-                        dst[(y * wp / 2 + j) * cop + o] = pair(v[0], v[1]);
-                    }
-                }
-            } else {
-                let dst = std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u16>(), dst.len() * 2);
+    out.resize(nb * q2 * cop, 0);
+    if w % 2 != 0 {
+        for img in 0..nb {
+            let dst = &mut out[img * q2 * cop..(img + 1) * q2 * cop];
+            let dst = std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u16>(), dst.len() * 2);
+            for o in 0..co {
+                let src = &gy[(img * co + o) * hw..(img * co + o + 1) * hw];
                 for (y, row) in src.chunks(w).enumerate() {
                     for (xx, &v) in row.iter().enumerate() {
                         let p = y * wp + xx;
                         dst[((p / 2) * cop + o) * 2 + p % 2] = bf16(v);
                     }
                 }
+            }
+        }
+        return;
+    }
+    let mut pairs = vec![0u32; 16 * q2];
+    for img in 0..nb {
+        let dst = &mut out[img * q2 * cop..(img + 1) * q2 * cop];
+        for ob in (0..cop).step_by(16) {
+            for (r, t) in pairs.chunks_exact_mut(q2).enumerate() {
+                let o = ob + r;
+                if o >= co {
+                    t.fill(0);
+                    continue;
+                }
+                let src = &gy[(img * co + o) * hw..(img * co + o + 1) * hw];
+                for (y, row) in src.chunks_exact(w).enumerate() {
+                    let t = &mut t[y * wp2..(y + 1) * wp2];
+                    t.iter_mut().zip(row.chunks_exact(2)).for_each(|(d, v)| *d = pair(v[0], v[1]));
+                    t[w / 2] = 0;
+                }
+                t[h * wp2..].fill(0);
+            }
+            // q2 is a multiple of 16: the grid is rounded up to 32 positions.
+            for m0 in (0..q2).step_by(16) {
+                let rows = std::array::from_fn(|r| pairs[r * q2 + m0..].as_ptr().cast::<f32>());
+                let cols = std::array::from_fn(|k| dst[(m0 + k) * cop + ob..].as_mut_ptr().cast::<f32>());
+                super::wgrad_blocked::transpose16(rows, cols, None);
             }
         }
     }

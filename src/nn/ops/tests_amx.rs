@@ -51,7 +51,8 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 /// weights (whose products f32 holds exactly): the first layer's 3 channels, 16 / 32 / 64 channels
 /// at the ResNet sides, more than 32 channels in blocks of 32 with a zero-filled tail, output
 /// channels that leave a partial block, rows narrower than 16 and rows of 20 (a second run that
-/// overlaps the first), with bias, residual and ReLU.
+/// overlaps the first), with bias, residual and ReLU; with one block of output channels, 4 runs at
+/// a time and the last 1, 2 or 3.
 #[test]
 fn amx_conv_matches_the_definition_on_bf16_values() {
     if !available() {
@@ -66,6 +67,9 @@ fn amx_conv_matches_the_definition_on_bf16_values() {
         (64, 64, 8, 8, true, false),
         (48, 20, 7, 5, false, true),
         (5, 33, 3, 20, true, true),
+        (16, 16, 3, 20, false, false),
+        (4, 8, 7, 5, true, false),
+        (2, 16, 5, 5, false, true),
     ]
     .iter()
     .enumerate()

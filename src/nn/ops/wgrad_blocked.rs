@@ -134,7 +134,7 @@ fn pad_blocked_at<'b, const L: usize>(
 /// batch norm's own order).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose16(rows: [*const f32; 16], cols: [*mut f32; 16], ab: Option<[(f32, f32); 16]>) {
+pub(super) unsafe fn transpose16(rows: [*const f32; 16], cols: [*mut f32; 16], ab: Option<[(f32, f32); 16]>) {
     use std::arch::x86_64::*;
     let mut r = [_mm512_setzero_ps(); 16];
     for l in 0..16 {
