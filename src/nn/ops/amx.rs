@@ -220,6 +220,40 @@ pub(super) fn store_c(s: &mut Scratch) {
     }
 }
 
+/// The first value of `out`.
+fn out_ptr(out: &mut Out) -> *mut f32 {
+    match out {
+        Out::Write { out, .. } => out.as_mut_ptr().cast(),
+        Out::Add(out) => out.as_mut_ptr(),
+    }
+}
+
+/// Loads C tile `t` (0-3) from 16 rows `stride` bytes apart at `p`.
+fn load_tile(t: usize, p: *const f32, stride: usize) {
+    // SAFETY: only called inside `TileCfg::run`, with `p` addressing the tile's rows in the output.
+    unsafe {
+        match t {
+            0 => asm!("tileloadd tmm0, [{p} + {s}]", p = in(reg) p, s = in(reg) stride, options(nostack, readonly)),
+            1 => asm!("tileloadd tmm1, [{p} + {s}]", p = in(reg) p, s = in(reg) stride, options(nostack, readonly)),
+            2 => asm!("tileloadd tmm2, [{p} + {s}]", p = in(reg) p, s = in(reg) stride, options(nostack, readonly)),
+            _ => asm!("tileloadd tmm3, [{p} + {s}]", p = in(reg) p, s = in(reg) stride, options(nostack, readonly)),
+        }
+    }
+}
+
+/// Stores C tile `t` (0-3) into 16 rows `stride` bytes apart at `p`.
+fn store_tile(t: usize, p: *mut f32, stride: usize) {
+    // SAFETY: only called inside `TileCfg::run`, with `p` addressing the tile's rows in the output.
+    unsafe {
+        match t {
+            0 => asm!("tilestored [{p} + {s}], tmm0", p = in(reg) p, s = in(reg) stride, options(nostack)),
+            1 => asm!("tilestored [{p} + {s}], tmm1", p = in(reg) p, s = in(reg) stride, options(nostack)),
+            2 => asm!("tilestored [{p} + {s}], tmm2", p = in(reg) p, s = in(reg) stride, options(nostack)),
+            _ => asm!("tilestored [{p} + {s}], tmm3", p = in(reg) p, s = in(reg) stride, options(nostack)),
+        }
+    }
+}
+
 /// Where [`conv3x3`] puts the convolution's values (`[co][h][w]`).
 pub enum Out<'a> {
     /// Written (`out` need not be initialised): `relu?(v + bias[o] + res)`, and with `sums` each
@@ -274,6 +308,12 @@ pub fn conv3x3(
     // or, with one block (16 output channels or fewer), 4 at a time: four C tiles, each a chain of
     // dependent tile products, in flight.
     let cells: Vec<(usize, (usize, usize))> = (0..h).flat_map(|y| runs.iter().map(move |&r| (y, r))).collect();
+    // Written with no bias, residual, ReLU or sums, or added with no run overlapping another.
+    let adding = matches!(out, Out::Add(_));
+    let plain = match &out {
+        Out::Write { bias, res, relu, sums, .. } => bias.is_none() && res.is_none() && !relu && sums.is_none(),
+        Out::Add(_) => runs.iter().all(|&(_, fresh)| fresh == 0),
+    };
     let single = cop == 16;
     let cfg = if single { TileCfg::gemm_single(4 * n, 2 * kb, kb / 2) } else { TileCfg::gemm(4 * n, 2 * kb, kb / 2) };
     cfg.run(|| {
@@ -281,6 +321,18 @@ pub fn conv3x3(
             for cb0 in (0..cop / 16).step_by(2) {
                 let nc = (cop / 16 - cb0).min(2);
                 zero_c();
+                // Whole blocks of output channels written (or added) as they are: the C tiles go
+                // straight to (and, to add, come from) the output; else through the scratch.
+                let direct = ((cb0 + nc) * 16 <= co && plain).then(|| {
+                    let base = out_ptr(&mut out);
+                    let at = (0..nc).flat_map(|ci| group.iter().enumerate().map(move |(j, &(y, (x0, _)))| (ci, j, y, x0)));
+                    let at: Vec<(usize, *mut f32)> =
+                        at.map(|(ci, j, y, x0)| (ci * 2 + j, base.wrapping_add((cb0 + ci) * 16 * hw + y * w + x0))).collect();
+                    if adding {
+                        at.iter().for_each(|&(t, p)| load_tile(t, p, 4 * hw));
+                    }
+                    at
+                });
                 for tap in 0..9 {
                     let (ky, kx) = (tap / 3, tap % 3);
                     for bi in 0..nkb {
@@ -301,9 +353,13 @@ pub fn conv3x3(
                         };
                     }
                 }
-                store_c(&mut scratch);
-                // SAFETY: as for `pack_image`.
-                unsafe { write_tiles((&mut out, &mut lanes), &scratch, (cb0, nc), group, (co, w, n)) };
+                if let Some(at) = &direct {
+                    at.iter().for_each(|&(t, p)| store_tile(t, p, 4 * hw));
+                } else {
+                    store_c(&mut scratch);
+                    // SAFETY: as for `pack_image`.
+                    unsafe { write_tiles((&mut out, &mut lanes), &scratch, (cb0, nc), group, (co, w, n)) };
+                }
             }
         }
     });

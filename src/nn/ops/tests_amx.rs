@@ -52,7 +52,7 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 /// at the ResNet sides, more than 32 channels in blocks of 32 with a zero-filled tail, output
 /// channels that leave a partial block, rows narrower than 16 and rows of 20 (a second run that
 /// overlaps the first), with bias, residual and ReLU; with one block of output channels, 4 runs at
-/// a time and the last 1, 2 or 3.
+/// a time and the last 1, 2 or 3; and with no bias, residual or ReLU (tiles stored as they are).
 #[test]
 fn amx_conv_matches_the_definition_on_bf16_values() {
     if !available() {
@@ -60,26 +60,30 @@ fn amx_conv_matches_the_definition_on_bf16_values() {
         return;
     }
     let mut buf = Vec::new();
-    for (i, &(c, co, h, w, res, relu)) in [
-        (3, 16, 32, 32, false, true),
-        (16, 16, 32, 32, true, true),
-        (32, 32, 16, 16, false, false),
-        (64, 64, 8, 8, true, false),
-        (48, 20, 7, 5, false, true),
-        (5, 33, 3, 20, true, true),
-        (16, 16, 3, 20, false, false),
-        (4, 8, 7, 5, true, false),
-        (2, 16, 5, 5, false, true),
+    // `plain`: no bias, residual or ReLU (the tiles stored straight into the output).
+    for (i, &(c, co, h, w, res, relu, plain)) in [
+        (3, 16, 32, 32, false, true, false),
+        (3, 16, 32, 32, false, false, true),
+        (32, 64, 8, 8, false, false, true),
+        (16, 16, 32, 32, true, true, false),
+        (32, 32, 16, 16, false, false, false),
+        (64, 64, 8, 8, true, false, false),
+        (48, 20, 7, 5, false, true, false),
+        (5, 33, 3, 20, true, true, false),
+        (16, 16, 3, 20, false, false, false),
+        (16, 16, 3, 20, false, false, true),
+        (4, 8, 7, 5, true, false, false),
+        (2, 16, 5, 5, false, true, false),
     ]
     .iter()
     .enumerate()
     {
         let x = values(c * h * w, 3 * i as u64 + 1);
         let wt = values(co * c * 9, 3 * i as u64 + 2);
-        let bias = values(co, 3 * i as u64 + 3);
+        let bias = if plain { vec![0.0; co] } else { values(co, 3 * i as u64 + 3) };
         let r = res.then(|| values(co * h * w, 99 + i as u64));
         let mut out = vec![MaybeUninit::new(f32::NAN); co * h * w];
-        let o = Out::Write { out: &mut out, bias: Some(&bias), res: r.as_deref(), relu, sums: None };
+        let o = Out::Write { out: &mut out, bias: (!plain).then_some(&bias[..]), res: r.as_deref(), relu, sums: None };
         conv3x3((&x, None), &Weights::pack(&wt, co, c), (h, w), o, &mut buf);
         let q = |v: f32| f32_of(bf16(v)) as f64;
         for o in 0..co {
