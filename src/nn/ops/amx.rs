@@ -223,7 +223,7 @@ pub(super) fn store_c(s: &mut Scratch) {
 /// The first value of `out`.
 fn out_ptr(out: &mut Out) -> *mut f32 {
     match out {
-        Out::Write { out, .. } => out.as_mut_ptr().cast(),
+        Out::Write { out, .. } | Out::Grad { out, .. } => out.as_mut_ptr().cast(),
         Out::Add(out) => out.as_mut_ptr(),
     }
 }
@@ -267,6 +267,11 @@ pub enum Out<'a> {
     },
     /// Added to `out`.
     Add(&'a mut [f32]),
+    /// Written (an input gradient), with the backward sums of the deferred batch norm + ReLU `pre`
+    /// whose input `z` (`[co][h][w]`) this convolution's input was: per channel, added into `sums`,
+    /// `(sum g', sum g' (z - mean))`, `g'` the written value where `pre`'s ReLU passed `z`, else 0
+    /// (the batch norm's expressions, as the tight kernel's `Out::Grad`).
+    Grad { out: &'a mut [MaybeUninit<f32>], z: &'a [f32], pre: &'a Deferred, sums: &'a mut [(f64, f64)] },
 }
 
 /// The convolution of one `h x w` image with `w` (see the module docs) into `out`. `x` holds the
@@ -287,6 +292,10 @@ pub fn conv3x3(
             out.len()
         }
         Out::Add(out) => out.len(),
+        Out::Grad { out, z, pre, sums } => {
+            assert!(z.len() == co * hw && sums.len() == co && pre.scale.len() == co, "conv3x3: z, pre or sums");
+            out.len()
+        }
     };
     assert!(h > 0 && w > 0 && x.len() == c * hw && len == co * hw, "conv3x3: sizes of x or out");
     let nkb = c.div_ceil(kb);
@@ -302,7 +311,7 @@ pub fn conv3x3(
     let (xb, wb) = (buf.as_ptr().cast::<u16>(), wt.data.as_ptr());
     let (sa, sb) = (2 * kb, 4 * pl);
     // Per output channel, the sums' 16 lanes (sum, then squares), added into `sums` in f64 at the end.
-    let want_sums = matches!(&out, Out::Write { sums: Some(_), .. });
+    let want_sums = matches!(&out, Out::Write { sums: Some(_), .. } | Out::Grad { .. });
     let mut lanes = vec![[0.0f32; 32]; if want_sums { co } else { 0 }];
     // The output's row runs, `(y, (x0, fresh))`, taken 2 at a time by 2 blocks of 16 output channels,
     // or, with one block (16 output channels or fewer), 4 at a time: four C tiles, each a chain of
@@ -313,6 +322,7 @@ pub fn conv3x3(
     let plain = match &out {
         Out::Write { bias, res, relu, sums, .. } => bias.is_none() && res.is_none() && !relu && sums.is_none(),
         Out::Add(_) => runs.iter().all(|&(_, fresh)| fresh == 0),
+        Out::Grad { .. } => true,
     };
     let single = cop == 16;
     let cfg = if single { TileCfg::gemm_single(4 * n, 2 * kb, kb / 2) } else { TileCfg::gemm(4 * n, 2 * kb, kb / 2) };
@@ -325,9 +335,11 @@ pub fn conv3x3(
                 // straight to (and, to add, come from) the output; else through the scratch.
                 let direct = ((cb0 + nc) * 16 <= co && plain).then(|| {
                     let base = out_ptr(&mut out);
-                    let at = (0..nc).flat_map(|ci| group.iter().enumerate().map(move |(j, &(y, (x0, _)))| (ci, j, y, x0)));
-                    let at: Vec<(usize, *mut f32)> =
-                        at.map(|(ci, j, y, x0)| (ci * 2 + j, base.wrapping_add((cb0 + ci) * 16 * hw + y * w + x0))).collect();
+                    let at =
+                        (0..nc).flat_map(|ci| group.iter().enumerate().map(move |(j, &(y, (x0, _)))| (ci, j, y, x0)));
+                    let at: Vec<(usize, *mut f32)> = at
+                        .map(|(ci, j, y, x0)| (ci * 2 + j, base.wrapping_add((cb0 + ci) * 16 * hw + y * w + x0)))
+                        .collect();
                     if adding {
                         at.iter().for_each(|&(t, p)| load_tile(t, p, 4 * hw));
                     }
@@ -355,15 +367,34 @@ pub fn conv3x3(
                 }
                 if let Some(at) = &direct {
                     at.iter().for_each(|&(t, p)| store_tile(t, p, 4 * hw));
+                    if let Out::Grad { out, z, pre, .. } = &out {
+                        // SAFETY: as for `pack_image`; the tiles wrote these values just now.
+                        let out = unsafe { std::slice::from_raw_parts(out.as_ptr().cast::<f32>(), out.len()) };
+                        unsafe { grad_sums(&mut lanes, (out, z, pre), (cb0, nc), group, (hw, w, n)) };
+                    }
                 } else {
                     store_c(&mut scratch);
+                    let grad = matches!(out, Out::Grad { .. });
                     // SAFETY: as for `pack_image`.
-                    unsafe { write_tiles((&mut out, &mut lanes), &scratch, (cb0, nc), group, (co, w, n)) };
+                    unsafe {
+                        write_tiles(
+                            (&mut out, if grad { &mut [] } else { &mut lanes }),
+                            &scratch,
+                            (cb0, nc),
+                            group,
+                            (co, w, n),
+                        )
+                    };
+                    if let Out::Grad { out, z, pre, .. } = &out {
+                        // SAFETY: as above; the epilogue wrote these values just now.
+                        let out = unsafe { std::slice::from_raw_parts(out.as_ptr().cast::<f32>(), out.len()) };
+                        unsafe { grad_sums(&mut lanes, (out, z, pre), (cb0, nc), group, (hw, w, n)) };
+                    }
                 }
             }
         }
     });
-    if let Out::Write { sums: Some(sums), .. } = out {
+    if let Out::Write { sums: Some(sums), .. } | Out::Grad { sums, .. } = out {
         for (s, l) in sums.iter_mut().zip(&lanes) {
             s.0 += l[..16].iter().map(|&v| v as f64).sum::<f64>();
             s.1 += l[16..].iter().map(|&v| v as f64).sum::<f64>();
@@ -403,8 +434,31 @@ unsafe fn write_tiles(
 
 fn out_len(out: &Out) -> usize {
     match out {
-        Out::Write { out, .. } => out.len(),
+        Out::Write { out, .. } | Out::Grad { out, .. } => out.len(),
         Out::Add(out) => out.len(),
+    }
+}
+
+/// [`Out::Grad`]'s sums of the values the C tiles of blocks `cb0..cb0 + nc` by `cells` stored
+/// into `out`, in 16 lanes per channel: each position once (from `fresh` on).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn grad_sums(
+    lanes: &mut [[f32; 32]],
+    (out, z, pre): (&[f32], &[f32], &Deferred),
+    (cb0, nc): (usize, usize),
+    cells: &[(usize, (usize, usize))],
+    (hw, w, n): (usize, usize, usize),
+) {
+    for o in cb0 * 16..((cb0 + nc) * 16).min(lanes.len()) {
+        let (a, b, mu, l) = (pre.scale[o], pre.shift[o], pre.mean[o], &mut lanes[o]);
+        for &(y, (x0, fresh)) in cells {
+            let at = o * hw + y * w + x0;
+            for j in fresh..n {
+                let (g, zv) = (out[at + j], z[at + j]);
+                let gm = if zv * a + b > 0.0 { g } else { 0.0 };
+                (l[j], l[16 + j]) = (l[j] + gm, l[16 + j] + gm * (zv - mu));
+            }
+        }
     }
 }
 
@@ -415,6 +469,7 @@ fn epilogue(out: &mut Out, o: usize, at: usize, (v, fresh): (&[f32], usize)) {
     let n = v.len();
     match out {
         Out::Add(out) => out[at + fresh..at + n].iter_mut().zip(&v[fresh..]).for_each(|(d, &v)| *d += v),
+        Out::Grad { out, .. } => out[at..at + n].iter_mut().zip(v).for_each(|(d, &v)| _ = d.write(v)),
         Out::Write { out, bias, res, relu, .. } => {
             let (b, relu, dst) = (bias.map_or(0.0, |b| b[o]), *relu, &mut out[at..at + n]);
             match res {
@@ -517,7 +572,13 @@ unsafe fn step_single(k: usize, (a, sa): (*const u16, usize), b: [*const u16; 4]
 /// pairs (`c2` >= `c` even; channels from `c` on are zero), each `(h + 2) x (w + 2)` positions of
 /// one pair (32 bits), zero on the border; mapped by `pre` where given.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn pack_image((x, pre): (&[f32], Option<&Deferred>), c: usize, (h, w): (usize, usize), c2: usize, buf: &mut Vec<u32>) {
+unsafe fn pack_image(
+    (x, pre): (&[f32], Option<&Deferred>),
+    c: usize,
+    (h, w): (usize, usize),
+    c2: usize,
+    buf: &mut Vec<u32>,
+) {
     let (wp, hw, pl) = (w + 2, h * w, (h + 2) * (w + 2));
     buf.clear();
     buf.resize(c2 / 2 * pl, 0);

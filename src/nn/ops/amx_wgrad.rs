@@ -89,7 +89,12 @@ pub fn weight_grad(
 /// The input in bf16, `[image][channel (cp, zero from c)][span]` (two values per `u32`): the
 /// zero-bordered `(h + 2) x (w + 2)` grid, zero beyond it; mapped by `pre` where given.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn pack_input((x, pre): (&[f32], Option<&Deferred>), (nb, c, cp): (usize, usize, usize), (h, w): (usize, usize), out: &mut Vec<u32>) {
+unsafe fn pack_input(
+    (x, pre): (&[f32], Option<&Deferred>),
+    (nb, c, cp): (usize, usize, usize),
+    (h, w): (usize, usize),
+    out: &mut Vec<u32>,
+) {
     let (hw, wp, sp) = (h * w, w + 2, span(h, w));
     out.clear();
     out.resize((nb * cp * sp).div_ceil(2), 0);

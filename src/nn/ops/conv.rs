@@ -752,14 +752,15 @@ fn forward_batch_bf16(
 }
 
 /// Backward of `nb` consecutive images of a 3x3 stride-1 convolution in bf16 on AMX tiles, where
-/// [`bf16_active`]: `dW` by [`super::amx_wgrad::weight_grad`], `dx` (added, or written fresh) by
-/// [`super::amx::conv3x3`] of the output gradient with the flipped weights `wf`.
+/// [`bf16_active`]: `dW` by [`super::amx_wgrad::weight_grad`], `dx` (added, or written fresh, with
+/// the deferred batch norm's backward sums where wanted) by [`super::amx::conv3x3`] of the output
+/// gradient with the flipped weights `wf`.
 fn backward_chunk_bf16(k: Chunk, wf: &[f32], g: &Geo) {
     #[cfg(target_arch = "x86_64")]
     {
         use super::amx;
         thread_local!(static BUFS: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) });
-        let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, want_dw, .. } = k;
+        let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, mut dx_sums, want_dw, .. } = k;
         with_taken(&BUFS, |bufs| {
             if want_dw {
                 super::amx_wgrad::weight_grad((x, pre), gout, (nb, g.c, g.co), (g.h, g.w), dw, bufs);
@@ -776,7 +777,15 @@ fn backward_chunk_bf16(k: Chunk, wf: &[f32], g: &Geo) {
                     .for_each(|(bi, d)| image(bi, amx::Out::Add(d), &mut bufs.0));
             } else if let Some(dx) = dx_fresh {
                 for (bi, out) in dx.chunks_mut(g.in_len()).take(nb).enumerate() {
-                    image(bi, amx::Out::Write { out, bias: None, res: None, relu: false, sums: None }, &mut bufs.0);
+                    let o = match (pre, dx_sums.as_deref_mut()) {
+                        (Some(pre), Some(sums)) => {
+                            let (z, sums) =
+                                (&x[bi * g.in_len()..(bi + 1) * g.in_len()], &mut sums[bi * g.c..(bi + 1) * g.c]);
+                            amx::Out::Grad { out, z, pre, sums }
+                        }
+                        _ => amx::Out::Write { out, bias: None, res: None, relu: false, sums: None },
+                    };
+                    image(bi, o, &mut bufs.0);
                 }
             }
         })
@@ -872,7 +881,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         let fresh = x_needs_grad && (g.tight() || bf) && g.n >= nthreads && xs.slot_is_empty();
         // A fresh input gradient of a deferred batch norm's value comes with that batch norm's
         // backward sums, computed as it is written (not with guided ReLUs: their mask differs).
-        let bn_sums = fresh && pre.is_some() && !super::elementwise::guided() && !bf;
+        let bn_sums = fresh && pre.is_some() && !super::elementwise::guided();
         let mut fresh_dx: Vec<f32> = Vec::with_capacity(if fresh { g.n * g.in_len() } else { 0 });
         let mut dx_buf = if x_needs_grad && !fresh { Some(xs.grad_buf(grads)?) } else { None };
         let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c, 9));
@@ -898,7 +907,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 gemm_threads,
             };
             match &wf {
-                Some(wf) if bf => backward_chunk_bf16(Chunk { dx_fresh, ..chunk(acc, dxs) }, wf, &g),
+                Some(wf) if bf => backward_chunk_bf16(Chunk { dx_fresh, dx_sums, ..chunk(acc, dxs) }, wf, &g),
                 Some(wf) => backward_chunk_direct(Chunk { dx_fresh, dx_sums, ..chunk(acc, dxs) }, wf, &g),
                 None if g.pointwise_s2() => backward_chunk_1x1s2(chunk(acc, dxs), wt_t.as_deref(), &g),
                 None if g.direct_s2() => backward_chunk_s2(chunk(acc, dxs), (&w_data, s2.as_ref()), &g),

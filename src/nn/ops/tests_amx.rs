@@ -117,6 +117,50 @@ fn amx_conv_matches_the_definition_on_bf16_values() {
     }
 }
 
+/// An input gradient written with a deferred batch norm's backward sums ([`Out::Grad`]): the
+/// values are the plain write's, and the sums are `(sum g', sum g' (z - mean))` over the positions
+/// where the map's ReLU passes `z`: output channels of whole blocks (stored straight from the tiles)
+/// and a partial block (through the scratch), rows of 20 (the overlapping run counted once).
+#[test]
+fn amx_conv_grad_sums() {
+    if !available() {
+        eprintln!("no AMX-BF16 tiles on this CPU or OS: the bf16 kernel does not run here");
+        return;
+    }
+    let mut buf = Vec::new();
+    for (c, co, h, w) in [(16, 16, 5, 20), (16, 3, 8, 8), (32, 20, 4, 20)] {
+        let (gy, wt, z) = (values(c * h * w, 51), values(co * c * 9, 52), values(co * h * w, 53));
+        let (packed, mut pre) = (Weights::pack(&wt, co, c), deferred(co, 54));
+        pre.mean = values(co, 56);
+        let plain = |o: Out, buf: &mut Vec<u32>| conv3x3((&gy, None), &packed, (h, w), o, buf);
+        let mut want = vec![MaybeUninit::new(f32::NAN); co * h * w];
+        plain(Out::Write { out: &mut want, bias: None, res: None, relu: false, sums: None }, &mut buf);
+        let mut got = vec![MaybeUninit::new(f32::NAN); co * h * w];
+        let mut sums = vec![(0.0, 0.0); co];
+        plain(Out::Grad { out: &mut got, z: &z, pre: &pre, sums: &mut sums }, &mut buf);
+        // SAFETY: every value is written (NaN where not, which fails).
+        let (want, got): (Vec<f32>, Vec<f32>) =
+            want.iter().zip(&got).map(|(a, b)| unsafe { (a.assume_init(), b.assume_init()) }).unzip();
+        assert!(want.iter().zip(&got).all(|(a, b)| a == b && a.is_finite()), "{c} -> {co}, {h}x{w}: values");
+        let mut passed = 0;
+        for (o, &(s, q)) in sums.iter().enumerate() {
+            let (mut ws, mut wq, mut mag) = (0.0, 0.0, 0.0);
+            for i in o * h * w..(o + 1) * h * w {
+                if pre.value(o, z[i]) > 0.0 {
+                    let g = got[i] as f64;
+                    (ws, wq, mag, passed) =
+                        (ws + g, wq + g * (z[i] - pre.mean[o]) as f64, mag + g.abs() * 2.0, passed + 1);
+                }
+            }
+            assert!(
+                (s - ws).abs() <= 1e-5 * (mag + 1.0) && (q - wq).abs() <= 1e-5 * (mag + 1.0),
+                "channel {o}: {s} {q} vs {ws} {wq}"
+            );
+        }
+        assert!(passed > 0 && passed < co * h * w, "the map's ReLU passes some positions, not all");
+    }
+}
+
 /// A ResNet-20's evaluation forward (batch norms folded) in bf16 against f32: the logits move by
 /// bf16's rounding (a relative 2^-9 per value), not more, and not at all is a failure too (the
 /// kernel did not run).
