@@ -311,7 +311,7 @@ pub fn conv3x3(
     let (xb, wb) = (buf.as_ptr().cast::<u16>(), wt.data.as_ptr());
     let (sa, sb) = (2 * kb, 4 * pl);
     // Per output channel, the sums' 16 lanes (sum, then squares), added into `sums` in f64 at the end.
-    let want_sums = matches!(&out, Out::Write { sums: Some(_), .. } | Out::Grad { .. });
+    let want_sums = matches!(&out, Out::Write { sums: Some(_), .. });
     let mut lanes = vec![[0.0f32; 32]; if want_sums { co } else { 0 }];
     // The output's row runs, `(y, (x0, fresh))`, taken 2 at a time by 2 blocks of 16 output channels,
     // or, with one block (16 output channels or fewer), 4 at a time: four C tiles, each a chain of
@@ -367,34 +367,18 @@ pub fn conv3x3(
                 }
                 if let Some(at) = &direct {
                     at.iter().for_each(|&(t, p)| store_tile(t, p, 4 * hw));
-                    if let Out::Grad { out, z, pre, .. } = &out {
-                        // SAFETY: as for `pack_image`; the tiles wrote these values just now.
-                        let out = unsafe { std::slice::from_raw_parts(out.as_ptr().cast::<f32>(), out.len()) };
-                        unsafe { grad_sums(&mut lanes, (out, z, pre), (cb0, nc), group, (hw, w, n)) };
-                    }
                 } else {
                     store_c(&mut scratch);
-                    let grad = matches!(out, Out::Grad { .. });
                     // SAFETY: as for `pack_image`.
-                    unsafe {
-                        write_tiles(
-                            (&mut out, if grad { &mut [] } else { &mut lanes }),
-                            &scratch,
-                            (cb0, nc),
-                            group,
-                            (co, w, n),
-                        )
-                    };
-                    if let Out::Grad { out, z, pre, .. } = &out {
-                        // SAFETY: as above; the epilogue wrote these values just now.
-                        let out = unsafe { std::slice::from_raw_parts(out.as_ptr().cast::<f32>(), out.len()) };
-                        unsafe { grad_sums(&mut lanes, (out, z, pre), (cb0, nc), group, (hw, w, n)) };
-                    }
+                    unsafe { write_tiles((&mut out, &mut lanes), &scratch, (cb0, nc), group, (co, w, n)) };
                 }
             }
         }
     });
-    if let Out::Write { sums: Some(sums), .. } | Out::Grad { sums, .. } = out {
+    if let Out::Grad { out, z, pre, sums } = out {
+        // SAFETY: every value of `out` is written now; AVX-512 as for `pack_image`.
+        unsafe { grad_sums(std::slice::from_raw_parts(out.as_ptr().cast::<f32>(), out.len()), z, pre, sums) };
+    } else if let Out::Write { sums: Some(sums), .. } = out {
         for (s, l) in sums.iter_mut().zip(&lanes) {
             s.0 += l[..16].iter().map(|&v| v as f64).sum::<f64>();
             s.1 += l[16..].iter().map(|&v| v as f64).sum::<f64>();
@@ -439,26 +423,25 @@ fn out_len(out: &Out) -> usize {
     }
 }
 
-/// [`Out::Grad`]'s sums of the values the C tiles of blocks `cb0..cb0 + nc` by `cells` stored
-/// into `out`, in 16 lanes per channel: each position once (from `fresh` on).
+/// [`Out::Grad`]'s sums of the written gradient `g` of each of the channels (planes of `z`'s
+/// size), in 16 f32 lanes per plane added into `sums` in f64.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn grad_sums(
-    lanes: &mut [[f32; 32]],
-    (out, z, pre): (&[f32], &[f32], &Deferred),
-    (cb0, nc): (usize, usize),
-    cells: &[(usize, (usize, usize))],
-    (hw, w, n): (usize, usize, usize),
-) {
-    for o in cb0 * 16..((cb0 + nc) * 16).min(lanes.len()) {
-        let (a, b, mu, l) = (pre.scale[o], pre.shift[o], pre.mean[o], &mut lanes[o]);
-        for &(y, (x0, fresh)) in cells {
-            let at = o * hw + y * w + x0;
-            for j in fresh..n {
-                let (g, zv) = (out[at + j], z[at + j]);
-                let gm = if zv * a + b > 0.0 { g } else { 0.0 };
-                (l[j], l[16 + j]) = (l[j] + gm, l[16 + j] + gm * (zv - mu));
-            }
+unsafe fn grad_sums(g: &[f32], z: &[f32], pre: &Deferred, sums: &mut [(f64, f64)]) {
+    let hw = z.len() / sums.len();
+    for (o, s) in sums.iter_mut().enumerate() {
+        let (a, b, mu) = (pre.scale[o], pre.shift[o], pre.mean[o]);
+        let (mut l, mut l2) = ([0.0f32; 16], [0.0f32; 16]);
+        let mut add = |j: usize, g: f32, zv: f32| {
+            let gm = if zv * a + b > 0.0 { g } else { 0.0 };
+            (l[j], l2[j]) = (l[j] + gm, l2[j] + gm * (zv - mu));
+        };
+        let (mut gs, mut zs) = (g[o * hw..(o + 1) * hw].chunks_exact(16), z[o * hw..(o + 1) * hw].chunks_exact(16));
+        for (gc, zc) in (&mut gs).zip(&mut zs) {
+            (0..16).for_each(|j| add(j, gc[j], zc[j]));
         }
+        gs.remainder().iter().zip(zs.remainder()).enumerate().for_each(|(j, (&g, &zv))| add(j, g, zv));
+        s.0 += l.iter().map(|&v| v as f64).sum::<f64>();
+        s.1 += l2.iter().map(|&v| v as f64).sum::<f64>();
     }
 }
 
