@@ -720,7 +720,7 @@ fn bf16_active() -> bool {
 }
 
 /// [`forward_batch_sums`] (with a residual `res` added before the ReLU, if any) of a 3x3 stride-1
-/// convolution in bf16 on AMX tiles ([`super::amx::conv3x3`]), where [`bf16_active`]: the sums
+/// convolution in bf16 on AMX tiles ([`super::amx_conv::conv3x3`]), where [`bf16_active`]: the sums
 /// (without bias, residual and ReLU) in f32 per image, combined in f64.
 fn forward_batch_bf16(
     (xd, pre): (&[f32], Option<&Deferred>),
@@ -731,16 +731,16 @@ fn forward_batch_bf16(
 ) -> (Vec<f32>, Option<Vec<(f64, f64)>>) {
     #[cfg(target_arch = "x86_64")]
     {
-        use super::amx;
+        use super::amx_conv;
         thread_local!(static BUF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) });
-        let wt = amx::Weights::pack(w_data, g.co, g.c);
+        let wt = amx_conv::Weights::pack(w_data, g.co, g.c);
         let want_sums = want_sums && bias.is_none() && res.is_none() && !relu;
         let (out, sums) = written(g.n * g.out_len(), g.out_len(), g.n >= threads(), |i, out| {
             let x = &xd[i * g.in_len()..(i + 1) * g.in_len()];
             let res = res.map(|r| &r[i * g.out_len()..(i + 1) * g.out_len()]);
             let mut sums = want_sums.then(|| vec![(0.0, 0.0); g.co]);
-            let o = amx::Out::Write { out, bias, res, relu, sums: sums.as_deref_mut() };
-            with_taken(&BUF, |buf| amx::conv3x3((x, pre), &wt, (g.h, g.w), o, buf));
+            let o = amx_conv::Out::Write { out, bias, res, relu, sums: sums.as_deref_mut() };
+            with_taken(&BUF, |buf| amx_conv::conv3x3((x, pre), &wt, (g.h, g.w), o, buf));
             sums
         });
         (out, want_sums.then(|| sums.into_iter().flatten().flatten().collect()))
@@ -753,37 +753,37 @@ fn forward_batch_bf16(
 
 /// Backward of `nb` consecutive images of a 3x3 stride-1 convolution in bf16 on AMX tiles, where
 /// [`bf16_active`]: `dW` by [`super::amx_wgrad::weight_grad`], `dx` (added, or written fresh, with
-/// the deferred batch norm's backward sums where wanted) by [`super::amx::conv3x3`] of the output
+/// the deferred batch norm's backward sums where wanted) by [`super::amx_conv::conv3x3`] of the output
 /// gradient with the flipped weights `wf`.
 fn backward_chunk_bf16(k: Chunk, wf: &[f32], g: &Geo) {
     #[cfg(target_arch = "x86_64")]
     {
-        use super::amx;
+        use super::amx_conv;
         thread_local!(static BUFS: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) });
         let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, mut dx_sums, want_dw, .. } = k;
         with_taken(&BUFS, |bufs| {
             if want_dw {
                 super::amx_wgrad::weight_grad((x, pre), gout, (nb, g.c, g.co), (g.h, g.w), dw, bufs);
             }
-            let wfp = (dx.is_some() || dx_fresh.is_some()).then(|| amx::Weights::pack(wf, g.c, g.co));
-            let image = |bi: usize, out: amx::Out, buf: &mut Vec<u32>| {
+            let wfp = (dx.is_some() || dx_fresh.is_some()).then(|| amx_conv::Weights::pack(wf, g.c, g.co));
+            let image = |bi: usize, out: amx_conv::Out, buf: &mut Vec<u32>| {
                 let gy = &gout[bi * g.out_len()..(bi + 1) * g.out_len()];
-                amx::conv3x3((gy, None), wfp.as_ref().expect("packed when dx is wanted"), (g.h, g.w), out, buf)
+                amx_conv::conv3x3((gy, None), wfp.as_ref().expect("packed when dx is wanted"), (g.h, g.w), out, buf)
             };
             if let Some(dx) = dx {
                 dx.chunks_mut(g.in_len())
                     .take(nb)
                     .enumerate()
-                    .for_each(|(bi, d)| image(bi, amx::Out::Add(d), &mut bufs.0));
+                    .for_each(|(bi, d)| image(bi, amx_conv::Out::Add(d), &mut bufs.0));
             } else if let Some(dx) = dx_fresh {
                 for (bi, out) in dx.chunks_mut(g.in_len()).take(nb).enumerate() {
                     let o = match (pre, dx_sums.as_deref_mut()) {
                         (Some(pre), Some(sums)) => {
                             let (z, sums) =
                                 (&x[bi * g.in_len()..(bi + 1) * g.in_len()], &mut sums[bi * g.c..(bi + 1) * g.c]);
-                            amx::Out::Grad { out, z, pre, sums }
+                            amx_conv::Out::Grad { out, z, pre, sums }
                         }
-                        _ => amx::Out::Write { out, bias: None, res: None, relu: false, sums: None },
+                        _ => amx_conv::Out::Write { out, bias: None, res: None, relu: false, sums: None },
                     };
                     image(bi, o, &mut bufs.0);
                 }

@@ -4,6 +4,8 @@
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
 #[cfg(target_arch = "x86_64")]
+pub mod amx_conv;
+#[cfg(target_arch = "x86_64")]
 #[doc(hidden)]
 pub mod amx_wgrad;
 mod batchnorm;

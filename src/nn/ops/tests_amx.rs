@@ -3,6 +3,7 @@
 use std::mem::MaybeUninit;
 
 use super::amx::*;
+use super::amx_conv::*;
 
 #[test]
 fn bf16_rounds_to_nearest_even() {
