@@ -49,20 +49,14 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 python3 - "$LOG" <<'PY'
-import re, statistics, sys
-rounds, cur = [], None
-for line in open(sys.argv[1]):
-    if line.startswith("ROUND"):
-        cur = {}
-        rounds.append(cur)
-    elif line.startswith("RESULT"):
-        _, name, _, ips = line.split()[:4]
-        cur.setdefault(name, []).append(float(ips))
-arch = {"resnet20": "r20", "resnet56": "r56"}
+import re, sys
+sys.path.insert(0, "scripts")
+from bench_rounds import ARCH as arch, median, rounds
+rounds = rounds(sys.argv[1])
 for i, res in enumerate(rounds, 1):
     print(f"\nround {i}: medians, images/s")
     print(f"{'workload':<34} {'kdscope':>9} {'torch':>9} {'tuned':>9} {'/torch':>7} {'/tuned':>7}")
-    for name, v in res.items():
+    for name in res:
         m = re.fullmatch(r"(resnet\d+)_(train|infer|kd_from_(resnet\d+))_b(\d+)", name)
         if not m:
             continue
@@ -71,8 +65,6 @@ for i, res in enumerate(rounds, 1):
             ref = f"torch_kd_{arch[a]}_from_{arch[t]}_b{b}"
         else:
             ref = f"torch_{mode}_{arch[a]}_b{b}"
-        k = statistics.median(v)
-        d = statistics.median(res[ref]) if ref in res else float("nan")
-        tu = statistics.median(res[ref + "_cl"]) if ref + "_cl" in res else float("nan")
+        k, d, tu = median(res, name), median(res, ref), median(res, ref + "_cl")
         print(f"{name:<34} {k:>9.1f} {d:>9.1f} {tu:>9.1f} {k/d:>6.2f}x {k/tu:>6.2f}x")
 PY

@@ -15,10 +15,10 @@
 //! they are go straight between the C tiles and the output; the others through a scratch, with
 //! the bias, the residual, the ReLU and the batch norm's sums. The input gradient is the same
 //! convolution of the output gradient with the flipped weights.
-use std::mem::MaybeUninit;
 
 use super::amx::{bf16, load_tile, pair, step, step_single, store_c, store_tile, zero_c, Scratch, TileCfg};
 use super::deferred::{bn_relu, Deferred};
+pub use super::tight::Out;
 
 /// Input channels per tile row block: all of them (rounded up to even) up to 32, else 32.
 fn block(c: usize) -> usize {
@@ -62,26 +62,6 @@ fn out_ptr(out: &mut Out) -> *mut f32 {
         Out::Write { out, .. } | Out::Grad { out, .. } => out.as_mut_ptr().cast(),
         Out::Add(out) => out.as_mut_ptr(),
     }
-}
-
-/// Where [`conv3x3`] puts the convolution's values (`[co][h][w]`).
-pub enum Out<'a> {
-    /// Written (`out` need not be initialised): `relu?(v + bias[o] + res)`, and with `sums` each
-    /// output channel's `(sum, sum of squares)` of the written values, added in.
-    Write {
-        out: &'a mut [MaybeUninit<f32>],
-        bias: Option<&'a [f32]>,
-        res: Option<&'a [f32]>,
-        relu: bool,
-        sums: Option<&'a mut [(f64, f64)]>,
-    },
-    /// Added to `out`.
-    Add(&'a mut [f32]),
-    /// Written (an input gradient), with the backward sums of the deferred batch norm + ReLU `pre`
-    /// whose input `z` (`[co][h][w]`) this convolution's input was: per channel, added into `sums`,
-    /// `(sum g', sum g' (z - mean))`, `g'` the written value where `pre`'s ReLU passed `z`, else 0
-    /// (the batch norm's expressions, as the tight kernel's `Out::Grad`).
-    Grad { out: &'a mut [MaybeUninit<f32>], z: &'a [f32], pre: &'a Deferred, sums: &'a mut [(f64, f64)] },
 }
 
 /// The convolution of one `h x w` image with `w` (see the module docs) into `out`. `x` holds the

@@ -35,6 +35,14 @@ fn unknown_precision_is_refused_by_name() {
     assert!(super::amx::parse_precision(Some("bf16")).unwrap());
 }
 
+/// Whether the bf16 kernels run here (else says so: the test has nothing to check on this CPU).
+fn amx_here() -> bool {
+    available() || {
+        eprintln!("no AMX-BF16 tiles on this CPU or OS: the bf16 kernels do not run here");
+        false
+    }
+}
+
 /// Pseudo-random values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -56,8 +64,7 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 /// a time and the last 1, 2 or 3; and with no bias, residual or ReLU (tiles stored as they are).
 #[test]
 fn amx_conv_matches_the_definition_on_bf16_values() {
-    if !available() {
-        eprintln!("no AMX-BF16 tiles on this CPU or OS: the bf16 kernel does not run here");
+    if !amx_here() {
         return;
     }
     let mut buf = Vec::new();
@@ -124,8 +131,7 @@ fn amx_conv_matches_the_definition_on_bf16_values() {
 /// and a partial block (through the scratch), rows of 20 (the overlapping run counted once).
 #[test]
 fn amx_conv_grad_sums() {
-    if !available() {
-        eprintln!("no AMX-BF16 tiles on this CPU or OS: the bf16 kernel does not run here");
+    if !amx_here() {
         return;
     }
     let mut buf = Vec::new();
@@ -167,8 +173,7 @@ fn amx_conv_grad_sums() {
 /// kernel did not run).
 #[test]
 fn resnet_eval_forward_in_bf16_stays_close_to_f32() {
-    if !available() {
-        eprintln!("no AMX-BF16 tiles on this CPU or OS: the bf16 kernel does not run here");
+    if !amx_here() {
         return;
     }
     use crate::nn::{Shape4, Var};
@@ -210,8 +215,7 @@ fn deferred(c: usize, seed: u64) -> super::deferred::Deferred {
 /// without a deferred map.
 #[test]
 fn amx_weight_grad_matches_the_definition_on_bf16_values() {
-    if !available() {
-        eprintln!("no AMX-BF16 tiles on this CPU or OS: the bf16 kernel does not run here");
+    if !amx_here() {
         return;
     }
     let mut bufs = (Vec::new(), Vec::new());
@@ -260,8 +264,7 @@ fn amx_weight_grad_matches_the_definition_on_bf16_values() {
 /// deferred map's values.
 #[test]
 fn amx_conv_adds_and_sums() {
-    if !available() {
-        eprintln!("no AMX-BF16 tiles on this CPU or OS: the bf16 kernel does not run here");
+    if !amx_here() {
         return;
     }
     let (c, co, h, w) = (16, 16, 5, 20);
@@ -346,8 +349,7 @@ fn both(
 /// the f32 values' norm (bf16 keeps 8 bits: 0.2-0.4 % seen), and not equal to them.
 #[test]
 fn convolutions_train_in_bf16_close_to_f32() {
-    if !available() {
-        eprintln!("no AMX-BF16 tiles on this CPU or OS: the bf16 kernel does not run here");
+    if !amx_here() {
         return;
     }
     use crate::nn::params::Conv2d;
@@ -386,8 +388,7 @@ fn convolutions_train_in_bf16_close_to_f32() {
 /// place would be off by 100 % or more.
 #[test]
 fn resnet_blocks_train_in_bf16_close_to_f32() {
-    if !available() {
-        eprintln!("no AMX-BF16 tiles on this CPU or OS: the bf16 kernel does not run here");
+    if !amx_here() {
         return;
     }
     use crate::nn::params::{BatchNorm2d, Conv2d};

@@ -129,12 +129,17 @@ mod tests {
         for (i, s) in switches().into_iter().enumerate() {
             let inside = with_flag(s, || on_pool(|| (Settings::here(), rayon::current_thread_index())));
             assert!(inside.1.is_some(), "ran on a worker");
-            let want: Vec<bool> = (0..7).map(|k| k == i).collect();
+            let want: Vec<bool> = (0..switches().len()).map(|k| k == i).collect();
             assert_eq!(inside.0.switches.to_vec(), want, "switch {i}");
         }
         assert_eq!(cpu::with_planar_kernels(|| on_pool(cpu::kernel_lanes)), 0);
         assert_eq!(cpu::with_avx2_kernels(|| on_pool(cpu::kernel_lanes)), if cpu::f32_lanes() >= 8 { 8 } else { 0 });
         assert!(elementwise::with_guided_relu(|| on_pool(elementwise::guided)));
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            crate::nn::ops::amx::with_bf16(|| on_pool(crate::nn::ops::amx::bf16_active)),
+            crate::nn::ops::amx::available()
+        );
 
         let x = || Var::from_vec(vec![1.0; 64], Shape4::mat(4, 16));
         let masks = |on: bool| {
