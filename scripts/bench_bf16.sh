@@ -43,11 +43,8 @@ done
 python3 - "$LOG" <<'PY'
 import re, sys
 sys.path.insert(0, "scripts")
-from bench_rounds import ARCH as arch, median, rounds
-rounds = rounds(sys.argv[1])
-for i, res in enumerate(rounds, 1):
-    print(f"\nround {i}: medians, images/s")
-    print(f"{'workload':<22} {'kds f32':>8} {'kds bf16':>8} {'torch f32':>9} {'torch bf16':>10} {'bf16/f32':>8} {'kds/torch bf16':>14}")
+from bench_rounds import ARCH as arch, median, tables
+for res in tables(sys.argv[1], f"{'workload':<22} {'kds f32':>8} {'kds bf16':>8} {'torch f32':>9} {'torch bf16':>10} {'bf16/f32':>8} {'kds/torch bf16':>14}"):
     for name in res:
         m = re.fullmatch(r"kds_fp32_(resnet\d+)_(train|infer)_b(\d+)", name)
         if not m:

@@ -24,3 +24,11 @@ def rounds(path):
 def median(res, name):
     """The median images/s of `name` in round `res`, NaN where it did not run."""
     return statistics.median(res[name]) if name in res else float("nan")
+
+
+def tables(path, header):
+    """Each round's results, after printing the round's title and the table's `header` line."""
+    for i, res in enumerate(rounds(path), 1):
+        print(f"\nround {i}: medians, images/s")
+        print(header)
+        yield res

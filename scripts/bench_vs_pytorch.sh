@@ -51,11 +51,8 @@ done
 python3 - "$LOG" <<'PY'
 import re, sys
 sys.path.insert(0, "scripts")
-from bench_rounds import ARCH as arch, median, rounds
-rounds = rounds(sys.argv[1])
-for i, res in enumerate(rounds, 1):
-    print(f"\nround {i}: medians, images/s")
-    print(f"{'workload':<34} {'kdscope':>9} {'torch':>9} {'tuned':>9} {'/torch':>7} {'/tuned':>7}")
+from bench_rounds import ARCH as arch, median, tables
+for res in tables(sys.argv[1], f"{'workload':<34} {'kdscope':>9} {'torch':>9} {'tuned':>9} {'/torch':>7} {'/tuned':>7}"):
     for name in res:
         m = re.fullmatch(r"(resnet\d+)_(train|infer|kd_from_(resnet\d+))_b(\d+)", name)
         if not m:
