@@ -142,7 +142,7 @@ impl TileCfg {
         cfg
     }
 
-    /// Loads this configuration, zeroes tiles 0-3, runs `f` and releases the tiles.
+    /// Loads this configuration, runs `f` (which zeroes or loads its C tiles) and releases the tiles.
     pub(super) fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         assert!(available(), "AMX tiles used where the CPU or OS has none");
         // SAFETY: the CPU runs AMX instructions and the process may use the tile state (asserted).

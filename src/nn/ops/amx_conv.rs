@@ -39,6 +39,7 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// Packs PyTorch-layout weights `w` (`[co][c][3][3]`, f32).
     pub fn pack(w: &[f32], co: usize, c: usize) -> Self {
         assert_eq!(w.len(), co * c * 9, "{co} x {c} x 3 x 3 weights, {} values", w.len());
         let (kb, cop) = (block(c), co.next_multiple_of(16));
@@ -64,9 +65,10 @@ fn out_ptr(out: &mut Out) -> *mut f32 {
     }
 }
 
-/// The convolution of one `h x w` image with `w` (see the module docs) into `out`. `x` holds the
-/// image `[c][h][w]`, mapped by `pre` (a deferred batch norm + ReLU) where given; `buf` is the bf16
-/// copy's scratch. Runs AMX instructions: only where [`available`].
+/// The convolution of one `h x w` image with the packed weights `wt` (see the module docs) into
+/// `out`. `x` holds the image `[c][h][w]`, mapped by `pre` (a deferred batch norm + ReLU) where
+/// given; `buf` is the bf16 copy's scratch. Runs AMX instructions: only where
+/// [`super::amx::available`] (asserted).
 pub fn conv3x3(
     (x, pre): (&[f32], Option<&Deferred>),
     wt: &Weights,
