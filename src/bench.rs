@@ -192,13 +192,13 @@ pub fn cpu_description() -> String {
         _ => String::new(),
     };
     let simd = if simd.is_empty() { "no AVX2".to_string() } else { simd.join(" ") };
-    #[cfg(target_arch = "x86_64")]
-    let bf16 = crate::nn::ops::amx::bf16_active();
-    #[cfg(not(target_arch = "x86_64"))]
-    let bf16 = false;
-    let infer = if bf16 { "; 3x3 stride-1 convolutions in bf16 on AMX tiles (KDSCOPE_PRECISION=bf16)" } else { "" };
+    let tiles = if crate::nn::ops::bf16_active() {
+        "; 3x3 stride-1 convolutions in bf16 on AMX tiles (KDSCOPE_PRECISION=bf16)"
+    } else {
+        ""
+    };
     format!(
-        "{name} ({fam}{simd}); kernels: {}; {} threads{infer}",
+        "{name} ({fam}{simd}); kernels: {}; {} threads{tiles}",
         crate::nn::ops::simd_level(),
         rayon::current_num_threads()
     )

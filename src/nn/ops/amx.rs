@@ -17,9 +17,10 @@ use std::sync::OnceLock;
 /// The values `KDSCOPE_PRECISION` accepts (`fp32`, the default, or `bf16`).
 pub const PRECISIONS: [&str; 2] = ["fp32", "bf16"];
 
-/// Whether this CPU has AMX-BF16 tiles (cpuid leaf 7: AMX-BF16, EDX bit 22; AMX-TILE, bit 24), and
-/// AVX-512 (F, BW: the copies and epilogues around the tiles are compiled for it), and Linux grants this process their state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`,
-/// Linux 5.16 or later); checked once.
+/// Whether this CPU has AMX-BF16 tiles (cpuid leaf 7: AMX-BF16, EDX bit 22; AMX-TILE, bit 24) and
+/// AVX-512 (F, BW: the copies and epilogues around the tiles are compiled for it), and Linux grants
+/// this process the tiles' state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, Linux 5.16
+/// or later); checked once.
 pub fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(detect)
@@ -35,14 +36,19 @@ fn detect() -> bool {
         let edx = __cpuid_count(7, 0).edx;
         edx & (1 << 22) != 0 && edx & (1 << 24) != 0
     };
-    // SAFETY: arch_prctl with these arguments only asks for a permission; it returns 0 or an error.
     let vectors = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
+    // SAFETY: arch_prctl with these arguments only asks for a permission; it returns 0 or an error.
     has && vectors && unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } == 0
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 fn detect() -> bool {
     false
+}
+
+/// Whether the environment's `KDSCOPE_PRECISION` asks for bf16 ([`parse_precision`]).
+fn env_precision() -> anyhow::Result<bool> {
+    parse_precision(std::env::var("KDSCOPE_PRECISION").ok().as_deref())
 }
 
 /// Whether `KDSCOPE_PRECISION` asks for bf16 (an unknown value is refused: [`check_precision_env`]).
@@ -57,7 +63,7 @@ pub(crate) fn parse_precision(value: Option<&str>) -> anyhow::Result<bool> {
 /// Checks `KDSCOPE_PRECISION`: an error that names a value other than `fp32` or `bf16`, or `bf16`
 /// on a CPU or OS without AMX-BF16 tiles.
 pub fn check_precision_env() -> anyhow::Result<()> {
-    if parse_precision(std::env::var("KDSCOPE_PRECISION").ok().as_deref())? && !available() {
+    if env_precision()? && !available() {
         anyhow::bail!(
             "KDSCOPE_PRECISION=bf16 runs on AMX-BF16 tiles (Intel Xeon 4th generation or later, Linux 5.16 or \
              later), which this CPU or OS does not offer"
@@ -72,7 +78,7 @@ pub fn check_precision_env() -> anyhow::Result<()> {
 pub fn bf16_active() -> bool {
     static ENV: OnceLock<bool> = OnceLock::new();
     let env = *ENV.get_or_init(|| {
-        parse_precision(std::env::var("KDSCOPE_PRECISION").ok().as_deref()).unwrap_or_else(|e| {
+        env_precision().unwrap_or_else(|e| {
             eprintln!("warning: {e:#}; convolutions stay fp32");
             false
         })

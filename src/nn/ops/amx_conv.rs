@@ -96,8 +96,12 @@ pub fn conv3x3(
     unsafe { pack_image((x, pre), c, (h, w), nkb * kb, buf) };
     let n = w.min(16);
     // Runs of n from the left, the last flush with the right edge; `fresh`: where its new values start.
-    let runs: Vec<(usize, usize)> =
-        (0..w.div_ceil(16)).map(|r| ((r * 16).min(w - n), r * 16 - (r * 16).min(w - n))).collect();
+    let runs: Vec<(usize, usize)> = (0..w.div_ceil(16))
+        .map(|r| {
+            let x0 = (r * 16).min(w - n);
+            (x0, r * 16 - x0)
+        })
+        .collect();
     let cop = co.next_multiple_of(16);
     let mut scratch = Scratch([[[0.0; 16]; 16]; 4]);
     let (xb, wb) = (buf.as_ptr().cast::<u16>(), wt.data.as_ptr());
@@ -162,7 +166,7 @@ pub fn conv3x3(
                 } else {
                     store_c(&mut scratch);
                     // SAFETY: as for `pack_image`.
-                    unsafe { write_tiles((&mut out, &mut lanes), &scratch, (cb0, nc), group, (co, w, n)) };
+                    unsafe { write_tiles((&mut out, &mut lanes), &scratch, (cb0, nc), group, (co, hw, w, n)) };
                 }
             }
         }
@@ -179,18 +183,18 @@ pub fn conv3x3(
 }
 
 /// The epilogue of the C tiles in `scratch`: output channel blocks `cb0..cb0 + nc` by the row runs
-/// `cells` (`(y, (x0, fresh))`, each `n` values; tile `block * 2 + cell`); with `lanes` (one per output channel, where the sums
-/// are wanted), the values' sums and squares per lane. The sums are of the convolution's values: only
-/// without bias, residual and ReLU (the training forward's).
+/// `cells` (`(y, (x0, fresh))`, each `n` values; tile `block * 2 + cell`) of planes of `hw` values;
+/// with `lanes` (one per output channel, where the sums are wanted), the values' sums and squares
+/// per lane. The sums are of the convolution's values: only without bias, residual and ReLU (the
+/// training forward's).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn write_tiles(
     (out, lanes): (&mut Out, &mut [[f32; 32]]),
     scratch: &Scratch,
     (cb0, nc): (usize, usize),
     cells: &[(usize, (usize, usize))],
-    (co, w, n): (usize, usize, usize),
+    (co, hw, w, n): (usize, usize, usize, usize),
 ) {
-    let hw = out_len(out) / co;
     for (ci, cb) in (cb0..cb0 + nc).enumerate() {
         for (j, &(y, (x0, fresh))) in cells.iter().enumerate() {
             let tile = &scratch.0[ci * 2 + j];
@@ -205,13 +209,6 @@ unsafe fn write_tiles(
                 }
             }
         }
-    }
-}
-
-fn out_len(out: &Out) -> usize {
-    match out {
-        Out::Write { out, .. } | Out::Grad { out, .. } => out.len(),
-        Out::Add(out) => out.len(),
     }
 }
 

@@ -13,6 +13,8 @@ use std::thread::LocalKey;
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::amx_conv;
 use super::blas::{add_into, sgemm, sgemm_strided, threads, written, zeroed, Mat, SyncPtr};
 use super::deferred::Deferred;
 use super::direct::{self, Padded};
@@ -710,18 +712,10 @@ fn forward_batch_sums(
     (out, None)
 }
 
-/// Whether this thread's 3x3 stride-1 convolutions run in bf16 on AMX tiles
-/// ([`super::amx::bf16_active`]; never off x86-64).
-fn bf16_active() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return super::amx::bf16_active();
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// [`forward_batch_sums`] (with a residual `res` added before the ReLU, if any) of a 3x3 stride-1
-/// convolution in bf16 on AMX tiles ([`super::amx_conv::conv3x3`]), where [`bf16_active`]: the sums
+/// convolution in bf16 on AMX tiles ([`amx_conv::conv3x3`]), where [`super::bf16_active`]: the sums
 /// (without bias, residual and ReLU) in f32 per image, combined in f64.
+#[cfg(target_arch = "x86_64")]
 fn forward_batch_bf16(
     (xd, pre): (&[f32], Option<&Deferred>),
     w_data: &[f32],
@@ -729,69 +723,56 @@ fn forward_batch_bf16(
     g: &Geo,
     want_sums: bool,
 ) -> (Vec<f32>, Option<Vec<(f64, f64)>>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use super::amx_conv;
-        thread_local!(static BUF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) });
-        let wt = amx_conv::Weights::pack(w_data, g.co, g.c);
-        let want_sums = want_sums && bias.is_none() && res.is_none() && !relu;
-        let (out, sums) = written(g.n * g.out_len(), g.out_len(), g.n >= threads(), |i, out| {
-            let x = &xd[i * g.in_len()..(i + 1) * g.in_len()];
-            let res = res.map(|r| &r[i * g.out_len()..(i + 1) * g.out_len()]);
-            let mut sums = want_sums.then(|| vec![(0.0, 0.0); g.co]);
-            let o = amx_conv::Out::Write { out, bias, res, relu, sums: sums.as_deref_mut() };
-            with_taken(&BUF, |buf| amx_conv::conv3x3((x, pre), &wt, (g.h, g.w), o, buf));
-            sums
-        });
-        (out, want_sums.then(|| sums.into_iter().flatten().flatten().collect()))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "bf16 convolutions on x86-64 only ({xd:p} {pre:?} {w_data:p} {bias:?} {res:?} {relu} {g:?} {want_sums})"
-    )
+    thread_local!(static BUF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) });
+    let wt = amx_conv::Weights::pack(w_data, g.co, g.c);
+    let want_sums = want_sums && bias.is_none() && res.is_none() && !relu;
+    let (out, sums) = written(g.n * g.out_len(), g.out_len(), g.n >= threads(), |i, out| {
+        let x = &xd[i * g.in_len()..(i + 1) * g.in_len()];
+        let res = res.map(|r| &r[i * g.out_len()..(i + 1) * g.out_len()]);
+        let mut sums = want_sums.then(|| vec![(0.0, 0.0); g.co]);
+        let o = amx_conv::Out::Write { out, bias, res, relu, sums: sums.as_deref_mut() };
+        with_taken(&BUF, |buf| amx_conv::conv3x3((x, pre), &wt, (g.h, g.w), o, buf));
+        sums
+    });
+    (out, want_sums.then(|| sums.into_iter().flatten().flatten().collect()))
 }
 
 /// Backward of `nb` consecutive images of a 3x3 stride-1 convolution in bf16 on AMX tiles, where
-/// [`bf16_active`]: `dW` by [`super::amx_wgrad::weight_grad`], `dx` (added, or written fresh, with
-/// the deferred batch norm's backward sums where wanted) by [`super::amx_conv::conv3x3`] of the output
-/// gradient with the flipped weights `wf`.
-fn backward_chunk_bf16(k: Chunk, wf: &[f32], g: &Geo) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use super::amx_conv;
-        thread_local!(static BUFS: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) });
-        let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, mut dx_sums, want_dw, .. } = k;
-        with_taken(&BUFS, |bufs| {
-            if want_dw {
-                super::amx_wgrad::weight_grad((x, pre), gout, (nb, g.c, g.co), (g.h, g.w), dw, bufs);
+/// [`super::bf16_active`]: `dW` by [`super::amx_wgrad::weight_grad`], `dx` (added, or written
+/// fresh, with the deferred batch norm's backward sums where wanted) by [`amx_conv::conv3x3`] of
+/// the output gradient with the flipped weights packed once per backward, `wf` (given whenever `dx`
+/// is wanted).
+#[cfg(target_arch = "x86_64")]
+fn backward_chunk_bf16(k: Chunk, wf: Option<&amx_conv::Weights>, g: &Geo) {
+    thread_local!(static BUFS: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) });
+    let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, mut dx_sums, want_dw, .. } = k;
+    with_taken(&BUFS, |bufs| {
+        if want_dw {
+            super::amx_wgrad::weight_grad((x, pre), gout, (nb, g.c, g.co), (g.h, g.w), dw, bufs);
+        }
+        let image = |bi: usize, out: amx_conv::Out, buf: &mut Vec<u32>| {
+            let gy = &gout[bi * g.out_len()..(bi + 1) * g.out_len()];
+            amx_conv::conv3x3((gy, None), wf.expect("packed when dx is wanted"), (g.h, g.w), out, buf)
+        };
+        if let Some(dx) = dx {
+            dx.chunks_mut(g.in_len())
+                .take(nb)
+                .enumerate()
+                .for_each(|(bi, d)| image(bi, amx_conv::Out::Add(d), &mut bufs.0));
+        } else if let Some(dx) = dx_fresh {
+            for (bi, out) in dx.chunks_mut(g.in_len()).take(nb).enumerate() {
+                let o = match (pre, dx_sums.as_deref_mut()) {
+                    (Some(pre), Some(sums)) => {
+                        let (z, sums) =
+                            (&x[bi * g.in_len()..(bi + 1) * g.in_len()], &mut sums[bi * g.c..(bi + 1) * g.c]);
+                        amx_conv::Out::Grad { out, z, pre, sums }
+                    }
+                    _ => amx_conv::Out::Write { out, bias: None, res: None, relu: false, sums: None },
+                };
+                image(bi, o, &mut bufs.0);
             }
-            let wfp = (dx.is_some() || dx_fresh.is_some()).then(|| amx_conv::Weights::pack(wf, g.c, g.co));
-            let image = |bi: usize, out: amx_conv::Out, buf: &mut Vec<u32>| {
-                let gy = &gout[bi * g.out_len()..(bi + 1) * g.out_len()];
-                amx_conv::conv3x3((gy, None), wfp.as_ref().expect("packed when dx is wanted"), (g.h, g.w), out, buf)
-            };
-            if let Some(dx) = dx {
-                dx.chunks_mut(g.in_len())
-                    .take(nb)
-                    .enumerate()
-                    .for_each(|(bi, d)| image(bi, amx_conv::Out::Add(d), &mut bufs.0));
-            } else if let Some(dx) = dx_fresh {
-                for (bi, out) in dx.chunks_mut(g.in_len()).take(nb).enumerate() {
-                    let o = match (pre, dx_sums.as_deref_mut()) {
-                        (Some(pre), Some(sums)) => {
-                            let (z, sums) =
-                                (&x[bi * g.in_len()..(bi + 1) * g.in_len()], &mut sums[bi * g.c..(bi + 1) * g.c]);
-                            amx_conv::Out::Grad { out, z, pre, sums }
-                        }
-                        _ => amx_conv::Out::Write { out, bias: None, res: None, relu: false, sums: None },
-                    };
-                    image(bi, o, &mut bufs.0);
-                }
-            }
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("bf16 convolutions on x86-64 only ({} images, {wf:p} {g:?})", k.nb)
+        }
+    })
 }
 
 /// `relu?(conv(x, w) + bias (+ res))` in evaluation, where nothing records gradients: a batch norm
@@ -828,7 +809,8 @@ pub fn conv2d_folded<T: Tape<f32, Dev>>(
     };
     let (xs, tape, _, _) = x.split();
     let out = match res {
-        _ if g.direct() && bf16_active() => {
+        #[cfg(target_arch = "x86_64")]
+        _ if g.direct() && super::bf16_active() => {
             forward_batch_bf16((xs.data(), None), w_data, (Some(bias), res.as_ref().map(|r| r.data()), relu), &g, false)
                 .0
         }
@@ -860,11 +842,11 @@ pub fn conv2d<T: Tape<f32, Dev>>(
     };
     let b_vals = bias.as_ref().map(|(_, b)| b.as_slice());
     // While recording (training), the output pass also sums each plane for the batch norm after.
-    let bf = g.direct() && bf16_active();
-    let (out, sums) = if bf {
-        forward_batch_bf16((xs.data(), pre.as_deref()), &w_data, (b_vals, None, false), &g, T::OWNS_TAPE)
-    } else {
-        forward_batch_sums((xs.data(), pre.as_deref()), &w_data, (b_vals, false), &g, T::OWNS_TAPE)
+    let bf = g.direct() && super::bf16_active();
+    let (out, sums) = match (xs.data(), pre.as_deref()) {
+        #[cfg(target_arch = "x86_64")]
+        x if bf => forward_batch_bf16(x, &w_data, (b_vals, None, false), &g, T::OWNS_TAPE),
+        x => forward_batch_sums(x, &w_data, (b_vals, false), &g, T::OWNS_TAPE),
     };
     let oshape = Shape4::new(g.n, co, g.ho, g.wo);
     let wt = w.clone();
@@ -885,6 +867,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         let mut fresh_dx: Vec<f32> = Vec::with_capacity(if fresh { g.n * g.in_len() } else { 0 });
         let mut dx_buf = if x_needs_grad && !fresh { Some(xs.grad_buf(grads)?) } else { None };
         let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c, 9));
+        // For the bf16 kernels, the flipped weights packed once for all chunks.
+        #[cfg(target_arch = "x86_64")]
+        let wf_bf16 = wf.as_deref().filter(|_| bf && x_needs_grad).map(|wf| amx_conv::Weights::pack(wf, g.c, g.co));
         let wt_t = (g.pointwise_s2() && x_needs_grad).then(|| flip_transpose(&w_data, g.co, g.c, 1));
         let s2 = (g.direct_s2() && x_needs_grad).then(|| direct::s2_parts(&w_data, g.co, g.c, g.padded_out()));
         // Images [i0, i1) of the batch: accumulate their weight gradient into `acc` and write their
@@ -907,7 +892,10 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 gemm_threads,
             };
             match &wf {
-                Some(wf) if bf => backward_chunk_bf16(Chunk { dx_fresh, dx_sums, ..chunk(acc, dxs) }, wf, &g),
+                #[cfg(target_arch = "x86_64")]
+                Some(_) if bf => {
+                    backward_chunk_bf16(Chunk { dx_fresh, dx_sums, ..chunk(acc, dxs) }, wf_bf16.as_ref(), &g)
+                }
                 Some(wf) => backward_chunk_direct(Chunk { dx_fresh, dx_sums, ..chunk(acc, dxs) }, wf, &g),
                 None if g.pointwise_s2() => backward_chunk_1x1s2(chunk(acc, dxs), wt_t.as_deref(), &g),
                 None if g.direct_s2() => backward_chunk_s2(chunk(acc, dxs), (&w_data, s2.as_ref()), &g),

@@ -42,6 +42,15 @@ pub use linear::linear;
 pub use pool::{adaptive_avg_pool2d, avg_pool2d, global_avg_pool, max_pool2d, upsample_nearest};
 pub use threads::on_pool;
 
+/// Whether this thread's 3x3 stride-1 convolutions run in bf16 on AMX tiles
+/// ([`amx::bf16_active`]; never off x86-64).
+pub fn bf16_active() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return amx::bf16_active();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 #[cfg(test)]
 mod tests;
 #[cfg(all(test, target_arch = "x86_64"))]
