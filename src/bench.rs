@@ -124,26 +124,43 @@ pub fn bench_train_profiled(
             e.1 += 1;
         }
         for (op, (seconds, calls)) in totals {
-            rows.push(profile::Row { op, pass: "total", seconds, calls });
+            rows.push(profile::Row { op, pass: "total", seconds, calls, flop: 0.0 });
         }
     }
     let mode = teacher.map_or("train".to_string(), |t| format!("kd_from_{}", t.name()));
     Ok((BenchResult { model: arch.into(), mode, batch, size, sec_per_iter: times }, rows))
 }
 
-/// Prints a profile from [`bench_train_profiled`] as milliseconds per step (`steps` steps).
-pub fn print_profile(rows: &[profile::Row], steps: usize) {
+/// Prints a profile from [`bench_train_profiled`] as milliseconds per step (`steps` steps); for the
+/// ops that count their FLOPs (the convolutions, a row per kind) also GFLOP/s and their share of
+/// `peak` (GFLOP/s, [`fma_peak_gflops`]), then the convolutions of each pass together.
+pub fn print_profile(rows: &[profile::Row], steps: usize, peak: f64) {
     let step = rows.iter().find(|r| r.op == "step").map(|r| r.seconds).unwrap_or(f64::NAN);
-    println!("{:<28} {:<9} {:>8} {:>10} {:>7}", "op", "pass", "calls", "ms/step", "% step");
-    for r in rows {
+    println!(
+        "{:<28} {:<9} {:>8} {:>10} {:>7} {:>9} {:>7}",
+        "op", "pass", "calls", "ms/step", "% step", "GFLOP/s", "% peak"
+    );
+    let line = |r: &profile::Row| {
+        let rate = r.gflops().map_or(String::new(), |g| format!(" {g:>9.1} {:>6.1}%", 100.0 * g / peak));
         println!(
-            "{:<28} {:<9} {:>8} {:>10.2} {:>6.1}%",
+            "{:<28} {:<9} {:>8} {:>10.2} {:>6.1}%{rate}",
             r.op,
             r.pass,
             r.calls / steps as u64,
             r.seconds * 1e3 / steps as f64,
             100.0 * r.seconds / step
         );
+    };
+    rows.iter().for_each(line);
+    for pass in ["forward", "backward"] {
+        let convs = rows.iter().filter(|r| r.pass == pass && r.op.starts_with("conv2d ") && r.flop > 0.0);
+        let all =
+            convs.fold(profile::Row { op: "conv2d (all)".into(), pass, seconds: 0.0, calls: 0, flop: 0.0 }, |a, r| {
+                profile::Row { seconds: a.seconds + r.seconds, calls: a.calls + r.calls, flop: a.flop + r.flop, ..a }
+            });
+        if all.calls > 0 {
+            line(&all);
+        }
     }
 }
 
@@ -254,7 +271,8 @@ pub fn throughput(
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!batches.is_empty() && !batches.contains(&0), "--batch needs batch sizes of at least 1");
     println!("cpu: {}", cpu_description());
-    println!("FMA peak (measured, f32, all threads): {:.0} GFLOP/s", fma_peak_gflops());
+    let peak = fma_peak_gflops();
+    println!("FMA peak (measured, f32, all threads): {peak:.0} GFLOP/s");
     println!("{:<12} {:<18} {:>6} {:>5} {:>12} {:>10}", "model", "mode", "batch", "px", "s/iter", "img/s");
     let print = |r: &BenchResult| {
         // The CIFAR size keeps the names the anchor and BENCHMARKS.md use.
@@ -268,7 +286,7 @@ pub fn throughput(
     let show = |what: &str, b: usize, rows: &[profile::Row]| {
         if profile {
             println!("profile of {iters} steps of {what} at batch {b}:");
-            print_profile(rows, iters);
+            print_profile(rows, iters, peak);
         }
     };
     for &b in batches {
@@ -450,7 +468,28 @@ mod tests {
         let total = |op: &str| rows.iter().find(|x| x.op == op && x.pass == "total").map(|x| x.calls);
         // one profiled step: its phases, the teacher's forward among them
         assert_eq!((total("step"), total("teacher forward"), total("backward (all)")), (Some(1), Some(1), Some(1)));
-        assert!(rows.iter().any(|x| x.op == "conv2d" && x.pass == "backward"));
+        // The convolutions by kind, with their FLOPs counted by hand for ResNet-8 on 2 images of
+        // 8x8: per forward, 3x3/1 the stem (3 -> 16 channels, 8x8), two 16 -> 16 at 8x8, 32 -> 32 at
+        // 4x4 and 64 -> 64 at 2x2; 3x3/2 16 -> 32 to 4x4 and 32 -> 64 to 2x2; 1x1/2 the two
+        // shortcuts. The forward rows hold the teacher's and the student's; the backward rows the
+        // student's, twice the forward's (weight and input gradients) but the stem's (no input
+        // gradient: the images are not traced).
+        let conv = |kind: &str, pass: &str| {
+            let r = rows.iter().find(|x| x.op == format!("conv2d {kind}") && x.pass == pass);
+            r.map(|r| (r.calls, r.flop))
+        };
+        let f = |co: usize, ci: usize, k: usize, hw: usize| 2.0 * (2 * co * ci * k * k * hw * hw) as f64;
+        let (stem, s1) = (f(16, 3, 3, 8), 2.0 * f(16, 16, 3, 8) + f(32, 32, 3, 4) + f(64, 64, 3, 2));
+        let (s2, p2) = (f(32, 16, 3, 4) + f(64, 32, 3, 2), f(32, 16, 1, 4) + f(64, 32, 1, 2));
+        assert_eq!((stem + s1, s2, p2), (2_469_888.0, 589_824.0, 65_536.0));
+        assert_eq!(conv("3x3/1", "forward"), Some((10, 2.0 * (stem + s1))));
+        assert_eq!(conv("3x3/1", "backward"), Some((5, stem + 2.0 * s1)));
+        assert_eq!(conv("3x3/2", "forward"), Some((4, 2.0 * s2)));
+        assert_eq!(conv("3x3/2", "backward"), Some((2, 2.0 * s2)));
+        assert_eq!(conv("1x1/2", "forward"), Some((4, 2.0 * p2)));
+        assert_eq!(conv("1x1/2", "backward"), Some((2, 2.0 * p2)));
+        assert!(rows.iter().filter(|r| r.op.starts_with("conv2d")).all(|r| r.gflops().is_some_and(|g| g > 0.0)));
+        assert!(rows.iter().filter(|r| r.op.starts_with("batch_norm")).all(|r| r.flop == 0.0 && r.gflops().is_none()));
         let e = throughput(&[], &[], (&[0], None, 8), 1, 1, false).unwrap_err().to_string();
         assert!(e.contains("--batch"), "{e}");
         assert!(cpu_description().contains("threads"));

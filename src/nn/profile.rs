@@ -2,7 +2,10 @@
 //! relaxed atomic load per op otherwise). Ops run one after another on the calling thread (each
 //! parallel inside), so wall times add up: an op's forward time is the time since the previous
 //! op finished (the model code between two ops counts towards the next), its backward time the
-//! time of its backward closure. `kdscope bench --profile` prints the table.
+//! time of its backward closure. An op may name its kind and FLOPs first ([`tag`]: the
+//! convolutions, one row per kernel shape and stride), so the table gives their GFLOP/s.
+//! `kdscope bench --profile` prints the table.
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -13,16 +16,30 @@ static STATE: Mutex<Option<State>> = Mutex::new(None);
 
 struct State {
     last: Instant,
-    rows: BTreeMap<(String, &'static str), (f64, u64)>,
+    rows: BTreeMap<(String, &'static str), (f64, u64, f64)>,
 }
 
-/// One op kind and pass: total seconds over the profiled calls and the number of calls.
+thread_local! {
+    /// The kind and (forward, backward) FLOPs that the next op recorded on this thread reports.
+    static TAG: RefCell<Option<(String, f64, f64)>> = const { RefCell::new(None) };
+}
+
+/// One op kind and pass: total seconds over the profiled calls, the number of calls and their
+/// floating-point operations (0 where the op does not count them).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     pub op: String,
     pub pass: &'static str,
     pub seconds: f64,
     pub calls: u64,
+    pub flop: f64,
+}
+
+impl Row {
+    /// GFLOP/s over the row's time, where the op counted its FLOPs.
+    pub fn gflops(&self) -> Option<f64> {
+        (self.flop > 0.0 && self.seconds > 0.0).then(|| self.flop / self.seconds / 1e9)
+    }
 }
 
 pub(crate) fn enabled() -> bool {
@@ -50,7 +67,12 @@ pub fn stop() -> Vec<Row> {
     ON.store(false, Ordering::Relaxed);
     let state = STATE.lock().unwrap_or_else(|e| e.into_inner()).take();
     let mut rows: Vec<Row> = state
-        .map(|s| s.rows.into_iter().map(|((op, pass), (seconds, calls))| Row { op, pass, seconds, calls }).collect())
+        .map(|s| {
+            s.rows
+                .into_iter()
+                .map(|((op, pass), (seconds, calls, flop))| Row { op, pass, seconds, calls, flop })
+                .collect()
+        })
         .unwrap_or_default();
     rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     rows
@@ -73,24 +95,39 @@ pub(crate) fn op_name(type_name: &str) -> String {
     plain.split("::").filter(|p| !p.is_empty() && !p.starts_with("{{")).last().unwrap_or(type_name).to_string()
 }
 
-/// Charges the time since `since` (the previous op's end, by default) to `op`'s `pass`.
-fn add(op: String, pass: &'static str, since: Option<Instant>) {
+/// While profiling: the next op recorded on this thread is named `kind()` (e.g. `conv2d 3x3/1`)
+/// in place of its function's name, and does `flop` (forward, backward) operations.
+pub(crate) fn tag(kind: impl FnOnce() -> String, flop: (f64, f64)) {
+    if enabled() {
+        TAG.with_borrow_mut(|t| *t = Some((kind(), flop.0, flop.1)));
+    }
+}
+
+/// The name and (forward, backward) FLOPs of the op being recorded: its [`tag`], if one is
+/// pending on this thread (taken), else `op()` with no FLOPs.
+pub(crate) fn take_tag(op: impl FnOnce() -> String) -> (String, f64, f64) {
+    TAG.with_borrow_mut(Option::take).unwrap_or_else(|| (op(), 0.0, 0.0))
+}
+
+/// Charges the time since `since` (the previous op's end, by default) and `flop` to `op`'s `pass`.
+fn add(op: String, pass: &'static str, since: Option<Instant>, flop: f64) {
     if let Some(s) = STATE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
         let seconds = since.unwrap_or(s.last).elapsed().as_secs_f64();
-        let e = s.rows.entry((op, pass)).or_insert((0.0, 0));
+        let e = s.rows.entry((op, pass)).or_insert((0.0, 0, 0.0));
         e.0 += seconds;
         e.1 += 1;
+        e.2 += flop;
         s.last = Instant::now();
     }
 }
 
 /// Charges the time since the previous op to `op`'s forward pass.
-pub(crate) fn forward_done(op: String) {
-    add(op, "forward", None);
+pub(crate) fn forward_done(op: String, flop: f64) {
+    add(op, "forward", None, flop);
 }
 
-pub(crate) fn backward_done(op: String, started: Instant) {
-    add(op, "backward", Some(started));
+pub(crate) fn backward_done(op: String, started: Instant, flop: f64) {
+    add(op, "backward", Some(started), flop);
 }
 
 #[cfg(test)]

@@ -396,20 +396,24 @@ where
     F: 'static + FnOnce(&mut Grads, Vec<f32>, &Saved) -> Result<(), dfdx::tensor::CpuError>,
 {
     let shape = v.shape;
-    let op = || crate::nn::profile::op_name(std::any::type_name::<F>());
-    if crate::nn::profile::enabled() {
-        crate::nn::profile::forward_done(op());
-    }
+    use crate::nn::profile;
+    // The op's name in the profile (its tag's, or its function's) and its backward FLOPs.
+    let named = profile::enabled().then(|| {
+        let (op, fwd, bwd) = profile::take_tag(|| profile::op_name(std::any::type_name::<F>()));
+        profile::forward_done(op.clone(), fwd);
+        (op, bwd)
+    });
     if T::OWNS_TAPE {
         v.slot = Some(GradSlot::default());
         let saved = Saved { t: v.t.clone(), ptr: v.ptr, slot: v.slot.clone() };
         tape.add_backward_op(move |grads: &mut Grads| {
-            let started = crate::nn::profile::enabled().then(std::time::Instant::now);
+            let started = profile::enabled().then(std::time::Instant::now);
             let g = saved.take(grads)?;
             check_grad_len(g.len(), shape.numel());
             let r = backward(grads, g, &saved);
             if let Some(started) = started {
-                crate::nn::profile::backward_done(op(), started);
+                let (op, bwd) = named.unwrap_or_else(|| (profile::op_name(std::any::type_name::<F>()), 0.0));
+                profile::backward_done(op, started, bwd);
             }
             r
         });

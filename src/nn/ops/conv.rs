@@ -60,6 +60,16 @@ struct Geo {
 }
 
 impl Geo {
+    /// Names this convolution's kind in the profile (`conv2d 3x3/1`, `conv2d 1x1/2`, with the groups
+    /// where there are several, and `bf16` where it runs on the AMX tiles) with its FLOPs: forward
+    /// `2 * n * co * c/groups * kh * kw * ho * wo`, backward that once for the weight gradient and
+    /// once more where the input gradient is wanted too.
+    fn profile_tag(&self, bf16: bool, x_needs_grad: bool) {
+        let flop = 2.0 * (self.n * self.co * self.kk() * self.hwo()) as f64;
+        let groups = if self.g > 1 { format!(" g{}", self.g) } else { String::new() };
+        let kind = || format!("conv2d {}x{}/{}{groups}{}", self.kh, self.kw, self.s, if bf16 { " bf16" } else { "" });
+        crate::nn::profile::tag(kind, (flop, flop * (1.0 + f64::from(u8::from(x_needs_grad)))));
+    }
     fn cg(&self) -> usize {
         self.c / self.g
     }
@@ -808,15 +818,17 @@ pub fn conv2d_folded<T: Tape<f32, Dev>>(
         None => None,
     };
     let (xs, tape, _, _) = x.split();
+    let bf = g.direct() && super::bf16_active();
     let out = match res {
         #[cfg(target_arch = "x86_64")]
-        _ if g.direct() && super::bf16_active() => {
+        _ if bf => {
             forward_batch_bf16((xs.data(), None), w_data, (Some(bias), res.as_ref().map(|r| r.data()), relu), &g, false)
                 .0
         }
         Some(r) => forward_batch_res(xs.data(), w_data, bias, r.data(), &g, relu),
         None => forward_batch(xs.data(), w_data, Some(bias), &g, relu),
     };
+    g.profile_tag(bf, false);
     finish(out, oshape, tape, |_: &mut Grads, _, _| unreachable!("no tape"))
 }
 
@@ -851,6 +863,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
     let oshape = Shape4::new(g.n, co, g.ho, g.wo);
     let wt = w.clone();
     let bt = bias.map(|(b, _)| b.clone());
+    g.profile_tag(bf, x_needs_grad);
     let mut y = finish(out, oshape, tape, move |grads: &mut Grads, gout: Vec<f32>, _| {
         let xd = xs.data();
         let want_dw = !super::elementwise::params_frozen();
