@@ -115,7 +115,7 @@ pub fn bench_train_profiled(
     if profile {
         extra.clear();
         profile::start();
-        crate::nn::ops::on_pool(|| (0..iters).try_for_each(|_| step(&mut extra)))?;
+        crate::nn::ops::on_pool(|| profile::recording(|| (0..iters).try_for_each(|_| step(&mut extra))))?;
         rows = profile::stop();
         let mut totals: std::collections::BTreeMap<String, (f64, u64)> = Default::default();
         for (k, v) in extra {

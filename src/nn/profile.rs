@@ -1,11 +1,11 @@
-//! A per-op wall-clock profile of training steps, off unless [`start`] is called (one
-//! relaxed atomic load per op otherwise). Ops run one after another on the calling thread (each
-//! parallel inside), so wall times add up: an op's forward time is the time since the previous
-//! op finished (the model code between two ops counts towards the next), its backward time the
-//! time of its backward closure. An op may name its kind and FLOPs first ([`tag`]: the
+//! A per-op wall-clock profile of training steps, off unless [`start`] is called (one relaxed
+//! atomic load per op otherwise), of the ops run inside [`recording`]. Ops run one after another on
+//! the calling thread (each parallel inside), so wall times add up: an op's forward time is the time
+//! since the previous op finished (the model code between two ops counts towards the next), its
+//! backward time the time of its backward closure. An op may name its kind and FLOPs first ([`tag`]: the
 //! convolutions, one row per kernel shape and stride), so the table gives their GFLOP/s.
 //! `kdscope bench --profile` prints the table.
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -22,6 +22,8 @@ struct State {
 thread_local! {
     /// The kind and (forward, backward) FLOPs that the next op recorded on this thread reports.
     static TAG: RefCell<Option<(String, f64, f64)>> = const { RefCell::new(None) };
+    /// Whether this thread's ops are recorded ([`recording`]).
+    static HERE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// One op kind and pass: total seconds over the profiled calls, the number of calls and their
@@ -43,10 +45,19 @@ impl Row {
 }
 
 pub(crate) fn enabled() -> bool {
-    ON.load(Ordering::Relaxed)
+    ON.load(Ordering::Relaxed) && HERE.get()
 }
 
-/// Starts (or restarts) profiling with an empty table.
+/// Runs `f` with this thread's ops recorded while profiling is on: only the ops of such a thread
+/// enter the table, not those of other work running at the same time (other threads, parallel tests).
+pub fn recording<R>(f: impl FnOnce() -> R) -> R {
+    let before = HERE.replace(true);
+    let r = f();
+    HERE.set(before);
+    r
+}
+
+/// Starts (or restarts) profiling with an empty table; the ops run inside [`recording`] enter it.
 pub fn start() {
     *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(State { last: Instant::now(), rows: BTreeMap::new() });
     ON.store(true, Ordering::Relaxed);
