@@ -13,6 +13,7 @@ use std::mem::MaybeUninit;
 use super::blas::written;
 use super::deferred::{bn_relu, Deferred};
 use super::elementwise::relu_grad;
+use super::prefetch::Stream;
 use crate::nn::var::{accumulate, finish, finish_deferred, merge_tapes, Dev, Flat, Grads, Saved, Shape4, Var};
 
 /// Running statistics of a batch-norm layer (PyTorch buffers `running_mean`, `running_var`,
@@ -331,6 +332,7 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
             (None, Some(p)) => channel_totals(s, |i| (p[i].0, p[i].1 * invstd[i % s.c] as f64)),
             (None, None) => channel_totals(s, |i| {
                 let c = i % s.c;
+                [Stream::of(&gout), Stream::of(xd)].iter().for_each(|s| s.ahead(i, hw));
                 grad_sums(
                     &gout[i * hw..(i + 1) * hw],
                     &xd[i * hw..(i + 1) * hw],
@@ -345,7 +347,9 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
                 // g' (through the ReLU of the output y, if any) over g, a plane at a time with its
                 // sums while it is in cache. g' is also the residual's gradient: it is handed on as it
                 // is, and the input gradient gets a buffer of its own.
+                let ahead = [Stream::of(&gout), Stream::of(yd), Stream::of(xd)];
                 let per_plane = gout.par_chunks_mut(hw).enumerate().map(|(i, gi)| {
+                    ahead.iter().for_each(|s| s.ahead(i, hw));
                     if cfg.relu {
                         gi.iter_mut().zip(&yd[i * hw..]).for_each(|(g, &v)| *g = relu_grad(*g, v, guided));
                     }
@@ -366,7 +370,9 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         match (&res, x_needs_grad) {
             (Some((rs, r_needs_grad)), _) => {
                 if x_needs_grad {
+                    let ahead = [Stream::of(&gout), Stream::of(xd)];
                     let (dx, _) = written(gout.len(), hw, true, |i, o| {
+                        ahead.iter().for_each(|s| s.ahead(i, hw));
                         plane(i).1.write(o, &gout[i * hw..(i + 1) * hw], &xd[i * hw..(i + 1) * hw])
                     });
                     xs.give(grads, dx)?;
@@ -378,7 +384,9 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
             (None, true) => {
                 // Written over the output gradient, element by element: its lines are in cache from
                 // the read, where a separate buffer would be fetched before being written.
+                let ahead = [Stream::of(&gout), Stream::of(xd)];
                 gout.par_chunks_mut(hw).enumerate().for_each(|(i, gi)| {
+                    ahead.iter().for_each(|s| s.ahead(i, hw));
                     let (c, p) = plane(i);
                     let xi = &xd[i * hw..(i + 1) * hw];
                     match relu_of(c) {

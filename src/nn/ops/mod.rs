@@ -24,6 +24,7 @@ mod fusion;
 mod isa;
 mod linear;
 mod pool;
+mod prefetch;
 mod threads;
 pub mod tight;
 #[doc(hidden)]
