@@ -217,7 +217,9 @@ unsafe fn write_tiles(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn grad_sums(g: &[f32], z: &[f32], pre: &Deferred, sums: &mut [(f64, f64)]) {
     let hw = z.len() / sums.len();
+    let ahead = super::prefetch::Stream::of(z);
     for (o, s) in sums.iter_mut().enumerate() {
+        ahead.ahead(o, hw);
         let (a, b, mu) = (pre.scale[o], pre.shift[o], pre.mean[o]);
         let (mut l, mut l2) = ([0.0f32; 16], [0.0f32; 16]);
         let mut add = |j: usize, g: f32, zv: f32| {
