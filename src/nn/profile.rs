@@ -2,9 +2,9 @@
 //! atomic load per op otherwise), of the ops run inside [`recording`]. Ops run one after another on
 //! the calling thread (each parallel inside), so wall times add up: an op's forward time is the time
 //! since the previous op finished (the model code between two ops counts towards the next), its
-//! backward time the time of its backward closure. An op may name its kind and FLOPs first ([`tag`]: the
-//! convolutions, one row per kernel shape and stride), so the table gives their GFLOP/s.
-//! `kdscope bench --profile` prints the table.
+//! backward time the time of its backward closure. An op may name its kind and FLOPs first
+//! ([`tag`]: the convolutions, one row per kernel shape and stride), so the table gives their
+//! GFLOP/s. `kdscope bench --profile` prints the table.
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,10 +51,15 @@ pub(crate) fn enabled() -> bool {
 /// Runs `f` with this thread's ops recorded while profiling is on: only the ops of such a thread
 /// enter the table, not those of other work running at the same time (other threads, parallel tests).
 pub fn recording<R>(f: impl FnOnce() -> R) -> R {
-    let before = HERE.replace(true);
-    let r = f();
-    HERE.set(before);
-    r
+    /// Puts the thread's flag back as it was, also when `f` panics (the thread may be a pool worker).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            HERE.set(self.0);
+        }
+    }
+    let _restore = Restore(HERE.replace(true));
+    f()
 }
 
 /// Starts (or restarts) profiling with an empty table; the ops run inside [`recording`] enter it.

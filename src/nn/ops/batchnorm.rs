@@ -330,18 +330,21 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         let given = y.take_grad_sums().filter(|p| defer && !guided && p.len() == s.n * s.c);
         let tot = match (&res, given) {
             (None, Some(p)) => channel_totals(s, |i| (p[i].0, p[i].1 * invstd[i % s.c] as f64)),
-            (None, None) => channel_totals(s, |i| {
-                let c = i % s.c;
-                [Stream::of(&gout), Stream::of(xd)].iter().for_each(|s| s.ahead(i, hw));
-                grad_sums(
-                    &gout[i * hw..(i + 1) * hw],
-                    &xd[i * hw..(i + 1) * hw],
-                    relu_of(c),
-                    guided,
-                    mean[c],
-                    invstd[c],
-                )
-            }),
+            (None, None) => {
+                let ahead = [Stream::of(&gout), Stream::of(xd)];
+                channel_totals(s, |i| {
+                    let c = i % s.c;
+                    ahead.iter().for_each(|s| s.ahead(i, hw));
+                    grad_sums(
+                        &gout[i * hw..(i + 1) * hw],
+                        &xd[i * hw..(i + 1) * hw],
+                        relu_of(c),
+                        guided,
+                        mean[c],
+                        invstd[c],
+                    )
+                })
+            }
             (Some(_), _) => {
                 let yd = y.data();
                 // g' (through the ReLU of the output y, if any) over g, a plane at a time with its

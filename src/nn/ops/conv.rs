@@ -66,8 +66,11 @@ impl Geo {
     /// once more where the input gradient is wanted too.
     fn profile_tag(&self, bf16: bool, x_needs_grad: bool) {
         let flop = 2.0 * (self.n * self.co * self.kk() * self.hwo()) as f64;
-        let groups = if self.g > 1 { format!(" g{}", self.g) } else { String::new() };
-        let kind = || format!("conv2d {}x{}/{}{groups}{}", self.kh, self.kw, self.s, if bf16 { " bf16" } else { "" });
+        // Formatted only while profiling (`tag` calls it then).
+        let kind = || {
+            let groups = if self.g > 1 { format!(" g{}", self.g) } else { String::new() };
+            format!("conv2d {}x{}/{}{groups}{}", self.kh, self.kw, self.s, if bf16 { " bf16" } else { "" })
+        };
         crate::nn::profile::tag(kind, (flop, flop * (1.0 + f64::from(u8::from(x_needs_grad)))));
     }
     fn cg(&self) -> usize {
