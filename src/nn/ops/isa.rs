@@ -14,6 +14,14 @@ pub trait Isa {
     unsafe fn load(p: *const f32) -> Self::V;
     /// Lanes whose bit is set in `m` loaded, the others zero (and not read).
     unsafe fn load_masked(m: Self::M, p: *const f32) -> Self::V;
+    /// The input of a left or right tap, whose lanes outside `m` must not count: AVX2 loads them
+    /// as zero (and does not read them); AVX-512 loads every lane (all `N` must be readable) and
+    /// [`Isa::tap_fmadd`] leaves those lanes out.
+    unsafe fn tap_load(m: Self::M, p: *const f32) -> Self::V;
+    /// `c + a * b` for `b` from [`Isa::tap_load`] with the same `m`. AVX-512: on the lanes of `m`
+    /// only (one merge-masked FMA, which costs what an FMA costs; a zero-masking load takes a
+    /// micro-op of the FMA ports); AVX2: on all lanes.
+    unsafe fn tap_fmadd(m: Self::M, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     unsafe fn store(p: *mut f32, v: Self::V);
     /// The mask of the lanes whose bit is set in `bits`.
     unsafe fn mask(bits: u16) -> Self::M;
@@ -84,6 +92,14 @@ impl Isa for W16 {
         _mm512_maskz_loadu_ps(m, p)
     }
     #[inline(always)]
+    unsafe fn tap_load(_: __mmask16, p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn tap_fmadd(m: __mmask16, a: __m512, b: __m512, c: __m512) -> __m512 {
+        fmadd_merge16(m, a, b, c)
+    }
+    #[inline(always)]
     unsafe fn mask(bits: u16) -> __mmask16 {
         bits
     }
@@ -104,6 +120,14 @@ impl Isa for W8 {
         _mm256_maskload_ps(p, m)
     }
     #[inline(always)]
+    unsafe fn tap_load(m: __m256i, p: *const f32) -> __m256 {
+        Self::load_masked(m, p)
+    }
+    #[inline(always)]
+    unsafe fn tap_fmadd(_: __m256i, a: __m256, b: __m256, c: __m256) -> __m256 {
+        _mm256_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
     unsafe fn mask(bits: u16) -> __m256i {
         let lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
         _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(i32::from(bits)), lane), lane)
@@ -112,4 +136,22 @@ impl Isa for W8 {
     unsafe fn where_positive(act: __m256, y: __m256) -> __m256 {
         _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(act, _mm256_setzero_ps()), y)
     }
+}
+
+/// `c + a * b` on the lanes of `m`, the others `c`, as one `vfmadd231ps` merging into `c` (the
+/// intrinsic `_mm512_mask3_fmadd_ps` compiled to an FMA and a masked move, on the FMA ports too).
+/// Its own `#[target_feature]` function so the assembly may name AVX-512 registers; it inlines into
+/// the AVX-512 entries that call it.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn fmadd_merge16(m: __mmask16, a: __m512, b: __m512, mut c: __m512) -> __m512 {
+    std::arch::asm!(
+        "vfmadd231ps {c}{{{m}}}, {a}, {b}",
+        c = inout(zmm_reg) c,
+        m = in(kreg) m,
+        a = in(zmm_reg) a,
+        b = in(zmm_reg) b,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    c
 }

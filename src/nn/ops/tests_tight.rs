@@ -77,6 +77,12 @@ fn tight_matches_naive_in_every_mode() {
             close(s as f32, plane.iter().sum(), "sum");
             close(s2 as f32, plane.iter().map(|v| v * v).sum(), "sum of squares");
         }
+        // Written plain, without sums.
+        let mode = Out::Write { out: &mut out, bias: None, res: None, relu: false, sums: None };
+        assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, mode));
+        for (k, v) in out.iter().enumerate() {
+            close(unsafe { v.assume_init() }, want[k], "plain, no sums");
+        }
         // Written with bias and ReLU, without and with a residual.
         let res: Vec<f32> = (0..co * hw).map(|k| ((k * 29 % 31) as f32 - 15.0) / 8.0).collect();
         for r in [None, Some(&res[..])] {
@@ -122,6 +128,44 @@ fn tight_matches_naive_in_every_mode() {
         assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, Out::Add(&mut acc)));
         for (k, &v) in acc.iter().enumerate() {
             close(v, want[k] + (k as f32 * 0.01) as f64, "added");
+        }
+    }
+}
+
+/// A NaN at the end of a row and one at the start of the next reach only their own 3x3
+/// neighbourhoods: the left and right taps read the neighbouring row's value at the plane's edge
+/// columns (AVX-512 loads it and leaves the lane out of the FMA, AVX2 loads it as zero), and no
+/// output outside the neighbourhoods may see it.
+#[test]
+fn edge_taps_never_see_the_neighbouring_row() {
+    for lanes in [8, 16].into_iter().filter(|&l| applies_at(l, 16, 16)) {
+        for (c, co, h, w) in [(3, 8, 16, 16), (2, 7, 8, 8), (4, 9, 32, 32)] {
+            let hw = h * w;
+            let mut x: Vec<f32> = (0..c * hw).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 96.0).collect();
+            let want = naive(&x, (c, h, w), &wt, co);
+            // Channel 1: the last value of row 2 and the first of row 5.
+            let (a, b) = (hw + 2 * w + w - 1, hw + 5 * w);
+            x[a] = f32::NAN;
+            x[b] = f32::NAN;
+            let mut buf = Vec::new();
+            let xp = pad_tight((&x, None), (1, c), (h, w), &mut buf);
+            let mut out = vec![MaybeUninit::new(0.0f32); co * hw];
+            let mode = Out::Write { out: &mut out, bias: None, res: None, relu: false, sums: None };
+            assert!(conv_at(lanes, xp, (c, plane(h, w)), (h, w), &wt, co, mode));
+            let near = |q: usize, (yy, xx): (usize, usize)| {
+                let (y, x) = (q / w, q % w);
+                y.abs_diff(yy) <= 1 && x.abs_diff(xx) <= 1
+            };
+            for (k, v) in out.iter().enumerate() {
+                let (q, got) = (k % hw, unsafe { v.assume_init() });
+                if near(q, (2, w - 1)) || near(q, (5, 0)) {
+                    assert!(got.is_nan(), "L{lanes} {h}x{w}: output {k} should see the NaN");
+                } else {
+                    let d = (got as f64 - want[k]).abs();
+                    assert!(d < 1e-4 * (1.0 + want[k].abs()), "L{lanes} {h}x{w}: output {k}: {got} vs {}", want[k]);
+                }
+            }
         }
     }
 }
