@@ -285,14 +285,10 @@ pub fn throughput(
     };
     let show = |what: &str, b: usize, rows: &[profile::Row]| {
         if profile {
-            // Measured again beside each profile, the highest reading kept: on a shared machine one
-            // reading can come out low (the same build read 341-458 GFLOP/s within minutes on the
-            // Intel Xeon with AMX), which would read every row's share of the peak high.
-            let again = fma_peak_gflops();
+            let again = fma_peak_gflops(); // the highest reading: one can come out low (341-458 within minutes)
             peak.set(peak.get().max(again));
-            let p = peak.get();
-            println!("profile of {iters} steps of {what} at batch {b} (FMA peak again {again:.0}; % peak of {p:.0} GFLOP/s, the highest reading):");
-            print_profile(rows, iters, p);
+            println!("profile of {iters} steps of {what} at batch {b} (FMA peak again {again:.0}; % peak of {:.0} GFLOP/s, the highest reading):", peak.get());
+            print_profile(rows, iters, peak.get());
         }
     };
     for &b in batches {
