@@ -118,7 +118,7 @@ fn kernels_alone(c: usize, hw: usize) {
         // every load of the kernel would then split across two lines (-25 % at 16-64 channels).
         let xb = wb::pad_blocked((&x, None), (nb, c, l), g, &mut bbuf);
         time(&format!("  1 thread: dW blocked L{l} x{nb}"), flop, || {
-            assert!(wb::weight_grad(&xb, &x, (c, c, nb, l), (g, 1), &mut dw, &mut acc));
+            assert!(wb::weight_grad(xb, &x, (c, c, nb, l), (g, 1), &mut dw, &mut acc));
         });
     }
     std::hint::black_box((&out, &dw));
