@@ -114,15 +114,7 @@ pub fn conv_at(
     let hw = h * w;
     assert!(c > 0 && cstride >= plane(h, w) && xp.len() >= (c - 1) * cstride + plane(h, w));
     assert!(wt.len() >= co * c * 9);
-    // Per vector of `lanes` positions, the lanes whose left / right taps read inside the image.
-    let masks: Vec<(u16, u16)> = (0..hw / lanes)
-        .map(|v| {
-            (0..lanes).fold((0u16, 0u16), |(l, r), lane| {
-                let x = (lanes * v + lane) % w;
-                (l | (u16::from(x != 0) << lane), r | (u16::from(x != w - 1) << lane))
-            })
-        })
-        .collect();
+    let masks = edge_masks(lanes, h, w);
     let (dst, mode, sums) = match out {
         Out::Write { out, bias, res, relu, sums } => {
             assert!(out.len() >= co * hw && res.is_none_or(|r| r.len() >= co * hw));
@@ -201,6 +193,29 @@ pub fn conv_at(
         let _ = (xp, cstride, wt, masks, dst, mode, sums);
         false
     }
+}
+
+/// Per vector of a plane's positions, the lanes whose left / right taps read inside the image.
+type Masks = std::rc::Rc<[(u16, u16)]>;
+
+thread_local! {
+    /// The masks of the plane size (`lanes, h, w`) this thread ran last: a layer's images share it.
+    static MASKS: std::cell::RefCell<((usize, usize, usize), Masks)> = std::cell::RefCell::new(((0, 0, 0), Masks::from([])));
+}
+
+/// [`Masks`] of vectors of `lanes` positions on an `h x w` plane, kept per thread for the last size
+/// (built per image and call, they had taken ~1 % of a training step).
+fn edge_masks(lanes: usize, h: usize, w: usize) -> Masks {
+    MASKS.with_borrow_mut(|(size, masks)| {
+        if *size != (lanes, h, w) {
+            let bits = |v: usize, keep: &dyn Fn(usize) -> bool| {
+                (0..lanes).fold(0u16, |m, l| m | u16::from(keep((lanes * v + l) % w)) << l)
+            };
+            *masks = (0..h * w / lanes).map(|v| (bits(v, &|x| x != 0), bits(v, &|x| x != w - 1))).collect();
+            *size = (lanes, h, w);
+        }
+        masks.clone()
+    })
 }
 
 struct Mode<'a> {
