@@ -208,10 +208,10 @@ thread_local! {
 fn edge_masks(lanes: usize, h: usize, w: usize) -> Masks {
     MASKS.with_borrow_mut(|(size, masks)| {
         if *size != (lanes, h, w) {
-            let bits = |v: usize, keep: &dyn Fn(usize) -> bool| {
-                (0..lanes).fold(0u16, |m, l| m | u16::from(keep((lanes * v + l) % w)) << l)
-            };
-            *masks = (0..h * w / lanes).map(|v| (bits(v, &|x| x != 0), bits(v, &|x| x != w - 1))).collect();
+            // The lanes of vector `v` off the image's column `edge`.
+            let bits =
+                |v: usize, edge: usize| (0..lanes).fold(0u16, |m, l| m | u16::from((lanes * v + l) % w != edge) << l);
+            *masks = (0..h * w / lanes).map(|v| (bits(v, 0), bits(v, w - 1))).collect();
             *size = (lanes, h, w);
         }
         masks.clone()
@@ -364,13 +364,13 @@ unsafe fn tile<I: Isa, const NB: usize, const V: usize>(
             acc = row::<I, NB, V>(acc, (xb.add(ky * a.w), wrow.add(ky * 3), a.c * 9), (&ml, &mr));
         }
     }
-    // Through memory (as the compiler would spill them anyway): in registers, the epilogues below
-    // made it spill accumulators inside the loop above.
+    // Through memory (as the compiler would spill them anyway): left in registers, the epilogues
+    // below made it spill accumulators inside the loop above.
     let acc = std::hint::black_box(acc);
     let plain = !mode.add && mode.bias.is_none() && mode.res.is_none() && !mode.relu;
-    // The common epilogues on their own, short enough to unroll with the accumulators in registers
-    // (the general one below kept them on the stack): a plain store, and a plain store with the
-    // forward batch norm's sums (16 lanes: a tile's partial added to the lanes).
+    // The common epilogues on their own, unrolled without the general one's per-vector branches: a
+    // plain store, and a plain store with the forward batch norm's sums (16 lanes: a tile's partial
+    // added to the lanes).
     if plain && !mode.sums {
         for b in 0..NB {
             for v in 0..V {
