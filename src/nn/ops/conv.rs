@@ -18,7 +18,7 @@ use super::amx_conv;
 use super::blas::{add_into, sgemm, sgemm_strided, threads, written, zeroed, Mat, SyncPtr};
 use super::deferred::Deferred;
 use super::direct::{self, Padded};
-use super::{tight, wgrad_blocked};
+use super::{tight, tight_s2, wgrad_blocked};
 use crate::nn::var::{accumulate_with, finish, Dev, Flat, Grads, Shape4, Var};
 
 /// Convolution hyper-parameters (square kernels are the common case but not required).
@@ -105,6 +105,11 @@ impl Geo {
     /// gradient), where it may run and the plane size allows it.
     fn tight(&self) -> bool {
         self.direct() && tight::applies_at(self.lanes, self.h, self.w)
+    }
+    /// [`Self::direct_s2`]'s forward on the tight-plane kernel over the input's phase planes
+    /// ([`tight_s2::forward`], weights from [`tight_s2::phase_weights`]), where it may run.
+    fn tight_s2(&self) -> bool {
+        self.direct_s2() && tight_s2::forward_applies(self.lanes, self.co, (self.h, self.w))
     }
     /// 1x1, stride 2, no padding, no groups (ResNet shortcuts): the tile kernel with one tap over
     /// the input's even samples ([`direct::conv1x1_s2_into`]).
@@ -298,7 +303,8 @@ fn forward_image(
 }
 
 /// Forward of one image on the tile kernel ([`Geo::tiled`]): every value
-/// of `out` is written, `relu?(conv + bias (+ res))`; a residual `res` only on tight planes.
+/// of `out` is written, `relu?(conv + bias (+ res))`; a residual `res` only on tight planes. `wt`:
+/// the weights, laid out by [`tight_s2::phase_weights`] where [`Geo::tight_s2`].
 fn direct_image(
     (x, pre): (&[f32], Option<&Deferred>),
     wt: &[f32],
@@ -318,6 +324,9 @@ fn direct_image(
         } else if g.direct() {
             let xp = direct::pad_planes((x, pre), g.c, g.padded(), buf);
             direct::conv3x3_into(xp, (g.c, g.padded().plane()), g.padded(), wt, g.co, out, epilogue, scratch);
+        } else if g.tight_s2() {
+            let out = tight::Out::Write { out, bias: epilogue.0, res: None, relu: epilogue.1, sums: epilogue.2 };
+            assert!(tight_s2::forward(g.lanes, x, (g.c, g.h, g.w), (wt, g.co), out, buf));
         } else if g.pointwise_s2() {
             let xs = direct::even_samples(x, (1, g.c), (g.h, g.w), buf);
             let cs = g.padded_out().plane();
@@ -567,27 +576,55 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
     });
 }
 
+/// The weights of a stride-2 3x3 convolution's input gradient, as its kernel takes them.
+enum S2Dx {
+    /// On the tight-plane kernel by input parity ([`tight_s2`]).
+    Tight(tight_s2::Parts),
+    /// On the padded-grid tile kernel by polyphase part ([`direct::conv3x3_s2_input_grad`]).
+    Grid(Box<direct::S2Parts>),
+}
+
+impl S2Dx {
+    fn new(wt: &[f32], g: &Geo) -> Self {
+        if tight_s2::applies(g.lanes, g.c, (g.h, g.w)) {
+            S2Dx::Tight(tight_s2::parts(wt, g.co, g.c))
+        } else {
+            S2Dx::Grid(Box::new(direct::s2_parts(wt, g.co, g.c, g.padded_out())))
+        }
+    }
+}
+
 /// Backward of `nb` consecutive images of a stride-2 3x3 convolution ([`Geo::direct_s2`]): `dW` by
 /// the direct weight-gradient kernel over the input's polyphase planes and the padded output
-/// gradient, `dx` by the tile kernel over the padded output gradient, one polyphase part of `dx` at
-/// a time (`parts`, given whenever `dx` is wanted). Where the CPU has no SIMD weight-gradient
-/// kernel, `dW` is GEMM + im2col per image.
-fn backward_chunk_s2(k: Chunk, (wt, parts): (&[f32], Option<&direct::S2Parts>), g: &Geo) {
-    let Chunk { x, gout, nb, dw, dx, want_dw, gemm_threads, .. } = k;
+/// gradient, `dx` by the tight kernel over the output gradient's tight planes ([`tight_s2`]) or the
+/// tile kernel over its padded planes, one part of `dx` at a time (`parts`, given whenever `dx` is
+/// wanted). Where the CPU has no SIMD weight-gradient kernel, `dW` is GEMM + im2col per image.
+fn backward_chunk_s2(k: Chunk, (wt, parts): (&[f32], Option<&S2Dx>), g: &Geo) {
+    let Chunk { x, gout, nb, dw, mut dx, want_dw, gemm_threads, .. } = k;
     let pg = g.padded_out();
     let direct_dw = with_direct(|xbuf, gbuf, sc| {
-        let gp = direct::pad_chunk(gout, nb, g.co, pg, gbuf, pg.wp() + 1);
-        if let (Some(dx), Some(parts)) = (dx, parts) {
+        if let (Some(dx), Some(S2Dx::Tight(parts))) = (dx.as_deref_mut(), parts) {
+            let (ho, wo) = (g.h / 2, g.w / 2);
+            let pl = tight::plane(ho, wo);
+            let gt = tight::pad_tight((gout, None), (nb, g.co), (ho, wo), gbuf);
             for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
-                direct::conv3x3_s2_input_grad(
-                    &gp[bi * pg.plane()..],
-                    (g.co, nb * pg.plane()),
-                    parts,
-                    g.c,
-                    (g.h, g.w),
-                    dxi,
-                    sc,
-                );
+                let (cs, shape) = ((g.co, nb * pl), (g.c, g.h, g.w));
+                assert!(tight_s2::input_grad(g.lanes, &gt[bi * pl..], cs, parts, shape, dxi, sc));
+            }
+        }
+        // The padded output gradient, where the grid kernel takes the input gradient or the
+        // polyphase kernel the weight gradient.
+        let grid_dx = matches!((&dx, parts), (Some(_), Some(S2Dx::Grid(_))));
+        let blocked = wgrad_blocked::applies(g.c, g.lanes);
+        let gp: &[f32] = if grid_dx || (want_dw && !blocked) {
+            direct::pad_chunk(gout, nb, g.co, pg, gbuf, pg.wp() + 1)
+        } else {
+            &[]
+        };
+        if let (Some(dx), Some(S2Dx::Grid(parts))) = (dx, parts) {
+            for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
+                let cs = (g.co, nb * pg.plane());
+                direct::conv3x3_s2_input_grad(&gp[bi * pg.plane()..], cs, parts, g.c, (g.h, g.w), dxi, sc);
             }
         }
         // Else over the input's polyphase planes.
@@ -698,6 +735,9 @@ fn forward_batch_sums(
     if g.tiled() {
         // The direct kernels write every output value: no zero fill first.
         let want_sums = want_sums && bias.is_none() && !relu;
+        // The tight stride-2 kernel's weights, laid out once for the batch.
+        let w36 = g.tight_s2().then(|| tight_s2::phase_weights(w_data, g.co, g.c));
+        let w_data = w36.as_deref().unwrap_or(w_data);
         let (out, sums) = written(g.n * g.out_len(), g.out_len(), g.n >= nthreads, |i, o| {
             let mut sums = want_sums.then(|| vec![(0.0, 0.0); g.co]);
             direct_image(
@@ -887,7 +927,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         #[cfg(target_arch = "x86_64")]
         let wf_bf16 = wf.as_deref().filter(|_| bf && x_needs_grad).map(|wf| amx_conv::Weights::pack(wf, g.c, g.co));
         let wt_t = (g.pointwise_s2() && x_needs_grad).then(|| flip_transpose(&w_data, g.co, g.c, 1));
-        let s2 = (g.direct_s2() && x_needs_grad).then(|| direct::s2_parts(&w_data, g.co, g.c, g.padded_out()));
+        let s2 = (g.direct_s2() && x_needs_grad).then(|| S2Dx::new(&w_data, &g));
         // Images [i0, i1) of the batch: accumulate their weight gradient into `acc` and write their
         // input gradients into `dxs` (the matching slice of dx), if wanted.
         let run = |i0: usize, i1: usize, acc: &mut [f32], dxs: Dxs, gemm_threads: usize| {

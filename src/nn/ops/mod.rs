@@ -27,6 +27,9 @@ mod pool;
 mod prefetch;
 mod threads;
 pub mod tight;
+mod tight_kernel;
+#[doc(hidden)]
+pub mod tight_s2;
 #[doc(hidden)]
 pub mod wgrad_blocked;
 
@@ -64,5 +67,7 @@ mod tests_grad_flow;
 mod tests_heads;
 #[cfg(test)]
 mod tests_tight;
+#[cfg(test)]
+mod tests_tight_s2;
 #[cfg(test)]
 mod tests_wgrad_blocked;

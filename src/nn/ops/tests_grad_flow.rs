@@ -88,14 +88,21 @@ fn conv_plane_sums_feed_batch_norm() {
 /// the planar paths, on one machine: a convolution and the training batch norm after it,
 /// forward, input gradient (written fresh into an empty slot by the tight kernel) and parameter
 /// gradients, at 16 and 32 channels and plane sizes that take each kernel's tiles and tails, and
-/// at stride 2 (the blocked weight gradient against the polyphase one) (on a CPU without AVX2 every
-/// run takes the planar paths).
+/// at stride 2 (the blocked weight gradient against the polyphase one; the tight stride-2 forward
+/// and input gradient against the padded-grid ones where the output planes are whole vectors: 8x8
+/// and 16x16 inputs) (on a CPU without AVX2 every run takes the planar paths).
 #[test]
 fn tight_and_blocked_kernels_match_the_planar_paths() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    for (c, co, hw, n, stride) in
-        [(16, 16, 8, 9, 1), (16, 32, 12, 3, 1), (32, 16, 4, 2, 1), (16, 32, 12, 9, 2), (32, 8, 4, 2, 2)]
-    {
+    for (c, co, hw, n, stride) in [
+        (16, 16, 8, 9, 1),
+        (16, 32, 12, 3, 1),
+        (32, 16, 4, 2, 1),
+        (16, 32, 12, 9, 2),
+        (32, 8, 4, 2, 2),
+        (16, 32, 8, 9, 2),
+        (8, 16, 16, 3, 2),
+    ] {
         let mut s = Store::new();
         let conv = Conv2d::new(&mut s, &mut rng, "c", c, co, 3, ConvCfg::new(stride, 1), false);
         let bn = BatchNorm2d::new(&mut s, "bn", co);

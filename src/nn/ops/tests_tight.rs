@@ -5,20 +5,46 @@ use super::deferred::Deferred;
 use super::tight::*;
 
 /// The 3x3 / padding 1 convolution of one image by its definition, in f64.
-fn naive(x: &[f32], (c, h, w): (usize, usize, usize), wt: &[f32], co: usize) -> Vec<f64> {
-    let mut out = vec![0.0; co * h * w];
+fn naive(x: &[f32], chw: (usize, usize, usize), wt: &[f32], co: usize) -> Vec<f64> {
+    naive_strided(x, chw, wt, co, 1)
+}
+
+/// The 3x3 / padding 1 / stride `s` convolution of one image by its definition, in f64: output
+/// `(y, x)` (of `h/s x w/s`, `s` dividing the sides) reads input `(s y + ky - 1, s x + kx - 1)`.
+pub(super) fn naive_strided(x: &[f32], (c, h, w): (usize, usize, usize), wt: &[f32], co: usize, s: usize) -> Vec<f64> {
+    let (ho, wo) = (h / s, w / s);
+    let mut out = vec![0.0; co * ho * wo];
     for (o, y, xx, ci, t) in (0..co).flat_map(|o| {
-        (0..h).flat_map(move |y| {
-            (0..w).flat_map(move |xx| (0..c).flat_map(move |ci| (0..9).map(move |t| (o, y, xx, ci, t))))
+        (0..ho).flat_map(move |y| {
+            (0..wo).flat_map(move |xx| (0..c).flat_map(move |ci| (0..9).map(move |t| (o, y, xx, ci, t))))
         })
     }) {
-        let (iy, ix) = ((y + t / 3) as isize - 1, (xx + t % 3) as isize - 1);
+        let (iy, ix) = ((s * y + t / 3) as isize - 1, (s * xx + t % 3) as isize - 1);
         if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
-            out[(o * h + y) * w + xx] +=
+            out[(o * ho + y) * wo + xx] +=
                 (wt[(o * c + ci) * 9 + t] * x[(ci * h + iy as usize) * w + ix as usize]) as f64;
         }
     }
     out
+}
+
+/// Written values and their planes' `(sum, sum of squares)` (planes of `hw` values) against the
+/// definition's `want`, by `close(got, want, what)`.
+pub(super) fn written_with_sums(
+    (out, sums): (&[MaybeUninit<f32>], &[(f64, f64)]),
+    want: &[f64],
+    hw: usize,
+    close: &dyn Fn(f32, f64, &str),
+) {
+    for (k, v) in out.iter().enumerate() {
+        // SAFETY: the kernel under test wrote every value (NaN-filled before, which fails `close`).
+        close(unsafe { v.assume_init() }, want[k], "plain");
+    }
+    for (o, &(s, s2)) in sums.iter().enumerate() {
+        let plane = &want[o * hw..(o + 1) * hw];
+        close(s as f32, plane.iter().sum(), "sum");
+        close(s2 as f32, plane.iter().map(|v| v * v).sum(), "sum of squares");
+    }
 }
 
 /// Every output mode against the definition, on planes whose rows are shorter, as long as, and
@@ -69,14 +95,7 @@ fn tight_matches_naive_in_every_mode() {
         let mut sums = vec![(7.0, 7.0); co];
         let mode = Out::Write { out: &mut out, bias: None, res: None, relu: false, sums: Some(&mut sums) };
         assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, mode));
-        for (k, v) in out.iter().enumerate() {
-            close(unsafe { v.assume_init() }, want[k], "plain");
-        }
-        for (o, &(s, s2)) in sums.iter().enumerate() {
-            let plane = &want[o * hw..(o + 1) * hw];
-            close(s as f32, plane.iter().sum(), "sum");
-            close(s2 as f32, plane.iter().map(|v| v * v).sum(), "sum of squares");
-        }
+        written_with_sums((&out, &sums), &want, hw, &close);
         // Written plain, without sums.
         let mode = Out::Write { out: &mut out, bias: None, res: None, relu: false, sums: None };
         assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, mode));

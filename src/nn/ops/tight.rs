@@ -29,6 +29,9 @@ use std::mem::MaybeUninit;
 use super::cpu;
 use super::deferred::{copy_plane, Deferred};
 use super::direct::aligned;
+use super::tight_kernel::Mode;
+#[cfg(target_arch = "x86_64")]
+use super::tight_kernel::{channels16, channels8, Args};
 
 /// Whether [`conv`] serves an `h x w` plane on this thread: its tight kernels are on
 /// ([`cpu::kernel_lanes`]: AVX-512 or AVX2 + FMA), and the plane is whole vectors of positions.
@@ -102,18 +105,75 @@ pub fn conv(xp: &[f32], cs: (usize, usize), hw: (usize, usize), wt: &[f32], co: 
 pub fn conv_at(
     lanes: usize,
     xp: &[f32],
-    (c, cstride): (usize, usize),
-    (h, w): (usize, usize),
+    cs: (usize, usize),
+    hw: (usize, usize),
     wt: &[f32],
     co: usize,
     out: Out,
 ) -> bool {
-    if !applies_at(lanes, h, w) {
+    conv_taps_at(lanes, xp, cs, hw, (wt, Taps::All), co, out)
+}
+
+/// The taps a call sums ([`conv_taps_at`]); tap `(ky, kx)` of output `q` reads `q + ky * w + kx` of
+/// a tight plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taps {
+    /// The whole 3x3 stencil.
+    All,
+    /// Part `(py, px)` of the stride-2 input gradient ([`super::tight_s2`]): rows `1..2 + py`,
+    /// columns `1..2 + px`.
+    Part(usize, usize),
+    /// The stride-2 forward over each input channel's four phase planes, `pstride` apart (phase
+    /// `2 ry + rx`: rows `1 - ry..2`, columns `1 - rx..2`), weights 36 per output and input channel
+    /// (9 per phase).
+    Phases(usize),
+}
+
+impl Taps {
+    /// The kernel's stencil number (see [`super::tight_kernel`]) and weights per channel pair.
+    fn stencil(self) -> (u8, usize) {
+        match self {
+            Taps::All => (0, 9),
+            Taps::Part(py, px) => (1 + 2 * py.min(1) as u8 + px.min(1) as u8, 9),
+            Taps::Phases(_) => (5, 36),
+        }
+    }
+}
+
+/// Whether [`conv_taps_at`] serves `taps` with `co` output channels on `h x w` planes: the whole
+/// stencil wherever [`applies_at`]; the stride-2 stencils where `co` is whole blocks (8 channels
+/// with AVX-512, 4 with AVX2).
+pub fn applies_taps(lanes: usize, (h, w): (usize, usize), taps: Taps, co: usize) -> bool {
+    applies_at(lanes, h, w)
+        && match taps {
+            Taps::All => true,
+            Taps::Part(py, px) => py < 2 && px < 2 && co > 0 && co.is_multiple_of(if lanes == 16 { 8 } else { 4 }),
+            Taps::Phases(_) => co > 0 && co.is_multiple_of(if lanes == 16 { 8 } else { 4 }),
+        }
+}
+
+/// [`conv_at`] summing only `taps` (weights `wt` laid out as for the whole stencil; the others are
+/// not read), where [`applies_taps`] allows; `false` (nothing written) elsewhere.
+pub fn conv_taps_at(
+    lanes: usize,
+    xp: &[f32],
+    (c, cstride): (usize, usize),
+    (h, w): (usize, usize),
+    (wt, taps): (&[f32], Taps),
+    co: usize,
+    out: Out,
+) -> bool {
+    if !applies_taps(lanes, (h, w), taps, co) {
         return false;
     }
     let hw = h * w;
-    assert!(c > 0 && cstride >= plane(h, w) && xp.len() >= (c - 1) * cstride + plane(h, w));
-    assert!(wt.len() >= co * c * 9);
+    let (k, wstride) = taps.stencil();
+    // The phase planes' stride (stencil 5 reads each channel's 4 planes).
+    let pstride = if let Taps::Phases(ps) = taps { ps } else { 0 };
+    let span = 3 * pstride + plane(h, w);
+    assert!(pstride == 0 || pstride >= plane(h, w));
+    assert!(c > 0 && cstride >= span && xp.len() >= (c - 1) * cstride + span);
+    assert!(wt.len() >= co * c * wstride);
     let masks = edge_masks(lanes, h, w);
     let (dst, mode, sums) = match out {
         Out::Write { out, bias, res, relu, sums } => {
@@ -137,7 +197,7 @@ pub fn conv_at(
     };
     #[cfg(target_arch = "x86_64")]
     {
-        let a = Args { xp: xp.as_ptr(), c, cstride, w, hw, wt: wt.as_ptr(), masks: &masks, dst };
+        let a = Args { xp: xp.as_ptr(), c, cstride, pstride, w, hw, wt: wt.as_ptr(), wstride, masks: &masks, dst };
         // Per output channel, 16 lanes of sums then 16 of squares (8-lane vectors fill them in
         // halves: vector `v` adds to lanes `8 (v % 2)..`, as the batch norm's 16-lane pass does).
         let mut lanes_of = vec![[0.0f32; 32]; if mode.sums { co } else { 0 }];
@@ -152,30 +212,40 @@ pub fn conv_at(
             let mut o0 = 0;
             while o0 < co {
                 let sl = lanes_of.get_mut(o0..).map_or(std::ptr::null_mut(), |s| s.as_mut_ptr());
-                // SAFETY: `applies_at` found the instructions of the `lanes` kernel; a tile reads
-                // `xp[ci * cstride + q + ky * w + kx]` with `q < hw`, at most `plane - 1` past the
-                // channel's start (asserted above), weights `wt[(o * c + ci) * 9 + t]` with
-                // `o < co`, and writes `out[o * hw + q]`.
+                // SAFETY: `applies_taps` found the instructions of the `lanes` kernel and whole
+                // blocks where the stencil takes only those; a tile reads `xp[ci * cstride + p *
+                // pstride + q + ky * w + kx]` with `q < hw`, at most `plane - 1` past the phase
+                // plane's start (asserted above), weights `wt[(o * c + ci) * wstride + t]` with
+                // `o < co`, `t < wstride`, and writes `out[o * hw + q]`.
                 o0 += unsafe {
-                    if lanes == 16 {
-                        match co - o0 {
-                            r if r.is_multiple_of(8) => channels16::<8, 3>(&a, o0, vs, &mode, sl),
+                    match (lanes, k) {
+                        (16, 0) => match co - o0 {
+                            r if r.is_multiple_of(8) => channels16::<8, 3, 0>(&a, o0, vs, &mode, sl),
                             r => match r.min(6) {
-                                6 => channels16::<6, 4>(&a, o0, vs, &mode, sl),
-                                5 => channels16::<5, 4>(&a, o0, vs, &mode, sl),
-                                4 => channels16::<4, 4>(&a, o0, vs, &mode, sl),
-                                3 => channels16::<3, 4>(&a, o0, vs, &mode, sl),
-                                2 => channels16::<2, 4>(&a, o0, vs, &mode, sl),
-                                _ => channels16::<1, 4>(&a, o0, vs, &mode, sl),
+                                6 => channels16::<6, 4, 0>(&a, o0, vs, &mode, sl),
+                                5 => channels16::<5, 4, 0>(&a, o0, vs, &mode, sl),
+                                4 => channels16::<4, 4, 0>(&a, o0, vs, &mode, sl),
+                                3 => channels16::<3, 4, 0>(&a, o0, vs, &mode, sl),
+                                2 => channels16::<2, 4, 0>(&a, o0, vs, &mode, sl),
+                                _ => channels16::<1, 4, 0>(&a, o0, vs, &mode, sl),
                             },
-                        }
-                    } else {
-                        match (co - o0).min(4) {
-                            4 => channels8::<4, 2>(&a, o0, vs, &mode, sl),
-                            3 => channels8::<3, 2>(&a, o0, vs, &mode, sl),
-                            2 => channels8::<2, 2>(&a, o0, vs, &mode, sl),
-                            _ => channels8::<1, 2>(&a, o0, vs, &mode, sl),
-                        }
+                        },
+                        (16, 1) => channels16::<8, 3, 1>(&a, o0, vs, &mode, sl),
+                        (16, 2) => channels16::<8, 3, 2>(&a, o0, vs, &mode, sl),
+                        (16, 3) => channels16::<8, 3, 3>(&a, o0, vs, &mode, sl),
+                        (16, 4) => channels16::<8, 3, 4>(&a, o0, vs, &mode, sl),
+                        (16, _) => channels16::<8, 3, 5>(&a, o0, vs, &mode, sl),
+                        (_, 0) => match (co - o0).min(4) {
+                            4 => channels8::<4, 2, 0>(&a, o0, vs, &mode, sl),
+                            3 => channels8::<3, 2, 0>(&a, o0, vs, &mode, sl),
+                            2 => channels8::<2, 2, 0>(&a, o0, vs, &mode, sl),
+                            _ => channels8::<1, 2, 0>(&a, o0, vs, &mode, sl),
+                        },
+                        (_, 1) => channels8::<4, 2, 1>(&a, o0, vs, &mode, sl),
+                        (_, 2) => channels8::<4, 2, 2>(&a, o0, vs, &mode, sl),
+                        (_, 3) => channels8::<4, 2, 3>(&a, o0, vs, &mode, sl),
+                        (_, 4) => channels8::<4, 2, 4>(&a, o0, vs, &mode, sl),
+                        (_, _) => channels8::<4, 2, 5>(&a, o0, vs, &mode, sl),
                     }
                 };
             }
@@ -190,7 +260,7 @@ pub fn conv_at(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (xp, cstride, wt, masks, dst, mode, sums);
+        let _ = (xp, cstride, wt, masks, dst, mode, sums, k, wstride);
         false
     }
 }
@@ -216,238 +286,4 @@ fn edge_masks(lanes: usize, h: usize, w: usize) -> Masks {
         }
         masks.clone()
     })
-}
-
-struct Mode<'a> {
-    add: bool,
-    bias: Option<&'a [f32]>,
-    /// The residual's first value (laid out as the output).
-    res: Option<*const f32>,
-    relu: bool,
-    sums: bool,
-    /// With `sums`: the batch-norm backward sums against this held data and map ([`Out::Grad`]).
-    bn: Option<(*const f32, &'a Deferred)>,
-}
-
-#[cfg(target_arch = "x86_64")]
-struct Args<'a> {
-    xp: *const f32,
-    c: usize,
-    cstride: usize,
-    w: usize,
-    hw: usize,
-    wt: *const f32,
-    masks: &'a [(u16, u16)],
-    dst: *mut f32,
-}
-
-#[cfg(target_arch = "x86_64")]
-use super::isa::{Isa, W16, W8};
-
-/// A `#[target_feature]` entry that compiles [`channels`] for one width; returns `NB`.
-macro_rules! entry {
-    ($(#[$doc:meta])* $name:ident, $isa:ty, $features:literal) => {
-        $(#[$doc])*
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = $features)]
-        unsafe fn $name<const NB: usize, const V: usize>(
-            a: &Args,
-            o0: usize,
-            vs: (usize, usize),
-            mode: &Mode,
-            sl: *mut [f32; 32],
-        ) -> usize {
-            channels::<$isa, NB, V>(a, o0, vs, mode, sl);
-            NB
-        }
-    };
-}
-
-entry!(
-    /// [`channels`] compiled for AVX-512.
-    channels16,
-    W16,
-    "avx512f"
-);
-entry!(
-    /// [`channels`] compiled for AVX2 + FMA.
-    channels8,
-    W8,
-    "avx2,fma"
-);
-
-/// Output channels `o0..o0 + NB`, vectors of positions `v0..nv`: tiles of `V` vectors, then single
-/// vectors for the rest. `sl`: their sum lanes (`[o][sum 16 | squares 16]`) when `mode.sums`.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn channels<I: Isa, const NB: usize, const V: usize>(
-    a: &Args,
-    o0: usize,
-    (mut v0, nv): (usize, usize),
-    mode: &Mode,
-    sl: *mut [f32; 32],
-) {
-    while v0 + V <= nv {
-        tile::<I, NB, V>(a, o0, v0, mode, sl);
-        v0 += V;
-    }
-    while v0 < nv {
-        tile::<I, NB, 1>(a, o0, v0, mode, sl);
-        v0 += 1;
-    }
-}
-
-/// The three taps of one kernel row for one input channel: `p` the row's first input (tap
-/// `kx` reads `p + kx + q`), `w` the first output channel's three weights (`ws` apart per channel).
-/// The accumulators go in and out by value, so they stay in registers.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-#[allow(clippy::needless_range_loop)]
-unsafe fn row<I: Isa, const NB: usize, const V: usize>(
-    mut acc: [[I::V; V]; NB],
-    (p, w, ws): (*const f32, *const f32, usize),
-    (ml, mr): (&[I::M; V], &[I::M; V]),
-) -> [[I::V; V]; NB] {
-    // The tap's V input vectors first, then one weight broadcast at a time: V + 1 registers beside
-    // the NB x V accumulators (all NB weights first would need NB + 1, one more than the 32
-    // registers hold at 8 x 3, and the compiler spilled an accumulator).
-    for kx in 0..3 {
-        let mut xv = [I::zero(); V];
-        for v in 0..V {
-            let src = p.add(kx + I::N * v);
-            xv[v] = match kx {
-                1 => I::load(src),
-                // A single vector's taps: zero-masking loads, so each broadcast can fold into its
-                // one FMA (an operand the masked FMA's assembly does not take).
-                0 if V == 1 => I::load_masked(ml[v], src),
-                _ if V == 1 => I::load_masked(mr[v], src),
-                0 => I::tap_load(ml[v], src),
-                _ => I::tap_load(mr[v], src),
-            };
-        }
-        for b in 0..NB {
-            let wb = I::set1(*w.add(b * ws + kx));
-            for v in 0..V {
-                acc[b][v] = match kx {
-                    0 if V > 1 => I::tap_fmadd(ml[v], wb, xv[v], acc[b][v]),
-                    2 if V > 1 => I::tap_fmadd(mr[v], wb, xv[v], acc[b][v]),
-                    _ => I::fmadd(wb, xv[v], acc[b][v]),
-                };
-            }
-        }
-    }
-    acc
-}
-
-/// One tile: output channels `o0..o0 + NB` x vectors `v0..v0 + V` of positions.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-#[allow(clippy::needless_range_loop)]
-unsafe fn tile<I: Isa, const NB: usize, const V: usize>(
-    a: &Args,
-    o0: usize,
-    v0: usize,
-    mode: &Mode,
-    sl: *mut [f32; 32],
-) {
-    let q0 = I::N * v0;
-    let (mut ml, mut mr) = ([I::mask(0); V], [I::mask(0); V]);
-    for v in 0..V {
-        let (l, r) = a.masks[v0 + v];
-        (ml[v], mr[v]) = (I::mask(l), I::mask(r));
-    }
-    let mut acc = [[I::zero(); V]; NB];
-    for ci in 0..a.c {
-        let xb = a.xp.add(ci * a.cstride + q0);
-        let wrow = a.wt.add((o0 * a.c + ci) * 9);
-        for ky in 0..3 {
-            acc = row::<I, NB, V>(acc, (xb.add(ky * a.w), wrow.add(ky * 3), a.c * 9), (&ml, &mr));
-        }
-    }
-    // Through memory (as the compiler would spill them anyway): left in registers, the epilogues
-    // below made it spill accumulators inside the loop above.
-    let acc = std::hint::black_box(acc);
-    let plain = !mode.add && mode.bias.is_none() && mode.res.is_none() && !mode.relu;
-    // The common epilogues on their own, unrolled without the general one's per-vector branches: a
-    // plain store, and a plain store with the forward batch norm's sums (16 lanes: a tile's partial
-    // added to the lanes).
-    if plain && !mode.sums {
-        for b in 0..NB {
-            for v in 0..V {
-                I::store(a.dst.add((o0 + b) * a.hw + q0 + I::N * v), acc[b][v]);
-            }
-        }
-        return;
-    }
-    if plain && mode.sums && mode.bn.is_none() && I::N == 16 {
-        for b in 0..NB {
-            let (mut s, mut s2) = (I::zero(), I::zero());
-            for v in 0..V {
-                let y = acc[b][v];
-                I::store(a.dst.add((o0 + b) * a.hw + q0 + I::N * v), y);
-                s = I::add(s, y);
-                s2 = I::fmadd(y, y, s2);
-            }
-            let l = (*sl.add(b)).as_mut_ptr();
-            I::store(l, I::add(I::load(l), s));
-            I::store(l.add(16), I::add(I::load(l.add(16)), s2));
-        }
-        return;
-    }
-    for b in 0..NB {
-        let o = o0 + b;
-        let dst = a.dst.add(o * a.hw + q0);
-        let l = if mode.sums { (*sl.add(b)).as_mut_ptr() } else { std::ptr::null_mut() };
-        // The batch norm's backward sums go on from the lanes, vector after vector in position
-        // order: the batch norm's own pass adds in that order, so the sums are the same bit for
-        // bit. So do 8-lane vectors' sums, each into its half of the 16 lanes (`at`). AVX-512's
-        // forward sums add a tile's partial to the lanes.
-        let in_order = mode.bn.is_some() || I::N < 16;
-        let (mut s, mut s2) = (I::zero(), I::zero());
-        for v in 0..V {
-            let at = (v0 + v) % (16 / I::N) * I::N;
-            if mode.sums && in_order {
-                (s, s2) = (I::load(l.add(at)), I::load(l.add(16 + at)));
-            }
-            let mut y = acc[b][v];
-            if let Some(bias) = mode.bias {
-                y = I::add(y, I::set1(bias[o]));
-            }
-            if let Some(r) = mode.res {
-                y = I::add(y, I::load(r.add(o * a.hw + q0 + I::N * v)));
-            }
-            if mode.relu {
-                y = I::max(y, I::zero());
-            }
-            if mode.add {
-                y = I::add(y, I::load(dst.add(I::N * v)));
-            }
-            I::store(dst.add(I::N * v), y);
-            if mode.sums {
-                match mode.bn {
-                    // The batch norm's expressions, in its order: multiply, add, compare; g' (z - mu)
-                    // multiplied, then added.
-                    Some((z, pre)) => {
-                        let zv = I::load(z.add(o * a.hw + q0 + I::N * v));
-                        let act = I::add(I::mul(zv, I::set1(pre.scale[o])), I::set1(pre.shift[o]));
-                        let gm = I::where_positive(act, y);
-                        s = I::add(s, gm);
-                        s2 = I::add(s2, I::mul(gm, I::sub(zv, I::set1(pre.mean[o]))));
-                    }
-                    None => {
-                        s = I::add(s, y);
-                        s2 = I::fmadd(y, y, s2);
-                    }
-                }
-                if in_order {
-                    I::store(l.add(at), s);
-                    I::store(l.add(16 + at), s2);
-                }
-            }
-        }
-        if mode.sums && !in_order {
-            I::store(l, I::add(I::load(l), s));
-            I::store(l.add(16), I::add(I::load(l.add(16)), s2));
-        }
-    }
 }

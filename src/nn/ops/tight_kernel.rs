@@ -1,0 +1,296 @@
+//! The tiles of the tight-plane kernel ([`super::tight`]), written once over `isa::Isa` and
+//! compiled behind one `#[target_feature]` entry per width. A tile sums the taps of one stencil
+//! `K` ([`super::tight::Taps`]): `0` the whole 3x3, `1..=4` the taps of the stride-2 input
+//! gradient's part `K - 1` ([`super::tight_s2`]), `5` the stride-2 forward over each input
+//! channel's four phase planes.
+use super::deferred::Deferred;
+
+/// What the epilogue does with a tile's sums ([`super::tight::Out`]).
+pub(super) struct Mode<'a> {
+    pub add: bool,
+    pub bias: Option<&'a [f32]>,
+    /// The residual's first value (laid out as the output).
+    pub res: Option<*const f32>,
+    pub relu: bool,
+    pub sums: bool,
+    /// With `sums`: the batch-norm backward sums against this held data and map
+    /// ([`super::tight::Out::Grad`]).
+    pub bn: Option<(*const f32, &'a Deferred)>,
+}
+
+/// A call's planes and weights.
+#[cfg(target_arch = "x86_64")]
+pub(super) struct Args<'a> {
+    /// The first input plane (of the tile's first position), channel `ci` at `ci * cstride`; with
+    /// stencil 5 its phase `p` at `p * pstride` from there.
+    pub xp: *const f32,
+    pub c: usize,
+    pub cstride: usize,
+    pub pstride: usize,
+    pub w: usize,
+    pub hw: usize,
+    /// Weights: output channel `o`, input channel `ci` at `(o * c + ci) * wstride` (9, or 36 with
+    /// stencil 5: phase `p` at `9 p` from there), tap `(ky, kx)` at `3 ky + kx` from there.
+    pub wt: *const f32,
+    pub wstride: usize,
+    pub masks: &'a [(u16, u16)],
+    pub dst: *mut f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+use super::isa::{Isa, W16, W8};
+
+/// A `#[target_feature]` entry that compiles [`channels`] for one width; returns `NB`.
+macro_rules! entry {
+    ($(#[$doc:meta])* $name:ident, $isa:ty, $features:literal) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name<const NB: usize, const V: usize, const K: u8>(
+            a: &Args,
+            o0: usize,
+            vs: (usize, usize),
+            mode: &Mode,
+            sl: *mut [f32; 32],
+        ) -> usize {
+            channels::<$isa, NB, V, K>(a, o0, vs, mode, sl);
+            NB
+        }
+    };
+}
+
+entry!(
+    /// [`channels`] compiled for AVX-512.
+    channels16,
+    W16,
+    "avx512f"
+);
+entry!(
+    /// [`channels`] compiled for AVX2 + FMA.
+    channels8,
+    W8,
+    "avx2,fma"
+);
+
+/// Output channels `o0..o0 + NB`, vectors of positions `v0..nv`: tiles of `V` vectors, then single
+/// vectors for the rest, on stencil `K`. `sl`: their sum lanes (`[o][sum 16 | squares 16]`) when
+/// `mode.sums`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn channels<I: Isa, const NB: usize, const V: usize, const K: u8>(
+    a: &Args,
+    o0: usize,
+    (mut v0, nv): (usize, usize),
+    mode: &Mode,
+    sl: *mut [f32; 32],
+) {
+    while v0 + V <= nv {
+        tile::<I, NB, V, K>(a, o0, v0, mode, sl);
+        v0 += V;
+    }
+    while v0 < nv {
+        tile::<I, NB, 1, K>(a, o0, v0, mode, sl);
+        v0 += 1;
+    }
+}
+
+/// The taps `X0..X1` of one kernel row for one input channel: `p` the row's first input (tap
+/// `kx` reads `p + kx + q`), `w` the first output channel's three weights (`ws` apart per channel).
+/// The accumulators go in and out by value, so they stay in registers.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn row<I: Isa, const NB: usize, const V: usize, const X0: usize, const X1: usize>(
+    mut acc: [[I::V; V]; NB],
+    (p, w, ws): (*const f32, *const f32, usize),
+    (ml, mr): (&[I::M; V], &[I::M; V]),
+) -> [[I::V; V]; NB] {
+    // The tap's V input vectors first, then one weight broadcast at a time: V + 1 registers beside
+    // the NB x V accumulators (all NB weights first would need NB + 1, one more than the 32
+    // registers hold at 8 x 3, and the compiler spilled an accumulator).
+    for kx in X0..X1 {
+        let mut xv = [I::zero(); V];
+        for v in 0..V {
+            let src = p.add(kx + I::N * v);
+            xv[v] = match kx {
+                1 => I::load(src),
+                // A single vector's taps: zero-masking loads, so each broadcast can fold into its
+                // one FMA (an operand the masked FMA's assembly does not take).
+                0 if V == 1 => I::load_masked(ml[v], src),
+                _ if V == 1 => I::load_masked(mr[v], src),
+                0 => I::tap_load(ml[v], src),
+                _ => I::tap_load(mr[v], src),
+            };
+        }
+        for b in 0..NB {
+            let wb = I::set1(*w.add(b * ws + kx));
+            for v in 0..V {
+                acc[b][v] = match kx {
+                    0 if V > 1 => I::tap_fmadd(ml[v], wb, xv[v], acc[b][v]),
+                    2 if V > 1 => I::tap_fmadd(mr[v], wb, xv[v], acc[b][v]),
+                    _ => I::fmadd(wb, xv[v], acc[b][v]),
+                };
+            }
+        }
+    }
+    acc
+}
+
+/// [`row`] for the taps `kx.0..kx.1` (`0..3`, `0..2`, `1..2` or `1..3`; constants where the
+/// tiles call it, so each call compiles to one of the arms).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn kernel_row<I: Isa, const NB: usize, const V: usize>(
+    acc: [[I::V; V]; NB],
+    pw: (*const f32, *const f32, usize),
+    kx: (usize, usize),
+    m: (&[I::M; V], &[I::M; V]),
+) -> [[I::V; V]; NB] {
+    match kx {
+        (0, 3) => row::<I, NB, V, 0, 3>(acc, pw, m),
+        (0, 2) => row::<I, NB, V, 0, 2>(acc, pw, m),
+        (1, 3) => row::<I, NB, V, 1, 3>(acc, pw, m),
+        _ => row::<I, NB, V, 1, 2>(acc, pw, m),
+    }
+}
+
+/// One tile: output channels `o0..o0 + NB` x vectors `v0..v0 + V` of positions, stencil `K`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile<I: Isa, const NB: usize, const V: usize, const K: u8>(
+    a: &Args,
+    o0: usize,
+    v0: usize,
+    mode: &Mode,
+    sl: *mut [f32; 32],
+) {
+    let q0 = I::N * v0;
+    let (mut ml, mut mr) = ([I::mask(0); V], [I::mask(0); V]);
+    for v in 0..V {
+        let (l, r) = a.masks[v0 + v];
+        (ml[v], mr[v]) = (I::mask(l), I::mask(r));
+    }
+    let mut acc = [[I::zero(); V]; NB];
+    let m = (&ml, &mr);
+    let ws = a.c * a.wstride;
+    for ci in 0..a.c {
+        let xb = a.xp.add(ci * a.cstride + q0);
+        let wrow = a.wt.add((o0 * a.c + ci) * a.wstride);
+        let r = |acc, x: *const f32, w: *const f32, ky: usize, kx: (usize, usize)| {
+            kernel_row::<I, NB, V>(acc, (x.add(ky * a.w), w.add(ky * 3), ws), kx, m)
+        };
+        match K {
+            0 => {
+                for ky in 0..3 {
+                    acc = r(acc, xb, wrow, ky, (0, 3));
+                }
+            }
+            // The input gradient's part (py, px): rows 1..2 or 1..3, columns alike.
+            1..=4 => {
+                let (py, px) = ((K as usize - 1) / 2, (K as usize - 1) % 2);
+                for ky in 1..2 + py {
+                    acc = r(acc, xb, wrow, ky, (1, 2 + px));
+                }
+            }
+            // Phase (ry, rx) of the input at `p * pstride` (`p = 2 ry + rx`): rows `1 - ry..2`,
+            // columns `1 - rx..2`, written out.
+            _ => {
+                let at = |p: usize| (xb.add(p * a.pstride), wrow.add(9 * p));
+                let ((x0, w0), (x1, w1), (x2, w2), (x3, w3)) = (at(0), at(1), at(2), at(3));
+                acc = r(acc, x0, w0, 1, (1, 2));
+                acc = r(acc, x1, w1, 1, (0, 2));
+                acc = r(acc, x2, w2, 0, (1, 2));
+                acc = r(acc, x2, w2, 1, (1, 2));
+                acc = r(acc, x3, w3, 0, (0, 2));
+                acc = r(acc, x3, w3, 1, (0, 2));
+            }
+        }
+    }
+    // Through memory (as the compiler would spill them anyway): left in registers, the epilogues
+    // below made it spill accumulators inside the loop above.
+    let acc = std::hint::black_box(acc);
+    let plain = !mode.add && mode.bias.is_none() && mode.res.is_none() && !mode.relu;
+    // The common epilogues on their own, unrolled without the general one's per-vector branches: a
+    // plain store, and a plain store with the forward batch norm's sums (16 lanes: a tile's partial
+    // added to the lanes).
+    if plain && !mode.sums {
+        for b in 0..NB {
+            for v in 0..V {
+                I::store(a.dst.add((o0 + b) * a.hw + q0 + I::N * v), acc[b][v]);
+            }
+        }
+        return;
+    }
+    if plain && mode.sums && mode.bn.is_none() && I::N == 16 {
+        for b in 0..NB {
+            let (mut s, mut s2) = (I::zero(), I::zero());
+            for v in 0..V {
+                let y = acc[b][v];
+                I::store(a.dst.add((o0 + b) * a.hw + q0 + I::N * v), y);
+                s = I::add(s, y);
+                s2 = I::fmadd(y, y, s2);
+            }
+            let l = (*sl.add(b)).as_mut_ptr();
+            I::store(l, I::add(I::load(l), s));
+            I::store(l.add(16), I::add(I::load(l.add(16)), s2));
+        }
+        return;
+    }
+    for b in 0..NB {
+        let o = o0 + b;
+        let dst = a.dst.add(o * a.hw + q0);
+        let l = if mode.sums { (*sl.add(b)).as_mut_ptr() } else { std::ptr::null_mut() };
+        // The batch norm's backward sums go on from the lanes, vector after vector in position
+        // order: the batch norm's own pass adds in that order, so the sums are the same bit for
+        // bit. So do 8-lane vectors' sums, each into its half of the 16 lanes (`at`). AVX-512's
+        // forward sums add a tile's partial to the lanes.
+        let in_order = mode.bn.is_some() || I::N < 16;
+        let (mut s, mut s2) = (I::zero(), I::zero());
+        for v in 0..V {
+            let at = (v0 + v) % (16 / I::N) * I::N;
+            if mode.sums && in_order {
+                (s, s2) = (I::load(l.add(at)), I::load(l.add(16 + at)));
+            }
+            let mut y = acc[b][v];
+            if let Some(bias) = mode.bias {
+                y = I::add(y, I::set1(bias[o]));
+            }
+            if let Some(r) = mode.res {
+                y = I::add(y, I::load(r.add(o * a.hw + q0 + I::N * v)));
+            }
+            if mode.relu {
+                y = I::max(y, I::zero());
+            }
+            if mode.add {
+                y = I::add(y, I::load(dst.add(I::N * v)));
+            }
+            I::store(dst.add(I::N * v), y);
+            if mode.sums {
+                match mode.bn {
+                    // The batch norm's expressions, in its order: multiply, add, compare; g' (z - mu)
+                    // multiplied, then added.
+                    Some((z, pre)) => {
+                        let zv = I::load(z.add(o * a.hw + q0 + I::N * v));
+                        let act = I::add(I::mul(zv, I::set1(pre.scale[o])), I::set1(pre.shift[o]));
+                        let gm = I::where_positive(act, y);
+                        s = I::add(s, gm);
+                        s2 = I::add(s2, I::mul(gm, I::sub(zv, I::set1(pre.mean[o]))));
+                    }
+                    None => {
+                        s = I::add(s, y);
+                        s2 = I::fmadd(y, y, s2);
+                    }
+                }
+                if in_order {
+                    I::store(l.add(at), s);
+                    I::store(l.add(16 + at), s2);
+                }
+            }
+        }
+        if mode.sums && !in_order {
+            I::store(l, I::add(I::load(l), s));
+            I::store(l.add(16), I::add(I::load(l.add(16)), s2));
+        }
+    }
+}
