@@ -131,39 +131,6 @@ pub fn bench_train_profiled(
     Ok((BenchResult { model: arch.into(), mode, batch, size, sec_per_iter: times }, rows))
 }
 
-/// Prints a profile from [`bench_train_profiled`] as milliseconds per step (`steps` steps); for the
-/// ops that count their FLOPs (the convolutions, a row per kind) also GFLOP/s and their share of
-/// `peak` (GFLOP/s, [`fma_peak_gflops`]), then the convolutions of each pass together.
-pub fn print_profile(rows: &[profile::Row], steps: usize, peak: f64) {
-    let step = rows.iter().find(|r| r.op == "step").map(|r| r.seconds).unwrap_or(f64::NAN);
-    println!(
-        "{:<28} {:<9} {:>8} {:>10} {:>7} {:>9} {:>7}",
-        "op", "pass", "calls", "ms/step", "% step", "GFLOP/s", "% peak"
-    );
-    let line = |r: &profile::Row| {
-        let rate = r.gflops().map_or(String::new(), |g| format!(" {g:>9.1} {:>6.1}%", 100.0 * g / peak));
-        println!(
-            "{:<28} {:<9} {:>8} {:>10.2} {:>6.1}%{rate}",
-            r.op,
-            r.pass,
-            r.calls / steps as u64,
-            r.seconds * 1e3 / steps as f64,
-            100.0 * r.seconds / step
-        );
-    };
-    rows.iter().for_each(line);
-    for pass in ["forward", "backward"] {
-        let convs = rows.iter().filter(|r| r.pass == pass && r.op.starts_with("conv2d ") && r.flop > 0.0);
-        let all =
-            convs.fold(profile::Row { op: "conv2d (all)".into(), pass, seconds: 0.0, calls: 0, flop: 0.0 }, |a, r| {
-                profile::Row { seconds: a.seconds + r.seconds, calls: a.calls + r.calls, flop: a.flop + r.flop, ..a }
-            });
-        if all.calls > 0 {
-            line(&all);
-        }
-    }
-}
-
 /// Times inference (evaluation-mode forward, no tape) of `arch` at 100 classes on `size`-pixel images.
 pub fn bench_infer(
     arch: &str,
@@ -288,7 +255,7 @@ pub fn throughput(
             let again = fma_peak_gflops(); // the highest reading: one can come out low (341-458 within minutes)
             peak.set(peak.get().max(again));
             println!("profile of {iters} steps of {what} at batch {b} (FMA peak again {again:.0}; % peak of {:.0} GFLOP/s, the highest reading):", peak.get());
-            print_profile(rows, iters, peak.get());
+            profile::print(rows, iters, peak.get());
         }
     };
     for &b in batches {
@@ -476,11 +443,20 @@ mod tests {
         // shortcuts. The forward rows hold the teacher's and the student's; the backward rows the
         // student's, twice the forward's (weight and input gradients) but the stem's (no input
         // gradient: the images are not traced).
+        let f = |co: usize, ci: usize, k: usize, hw: usize| 2.0 * (2 * co * ci * k * k * hw * hw) as f64;
+        let kinds = profile::by_kind(&rows);
         let conv = |kind: &str, pass: &str| {
-            let r = rows.iter().find(|x| x.op == format!("conv2d {kind}") && x.pass == pass);
+            let r = kinds.iter().find(|x| x.op == format!("conv2d {kind}") && x.pass == pass);
             r.map(|r| (r.calls, r.flop))
         };
-        let f = |co: usize, ci: usize, k: usize, hw: usize| 2.0 * (2 * co * ci * k * k * hw * hw) as f64;
+        // By shape too: the two 16 -> 16 layers at 8x8 of each model, the stem.
+        let shape = |name: &str, pass: &str| {
+            let r = rows.iter().find(|x| x.op == format!("conv2d {name}") && x.pass == pass);
+            r.map(|r| (r.calls, r.flop))
+        };
+        assert_eq!(shape("3x3/1 @ 16→16 8x8", "forward"), Some((4, 4.0 * f(16, 16, 3, 8))));
+        assert_eq!(shape("3x3/1 @ 3→16 8x8", "backward"), Some((1, f(16, 3, 3, 8))));
+        assert_eq!(shape("3x3/2 @ 16→32 8x8", "backward"), Some((1, 2.0 * f(32, 16, 3, 4))));
         let (stem, s1) = (f(16, 3, 3, 8), 2.0 * f(16, 16, 3, 8) + f(32, 32, 3, 4) + f(64, 64, 3, 2));
         let (s2, p2) = (f(32, 16, 3, 4) + f(64, 32, 3, 2), f(32, 16, 1, 4) + f(64, 32, 1, 2));
         assert_eq!((stem + s1, s2, p2), (2_469_888.0, 589_824.0, 65_536.0));

@@ -2,9 +2,9 @@
 //! atomic load per op otherwise), of the ops run inside [`recording`]. Ops run one after another on
 //! the calling thread (each parallel inside), so wall times add up: an op's forward time is the time
 //! since the previous op finished (the model code between two ops counts towards the next), its
-//! backward time the time of its backward closure. An op may name its kind and FLOPs first
-//! ([`tag`]: the convolutions, one row per kernel shape and stride), so the table gives their
-//! GFLOP/s. `kdscope bench --profile` prints the table.
+//! backward time the time of its backward closure. An op may name its kind, shape and FLOPs first
+//! ([`tag`]: the convolutions, one row per kernel size, stride, channels and plane), so the table
+//! gives their GFLOP/s by kind and by shape. `kdscope bench --profile` prints the table ([`print`]).
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,10 +37,83 @@ pub struct Row {
     pub flop: f64,
 }
 
+/// Between an op's kind and its shape in a tagged name (`conv2d 3x3/1 @ 16→16 32x32`).
+pub const SHAPE: &str = " @ ";
+
 impl Row {
     /// GFLOP/s over the row's time, where the op counted its FLOPs.
     pub fn gflops(&self) -> Option<f64> {
         (self.flop > 0.0 && self.seconds > 0.0).then(|| self.flop / self.seconds / 1e9)
+    }
+
+    /// The op's kind (its name before [`SHAPE`]) and its shape, where its tag named one.
+    pub fn kind(&self) -> (&str, Option<&str>) {
+        self.op.split_once(SHAPE).map_or((self.op.as_str(), None), |(k, s)| (k, Some(s)))
+    }
+}
+
+/// `rows` with the shapes of each kind and pass added up into one row named by the kind (the
+/// untagged rows as they are), largest total first.
+pub fn by_kind(rows: &[Row]) -> Vec<Row> {
+    let mut kinds: BTreeMap<(&str, &'static str), (f64, u64, f64)> = BTreeMap::new();
+    for r in rows {
+        let e = kinds.entry((r.kind().0, r.pass)).or_insert((0.0, 0, 0.0));
+        *e = (e.0 + r.seconds, e.1 + r.calls, e.2 + r.flop);
+    }
+    let mut out: Vec<Row> = kinds
+        .into_iter()
+        .map(|((op, pass), (seconds, calls, flop))| Row { op: op.to_string(), pass, seconds, calls, flop })
+        .collect();
+    out.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    out
+}
+
+/// Prints a profile (rows from [`stop`] and the caller's totals) as milliseconds per step (`steps`
+/// steps): the ops by kind ([`by_kind`]); for those that count their FLOPs (the convolutions) also
+/// GFLOP/s and their share of `peak` (GFLOP/s); then the convolutions of each pass together, and,
+/// where the ops named their shapes, every shape in a table of its own.
+pub fn print(rows: &[Row], steps: usize, peak: f64) {
+    let step = rows.iter().find(|r| r.op == "step").map(|r| r.seconds).unwrap_or(f64::NAN);
+    let header = |first: &str| {
+        println!(
+            "{first:<28} {:<9} {:>8} {:>10} {:>7} {:>9} {:>7}",
+            "pass", "calls", "ms/step", "% step", "GFLOP/s", "% peak"
+        )
+    };
+    let line = |r: &Row| {
+        let rate = r.gflops().map_or(String::new(), |g| format!(" {g:>9.1} {:>6.1}%", 100.0 * g / peak));
+        let ms = r.seconds * 1e3 / steps as f64;
+        println!(
+            "{:<28} {:<9} {:>8} {ms:>10.2} {:>6.1}%{rate}",
+            r.op,
+            r.pass,
+            r.calls / steps as u64,
+            100.0 * r.seconds / step
+        );
+    };
+    header("op");
+    let kinds = by_kind(rows);
+    kinds.iter().for_each(line);
+    for pass in ["forward", "backward"] {
+        let convs = kinds.iter().filter(|r| r.pass == pass && r.op.starts_with("conv2d ") && r.flop > 0.0);
+        let all = convs.fold(Row { op: "conv2d (all)".into(), pass, seconds: 0.0, calls: 0, flop: 0.0 }, |a, r| Row {
+            seconds: a.seconds + r.seconds,
+            calls: a.calls + r.calls,
+            flop: a.flop + r.flop,
+            ..a
+        });
+        if all.calls > 0 {
+            line(&all);
+        }
+    }
+    let mut shapes: Vec<&Row> = rows.iter().filter(|r| r.kind().1.is_some()).collect();
+    if !shapes.is_empty() {
+        // By kind, forward before backward, the slowest shape first.
+        shapes
+            .sort_by(|a, b| a.kind().0.cmp(b.kind().0).then(b.pass.cmp(a.pass)).then(b.seconds.total_cmp(&a.seconds)));
+        println!();
+        header("by shape: in→out, input");
+        shapes.into_iter().for_each(|r| line(&Row { op: r.op.replacen(SHAPE, " ", 1), ..r.clone() }));
     }
 }
 

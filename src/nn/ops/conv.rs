@@ -60,16 +60,19 @@ struct Geo {
 }
 
 impl Geo {
-    /// Names this convolution's kind in the profile (`conv2d 3x3/1`, `conv2d 1x1/2`, with the groups
-    /// where there are several, and `bf16` where it runs on the AMX tiles) with its FLOPs: forward
-    /// `2 * n * co * c/groups * kh * kw * ho * wo`, backward that once for the weight gradient and
-    /// once more where the input gradient is wanted too.
+    /// Names this convolution's kind and shape in the profile (`conv2d 3x3/1 @ 16→16 32x32`: the
+    /// kind with the groups where there are several and `bf16` where it runs on the AMX tiles, then
+    /// channels in → out and the input plane) with its FLOPs: forward `2 * n * co * c/groups * kh *
+    /// kw * ho * wo`, backward that once for the weight gradient and once more where the input
+    /// gradient is wanted too.
     fn profile_tag(&self, bf16: bool, x_needs_grad: bool) {
         let flop = 2.0 * (self.n * self.co * self.kk() * self.hwo()) as f64;
         // Formatted only while profiling (`tag` calls it then).
         let kind = || {
             let groups = if self.g > 1 { format!(" g{}", self.g) } else { String::new() };
-            format!("conv2d {}x{}/{}{groups}{}", self.kh, self.kw, self.s, if bf16 { " bf16" } else { "" })
+            let (kh, kw, s, sh) = (self.kh, self.kw, self.s, crate::nn::profile::SHAPE);
+            let bf = if bf16 { " bf16" } else { "" };
+            format!("conv2d {kh}x{kw}/{s}{groups}{bf}{sh}{}→{} {}x{}", self.c, self.co, self.h, self.w)
         };
         crate::nn::profile::tag(kind, (flop, flop * (1.0 + f64::from(u8::from(x_needs_grad)))));
     }
