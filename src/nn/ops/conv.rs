@@ -618,12 +618,9 @@ fn backward_chunk_s2(k: Chunk, (wt, parts): (&[f32], Option<&S2Dx>), g: &Geo) {
         // The padded output gradient, where the grid kernel takes the input gradient or the
         // polyphase kernel the weight gradient.
         let grid_dx = matches!((&dx, parts), (Some(_), Some(S2Dx::Grid(_))));
-        let blocked = wgrad_blocked::applies(g.c, g.lanes);
-        let gp: &[f32] = if grid_dx || (want_dw && !blocked) {
-            direct::pad_chunk(gout, nb, g.co, pg, gbuf, pg.wp() + 1)
-        } else {
-            &[]
-        };
+        let polyphase_dw = want_dw && !wgrad_blocked::applies(g.c, g.lanes);
+        let gp: &[f32] =
+            if grid_dx || polyphase_dw { direct::pad_chunk(gout, nb, g.co, pg, gbuf, pg.wp() + 1) } else { &[] };
         if let (Some(dx), Some(S2Dx::Grid(parts))) = (dx, parts) {
             for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
                 let cs = (g.co, nb * pg.plane());

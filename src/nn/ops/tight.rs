@@ -144,11 +144,12 @@ impl Taps {
 /// stencil wherever [`applies_at`]; the stride-2 stencils where `co` is whole blocks (8 channels
 /// with AVX-512, 4 with AVX2).
 pub fn applies_taps(lanes: usize, (h, w): (usize, usize), taps: Taps, co: usize) -> bool {
+    let whole_blocks = co > 0 && co.is_multiple_of(if lanes == 16 { 8 } else { 4 });
     applies_at(lanes, h, w)
         && match taps {
             Taps::All => true,
-            Taps::Part(py, px) => py < 2 && px < 2 && co > 0 && co.is_multiple_of(if lanes == 16 { 8 } else { 4 }),
-            Taps::Phases(_) => co > 0 && co.is_multiple_of(if lanes == 16 { 8 } else { 4 }),
+            Taps::Part(py, px) => py < 2 && px < 2 && whole_blocks,
+            Taps::Phases(_) => whole_blocks,
         }
 }
 
