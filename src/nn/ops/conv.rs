@@ -514,16 +514,24 @@ struct Chunk<'a> {
 /// The weight gradient of `nb` consecutive images (`x`, `gout` NCHW) of a 3x3 convolution (stride
 /// 1 or 2) over a channel-blocked copy of the input ([`wgrad_blocked`]), added into `dw`, where the
 /// CPU and the channel count allow it (AVX-512 or AVX2 + FMA, `c` a multiple of the vector's 16 or 8
-/// lanes); `false` (nothing done) elsewhere.
+/// lanes); at stride 1 with the input as it is (no deferred map) and the output channels in whole
+/// blocks instead (a first layer), over a blocked copy of the output gradient; `false` (nothing
+/// done) elsewhere.
 fn blocked_weight_grad(
     (x, pre, gout, nb): (&[f32], Option<&Deferred>, &[f32], usize),
     g: &Geo,
     dw: &mut [f32],
-    (xbuf, scratch): (&mut Vec<f32>, &mut Vec<f32>),
+    (buf, scratch): (&mut Vec<f32>, &mut Vec<f32>),
 ) -> bool {
-    wgrad_blocked::applies(g.c, g.lanes) && {
-        let xb = wgrad_blocked::pad_blocked((x, pre), (nb, g.c, g.lanes), g.padded(), xbuf);
-        wgrad_blocked::weight_grad(xb, gout, (g.c, g.co, nb, g.lanes), (g.padded(), g.s), dw, scratch)
+    let (shape, pg) = ((g.c, g.co, nb, g.lanes), g.padded());
+    if wgrad_blocked::applies(g.c, g.lanes) {
+        let xb = wgrad_blocked::pad_blocked((x, pre), (nb, g.c, g.lanes), pg, buf);
+        wgrad_blocked::weight_grad(xb, gout, shape, (pg, g.s), dw, scratch)
+    } else if g.s == 1 && pre.is_none() && wgrad_blocked::applies_by_output(g.c, g.co, g.lanes) {
+        let gb = wgrad_blocked::pad_blocked((gout, None), (nb, g.co, g.lanes), pg, buf);
+        wgrad_blocked::weight_grad_by_output(x, gb, shape, pg, dw, scratch)
+    } else {
+        false
     }
 }
 

@@ -94,3 +94,37 @@ fn blocked_weight_grad_matches_naive() {
     assert!(!weight_grad(&[], &[], (8, 1, 1, 16), (Padded { h: 1, w: 1 }, 1), &mut [], &mut Vec::new()));
     assert!(!weight_grad(&[], &[], (12, 1, 1, 4), (Padded { h: 1, w: 1 }, 1), &mut [], &mut Vec::new()));
 }
+
+/// The output-blocked variant (a first layer: input channels not in whole blocks) against the
+/// definition, at each block size this CPU runs: 1, 3 and 5 input channels (one, a whole and a
+/// partial group of three broadcasts), one and two output blocks, planes from 1x1 to 32x32 (8
+/// rows a segment at 32 wide), a `dw` that already holds values; and where it declines.
+#[test]
+fn output_blocked_weight_grad_matches_naive() {
+    for lanes in levels() {
+        for (c, cob, h, w, nb) in
+            [(3, 1, 32, 32, 2), (1, 2, 7, 9, 3), (5, 1, 4, 4, 1), (3, 2, 1, 1, 2), (3, 1, 5, 3, 2)]
+        {
+            let co = cob * lanes;
+            let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let gy: Vec<f32> = (0..nb * co * h * w).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let want = naive_weight_grad(&x, &gy, (nb, c, co), (h, w), 1);
+            let g = Padded { h, w };
+            let (mut gbuf, mut acc) = (vec![f32::NAN; 3], vec![f32::NAN; 5]);
+            let gb = pad_blocked((&gy, None), (nb, co, lanes), g, &mut gbuf);
+            let mut dw = vec![0.5f32; c * 9 * co];
+            assert!(weight_grad_by_output(&x, gb, (c, co, nb, lanes), g, &mut dw, &mut acc));
+            check_weight_grad(&dw, 0.5, &want, (c, co), &format!("output-blocked L{lanes} c{c} {h}x{w} nb{nb}"));
+        }
+        // Input channels in whole blocks (the input-blocked kernel's case), output channels not.
+        assert!(!applies_by_output(lanes, lanes, lanes) && !applies_by_output(3, lanes + 1, lanes));
+        assert!(!weight_grad_by_output(
+            &[],
+            &[],
+            (3, lanes + 1, 1, lanes),
+            Padded { h: 1, w: 1 },
+            &mut [],
+            &mut Vec::new()
+        ));
+    }
+}

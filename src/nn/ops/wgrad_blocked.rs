@@ -231,8 +231,73 @@ pub fn weight_grad(
     dw: &mut [f32],
     acc: &mut Vec<f32>,
 ) -> bool {
-    if !applies(c, lanes) {
+    let Some(acc) = accumulate(xb, gy, (c, co, nb, lanes), (g, s), acc) else {
         return false;
+    };
+    // `acc` is `[c / L][co][9][L]`: lane `l` of block `cb` is input channel `L cb + l`.
+    for (cb, blk) in acc.chunks_exact(co * 9 * lanes).enumerate() {
+        for (o, per_o) in blk.chunks_exact(9 * lanes).enumerate() {
+            for (t, v) in per_o.chunks_exact(lanes).enumerate() {
+                for (l, v) in v.iter().enumerate() {
+                    dw[((cb * lanes + l) * 9 + t) * co + o] += v;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Whether [`weight_grad_by_output`] serves a stride-1 convolution with `c` input and `co` output
+/// channels where [`weight_grad`] does not: the input channels not in whole blocks, the output
+/// channels in whole blocks of `lanes` (a network's first layer: 3 channels in, 16 out).
+pub fn applies_by_output(c: usize, co: usize, lanes: usize) -> bool {
+    !applies(c, lanes) && c > 0 && applies(co, lanes)
+}
+
+/// [`weight_grad`] of a stride-1 convolution where the output channels are blocked instead
+/// ([`applies_by_output`]): the same kernel with the two operands' roles swapped. By the shift
+/// `sum_q g[o][q] x[i][q + d] = sum_q x[i][q] g[o][q - d]`, the output gradient's blocked, padded
+/// copy `gb` ([`pad_blocked`] of the `nb` images' output gradient, `co` channels) is read at the
+/// mirrored taps while the input `x` (NCHW, `c` channels, `g` the plane size) is broadcast where it
+/// lies: the kernel's tap `t` is the weight's tap `8 - t` and its lanes are output channels. Adds
+/// into `dw` (`[i][9][co]`) and returns `true`; `false` (nothing done) where it does not apply.
+pub fn weight_grad_by_output(
+    x: &[f32],
+    gb: &[f32],
+    (c, co, nb, lanes): (usize, usize, usize, usize),
+    g: Padded,
+    dw: &mut [f32],
+    acc: &mut Vec<f32>,
+) -> bool {
+    if !applies_by_output(c, co, lanes) {
+        return false;
+    }
+    let Some(acc) = accumulate(gb, x, (co, c, nb, lanes), (g, 1), acc) else {
+        return false;
+    };
+    // `acc` is `[co / L][c][9][L]`: lane `l` of block `ob` is output channel `L ob + l`.
+    for (ob, blk) in acc.chunks_exact(c * 9 * lanes).enumerate() {
+        for (i, per_i) in blk.chunks_exact(9 * lanes).enumerate() {
+            for (t, v) in per_i.chunks_exact(lanes).enumerate() {
+                let at = (i * 9 + 8 - t) * co + ob * lanes;
+                dw[at..at + lanes].iter_mut().zip(v).for_each(|(d, v)| *d += v);
+            }
+        }
+    }
+    true
+}
+
+/// The kernel's sums `[c / L][co][9][L]` in `acc` (see [`weight_grad`]); `None` where it does not
+/// run on this CPU.
+fn accumulate<'a>(
+    xb: &[f32],
+    gy: &[f32],
+    (c, co, nb, lanes): (usize, usize, usize, usize),
+    (g, s): (Padded, usize),
+    acc: &'a mut Vec<f32>,
+) -> Option<&'a [f32]> {
+    if !applies(c, lanes) {
+        return None;
     }
     assert!(
         s == 1 || (s == 2 && g.h.is_multiple_of(2) && g.w.is_multiple_of(2)),
@@ -253,19 +318,7 @@ pub fn weight_grad(
     };
     #[cfg(not(target_arch = "x86_64"))]
     let ran = cpu::arch().dispatch(kernel);
-    if ran {
-        // `acc` is `[c / L][co][9][L]`: lane `l` of block `cb` is input channel `L cb + l`.
-        for (cb, blk) in acc.chunks_exact(co * 9 * lanes).enumerate() {
-            for (o, per_o) in blk.chunks_exact(9 * lanes).enumerate() {
-                for (t, v) in per_o.chunks_exact(lanes).enumerate() {
-                    for (l, v) in v.iter().enumerate() {
-                        dw[((cb * lanes + l) * 9 + t) * co + o] += v;
-                    }
-                }
-            }
-        }
-    }
-    ran
+    ran.then_some(&acc[..])
 }
 
 struct Kernel<'a> {
