@@ -132,7 +132,7 @@ impl Saved {
         check_grad_len(g.len(), self.ptr.1);
         match &self.slot {
             Some(slot) => {
-                let mut have = slot.lock();
+                let mut have = slot.lock_mapped();
                 if have.is_empty() {
                     *have = match g {
                         Cow::Owned(g) => g,
@@ -176,7 +176,7 @@ impl Saved {
     pub(crate) fn grad_buf<'a>(&'a self, grads: &'a mut Grads) -> Result<GradBuf<'a>, dfdx::tensor::CpuError> {
         match &self.slot {
             Some(slot) => {
-                let mut have = slot.lock();
+                let mut have = slot.lock_mapped();
                 if have.is_empty() {
                     *have = crate::nn::ops::blas::zeroed(self.ptr.1);
                 }
@@ -206,11 +206,12 @@ impl Saved {
         self.slot.as_ref().is_some_and(|s| s.lock().is_empty())
     }
 
-    /// The gradient that flowed into this (recorded op's) value, taken out; zeros if none did.
-    fn take(&self, grads: &mut Grads) -> Result<Vec<f32>, dfdx::tensor::CpuError> {
+    /// The gradient that flowed into this (recorded op's) value, taken out; zeros if none did. A
+    /// pending map is applied, or left for [`Self::take_grad_map`] where `unmapped`.
+    fn take(&self, grads: &mut Grads, unmapped: bool) -> Result<Vec<f32>, dfdx::tensor::CpuError> {
         match &self.slot {
             Some(slot) => {
-                let g = std::mem::take(&mut *slot.lock());
+                let g = std::mem::take(&mut *if unmapped { slot.lock() } else { slot.lock_mapped() });
                 Ok(if g.is_empty() { crate::nn::ops::blas::zeroed(self.ptr.1) } else { g })
             }
             None => take_grad(grads, &self.t),
@@ -328,7 +329,7 @@ impl<T> Var<T> {
     pub fn grad(&self, grads: &mut Grads) -> Vec<f32> {
         let zeros = || vec![0.0; self.shape.numel()];
         match &self.slot {
-            Some(slot) => Some(slot.lock().clone()).filter(|g| !g.is_empty()).unwrap_or_else(zeros),
+            Some(slot) => Some(slot.lock_mapped().clone()).filter(|g| !g.is_empty()).unwrap_or_else(zeros),
             None => grads.get_or_alloc_mut(&self.t).map(|g| g.to_vec()).unwrap_or_else(|_| zeros()),
         }
     }
@@ -371,7 +372,18 @@ where
     T: Tape<f32, Dev>,
     F: 'static + FnOnce(&mut Grads, Vec<f32>, &Saved) -> Result<(), dfdx::tensor::CpuError>,
 {
-    record(Var::from_vec(data, shape), tape, backward)
+    record(Var::from_vec(data, shape), tape, backward, false)
+}
+
+/// [`finish`] of an op whose backward takes its output gradient as it arrived: with a map still
+/// to apply where a batch norm deferred it ([`Saved::take_grad_map`] on the output, which the
+/// backward must call and honour).
+pub(crate) fn finish_unmapped<T, F>(data: Vec<f32>, shape: Shape4, tape: T, backward: F) -> Var<T>
+where
+    T: Tape<f32, Dev>,
+    F: 'static + FnOnce(&mut Grads, Vec<f32>, &Saved) -> Result<(), dfdx::tensor::CpuError>,
+{
+    record(Var::from_vec(data, shape), tape, backward, true)
 }
 
 /// [`finish`] of an op whose output is `pre`'s map of the data of `x` (a deferred batch norm +
@@ -383,14 +395,14 @@ where
 {
     assert_eq!(x.ptr.1, shape.numel());
     let v = Var { t: x.t.clone(), shape, ptr: x.ptr, needs_grad: true, slot: None, plane_sums: None, pre: None };
-    let mut y = record(v, tape, backward);
+    let mut y = record(v, tape, backward, false);
     y.pre = Some(Arc::new(pre));
     y
 }
 
 /// Registers `backward` for the new value `v` (made without a tape) when `tape` records, and puts
-/// the tape on it.
-fn record<T, F>(mut v: Var<NoneTape>, mut tape: T, backward: F) -> Var<T>
+/// the tape on it; `backward` gets the gradient mapped unless `unmapped` ([`finish_unmapped`]).
+fn record<T, F>(mut v: Var<NoneTape>, mut tape: T, backward: F, unmapped: bool) -> Var<T>
 where
     T: Tape<f32, Dev>,
     F: 'static + FnOnce(&mut Grads, Vec<f32>, &Saved) -> Result<(), dfdx::tensor::CpuError>,
@@ -408,7 +420,7 @@ where
         let saved = Saved { t: v.t.clone(), ptr: v.ptr, slot: v.slot.clone() };
         tape.add_backward_op(move |grads: &mut Grads| {
             let started = profile::enabled().then(std::time::Instant::now);
-            let g = saved.take(grads)?;
+            let g = saved.take(grads, unmapped)?;
             check_grad_len(g.len(), shape.numel());
             let r = backward(grads, g, &saved);
             if let Some(started) = started {

@@ -8,9 +8,8 @@
 use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
-use std::mem::MaybeUninit;
-
 use super::blas::written;
+use super::bn_grad::{masked, DeferredGrad, DxPlane};
 use super::deferred::{bn_relu, Deferred};
 use super::elementwise::relu_grad;
 use super::prefetch::Stream;
@@ -121,16 +120,6 @@ fn grad_sums(g: &[f32], x: &[f32], relu: Option<(f32, f32)>, guided: bool, mu: f
     }
 }
 
-/// The fused ReLU's backward of one element, its output recomputed from `x` as in the forward.
-#[inline(always)]
-fn masked<const MASK: bool>(g: f32, x: f32, (scale, shift): (f32, f32), guided: bool) -> f32 {
-    if MASK {
-        relu_grad(g, x * scale + shift, guided)
-    } else {
-        g
-    }
-}
-
 /// [`grad_sums`]; without `MASK`, the affine `ab` is ignored.
 #[inline(always)]
 fn grad_sums_with<const MASK: bool>(
@@ -154,50 +143,6 @@ fn grad_sums_with<const MASK: bool>(
         },
     );
     (a, b * is as f64)
-}
-
-/// Input gradient of one plane: `d = k (m g' - dbeta - xhat dgamma)` in training, `d = k g'` in
-/// evaluation, with `g'` given per element.
-struct DxPlane {
-    train: bool,
-    k: f32,
-    m: f32,
-    db: f32,
-    dg: f32,
-    mu: f32,
-    is: f32,
-}
-
-impl DxPlane {
-    /// Replaces the plane's output gradient `g` by its input gradient; `g'` is the fused ReLU's
-    /// backward of `g` with `MASK` (see [`masked`]), else `g`.
-    #[inline(always)]
-    fn run<const MASK: bool>(&self, g: &mut [f32], x: &[f32], ab: (f32, f32), guided: bool) {
-        let it = g.iter_mut().zip(x);
-        if self.train {
-            it.for_each(|(g, &v)| *g = self.train_value(masked::<MASK>(*g, v, ab, guided), v));
-        } else {
-            it.for_each(|(g, &v)| *g = self.k * masked::<MASK>(*g, v, ab, guided));
-        }
-    }
-
-    /// The input gradient of one plane written into `out` from its (already masked) output gradient
-    /// `g`, which stays as it is.
-    #[inline(always)]
-    fn write(&self, out: &mut [MaybeUninit<f32>], g: &[f32], x: &[f32]) {
-        let it = out.iter_mut().zip(g).zip(x);
-        if self.train {
-            it.for_each(|((o, &g), &v)| _ = o.write(self.train_value(g, v)));
-        } else {
-            it.for_each(|((o, &g), _)| _ = o.write(self.k * g));
-        }
-    }
-
-    #[inline(always)]
-    fn train_value(&self, g: f32, v: f32) -> f32 {
-        let Self { k, m, db, dg, mu, is, .. } = *self;
-        k * (m * g - db - (v - mu) * is * dg)
-    }
 }
 
 /// Per-channel totals of per-plane pairs computed by `f` over all `n*c` planes.
@@ -386,18 +331,12 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
             }
             (None, true) => {
                 // Written over the output gradient, element by element: its lines are in cache from
-                // the read, where a separate buffer would be fetched before being written.
-                let ahead = [Stream::of(&gout), Stream::of(xd)];
-                gout.par_chunks_mut(hw).enumerate().for_each(|(i, gi)| {
-                    ahead.iter().for_each(|s| s.ahead(i, hw));
-                    let (c, p) = plane(i);
-                    let xi = &xd[i * hw..(i + 1) * hw];
-                    match relu_of(c) {
-                        Some(ab) => p.run::<true>(gi, xi, ab, guided),
-                        None => p.run::<false>(gi, xi, (1.0, 0.0), guided),
-                    }
-                });
-                xs.give(grads, gout)?;
+                // the read, where a separate buffer would be fetched before being written. Or not
+                // written at all where nothing else has flowed into x's gradient: its producer maps
+                // the values as it copies them, if it can ([`DeferredGrad`]).
+                let relu = (cfg.relu && res.is_none()).then(|| (0..s.c).map(|c| (scales[c], shifts[c])).collect());
+                let map = DeferredGrad::new((0..s.c).map(|c| plane(c).1).collect(), relu, guided, xs.without_slot(), s);
+                xs.give_mapped(grads, gout, map)?;
             }
             (None, false) => {}
         }

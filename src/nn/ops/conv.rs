@@ -19,7 +19,9 @@ use super::blas::{add_into, sgemm, sgemm_strided, threads, written, zeroed, Mat,
 use super::deferred::Deferred;
 use super::direct::{self, Padded};
 use super::{tight, tight_s2, wgrad_blocked};
-use crate::nn::var::{accumulate_with, finish, Dev, Flat, Grads, Shape4, Var};
+use crate::nn::var::{accumulate_with, finish, finish_unmapped, Dev, Flat, Grads, Shape4, Var};
+
+use super::bn_grad::DeferredGrad;
 
 /// Convolution hyper-parameters (square kernels are the common case but not required).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -507,6 +509,9 @@ struct Chunk<'a> {
     /// With `dx_fresh` and `pre`: the deferred batch norm's backward sums of the written gradient,
     /// per `(image, channel)` plane of the chunk ([`tight::Out::Grad`]).
     dx_sums: Option<&'a mut [(f64, f64)]>,
+    /// Where `gout` is a batch norm's output gradient left unmapped: the map and the chunk's first
+    /// image in the batch ([`backward_chunk_mapped`] only).
+    gmap: Option<(&'a DeferredGrad, usize)>,
     want_dw: bool,
     gemm_threads: usize,
 }
@@ -539,7 +544,7 @@ fn blocked_weight_grad(
 /// strided GEMM per tap over channel-major padded planes of all `nb` images (k = nb x plane), and
 /// `dx` per image as the direct convolution of the output gradient with the flipped weights `wf`.
 fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
-    let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, mut dx_sums, want_dw, .. } = k;
+    let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, dx_sums, want_dw, .. } = k;
     let pg = g.padded();
     let (wp, plane) = (pg.wp(), pg.plane());
     let cs = nb * plane;
@@ -561,29 +566,69 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
         }
         if tight_dx {
             // The output gradient's tight planes take `gbuf` once the weight gradient is done with it.
-            let (hw, pl) = ((g.h, g.w), tight::plane(g.h, g.w));
-            let gt = tight::pad_tight((gout, None), (nb, g.co), hw, gbuf);
-            let image = |bi: usize, out: tight::Out| {
-                assert!(tight::conv_at(g.lanes, &gt[bi * pl..], (g.co, nb * pl), hw, wf, g.c, out))
-            };
-            if let Some(dx) = dx {
-                dx.chunks_mut(g.in_len()).take(nb).enumerate().for_each(|(bi, d)| image(bi, tight::Out::Add(d)));
-            } else if let Some(dx) = dx_fresh {
-                for (bi, out) in dx.chunks_mut(g.in_len()).take(nb).enumerate() {
-                    match (pre, dx_sums.as_deref_mut()) {
-                        (Some(pre), Some(sums)) => {
-                            let (z, sums) = (&x[bi * g.in_len()..(bi + 1) * g.in_len()], &mut sums[bi * g.c..]);
-                            image(bi, tight::Out::Grad { out, z, pre, sums })
-                        }
-                        _ => image(bi, tight::Out::Write { out, bias: None, res: None, relu: false, sums: None }),
-                    }
-                }
-            }
+            let gt = tight::pad_tight((gout, None), (nb, g.co), (g.h, g.w), gbuf);
+            tight_input_grad(gt, (x, pre, nb), wf, g, (dx, dx_fresh, dx_sums));
         } else if let Some(dx) = dx {
             for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
                 direct::conv3x3(&gp[bi * plane..], g.co, cs, pg, wf, g.c, dxi, true, scratch);
             }
         }
+    });
+}
+
+/// The input gradient of a chunk of `nb` images (`x` their input, mapped by `pre` if deferred) on
+/// the tight kernel from `gt`, their output gradient's tight planes ([`tight::pad_tight`]): added to
+/// `dx`, or written fresh (with the deferred batch norm's backward sums where `pre` and `sums`).
+fn tight_input_grad(
+    gt: &[f32],
+    (x, pre, nb): (&[f32], Option<&Deferred>, usize),
+    wf: &[f32],
+    g: &Geo,
+    (dx, dx_fresh, mut dx_sums): Dxs,
+) {
+    let (hw, pl) = ((g.h, g.w), tight::plane(g.h, g.w));
+    let image = |bi: usize, out: tight::Out| {
+        assert!(tight::conv_at(g.lanes, &gt[bi * pl..], (g.co, nb * pl), hw, wf, g.c, out))
+    };
+    if let Some(dx) = dx {
+        dx.chunks_mut(g.in_len()).take(nb).enumerate().for_each(|(bi, d)| image(bi, tight::Out::Add(d)));
+    } else if let Some(dx) = dx_fresh {
+        for (bi, out) in dx.chunks_mut(g.in_len()).take(nb).enumerate() {
+            match (pre, dx_sums.as_deref_mut()) {
+                (Some(pre), Some(sums)) => {
+                    let (z, sums) = (&x[bi * g.in_len()..(bi + 1) * g.in_len()], &mut sums[bi * g.c..]);
+                    image(bi, tight::Out::Grad { out, z, pre, sums })
+                }
+                _ => image(bi, tight::Out::Write { out, bias: None, res: None, relu: false, sums: None }),
+            }
+        }
+    }
+}
+
+/// Whether [`backward_chunk_mapped`] serves this convolution: the tight kernel's input gradient
+/// and the blocked weight gradient, both of which can read the output gradient's tight planes.
+fn maps_in_copy(g: &Geo) -> bool {
+    g.tight() && wgrad_blocked::applies(g.c, g.lanes)
+}
+
+/// [`backward_chunk_direct`] where the output gradient is a batch norm's left unmapped
+/// ([`DeferredGrad`], where [`maps_in_copy`]): mapped as it is copied into tight planes, from which
+/// the weight gradient and the input gradient both read it. The batch norm's own pass over it (a
+/// read and a write of the activation) goes away.
+fn backward_chunk_mapped(k: Chunk, wf: &[f32], g: &Geo) {
+    let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, dx_sums, gmap, want_dw, .. } = k;
+    let (map, i0) = gmap.expect("backward_chunk_mapped: a deferred gradient");
+    with_direct(|xbuf, gbuf, scratch| {
+        let pl = tight::plane(g.h, g.w);
+        let gt = tight::pad_tight_grad((gout, map, i0), (nb, g.co), (g.h, g.w), gbuf);
+        if want_dw {
+            let xb = wgrad_blocked::pad_blocked((x, pre), (nb, g.c, g.lanes), g.padded(), xbuf);
+            // Image b, channel o's plane starts at its tight plane's first value.
+            let gy = (&gt[g.w + 1..], (pl, nb * pl));
+            let shape = (g.c, g.co, nb, g.lanes);
+            assert!(wgrad_blocked::weight_grad_planes(xb, gy, shape, (g.padded(), 1), dw, scratch));
+        }
+        tight_input_grad(gt, (x, pre, nb), wf, g, (dx, dx_fresh, dx_sums));
     });
 }
 
@@ -915,9 +960,21 @@ pub fn conv2d<T: Tape<f32, Dev>>(
     let wt = w.clone();
     let bt = bias.map(|(b, _)| b.clone());
     g.profile_tag(bf, x_needs_grad);
-    let mut y = finish(out, oshape, tape, move |grads: &mut Grads, gout: Vec<f32>, _| {
+    let mut y = finish_unmapped(out, oshape, tape, move |grads: &mut Grads, mut gout: Vec<f32>, yo| {
         let xd = xs.data();
         let want_dw = !super::elementwise::params_frozen();
+        // A batch norm's output gradient left unmapped (zero where it is all zero): mapped in the
+        // tight copy the kernels read, where both do; here first elsewhere.
+        let gmap = match yo.take_grad_map() {
+            Some(m) if maps_in_copy(&g) && !bf && bt.is_none() => Some(m),
+            Some(m) => {
+                m.apply(&mut gout);
+                None
+            }
+            None => None,
+        };
+        #[cfg(test)]
+        super::bn_grad::MAPPED_IN_COPY.set(super::bn_grad::MAPPED_IN_COPY.get() + usize::from(gmap.is_some()));
         if (!want_dw && !x_needs_grad) || super::elementwise::all_zero(&gout) {
             return Ok(());
         }
@@ -952,6 +1009,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 dx,
                 dx_fresh: None,
                 dx_sums: None,
+                gmap: gmap.as_ref().map(|m| (m, i0)),
                 want_dw,
                 gemm_threads,
             };
@@ -959,6 +1017,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 #[cfg(target_arch = "x86_64")]
                 Some(_) if bf => {
                     backward_chunk_bf16(Chunk { dx_fresh, dx_sums, ..chunk(acc, dxs) }, wf_bf16.as_ref(), &g)
+                }
+                Some(wf) if gmap.is_some() => {
+                    backward_chunk_mapped(Chunk { dx_fresh, dx_sums, ..chunk(acc, dxs) }, wf, &g)
                 }
                 Some(wf) => backward_chunk_direct(Chunk { dx_fresh, dx_sums, ..chunk(acc, dxs) }, wf, &g),
                 None if g.pointwise_s2() => backward_chunk_1x1s2(chunk(acc, dxs), wt_t.as_deref(), &g),

@@ -10,6 +10,7 @@ pub mod amx_conv;
 pub mod amx_wgrad;
 mod batchnorm;
 pub(crate) mod blas;
+pub(crate) mod bn_grad;
 mod conv;
 pub mod cpu;
 #[doc(hidden)]

@@ -188,3 +188,55 @@ fn batch_norm_with_residual_matches_norm_then_add() {
         assert_eq!(plain.4.batches, 2 * fused.4.batches, "{what}: batches");
     }
 }
+
+/// A batch norm's input gradient left to the convolution before it (mapped in the tight copy that
+/// its weight and input gradients read, [`bn_grad::DeferredGrad`]) against the same gradient
+/// written out by the batch norm: bit for bit, through two convolution + batch norm layers (the
+/// first with and without a ReLU), in training and evaluation, at the widest kernels and AVX2's;
+/// and where the tight kernel does not take the plane (6x6), the gradient mapped before the
+/// convolution's backward. Each tight case takes the deferred path twice.
+#[test]
+fn deferred_batch_norm_gradient_matches_the_written_one() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    for (c, hw, n, train, relu) in
+        [(16, 8, 9, true, true), (16, 16, 3, true, false), (32, 4, 2, false, true), (16, 6, 2, true, true)]
+    {
+        let mut s = Store::new();
+        let conv1 = Conv2d::new(&mut s, &mut rng, "c1", c, c, 3, ConvCfg::new(1, 1), false);
+        let bn1 = BatchNorm2d::new(&mut s, "bn1", c);
+        let conv2 = Conv2d::new(&mut s, &mut rng, "c2", c, c, 3, ConvCfg::new(1, 1), false);
+        let bn2 = BatchNorm2d::new(&mut s, "bn2", c);
+        let shape = Shape4::new(n, c, hw, hw);
+        let x = rand_vec(&mut rng, shape.numel());
+        let r = rand_vec(&mut rng, shape.numel());
+        let run = || {
+            bn_grad::MAPPED_IN_COPY.set(0);
+            let xv = Var::from_vec(x.clone(), shape);
+            let h = xv.detach();
+            let y1 = bn1.forward(&s, conv1.forward(&s, scale(xv.traced(), 1.5)), train, relu);
+            let y = bn2.forward(&s, conv2.forward(&s, y1), train, true);
+            let mut grads = weighted_loss(y, &r).backward();
+            let dw: Vec<Vec<u32>> = s
+                .params
+                .iter()
+                .map(|p| grads.get_or_alloc_mut(&p.t).expect("a gradient").iter().map(|v| v.to_bits()).collect())
+                .collect();
+            let dx: Vec<u32> = h.grad(&mut grads).iter().map(|v| v.to_bits()).collect();
+            (dx, dw, bn_grad::MAPPED_IN_COPY.get())
+        };
+        let tight = super::tight::applies(hw, hw);
+        for (kernels, lanes) in [("widest", 0), ("AVX2", 8)] {
+            let pass = || if lanes == 8 { cpu::with_avx2_kernels(run) } else { run() };
+            let written = bn_grad::with_maps_written(pass);
+            let deferred = pass();
+            let what = format!("{kernels} c{c} {hw}x{hw} train {train} relu {relu}");
+            assert_eq!(written.2, 0, "{what}: the reference maps nothing in a copy");
+            let runs_tight = if lanes == 8 { tight && super::tight::applies_at(8, hw, hw) } else { tight };
+            assert_eq!(deferred.2, if runs_tight { 2 } else { 0 }, "{what}: convolutions that took the map");
+            assert!(deferred.0 == written.0, "{what}: input gradient");
+            for (p, (a, b)) in deferred.1.iter().zip(&written.1).enumerate() {
+                assert!(a == b, "{what}: parameter {p} gradient");
+            }
+        }
+    }
+}

@@ -26,6 +26,7 @@
 //! channels).
 use std::mem::MaybeUninit;
 
+use super::bn_grad::DeferredGrad;
 use super::cpu;
 use super::deferred::{copy_plane, Deferred};
 use super::direct::aligned;
@@ -59,13 +60,38 @@ pub fn pad_tight<'b>(
     (h, w): (usize, usize),
     buf: &'b mut Vec<f32>,
 ) -> &'b [f32] {
+    let hw = h * w;
+    tight_planes((b, c), (h, w), buf, |ci, bi, dst| copy_plane(pre, ci, dst, &x[(bi * c + ci) * hw..][..hw]))
+}
+
+/// [`pad_tight`] of a batch norm's output gradient `g` (`b` images NCHW, the batch's from image
+/// `i0` on), each value mapped by `map` to the batch norm's input gradient as it is copied.
+pub(crate) fn pad_tight_grad<'b>(
+    (g, map, i0): (&[f32], &DeferredGrad, usize),
+    (b, c): (usize, usize),
+    (h, w): (usize, usize),
+    buf: &'b mut Vec<f32>,
+) -> &'b [f32] {
+    let hw = h * w;
+    tight_planes((b, c), (h, w), buf, |ci, bi, dst| {
+        map.map_plane((i0 + bi) * c + ci, dst, &g[(bi * c + ci) * hw..][..hw])
+    })
+}
+
+/// The tight planes of [`pad_tight`], each plane's values written by `fill(channel, image, dst)`.
+fn tight_planes(
+    (b, c): (usize, usize),
+    (h, w): (usize, usize),
+    buf: &mut Vec<f32>,
+    fill: impl Fn(usize, usize, &mut [f32]),
+) -> &[f32] {
     let (hw, pl) = (h * w, plane(h, w));
     let out = aligned(buf, b * c * pl, 0);
     for ci in 0..c {
         for bi in 0..b {
             let p = &mut out[(ci * b + bi) * pl..(ci * b + bi + 1) * pl];
             p[..w + 1].fill(0.0);
-            copy_plane(pre, ci, &mut p[w + 1..w + 1 + hw], &x[(bi * c + ci) * hw..(bi * c + ci + 1) * hw]);
+            fill(ci, bi, &mut p[w + 1..w + 1 + hw]);
             p[w + 1 + hw..].fill(0.0);
         }
     }

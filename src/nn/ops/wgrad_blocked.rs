@@ -231,6 +231,22 @@ pub fn weight_grad(
     dw: &mut [f32],
     acc: &mut Vec<f32>,
 ) -> bool {
+    let hwo = g.h / s * (g.w / s);
+    weight_grad_planes(xb, (gy, (co * hwo, hwo)), (c, co, nb, lanes), (g, s), dw, acc)
+}
+
+/// [`weight_grad`] with the output gradient's planes laid out otherwise: image `b`, channel `o`'s
+/// plane (rows of the output width, one after the other) at `b * strides.0 + o * strides.1` of
+/// `gy` (NCHW: `(co * hw, hw)`; a chunk's tight planes from their first value: `(plane, nb *
+/// plane)`).
+pub fn weight_grad_planes(
+    xb: &[f32],
+    gy: (&[f32], (usize, usize)),
+    (c, co, nb, lanes): (usize, usize, usize, usize),
+    (g, s): (Padded, usize),
+    dw: &mut [f32],
+    acc: &mut Vec<f32>,
+) -> bool {
     let Some(acc) = accumulate(xb, gy, (c, co, nb, lanes), (g, s), acc) else {
         return false;
     };
@@ -272,7 +288,8 @@ pub fn weight_grad_by_output(
     if !applies_by_output(c, co, lanes) {
         return false;
     }
-    let Some(acc) = accumulate(gb, x, (co, c, nb, lanes), (g, 1), acc) else {
+    let hw = g.h * g.w;
+    let Some(acc) = accumulate(gb, (x, (c * hw, hw)), (co, c, nb, lanes), (g, 1), acc) else {
         return false;
     };
     // `acc` is `[co / L][c][9][L]`: lane `l` of block `ob` is output channel `L ob + l`.
@@ -291,7 +308,7 @@ pub fn weight_grad_by_output(
 /// run on this CPU.
 fn accumulate<'a>(
     xb: &[f32],
-    gy: &[f32],
+    gy: (&[f32], (usize, usize)),
     (c, co, nb, lanes): (usize, usize, usize, usize),
     (g, s): (Padded, usize),
     acc: &'a mut Vec<f32>,
@@ -323,7 +340,8 @@ fn accumulate<'a>(
 
 struct Kernel<'a> {
     xb: &'a [f32],
-    gy: &'a [f32],
+    /// The output gradient and its strides per image and channel (see [`weight_grad_planes`]).
+    gy: (&'a [f32], (usize, usize)),
     c: usize,
     co: usize,
     nb: usize,
@@ -347,7 +365,10 @@ impl WithSimd for Kernel<'_> {
         let hw = h * w;
         let bs = block_positions(nb, g);
         // The reads: block `cb`, image `b`, position `s y * wp + s x + taps[t]` < `b * plane + plane + 1`.
-        assert!(xb.len() >= c / l * bs * l && gy.len() >= nb * co * hw && acc.len() >= c * co * 9);
+        let (gy, (gi, gc)) = gy;
+        // The last plane's end: image nb - 1, channel co - 1.
+        let g_end = (nb.max(1) - 1) * gi + (co.max(1) - 1) * gc + hw;
+        assert!(xb.len() >= c / l * bs * l && gy.len() >= g_end && acc.len() >= c * co * 9);
         // Rows per segment (of all the images' `nb * h` rows, so small planes share one): about
         // 256 positions, whose input lines (plus 2 rows) stay in L1 while every output channel
         // block passes over them.
@@ -365,21 +386,21 @@ impl WithSimd for Kernel<'_> {
                     // SAFETY: the pointers stay within the lengths asserted above.
                     unsafe {
                         let xp = xb.as_ptr().add(cb * bs * l);
-                        let gp = gy.as_ptr().add(o0 * hw);
+                        let gp = gy.as_ptr().add(o0 * gc);
                         let ap = acc.as_mut_ptr().add((cb * co + o0) * 9 * l);
                         let p = (xp, gp, ap);
                         if l == 16 {
                             match n {
-                                3 => segment::<S, 3, 9>(simd, p, rs, (g, s, co), 0),
-                                2 => segment::<S, 2, 9>(simd, p, rs, (g, s, co), 0),
-                                _ => segment::<S, 1, 9>(simd, p, rs, (g, s, co), 0),
+                                3 => segment::<S, 3, 9>(simd, p, rs, (g, s, (gi, gc)), 0),
+                                2 => segment::<S, 2, 9>(simd, p, rs, (g, s, (gi, gc)), 0),
+                                _ => segment::<S, 1, 9>(simd, p, rs, (g, s, (gi, gc)), 0),
                             }
                         } else {
                             for t0 in [0, 3, 6] {
                                 match n {
-                                    3 => segment::<S, 3, 3>(simd, p, rs, (g, s, co), t0),
-                                    2 => segment::<S, 2, 3>(simd, p, rs, (g, s, co), t0),
-                                    _ => segment::<S, 1, 3>(simd, p, rs, (g, s, co), t0),
+                                    3 => segment::<S, 3, 3>(simd, p, rs, (g, s, (gi, gc)), t0),
+                                    2 => segment::<S, 2, 3>(simd, p, rs, (g, s, (gi, gc)), t0),
+                                    _ => segment::<S, 1, 3>(simd, p, rs, (g, s, (gi, gc)), t0),
                                 }
                             }
                         }
@@ -403,7 +424,7 @@ unsafe fn load<S: Simd>(p: *const f32) -> S::f32s {
 
 /// Rows `r0..r1` of the chunk's `nb * h` output rows (row `r`: image `r / h`, row `r % h`; `h x w`
 /// the output size, the input's `g` over stride `s`) for `NO` output channels (`gp`: the first
-/// one's plane in image 0, the next ones `h * w` apart, images `co * h * w` apart), taps
+/// one's plane in image 0, the next ones `gc` apart, images `gi` apart), taps
 /// `t0..t0 + T` and one input channel block (`xp`: its first padded position), the `NO x T`
 /// accumulators added to `ap` (`[o][9][L]`) at the end.
 #[inline(always)]
@@ -412,18 +433,17 @@ unsafe fn segment<S: Simd, const NO: usize, const T: usize>(
     simd: S,
     (xp, gp, ap): (*const f32, *const f32, *mut f32),
     (r0, r1): (usize, usize),
-    (g, s, co): (Padded, usize, usize),
+    (g, s, (gi, gc)): (Padded, usize, (usize, usize)),
     t0: usize,
 ) {
     let l = S::F32_LANES;
     let (h, w, wp, plane) = (g.h / s, g.w / s, g.wp(), g.plane());
-    let hw = h * w;
     let all = taps(g).map(|t| t * l);
     let off: [usize; T] = std::array::from_fn(|t| all[t0 + t]);
     let mut acc = [[simd.splat_f32s(0.0); T]; NO];
     let (mut b, mut y) = (r0 / h, r0 % h);
     for _ in r0..r1 {
-        let (xr, gr) = (xp.add((b * plane + s * y * wp) * l), gp.add(b * co * hw + y * w));
+        let (xr, gr) = (xp.add((b * plane + s * y * wp) * l), gp.add(b * gi + y * w));
         (b, y) = if y + 1 == h { (b + 1, 0) } else { (b, y + 1) };
         for x in 0..w {
             let xq = xr.add(s * x * l);
@@ -432,14 +452,14 @@ unsafe fn segment<S: Simd, const NO: usize, const T: usize>(
                 // accumulators (AVX2: 3 + 1 + 12 of 16).
                 let xv: [S::f32s; T] = std::array::from_fn(|t| load::<S>(xq.add(off[t])));
                 for o in 0..NO {
-                    let gv = simd.splat_f32s(*gr.add(o * hw + x));
+                    let gv = simd.splat_f32s(*gr.add(o * gc + x));
                     for t in 0..T {
                         acc[o][t] = simd.mul_add_f32s(gv, xv[t], acc[o][t]);
                     }
                 }
             } else {
                 // The broadcasts first, then one input at a time: NO + 1 (AVX-512: 3 + 1 + 27 of 32).
-                let gv: [S::f32s; NO] = std::array::from_fn(|o| simd.splat_f32s(*gr.add(o * hw + x)));
+                let gv: [S::f32s; NO] = std::array::from_fn(|o| simd.splat_f32s(*gr.add(o * gc + x)));
                 for t in 0..T {
                     let xv = load::<S>(xq.add(off[t]));
                     for o in 0..NO {

@@ -1,6 +1,9 @@
 //! The gradient slot of a recorded op's value (see the parent module's docs).
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::{Grads, Saved};
+use crate::nn::ops::bn_grad::DeferredGrad;
+
 /// Per `(image, channel)` plane, a batch norm's backward sums of a gradient.
 type PlaneSums = Vec<(f64, f64)>;
 
@@ -12,6 +15,10 @@ pub(crate) struct GradSlot {
     /// The deferred batch norm's backward sums of the gradient in `g`, where the convolution that
     /// reads its value computed them with its input gradient and nothing was added since.
     sums: Arc<Mutex<Option<PlaneSums>>>,
+    /// Where `g` is a batch norm's output gradient that its backward left unmapped: the map to the
+    /// gradient this slot stands for ([`DeferredGrad`]), applied by whoever reads `g` other than
+    /// the producer's backward that takes it as it is ([`Saved::take_grad_map`]).
+    map: Arc<Mutex<Option<DeferredGrad>>>,
 }
 
 /// A lock that a panic elsewhere cannot leave half-written: buffers are swapped in whole, so a
@@ -29,6 +36,51 @@ impl GradSlot {
     }
     pub(super) fn take_sums(&self) -> Option<PlaneSums> {
         locked(&self.sums).take()
+    }
+    /// The gradient, locked, with a pending map applied first.
+    pub(super) fn lock_mapped(&self) -> MutexGuard<'_, Vec<f32>> {
+        let mut g = self.lock();
+        if let Some(map) = locked(&self.map).take() {
+            map.apply(&mut g);
+        }
+        g
+    }
+}
+
+impl Saved {
+    /// [`Self::give`] of a batch norm's output gradient `g` with `map` to this value's gradient (the
+    /// batch norm's input gradient): kept unmapped with the map where the slot is empty, mapped and
+    /// given otherwise.
+    pub(crate) fn give_mapped(
+        &self,
+        grads: &mut Grads,
+        mut g: Vec<f32>,
+        map: DeferredGrad,
+    ) -> Result<(), dfdx::tensor::CpuError> {
+        match &self.slot {
+            Some(slot) if self.slot_is_empty() && crate::nn::ops::bn_grad::deferring() => {
+                super::check_grad_len(g.len(), self.ptr.1);
+                *slot.lock() = g;
+                *locked(&slot.map) = Some(map);
+                Ok(())
+            }
+            _ => {
+                map.apply(&mut g);
+                self.give(grads, g)
+            }
+        }
+    }
+
+    /// A handle to the same data without the gradient slot (held by a [`DeferredGrad`] kept in
+    /// that slot, which would otherwise own itself).
+    pub(crate) fn without_slot(&self) -> Saved {
+        Saved { t: self.t.clone(), ptr: self.ptr, slot: None }
+    }
+
+    /// The map still pending on the gradient just taken from this value's slot by a backward that
+    /// takes it unmapped ([`super::finish_unmapped`]).
+    pub(crate) fn take_grad_map(&self) -> Option<DeferredGrad> {
+        self.slot.as_ref().and_then(|s| locked(&s.map).take())
     }
 }
 
