@@ -240,3 +240,49 @@ fn deferred_batch_norm_gradient_matches_the_written_one() {
         }
     }
 }
+
+/// A convolution's output read by a batch norm and by another op (forked): the batch norm's
+/// deferred gradient meets the other contribution in the value's slot, before it (the batch norm
+/// then maps and adds) or after it (the other op's add maps what the batch norm left first). Both
+/// orders give the written gradient bit for bit, and the convolution never receives a map to apply.
+#[test]
+fn deferred_gradient_meets_another_contribution() {
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    let (c, hw, n) = (16, 8, 4);
+    let mut s = Store::new();
+    let conv = Conv2d::new(&mut s, &mut rng, "c", c, c, 3, ConvCfg::new(1, 1), false);
+    let bn = BatchNorm2d::new(&mut s, "bn", c);
+    let shape = Shape4::new(n, c, hw, hw);
+    let x = rand_vec(&mut rng, shape.numel());
+    let r = rand_vec(&mut rng, shape.numel());
+    for bn_backward_first in [false, true] {
+        let run = || {
+            bn_grad::MAPPED_IN_COPY.set(0);
+            let xv = Var::from_vec(x.clone(), shape);
+            let h = xv.detach();
+            let (za, zb) = conv.forward(&s, scale(xv.traced(), 1.5)).fork();
+            // The op recorded last runs its backward first.
+            let y = if bn_backward_first {
+                let b = scale(zb, 0.5);
+                add(b, bn.forward(&s, za, true, true), false)
+            } else {
+                let a = bn.forward(&s, za, true, true);
+                add(a, scale(zb, 0.5), false)
+            };
+            let mut grads = weighted_loss(y, &r).backward();
+            let dw: Vec<Vec<u32>> = s
+                .params
+                .iter()
+                .map(|p| grads.get_or_alloc_mut(&p.t).expect("a gradient").iter().map(|v| v.to_bits()).collect())
+                .collect();
+            let dx: Vec<u32> = h.grad(&mut grads).iter().map(|v| v.to_bits()).collect();
+            (dx, dw, bn_grad::MAPPED_IN_COPY.get())
+        };
+        let written = bn_grad::with_maps_written(run);
+        let deferred = run();
+        let what = format!("batch norm's backward first: {bn_backward_first}");
+        assert_eq!((written.2, deferred.2), (0, 0), "{what}: a map reached the convolution");
+        assert!(deferred.0 == written.0, "{what}: input gradient");
+        assert!(deferred.1 == written.1, "{what}: parameter gradients");
+    }
+}
