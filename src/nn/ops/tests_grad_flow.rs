@@ -215,14 +215,7 @@ fn deferred_batch_norm_gradient_matches_the_written_one() {
             let h = xv.detach();
             let y1 = bn1.forward(&s, conv1.forward(&s, scale(xv.traced(), 1.5)), train, relu);
             let y = bn2.forward(&s, conv2.forward(&s, y1), train, true);
-            let mut grads = weighted_loss(y, &r).backward();
-            let dw: Vec<Vec<u32>> = s
-                .params
-                .iter()
-                .map(|p| grads.get_or_alloc_mut(&p.t).expect("a gradient").iter().map(|v| v.to_bits()).collect())
-                .collect();
-            let dx: Vec<u32> = h.grad(&mut grads).iter().map(|v| v.to_bits()).collect();
-            (dx, dw, bn_grad::MAPPED_IN_COPY.get())
+            gradient_bits(y, &r, &s, &h)
         };
         let tight = super::tight::applies(hw, hw);
         for (kernels, lanes) in [("widest", 0), ("AVX2", 8)] {
@@ -269,14 +262,7 @@ fn deferred_gradient_meets_another_contribution() {
                 let a = bn.forward(&s, za, true, true);
                 add(a, scale(zb, 0.5), false)
             };
-            let mut grads = weighted_loss(y, &r).backward();
-            let dw: Vec<Vec<u32>> = s
-                .params
-                .iter()
-                .map(|p| grads.get_or_alloc_mut(&p.t).expect("a gradient").iter().map(|v| v.to_bits()).collect())
-                .collect();
-            let dx: Vec<u32> = h.grad(&mut grads).iter().map(|v| v.to_bits()).collect();
-            (dx, dw, bn_grad::MAPPED_IN_COPY.get())
+            gradient_bits(y, &r, &s, &h)
         };
         let written = bn_grad::with_maps_written(run);
         let deferred = run();
@@ -285,4 +271,17 @@ fn deferred_gradient_meets_another_contribution() {
         assert!(deferred.0 == written.0, "{what}: input gradient");
         assert!(deferred.1 == written.1, "{what}: parameter gradients");
     }
+}
+
+/// The backward of `weighted_loss(y, r)`: the bits of the input `h`'s gradient and of every
+/// parameter's in `s`, and how many convolutions took a deferred gradient into their copy.
+fn gradient_bits(y: Var<crate::nn::var::Tracked>, r: &[f32], s: &Store, h: &Var) -> (Vec<u32>, Vec<Vec<u32>>, usize) {
+    let mut grads = weighted_loss(y, r).backward();
+    let dw = s
+        .params
+        .iter()
+        .map(|p| grads.get_or_alloc_mut(&p.t).expect("a gradient").iter().map(|v| v.to_bits()).collect())
+        .collect();
+    let dx = h.grad(&mut grads).iter().map(|v| v.to_bits()).collect();
+    (dx, dw, bn_grad::MAPPED_IN_COPY.get())
 }
