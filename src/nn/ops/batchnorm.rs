@@ -334,7 +334,7 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
                 // the read, where a separate buffer would be fetched before being written. Or not
                 // written at all where nothing else has flowed into x's gradient: its producer maps
                 // the values as it copies them, if it can ([`DeferredGrad`]).
-                let relu = (cfg.relu && res.is_none()).then(|| (0..s.c).map(|c| (scales[c], shifts[c])).collect());
+                let relu = (0..s.c).map(relu_of).collect();
                 let map = DeferredGrad::new((0..s.c).map(|c| plane(c).1).collect(), relu, guided, xs.without_slot(), s);
                 xs.give_mapped(grads, gout, map)?;
             }
