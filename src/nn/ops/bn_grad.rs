@@ -142,16 +142,17 @@ impl DeferredGrad {
         }
     }
 
-    /// `dst` = the input gradient of plane `i` (image `i / c`, channel `i % c`) from its output
-    /// gradient `g`, the same values as [`Self::apply`].
+    /// `dst` = the input gradient of plane `i` (image `i / c`, channel `i % c`) at its positions
+    /// `at..at + g.len()` from their output gradient `g`, the same values as [`Self::apply`].
     #[inline]
-    pub(super) fn map_plane(&self, i: usize, dst: &mut [f32], g: &[f32]) {
+    pub(super) fn map_span(&self, (i, at): (usize, usize), dst: &mut [f32], g: &[f32]) {
         let hw = self.shape.plane();
+        assert!(at + g.len() <= hw, "DeferredGrad::map_span: positions {at}.. + {} of {hw}", g.len());
         super::cpu::multiversioned(
             #[inline(always)]
             || {
                 dst.copy_from_slice(g);
-                self.plane(i, dst, &self.x.data()[i * hw..(i + 1) * hw]);
+                self.plane(i, dst, &self.x.data()[i * hw + at..][..g.len()]);
             },
         )
     }

@@ -322,10 +322,11 @@ fn direct_image(
     assert!(pre.is_none() || g.direct(), "a deferred batch norm in the stride-1 copies only");
     with_direct(|buf, scratch, eo| {
         if g.tight() {
-            let xp = tight::pad_tight((x, pre), (1, g.c), (g.h, g.w), buf);
+            let planes = tight::Planes::of(g.lanes, (g.h, g.w));
+            let xp = planes.pad((x, pre), (1, g.c), buf);
             let (bias, relu, sums) = epilogue;
             let out = tight::Out::Write { out, bias, res, relu, sums };
-            assert!(tight::conv_at(g.lanes, xp, (g.c, tight::plane(g.h, g.w)), (g.h, g.w), wt, g.co, out));
+            assert!(planes.conv(g.lanes, xp, (g.c, planes.plane()), wt, g.co, out));
         } else if g.direct() {
             let xp = direct::pad_planes((x, pre), g.c, g.padded(), buf);
             direct::conv3x3_into(xp, (g.c, g.padded().plane()), g.padded(), wt, g.co, out, epilogue, scratch);
@@ -566,7 +567,7 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
         }
         if tight_dx {
             // The output gradient's tight planes take `gbuf` once the weight gradient is done with it.
-            let gt = tight::pad_tight((gout, None), (nb, g.co), (g.h, g.w), gbuf);
+            let gt = tight::Planes::of(g.lanes, (g.h, g.w)).pad((gout, None), (nb, g.co), gbuf);
             tight_input_grad(gt, (x, pre, nb), wf, g, (dx, dx_fresh, dx_sums));
         } else if let Some(dx) = dx {
             for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
@@ -577,7 +578,7 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
 }
 
 /// The input gradient of a chunk of `nb` images (`x` their input, mapped by `pre` if deferred) on
-/// the tight kernel from `gt`, their output gradient's tight planes ([`tight::pad_tight`]): added to
+/// the tight kernel from `gt`, their output gradient's planes ([`tight::Planes::pad`]): added to
 /// `dx`, or written fresh (with the deferred batch norm's backward sums where `pre` and `sums`).
 fn tight_input_grad(
     gt: &[f32],
@@ -586,10 +587,10 @@ fn tight_input_grad(
     g: &Geo,
     (dx, dx_fresh, mut dx_sums): Dxs,
 ) {
-    let (hw, pl) = ((g.h, g.w), tight::plane(g.h, g.w));
-    let image = |bi: usize, out: tight::Out| {
-        assert!(tight::conv_at(g.lanes, &gt[bi * pl..], (g.co, nb * pl), hw, wf, g.c, out))
-    };
+    let planes = tight::Planes::of(g.lanes, (g.h, g.w));
+    let pl = planes.plane();
+    let image =
+        |bi: usize, out: tight::Out| assert!(planes.conv(g.lanes, &gt[bi * pl..], (g.co, nb * pl), wf, g.c, out));
     if let Some(dx) = dx {
         dx.chunks_mut(g.in_len()).take(nb).enumerate().for_each(|(bi, d)| image(bi, tight::Out::Add(d)));
     } else if let Some(dx) = dx_fresh {
@@ -619,12 +620,13 @@ fn backward_chunk_mapped(k: Chunk, wf: &[f32], g: &Geo) {
     let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, dx_sums, gmap, want_dw, .. } = k;
     let (map, i0) = gmap.expect("backward_chunk_mapped: a deferred gradient");
     with_direct(|xbuf, gbuf, scratch| {
-        let pl = tight::plane(g.h, g.w);
-        let gt = tight::pad_tight_grad((gout, map, i0), (nb, g.co), (g.h, g.w), gbuf);
+        let planes = tight::Planes::of(g.lanes, (g.h, g.w));
+        let pl = planes.plane();
+        let gt = planes.pad_grad((gout, map, i0), (nb, g.co), gbuf);
         if want_dw {
             let xb = wgrad_blocked::pad_blocked((x, pre), (nb, g.c, g.lanes), g.padded(), xbuf);
-            // Image b, channel o's plane starts at its tight plane's first value.
-            let gy = (&gt[g.w + 1..], (pl, nb * pl));
+            // Image b, channel o's plane starts at its plane's first value, rows as laid out.
+            let gy = (&gt[planes.first()..], (pl, nb * pl, planes.row()));
             let shape = (g.c, g.co, nb, g.lanes);
             assert!(wgrad_blocked::weight_grad_planes(xb, gy, shape, (g.padded(), 1), dw, scratch));
         }

@@ -91,19 +91,46 @@ pub fn pad_chunk_with<'b>(
     buf: &'b mut Vec<f32>,
     lead: usize,
 ) -> &'b [f32] {
-    let (wp, plane) = (g.wp(), g.plane());
-    let buf = aligned(buf, g.buf_len(c * b), lead);
+    pad_grid((x, pre), (b, c), (g.h, g.w, g.wp()), (buf, g.buf_len(c * b), lead))
+}
+
+/// [`grid_planes`] of `b` images (`x` holds them NCHW, `c` channels of `h x w`), mapped by `pre`
+/// if any.
+pub fn pad_grid<'b>(
+    (x, pre): (&[f32], Option<&Deferred>),
+    (b, c): (usize, usize),
+    (h, w, rs): (usize, usize, usize),
+    (buf, len, lead): (&'b mut Vec<f32>, usize, usize),
+) -> &'b [f32] {
+    grid_planes((b, c), (h, w, rs), (buf, len, lead), |ci, bi, y, dst| {
+        copy_plane(pre, ci, dst, &x[((bi * c + ci) * h + y) * w..][..w])
+    })
+}
+
+/// Planes of `h x w` values in rows `rs` apart (`rs > w`), channel major (`[c][b][plane]`, `plane
+/// = (h + 2) rs`), `len` values in all from the element `lead` of [`aligned`]: value `(y, x)` of
+/// channel `ci`, image `bi` at `(y + 1) rs + x + 1` of its plane, written row by row by `fill(ci,
+/// bi, y, dst)`; every other value (the zero rows above and below, the `rs - w` zeros between
+/// rows, the slack after the planes) zero. [`pad_chunk`]'s planes are those of `rs = w + 1`.
+pub fn grid_planes(
+    (b, c): (usize, usize),
+    (h, w, rs): (usize, usize, usize),
+    (buf, len, lead): (&mut Vec<f32>, usize, usize),
+    fill: impl Fn(usize, usize, usize, &mut [f32]),
+) -> &[f32] {
+    let plane = (h + 2) * rs;
+    assert!(rs > w && len >= c * b * plane, "grid_planes: rows of {w} in {rs}, {len} values");
+    let buf = aligned(buf, len, lead);
     for ci in 0..c {
         for bi in 0..b {
             let p = &mut buf[(ci * b + bi) * plane..(ci * b + bi + 1) * plane];
-            let src = &x[(bi * c + ci) * g.h * g.w..(bi * c + ci + 1) * g.h * g.w];
-            p[..wp + 1].fill(0.0);
-            for y in 0..g.h {
-                let row = (y + 1) * wp;
-                copy_plane(pre, ci, &mut p[row + 1..row + 1 + g.w], &src[y * g.w..(y + 1) * g.w]);
-                p[row + 1 + g.w..row + wp + 1].fill(0.0);
+            p[..rs + 1].fill(0.0);
+            for y in 0..h {
+                let row = (y + 1) * rs;
+                fill(ci, bi, y, &mut p[row + 1..row + 1 + w]);
+                p[row + 1 + w..row + rs + 1].fill(0.0);
             }
-            p[(g.h + 1) * wp + 1..].fill(0.0);
+            p[(h + 1) * rs + 1..].fill(0.0);
         }
     }
     buf[c * b * plane..].fill(0.0);

@@ -47,9 +47,20 @@ pub(super) fn written_with_sums(
     }
 }
 
+/// The layouts the whole stencil can read at `lanes` on `h x w`: tight planes, and the padded grid
+/// where rows are whole vectors.
+fn layouts(lanes: usize, (h, w): (usize, usize)) -> Vec<Planes> {
+    let grid = Planes { grid: true, h, w };
+    let mut all = vec![Planes { grid: false, h, w }];
+    all.extend(Some(grid).filter(|g| applies_taps(lanes, (h, w), g.taps(), 1)));
+    all
+}
+
 /// Every output mode against the definition, on planes whose rows are shorter, as long as, and
 /// longer than a vector (4x4, 8x2, 16x16, 32x32, 12x4: tails of single vectors), output channel
-/// counts that leave blocks of 1 to 8, and the last image of a chunk.
+/// counts that leave blocks of 1 to 8, and the last image of a chunk; on tight planes and, where
+/// rows are whole vectors, on the padded grid (tiles within a row, across rows of one vector
+/// (8x8) or across rows of three (8x24); channel blocks of 6 down to 1).
 #[test]
 fn tight_matches_naive_in_every_mode() {
     let widths: Vec<usize> = [8, 16].into_iter().filter(|&l| applies_at(l, 4, 4)).collect();
@@ -61,7 +72,7 @@ fn tight_matches_naive_in_every_mode() {
     // (16, 24, 32, 32): tiles in segments (its planes exceed half of L1), a single vector at
     // each segment's end; (2, 13, ...): blocks of 6, 6 and 1 (AVX-512), 4 x 3 and 1 (AVX2);
     // (3, 7, 4, 4): only singles; (3, 6, 6, 4): 3 vectors of 8, rows of 4 (AVX2 only).
-    for (lanes, (c, co, h, w, nb)) in widths.iter().flat_map(|&l| {
+    for (lanes, planes, (c, co, h, w, nb)) in widths.iter().flat_map(|&l| {
         [
             (3, 7, 4, 4, 2),
             (5, 11, 8, 2, 1),
@@ -70,23 +81,28 @@ fn tight_matches_naive_in_every_mode() {
             (4, 8, 12, 4, 2),
             (16, 24, 32, 32, 1),
             (3, 6, 6, 4, 2),
+            (3, 11, 8, 8, 2),
+            (2, 2, 8, 16, 1),
+            (1, 1, 16, 8, 2),
+            (4, 9, 4, 24, 2),
         ]
         .into_iter()
         .filter(move |&(_, _, h, w, _)| applies_at(l, h, w))
-        .map(move |case| (l, case))
+        .flat_map(move |case| layouts(l, (case.2, case.3)).into_iter().map(move |p| (l, p, case)))
     }) {
         let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
         let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 96.0).collect();
         let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.25 - 1.0).collect();
         let mut buf = vec![f32::NAN; 7];
-        let xp = pad_tight((&x, None), (nb, c), (h, w), &mut buf);
-        let (pl, hw) = (plane(h, w), h * w);
+        let xp = planes.pad((&x, None), (nb, c), &mut buf);
+        let (pl, hw) = (planes.plane(), h * w);
         let b = nb - 1;
         let want = naive(&x[b * c * hw..(b + 1) * c * hw], (c, h, w), &wt, co);
         let close = |got: f32, want: f64, what: &str| {
             assert!(
                 (got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
-                "L{lanes} {what} c{c} co{co} {h}x{w}: {got} vs {want}"
+                "L{lanes} {what} c{c} co{co} {h}x{w} grid {}: {got} vs {want}",
+                planes.grid
             )
         };
         let img = &xp[b * pl..];
@@ -94,11 +110,11 @@ fn tight_matches_naive_in_every_mode() {
         let mut out = vec![MaybeUninit::new(f32::NAN); co * hw];
         let mut sums = vec![(7.0, 7.0); co];
         let mode = Out::Write { out: &mut out, bias: None, res: None, relu: false, sums: Some(&mut sums) };
-        assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, mode));
+        assert!(planes.conv(lanes, img, (c, nb * pl), &wt, co, mode));
         written_with_sums((&out, &sums), &want, hw, &close);
         // Written plain, without sums.
         let mode = Out::Write { out: &mut out, bias: None, res: None, relu: false, sums: None };
-        assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, mode));
+        assert!(planes.conv(lanes, img, (c, nb * pl), &wt, co, mode));
         for (k, v) in out.iter().enumerate() {
             close(unsafe { v.assume_init() }, want[k], "plain, no sums");
         }
@@ -106,7 +122,7 @@ fn tight_matches_naive_in_every_mode() {
         let res: Vec<f32> = (0..co * hw).map(|k| ((k * 29 % 31) as f32 - 15.0) / 8.0).collect();
         for r in [None, Some(&res[..])] {
             let mode = Out::Write { out: &mut out, bias: Some(&bias), res: r, relu: true, sums: None };
-            assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, mode));
+            assert!(planes.conv(lanes, img, (c, nb * pl), &wt, co, mode));
             for (k, v) in out.iter().enumerate() {
                 let want = want[k] + bias[k / hw] as f64 + r.map_or(0.0, |r| r[k] as f64);
                 close(unsafe { v.assume_init() }, want.max(0.0), "bias (+ residual) + relu");
@@ -121,11 +137,10 @@ fn tight_matches_naive_in_every_mode() {
             mean: (0..co).map(|o| o as f32 * 0.03).collect(),
         };
         let mut bsums = vec![(7.0, 7.0); co];
-        assert!(conv_at(
+        assert!(planes.conv(
             lanes,
             img,
             (c, nb * pl),
-            (h, w),
             &wt,
             co,
             Out::Grad { out: &mut out, z: &z, pre: &pre, sums: &mut bsums }
@@ -144,7 +159,7 @@ fn tight_matches_naive_in_every_mode() {
         }
         // Added to what the output holds.
         let mut acc: Vec<f32> = (0..co * hw).map(|k| k as f32 * 0.01).collect();
-        assert!(conv_at(lanes, img, (c, nb * pl), (h, w), &wt, co, Out::Add(&mut acc)));
+        assert!(planes.conv(lanes, img, (c, nb * pl), &wt, co, Out::Add(&mut acc)));
         for (k, &v) in acc.iter().enumerate() {
             close(v, want[k] + (k as f32 * 0.01) as f64, "added");
         }
@@ -154,11 +169,15 @@ fn tight_matches_naive_in_every_mode() {
 /// A NaN at the end of a row and one at the start of the next reach only their own 3x3
 /// neighbourhoods: the left and right taps read the neighbouring row's value at the plane's edge
 /// columns (AVX-512 loads it and leaves the lane out of the FMA, AVX2 loads it as zero), and no
-/// output outside the neighbourhoods may see it.
+/// output outside the neighbourhoods may see it. On the padded grid the zeros between rows stand
+/// between them.
 #[test]
 fn edge_taps_never_see_the_neighbouring_row() {
     for lanes in [8, 16].into_iter().filter(|&l| applies_at(l, 16, 16)) {
-        for (c, co, h, w) in [(3, 8, 16, 16), (2, 7, 8, 8), (4, 9, 32, 32)] {
+        for (planes, (c, co, h, w)) in [(3, 8, 16, 16), (2, 7, 8, 8), (4, 9, 32, 32)]
+            .into_iter()
+            .flat_map(|case| layouts(lanes, (case.2, case.3)).into_iter().map(move |p| (p, case)))
+        {
             let hw = h * w;
             let mut x: Vec<f32> = (0..c * hw).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 96.0).collect();
@@ -168,10 +187,10 @@ fn edge_taps_never_see_the_neighbouring_row() {
             x[a] = f32::NAN;
             x[b] = f32::NAN;
             let mut buf = Vec::new();
-            let xp = pad_tight((&x, None), (1, c), (h, w), &mut buf);
+            let xp = planes.pad((&x, None), (1, c), &mut buf);
             let mut out = vec![MaybeUninit::new(0.0f32); co * hw];
             let mode = Out::Write { out: &mut out, bias: None, res: None, relu: false, sums: None };
-            assert!(conv_at(lanes, xp, (c, plane(h, w)), (h, w), &wt, co, mode));
+            assert!(planes.conv(lanes, xp, (c, planes.plane()), &wt, co, mode));
             let near = |q: usize, (yy, xx): (usize, usize)| {
                 let (y, x) = (q / w, q % w);
                 y.abs_diff(yy) <= 1 && x.abs_diff(xx) <= 1
@@ -179,10 +198,14 @@ fn edge_taps_never_see_the_neighbouring_row() {
             for (k, v) in out.iter().enumerate() {
                 let (q, got) = (k % hw, unsafe { v.assume_init() });
                 if near(q, (2, w - 1)) || near(q, (5, 0)) {
-                    assert!(got.is_nan(), "L{lanes} {h}x{w}: output {k} should see the NaN");
+                    assert!(got.is_nan(), "L{lanes} {h}x{w} {planes:?}: output {k} should see the NaN");
                 } else {
                     let d = (got as f64 - want[k]).abs();
-                    assert!(d < 1e-4 * (1.0 + want[k].abs()), "L{lanes} {h}x{w}: output {k}: {got} vs {}", want[k]);
+                    assert!(
+                        d < 1e-4 * (1.0 + want[k].abs()),
+                        "L{lanes} {h}x{w} {planes:?}: output {k}: {got} vs {}",
+                        want[k]
+                    );
                 }
             }
         }

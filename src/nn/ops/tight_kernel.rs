@@ -2,7 +2,8 @@
 //! compiled behind one `#[target_feature]` entry per width. A tile sums the taps of one stencil
 //! `K` ([`super::tight::Taps`]): `0` the whole 3x3, `1..=4` the taps of the stride-2 input
 //! gradient's part `K - 1` ([`super::tight_s2`]), `5` the stride-2 forward over each input
-//! channel's four phase planes.
+//! channel's four phase planes, `6` the whole 3x3 on padded-grid planes (rows `w + 1` apart, a zero
+//! column between them, [`super::tight::Taps::Grid`]): every tap a plain load, no masks.
 use super::deferred::Deferred;
 
 /// What the epilogue does with a tile's sums ([`super::tight::Out`]).
@@ -28,6 +29,8 @@ pub(super) struct Args<'a> {
     pub cstride: usize,
     pub pstride: usize,
     pub w: usize,
+    /// Values from one input row to the next (`w`; on the grid, more).
+    pub rs: usize,
     pub hw: usize,
     /// Weights: output channel `o`, input channel `ci` at `(o * c + ci) * wstride` (9, or 36 with
     /// stencil 5: phase `p` at `9 p` from there), tap `(ky, kx)` at `3 ky + kx` from there.
@@ -95,42 +98,65 @@ unsafe fn channels<I: Isa, const NB: usize, const V: usize, const K: u8>(
 }
 
 /// The taps `X0..X1` of one kernel row for one input channel: `p` the row's first input (tap
-/// `kx` reads `p + kx + q`), `w` the first output channel's three weights (`ws` apart per channel).
-/// The accumulators go in and out by value, so they stay in registers.
+/// `kx` of vector `v` reads `p + xo[v] + kx`), `w` the first output channel's three weights (`ws`
+/// apart per channel). On the padded grid (stencil `K` 6) every tap is a plain load; otherwise the
+/// edge taps leave out the lanes of their masks. The accumulators go in and out by value, so they
+/// stay in registers. One [`tap`] call per tap, written out: as a loop over `kx` the compiler kept
+/// it a loop (a branch per tap, the AVX-512 masks reloaded), 9-14 % slower.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn row<I: Isa, const NB: usize, const V: usize, const X0: usize, const X1: usize, const K: u8>(
+    mut acc: [[I::V; V]; NB],
+    pw: (*const f32, *const f32, usize),
+    m: (&[I::M; V], &[I::M; V]),
+    xo: &[usize; V],
+) -> [[I::V; V]; NB] {
+    if X0 == 0 {
+        acc = tap::<I, NB, V, 0, K>(acc, pw, m, xo);
+    }
+    acc = tap::<I, NB, V, 1, K>(acc, pw, m, xo);
+    if X1 == 3 {
+        acc = tap::<I, NB, V, 2, K>(acc, pw, m, xo);
+    }
+    acc
+}
+
+/// Tap `KX` of [`row`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn row<I: Isa, const NB: usize, const V: usize, const X0: usize, const X1: usize>(
+unsafe fn tap<I: Isa, const NB: usize, const V: usize, const KX: usize, const K: u8>(
     mut acc: [[I::V; V]; NB],
     (p, w, ws): (*const f32, *const f32, usize),
     (ml, mr): (&[I::M; V], &[I::M; V]),
+    xo: &[usize; V],
 ) -> [[I::V; V]; NB] {
     // The tap's V input vectors first, then one weight broadcast at a time: V + 1 registers beside
     // the NB x V accumulators (all NB weights first would need NB + 1, one more than the 32
     // registers hold at 8 x 3, and the compiler spilled an accumulator).
-    for kx in X0..X1 {
-        let mut xv = [I::zero(); V];
+    let mut xv = [I::zero(); V];
+    for v in 0..V {
+        let src = p.add(KX + xo[v]);
+        xv[v] = match KX {
+            _ if K == 6 => I::load(src),
+            1 => I::load(src),
+            // A single vector's taps: zero-masking loads, so each broadcast can fold into its
+            // one FMA (an operand the masked FMA's assembly does not take).
+            0 if V == 1 => I::load_masked(ml[v], src),
+            _ if V == 1 => I::load_masked(mr[v], src),
+            0 => I::tap_load(ml[v], src),
+            _ => I::tap_load(mr[v], src),
+        };
+    }
+    for b in 0..NB {
+        let wb = I::set1(*w.add(b * ws + KX));
         for v in 0..V {
-            let src = p.add(kx + I::N * v);
-            xv[v] = match kx {
-                1 => I::load(src),
-                // A single vector's taps: zero-masking loads, so each broadcast can fold into its
-                // one FMA (an operand the masked FMA's assembly does not take).
-                0 if V == 1 => I::load_masked(ml[v], src),
-                _ if V == 1 => I::load_masked(mr[v], src),
-                0 => I::tap_load(ml[v], src),
-                _ => I::tap_load(mr[v], src),
+            acc[b][v] = match KX {
+                _ if K == 6 => I::fmadd(wb, xv[v], acc[b][v]),
+                0 if V > 1 => I::tap_fmadd(ml[v], wb, xv[v], acc[b][v]),
+                2 if V > 1 => I::tap_fmadd(mr[v], wb, xv[v], acc[b][v]),
+                _ => I::fmadd(wb, xv[v], acc[b][v]),
             };
-        }
-        for b in 0..NB {
-            let wb = I::set1(*w.add(b * ws + kx));
-            for v in 0..V {
-                acc[b][v] = match kx {
-                    0 if V > 1 => I::tap_fmadd(ml[v], wb, xv[v], acc[b][v]),
-                    2 if V > 1 => I::tap_fmadd(mr[v], wb, xv[v], acc[b][v]),
-                    _ => I::fmadd(wb, xv[v], acc[b][v]),
-                };
-            }
         }
     }
     acc
@@ -140,17 +166,18 @@ unsafe fn row<I: Isa, const NB: usize, const V: usize, const X0: usize, const X1
 /// tiles call it, so each call compiles to one of the arms).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn kernel_row<I: Isa, const NB: usize, const V: usize>(
+unsafe fn kernel_row<I: Isa, const NB: usize, const V: usize, const K: u8>(
     acc: [[I::V; V]; NB],
     pw: (*const f32, *const f32, usize),
     kx: (usize, usize),
     m: (&[I::M; V], &[I::M; V]),
+    xo: &[usize; V],
 ) -> [[I::V; V]; NB] {
     match kx {
-        (0, 3) => row::<I, NB, V, 0, 3>(acc, pw, m),
-        (0, 2) => row::<I, NB, V, 0, 2>(acc, pw, m),
-        (1, 3) => row::<I, NB, V, 1, 3>(acc, pw, m),
-        _ => row::<I, NB, V, 1, 2>(acc, pw, m),
+        (0, 3) => row::<I, NB, V, 0, 3, K>(acc, pw, m, xo),
+        (0, 2) => row::<I, NB, V, 0, 2, K>(acc, pw, m, xo),
+        (1, 3) => row::<I, NB, V, 1, 3, K>(acc, pw, m, xo),
+        _ => row::<I, NB, V, 1, 2, K>(acc, pw, m, xo),
     }
 }
 
@@ -166,22 +193,34 @@ unsafe fn tile<I: Isa, const NB: usize, const V: usize, const K: u8>(
     sl: *mut [f32; 32],
 ) {
     let q0 = I::N * v0;
+    let grid = K == 6;
     let (mut ml, mut mr) = ([I::mask(0); V], [I::mask(0); V]);
-    for v in 0..V {
+    for v in (0..V).filter(|_| !grid) {
         let (l, r) = a.masks[v0 + v];
         (ml[v], mr[v]) = (I::mask(l), I::mask(r));
     }
+    // Each vector's first input from `xb`: on tight planes the tile's positions follow each other
+    // (`xb` at the first); on the grid, position `q` is in row `q / w`, rows `rs` apart.
+    let rs = a.rs;
+    let (base, xo) = if grid && a.w.is_multiple_of(I::N * V) {
+        // The tile in one row: its vectors at constant offsets, as on tight planes.
+        (q0 / a.w * rs + q0 % a.w, std::array::from_fn(|v| I::N * v))
+    } else if grid {
+        (0, std::array::from_fn(|v| (q0 + I::N * v) / a.w * rs + (q0 + I::N * v) % a.w))
+    } else {
+        (q0, std::array::from_fn(|v| I::N * v))
+    };
     let mut acc = [[I::zero(); V]; NB];
     let m = (&ml, &mr);
     let ws = a.c * a.wstride;
     for ci in 0..a.c {
-        let xb = a.xp.add(ci * a.cstride + q0);
+        let xb = a.xp.add(ci * a.cstride + base);
         let wrow = a.wt.add((o0 * a.c + ci) * a.wstride);
         let r = |acc, x: *const f32, w: *const f32, ky: usize, kx: (usize, usize)| {
-            kernel_row::<I, NB, V>(acc, (x.add(ky * a.w), w.add(ky * 3), ws), kx, m)
+            kernel_row::<I, NB, V, K>(acc, (x.add(ky * rs), w.add(ky * 3), ws), kx, m, &xo)
         };
         match K {
-            0 => {
+            0 | 6 => {
                 for ky in 0..3 {
                     acc = r(acc, xb, wrow, ky, (0, 3));
                 }

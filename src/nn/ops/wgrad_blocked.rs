@@ -231,17 +231,17 @@ pub fn weight_grad(
     dw: &mut [f32],
     acc: &mut Vec<f32>,
 ) -> bool {
-    let hwo = g.h / s * (g.w / s);
-    weight_grad_planes(xb, (gy, (co * hwo, hwo)), (c, co, nb, lanes), (g, s), dw, acc)
+    let (ho, wo) = (g.h / s, g.w / s);
+    weight_grad_planes(xb, (gy, (co * ho * wo, ho * wo, wo)), (c, co, nb, lanes), (g, s), dw, acc)
 }
 
 /// [`weight_grad`] with the output gradient's planes laid out otherwise: image `b`, channel `o`'s
-/// plane (rows of the output width, one after the other) at `b * strides.0 + o * strides.1` of
-/// `gy` (NCHW: `(co * hw, hw)`; a chunk's tight planes from their first value: `(plane, nb *
-/// plane)`).
+/// plane at `b * strides.0 + o * strides.1` of `gy`, its rows `strides.2` apart (NCHW: `(co * hw,
+/// hw, w)`; a chunk's tight planes from their first value: `(plane, nb * plane, w)`, padded-grid
+/// planes `(plane, nb * plane, w + 1)`).
 pub fn weight_grad_planes(
     xb: &[f32],
-    gy: (&[f32], (usize, usize)),
+    gy: (&[f32], (usize, usize, usize)),
     (c, co, nb, lanes): (usize, usize, usize, usize),
     (g, s): (Padded, usize),
     dw: &mut [f32],
@@ -289,7 +289,7 @@ pub fn weight_grad_by_output(
         return false;
     }
     let hw = g.h * g.w;
-    let Some(acc) = accumulate(gb, (x, (c * hw, hw)), (co, c, nb, lanes), (g, 1), acc) else {
+    let Some(acc) = accumulate(gb, (x, (c * hw, hw, g.w)), (co, c, nb, lanes), (g, 1), acc) else {
         return false;
     };
     // `acc` is `[co / L][c][9][L]`: lane `l` of block `ob` is output channel `L ob + l`.
@@ -308,7 +308,7 @@ pub fn weight_grad_by_output(
 /// run on this CPU.
 fn accumulate<'a>(
     xb: &[f32],
-    gy: (&[f32], (usize, usize)),
+    gy: (&[f32], (usize, usize, usize)),
     (c, co, nb, lanes): (usize, usize, usize, usize),
     (g, s): (Padded, usize),
     acc: &'a mut Vec<f32>,
@@ -340,8 +340,8 @@ fn accumulate<'a>(
 
 struct Kernel<'a> {
     xb: &'a [f32],
-    /// The output gradient and its strides per image and channel (see [`weight_grad_planes`]).
-    gy: (&'a [f32], (usize, usize)),
+    /// The output gradient and its strides per image, channel and row (see [`weight_grad_planes`]).
+    gy: (&'a [f32], (usize, usize, usize)),
     c: usize,
     co: usize,
     nb: usize,
@@ -362,12 +362,12 @@ impl WithSimd for Kernel<'_> {
         }
         // Output rows and columns.
         let (h, w) = (g.h / s, g.w / s);
-        let hw = h * w;
         let bs = block_positions(nb, g);
         // The reads: block `cb`, image `b`, position `s y * wp + s x + taps[t]` < `b * plane + plane + 1`.
-        let (gy, (gi, gc)) = gy;
-        // The last plane's end: image nb - 1, channel co - 1.
-        let g_end = (nb.max(1) - 1) * gi + (co.max(1) - 1) * gc + hw;
+        let (gy, (gi, gc, gr)) = gy;
+        assert!(gr >= w, "weight_grad: rows {gr} apart, {w} long");
+        // The last plane's end: image nb - 1, channel co - 1, its last row.
+        let g_end = (nb.max(1) - 1) * gi + (co.max(1) - 1) * gc + (h.max(1) - 1) * gr + w;
         assert!(xb.len() >= c / l * bs * l && gy.len() >= g_end && acc.len() >= c * co * 9);
         // Rows per segment (of all the images' `nb * h` rows, so small planes share one): about
         // 256 positions, whose input lines (plus 2 rows) stay in L1 while every output channel
@@ -391,16 +391,16 @@ impl WithSimd for Kernel<'_> {
                         let p = (xp, gp, ap);
                         if l == 16 {
                             match n {
-                                3 => segment::<S, 3, 9>(simd, p, rs, (g, s, (gi, gc)), 0),
-                                2 => segment::<S, 2, 9>(simd, p, rs, (g, s, (gi, gc)), 0),
-                                _ => segment::<S, 1, 9>(simd, p, rs, (g, s, (gi, gc)), 0),
+                                3 => segment::<S, 3, 9>(simd, p, rs, (g, s, (gi, gc, gr)), 0),
+                                2 => segment::<S, 2, 9>(simd, p, rs, (g, s, (gi, gc, gr)), 0),
+                                _ => segment::<S, 1, 9>(simd, p, rs, (g, s, (gi, gc, gr)), 0),
                             }
                         } else {
                             for t0 in [0, 3, 6] {
                                 match n {
-                                    3 => segment::<S, 3, 3>(simd, p, rs, (g, s, (gi, gc)), t0),
-                                    2 => segment::<S, 2, 3>(simd, p, rs, (g, s, (gi, gc)), t0),
-                                    _ => segment::<S, 1, 3>(simd, p, rs, (g, s, (gi, gc)), t0),
+                                    3 => segment::<S, 3, 3>(simd, p, rs, (g, s, (gi, gc, gr)), t0),
+                                    2 => segment::<S, 2, 3>(simd, p, rs, (g, s, (gi, gc, gr)), t0),
+                                    _ => segment::<S, 1, 3>(simd, p, rs, (g, s, (gi, gc, gr)), t0),
                                 }
                             }
                         }
@@ -424,7 +424,7 @@ unsafe fn load<S: Simd>(p: *const f32) -> S::f32s {
 
 /// Rows `r0..r1` of the chunk's `nb * h` output rows (row `r`: image `r / h`, row `r % h`; `h x w`
 /// the output size, the input's `g` over stride `s`) for `NO` output channels (`gp`: the first
-/// one's plane in image 0, the next ones `gc` apart, images `gi` apart), taps
+/// one's plane in image 0, the next ones `gc` apart, images `gi` apart, rows `gr` apart), taps
 /// `t0..t0 + T` and one input channel block (`xp`: its first padded position), the `NO x T`
 /// accumulators added to `ap` (`[o][9][L]`) at the end.
 #[inline(always)]
@@ -433,7 +433,7 @@ unsafe fn segment<S: Simd, const NO: usize, const T: usize>(
     simd: S,
     (xp, gp, ap): (*const f32, *const f32, *mut f32),
     (r0, r1): (usize, usize),
-    (g, s, (gi, gc)): (Padded, usize, (usize, usize)),
+    (g, s, (gi, gc, gr)): (Padded, usize, (usize, usize, usize)),
     t0: usize,
 ) {
     let l = S::F32_LANES;
@@ -443,7 +443,7 @@ unsafe fn segment<S: Simd, const NO: usize, const T: usize>(
     let mut acc = [[simd.splat_f32s(0.0); T]; NO];
     let (mut b, mut y) = (r0 / h, r0 % h);
     for _ in r0..r1 {
-        let (xr, gr) = (xp.add((b * plane + s * y * wp) * l), gp.add(b * gi + y * w));
+        let (xr, gr) = (xp.add((b * plane + s * y * wp) * l), gp.add(b * gi + y * gr));
         (b, y) = if y + 1 == h { (b + 1, 0) } else { (b, y + 1) };
         for x in 0..w {
             let xq = xr.add(s * x * l);
