@@ -110,7 +110,7 @@ fn tight_planes(
 /// registers kept the tiles at 4 x 2 vectors; on the grid they are 6 x 2. The rows are padded to a
 /// multiple of 8 values: with one zero a row (`w + 1`), the rows' vectors fell on the cache lines
 /// differently row by row and more loads split across two lines, which ate the gain. One thread,
-/// 32 images, Intel Xeon with AMX held to AVX2: 86-91 GFLOP/s on tight planes, 98-111 on the grid
+/// 32 images, Intel Xeon with AMX held to AVX2: 80-93 GFLOP/s on tight planes, 88-111 on the grid
 /// (16 to 64 channels); in ResNet-20 b128 training the 3x3/1 forward -8 to -11 % and backward -7 %
 /// (ms per step). AVX-512 keeps the tight planes: its masked FMA costs nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
