@@ -205,6 +205,9 @@ unsafe fn tile<I: Isa, const NB: usize, const V: usize, const K: u8>(
     let (base, xo) = if grid && a.w.is_multiple_of(I::N * V) {
         // The tile in one row: its vectors at constant offsets, as on tight planes.
         (q0 / a.w * rs + q0 % a.w, std::array::from_fn(|v| I::N * v))
+    } else if grid && a.w == I::N && rs == 2 * I::N {
+        // Rows of one vector (8x8 planes with AVX2): a vector a row, at constant offsets too.
+        (q0 / a.w * rs, std::array::from_fn(|v| 2 * I::N * v))
     } else if grid {
         (0, std::array::from_fn(|v| (q0 + I::N * v) / a.w * rs + (q0 + I::N * v) % a.w))
     } else {
