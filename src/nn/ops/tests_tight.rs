@@ -47,8 +47,8 @@ pub(super) fn written_with_sums(
     }
 }
 
-/// The layouts the whole stencil can read at `lanes` on `h x w`: tight planes, and the padded grid
-/// where rows are whole vectors.
+/// The layouts the whole stencil can read at `lanes` on `h x w`: tight planes, and with AVX2 the
+/// padded grid where rows are whole vectors.
 fn layouts(lanes: usize, (h, w): (usize, usize)) -> Vec<Planes> {
     let grid = Planes { grid: true, h, w };
     let mut all = vec![Planes { grid: false, h, w }];
@@ -58,8 +58,8 @@ fn layouts(lanes: usize, (h, w): (usize, usize)) -> Vec<Planes> {
 
 /// Every output mode against the definition, on planes whose rows are shorter, as long as, and
 /// longer than a vector (4x4, 8x2, 16x16, 32x32, 12x4: tails of single vectors), output channel
-/// counts that leave blocks of 1 to 8, and the last image of a chunk; on tight planes and, where
-/// rows are whole vectors, on the padded grid (tiles within a row, across rows of one vector
+/// counts that leave blocks of 1 to 8, and the last image of a chunk; on tight planes and, with AVX2
+/// where rows are whole vectors, on the padded grid (tiles within a row, across rows of one vector
 /// (8x8) or across rows of three (8x24); channel blocks of 6 down to 1).
 #[test]
 fn tight_matches_naive_in_every_mode() {

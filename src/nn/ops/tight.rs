@@ -244,7 +244,7 @@ pub enum Taps {
     /// (9 per phase).
     Phases(usize),
     /// The whole stencil on padded-grid planes ([`Planes`] with `grid`; rows whole vectors), rows
-    /// this many values apart.
+    /// this many values apart: AVX2 only (AVX-512 keeps the tight planes).
     Grid(usize),
 }
 
@@ -268,7 +268,7 @@ pub fn applies_taps(lanes: usize, (h, w): (usize, usize), taps: Taps, co: usize)
     applies_at(lanes, h, w)
         && match taps {
             Taps::All => true,
-            Taps::Grid(rs) => w.is_multiple_of(lanes) && rs > w + 1,
+            Taps::Grid(rs) => lanes == 8 && w.is_multiple_of(8) && rs > w + 1,
             Taps::Part(py, px) => py < 2 && px < 2 && whole_blocks,
             Taps::Phases(_) => whole_blocks,
         }
@@ -292,8 +292,7 @@ pub fn conv_taps_at(
     let (k, wstride) = taps.stencil();
     // The phase planes' stride (stencil 5 reads each channel's 4 planes).
     let pstride = if let Taps::Phases(ps) = taps { ps } else { 0 };
-    // The values a channel's taps read: on the grid, the last output's last tap reads the value
-    // after its plane (a zero: the next plane's first, or the slack of `direct::pad_chunk`).
+    // The values a channel's taps read, and from one input row to the next.
     let (span, rs) = match taps {
         Taps::Grid(rs) => ((h + 2) * rs, rs),
         _ => (3 * pstride + plane(h, w), w),
@@ -345,26 +344,18 @@ pub fn conv_taps_at(
                 // plane's start (asserted above), weights `wt[(o * c + ci) * wstride + t]` with
                 // `o < co`, `t < wstride`, and writes `out[o * hw + q]`.
                 o0 += unsafe {
-                    // The whole stencil at 16 lanes: tiles of 8 x 3 vectors where the channels
-                    // left are whole blocks of 8, else up to 6 x 4.
-                    macro_rules! whole16 {
-                        ($k:literal) => {
-                            match co - o0 {
-                                r if r.is_multiple_of(8) => channels16::<8, 3, $k>(&a, o0, vs, &mode, sl),
-                                r => match r.min(6) {
-                                    6 => channels16::<6, 4, $k>(&a, o0, vs, &mode, sl),
-                                    5 => channels16::<5, 4, $k>(&a, o0, vs, &mode, sl),
-                                    4 => channels16::<4, 4, $k>(&a, o0, vs, &mode, sl),
-                                    3 => channels16::<3, 4, $k>(&a, o0, vs, &mode, sl),
-                                    2 => channels16::<2, 4, $k>(&a, o0, vs, &mode, sl),
-                                    _ => channels16::<1, 4, $k>(&a, o0, vs, &mode, sl),
-                                },
-                            }
-                        };
-                    }
                     match (lanes, k) {
-                        (16, 0) => whole16!(0),
-                        (16, 6) => whole16!(6),
+                        (16, 0) => match co - o0 {
+                            r if r.is_multiple_of(8) => channels16::<8, 3, 0>(&a, o0, vs, &mode, sl),
+                            r => match r.min(6) {
+                                6 => channels16::<6, 4, 0>(&a, o0, vs, &mode, sl),
+                                5 => channels16::<5, 4, 0>(&a, o0, vs, &mode, sl),
+                                4 => channels16::<4, 4, 0>(&a, o0, vs, &mode, sl),
+                                3 => channels16::<3, 4, 0>(&a, o0, vs, &mode, sl),
+                                2 => channels16::<2, 4, 0>(&a, o0, vs, &mode, sl),
+                                _ => channels16::<1, 4, 0>(&a, o0, vs, &mode, sl),
+                            },
+                        },
                         (16, 1) => channels16::<8, 3, 1>(&a, o0, vs, &mode, sl),
                         (16, 2) => channels16::<8, 3, 2>(&a, o0, vs, &mode, sl),
                         (16, 3) => channels16::<8, 3, 3>(&a, o0, vs, &mode, sl),

@@ -2,8 +2,8 @@
 //! compiled behind one `#[target_feature]` entry per width. A tile sums the taps of one stencil
 //! `K` ([`super::tight::Taps`]): `0` the whole 3x3, `1..=4` the taps of the stride-2 input
 //! gradient's part `K - 1` ([`super::tight_s2`]), `5` the stride-2 forward over each input
-//! channel's four phase planes, `6` the whole 3x3 on padded-grid planes (rows `w + 1` apart, a zero
-//! column between them, [`super::tight::Taps::Grid`]): every tap a plain load, no masks.
+//! channel's four phase planes, `6` the whole 3x3 on padded-grid planes (rows [`Args::rs`] apart,
+//! zeros between them, [`super::tight::Taps::Grid`]): every tap a plain load, no masks.
 use super::deferred::Deferred;
 
 /// What the epilogue does with a tile's sums ([`super::tight::Out`]).

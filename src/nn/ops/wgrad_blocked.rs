@@ -237,8 +237,8 @@ pub fn weight_grad(
 
 /// [`weight_grad`] with the output gradient's planes laid out otherwise: image `b`, channel `o`'s
 /// plane at `b * strides.0 + o * strides.1` of `gy`, its rows `strides.2` apart (NCHW: `(co * hw,
-/// hw, w)`; a chunk's tight planes from their first value: `(plane, nb * plane, w)`, padded-grid
-/// planes `(plane, nb * plane, w + 1)`).
+/// hw, w)`; a chunk's planes from their first value: `(plane, nb * plane, row)`, the row `w` on tight
+/// planes, more on the padded grid ([`super::tight::Planes::row`])).
 pub fn weight_grad_planes(
     xb: &[f32],
     gy: (&[f32], (usize, usize, usize)),
@@ -443,7 +443,7 @@ unsafe fn segment<S: Simd, const NO: usize, const T: usize>(
     let mut acc = [[simd.splat_f32s(0.0); T]; NO];
     let (mut b, mut y) = (r0 / h, r0 % h);
     for _ in r0..r1 {
-        let (xr, gr) = (xp.add((b * plane + s * y * wp) * l), gp.add(b * gi + y * gr));
+        let (xr, grow) = (xp.add((b * plane + s * y * wp) * l), gp.add(b * gi + y * gr));
         (b, y) = if y + 1 == h { (b + 1, 0) } else { (b, y + 1) };
         for x in 0..w {
             let xq = xr.add(s * x * l);
@@ -452,14 +452,14 @@ unsafe fn segment<S: Simd, const NO: usize, const T: usize>(
                 // accumulators (AVX2: 3 + 1 + 12 of 16).
                 let xv: [S::f32s; T] = std::array::from_fn(|t| load::<S>(xq.add(off[t])));
                 for o in 0..NO {
-                    let gv = simd.splat_f32s(*gr.add(o * gc + x));
+                    let gv = simd.splat_f32s(*grow.add(o * gc + x));
                     for t in 0..T {
                         acc[o][t] = simd.mul_add_f32s(gv, xv[t], acc[o][t]);
                     }
                 }
             } else {
                 // The broadcasts first, then one input at a time: NO + 1 (AVX-512: 3 + 1 + 27 of 32).
-                let gv: [S::f32s; NO] = std::array::from_fn(|o| simd.splat_f32s(*gr.add(o * gc + x)));
+                let gv: [S::f32s; NO] = std::array::from_fn(|o| simd.splat_f32s(*grow.add(o * gc + x)));
                 for t in 0..T {
                     let xv = load::<S>(xq.add(off[t]));
                     for o in 0..NO {
