@@ -224,6 +224,79 @@ fn col2im(col: &[f32], g: &Geo, dx: &mut [f32]) {
 /// Number of image chunks whose weight gradients are summed separately (then in order), at most.
 const REDUCE_CHUNKS: usize = 8;
 
+/// Weights from which a chunk's partial weight gradient outgrows the caches (1 MiB of values):
+/// from there a chunk holds at least [`MIN_CHUNK_POSITIONS`] output positions.
+pub(super) const BIG_PARTIAL: usize = 1 << 18;
+
+/// Output positions per chunk, at least, where the weights are [`BIG_PARTIAL`]: each chunk's
+/// partial is zeroed, written and summed once, passes over the memory that, with 512 channels at
+/// 4x4 (16 images a chunk, 2.4 M weights), took longer than the products themselves.
+const MIN_CHUNK_POSITIONS: usize = 1024;
+
+/// Images per chunk of a convolution's backward pass over `n` images of `hwo` output positions
+/// (`w_len` weights): `n / REDUCE_CHUNKS`, or more where the weights are many (at least two
+/// chunks, so both threads work), in whole multiples of 8. The same on every CPU and thread count.
+pub(super) fn chunk_images(n: usize, hwo: usize, w_len: usize) -> usize {
+    let mut chunk = n.div_ceil(REDUCE_CHUNKS);
+    if w_len >= BIG_PARTIAL {
+        chunk = chunk.max(MIN_CHUNK_POSITIONS.div_ceil(hwo.max(1)).min(n.div_ceil(2)));
+    }
+    chunk.next_multiple_of(8).min(n)
+}
+
+/// The chunks' partial weight gradients of the last calls, kept for the next: allocated afresh (in a
+/// worker thread's malloc arena, whose emptied heaps go back to the OS) each chunk's first writes
+/// page-faulted, each fault flushing the other core's TLB (`perf`: 6 % of a CIFAR ResNet-18 step,
+/// whose 512-channel layers have 2.4 M weights).
+static PARTIALS: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+/// A partial weight gradient of `len` zeros, in the largest buffer [`keep_partials`] kept.
+fn zeroed_partial(len: usize) -> Vec<f32> {
+    let mut v = {
+        let mut pool = PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
+        let big = (0..pool.len()).max_by_key(|&i| pool[i].capacity());
+        big.map(|i| pool.swap_remove(i)).unwrap_or_default()
+    };
+    v.clear();
+    v.resize(len, 0.0);
+    v
+}
+
+/// Keeps `partial` for [`zeroed_partial`], up to one call's chunks.
+fn keep_partials(partial: Vec<Vec<f32>>) {
+    let mut pool = PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
+    pool.extend(partial);
+    pool.sort_by_key(|v| std::cmp::Reverse(v.capacity()));
+    pool.truncate(REDUCE_CHUNKS);
+}
+
+/// Adds to `d` (the weight's gradient, `[groups x cog][kk]`) the chunks' partial weight gradients,
+/// each transposed per group (`[groups][kk][cog]`), summed in the chunks' order. Blocks of 16
+/// output channels: a block's `kk` rows stay in L1 while every partial is read along its rows of
+/// `cog` (read across them, one value per line, the layers of 512 channels at 4x4 spent more time
+/// here than in their weight gradient).
+pub(super) fn add_partials(d: &mut [f32], partial: &[Vec<f32>], (cog, kk): (usize, usize)) {
+    const ROWS: usize = 16;
+    d.par_chunks_mut(ROWS * kk).with_min_len((64 / ROWS).max(1)).enumerate().for_each(|(blk, out)| {
+        let (o0, n) = (blk * ROWS, out.len() / kk);
+        let at = |o: usize, j: usize| o / cog * cog * kk + j * cog + o % cog;
+        for j in 0..kk {
+            if o0 / cog == (o0 + n - 1) / cog {
+                // The block's rows in one group: one run of `n` values in each partial.
+                let mut sum = [0.0f32; ROWS];
+                for p in partial {
+                    sum.iter_mut().zip(&p[at(o0, j)..][..n]).for_each(|(s, v)| *s += v);
+                }
+                out.chunks_exact_mut(kk).zip(sum).for_each(|(row, s)| row[j] += s);
+            } else {
+                for (r, row) in out.chunks_exact_mut(kk).enumerate() {
+                    row[j] += partial.iter().fold(0.0, |s, p| s + p[at(o0 + r, j)]);
+                }
+            }
+        }
+    })
+}
+
 thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
@@ -455,7 +528,7 @@ fn backward_image(
         let xg = &x[gi * cg * plane_in..(gi + 1) * cg * plane_in];
         let wg = &wt[gi * cog * kk..(gi + 1) * cog * kk];
         let gg = &gout[gi * cog * hwo..(gi + 1) * cog * hwo];
-        let dwg = &mut dw[gi * cog * kk..(gi + 1) * cog * kk];
+        let dwg: &mut [f32] = if want_dw { &mut dw[gi * cog * kk..(gi + 1) * cog * kk] } else { &mut [] };
         if g.pointwise() {
             if want_dw {
                 sgemm_strided(cog, kk, hwo, Mat::rm(gg, hwo), Mat::rm_t(xg, hwo), dwg, (1, cog), true, gemm_threads);
@@ -1044,11 +1117,12 @@ pub fn conv2d<T: Tape<f32, Dev>>(
             // Fixed chunks reduced in order: the result does not depend on scheduling.
             // Whole multiples of 8 images: with an even plane size, every channel of a chunk's padded
             // planes starts 64-byte aligned as its first does (the weight-gradient kernel's loads).
-            let chunk = g.n.div_ceil(REDUCE_CHUNKS).next_multiple_of(8).min(g.n);
+            let chunk = chunk_images(g.n, g.hwo(), w_data.len());
             (0..g.n.div_ceil(chunk))
                 .into_par_iter()
                 .map(|ci| {
-                    let mut acc = vec![0.0f32; w_data.len()];
+                    // Without the weight's gradient, no partial (nothing reads it).
+                    let mut acc = zeroed_partial(if want_dw { w_data.len() } else { 0 });
                     let (i0, i1) = (ci * chunk, ((ci + 1) * chunk).min(g.n));
                     // SAFETY: images [i0, i1) of dx are written by this task only.
                     let dxs = dxp.map(|p| unsafe { p.slice(i0 * g.in_len(), (i1 - i0) * g.in_len()) });
@@ -1060,7 +1134,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 })
                 .unzip()
         } else {
-            let mut dw = vec![0.0f32; w_data.len()];
+            let mut dw = vec![0.0f32; if want_dw { w_data.len() } else { 0 }];
             run(0, g.n, &mut dw, (dx_buf.as_deref_mut(), None, None), nthreads);
             (vec![dw], vec![])
         };
@@ -1079,16 +1153,8 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         }
         // The partials hold each group's block transposed (kk x cog): summed in order, brought to
         // [co, cg, kh, kw] and added to the weight's gradient in one pass by all threads.
-        let (cog, kk) = (g.cog(), g.kk());
-        accumulate_with(grads, &wt, w_data.len(), |d| {
-            d.par_chunks_mut(kk).with_min_len(64).enumerate().for_each(|(row, out)| {
-                let (gi, i) = (row / cog, row % cog);
-                for (j, o) in out.iter_mut().enumerate() {
-                    let at = gi * cog * kk + j * cog + i;
-                    *o += partial.iter().fold(0.0, |s, p| s + p[at]);
-                }
-            })
-        })?;
+        accumulate_with(grads, &wt, w_data.len(), |d| add_partials(d, &partial, (g.cog(), g.kk())))?;
+        keep_partials(partial);
         if let Some(bt) = bt {
             let db = grads.get_or_alloc_mut(&bt)?;
             for img in gout.chunks(g.out_len()) {

@@ -285,3 +285,80 @@ fn gradient_bits(y: Var<crate::nn::var::Tracked>, r: &[f32], s: &Store, h: &Var)
     let dx = h.grad(&mut grads).iter().map(|v| v.to_bits()).collect();
     (dx, dw, bn_grad::MAPPED_IN_COPY.get())
 }
+
+/// Images per chunk of a backward pass: `n / 8` in whole multiples of 8, and where the weights
+/// are many (2.4 M: 512 channels) at least 1024 output positions a chunk, in two chunks or more.
+#[test]
+fn backward_chunks_by_batch_and_weights() {
+    use super::conv::chunk_images;
+    let (few, many) = (64 * 64 * 9, 512 * 512 * 9);
+    for (n, hwo, w, want) in [
+        (128, 64, few, 16),  // ResNet-20's 8x8 layers: 8 chunks, as before
+        (32, 64, few, 8),    // batch 32: 4 chunks of 8
+        (128, 16, few, 16),  // small planes, few weights: unchanged
+        (128, 16, many, 64), // 512 channels at 4x4: 2 chunks of 1024 positions
+        (32, 16, many, 16),  // at least two chunks
+        (128, 64, many, 16), // 8x8: 16 images are 1024 positions already
+        (128, 1024, many, 16),
+        (4, 16, many, 4),  // fewer images than a multiple of 8: one chunk
+        (10, 49, many, 8), // 7x7: 21 images wanted, half the batch (5) rounded to 8
+    ] {
+        assert_eq!(chunk_images(n, hwo, w), want, "n {n}, {hwo} positions, {w} weights");
+    }
+}
+
+/// The chunks' partials (`[groups][kk][cog]` each) are summed in order and transposed into
+/// `[groups x cog][kk]`, added to what the gradient holds: bit for bit the sum in chunk order,
+/// with blocks of 16 rows inside one group (1 group of 40; 2 of 32) and across groups (3 of 5, 2
+/// of 20, depthwise 1 x 12).
+#[test]
+fn chunk_partials_add_in_order() {
+    use super::conv::add_partials;
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    for (groups, cog, kk) in [(1, 40, 9), (2, 32, 9), (3, 5, 9), (2, 20, 1), (12, 1, 9)] {
+        let len = groups * cog * kk;
+        let partial: Vec<Vec<f32>> = (0..3).map(|_| rand_vec(&mut rng, len)).collect();
+        let start = rand_vec(&mut rng, len);
+        let mut d = start.clone();
+        add_partials(&mut d, &partial, (cog, kk));
+        for (row, j) in (0..groups * cog).flat_map(|r| (0..kk).map(move |j| (r, j))) {
+            let at = row / cog * cog * kk + j * cog + row % cog;
+            let want = start[row * kk + j] + partial.iter().fold(0.0, |s, p| s + p[at]);
+            assert_eq!(d[row * kk + j].to_bits(), want.to_bits(), "{groups} x {cog}, row {row}, tap {j}");
+        }
+    }
+}
+
+/// A convolution with many weights (176 x 176 x 3 x 3, over `conv::BIG_PARTIAL`) over 16 images
+/// at 4x4 runs its backward in two chunks: the weight gradient matches the definition, and a
+/// second backward (the kept partial buffers reused) gives it bit for bit; so does a small
+/// convolution after it (eight chunks of two images, in buffers that held the big one's values).
+#[test]
+fn chunked_weight_gradients_match_the_definition() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (c, hw, n) in [(176usize, 4usize, 16usize), (8, 6, 16)] {
+        let mut s = Store::new();
+        let conv = Conv2d::new(&mut s, &mut rng, "c", c, c, 3, ConvCfg::new(1, 1), false);
+        let shape = Shape4::new(n, c, hw, hw);
+        let (x, r) = (rand_vec(&mut rng, shape.numel()), rand_vec(&mut rng, shape.numel()));
+        let grad = || {
+            let y = conv.forward(&s, Var::from_vec(x.clone(), shape).traced_input());
+            weighted_loss(y, &r).backward().get_or_alloc_mut(&s.params[0].t).unwrap().to_vec()
+        };
+        let (a, b) = (grad(), grad());
+        assert_eq!(a, b, "{c} channels at {hw}x{hw}: two backward passes differ");
+        let (hw, plane) = (hw as isize, hw * hw);
+        for (o, i, ky, kx) in (0..c).flat_map(|o| (0..c).flat_map(move |i| (0..9).map(move |t| (o, i, t / 3, t % 3)))) {
+            let mut want = 0.0f64;
+            for (bi, y, xx) in (0..n).flat_map(|b| (0..hw).flat_map(move |y| (0..hw).map(move |x| (b, y, x)))) {
+                let (iy, ix) = (y + ky as isize - 1, xx + kx as isize - 1);
+                if (0..hw).contains(&iy) && (0..hw).contains(&ix) {
+                    let g = r[(bi * c + o) * plane + (y * hw + xx) as usize] as f64;
+                    want += g * x[(bi * c + i) * plane + (iy * hw + ix) as usize] as f64;
+                }
+            }
+            let got = a[(o * c + i) * 9 + ky * 3 + kx] as f64;
+            assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "{c} ch: dW[{o}][{i}][{ky}][{kx}] {got} vs {want}");
+        }
+    }
+}

@@ -76,6 +76,7 @@ fn blocked_weight_grad_matches_naive() {
             (16, 5, 32, 32, 2, 2),
             (32, 7, 8, 6, 3, 2),
             (16, 2, 2, 2, 2, 2),
+            (16, 21, 4, 4, 2, 1), // output channels past one block of lanes (8 + 8 + 5, 16 + 5)
         ] {
             let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let gy: Vec<f32> = (0..nb * co * h * w / s / s).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();

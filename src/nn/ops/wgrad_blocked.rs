@@ -12,9 +12,9 @@
 //! 9-29 % more positions at 32x32-8x8, with unaligned loads). [`weight_grad`] holds in registers:
 //! - AVX-512: 3 output channels x 9 taps. Per output position, 3 broadcasts of the output gradient
 //!   (read where it lies, unpadded) and 9 whole-line loads of the input serve 27 FMAs.
-//! - AVX2: 4 output channels x the 3 taps of one kernel row, one pass per row over a segment of
-//!   positions held in L1. Per position, 3 input loads and 4 broadcasts serve 12 FMAs (12
-//!   accumulators, 3 inputs and 1 broadcast: AVX2's 16 registers).
+//! - AVX2: 3 output channels x the 3 taps of one kernel row, one pass per row over a segment of
+//!   positions held in L1. Per position, 3 broadcasts and 3 input loads serve 9 FMAs (4 x 3
+//!   accumulators, all 16 registers, spilled and ran slower).
 use super::cpu;
 use super::deferred::Deferred;
 use super::direct::{aligned, taps, Padded};
@@ -250,12 +250,18 @@ pub fn weight_grad_planes(
     let Some(acc) = accumulate(xb, gy, (c, co, nb, lanes), (g, s), acc) else {
         return false;
     };
-    // `acc` is `[c / L][co][9][L]`: lane `l` of block `cb` is input channel `L cb + l`.
+    // `acc` is `[c / L][co][9][L]`: lane `l` of block `cb` is input channel `L cb + l`. `dw` is
+    // `[c][9][co]`: per block and tap, `co x L` values transposed, in tiles of `L` output channels
+    // (the tile's `L` source lines stay in L1; `dw`'s rows are written along. Value by value, one
+    // line each, this took longer than the kernel with 512 channels at 4x4).
     for (cb, blk) in acc.chunks_exact(co * 9 * lanes).enumerate() {
-        for (o, per_o) in blk.chunks_exact(9 * lanes).enumerate() {
-            for (t, v) in per_o.chunks_exact(lanes).enumerate() {
-                for (l, v) in v.iter().enumerate() {
-                    dw[((cb * lanes + l) * 9 + t) * co + o] += v;
+        for t in 0..9 {
+            for o0 in (0..co).step_by(lanes) {
+                for l in 0..lanes {
+                    let row = &mut dw[((cb * lanes + l) * 9 + t) * co..][o0..co.min(o0 + lanes)];
+                    for (i, d) in row.iter_mut().enumerate() {
+                        *d += blk[((o0 + i) * 9 + t) * lanes + l];
+                    }
                 }
             }
         }
