@@ -240,8 +240,8 @@ pub enum Taps {
     /// columns `1..2 + px`.
     Part(usize, usize),
     /// The stride-2 forward over each input channel's four phase planes, `pstride` apart (phase
-    /// `2 ry + rx`: rows `1 - ry..2`, columns `1 - rx..2`), weights 36 per output and input channel
-    /// (9 per phase).
+    /// `2 ry + rx`: rows `1 - ry..2`, columns `1 - rx..2`), the 9 weights of an output and input
+    /// channel shared by the phases (`tight_kernel::PHASE_AT`).
     Phases(usize),
     /// The whole stencil on padded-grid planes ([`Planes`] with `grid`; rows whole vectors), rows
     /// this many values apart: AVX2 only (AVX-512 keeps the tight planes).
@@ -254,7 +254,7 @@ impl Taps {
         match self {
             Taps::All => (0, 9),
             Taps::Part(py, px) => (1 + 2 * py.min(1) as u8 + px.min(1) as u8, 9),
-            Taps::Phases(_) => (5, 36),
+            Taps::Phases(_) => (5, 9),
             Taps::Grid(_) => (6, 9),
         }
     }

@@ -6,6 +6,14 @@
 //! zeros between them, [`super::tight::Taps::Grid`]): every tap a plain load, no masks.
 use super::deferred::Deferred;
 
+/// Where the stride-2 forward's phase `p` (`2 ry + rx`) finds its taps among an output and input
+/// channel's 9 weights: tap `(ky', kx')` (rows `1 - ry..2`, columns `1 - rx..2`) at `PHASE_AT[p] +
+/// 3 ky' + kx'`. The four phases' 1 + 2 + 2 + 4 taps fill the 9 slots once each: (1,1) of phase 0
+/// at 8; (1,0), (1,1) of phase 1 at 6, 7; (0,1), (1,1) of phase 2 at 2, 5; phase 3 at 0, 1, 3, 4.
+/// (Nine slots per phase, 36 a pair, had read 4 times the weights: with 256 -> 512 channels at 8x8
+/// 18.9 MB an image.)
+pub(super) const PHASE_AT: [usize; 4] = [4, 3, 1, 0];
+
 /// What the epilogue does with a tile's sums ([`super::tight::Out`]).
 pub(super) struct Mode<'a> {
     pub add: bool,
@@ -32,8 +40,8 @@ pub(super) struct Args<'a> {
     /// Values from one input row to the next (`w`; on the grid, more).
     pub rs: usize,
     pub hw: usize,
-    /// Weights: output channel `o`, input channel `ci` at `(o * c + ci) * wstride` (9, or 36 with
-    /// stencil 5: phase `p` at `9 p` from there), tap `(ky, kx)` at `3 ky + kx` from there.
+    /// Weights: output channel `o`, input channel `ci` at `(o * c + ci) * wstride` (9), tap `(ky,
+    /// kx)` at `3 ky + kx` from there; with stencil 5 phase `p`'s at [`PHASE_AT`]`[p]` + `3 ky + kx`.
     pub wt: *const f32,
     pub wstride: usize,
     pub masks: &'a [(u16, u16)],
@@ -238,7 +246,7 @@ unsafe fn tile<I: Isa, const NB: usize, const V: usize, const K: u8>(
             // Phase (ry, rx) of the input at `p * pstride` (`p = 2 ry + rx`): rows `1 - ry..2`,
             // columns `1 - rx..2`, written out.
             _ => {
-                let at = |p: usize| (xb.add(p * a.pstride), wrow.add(9 * p));
+                let at = |p: usize| (xb.add(p * a.pstride), wrow.add(PHASE_AT[p]));
                 let ((x0, w0), (x1, w1), (x2, w2), (x3, w3)) = (at(0), at(1), at(2), at(3));
                 acc = r(acc, x0, w0, 1, (1, 2));
                 acc = r(acc, x1, w1, 1, (0, 2));

@@ -20,24 +20,25 @@
 //! with a strided scalar add: see BENCHMARKS.md.
 use super::direct::aligned;
 use super::tight::{self, Out, Taps};
+use super::tight_kernel::PHASE_AT;
 
 /// Whether [`forward`] serves `co` output channels from an `h x w` input on kernel width `lanes`.
 pub fn forward_applies(lanes: usize, co: usize, (h, w): (usize, usize)) -> bool {
     h.is_multiple_of(2) && w.is_multiple_of(2) && tight::applies_taps(lanes, (h / 2, w / 2), Taps::Phases(0), co)
 }
 
-/// The weights `wt` (`co x c x 3 x 3`) laid out for [`forward`]: per output and input channel 36,
-/// phase `p = 2 ry + rx` at `9 p`, tight tap `(ky', kx')` at `3 ky' + kx'` holding kernel tap `(ky,
-/// kx)` with `ky = 1` where `ry = 0`, `ky = 2 ky'` where `ry = 1` (the columns alike); zero where
-/// the phase has no such tap.
+/// The weights `wt` (`co x c x 3 x 3`) laid out for [`forward`]: per output and input channel 9,
+/// phase `p = 2 ry + rx`'s tight tap `(ky', kx')` at `PHASE_AT[p] + 3 ky' + kx'`
+/// ([`PHASE_AT`]) holding kernel tap `(ky, kx)` with `ky = 1` where `ry = 0`, `ky = 2 ky'` where
+/// `ry = 1` (the columns alike). Every slot is one phase's tap.
 pub fn phase_weights(wt: &[f32], co: usize, c: usize) -> Vec<f32> {
     assert!(wt.len() >= co * c * 9, "tight_s2::phase_weights: {} weights for {co} x {c} x 9", wt.len());
-    let mut w = vec![0.0f32; co * c * 36];
+    let mut w = vec![0.0f32; co * c * 9];
     for (oc, p) in (0..co * c).flat_map(|oc| (0..4).map(move |p| (oc, p))) {
         let (ry, rx) = (p / 2, p % 2);
         for (ky_, kx_) in (1 - ry..2).flat_map(|a| (1 - rx..2).map(move |b| (a, b))) {
             let (ky, kx) = (if ry == 0 { 1 } else { 2 * ky_ }, if rx == 0 { 1 } else { 2 * kx_ });
-            w[oc * 36 + p * 9 + ky_ * 3 + kx_] = wt[oc * 9 + ky * 3 + kx];
+            w[oc * 9 + PHASE_AT[p] + ky_ * 3 + kx_] = wt[oc * 9 + ky * 3 + kx];
         }
     }
     w
