@@ -6,6 +6,7 @@ same machine in the same session (BENCHMARKS.md, "Architectures from PyTorch"):
 - tv_resnet50: torchvision.models.resnet50, 224 px, batch 32 for training and inference
   (`kdscope bench --archs tv_resnet50 --size 224 --batch 32 --infer-batch 32`).
 
+    .venv-anchors/bin/pip install torchvision safetensors   # once, beside the anchor's torch and numpy
     .venv-anchors/bin/python benches/interop_pytorch.py [resnetv2_18|tv_resnet50 ...]
 
 100 classes, SGD with momentum, 2 threads. Environment as the anchor (../shared/anchors/pytorch_cifar_bench.py):
