@@ -1134,7 +1134,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 })
                 .unzip()
         } else {
-            let mut dw = vec![0.0f32; if want_dw { w_data.len() } else { 0 }];
+            let mut dw = zeroed_partial(if want_dw { w_data.len() } else { 0 });
             run(0, g.n, &mut dw, (dx_buf.as_deref_mut(), None, None), nthreads);
             (vec![dw], vec![])
         };

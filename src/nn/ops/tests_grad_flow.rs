@@ -332,7 +332,7 @@ fn chunk_partials_add_in_order() {
 /// A convolution with many weights (176 x 176 x 3 x 3, over `conv::BIG_PARTIAL`) over 16 images
 /// at 4x4 runs its backward in two chunks: the weight gradient matches the definition, and a
 /// second backward (the kept partial buffers reused) gives it bit for bit; so does a small
-/// convolution after it (eight chunks of two images, in buffers that held the big one's values).
+/// convolution after it (two chunks of eight images, in buffers that held the big one's values).
 #[test]
 fn chunked_weight_gradients_match_the_definition() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);

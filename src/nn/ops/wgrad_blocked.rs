@@ -453,24 +453,13 @@ unsafe fn segment<S: Simd, const NO: usize, const T: usize>(
         (b, y) = if y + 1 == h { (b + 1, 0) } else { (b, y + 1) };
         for x in 0..w {
             let xq = xr.add(s * x * l);
-            if T < NO {
-                // The taps' inputs first, then one broadcast at a time: T + 1 registers beside the
-                // accumulators (AVX2: 3 + 1 + 12 of 16).
-                let xv: [S::f32s; T] = std::array::from_fn(|t| load::<S>(xq.add(off[t])));
+            // The broadcasts first, then one input at a time: NO + 1 registers beside the
+            // accumulators (AVX-512: 3 + 1 + 27 of 32; AVX2: 3 + 1 + 9 of 16).
+            let gv: [S::f32s; NO] = std::array::from_fn(|o| simd.splat_f32s(*grow.add(o * gc + x)));
+            for t in 0..T {
+                let xv = load::<S>(xq.add(off[t]));
                 for o in 0..NO {
-                    let gv = simd.splat_f32s(*grow.add(o * gc + x));
-                    for t in 0..T {
-                        acc[o][t] = simd.mul_add_f32s(gv, xv[t], acc[o][t]);
-                    }
-                }
-            } else {
-                // The broadcasts first, then one input at a time: NO + 1 (AVX-512: 3 + 1 + 27 of 32).
-                let gv: [S::f32s; NO] = std::array::from_fn(|o| simd.splat_f32s(*grow.add(o * gc + x)));
-                for t in 0..T {
-                    let xv = load::<S>(xq.add(off[t]));
-                    for o in 0..NO {
-                        acc[o][t] = simd.mul_add_f32s(gv[o], xv, acc[o][t]);
-                    }
+                    acc[o][t] = simd.mul_add_f32s(gv[o], xv, acc[o][t]);
                 }
             }
         }
