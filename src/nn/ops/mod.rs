@@ -67,6 +67,8 @@ mod tests_grad_flow;
 #[cfg(test)]
 mod tests_heads;
 #[cfg(test)]
+mod tests_pool;
+#[cfg(test)]
 mod tests_tight;
 #[cfg(test)]
 mod tests_tight_s2;

@@ -5,46 +5,32 @@ use rayon::prelude::*;
 
 use super::blas::zeroed;
 use super::conv::out_size;
+use super::deferred::bn_relu;
 use crate::nn::var::{finish, Dev, Grads, Shape4, Var};
 
-/// Max pooling with window `k`, stride `s`, padding `p` (padding never wins the max).
+/// Max pooling with window `k`, stride `s`, padding `p` (padding never wins the max). Where the
+/// input's batch norm + ReLU is deferred ([`super::deferred`]), its values are mapped as they are
+/// read, not written out first. Each output keeps PyTorch's choice among equal values (the first in
+/// row-major window order; a NaN wins), which is where its gradient goes.
 pub fn max_pool2d<T: Tape<f32, Dev>>(x: Var<T>, k: usize, s: usize, p: usize) -> Var<T> {
     assert!(p * 2 <= k, "max_pool2d: padding {p} must be at most half the window {k}");
-    let (xs, tape, sh, needs) = x.split();
+    let (xs, tape, sh, needs, pre) = x.split_deferred();
     let (ho, wo) = (out_size(sh.h, k, s, p), out_size(sh.w, k, s, p));
     let oshape = Shape4::new(sh.n, sh.c, ho, wo);
     let (hw, ohw) = (sh.plane(), ho * wo);
-    let mut out = zeroed(oshape.numel());
-    let mut arg = vec![0u32; oshape.numel()];
+    let want_arg = T::OWNS_TAPE && needs;
+    let mut arg = vec![0u32; if want_arg { oshape.numel() } else { 0 }];
     let xd = xs.data();
-    out.par_chunks_mut(ohw).zip(arg.par_chunks_mut(ohw)).enumerate().for_each(|(i, (o, a))| {
-        let xp = &xd[i * hw..(i + 1) * hw];
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let (mut best, mut bi) = (f32::NEG_INFINITY, 0usize);
-                for ky in 0..k {
-                    let iy = (oy * s + ky) as isize - p as isize;
-                    if iy < 0 || iy >= sh.h as isize {
-                        continue;
-                    }
-                    for kx in 0..k {
-                        let ix = (ox * s + kx) as isize - p as isize;
-                        if ix < 0 || ix >= sh.w as isize {
-                            continue;
-                        }
-                        let j = iy as usize * sh.w + ix as usize;
-                        // NaN propagates like PyTorch's max pooling.
-                        if xp[j] > best || xp[j].is_nan() {
-                            best = xp[j];
-                            bi = j;
-                        }
-                    }
-                }
-                o[oy * wo + ox] = best;
-                a[oy * wo + ox] = bi as u32;
-            }
-        }
-    });
+    let pool = |i: usize, o: &mut [f32], a: &mut [u32]| {
+        let map = pre.as_deref().map(|d| (d.scale[i % sh.c], d.shift[i % sh.c]));
+        max_pool_plane(&xd[i * hw..(i + 1) * hw], map, (sh.h, sh.w), (k, s, p), (ho, wo), o, a);
+    };
+    let mut out = zeroed(oshape.numel());
+    if want_arg {
+        out.par_chunks_mut(ohw).zip(arg.par_chunks_mut(ohw)).enumerate().for_each(|(i, (o, a))| pool(i, o, a));
+    } else {
+        out.par_chunks_mut(ohw).enumerate().for_each(|(i, o)| pool(i, o, &mut []));
+    }
     finish(out, oshape, tape, move |grads: &mut Grads, gout, _| {
         if needs {
             let mut dx = xs.grad_buf(grads)?;
@@ -56,6 +42,65 @@ pub fn max_pool2d<T: Tape<f32, Dev>>(x: Var<T>, k: usize, s: usize, p: usize) ->
         }
         Ok(())
     })
+}
+
+/// One plane of [`max_pool2d`]: every value of `out` written, and the plane index each came from
+/// into `arg` unless it is empty. `map`: a deferred batch norm + ReLU's `(scale, shift)`.
+///
+/// Row by row: each input row the windows of an output row cover is mapped (where deferred) and
+/// split into its `s` phases (`phase r` holds columns `r, r + s, …`), so a window column `kx` reads
+/// one phase at consecutive positions for consecutive outputs, and the loop over the output row
+/// vectorises. The taps run in the window's row-major order with a strict `>`, as the scalar rule.
+fn max_pool_plane(
+    x: &[f32],
+    map: Option<(f32, f32)>,
+    (h, w): (usize, usize),
+    (k, s, p): (usize, usize, usize),
+    (ho, wo): (usize, usize),
+    out: &mut [f32],
+    arg: &mut [u32],
+) {
+    let plen = w.div_ceil(s);
+    let mut phases = vec![0.0f32; s * plen];
+    let mut best = vec![f32::NEG_INFINITY; wo];
+    let mut from = vec![0u32; wo];
+    for oy in 0..ho {
+        best.fill(f32::NEG_INFINITY);
+        from.fill(0);
+        for ky in 0..k {
+            let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h) else { continue };
+            let row = &x[iy * w..(iy + 1) * w];
+            for (r, ph) in phases.chunks_mut(plen).enumerate() {
+                for (d, &v) in ph.iter_mut().zip(row[r..].iter().step_by(s)) {
+                    *d = map.map_or(v, |(a, b)| bn_relu(v, a, b));
+                }
+            }
+            for kx in 0..k {
+                // Input column ix = ox * s + kx - p, inside the row for ox in [lo, hi).
+                let lo = p.saturating_sub(kx).div_ceil(s);
+                let hi = ((w + p).saturating_sub(kx)).div_ceil(s).min(wo);
+                if lo >= hi {
+                    continue;
+                }
+                let ix0 = lo * s + kx - p;
+                let ph = &phases[(ix0 % s) * plen + ix0 / s..][..hi - lo];
+                let j0 = (iy * w + ix0) as u32;
+                let (b, f) = (&mut best[lo..hi], &mut from[lo..hi]);
+                for (m, ((b, f), &v)) in b.iter_mut().zip(f.iter_mut()).zip(ph).enumerate() {
+                    // NaN propagates like PyTorch's max pooling. Selected by mask, without a
+                    // branch, so the loop vectorises.
+                    let take = ((v > *b) | v.is_nan()) as u32;
+                    let keep = take.wrapping_sub(1);
+                    *b = f32::from_bits((b.to_bits() & keep) | (v.to_bits() & !keep));
+                    *f = (*f & keep) | ((j0 + (m * s) as u32) & !keep);
+                }
+            }
+        }
+        out[oy * wo..(oy + 1) * wo].copy_from_slice(&best);
+        if !arg.is_empty() {
+            arg[oy * wo..(oy + 1) * wo].copy_from_slice(&from);
+        }
+    }
 }
 
 /// A pooling window over one axis: `[start, end)` in input coordinates for each output index.
