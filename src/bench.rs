@@ -132,12 +132,19 @@ pub fn bench_train_profiled(
 }
 
 /// Times inference (evaluation-mode forward, no tape) of `arch` at 100 classes on `size`-pixel images.
-pub fn bench_infer(
+pub fn bench_infer(arch: &str, batch_size: (usize, usize), iters: usize, reps: usize) -> anyhow::Result<BenchResult> {
+    Ok(bench_infer_profiled(arch, batch_size, iters, reps, false)?.0)
+}
+
+/// [`bench_infer`], and with `profile` the per-op profile of `iters` more forwards (their ops'
+/// `forward` rows and a `total` row `step` for whole forwards), taken apart from the timed ones.
+pub fn bench_infer_profiled(
     arch: &str,
     (batch, size): (usize, usize),
     iters: usize,
     reps: usize,
-) -> anyhow::Result<BenchResult> {
+    profile: bool,
+) -> anyhow::Result<(BenchResult, Vec<profile::Row>)> {
     crate::train::tune_allocator();
     let model = Model::build(arch, 100, 0)?;
     let (x, _) = input(batch, size, 2);
@@ -150,7 +157,24 @@ pub fn bench_infer(
         }
         times.push(t.elapsed().as_secs_f64() / iters as f64);
     }
-    Ok(BenchResult { model: arch.into(), mode: "infer".into(), batch, size, sec_per_iter: times })
+    let mut rows = Vec::new();
+    if profile {
+        profile::start();
+        let t = Instant::now();
+        // On a worker of the pool, where `logits` runs its ops, so that they are recorded.
+        crate::nn::ops::on_pool(|| {
+            profile::recording(|| {
+                for _ in 0..iters {
+                    profile::mark();
+                    std::hint::black_box(model.logits(x.detach()));
+                }
+            })
+        });
+        let seconds = t.elapsed().as_secs_f64();
+        rows = profile::stop();
+        rows.push(profile::Row { op: "step".into(), pass: "total", seconds, calls: iters as u64, flop: 0.0 });
+    }
+    Ok((BenchResult { model: arch.into(), mode: "infer".into(), batch, size, sec_per_iter: times }, rows))
 }
 
 /// The CPU this process runs on, as `lscpu` names it (model name, family and model from
@@ -263,7 +287,10 @@ pub fn throughput(
             let (train, rows) = bench_train_profiled(a, None, (b, size), iters, reps, profile)?;
             show(a, b, &rows);
             print(&train);
-            print(&bench_infer(a, (infer_batch.unwrap_or(2 * b), size), iters, reps)?);
+            let ib = infer_batch.unwrap_or(2 * b);
+            let (infer, rows) = bench_infer_profiled(a, (ib, size), iters, reps, profile)?;
+            show(&format!("{a} inference"), ib, &rows);
+            print(&infer);
         }
         for (t, s) in kd {
             let (r, rows) = bench_train_profiled(s, Some(t), (b, size), iters, reps, profile)?;

@@ -129,7 +129,7 @@ pub enum Cmd {
         iters: usize,
         #[arg(long, default_value_t = 3)]
         reps: usize,
-        /// After the timed runs, profile `iters` more training steps per op (forward, backward).
+        /// After the timed runs, profile `iters` more training steps and inference forwards per op (forward, backward).
         #[arg(long)]
         profile: bool,
     },

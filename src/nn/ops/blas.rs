@@ -57,6 +57,48 @@ pub(crate) fn sgemm_strided(
     accumulate: bool,
     threads: usize,
 ) {
+    assert!(m == 0 || n == 0 || (m - 1) * c_strides.0 + (n - 1) * c_strides.1 < c.len());
+    // SAFETY: the bound above; `c` is exclusively borrowed and initialised.
+    unsafe { sgemm_raw(m, n, k, a, b, c.as_mut_ptr(), c_strides, accumulate, threads) }
+}
+
+/// [`sgemm`] (overwriting) into values not written yet: every element of the `m x n` block of
+/// `c` (row stride `ldc`) is written and none is read, as the `gemm` crate does not read its
+/// destination without `read_dst` (its kernels' "alpha status" 0). Saves the zero fill a buffer
+/// about to be overwritten would otherwise take.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_uninit(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: &mut [std::mem::MaybeUninit<f32>],
+    ldc: usize,
+    threads: usize,
+) {
+    assert!(m == 0 || n == 0 || (m - 1) * ldc + n <= c.len());
+    // SAFETY: the bound above; `c` is exclusively borrowed, and written, not read, without `accumulate`.
+    unsafe { sgemm_raw(m, n, k, a, b, c.as_mut_ptr().cast(), (ldc, 1), false, threads) }
+}
+
+/// The GEMM of [`sgemm_strided`] into `c`, read only with `accumulate`.
+///
+/// # Safety
+/// `c` must be valid for writes (and, with `accumulate`, reads) at every `i * c_strides.0 +
+/// j * c_strides.1` for `i < m`, `j < n`, and not aliased by `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: *mut f32,
+    c_strides: (usize, usize),
+    accumulate: bool,
+    threads: usize,
+) {
     let (crs, ccs) = c_strides;
     if m == 0 || n == 0 {
         return;
@@ -65,7 +107,8 @@ pub(crate) fn sgemm_strided(
         if !accumulate {
             for i in 0..m {
                 for j in 0..n {
-                    c[i * crs + j * ccs] = 0.0;
+                    // SAFETY: inside the block (the caller's contract).
+                    unsafe { c.add(i * crs + j * ccs).write(0.0) };
                 }
             }
         }
@@ -75,15 +118,14 @@ pub(crate) fn sgemm_strided(
     let last = |mat: &Mat, r: usize, cc: usize| (r as isize - 1) * mat.rs + (cc as isize - 1) * mat.cs;
     assert!(last(&a, m, k) < a.data.len() as isize && a.rs >= 0 && a.cs >= 0);
     assert!(last(&b, k, n) < b.data.len() as isize && b.rs >= 0 && b.cs >= 0);
-    assert!((m - 1) * crs + (n - 1) * ccs < c.len());
     let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: all three views were bounds-checked above; `c` is exclusively borrowed.
+    // SAFETY: `a` and `b` were bounds-checked above, `c` is the caller's.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             ccs as isize,
             crs as isize,
             accumulate,

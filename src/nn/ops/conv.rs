@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::amx_conv;
-use super::blas::{add_into, sgemm, sgemm_strided, threads, written, zeroed, Mat, SyncPtr};
+use super::blas::{add_into, sgemm, sgemm_strided, sgemm_uninit, threads, written, Mat, SyncPtr};
 use super::deferred::Deferred;
 use super::direct::{self, Padded};
 use super::{tight, tight_s2, wgrad_blocked};
@@ -345,39 +345,45 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R
     })
 }
 
-/// Forward of one image: `out_img (co x hwo) = W · col(x_img)` (+ bias).
+/// Forward of one image: `out_img (co x hwo) = W · col(x_img)` (+ bias, + a residual `res`, ReLU),
+/// every value of `out` written: the GEMMs overwrite it, no zero fill first.
+#[allow(clippy::too_many_arguments)]
 fn forward_image(
     x: &[f32],
     wt: &[f32],
-    bias: Option<&[f32]>,
+    (bias, res): (Option<&[f32]>, Option<&[f32]>),
     g: &Geo,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     gemm_threads: usize,
     relu: bool,
 ) {
     let (cg, cog, kk, hwo) = (g.cg(), g.cog(), g.kk(), g.hwo());
     if g.depthwise() {
-        depthwise_forward(x, wt, g, out);
-        add_bias(out, bias, hwo, relu);
-        return;
-    }
-    let run = |col: &[f32], out: &mut [f32], gi: usize| {
-        let wg = &wt[gi * cog * kk..(gi + 1) * cog * kk];
-        let og = &mut out[gi * cog * hwo..(gi + 1) * cog * hwo];
-        sgemm(cog, hwo, kk, Mat::rm(wg, kk), Mat::rm(col, hwo), og, hwo, false, gemm_threads);
-    };
-    for gi in 0..g.g {
-        let xg = &x[gi * cg * g.h * g.w..(gi + 1) * cg * g.h * g.w];
-        if g.pointwise() {
-            run(xg, out, gi);
-        } else {
-            with_scratch(kk * hwo, |col, _| {
-                im2col(xg, g, col);
-                run(col, out, gi);
-            });
+        out.iter_mut().for_each(|o| _ = o.write(0.0));
+    } else {
+        let run = |col: &[f32], out: &mut [MaybeUninit<f32>], gi: usize| {
+            let wg = &wt[gi * cog * kk..(gi + 1) * cog * kk];
+            let og = &mut out[gi * cog * hwo..(gi + 1) * cog * hwo];
+            sgemm_uninit(cog, hwo, kk, Mat::rm(wg, kk), Mat::rm(col, hwo), og, hwo, gemm_threads);
+        };
+        for gi in 0..g.g {
+            let xg = &x[gi * cg * g.h * g.w..(gi + 1) * cg * g.h * g.w];
+            if g.pointwise() {
+                run(xg, out, gi);
+            } else {
+                with_scratch(kk * hwo, |col, _| {
+                    im2col(xg, g, col);
+                    run(col, out, gi);
+                });
+            }
         }
     }
-    add_bias(out, bias, hwo, relu);
+    // SAFETY: every value was written above (zeros, or each group's GEMM block).
+    let out = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len()) };
+    if g.depthwise() {
+        depthwise_forward(x, wt, g, out);
+    }
+    add_bias(out, bias, res, hwo, relu);
 }
 
 /// Forward of one image on the tile kernel ([`Geo::tiled`]): every value
@@ -492,15 +498,21 @@ fn depthwise_backward(
     }
 }
 
-/// Adds the bias (if any) to each output plane, then applies the ReLU (if `relu`), in one pass.
-fn add_bias(out: &mut [f32], bias: Option<&[f32]>, hwo: usize, relu: bool) {
-    match (bias, relu) {
-        (Some(b), false) => out.chunks_mut(hwo).enumerate().for_each(|(co, p)| p.iter_mut().for_each(|v| *v += b[co])),
-        (Some(b), true) => {
-            out.chunks_mut(hwo).enumerate().for_each(|(co, p)| p.iter_mut().for_each(|v| *v = (*v + b[co]).max(0.0)))
+/// Adds the bias (if any) to each output plane, then the residual `res` (if any, of `out`'s
+/// layout), then applies the ReLU (if `relu`), in one pass: `relu?((v + b) + r)`, the order of the
+/// separate bias and `add` passes it replaces.
+fn add_bias(out: &mut [f32], bias: Option<&[f32]>, res: Option<&[f32]>, hwo: usize, relu: bool) {
+    let relu_of = |v: f32| if relu { v.max(0.0) } else { v };
+    match (bias, res) {
+        (Some(b), None) => {
+            out.chunks_mut(hwo).zip(b).for_each(|(p, &b)| p.iter_mut().for_each(|v| *v = relu_of(*v + b)))
         }
-        (None, true) => out.iter_mut().for_each(|v| *v = v.max(0.0)),
-        (None, false) => {}
+        (Some(b), Some(r)) => out.chunks_mut(hwo).zip(r.chunks(hwo)).zip(b).for_each(|((p, r), &b)| {
+            p.iter_mut().zip(r).for_each(|(v, &r)| *v = relu_of((*v + b) + r));
+        }),
+        (None, Some(r)) => out.iter_mut().zip(r).for_each(|(v, &r)| *v = relu_of(*v + r)),
+        (None, None) if relu => out.iter_mut().for_each(|v| *v = v.max(0.0)),
+        (None, None) => {}
     }
 }
 
@@ -838,15 +850,38 @@ fn forward_batch(xd: &[f32], w_data: &[f32], bias: Option<&[f32]>, g: &Geo, relu
     forward_batch_sums((xd, None), w_data, (bias, relu), g, false).0
 }
 
-/// [`forward_batch`] on tight planes ([`Geo::tight`]) with a residual `res` (of the output's
-/// layout) added in the output pass, before the ReLU.
+/// [`forward_batch`] with a residual `res` (of the output's layout) added in the output pass,
+/// before the ReLU: on tight planes ([`Geo::tight`]) and on the GEMM path (not [`Geo::tiled`]).
 fn forward_batch_res(xd: &[f32], w_data: &[f32], bias: &[f32], res: &[f32], g: &Geo, relu: bool) -> Vec<f32> {
     assert_eq!(res.len(), g.n * g.out_len(), "residual of {} values for {} outputs", res.len(), g.n * g.out_len());
+    if !g.tiled() {
+        return forward_batch_gemm(xd, w_data, (Some(bias), Some(res)), g, relu);
+    }
     let (out, _) = written(g.n * g.out_len(), g.out_len(), g.n >= threads(), |i, o| {
         let (x, r) = (&xd[i * g.in_len()..(i + 1) * g.in_len()], &res[i * g.out_len()..(i + 1) * g.out_len()]);
         direct_image((x, None), w_data, g, o, (Some(bias), relu, None), Some(r))
     });
     out
+}
+
+/// The forward of the convolutions off the tile kernel: a GEMM per image (and group), its
+/// output written once (no zero fill), then `relu?(v + bias + res)` per image while it is in cache.
+fn forward_batch_gemm(
+    xd: &[f32],
+    w_data: &[f32],
+    (bias, res): (Option<&[f32]>, Option<&[f32]>),
+    g: &Geo,
+    relu: bool,
+) -> Vec<f32> {
+    let nthreads = threads();
+    // Images in parallel with one-thread GEMMs, or (fewer images than threads) one at a time with
+    // all threads in each GEMM.
+    let (par, gemm_threads) = if g.n >= nthreads { (true, 1) } else { (false, nthreads) };
+    written(g.n * g.out_len(), g.out_len(), par, |i, o| {
+        let r = res.map(|r| &r[i * g.out_len()..(i + 1) * g.out_len()]);
+        forward_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], w_data, (bias, r), g, o, gemm_threads, relu)
+    })
+    .0
 }
 
 /// [`forward_batch`], with the `(sum, sum of squares)` of every `(image, channel)` plane of the
@@ -881,16 +916,7 @@ fn forward_batch_sums(
         return (out, want_sums.then(|| sums.into_iter().flatten().flatten().collect()));
     }
     assert!(pre.is_none(), "a deferred batch norm on the tile kernel's path only");
-    let mut out = zeroed(g.n * g.out_len());
-    let image = |i: usize, o: &mut [f32], gemm_threads: usize| {
-        forward_image(&xd[i * g.in_len()..(i + 1) * g.in_len()], w_data, bias, g, o, gemm_threads, relu)
-    };
-    if g.n >= nthreads {
-        out.par_chunks_mut(g.out_len()).enumerate().for_each(|(i, o)| image(i, o, 1));
-    } else {
-        out.chunks_mut(g.out_len()).enumerate().for_each(|(i, o)| image(i, o, nthreads));
-    }
-    (out, None)
+    (forward_batch_gemm(xd, w_data, (bias, None), g, relu), None)
 }
 
 /// [`forward_batch_sums`] (with a residual `res` added before the ReLU, if any) of a 3x3 stride-1
@@ -979,8 +1005,8 @@ pub fn conv2d_folded<T: Tape<f32, Dev>>(
     let res = match res {
         Some(r) => {
             assert_eq!(r.shape, oshape, "conv2d_folded: residual of shape {}, output {oshape}", r.shape);
-            if !g.tight() {
-                // Off tight planes the residual takes the add op's own pass.
+            if g.tiled() && !g.tight() {
+                // On the other tile kernels the residual takes the add op's own pass.
                 let y = conv2d_folded(x, None, w_data, w_shape, bias, cfg, false);
                 return super::elementwise::add(y, r, relu);
             }

@@ -63,6 +63,8 @@ mod tests_amx;
 #[cfg(test)]
 mod tests_deferred;
 #[cfg(test)]
+mod tests_folded;
+#[cfg(test)]
 mod tests_grad_flow;
 #[cfg(test)]
 mod tests_heads;
