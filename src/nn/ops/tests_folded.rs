@@ -1,6 +1,7 @@
 //! The convolutions off the tile kernel (a GEMM per image) write their output once, with no zero
 //! fill first, and take a folded batch norm's bias, a ResNet block's residual and the ReLU in one
-//! pass: the same values, bit for bit, as the separate bias and `add` passes they replace.
+//! pass: the same values, bit for bit, as the separate bias and `add` passes they replace; and
+//! their strided im2col against the definition.
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -98,6 +99,30 @@ fn gemm_path_writes_every_output_with_bias_residual_and_relu() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// im2col's row phases ([`super::conv`]): strided convolutions off the tile kernel (torchvision's
+/// 7x7/2 stem, a 3x3/2 on odd sides, 5x5/3, a grouped 1x1/2) equal the definition.
+#[test]
+fn strided_im2col_matches_the_definition() {
+    let mut rng = ChaCha8Rng::seed_from_u64(32);
+    for (c, co, k, cfg, (h, w)) in [
+        (3, 8, 7, ConvCfg::new(2, 3), (17, 14)),
+        (4, 8, 3, ConvCfg::new(2, 1), (9, 7)),
+        (2, 4, 5, ConvCfg::new(3, 2), (11, 13)),
+        (4, 6, 1, ConvCfg::new(2, 0).groups(2), (7, 10)),
+    ] {
+        let sh = Shape4::new(2, c, h, w);
+        let x = rand_vec(&mut rng, sh.numel());
+        let w = rand_vec(&mut rng, co * (c / cfg.groups) * k * k);
+        let bias = vec![0.0; co];
+        let got = conv2d_folded(Var::from_vec(x.clone(), sh), None, &w, [co, c / cfg.groups, k, k], &bias, cfg, false);
+        let want = naive(&x, sh, &w, (co, k), &bias, cfg);
+        assert_eq!(got.data().len(), want.len());
+        for (i, (a, e)) in got.data().iter().zip(&want).enumerate() {
+            assert!((*a as f64 - e).abs() <= 1e-5 * (1.0 + e.abs()), "{k}x{k} {cfg:?}: output {i}: {a} vs {e}");
         }
     }
 }
