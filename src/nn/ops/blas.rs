@@ -57,9 +57,8 @@ pub(crate) fn sgemm_strided(
     accumulate: bool,
     threads: usize,
 ) {
-    assert!(m == 0 || n == 0 || (m - 1) * c_strides.0 + (n - 1) * c_strides.1 < c.len());
-    // SAFETY: the bound above; `c` is exclusively borrowed and initialised.
-    unsafe { sgemm_raw(m, n, k, a, b, c.as_mut_ptr(), c_strides, accumulate, threads) }
+    // SAFETY: `c` is exclusively borrowed and initialised.
+    unsafe { sgemm_raw(m, n, k, a, b, (c.as_mut_ptr(), c.len()), c_strides, accumulate, threads) }
 }
 
 /// [`sgemm`] (overwriting) into values not written yet: every element of the `m x n` block of
@@ -77,16 +76,16 @@ pub(crate) fn sgemm_uninit(
     ldc: usize,
     threads: usize,
 ) {
-    assert!(m == 0 || n == 0 || (m - 1) * ldc + n <= c.len());
-    // SAFETY: the bound above; `c` is exclusively borrowed, and written, not read, without `accumulate`.
-    unsafe { sgemm_raw(m, n, k, a, b, c.as_mut_ptr().cast(), (ldc, 1), false, threads) }
+    // SAFETY: `c` is exclusively borrowed, and written, not read, without `accumulate`.
+    unsafe { sgemm_raw(m, n, k, a, b, (c.as_mut_ptr().cast(), c.len()), (ldc, 1), false, threads) }
 }
 
-/// The GEMM of [`sgemm_strided`] into `c`, read only with `accumulate`.
+/// The GEMM of [`sgemm_strided`] into the `c_len` values at `c`, read only with `accumulate`;
+/// every view's bounds checked here.
 ///
 /// # Safety
-/// `c` must be valid for writes (and, with `accumulate`, reads) at every `i * c_strides.0 +
-/// j * c_strides.1` for `i < m`, `j < n`, and not aliased by `a` or `b`.
+/// `c` must be valid for writes (and, with `accumulate`, reads) of `c_len` values, and not aliased
+/// by `a` or `b`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm_raw(
     m: usize,
@@ -94,7 +93,7 @@ unsafe fn sgemm_raw(
     k: usize,
     a: Mat,
     b: Mat,
-    c: *mut f32,
+    (c, c_len): (*mut f32, usize),
     c_strides: (usize, usize),
     accumulate: bool,
     threads: usize,
@@ -103,11 +102,12 @@ unsafe fn sgemm_raw(
     if m == 0 || n == 0 {
         return;
     }
+    assert!((m - 1) * crs + (n - 1) * ccs < c_len);
     if k == 0 {
         if !accumulate {
             for i in 0..m {
                 for j in 0..n {
-                    // SAFETY: inside the block (the caller's contract).
+                    // SAFETY: inside `c`'s `c_len` values (the bound above).
                     unsafe { c.add(i * crs + j * ccs).write(0.0) };
                 }
             }
@@ -119,7 +119,7 @@ unsafe fn sgemm_raw(
     assert!(last(&a, m, k) < a.data.len() as isize && a.rs >= 0 && a.cs >= 0);
     assert!(last(&b, k, n) < b.data.len() as isize && b.rs >= 0 && b.cs >= 0);
     let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: `a` and `b` were bounds-checked above, `c` is the caller's.
+    // SAFETY: all three views were bounds-checked above; `c` is the caller's.
     unsafe {
         gemm::gemm(
             m,

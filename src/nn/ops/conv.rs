@@ -153,17 +153,46 @@ fn valid_range(k: usize, p: usize, s: usize, w: usize, wo: usize) -> (usize, usi
     (lo.min(hi), hi)
 }
 
+/// One image row split into its `s` stride phases (phase `r` holds columns `r, r + s, …`), so that
+/// the columns a window tap reads for consecutive outputs of a strided window are contiguous: shared
+/// by [`im2col`] and max pooling.
+pub(super) struct RowPhases {
+    s: usize,
+    plen: usize,
+    buf: Vec<f32>,
+}
+
+impl RowPhases {
+    /// For rows of `w` values at stride `s`.
+    pub fn new(w: usize, s: usize) -> Self {
+        let plen = w.div_ceil(s);
+        Self { s, plen, buf: vec![0.0; s * plen] }
+    }
+
+    /// Splits `row` (of the `w` values [`Self::new`] was given), each value mapped by `f`.
+    pub fn split(&mut self, row: &[f32], f: impl Fn(f32) -> f32) {
+        for (r, ph) in self.buf.chunks_mut(self.plen).enumerate() {
+            ph.iter_mut().zip(row[r..].iter().step_by(self.s)).for_each(|(d, &v)| *d = f(v));
+        }
+    }
+
+    /// Columns `ix, ix + s, …` of the last row split, to the end of the row (and maybe beyond, up
+    /// to the phase's length: callers read only columns inside the row).
+    pub fn from(&self, ix: usize) -> &[f32] {
+        &self.buf[(ix % self.s) * self.plen..][..self.plen][ix / self.s..]
+    }
+}
+
 /// im2col of one image group `x` (`cg x h x w`) into `col` (`cg*kh*kw x ho*wo`).
 ///
 /// Input row by input row: each row a kernel row `ky` reads for output row `oy` is split once into
-/// its `s` phases (phase `r` holds columns `r, r + s, …`; the row itself where `s = 1`), from which
-/// every tap `kx` copies one contiguous run: a strided gather per tap ran at ~1 value a ns
-/// (torchvision's 7x7/2 stem: 147 taps over 112x112 positions an image).
+/// its [`RowPhases`] (at stride 1, the row itself), from which every tap `kx` copies one contiguous
+/// run: a strided gather per tap ran at ~1 value a ns (torchvision's 7x7/2 stem: 147 taps over
+/// 112x112 positions an image).
 fn im2col(x: &[f32], g: &Geo, col: &mut [f32]) {
     let (h, w, ho, wo, s, p) = (g.h, g.w, g.ho, g.wo, g.s, g.p);
     let hwo = ho * wo;
-    let plen = w.div_ceil(s);
-    let mut phases = if s > 1 { vec![0.0f32; s * plen] } else { Vec::new() };
+    let mut phases = RowPhases::new(w, s);
     for c in 0..g.cg() {
         let xc = &x[c * h * w..(c + 1) * h * w];
         for ky in 0..g.kh {
@@ -171,9 +200,7 @@ fn im2col(x: &[f32], g: &Geo, col: &mut [f32]) {
                 let iy = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h);
                 let src = iy.map(|iy| &xc[iy * w..(iy + 1) * w]);
                 if let (Some(src), true) = (src, s > 1) {
-                    for (r, ph) in phases.chunks_mut(plen).enumerate() {
-                        ph.iter_mut().zip(src[r..].iter().step_by(s)).for_each(|(d, &v)| *d = v);
-                    }
+                    phases.split(src, |v| v);
                 }
                 for kx in 0..g.kw {
                     let dst = &mut col[((c * g.kh + ky) * g.kw + kx) * hwo + oy * wo..][..wo];
@@ -185,7 +212,7 @@ fn im2col(x: &[f32], g: &Geo, col: &mut [f32]) {
                     dst[..ox0].fill(0.0);
                     dst[ox1..].fill(0.0);
                     let ix0 = ox0 * s + kx - p;
-                    let run = if s == 1 { &src[ix0..] } else { &phases[(ix0 % s) * plen + ix0 / s..] };
+                    let run = if s == 1 { &src[ix0..] } else { phases.from(ix0) };
                     dst[ox0..ox1].copy_from_slice(&run[..ox1 - ox0]);
                 }
             }
@@ -353,7 +380,6 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R
 
 /// Forward of one image: `out_img (co x hwo) = W · col(x_img)` (+ bias, + a residual `res`, ReLU),
 /// every value of `out` written: the GEMMs overwrite it, no zero fill first.
-#[allow(clippy::too_many_arguments)]
 fn forward_image(
     x: &[f32],
     wt: &[f32],

@@ -4,7 +4,7 @@ use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
 use super::blas::zeroed;
-use super::conv::out_size;
+use super::conv::{out_size, RowPhases};
 use super::deferred::bn_relu;
 use crate::nn::var::{finish, Dev, Grads, Shape4, Var};
 
@@ -48,9 +48,9 @@ pub fn max_pool2d<T: Tape<f32, Dev>>(x: Var<T>, k: usize, s: usize, p: usize) ->
 /// into `arg` unless it is empty. `map`: a deferred batch norm + ReLU's `(scale, shift)`.
 ///
 /// Row by row: each input row the windows of an output row cover is mapped (where deferred) and
-/// split into its `s` phases (`phase r` holds columns `r, r + s, …`), so a window column `kx` reads
-/// one phase at consecutive positions for consecutive outputs, and the loop over the output row
-/// vectorises. The taps run in the window's row-major order with a strict `>`, as the scalar rule.
+/// split into its [`RowPhases`], so a window column `kx` reads one phase at consecutive positions
+/// for consecutive outputs, and the loop over the output row vectorises. The taps run in the
+/// window's row-major order with a strict `>`, as the scalar rule.
 fn max_pool_plane(
     x: &[f32],
     map: Option<(f32, f32)>,
@@ -60,21 +60,17 @@ fn max_pool_plane(
     out: &mut [f32],
     arg: &mut [u32],
 ) {
-    let plen = w.div_ceil(s);
-    let mut phases = vec![0.0f32; s * plen];
-    let mut best = vec![f32::NEG_INFINITY; wo];
-    let mut from = vec![0u32; wo];
+    let mut phases = RowPhases::new(w, s);
+    // Where each maximum came from: in `arg` itself, or here where nothing keeps it.
+    let mut scratch = if arg.is_empty() { vec![0u32; wo] } else { Vec::new() };
     for oy in 0..ho {
+        let best = &mut out[oy * wo..(oy + 1) * wo];
+        let from = if arg.is_empty() { &mut scratch[..] } else { &mut arg[oy * wo..(oy + 1) * wo] };
         best.fill(f32::NEG_INFINITY);
         from.fill(0);
         for ky in 0..k {
             let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < h) else { continue };
-            let row = &x[iy * w..(iy + 1) * w];
-            for (r, ph) in phases.chunks_mut(plen).enumerate() {
-                for (d, &v) in ph.iter_mut().zip(row[r..].iter().step_by(s)) {
-                    *d = map.map_or(v, |(a, b)| bn_relu(v, a, b));
-                }
-            }
+            phases.split(&x[iy * w..(iy + 1) * w], |v| map.map_or(v, |(a, b)| bn_relu(v, a, b)));
             for kx in 0..k {
                 // Input column ix = ox * s + kx - p, inside the row for ox in [lo, hi).
                 let lo = p.saturating_sub(kx).div_ceil(s);
@@ -83,10 +79,9 @@ fn max_pool_plane(
                     continue;
                 }
                 let ix0 = lo * s + kx - p;
-                let ph = &phases[(ix0 % s) * plen + ix0 / s..][..hi - lo];
                 let j0 = (iy * w + ix0) as u32;
                 let (b, f) = (&mut best[lo..hi], &mut from[lo..hi]);
-                for (m, ((b, f), &v)) in b.iter_mut().zip(f.iter_mut()).zip(ph).enumerate() {
+                for (m, ((b, f), &v)) in b.iter_mut().zip(f.iter_mut()).zip(&phases.from(ix0)[..hi - lo]).enumerate() {
                     // NaN propagates like PyTorch's max pooling. Selected by mask, without a
                     // branch, so the loop vectorises.
                     let take = ((v > *b) | v.is_nan()) as u32;
@@ -95,10 +90,6 @@ fn max_pool_plane(
                     *f = (*f & keep) | ((j0 + (m * s) as u32) & !keep);
                 }
             }
-        }
-        out[oy * wo..(oy + 1) * wo].copy_from_slice(&best);
-        if !arg.is_empty() {
-            arg[oy * wo..(oy + 1) * wo].copy_from_slice(&from);
         }
     }
 }
