@@ -48,6 +48,10 @@ fn main() {
                 time(&format!("conv{k}x{k}/2 fwd c{c} hw{hw}"), flop, || {
                     std::hint::black_box(down.forward(&s, x.detach()));
                 });
+                time(&format!("conv{k}x{k}/2 fwd+dW c{c} hw{hw}"), 2.0 * flop, || {
+                    let y = down.forward(&s, x.detach().traced_input());
+                    std::hint::black_box(y.dfdx_matrix().sum::<(), _>().backward());
+                });
                 time(&format!("conv{k}x{k}/2 fwd+dW+dX c{c} hw{hw}"), 3.0 * flop, || {
                     let y = down.forward(&s, x.detach().traced());
                     std::hint::black_box(y.dfdx_matrix().sum::<(), _>().backward());
@@ -121,5 +125,62 @@ fn kernels_alone(c: usize, hw: usize) {
             assert!(wb::weight_grad(xb, &x, (c, c, nb, l), (g, 1), &mut dw, &mut acc));
         });
     }
+    if c < 64 {
+        kernels_alone_s2(c, hw);
+    }
     std::hint::black_box((&out, &dw));
+}
+
+/// The stride-2 3x3 kernels alone on one thread, 16 images from `c` channels of `hw x hw` into `2c`
+/// of `hw/2`: the forward over the phase planes, the input gradient by parity part (its copies
+/// into scratch and the interleaving add included) and the blocked weight gradient.
+fn kernels_alone_s2(c: usize, hw: usize) {
+    use kdscope::nn::ops::direct::Padded;
+    use kdscope::nn::ops::{cpu, tight, tight_s2, wgrad_blocked as wb};
+    let (nb, co, ho, l) = (16, 2 * c, hw / 2, cpu::kernel_lanes());
+    let x: Vec<f32> = (0..nb * c * hw * hw).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+    let gy: Vec<f32> = (0..nb * co * ho * ho).map(|i| ((i * 41 % 103) as f32 - 51.0) / 50.0).collect();
+    let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 480.0).collect();
+    let flop = 2.0 * (nb * c * co * 9 * ho * ho) as f64;
+    let (mut buf, mut scratch) = (Vec::new(), Vec::new());
+    if tight_s2::forward_applies(l, co, (hw, hw)) {
+        let w36 = tight_s2::phase_weights(&wt, co, c);
+        let mut out = vec![std::mem::MaybeUninit::<f32>::uninit(); co * ho * ho];
+        time(&format!("  1 thread: s2 fwd tight x{nb}"), flop, || {
+            for b in 0..nb {
+                let mode = tight::Out::Write { out: &mut out, bias: None, res: None, relu: false, sums: None };
+                let xi = &x[b * c * hw * hw..(b + 1) * c * hw * hw];
+                assert!(tight_s2::forward(l, xi, (c, hw, hw), (&w36, co), mode, &mut buf));
+            }
+        });
+    }
+    if tight_s2::applies(l, c, (hw, hw)) {
+        let parts = tight_s2::parts(&wt, co, c);
+        let (mut gbuf, mut dx) = (Vec::new(), vec![0.0f32; c * hw * hw]);
+        let pl = tight::plane(ho, ho);
+        time(&format!("  1 thread: s2 dX tight x{nb}"), flop, || {
+            let gt = tight::pad_tight((&gy, None), (nb, co), (ho, ho), &mut gbuf);
+            for b in 0..nb {
+                assert!(tight_s2::input_grad(
+                    l,
+                    &gt[b * pl..],
+                    (co, nb * pl),
+                    &parts,
+                    (c, hw, hw),
+                    &mut dx,
+                    &mut scratch
+                ));
+            }
+        });
+        std::hint::black_box(&dx);
+    }
+    if wb::applies(c, l) {
+        let g = Padded { h: hw, w: hw };
+        let (mut dw, mut acc) = (vec![0.0f32; c * co * 9], Vec::new());
+        time(&format!("  1 thread: s2 dW blocked x{nb}"), flop, || {
+            let xb = wb::pad_blocked((&x, None), (nb, c, l), g, &mut buf);
+            assert!(wb::weight_grad(xb, &gy, (c, co, nb, l), (g, 2), &mut dw, &mut acc));
+        });
+        std::hint::black_box(&dw);
+    }
 }
