@@ -59,6 +59,7 @@ fn main() {
             }
         }
         kernels_alone(c, hw);
+        batch_streaming(c, hw);
         time(&format!("alloc+zero {}", shape.numel()), 0.0, || {
             std::hint::black_box(vec![0.0f32; shape.numel()]);
         });
@@ -183,4 +184,37 @@ fn kernels_alone_s2(c: usize, hw: usize) {
         });
         std::hint::black_box(&dw);
     }
+}
+
+/// The tight forward over a whole batch of 128 images on both threads, each image copied into its
+/// tight planes and convolved (as the training forward does, without its batch-norm sums), against
+/// the same kernel over one image's planes held in cache: what streaming the batch through the
+/// caches costs beside the kernel (`kernels_alone` runs 16 images that stay in L2).
+fn batch_streaming(c: usize, hw: usize) {
+    use kdscope::nn::ops::tight;
+    use rayon::prelude::*;
+    use std::mem::MaybeUninit;
+    let n = 128;
+    if !tight::applies(hw, hw) {
+        return;
+    }
+    let il = c * hw * hw;
+    let x: Vec<f32> = (0..n * il).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+    let wt: Vec<f32> = (0..c * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 480.0).collect();
+    let flop = 2.0 * (n * c * c * 9 * hw * hw) as f64;
+    let mut out = vec![MaybeUninit::<f32>::uninit(); n * il];
+    let conv = |xt: &[f32], o: &mut [MaybeUninit<f32>]| {
+        let mode = tight::Out::Write { out: o, bias: None, res: None, relu: false, sums: None };
+        assert!(tight::conv(xt, (c, tight::plane(hw, hw)), (hw, hw), &wt, c, mode));
+    };
+    time(&format!("  2 threads: pad+fwd tight x{n}"), flop, || {
+        out.par_chunks_mut(il).enumerate().for_each_init(Vec::new, |buf, (b, o)| {
+            conv(tight::pad_tight((&x[b * il..(b + 1) * il], None), (1, c), (hw, hw), buf), o)
+        });
+    });
+    let mut buf = Vec::new();
+    let xt = tight::pad_tight((&x[..il], None), (1, c), (hw, hw), &mut buf).to_vec();
+    time(&format!("  2 threads: fwd tight x{n}, one image"), flop, || {
+        out.par_chunks_mut(il).for_each(|o| conv(&xt, o));
+    });
 }
