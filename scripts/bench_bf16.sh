@@ -28,7 +28,7 @@ for r in $(seq "$ROUNDS"); do
   for b in $BATCHES; do
     for p in fp32 bf16; do
       KDSCOPE_PRECISION=$p "$KDS" bench --archs resnet20,resnet56 --batch "$b" --iters 5 --reps 3 |
-        sed -n "s/^RESULT /RESULT kds_${p}_/p" | tee -a "$LOG"
+        sed -n -e "s/^RESULT /RESULT kds_${p}_/p" -e "/^FMA peak/p" | tee -a "$LOG"
     done
     for a in r20 r56; do
       for mode in train infer; do
@@ -43,7 +43,8 @@ done
 python3 - "$LOG" <<'PY'
 import re, sys
 sys.path.insert(0, "scripts")
-from bench_rounds import ARCH as arch, median, tables
+from bench_rounds import ARCH as arch, contended, median, rounds, tables
+every = rounds(sys.argv[1])
 for res in tables(sys.argv[1], f"{'workload':<22} {'kds f32':>8} {'kds bf16':>8} {'torch f32':>9} {'torch bf16':>10} {'bf16/f32':>8} {'kds/torch bf16':>14}"):
     for name in res:
         m = re.fullmatch(r"kds_fp32_(resnet\d+)_(train|infer)_b(\d+)", name)
@@ -52,5 +53,5 @@ for res in tables(sys.argv[1], f"{'workload':<22} {'kds f32':>8} {'kds bf16':>8}
         a, mode, b = m.groups()
         f, h = median(res, name), median(res, f"kds_bf16_{a}_{mode}_b{b}")
         tf, tb = median(res, f"torch_{mode}_{arch[a]}_b{b}_cl"), median(res, f"torch_bf16_{mode}_{arch[a]}_b{b}_cl")
-        print(f"{a}_{mode}_b{b:<8} {f:>8.1f} {h:>8.1f} {tf:>9.1f} {tb:>10.1f} {h/f:>7.2f}x {h/tb:>13.2f}x")
+        print(f"{a}_{mode}_b{b:<8} {f:>8.1f} {h:>8.1f} {tf:>9.1f} {tb:>10.1f} {h/f:>7.2f}x {h/tb:>13.2f}x{contended(every, res, name) or contended(every, res, f'kds_bf16_{a}_{mode}_b{b}')}")
 PY

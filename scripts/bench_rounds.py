@@ -2,23 +2,46 @@
 scripts/bench_bf16.sh tabulate.
 
 A log holds `ROUND <n>` lines, each followed by that round's `RESULT <name> <sec/iter> <img/s>`
-lines (kdscope bench, the anchor script, benches/torch_autocast.py)."""
+lines (kdscope bench, the anchor script, benches/torch_autocast.py), and the FMA-peak reading that
+each `kdscope bench` run prints before its results."""
 import statistics
 
 ARCH = {"resnet20": "r20", "resnet56": "r56"}
 
 
+PEAK = "FMA peak (measured, f32, all threads):"
+
+# A `kdscope bench` run that began at less than this share of the log's highest FMA-peak reading
+# ran on a contended machine (another tenant on the host: one core's worth of FMAs for two threads).
+CONTENDED = 0.8
+
+
 def rounds(path):
-    """One dict per round: result name -> the images/s of its repetitions."""
-    out, cur = [], None
+    """One dict per round: result name -> the images/s of its repetitions; and under "_peak", each
+    kdscope result's name -> the FMA-peak reading of the `kdscope bench` run it came from."""
+    out, cur, peak = [], None, None
     for line in open(path):
         if line.startswith("ROUND"):
-            cur = {}
+            cur = {"_peak": {}}
             out.append(cur)
+        elif line.startswith(PEAK):
+            peak = float(line[len(PEAK):].split()[0])
         elif line.startswith("RESULT"):
             _, name, _, ips = line.split()[:4]
             cur.setdefault(name, []).append(float(ips))
+            if not name.startswith("torch") and peak is not None:
+                cur["_peak"][name] = peak
     return out
+
+
+def contended(all_rounds, res, name):
+    """Where `name`'s kdscope run in round `res` began below CONTENDED of the highest FMA-peak
+    reading of `all_rounds`: a note naming both readings; else ""."""
+    best = max((p for r in all_rounds for p in r["_peak"].values()), default=None)
+    p = res["_peak"].get(name)
+    if best is None or p is None or p >= CONTENDED * best:
+        return ""
+    return f"  (FMA peak {p:.0f} of {best:.0f} GFLOP/s at its start: contended, rerun)"
 
 
 def median(res, name):

@@ -14,7 +14,9 @@
 # Needs a release build (cargo build --release) and the anchor's venv:
 #   python3 -m venv .venv-anchors && .venv-anchors/bin/pip install torch numpy
 # Prints the CPU (lscpu model name and SIMD flags), every RESULT line, then per round a table of
-# medians (images/s) with kdscope / PyTorch ratios. BENCHMARKS.md quotes these tables.
+# medians (images/s) with kdscope / PyTorch ratios. BENCHMARKS.md quotes these tables. A row whose
+# `kdscope bench` run began with an FMA-peak reading below 0.8 of the log's highest is flagged
+# "contended, rerun" (another tenant on the host had taken about a core; see scripts/bench_rounds.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
@@ -51,7 +53,8 @@ done
 python3 - "$LOG" <<'PY'
 import re, sys
 sys.path.insert(0, "scripts")
-from bench_rounds import ARCH as arch, median, tables
+from bench_rounds import ARCH as arch, contended, median, rounds, tables
+every = rounds(sys.argv[1])
 for res in tables(sys.argv[1], f"{'workload':<34} {'kdscope':>9} {'torch':>9} {'tuned':>9} {'/torch':>7} {'/tuned':>7}"):
     for name in res:
         m = re.fullmatch(r"(resnet\d+)_(train|infer|kd_from_(resnet\d+))_b(\d+)", name)
@@ -63,5 +66,5 @@ for res in tables(sys.argv[1], f"{'workload':<34} {'kdscope':>9} {'torch':>9} {'
         else:
             ref = f"torch_{mode}_{arch[a]}_b{b}"
         k, d, tu = median(res, name), median(res, ref), median(res, ref + "_cl")
-        print(f"{name:<34} {k:>9.1f} {d:>9.1f} {tu:>9.1f} {k/d:>6.2f}x {k/tu:>6.2f}x")
+        print(f"{name:<34} {k:>9.1f} {d:>9.1f} {tu:>9.1f} {k/d:>6.2f}x {k/tu:>6.2f}x{contended(every, res, name)}")
 PY
