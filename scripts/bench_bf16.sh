@@ -43,8 +43,7 @@ done
 python3 - "$LOG" <<'PY'
 import re, sys
 sys.path.insert(0, "scripts")
-from bench_rounds import ARCH as arch, contended, median, rounds, tables
-every = rounds(sys.argv[1])
+from bench_rounds import ARCH as arch, contended, median, tables
 for res in tables(sys.argv[1], f"{'workload':<22} {'kds f32':>8} {'kds bf16':>8} {'torch f32':>9} {'torch bf16':>10} {'bf16/f32':>8} {'kds/torch bf16':>14}"):
     for name in res:
         m = re.fullmatch(r"kds_fp32_(resnet\d+)_(train|infer)_b(\d+)", name)
@@ -53,5 +52,5 @@ for res in tables(sys.argv[1], f"{'workload':<22} {'kds f32':>8} {'kds bf16':>8}
         a, mode, b = m.groups()
         f, h = median(res, name), median(res, f"kds_bf16_{a}_{mode}_b{b}")
         tf, tb = median(res, f"torch_{mode}_{arch[a]}_b{b}_cl"), median(res, f"torch_bf16_{mode}_{arch[a]}_b{b}_cl")
-        print(f"{a}_{mode}_b{b:<8} {f:>8.1f} {h:>8.1f} {tf:>9.1f} {tb:>10.1f} {h/f:>7.2f}x {h/tb:>13.2f}x{contended(every, res, name) or contended(every, res, f'kds_bf16_{a}_{mode}_b{b}')}")
+        print(f"{a}_{mode}_b{b:<8} {f:>8.1f} {h:>8.1f} {tf:>9.1f} {tb:>10.1f} {h/f:>7.2f}x {h/tb:>13.2f}x{contended(res, name) or contended(res, f'kds_bf16_{a}_{mode}_b{b}')}")
 PY

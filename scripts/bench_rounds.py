@@ -17,8 +17,9 @@ CONTENDED = 0.8
 
 
 def rounds(path):
-    """One dict per round: result name -> the images/s of its repetitions; and under "_peak", each
-    kdscope result's name -> the FMA-peak reading of the `kdscope bench` run it came from."""
+    """One dict per round: result name -> the images/s of its repetitions; under "_peak", each
+    kdscope result's name -> the FMA-peak reading of the `kdscope bench` run it came from; under
+    "_best", the highest reading of the whole log (None without any)."""
     out, cur, peak = [], None, None
     for line in open(path):
         if line.startswith("ROUND"):
@@ -31,14 +32,16 @@ def rounds(path):
             cur.setdefault(name, []).append(float(ips))
             if not name.startswith("torch") and peak is not None:
                 cur["_peak"][name] = peak
+    best = max((p for r in out for p in r["_peak"].values()), default=None)
+    for r in out:
+        r["_best"] = best
     return out
 
 
-def contended(all_rounds, res, name):
-    """Where `name`'s kdscope run in round `res` began below CONTENDED of the highest FMA-peak
-    reading of `all_rounds`: a note naming both readings; else ""."""
-    best = max((p for r in all_rounds for p in r["_peak"].values()), default=None)
-    p = res["_peak"].get(name)
+def contended(res, name):
+    """Where `name`'s kdscope run in round `res` began below CONTENDED of the log's highest FMA-peak
+    reading: a note naming both readings; else ""."""
+    best, p = res["_best"], res["_peak"].get(name)
     if best is None or p is None or p >= CONTENDED * best:
         return ""
     return f"  (FMA peak {p:.0f} of {best:.0f} GFLOP/s at its start: contended, rerun)"

@@ -53,8 +53,7 @@ done
 python3 - "$LOG" <<'PY'
 import re, sys
 sys.path.insert(0, "scripts")
-from bench_rounds import ARCH as arch, contended, median, rounds, tables
-every = rounds(sys.argv[1])
+from bench_rounds import ARCH as arch, contended, median, tables
 for res in tables(sys.argv[1], f"{'workload':<34} {'kdscope':>9} {'torch':>9} {'tuned':>9} {'/torch':>7} {'/tuned':>7}"):
     for name in res:
         m = re.fullmatch(r"(resnet\d+)_(train|infer|kd_from_(resnet\d+))_b(\d+)", name)
@@ -66,5 +65,5 @@ for res in tables(sys.argv[1], f"{'workload':<34} {'kdscope':>9} {'torch':>9} {'
         else:
             ref = f"torch_{mode}_{arch[a]}_b{b}"
         k, d, tu = median(res, name), median(res, ref), median(res, ref + "_cl")
-        print(f"{name:<34} {k:>9.1f} {d:>9.1f} {tu:>9.1f} {k/d:>6.2f}x {k/tu:>6.2f}x{contended(every, res, name)}")
+        print(f"{name:<34} {k:>9.1f} {d:>9.1f} {tu:>9.1f} {k/d:>6.2f}x {k/tu:>6.2f}x{contended(res, name)}")
 PY

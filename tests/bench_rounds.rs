@@ -28,7 +28,7 @@ r = rounds(sys.argv[1])
 print(len(r))
 print(median(r[0], "resnet20_train_b128"), median(r[0], "torch_train_r20_b128"), median(r[1], "resnet20_train_b32"))
 for i, name in [(0, "resnet20_train_b128"), (0, "resnet20_train_b32"), (0, "torch_train_r20_b128"), (1, "resnet20_train_b128")]:
-    print(repr(contended(r, r[i], name)))
+    print(repr(contended(r[i], name)))
 "#;
 
 #[test]
