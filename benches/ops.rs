@@ -14,6 +14,16 @@ fn time<F: FnMut()>(name: &str, flop: f64, mut f: F) {
     let e = s.elapsed().as_secs_f64() / n as f64;
     println!("{name:<28} {:8.2} ms  {:6.1} GFLOP/s", e * 1e3, flop / e / 1e9);
 }
+/// `n` inputs of the kernel benches: a fixed pattern in [-1, 1] (no zeros in runs).
+fn pattern_input(n: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect()
+}
+
+/// `n` weights of the kernel benches: a fixed pattern in [-0.1, 0.1].
+fn pattern_weights(n: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 480.0).collect()
+}
+
 fn main() {
     kdscope::train::tune_allocator();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -73,8 +83,7 @@ fn kernels_alone(c: usize, hw: usize) {
     use kdscope::nn::ops::direct::{conv3x3, conv3x3_weight_grad, pad_chunk, Padded};
     let nb = 16;
     let g = Padded { h: hw, w: hw };
-    let x: Vec<f32> = (0..nb * c * hw * hw).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
-    let wt: Vec<f32> = (0..c * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 480.0).collect();
+    let (x, wt) = (pattern_input(nb * c * hw * hw), pattern_weights(c * c * 9));
     // Aligned as the backward aligns them (planes at 64 bytes, the gradient's first value too).
     let (mut xbuf, mut gbuf, mut pbuf, mut scratch) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let xp = pad_chunk(&x, nb, c, g, &mut xbuf, 0);
@@ -139,9 +148,8 @@ fn kernels_alone_s2(c: usize, hw: usize) {
     use kdscope::nn::ops::direct::Padded;
     use kdscope::nn::ops::{cpu, tight, tight_s2, wgrad_blocked as wb};
     let (nb, co, ho, l) = (16, 2 * c, hw / 2, cpu::kernel_lanes());
-    let x: Vec<f32> = (0..nb * c * hw * hw).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+    let (x, wt) = (pattern_input(nb * c * hw * hw), pattern_weights(co * c * 9));
     let gy: Vec<f32> = (0..nb * co * ho * ho).map(|i| ((i * 41 % 103) as f32 - 51.0) / 50.0).collect();
-    let wt: Vec<f32> = (0..co * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 480.0).collect();
     let flop = 2.0 * (nb * c * co * 9 * ho * ho) as f64;
     let (mut buf, mut scratch) = (Vec::new(), Vec::new());
     if tight_s2::forward_applies(l, co, (hw, hw)) {
@@ -199,8 +207,7 @@ fn batch_streaming(c: usize, hw: usize) {
         return;
     }
     let il = c * hw * hw;
-    let x: Vec<f32> = (0..n * il).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
-    let wt: Vec<f32> = (0..c * c * 9).map(|i| ((i * 53 % 97) as f32 - 48.0) / 480.0).collect();
+    let (x, wt) = (pattern_input(n * il), pattern_weights(c * c * 9));
     let flop = 2.0 * (n * c * c * 9 * hw * hw) as f64;
     let mut out = vec![MaybeUninit::<f32>::uninit(); n * il];
     let conv = |xt: &[f32], o: &mut [MaybeUninit<f32>]| {
