@@ -387,8 +387,10 @@ fn parquet_page_headers_are_checked_before_decoding() {
 
 /// `KDSCOPE_SIMD` holds every kernel to a narrower instruction set (the AVX2 kernels of the Zen 3
 /// machines, run on an AVX-512 one): `kdscope bench` names the level that ran, a 2-epoch run at each
-/// level this CPU has ends at the same loss (the levels differ only in the order of float sums),
-/// and a misspelt level is refused by name before anything runs.
+/// level this CPU has reaches the same training loss at each epoch (the levels differ only in the
+/// order of float sums; those differences grow as training goes on: on the AMD EPYC family 25 model
+/// 17 within 0.0005 after two epochs, up to 0.005 after three), and a misspelt level is refused by
+/// name before anything runs.
 #[test]
 fn kernels_held_to_each_simd_level_train_alike() {
     let dir = tempfile::tempdir().unwrap();
@@ -409,18 +411,22 @@ fn kernels_held_to_each_simd_level_train_alike() {
         assert!(bench.status.success() && text(&bench).contains(&format!("kernels: {kernels}")), "{}", text(&bench));
         let out = dir.path().join(format!("{level}.safetensors"));
         let synth = r#"{"train_per_class": 30, "test_per_class": 2}"#;
-        let mut c = kdscope(&["train", "--synth", synth, "--arch", "resnet8", "--epochs", "3", "--batch-size", "32"]);
+        let mut c = kdscope(&["train", "--synth", synth, "--arch", "resnet8", "--epochs", "2", "--batch-size", "32"]);
         let o = c.arg("--out").arg(&out).env("KDSCOPE_SIMD", level).output().unwrap();
         let t = text(&o);
         assert!(o.status.success(), "{t}");
-        let last = t.lines().rfind(|l| l.contains("train loss")).unwrap_or_else(|| panic!("{t}"));
-        let loss: f64 =
-            last.split("train loss").nth(1).and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap();
-        losses.push((level, loss));
+        let per_epoch: Vec<f64> = t
+            .lines()
+            .filter_map(|l| l.split("train loss").nth(1)?.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert_eq!(per_epoch.len(), 2, "{t}");
+        losses.push((level, per_epoch));
     }
     assert!(!losses.is_empty());
-    for &(level, loss) in &losses {
-        assert!((loss - losses[0].1).abs() < 2e-3, "{level}: train loss {loss} against {losses:?}");
+    for (level, per_epoch) in &losses {
+        for (e, (loss, first)) in per_epoch.iter().zip(&losses[0].1).enumerate() {
+            assert!((loss - first).abs() < 2e-3, "{level}: epoch {} train loss {loss} against {losses:?}", e + 1);
+        }
     }
 }
 

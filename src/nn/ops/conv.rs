@@ -18,7 +18,7 @@ use super::amx_conv;
 use super::blas::{add_into, sgemm, sgemm_strided, sgemm_uninit, threads, written, Mat, SyncPtr};
 use super::deferred::Deferred;
 use super::direct::{self, Padded};
-use super::{tight, tight_s2, wgrad_blocked};
+use super::{pointwise_s2, tight, tight_s2, wgrad_blocked};
 use crate::nn::var::{accumulate_with, finish, finish_unmapped, Dev, Flat, Grads, Shape4, Var};
 
 use super::bn_grad::DeferredGrad;
@@ -117,7 +117,7 @@ impl Geo {
         self.direct_s2() && tight_s2::forward_applies(self.lanes, self.co, (self.h, self.w))
     }
     /// 1x1, stride 2, no padding, no groups (ResNet shortcuts): the tile kernel with one tap over
-    /// the input's even samples ([`direct::conv1x1_s2_into`]).
+    /// the input's even samples, a chunk of images at a time ([`pointwise_s2`]).
     fn pointwise_s2(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.s == 2 && self.p == 0 && self.g == 1
     }
@@ -445,9 +445,7 @@ fn direct_image(
             let out = tight::Out::Write { out, bias: epilogue.0, res: None, relu: epilogue.1, sums: epilogue.2 };
             assert!(tight_s2::forward(g.lanes, x, (g.c, g.h, g.w), (wt, g.co), out, buf));
         } else if g.pointwise_s2() {
-            let xs = direct::even_samples(x, (1, g.c), (g.h, g.w), buf);
-            let cs = g.padded_out().plane();
-            direct::conv1x1_s2_into(xs, (g.c, cs), (g.h, g.w), wt, g.co, out, epilogue, scratch);
+            pointwise_s2::forward(x, 1, (g.c, g.h, g.w), (wt, g.co), out, epilogue, (buf, scratch));
         } else {
             direct::conv3x3_s2(x, g.c, (g.h, g.w), wt, g.co, out, epilogue, (buf, eo, scratch));
         }
@@ -815,28 +813,15 @@ fn backward_chunk_s2(k: Chunk, (wt, parts): (&[f32], Option<&S2Dx>), g: &Geo) {
     }
 }
 
-/// Backward of `nb` consecutive images of a 1x1 stride-2 convolution ([`Geo::pointwise_s2`]): `dW`
-/// as one GEMM over the positions of all `nb` images (the padded output gradient against the
-/// input's even samples, both channel-major), `dx` per image by the tile kernel with the transposed
-/// weights `wt_t` (given whenever `dx` is wanted).
+/// Backward of `nb` consecutive images of a 1x1 stride-2 convolution ([`Geo::pointwise_s2`]) over
+/// their gathered even samples and output gradient ([`pointwise_s2::backward`]): `dW` as one GEMM,
+/// `dx` with the transposed weights `wt_t` (given whenever `dx` is wanted).
 fn backward_chunk_1x1s2(k: Chunk, wt_t: Option<&[f32]>, g: &Geo) {
     let Chunk { x, gout, nb, dw, dx, want_dw, gemm_threads, .. } = k;
-    let pg = g.padded_out();
-    let cs = nb * pg.plane();
+    let dx = dx.zip(wt_t);
     with_direct(|xbuf, gbuf, sc| {
-        let gp = direct::pad_chunk(gout, nb, g.co, pg, gbuf, pg.wp() + 1);
-        if want_dw {
-            // dW[o][ci] = sum_q gp[o][q + wp + 1] xs[ci][q]: the zero samples mask the grid's extras.
-            let xs = direct::even_samples(x, (nb, g.c), (g.h, g.w), xbuf);
-            let a = Mat { data: &gp[pg.wp() + 1..], rs: cs as isize, cs: 1 };
-            let b = Mat { data: xs, rs: 1, cs: cs as isize };
-            sgemm_strided(g.co, g.c, cs, a, b, dw, (1, g.co), true, gemm_threads);
-        }
-        if let (Some(dx), Some(wt_t)) = (dx, wt_t) {
-            for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
-                direct::conv1x1_s2_input_grad(&gp[bi * pg.plane()..], (g.co, cs), wt_t, g.c, (g.h, g.w), dxi, sc);
-            }
-        }
+        let dw = want_dw.then_some(dw);
+        pointwise_s2::backward((x, gout, nb), (g.c, g.h, g.w, g.co), (dw, gemm_threads), dx, (xbuf, gbuf, sc))
     });
 }
 
@@ -930,6 +915,22 @@ fn forward_batch_sums(
     if g.tiled() {
         // The direct kernels write every output value: no zero fill first.
         let want_sums = want_sums && bias.is_none() && !relu;
+        if g.pointwise_s2() {
+            assert!(pre.is_none(), "a deferred batch norm in the stride-1 copies only");
+            // Chunks of images, each one product over their positions.
+            let nb = pointwise_s2::chunk_images(g.n, g.hwo(), nthreads);
+            let (out, sums) = written(g.n * g.out_len(), nb * g.out_len(), g.n >= nthreads, |i, o| {
+                let k = o.len() / g.out_len();
+                let mut sums = want_sums.then(|| vec![(0.0, 0.0); k * g.co]);
+                let x = &xd[i * nb * g.in_len()..(i * nb + k) * g.in_len()];
+                let epilogue = (bias, relu, sums.as_deref_mut());
+                with_direct(|buf, scratch, _| {
+                    pointwise_s2::forward(x, k, (g.c, g.h, g.w), (w_data, g.co), o, epilogue, (buf, scratch))
+                });
+                sums
+            });
+            return (out, want_sums.then(|| sums.into_iter().flatten().flatten().collect()));
+        }
         // The tight stride-2 kernel's weights, laid out once for the batch.
         let w36 = g.tight_s2().then(|| tight_s2::phase_weights(w_data, g.co, g.c));
         let w_data = w36.as_deref().unwrap_or(w_data);

@@ -295,80 +295,88 @@ pub fn conv3x3_s2_input_grad(
     }
 }
 
-/// The input of 1x1 / stride 2 / no padding convolutions on the tile kernel's grid: the even rows
-/// and columns `x[ci][2y][2x]` of the `nb` images `x` (NCHW, `c x h x w`), image `bi`'s channel
-/// `ci` as the plane `(ci * nb + bi)` of padded planes of the output size `g` (`ceil(h/2) x
-/// ceil(w/2)`), sample `(y, x)` at `y * wp + x`; every other value of the buffer is zero.
+/// Zeros after the last row of a flat layout ([`conv1x1_flat`]): the kernel's last tile reads up
+/// to a whole tile (at most 6 vectors of 16) past a row's `n` positions.
+pub const FLAT_SLACK: usize = 96;
+
+/// The row length of a flat layout of `n` positions ([`gather_flat`]): whole cache lines and one
+/// more, so that rows are never a multiple of 4 KiB apart (at 16 images of 16x16, 16 KiB: the
+/// GEMM's packing of the weight gradient's operands, reading down such rows, hit the same cache
+/// sets and took 4 times as long).
+pub fn flat_stride(n: usize) -> usize {
+    n.next_multiple_of(16) + 16
+}
+
+/// The input of the 1x1 / stride 2 / no padding convolutions over a chunk of images: the even
+/// rows and columns `x[ci][2y][2x]` of the `nb` images `x` (NCHW, `c x h x w`), channel major,
+/// `nb * ho * wo` positions a row (`ho x wo` = `ceil(h/2) x ceil(w/2)`; image `bi`'s sample `(y,
+/// x)` at `bi * ho * wo + y * wo + x`), rows [`flat_stride`] apart, then [`FLAT_SLACK`] zeros.
 pub fn even_samples<'b>(
     x: &[f32],
     (nb, c): (usize, usize),
     (h, w): (usize, usize),
     buf: &'b mut Vec<f32>,
 ) -> &'b [f32] {
-    let g = Padded { h: h.div_ceil(2), w: w.div_ceil(2) };
-    let (wp, plane) = (g.wp(), g.plane());
-    let buf = aligned(buf, g.buf_len(c * nb), 0);
-    for (ci, bi) in (0..c).flat_map(|ci| (0..nb).map(move |bi| (ci, bi))) {
+    let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+    assert!(x.len() >= nb * c * h * w, "even_samples: {} values for {nb} x {c} x {h} x {w}", x.len());
+    flat_rows((nb, c), ho * wo, buf, |ci, bi, dst| {
         let xs = &x[(bi * c + ci) * h * w..(bi * c + ci + 1) * h * w];
-        let p = &mut buf[(ci * nb + bi) * plane..(ci * nb + bi + 1) * plane];
-        for (y, row) in p.chunks_exact_mut(wp).enumerate() {
-            if y < g.h {
-                let src = &xs[2 * y * w..(2 * y + 1) * w];
-                row.iter_mut().zip(src.iter().step_by(2)).for_each(|(d, &v)| *d = v);
-                row[g.w..].fill(0.0);
-            } else {
-                row.fill(0.0);
-            }
+        for (y, row) in dst.chunks_exact_mut(wo).enumerate() {
+            row.iter_mut().zip(xs[2 * y * w..].iter().step_by(2)).for_each(|(d, &v)| *d = v);
         }
+    })
+}
+
+/// The planes of `nb` images (`x` NCHW, `c` planes of `hw` values each) channel major, `nb * hw`
+/// positions a row, rows [`flat_stride`] apart, then [`FLAT_SLACK`] zeros: the layout
+/// [`conv1x1_flat`] reads.
+pub fn gather_flat<'b>(x: &[f32], (nb, c): (usize, usize), hw: usize, buf: &'b mut Vec<f32>) -> &'b [f32] {
+    assert!(x.len() >= nb * c * hw, "gather_flat: {} values for {nb} x {c} x {hw}", x.len());
+    flat_rows((nb, c), hw, buf, |ci, bi, dst| dst.copy_from_slice(&x[(bi * c + ci) * hw..][..hw]))
+}
+
+/// `c` rows of `nb` planes of `hw` values, plane `(ci, bi)` written by `fill` (every value), rows
+/// [`flat_stride`] apart from a 64-byte line; the gaps between rows and [`FLAT_SLACK`] values after
+/// the last are zero.
+fn flat_rows(
+    (nb, c): (usize, usize),
+    hw: usize,
+    buf: &mut Vec<f32>,
+    fill: impl Fn(usize, usize, &mut [f32]),
+) -> &[f32] {
+    let (n, rs) = (nb * hw, flat_stride(nb * hw));
+    let buf = aligned(buf, c * rs + FLAT_SLACK, 0);
+    for (ci, row) in buf.chunks_exact_mut(rs).take(c).enumerate() {
+        for (bi, plane) in row[..n].chunks_exact_mut(hw).enumerate() {
+            fill(ci, bi, plane);
+        }
+        row[n..].fill(0.0);
     }
-    buf[c * nb * plane..].fill(0.0);
+    buf[c * rs..].fill(0.0);
     buf
 }
 
-/// The 1x1 / stride 2 / no padding convolution of one image into `out` (`co x ceil(h/2) x
-/// ceil(w/2)`, need not be initialised; every value written as in [`conv3x3_into`]): the tile kernel
-/// with one tap over the image's [`even_samples`] (`c` planes `cstride` apart), weights `wt[o][ci]`.
-#[allow(clippy::too_many_arguments)]
-pub fn conv1x1_s2_into(
+/// The 1x1 convolution (a matrix product) over `n` positions of `c` input rows, row `ci` at `ci *
+/// cstride` of `xs` (at least [`FLAT_SLACK`] values after the last row's `n`): `s[o][q] = sum_ci wt[o * c + ci] *
+/// xs[ci * cstride + q]` for `q < n`, on the tile kernel (one tap, the positions as one row). Into
+/// `scratch`; returns the sums and their row length (`ql >= n`, the values past `n` undefined).
+pub fn conv1x1_flat<'s>(
     xs: &[f32],
-    (c, cstride): (usize, usize),
-    (h, w): (usize, usize),
-    wt: &[f32],
-    co: usize,
-    out: &mut [MaybeUninit<f32>],
-    epilogue: Epilogue,
-    scratch: &mut Vec<f32>,
-) {
-    let g = Padded { h: h.div_ceil(2), w: w.div_ceil(2) };
-    let s = tiles(xs, (c, cstride), g, ([0; 9], 1), (wt, co), scratch);
-    unpad_into(s, co, g, out, epilogue);
+    (c, cstride, n): (usize, usize, usize),
+    (wt, co): (&[f32], usize),
+    scratch: &'s mut Vec<f32>,
+) -> (&'s [f32], usize) {
+    assert!(n > 0 && cstride >= n, "conv1x1_flat: {n} positions, rows {cstride} apart");
+    let g = Padded { h: 1, w: n - 1 };
+    assert!(g.q_len() - n <= FLAT_SLACK);
+    (tiles(xs, (c, cstride), g, ([0; 9], 1), (wt, co), scratch), g.q_len())
 }
 
-/// `dx (c x h x w) +=` the input gradient of the 1x1 stride-2 convolution for one image: the tile
-/// kernel with one tap over its padded output gradient `gp` (`co` planes `cs` apart, [`pad_chunk`]
-/// of the output size) and the transposed weights `wt_t[ci][o]`, added into the even rows and
-/// columns of `dx` (the others receive nothing).
-pub fn conv1x1_s2_input_grad(
-    gp: &[f32],
-    (co, cs): (usize, usize),
-    wt_t: &[f32],
-    c: usize,
-    (h, w): (usize, usize),
-    dx: &mut [f32],
-    scratch: &mut Vec<f32>,
-) {
-    assert!(dx.len() >= c * h * w);
-    let g = Padded { h: h.div_ceil(2), w: w.div_ceil(2) };
-    let (wp, ql) = (g.wp(), g.q_len());
-    let mut off = [0; 9];
-    off[0] = wp + 1;
-    let sc = tiles(gp, (co, cs), g, (off, 1), (wt_t, c), scratch);
-    for (src, dxc) in sc.chunks_exact(ql).zip(dx.chunks_exact_mut(h * w)) {
-        for y in 0..g.h {
-            let row = &mut dxc[2 * y * w..(2 * y + 1) * w];
-            row.iter_mut().step_by(2).zip(&src[y * wp..y * wp + g.w]).for_each(|(d, v)| *d += v);
-        }
-    }
+/// Writes one image's output (`co` planes of `hw`) from sums laid out `[co][ql]` (the image's first
+/// value at `s[0]`, its channel `o` at `o * ql`), each value through the epilogue (as
+/// [`conv3x3_into`]); `out` need not be initialised.
+pub fn unpad_flat(s: &[f32], (co, ql): (usize, usize), hw: usize, out: &mut [MaybeUninit<f32>], epilogue: Epilogue) {
+    unpad_rows(s, co, (1, hw), (ql, hw), out, epilogue);
 }
 
 /// Offsets of the 9 taps of the stride-2 convolution on a channel's four polyphase planes of the
@@ -429,20 +437,33 @@ pub fn split_phases<'b>(
 
 /// [`unpad`] into memory that need not be initialised, each value through the epilogue (compiled
 /// for the CPU's widest vectors: [`super::cpu::multiversioned`]).
-fn unpad_into(s: &[f32], co: usize, g: Padded, out: &mut [MaybeUninit<f32>], (bias, relu, sums): Epilogue) {
+fn unpad_into(s: &[f32], co: usize, g: Padded, out: &mut [MaybeUninit<f32>], epilogue: Epilogue) {
+    unpad_rows(s, co, (g.h, g.w), (g.q_len(), g.wp()), out, epilogue);
+}
+
+/// [`unpad_into`] of `co` planes of `h x w` values from sums whose channels lie `ql` apart and
+/// rows `wp` apart.
+fn unpad_rows(
+    s: &[f32],
+    co: usize,
+    (h, w): (usize, usize),
+    (ql, wp): (usize, usize),
+    out: &mut [MaybeUninit<f32>],
+    (bias, relu, sums): Epilogue,
+) {
     super::cpu::multiversioned(
         #[inline(always)]
         || {
-            let (wp, ql) = (g.wp(), g.q_len());
-            assert!(out.len() >= co * g.h * g.w);
+            assert!(out.len() >= co * h * w);
+            assert!(co == 0 || s.len() >= (co - 1) * ql + (h - 1) * wp + w);
             assert!(sums.is_none() || (bias.is_none() && !relu), "plane sums are of the plain convolution only");
             if let Some(sums) = sums {
-                return unpad_summed(s, co, g, out, sums);
+                return unpad_summed(s, co, (h, w), (ql, wp), out, sums);
             }
             for o in 0..co {
-                for y in 0..g.h {
-                    let src = &s[o * ql + y * wp..o * ql + y * wp + g.w];
-                    let dst = out[(o * g.h + y) * g.w..(o * g.h + y + 1) * g.w].iter_mut().zip(src);
+                for y in 0..h {
+                    let src = &s[o * ql + y * wp..o * ql + y * wp + w];
+                    let dst = out[(o * h + y) * w..(o * h + y + 1) * w].iter_mut().zip(src);
                     match (bias.map(|b| b[o]), relu) {
                         (None, false) => dst.for_each(|(d, &v)| _ = d.write(v)),
                         (None, true) => dst.for_each(|(d, &v)| _ = d.write(v.max(0.0))),
@@ -455,32 +476,45 @@ fn unpad_into(s: &[f32], co: usize, g: Padded, out: &mut [MaybeUninit<f32>], (bi
     )
 }
 
-/// [`unpad_into`] without bias and ReLU, with each channel's `(sum, sum of squares)` into `sums`:
+/// [`unpad_rows`] without bias and ReLU, with each channel's `(sum, sum of squares)` into `sums`:
 /// 16 f32 lanes per channel, kept in registers across the rows and flushed into f64 about every
 /// 1,024 values (as the batch norm's own sums).
 #[inline(always)]
-fn unpad_summed(s: &[f32], co: usize, g: Padded, out: &mut [MaybeUninit<f32>], sums: &mut [(f64, f64)]) {
-    let (wp, ql) = (g.wp(), g.q_len());
-    let flush_rows = (1024 / g.w.max(1)).max(1);
+fn unpad_summed(
+    s: &[f32],
+    co: usize,
+    (h, w): (usize, usize),
+    (ql, wp): (usize, usize),
+    out: &mut [MaybeUninit<f32>],
+    sums: &mut [(f64, f64)],
+) {
+    let flush_rows = (1024 / w.max(1)).max(1);
     let total = |a: &[f32; 16]| a.iter().map(|&v| v as f64).sum::<f64>();
     for (o, sum) in sums.iter_mut().enumerate().take(co) {
         let (mut a, mut b, mut a64, mut b64) = ([0.0f32; 16], [0.0f32; 16], 0.0f64, 0.0f64);
-        for y in 0..g.h {
-            let src = &s[o * ql + y * wp..o * ql + y * wp + g.w];
-            let dst = &mut out[(o * g.h + y) * g.w..(o * g.h + y + 1) * g.w];
+        for y in 0..h {
+            let src = &s[o * ql + y * wp..o * ql + y * wp + w];
+            let dst = &mut out[(o * h + y) * w..(o * h + y + 1) * w];
             dst.iter_mut().zip(src).for_each(|(d, &v)| _ = d.write(v));
-            let mut it = src.chunks_exact(16);
-            for c in &mut it {
-                for l in 0..16 {
-                    a[l] += c[l];
-                    b[l] += c[l] * c[l];
+            // Rows longer than 1,024 values (a flat layout's one row per plane) flush per 1,024.
+            for piece in src.chunks(1024) {
+                let mut it = piece.chunks_exact(16);
+                for c in &mut it {
+                    for l in 0..16 {
+                        a[l] += c[l];
+                        b[l] += c[l] * c[l];
+                    }
+                }
+                for (l, &v) in it.remainder().iter().enumerate() {
+                    a[l] += v;
+                    b[l] += v * v;
+                }
+                if w > 1024 {
+                    (a64, b64) = (a64 + total(&a), b64 + total(&b));
+                    (a, b) = ([0.0; 16], [0.0; 16]);
                 }
             }
-            for (l, &v) in it.remainder().iter().enumerate() {
-                a[l] += v;
-                b[l] += v * v;
-            }
-            if (y + 1) % flush_rows == 0 {
+            if w <= 1024 && (y + 1) % flush_rows == 0 {
                 (a64, b64) = (a64 + total(&a), b64 + total(&b));
                 (a, b) = ([0.0; 16], [0.0; 16]);
             }
@@ -1083,87 +1117,69 @@ pub(super) mod tests {
         }
     }
 
-    /// The 1x1 / stride 2 convolution (ResNet shortcuts) on the tile kernel, even and odd sides:
-    /// forward (dispatched, portable, each SIMD level) and input gradient against the definition.
+    /// The flat product of the 1x1 / stride 2 convolution (ResNet shortcuts) on the tile kernel,
+    /// over a chunk's even samples (even and odd sides) and over a part of their positions at an
+    /// offset: dispatched, portable and each SIMD level, against the definition; then one image's
+    /// output through [`unpad_flat`].
     #[test]
-    fn pointwise_stride_two_matches_naive() {
+    fn flat_pointwise_matches_naive() {
         for (c, co, h, w, nb) in
             [(3, 5, 6, 10, 2), (16, 32, 32, 32, 1), (5, 7, 7, 5, 3), (2usize, 3usize, 1usize, 1usize, 2usize)]
         {
             let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+            let (hwo, n) = (ho * wo, nb * ho * wo);
             let x: Vec<f32> = (0..nb * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let wt: Vec<f32> = (0..co * c).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
-            let gy: Vec<f32> = (0..nb * co * ho * wo).map(|i| ((i * 29 % 89) as f32 - 44.0) / 44.0).collect();
             let at = |b: usize, ci: usize, y: usize, xx: usize| x[((b * c + ci) * h + y) * w + xx];
-            let want: Vec<f32> = (0..nb * co * ho * wo)
+            // want[o][q]: output channel o at chunk position q (image q / hwo).
+            let want: Vec<f32> = (0..co * n)
                 .map(|k| {
-                    let (b, o, y, xx) = (k / (co * ho * wo), k / (ho * wo) % co, k / wo % ho, k % wo);
+                    let (o, q) = (k / n, k % n);
+                    let (b, y, xx) = (q / hwo, q % hwo / wo, q % wo);
                     (0..c).map(|ci| (wt[o * c + ci] * at(b, ci, 2 * y, 2 * xx)) as f64).sum::<f64>() as f32
                 })
                 .collect();
             let what = format!("c{c} co{co} {h}x{w} x{nb}");
-            let close = |got: &[f32], want: &[f32], how: &str| {
-                for (k, (a, b)) in got.iter().zip(want).enumerate() {
-                    assert!((a - b).abs() < 1e-4, "{how} {what} at {k}: {a} vs {b}");
-                }
-            };
-            // The forward of each image from the chunk's even samples (`nb` planes per channel).
-            let g = Padded { h: ho, w: wo };
-            let cs = nb * g.plane();
-            let (mut xs, mut sc) = (vec![f32::NAN; 5], Vec::new());
-            let xs = even_samples(&x, (nb, c), (h, w), &mut xs);
-            let mut out = vec![f32::NAN; nb * co * ho * wo];
-            for (b, o) in out.chunks_mut(co * ho * wo).enumerate() {
-                let mut uninit = vec![MaybeUninit::new(f32::NAN); co * ho * wo];
-                conv1x1_s2_into(
-                    &xs[b * g.plane()..],
-                    (c, cs),
-                    (h, w),
-                    &wt,
-                    co,
-                    &mut uninit,
-                    (None, false, None),
-                    &mut sc,
-                );
-                // SAFETY: initialised (NaN) before, and every value written by the call.
-                o.iter_mut().zip(&uninit).for_each(|(o, v)| *o = unsafe { v.assume_init() });
-            }
-            close(&out, &want, "dispatched");
-            let one = &want[..co * ho * wo];
-            let mut port = vec![f32::NAN; co * g.q_len()];
-            portable(xs, c, cs, g, ([0; 9], 1), &wt, co, &mut port);
-            unpad(&port, co, g, &mut out[..co * ho * wo], false);
-            close(&out[..co * ho * wo], one, "portable");
-            #[cfg(target_arch = "x86_64")]
-            for level in 0..2 {
-                let mut s = vec![f32::NAN; co * g.q_len()];
-                let k = simd::Conv { xp: xs, c, plane: cs, g, taps: ([0; 9], 1), wt: &wt, co, s: &mut s };
-                if on_level(level, k) == Some(true) {
-                    unpad(&s, co, g, &mut out[..co * ho * wo], false);
-                    close(&out[..co * ho * wo], one, ["avx2", "avx512"][level]);
+            let rs = flat_stride(n);
+            let mut buf = vec![f32::NAN; 5];
+            let xs = even_samples(&x, (nb, c), (h, w), &mut buf);
+            assert_eq!(xs.len(), c * rs + FLAT_SLACK);
+            // The positions from `q0` on (the input-gradient's part of a chunk), `m` of them.
+            for (q0, m) in [(0, n), (hwo * (nb - 1), hwo)] {
+                let close = |s: &[f32], ql: usize, how: &str| {
+                    for (o, q) in (0..co).flat_map(|o| (0..m).map(move |q| (o, q))) {
+                        let (a, b) = (s[o * ql + q], want[o * n + q0 + q]);
+                        assert!((a - b).abs() < 1e-4, "{how} {what} from {q0} at {o},{q}: {a} vs {b}");
+                    }
+                };
+                let mut sc = vec![f32::NAN; 3];
+                let (s, ql) = conv1x1_flat(&xs[q0..], (c, rs, m), (&wt, co), &mut sc);
+                close(s, ql, "dispatched");
+                let g = Padded { h: 1, w: m - 1 };
+                let mut port = vec![f32::NAN; co * g.q_len()];
+                portable(&xs[q0..], c, rs, g, ([0; 9], 1), &wt, co, &mut port);
+                close(&port, g.q_len(), "portable");
+                #[cfg(target_arch = "x86_64")]
+                for level in 0..2 {
+                    let mut s = vec![f32::NAN; co * g.q_len()];
+                    let k = simd::Conv { xp: &xs[q0..], c, plane: rs, g, taps: ([0; 9], 1), wt: &wt, co, s: &mut s };
+                    if on_level(level, k) == Some(true) {
+                        close(&s, g.q_len(), ["avx2", "avx512"][level]);
+                    }
                 }
             }
-            // Input gradient: dx[ci][2y][2x] += sum_o w[o][ci] g[o][y][x], nothing elsewhere.
-            let wt_t: Vec<f32> = (0..c * co).map(|k| wt[(k % co) * c + k / co]).collect();
-            let mut gp = Vec::new();
-            let gp = pad_chunk(&gy, nb, co, g, &mut gp, g.wp() + 1);
-            let mut dx = vec![0.25f32; nb * c * h * w];
-            for (b, d) in dx.chunks_mut(c * h * w).enumerate() {
-                conv1x1_s2_input_grad(&gp[b * g.plane()..], (co, cs), &wt_t, c, (h, w), d, &mut sc);
+            // The last image's output planes, with bias and ReLU, from the chunk's sums.
+            let mut sc = Vec::new();
+            let (s, ql) = conv1x1_flat(xs, (c, rs, n), (&wt, co), &mut sc);
+            let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.1 - 0.2).collect();
+            let mut out = vec![MaybeUninit::new(f32::NAN); co * hwo];
+            unpad_flat(&s[(nb - 1) * hwo..], (co, ql), hwo, &mut out, (Some(&bias), true, None));
+            for (k, v) in out.iter().enumerate() {
+                // SAFETY: initialised (NaN) before, and written by the call.
+                let (o, q, v) = (k / hwo, k % hwo, unsafe { v.assume_init() });
+                let want = (want[o * n + (nb - 1) * hwo + q] + bias[o]).max(0.0);
+                assert!((v - want).abs() < 1e-4, "unpad_flat {what} at {k}: {v} vs {want}");
             }
-            let want_dx: Vec<f32> = (0..nb * c * h * w)
-                .map(|k| {
-                    let (b, ci, y, xx) = (k / (c * h * w), k / (h * w) % c, k / w % h, k % w);
-                    let g_at = |o: usize| gy[((b * co + o) * ho + y / 2) * wo + xx / 2];
-                    let sum = if y % 2 == 0 && xx % 2 == 0 {
-                        (0..co).map(|o| (wt[o * c + ci] * g_at(o)) as f64).sum::<f64>()
-                    } else {
-                        0.0
-                    };
-                    (0.25 + sum) as f32
-                })
-                .collect();
-            close(&dx, &want_dx, "input gradient");
         }
     }
 

@@ -24,6 +24,7 @@ mod fusion;
 #[cfg(target_arch = "x86_64")]
 mod isa;
 mod linear;
+mod pointwise_s2;
 mod pool;
 mod prefetch;
 mod threads;
