@@ -376,7 +376,7 @@ pub fn conv1x1_flat<'s>(
 /// value at `s[0]`, its channel `o` at `o * ql`), each value through the epilogue (as
 /// [`conv3x3_into`]); `out` need not be initialised.
 pub fn unpad_flat(s: &[f32], (co, ql): (usize, usize), hw: usize, out: &mut [MaybeUninit<f32>], epilogue: Epilogue) {
-    unpad_rows(s, co, (1, hw), (ql, hw), out, epilogue);
+    unpad_rows(s, Sums { co, h: 1, w: hw, ql, wp: hw }, out, epilogue);
 }
 
 /// Offsets of the 9 taps of the stride-2 convolution on a channel's four polyphase planes of the
@@ -438,19 +438,23 @@ pub fn split_phases<'b>(
 /// [`unpad`] into memory that need not be initialised, each value through the epilogue (compiled
 /// for the CPU's widest vectors: [`super::cpu::multiversioned`]).
 fn unpad_into(s: &[f32], co: usize, g: Padded, out: &mut [MaybeUninit<f32>], epilogue: Epilogue) {
-    unpad_rows(s, co, (g.h, g.w), (g.q_len(), g.wp()), out, epilogue);
+    unpad_rows(s, Sums { co, h: g.h, w: g.w, ql: g.q_len(), wp: g.wp() }, out, epilogue);
 }
 
-/// [`unpad_into`] of `co` planes of `h x w` values from sums whose channels lie `ql` apart and
-/// rows `wp` apart.
-fn unpad_rows(
-    s: &[f32],
+/// Where a kernel left its sums: `co` planes of `h x w` values, the planes `ql` apart, their rows
+/// `wp` apart.
+#[derive(Clone, Copy)]
+struct Sums {
     co: usize,
-    (h, w): (usize, usize),
-    (ql, wp): (usize, usize),
-    out: &mut [MaybeUninit<f32>],
-    (bias, relu, sums): Epilogue,
-) {
+    h: usize,
+    w: usize,
+    ql: usize,
+    wp: usize,
+}
+
+/// [`unpad_into`] of sums laid out as `at` says.
+fn unpad_rows(s: &[f32], at: Sums, out: &mut [MaybeUninit<f32>], (bias, relu, sums): Epilogue) {
+    let Sums { co, h, w, ql, wp } = at;
     super::cpu::multiversioned(
         #[inline(always)]
         || {
@@ -458,7 +462,7 @@ fn unpad_rows(
             assert!(co == 0 || s.len() >= (co - 1) * ql + (h - 1) * wp + w);
             assert!(sums.is_none() || (bias.is_none() && !relu), "plane sums are of the plain convolution only");
             if let Some(sums) = sums {
-                return unpad_summed(s, co, (h, w), (ql, wp), out, sums);
+                return unpad_summed(s, at, out, sums);
             }
             for o in 0..co {
                 for y in 0..h {
@@ -480,14 +484,8 @@ fn unpad_rows(
 /// 16 f32 lanes per channel, kept in registers across the rows and flushed into f64 about every
 /// 1,024 values (as the batch norm's own sums).
 #[inline(always)]
-fn unpad_summed(
-    s: &[f32],
-    co: usize,
-    (h, w): (usize, usize),
-    (ql, wp): (usize, usize),
-    out: &mut [MaybeUninit<f32>],
-    sums: &mut [(f64, f64)],
-) {
+fn unpad_summed(s: &[f32], at: Sums, out: &mut [MaybeUninit<f32>], sums: &mut [(f64, f64)]) {
+    let Sums { co, h, w, ql, wp } = at;
     let flush_rows = (1024 / w.max(1)).max(1);
     let total = |a: &[f32; 16]| a.iter().map(|&v| v as f64).sum::<f64>();
     for (o, sum) in sums.iter_mut().enumerate().take(co) {
