@@ -415,10 +415,8 @@ fn kernels_held_to_each_simd_level_train_alike() {
         let o = c.arg("--out").arg(&out).env("KDSCOPE_SIMD", level).output().unwrap();
         let t = text(&o);
         assert!(o.status.success(), "{t}");
-        let per_epoch: Vec<f64> = t
-            .lines()
-            .filter_map(|l| l.split("train loss").nth(1)?.split_whitespace().next()?.parse().ok())
-            .collect();
+        let per_epoch: Vec<f64> =
+            t.lines().filter_map(|l| l.split("train loss").nth(1)?.split_whitespace().next()?.parse().ok()).collect();
         assert_eq!(per_epoch.len(), 2, "{t}");
         losses.push((level, per_epoch));
     }
