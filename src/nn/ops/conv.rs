@@ -418,9 +418,10 @@ fn forward_image(
     add_bias(out, bias, res, hwo, relu);
 }
 
-/// Forward of one image on the tile kernel ([`Geo::tiled`]): every value
-/// of `out` is written, `relu?(conv + bias (+ res))`; a residual `res` only on tight planes. `wt`:
-/// the weights, laid out by [`tight_s2::phase_weights`] where [`Geo::tight_s2`].
+/// Forward of one image on the tile kernel ([`Geo::tiled`]), or of consecutive images (`x` and `out`
+/// hold them) where [`Geo::pointwise_s2`]: every value of `out` is written, `relu?(conv + bias (+
+/// res))`, the plane sums image by image; a residual `res` only on tight planes. `wt`: the weights,
+/// laid out by [`tight_s2::phase_weights`] where [`Geo::tight_s2`].
 fn direct_image(
     (x, pre): (&[f32], Option<&Deferred>),
     wt: &[f32],
@@ -431,6 +432,8 @@ fn direct_image(
 ) {
     assert!(res.is_none() || g.tight(), "a residual in the output pass of tight planes only");
     assert!(pre.is_none() || g.direct(), "a deferred batch norm in the stride-1 copies only");
+    let k = out.len() / g.out_len().max(1);
+    assert!(k == 1 || g.pointwise_s2(), "one image a call but for the 1x1 stride-2 convolution's chunks");
     with_direct(|buf, scratch, eo| {
         if g.tight() {
             let planes = tight::Planes::of(g.lanes, (g.h, g.w));
@@ -445,7 +448,7 @@ fn direct_image(
             let out = tight::Out::Write { out, bias: epilogue.0, res: None, relu: epilogue.1, sums: epilogue.2 };
             assert!(tight_s2::forward(g.lanes, x, (g.c, g.h, g.w), (wt, g.co), out, buf));
         } else if g.pointwise_s2() {
-            pointwise_s2::forward(x, 1, (g.c, g.h, g.w), (wt, g.co), out, epilogue, (buf, scratch));
+            pointwise_s2::forward(x, k, (g.c, g.h, g.w), (wt, g.co), out, epilogue, (buf, scratch));
         } else {
             direct::conv3x3_s2(x, g.c, (g.h, g.w), wt, g.co, out, epilogue, (buf, eo, scratch));
         }
@@ -915,35 +918,16 @@ fn forward_batch_sums(
     if g.tiled() {
         // The direct kernels write every output value: no zero fill first.
         let want_sums = want_sums && bias.is_none() && !relu;
-        if g.pointwise_s2() {
-            assert!(pre.is_none(), "a deferred batch norm in the stride-1 copies only");
-            // Chunks of images, each one product over their positions.
-            let nb = pointwise_s2::chunk_images(g.n, g.hwo(), nthreads);
-            let (out, sums) = written(g.n * g.out_len(), nb * g.out_len(), g.n >= nthreads, |i, o| {
-                let k = o.len() / g.out_len();
-                let mut sums = want_sums.then(|| vec![(0.0, 0.0); k * g.co]);
-                let x = &xd[i * nb * g.in_len()..(i * nb + k) * g.in_len()];
-                let epilogue = (bias, relu, sums.as_deref_mut());
-                with_direct(|buf, scratch, _| {
-                    pointwise_s2::forward(x, k, (g.c, g.h, g.w), (w_data, g.co), o, epilogue, (buf, scratch))
-                });
-                sums
-            });
-            return (out, want_sums.then(|| sums.into_iter().flatten().flatten().collect()));
-        }
         // The tight stride-2 kernel's weights, laid out once for the batch.
         let w36 = g.tight_s2().then(|| tight_s2::phase_weights(w_data, g.co, g.c));
         let w_data = w36.as_deref().unwrap_or(w_data);
-        let (out, sums) = written(g.n * g.out_len(), g.out_len(), g.n >= nthreads, |i, o| {
-            let mut sums = want_sums.then(|| vec![(0.0, 0.0); g.co]);
-            direct_image(
-                (&xd[i * g.in_len()..(i + 1) * g.in_len()], pre),
-                w_data,
-                g,
-                o,
-                (bias, relu, sums.as_deref_mut()),
-                None,
-            );
+        // One image a task; 1x1 stride-2 convolutions a chunk of images, one product over them all.
+        let per = if g.pointwise_s2() { pointwise_s2::chunk_images(g.n, g.hwo(), nthreads) } else { 1 };
+        let (out, sums) = written(g.n * g.out_len(), per * g.out_len(), g.n >= nthreads, |i, o| {
+            let k = o.len() / g.out_len();
+            let mut sums = want_sums.then(|| vec![(0.0, 0.0); k * g.co]);
+            let x = &xd[i * per * g.in_len()..(i * per + k) * g.in_len()];
+            direct_image((x, pre), w_data, g, o, (bias, relu, sums.as_deref_mut()), None);
             sums
         });
         return (out, want_sums.then(|| sums.into_iter().flatten().flatten().collect()));
