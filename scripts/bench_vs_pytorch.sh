@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training, inference and KD-step throughput of kdscope against PyTorch's default and "tuned"
 # (channels_last + malloc tunables) CPU paths, interleaved in one run on one machine, so that the
-# ratios hold even when the shared machine's speed drifts between minutes.
+# ratios hold even when the shared machine's speed drifts between minutes: per model (and for the
+# KD step) kdscope's runs and the anchor's follow each other.
 #
 #   scripts/bench_vs_pytorch.sh            # 2 rounds, batches 128 and 32, ResNet-20/56 and KD 56 -> 20
 #   ROUNDS=1 BATCHES=32 scripts/bench_vs_pytorch.sh
@@ -35,19 +36,35 @@ trap 'rm -f "$LOG"' EXIT
 lscpu | grep -E '^Model name|^CPU family|^Model:' | sed 's/  */ /g'
 echo "SIMD flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f|avx512_vnni|avx512_bf16|amx_tile|amx_bf16)$' | tr '\n' ' ')"
 date -u
+# The anchor's commands for one workload group (a model's training and inference, or the KD step),
+# PyTorch's default path, then its tuned one.
+torch_runs() {
+  local cl
+  for cl in 0 1; do
+    if [ "$cl" = 1 ]; then export CL=1 GLIBC_TUNABLES=$TUNED; else unset CL GLIBC_TUNABLES; fi
+    case "$1" in
+      r20) "$PY" "$ANCHOR" train r20 "$2" 5; "$PY" "$ANCHOR" infer r20 $((2 * $2)) 5 ;;
+      r56) "$PY" "$ANCHOR" train r56 "$2" 3; "$PY" "$ANCHOR" infer r56 $((2 * $2)) 5 ;;
+      kd) "$PY" "$ANCHOR" kd r20 r56 "$2" 3 ;;
+    esac
+  done | tee -a "$LOG"
+  unset CL GLIBC_TUNABLES
+}
+kds_runs() {
+  case "$1" in
+    r20) "$KDS" bench --archs resnet20 --batch "$2" --iters 5 --reps 3 ;;
+    r56) "$KDS" bench --archs resnet56 --batch "$2" --iters 5 --reps 3 ;;
+    kd) "$KDS" bench --archs "" --kd resnet56:resnet20 --batch "$2" --iters 5 --reps 3 ;;
+  esac | tee -a "$LOG"
+}
+# kdscope and PyTorch alternate group by group (a minute or two each), kdscope first in odd rounds
+# and PyTorch first in even ones, so that the host's drift over minutes falls on both sides.
 for r in $(seq "$ROUNDS"); do
   echo "ROUND $r" | tee -a "$LOG"
   for b in $BATCHES; do
-    "$KDS" bench --archs resnet20,resnet56 --kd resnet56:resnet20 --batch "$b" --iters 5 --reps 3 | tee -a "$LOG"
-    for cl in 0 1; do
-      if [ "$cl" = 1 ]; then export CL=1 GLIBC_TUNABLES=$TUNED; else unset CL GLIBC_TUNABLES; fi
-      "$PY" "$ANCHOR" train r20 "$b" 5 | tee -a "$LOG"
-      "$PY" "$ANCHOR" train r56 "$b" 3 | tee -a "$LOG"
-      "$PY" "$ANCHOR" infer r20 $((2 * b)) 5 | tee -a "$LOG"
-      "$PY" "$ANCHOR" infer r56 $((2 * b)) 5 | tee -a "$LOG"
-      "$PY" "$ANCHOR" kd r20 r56 "$b" 3 | tee -a "$LOG"
+    for w in r20 r56 kd; do
+      if [ $((r % 2)) = 1 ]; then kds_runs "$w" "$b"; torch_runs "$w" "$b"; else torch_runs "$w" "$b"; kds_runs "$w" "$b"; fi
     done
-    unset CL GLIBC_TUNABLES
   done
 done
 python3 - "$LOG" <<'PY'
