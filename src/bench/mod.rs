@@ -114,9 +114,11 @@ pub fn bench_train_profiled(
     let mut rows = Vec::new();
     if profile {
         extra.clear();
-        profile::start();
-        crate::nn::ops::on_pool(|| profile::recording(|| (0..iters).try_for_each(|_| step(&mut extra))))?;
-        rows = profile::stop();
+        let ran;
+        (ran, rows) = profile::session(|| {
+            crate::nn::ops::on_pool(|| profile::recording(|| (0..iters).try_for_each(|_| step(&mut extra))))
+        });
+        ran?;
         let mut totals: std::collections::BTreeMap<String, (f64, u64)> = Default::default();
         for (k, v) in extra {
             let e = totals.entry(k).or_default();
@@ -164,12 +166,13 @@ pub fn bench_infer_profiled(
     }
     let mut rows = Vec::new();
     if profile {
-        profile::start();
-        let t = Instant::now();
-        // On a worker of the pool, where `logits` runs its ops, so that they are recorded.
-        crate::nn::ops::on_pool(|| profile::recording(forwards));
-        let seconds = t.elapsed().as_secs_f64();
-        rows = profile::stop();
+        let seconds;
+        (seconds, rows) = profile::session(|| {
+            let t = Instant::now();
+            // On a worker of the pool, where `logits` runs its ops, so that they are recorded.
+            crate::nn::ops::on_pool(|| profile::recording(forwards));
+            t.elapsed().as_secs_f64()
+        });
         rows.push(profile::Row { op: "step".into(), pass: "total", seconds, calls: iters as u64, flop: 0.0 });
     }
     Ok((BenchResult { model: arch.into(), mode: "infer".into(), batch, size, sec_per_iter: times }, rows))

@@ -66,3 +66,18 @@ fn inference_is_profiled() {
     let (_, rows) = bench_infer_profiled("resnet8", (2, 8), 1, 1, false).unwrap();
     assert!(rows.is_empty(), "nothing profiled unless asked");
 }
+
+/// Two profiled benches at once in one process (as the tests above run in parallel) each get a
+/// whole table of their own: profiling runs one at a time ([`profile::session`]).
+#[test]
+fn concurrent_profiles_do_not_mix() {
+    let runs: Vec<_> =
+        (0..3).map(|_| std::thread::spawn(|| bench_infer_profiled("resnet8", (2, 8), 2, 1, true).unwrap().1)).collect();
+    for rows in runs.into_iter().map(|r| r.join().unwrap()) {
+        let calls = |op: &str, pass: &str| rows.iter().find(|x| x.op == op && x.pass == pass).map(|x| x.calls);
+        assert_eq!(calls("step", "total"), Some(2));
+        let kinds = profile::by_kind(&rows);
+        let conv = kinds.iter().find(|x| x.op == "conv2d 3x3/1").map(|r| (r.pass, r.calls));
+        assert_eq!(conv, Some(("forward", 10)));
+    }
+}

@@ -135,7 +135,22 @@ pub fn recording<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// One profiling run at a time in this process: the table is global, so a second [`start`] while
+/// one runs would clear it, and its [`stop`] take the other's rows.
+static SESSION: Mutex<()> = Mutex::new(());
+
+/// Runs `f` as one profiling run ([`start`], `f`, [`stop`]), waiting for any other such run in
+/// this process (parallel tests, a second bench on another thread) to end first; returns `f`'s
+/// result and the table.
+pub fn session<R>(f: impl FnOnce() -> R) -> (R, Vec<Row>) {
+    let _one = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+    start();
+    let r = f();
+    (r, stop())
+}
+
 /// Starts (or restarts) profiling with an empty table; the ops run inside [`recording`] enter it.
+/// Where another run may profile at the same time, use [`session`].
 pub fn start() {
     *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(State { last: Instant::now(), rows: BTreeMap::new() });
     ON.store(true, Ordering::Relaxed);
