@@ -22,8 +22,10 @@ struct State {
 thread_local! {
     /// The kind and (forward, backward) FLOPs that the next op recorded on this thread reports.
     static TAG: RefCell<Option<(String, f64, f64)>> = const { RefCell::new(None) };
-    /// Whether this thread's ops are recorded ([`recording`]).
-    static HERE: Cell<bool> = const { Cell::new(false) };
+    /// Whether this thread's ops are recorded ([`recording`]). A pass on the pool carries its
+    /// caller's (`ops::on_pool`), so that a worker recording one pass does not record another
+    /// caller's pass it picks up while it waits.
+    pub(crate) static HERE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// One op kind and pass: total seconds over the profiled calls, the number of calls and their

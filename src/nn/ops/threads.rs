@@ -16,14 +16,14 @@
 //!
 //! The ops read a few per-thread settings on the calling thread (guided ReLU, frozen parameters,
 //! dropout's mask seed and switch, the tight and blocked kernels' switches, skipped initialisers, folded batch
-//! norm). [`on_pool`] carries the caller's onto the worker for the pass and brings the dropout seed
+//! norm, whether the profiler records them). [`on_pool`] carries the caller's onto the worker for the pass and brings the dropout seed
 //! back, so a pass gives what it gives on the calling thread.
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::LocalKey;
 
 /// The per-thread switches the ops read.
-fn switches() -> [&'static LocalKey<Cell<bool>>; 8] {
+fn switches() -> [&'static LocalKey<Cell<bool>>; 9] {
     [
         &super::elementwise::GUIDED,
         &super::elementwise::FROZEN,
@@ -33,13 +33,14 @@ fn switches() -> [&'static LocalKey<Cell<bool>>; 8] {
         &super::cpu::BF16,
         &crate::nn::params::SKIP_INIT,
         &crate::nn::params::FOLD_BN,
+        &crate::nn::profile::HERE,
     ]
 }
 
 /// A thread's settings: its switches and its next dropout mask seed.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Settings {
-    switches: [bool; 8],
+    switches: [bool; 9],
     mask: u64,
 }
 
