@@ -145,7 +145,17 @@ static SESSION: Mutex<()> = Mutex::new(());
 /// this process (parallel tests, a second bench on another thread) to end first; returns `f`'s
 /// result and the table.
 pub fn session<R>(f: impl FnOnce() -> R) -> (R, Vec<Row>) {
+    /// Stops profiling if `f` panics, before the lock is let go.
+    struct StopOnPanic;
+    impl Drop for StopOnPanic {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                stop();
+            }
+        }
+    }
     let _one = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+    let _stop = StopOnPanic;
     start();
     let r = f();
     (r, stop())
@@ -246,5 +256,26 @@ mod tests {
             super::op_name("kdscope::nn::ops::conv::conv2d<dfdx::tensor::gradients::OwnedTape<f32, Cpu>>::{{closure}}"),
             "conv2d"
         );
+    }
+
+    /// A run whose work panics stops profiling and lets the next run in: that one gets its own
+    /// rows only.
+    #[test]
+    fn a_panicking_session_stops_and_lets_go() {
+        let hit = std::panic::catch_unwind(|| {
+            super::session(|| {
+                super::recording(|| super::add("first".into(), "forward", None, 1.0));
+                panic!("the profiled work failed");
+            })
+        });
+        assert!(hit.is_err());
+        {
+            // Under the lock: another test's run in between has stopped by the time it lets go.
+            let _one = super::SESSION.lock().unwrap_or_else(|e| e.into_inner());
+            assert!(!super::ON.load(std::sync::atomic::Ordering::Relaxed), "profiling left on");
+        }
+        let ((), rows) = super::session(|| super::recording(|| super::add("second".into(), "forward", None, 2.0)));
+        let ops: Vec<_> = rows.iter().map(|r| (r.op.as_str(), r.calls, r.flop)).collect();
+        assert_eq!(ops, [("second", 1, 2.0)]);
     }
 }

@@ -15,9 +15,10 @@
 //! moved within the machine's noise).
 //!
 //! The ops read a few per-thread settings on the calling thread (guided ReLU, frozen parameters,
-//! dropout's mask seed and switch, the tight and blocked kernels' switches, skipped initialisers, folded batch
-//! norm, whether the profiler records them). [`on_pool`] carries the caller's onto the worker for the pass and brings the dropout seed
-//! back, so a pass gives what it gives on the calling thread.
+//! dropout's mask seed and switch, the tight and blocked kernels' switches, skipped initialisers,
+//! folded batch norm, whether the profiler records them). [`on_pool`] carries the caller's onto
+//! the worker for the pass and brings the dropout seed back, so a pass gives what it gives on the
+//! calling thread.
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::LocalKey;
