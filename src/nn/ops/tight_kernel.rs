@@ -287,23 +287,20 @@ unsafe fn tile<I: Isa, const NB: usize, const V: usize, const K: u8>(
         }
         return;
     }
-    if let Some((z, pre)) = mode.bn {
-        return bn_grad_epilogue::<I, NB, V>(a, (o0, v0), &acc, (z, pre), sl);
+    // Sums are of plain values only (`tight::Out` checks it); on 8-lane vectors, and with the
+    // batch norm's backward sums at either width, they go on in position order.
+    // (Two calls, each with its `bn` known where it is inlined: one call with `mode.bn` left a
+    // branch per vector that made the 8-lane forward 12 % slower.)
+    if mode.sums {
+        return match mode.bn {
+            Some(bn) => in_order_sums::<I, NB, V>(a, (o0, v0), &acc, Some(bn), sl),
+            None => in_order_sums::<I, NB, V>(a, (o0, v0), &acc, None, sl),
+        };
     }
     for b in 0..NB {
         let o = o0 + b;
         let dst = a.dst.add(o * a.hw + q0);
-        let l = if mode.sums { (*sl.add(b)).as_mut_ptr() } else { std::ptr::null_mut() };
-        // 8-lane vectors' sums go on from the lanes vector after vector, each into its half of
-        // the 16 lanes (`at`), as the batch norm's 16-lane pass adds. AVX-512's forward sums add a
-        // tile's partial to the lanes.
-        let in_order = I::N < 16;
-        let (mut s, mut s2) = (I::zero(), I::zero());
         for v in 0..V {
-            let at = (v0 + v) % (16 / I::N) * I::N;
-            if mode.sums && in_order {
-                (s, s2) = (I::load(l.add(at)), I::load(l.add(16 + at)));
-            }
             let mut y = acc[b][v];
             if let Some(bias) = mode.bias {
                 y = I::add(y, I::set1(bias[o]));
@@ -318,41 +315,34 @@ unsafe fn tile<I: Isa, const NB: usize, const V: usize, const K: u8>(
                 y = I::add(y, I::load(dst.add(I::N * v)));
             }
             I::store(dst.add(I::N * v), y);
-            if mode.sums {
-                s = I::add(s, y);
-                s2 = I::fmadd(y, y, s2);
-                if in_order {
-                    I::store(l.add(at), s);
-                    I::store(l.add(16 + at), s2);
-                }
-            }
-        }
-        if mode.sums && !in_order {
-            I::store(l, I::add(I::load(l), s));
-            I::store(l.add(16), I::add(I::load(l.add(16)), s2));
         }
     }
 }
 
-/// The input-gradient epilogue with the deferred batch norm's backward sums
-/// ([`super::tight::Out::Grad`]): a plain store of each vector, and the sums of `g'` (the gradient
-/// where the batch norm + ReLU's output is positive) and of `g' (z - mean)` added on from the lanes
-/// vector after vector in position order, as the batch norm's own pass adds (so they are the same
-/// bit for bit; 8-lane vectors each into their half of the 16 lanes). The running sums stay in
-/// registers over the tile's vectors: loaded and stored at every vector, as the general epilogue
-/// does, they had cost 0.5 % of a ResNet-20 step.
+/// A plain store of each vector with its channel's sums added on from the lanes vector after vector
+/// in position order, 8-lane vectors each into their half of the 16 lanes, as the batch norm's own
+/// 16-lane passes add (so the sums are theirs bit for bit): with `bn` (the input gradient of a
+/// deferred batch norm + ReLU, [`super::tight::Out::Grad`]) the sums of `g'` (the gradient where
+/// the batch norm + ReLU's output is positive) and of `g' (z - mean)`; without, the forward's sums
+/// of the values and their squares (8-lane vectors; AVX-512 adds a tile's partial instead). The
+/// running sums stay in registers over the tile's vectors: loaded and stored at every vector, as
+/// the general epilogue had done, they cost 0.5 % of a ResNet-20 step with AVX-512; held to AVX2,
+/// the 3x3/1 backward went 136-138 -> 134 ms a step (in-process A/B, AMD EPYC family 25 model 17),
+/// the forward the same within noise.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn bn_grad_epilogue<I: Isa, const NB: usize, const V: usize>(
+unsafe fn in_order_sums<I: Isa, const NB: usize, const V: usize>(
     a: &Args,
     (o0, v0): (usize, usize),
     acc: &[[I::V; V]; NB],
-    (z, pre): (*const f32, &Deferred),
+    bn: Option<(*const f32, &Deferred)>,
     sl: *mut [f32; 32],
 ) {
     const HALVES: usize = 2;
     let parts = 16 / I::N;
-    assert!(parts <= HALVES);
+    // Vector `v`'s half is then `v % parts`, known where the tile is unrolled, so the sums stay in
+    // registers (8-lane tiles are 2 vectors from even ones, [`super::tight::conv_taps_at`]).
+    assert!(parts <= HALVES && v0.is_multiple_of(parts), "in_order_sums: a tile from vector {v0}");
     for (b, accb) in acc.iter().enumerate() {
         let o = o0 + b;
         let l = (*sl.add(b)).as_mut_ptr();
@@ -360,16 +350,20 @@ unsafe fn bn_grad_epilogue<I: Isa, const NB: usize, const V: usize>(
         for h in 0..parts {
             (s[h], s2[h]) = (I::load(l.add(h * I::N)), I::load(l.add(16 + h * I::N)));
         }
-        let (scale, shift, mean) = (I::set1(pre.scale[o]), I::set1(pre.shift[o]), I::set1(pre.mean[o]));
+        let bn = bn.map(|(z, pre)| (z, I::set1(pre.scale[o]), I::set1(pre.shift[o]), I::set1(pre.mean[o])));
         for (v, &y) in accb.iter().enumerate() {
-            let (at, h) = (o * a.hw + I::N * (v0 + v), (v0 + v) % parts);
+            let (at, h) = (o * a.hw + I::N * (v0 + v), v % parts);
             I::store(a.dst.add(at), y);
-            // The batch norm's expressions, in its order: multiply, add, compare; g' (z - mu)
-            // multiplied, then added.
-            let zv = I::load(z.add(at));
-            let gm = I::where_positive(I::add(I::mul(zv, scale), shift), y);
-            s[h] = I::add(s[h], gm);
-            s2[h] = I::add(s2[h], I::mul(gm, I::sub(zv, mean)));
+            (s[h], s2[h]) = match bn {
+                // The batch norm's expressions, in its order: multiply, add, compare; g' (z - mu)
+                // multiplied, then added.
+                Some((z, scale, shift, mean)) => {
+                    let zv = I::load(z.add(at));
+                    let gm = I::where_positive(I::add(I::mul(zv, scale), shift), y);
+                    (I::add(s[h], gm), I::add(s2[h], I::mul(gm, I::sub(zv, mean))))
+                }
+                None => (I::add(s[h], y), I::fmadd(y, y, s2[h])),
+            };
         }
         for h in 0..parts {
             I::store(l.add(h * I::N), s[h]);
