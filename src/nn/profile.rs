@@ -162,8 +162,8 @@ pub fn session<R>(f: impl FnOnce() -> R) -> (R, Vec<Row>) {
 }
 
 /// Starts (or restarts) profiling with an empty table; the ops run inside [`recording`] enter it.
-/// Where another run may profile at the same time, use [`session`].
-pub fn start() {
+/// Only through [`session`], which keeps another run from starting meanwhile.
+fn start() {
     *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(State { last: Instant::now(), rows: BTreeMap::new() });
     ON.store(true, Ordering::Relaxed);
 }
@@ -179,7 +179,7 @@ pub fn mark() {
 }
 
 /// Stops profiling and returns the table, largest total first.
-pub fn stop() -> Vec<Row> {
+fn stop() -> Vec<Row> {
     ON.store(false, Ordering::Relaxed);
     let state = STATE.lock().unwrap_or_else(|e| e.into_inner()).take();
     let mut rows: Vec<Row> = state
