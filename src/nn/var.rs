@@ -165,8 +165,8 @@ impl Saved {
         Ok(())
     }
 
-    /// The sums that came with this value's gradient ([`Self::give_with_sums`]), if it has had no
-    /// other contribution since.
+    /// The sums that came with this value's gradient ([`Self::give_with_sums`],
+    /// [`Self::set_grad_sums`]), if it has had no other contribution since.
     pub(crate) fn take_grad_sums(&self) -> Option<Vec<(f64, f64)>> {
         self.slot.as_ref().and_then(|s| s.take_sums())
     }

@@ -61,7 +61,7 @@ impl Weights {
 fn out_ptr(out: &mut Out) -> *mut f32 {
     match out {
         Out::Write { out, .. } | Out::Grad { out, .. } => out.as_mut_ptr().cast(),
-        Out::Add(out) => out.as_mut_ptr(),
+        Out::Add(out) | Out::ResGrad { out, .. } => out.as_mut_ptr(),
     }
 }
 
@@ -88,6 +88,7 @@ pub fn conv3x3(
             assert!(z.len() == co * hw && sums.len() == co && pre.scale.len() == co, "conv3x3: z, pre or sums");
             out.len()
         }
+        Out::ResGrad { .. } => panic!("conv3x3 (AMX): a block end's gradient sums are the f32 tight kernel's only"),
     };
     assert!(h > 0 && w > 0 && x.len() == c * hw && len == co * hw, "conv3x3: sizes of x or out");
     let nkb = c.div_ceil(kb);
@@ -119,6 +120,7 @@ pub fn conv3x3(
         Out::Write { bias, res, relu, sums, .. } => bias.is_none() && res.is_none() && !relu && sums.is_none(),
         Out::Add(_) => runs.iter().all(|&(_, fresh)| fresh == 0),
         Out::Grad { .. } => true,
+        Out::ResGrad { .. } => unreachable!("refused above"),
     };
     let single = cop == 16;
     let cfg = if single { TileCfg::gemm_single(4 * n, 2 * kb, kb / 2) } else { TileCfg::gemm(4 * n, 2 * kb, kb / 2) };
@@ -244,6 +246,7 @@ fn epilogue(out: &mut Out, o: usize, at: usize, (v, fresh): (&[f32], usize)) {
     match out {
         Out::Add(out) => out[at + fresh..at + n].iter_mut().zip(&v[fresh..]).for_each(|(d, &v)| *d += v),
         Out::Grad { out, .. } => out[at..at + n].iter_mut().zip(v).for_each(|(d, &v)| _ = d.write(v)),
+        Out::ResGrad { .. } => unreachable!("refused by conv3x3"),
         Out::Write { out, bias, res, relu, .. } => {
             let (b, relu, dst) = (bias.map_or(0.0, |b| b[o]), *relu, &mut out[at..at + n]);
             match res {

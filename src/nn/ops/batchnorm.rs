@@ -9,7 +9,7 @@ use dfdx::prelude::Tape;
 use rayon::prelude::*;
 
 use super::blas::written;
-use super::bn_grad::{masked, DeferredGrad, DxPlane};
+use super::bn_grad::{masked, DeferredGrad, DxPlane, ResidualSums};
 use super::deferred::{bn_relu, Deferred};
 use super::elementwise::relu_grad;
 use super::prefetch::Stream;
@@ -259,6 +259,10 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
     });
     let deferred =
         defer.then(|| (xs.clone(), Deferred { scale: scales.clone(), shift: shifts.clone(), mean: mean.clone() }));
+    // A block's end asks the convolution that reads its output for the ReLU's backward and its sums.
+    let asked = (res.is_some() && cfg.relu && super::bn_grad::asking_residual_sums())
+        .then(|| ResidualSums { z: xs.without_slot(), mean: mean.clone().into() });
+    let ask = asked.is_some();
     let (gt, bt) = (gamma.clone(), beta.clone());
     let backward = move |grads: &mut Grads, mut gout: Vec<f32>, y: &Saved| {
         if super::elementwise::all_zero(&gout) {
@@ -271,10 +275,16 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         let relu_of = |c: usize| (cfg.relu && res.is_none()).then_some((scales[c], shifts[c]));
         // dbeta = sum g' ; dgamma = sum g' * xhat
         // Where the convolution that read the deferred output computed these sums with its input
-        // gradient (which is then all of `gout`), they are taken as they are.
-        let given = y.take_grad_sums().filter(|p| defer && !guided && p.len() == s.n * s.c);
+        // gradient (which is then all of `gout`), they are taken as they are; so too where the
+        // convolution that added the last contribution to a block end's gradient took them, with
+        // the ReLU's backward ([`ResidualSums`]: `gout` is then g').
+        let given = y.take_grad_sums().filter(|p| (defer || ask) && !guided && p.len() == s.n * s.c);
+        #[cfg(test)]
+        if ask && given.is_some() {
+            super::bn_grad::RESIDUAL_SUMS_TAKEN.set(super::bn_grad::RESIDUAL_SUMS_TAKEN.get() + 1);
+        }
         let tot = match (&res, given) {
-            (None, Some(p)) => channel_totals(s, |i| (p[i].0, p[i].1 * invstd[i % s.c] as f64)),
+            (_, Some(p)) => channel_totals(s, |i| (p[i].0, p[i].1 * invstd[i % s.c] as f64)),
             (None, None) => {
                 let ahead = [Stream::of(&gout), Stream::of(xd)];
                 channel_totals(s, |i| {
@@ -290,7 +300,7 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
                     )
                 })
             }
-            (Some(_), _) => {
+            (Some(_), None) => {
                 let yd = y.data();
                 // g' (through the ReLU of the output y, if any) over g, a plane at a time with its
                 // sums while it is in cache. g' is also the residual's gradient: it is handed on as it
@@ -347,7 +357,13 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
         accumulate(grads, &bt, &dbeta)
     };
     match (out, deferred) {
-        (Some(out), _) => finish(out, s, tape, backward),
+        (Some(out), _) => {
+            let y = finish(out, s, tape, backward);
+            if let Some(a) = asked {
+                y.want_residual_sums(a);
+            }
+            y
+        }
         (None, Some((x, pre))) => finish_deferred(&x, s, pre, tape, backward),
         (None, None) => unreachable!("an output is written unless deferred"),
     }

@@ -31,6 +31,50 @@ pub(super) fn with_maps_written<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: residual batch norms on this thread take their first backward pass themselves.
+    static OWN_PASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Tests: the residual batch norms on this thread that took [`ResidualSums`] from a convolution.
+    pub(super) static RESIDUAL_SUMS_TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` with every residual batch norm on this thread asking nothing of the convolutions
+/// ([`ResidualSums`]): the reference the asked-for sums are tested against.
+#[cfg(test)]
+pub(super) fn with_residual_pass_own<R>(f: impl FnOnce() -> R) -> R {
+    OWN_PASS.set(true);
+    let r = f();
+    OWN_PASS.set(false);
+    r
+}
+
+/// Whether a residual batch norm + ReLU asks for [`ResidualSums`] (always, but in tests under
+/// [`with_residual_pass_own`]).
+pub(crate) fn asking_residual_sums() -> bool {
+    #[cfg(test)]
+    return !OWN_PASS.get();
+    #[cfg(not(test))]
+    true
+}
+
+/// What a ResNet block's end (batch norm, residual add and ReLU: `y = relu(bn(z) + res)`) asks of
+/// the convolution that adds the last contribution to `y`'s gradient `g` in place (the tight
+/// kernel's input gradient; `y` is that convolution's input): to leave `g' = g` where `y > 0`, else
+/// 0 (the ReLU's backward), and to take the batch norm's backward sums per `(image, channel)` plane,
+/// `(sum g', sum g' (z - mean))`, as the batch norm's own first pass adds them (so the same values
+/// bit for bit). That pass, a read of `g`, `y` and `z` and a write of `g` over the whole
+/// activation, then goes away. The mask is idempotent and linear, so where a contribution comes
+/// after the convolution's (which drops the sums, [`Saved::set_grad_sums`]) the batch norm's own
+/// pass over the partly masked `g` gives the same `g'`.
+#[derive(Clone)]
+pub(crate) struct ResidualSums {
+    /// The batch norm's input, held.
+    pub z: Saved,
+    /// The mean the batch norm normalises with, per channel.
+    pub mean: std::sync::Arc<[f32]>,
+}
+
 /// Whether a batch norm's backward may leave its input gradient unmapped (always, but in tests
 /// under [`with_maps_written`]).
 pub(crate) fn deferring() -> bool {

@@ -608,8 +608,14 @@ fn backward_image(
 }
 
 /// A chunk's input gradient: added to (`.0`), or written fresh (`.1`).
-/// With a fresh one, the deferred batch norm's sums of it, if wanted ([`Chunk::dx_sums`]).
+/// With a fresh one, the deferred batch norm's sums of it, if wanted ([`Chunk::dx_sums`]); with
+/// one added to, a block end's sums ([`Chunk::res_bn`]).
 type Dxs<'a> = (Option<&'a mut [f32]>, Option<&'a mut [MaybeUninit<f32>]>, Option<&'a mut [(f64, f64)]>);
+
+/// A ResNet block end's input `z` (a chunk's images) and means, whose ReLU's backward and batch-norm
+/// sums the tight kernel takes as it adds the last contribution to the block output's gradient
+/// ([`super::bn_grad::ResidualSums`]).
+type ResBn<'a> = (&'a [f32], &'a [f32]);
 
 /// The backward work of `nb` consecutive images: their inputs and output gradients (NCHW), the
 /// weight gradient they add into (if `want_dw`) and their input gradients (if wanted), and the
@@ -631,6 +637,9 @@ struct Chunk<'a> {
     /// Where `gout` is a batch norm's output gradient left unmapped: the map and the chunk's first
     /// image in the batch ([`backward_chunk_mapped`] only).
     gmap: Option<(&'a DeferredGrad, usize)>,
+    /// With `dx` and `dx_sums`: the block end whose output is `x` and whose ReLU's backward and
+    /// batch-norm sums the tight kernel takes as it adds into `dx` ([`ResBn`]).
+    res_bn: Option<ResBn<'a>>,
     want_dw: bool,
     gemm_threads: usize,
 }
@@ -663,7 +672,7 @@ fn blocked_weight_grad(
 /// strided GEMM per tap over channel-major padded planes of all `nb` images (k = nb x plane), and
 /// `dx` per image as the direct convolution of the output gradient with the flipped weights `wf`.
 fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
-    let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, dx_sums, want_dw, .. } = k;
+    let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, dx_sums, res_bn, want_dw, .. } = k;
     let pg = g.padded();
     let (wp, plane) = (pg.wp(), pg.plane());
     let cs = nb * plane;
@@ -686,7 +695,7 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
         if tight_dx {
             // The output gradient's tight planes take `gbuf` once the weight gradient is done with it.
             let gt = tight::Planes::of(g.lanes, (g.h, g.w)).pad((gout, None), (nb, g.co), gbuf);
-            tight_input_grad(gt, (x, pre, nb), wf, g, (dx, dx_fresh, dx_sums));
+            tight_input_grad(gt, (x, pre, nb, res_bn), wf, g, (dx, dx_fresh, dx_sums));
         } else if let Some(dx) = dx {
             for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
                 direct::conv3x3(&gp[bi * plane..], g.co, cs, pg, wf, g.c, dxi, true, scratch);
@@ -700,7 +709,7 @@ fn backward_chunk_direct(k: Chunk, wf: &[f32], g: &Geo) {
 /// `dx`, or written fresh (with the deferred batch norm's backward sums where `pre` and `sums`).
 fn tight_input_grad(
     gt: &[f32],
-    (x, pre, nb): (&[f32], Option<&Deferred>, usize),
+    (x, pre, nb, res_bn): (&[f32], Option<&Deferred>, usize, Option<ResBn>),
     wf: &[f32],
     g: &Geo,
     (dx, dx_fresh, mut dx_sums): Dxs,
@@ -709,8 +718,17 @@ fn tight_input_grad(
     let pl = planes.plane();
     let image =
         |bi: usize, out: tight::Out| assert!(planes.conv(g.lanes, &gt[bi * pl..], (g.co, nb * pl), wf, g.c, out));
+    let n = g.in_len();
     if let Some(dx) = dx {
-        dx.chunks_mut(g.in_len()).take(nb).enumerate().for_each(|(bi, d)| image(bi, tight::Out::Add(d)));
+        for (bi, out) in dx.chunks_mut(n).take(nb).enumerate() {
+            match (res_bn, dx_sums.as_deref_mut()) {
+                (Some((z, mean)), Some(sums)) => {
+                    let (y, z, sums) = (&x[bi * n..(bi + 1) * n], &z[bi * n..(bi + 1) * n], &mut sums[bi * g.c..]);
+                    image(bi, tight::Out::ResGrad { out, y, z, mean, sums })
+                }
+                _ => image(bi, tight::Out::Add(out)),
+            }
+        }
     } else if let Some(dx) = dx_fresh {
         for (bi, out) in dx.chunks_mut(g.in_len()).take(nb).enumerate() {
             match (pre, dx_sums.as_deref_mut()) {
@@ -735,7 +753,7 @@ fn maps_in_copy(g: &Geo) -> bool {
 /// the weight gradient and the input gradient both read it. The batch norm's own pass over it (a
 /// read and a write of the activation) goes away.
 fn backward_chunk_mapped(k: Chunk, wf: &[f32], g: &Geo) {
-    let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, dx_sums, gmap, want_dw, .. } = k;
+    let Chunk { x, pre, gout, nb, dw, dx, dx_fresh, dx_sums, gmap, res_bn, want_dw, .. } = k;
     let (map, i0) = gmap.expect("backward_chunk_mapped: a deferred gradient");
     with_direct(|xbuf, gbuf, scratch| {
         let planes = tight::Planes::of(g.lanes, (g.h, g.w));
@@ -748,7 +766,7 @@ fn backward_chunk_mapped(k: Chunk, wf: &[f32], g: &Geo) {
             let shape = (g.c, g.co, nb, g.lanes);
             assert!(wgrad_blocked::weight_grad_planes(xb, gy, shape, (g.padded(), 1), dw, scratch));
         }
-        tight_input_grad(gt, (x, pre, nb), wf, g, (dx, dx_fresh, dx_sums));
+        tight_input_grad(gt, (x, pre, nb, res_bn), wf, g, (dx, dx_fresh, dx_sums));
     });
 }
 
@@ -1103,6 +1121,16 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         // A fresh input gradient of a deferred batch norm's value comes with that batch norm's
         // backward sums, computed as it is written (not with guided ReLUs: their mask differs).
         let bn_sums = fresh && pre.is_some() && !super::elementwise::guided();
+        // Added in place as the last contribution to a ResNet block end's gradient (its output is
+        // this input): with that block's ReLU backward and batch-norm sums, on the tight kernel,
+        // where its in-order lane sums are the batch norm's own (whole 16-lane chunks, no f64 flush
+        // inside a plane).
+        let hw = g.h * g.w;
+        let res_bn = (x_needs_grad && !fresh && g.tight() && !bf && pre.is_none() && g.n >= nthreads)
+            .then(|| xs.residual_sums_wanted())
+            .flatten()
+            .filter(|_| !super::elementwise::guided() && hw.is_multiple_of(16) && hw <= 1024);
+        let take_sums = bn_sums || res_bn.is_some();
         let mut fresh_dx: Vec<f32> = Vec::with_capacity(if fresh { g.n * g.in_len() } else { 0 });
         let mut dx_buf = if x_needs_grad && !fresh { Some(xs.grad_buf(grads)?) } else { None };
         let wf = g.direct().then(|| flip_transpose(&w_data, g.co, g.c, 9));
@@ -1128,6 +1156,7 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 dx_fresh: None,
                 dx_sums: None,
                 gmap: gmap.as_ref().map(|m| (m, i0)),
+                res_bn: res_bn.as_ref().map(|r| (&r.z.data()[i0 * g.in_len()..i1 * g.in_len()], &r.mean[..])),
                 want_dw,
                 gemm_threads,
             };
@@ -1171,8 +1200,8 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                     let dxs = dxp.map(|p| unsafe { p.slice(i0 * g.in_len(), (i1 - i0) * g.in_len()) });
                     // SAFETY: as above, within the fresh buffer's capacity; its values are written there.
                     let fresh = fresh_p.map(|p| unsafe { p.slice_uninit(i0 * g.in_len(), (i1 - i0) * g.in_len()) });
-                    let mut sums = vec![(0.0, 0.0); if bn_sums { (i1 - i0) * g.c } else { 0 }];
-                    run(i0, i1, &mut acc, (dxs, fresh, bn_sums.then_some(&mut sums[..])), 1);
+                    let mut sums = vec![(0.0, 0.0); if take_sums { (i1 - i0) * g.c } else { 0 }];
+                    run(i0, i1, &mut acc, (dxs, fresh, take_sums.then_some(&mut sums[..])), 1);
                     (acc, sums)
                 })
                 .unzip()
@@ -1182,6 +1211,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
             (vec![dw], vec![])
         };
         drop(dx_buf);
+        if res_bn.is_some() {
+            xs.set_grad_sums(sums.concat());
+        }
         if fresh {
             // SAFETY: the chunks cover images 0..n and the tight kernel wrote every value of each.
             unsafe { fresh_dx.set_len(g.n * g.in_len()) };

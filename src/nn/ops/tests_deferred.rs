@@ -205,3 +205,72 @@ fn a_deferred_values_data_is_not_read_directly() {
     let y = bn.forward(&s, conv.forward(&s, x), true, true);
     let _ = y.data();
 }
+
+/// The ReLU's backward and batch-norm sums of a ResNet block's end taken by the next block's first
+/// convolution as it adds its input gradient ([`bn_grad::ResidualSums`]) give the same output,
+/// statistics and gradients, bit for bit, as the batch norm's own first pass: three blocks in a row
+/// (the first two block ends read by a convolution), at the widest width and at AVX2's; and where
+/// they must not be taken, the same values too: a contribution added after the convolution's (a side
+/// branch off the first block's end, recorded before it), planes of more than 1,024 values (whose
+/// lane sums the batch norm flushes to f64) and guided ReLUs (whose mask needs the gradient's sign).
+#[test]
+fn residual_sums_from_the_convolution_match_the_batch_norms_own() {
+    // (planes' side, side branch, guided ReLUs, block ends whose sums the convolution takes)
+    for (hw, side, guided, taken) in
+        [(32, false, false, 2), (8, false, false, 2), (32, true, false, 1), (48, false, false, 0), (8, false, true, 0)]
+    {
+        let outcome = || {
+            let mut rng = ChaCha8Rng::seed_from_u64(21);
+            let mut s = Store::new();
+            let stem = Conv2d::new(&mut s, &mut rng, "stem", 3, 16, 3, ConvCfg::new(1, 1), false);
+            let bn0 = BatchNorm2d::new(&mut s, "bn0", 16);
+            let layers: Vec<_> = (0..3)
+                .map(|i| {
+                    let c1 = Conv2d::new(&mut s, &mut rng, &format!("{i}.c1"), 16, 16, 3, ConvCfg::new(1, 1), false);
+                    let mut b1 = BatchNorm2d::new(&mut s, &format!("{i}.b1"), 16);
+                    b1.cfg.defer = true;
+                    let c2 = Conv2d::new(&mut s, &mut rng, &format!("{i}.c2"), 16, 16, 3, ConvCfg::new(1, 1), false);
+                    (c1, b1, c2, BatchNorm2d::new(&mut s, &format!("{i}.b2"), 16))
+                })
+                .collect();
+            let shape = Shape4::new(8, 3, hw, hw);
+            let x = rand_vec(&mut rng, shape.numel());
+            let r = rand_vec(&mut rng, 8 * 16 * hw * hw);
+            let f = |x| {
+                let mut out = bn0.forward_conv(&s, &stem, x, true, true);
+                let mut branch = None;
+                for (i, (c1, b1, c2, b2)) in layers.iter().enumerate() {
+                    if side && i == 1 {
+                        let (o, b) = out.fork();
+                        (out, branch) = (o, Some(scale(b, 0.5)));
+                    }
+                    let (a, res) = out.fork();
+                    let h = b1.forward_conv(&s, c1, a, true, true);
+                    out = b2.forward_conv_add(&s, c2, h, Some(res), true, true);
+                }
+                match branch {
+                    Some(b) => add(out, b, false),
+                    None => out,
+                }
+            };
+            let counted = |f: &dyn Fn() -> Outcome| {
+                bn_grad::RESIDUAL_SUMS_TAKEN.set(0);
+                let o = f();
+                (o, bn_grad::RESIDUAL_SUMS_TAKEN.get())
+            };
+            let run_once = || {
+                if guided {
+                    with_guided_relu(|| run(&s, &x, shape, &r, f))
+                } else {
+                    run(&s, &x, shape, &r, f)
+                }
+            };
+            (counted(&run_once), counted(&|| cpu::with_avx2_kernels(run_once)))
+        };
+        let case = format!("{hw}x{hw}, side branch {side}, guided {guided}");
+        let (asked, own) = (outcome(), bn_grad::with_residual_pass_own(outcome));
+        assert_eq!((asked.0 .1, asked.1 .1, own.0 .1), (taken, taken, 0), "{case}: block ends whose sums were taken");
+        same(&asked.0 .0, &own.0 .0, &format!("{case}, widest kernels"));
+        same(&asked.1 .0, &own.1 .0, &format!("{case}, AVX2 kernels"));
+    }
+}

@@ -207,6 +207,11 @@ pub enum Out<'a> {
     /// batch-norm backward sums over the plane: `(sum g', sum g' * (z - mean))`, `g'` the output
     /// through the ReLU's backward (its mask recomputed from `z` as the batch norm does).
     Grad { out: &'a mut [MaybeUninit<f32>], z: &'a [f32], pre: &'a Deferred, sums: &'a mut [(f64, f64)] },
+    /// Added to `out`, then through the ReLU's backward on `y` (kept where `y > 0`, else 0): the
+    /// last contribution to the gradient of a ResNet block's end `y = relu(bn(z) + res)`, with each
+    /// channel's batch-norm backward sums over the plane, `(sum g', sum g' * (z - mean))`
+    /// ([`super::bn_grad::ResidualSums`]); `y` and `z` laid out as `out`.
+    ResGrad { out: &'a mut [f32], y: &'a [f32], z: &'a [f32], mean: &'a [f32], sums: &'a mut [(f64, f64)] },
 }
 
 /// `out[o][y][x] (+)= sum_ci sum_taps wt[o][ci][ky][kx] * x[ci][y + ky - 1][x + kx - 1]` for one
@@ -308,17 +313,26 @@ pub fn conv_taps_at(
             assert!(sums.is_none() || plain, "plane sums are of the plain convolution only");
             assert!(bias.is_none_or(|b| b.len() >= co) && sums.as_ref().is_none_or(|s| s.len() >= co));
             let res = res.map(|r| r.as_ptr());
-            let mode = Mode { add: false, bias, res, relu, sums: sums.is_some(), bn: None };
+            let mode = Mode { add: false, bias, res, relu, sums: sums.is_some(), bn: None, res_bn: None };
             (out.as_mut_ptr().cast::<f32>(), mode, sums)
         }
         Out::Grad { out, z, pre, sums } => {
             assert!(out.len() >= co * hw && z.len() >= co * hw && sums.len() >= co && pre.scale.len() >= co);
-            let mode = Mode { add: false, bias: None, res: None, relu: false, sums: true, bn: Some((z.as_ptr(), pre)) };
+            let bn = Some((z.as_ptr(), pre));
+            let mode = Mode { add: false, bias: None, res: None, relu: false, sums: true, bn, res_bn: None };
             (out.as_mut_ptr().cast::<f32>(), mode, Some(sums))
+        }
+        Out::ResGrad { out, y, z, mean, sums } => {
+            assert!(out.len() >= co * hw && y.len() >= co * hw && z.len() >= co * hw);
+            assert!(mean.len() >= co && sums.len() >= co);
+            let res_bn = Some((y.as_ptr(), z.as_ptr(), mean));
+            let mode = Mode { add: true, bias: None, res: None, relu: false, sums: true, bn: None, res_bn };
+            (out.as_mut_ptr(), mode, Some(sums))
         }
         Out::Add(out) => {
             assert!(out.len() >= co * hw);
-            (out.as_mut_ptr(), Mode { add: true, bias: None, res: None, relu: false, sums: false, bn: None }, None)
+            let mode = Mode { add: true, bias: None, res: None, relu: false, sums: false, bn: None, res_bn: None };
+            (out.as_mut_ptr(), mode, None)
         }
     };
     #[cfg(target_arch = "x86_64")]

@@ -25,6 +25,20 @@ pub(super) struct Mode<'a> {
     /// With `sums`: the batch-norm backward sums against this held data and map
     /// ([`super::tight::Out::Grad`]).
     pub bn: Option<(*const f32, &'a Deferred)>,
+    /// With `sums` and `add`: the ReLU's backward on `y` and the batch-norm backward sums against
+    /// `z` and the means, `(y, z, mean)` ([`super::tight::Out::ResGrad`]).
+    pub res_bn: Option<(*const f32, *const f32, &'a [f32])>,
+}
+
+/// The sums [`in_order_sums`] takes (one variant per call, known where it is inlined).
+#[derive(Clone, Copy)]
+enum Sums<'a> {
+    /// Of the values and their squares.
+    Plain,
+    /// [`Mode::bn`].
+    Deferred(*const f32, &'a Deferred),
+    /// [`Mode::res_bn`].
+    Residual(*const f32, *const f32, &'a [f32]),
 }
 
 /// A call's planes and weights.
@@ -292,9 +306,10 @@ unsafe fn tile<I: Isa, const NB: usize, const V: usize, const K: u8>(
     // (Two calls, each with its `bn` known where it is inlined: one call with `mode.bn` left a
     // branch per vector that made the 8-lane forward 12 % slower.)
     if mode.sums {
-        return match mode.bn {
-            Some(bn) => in_order_sums::<I, NB, V>(a, (o0, v0), &acc, Some(bn), sl),
-            None => in_order_sums::<I, NB, V>(a, (o0, v0), &acc, None, sl),
+        return match (mode.bn, mode.res_bn) {
+            (Some((z, pre)), _) => in_order_sums::<I, NB, V>(a, (o0, v0), &acc, Sums::Deferred(z, pre), sl),
+            (_, Some((y, z, mean))) => in_order_sums::<I, NB, V>(a, (o0, v0), &acc, Sums::Residual(y, z, mean), sl),
+            _ => in_order_sums::<I, NB, V>(a, (o0, v0), &acc, Sums::Plain, sl),
         };
     }
     for b in 0..NB {
@@ -319,23 +334,29 @@ unsafe fn tile<I: Isa, const NB: usize, const V: usize, const K: u8>(
     }
 }
 
-/// A plain store of each vector with its channel's sums added on from the lanes vector after vector
-/// in position order, 8-lane vectors each into their half of the 16 lanes, as the batch norm's own
-/// 16-lane passes add (so the sums are theirs bit for bit): with `bn` (the input gradient of a
-/// deferred batch norm + ReLU, [`super::tight::Out::Grad`]) the sums of `g'` (the gradient where
-/// the batch norm + ReLU's output is positive) and of `g' (z - mean)`; without, the forward's sums
-/// of the values and their squares (8-lane vectors; AVX-512 adds a tile's partial instead). The
-/// running sums stay in registers over the tile's vectors: loaded and stored at every vector, as
-/// the general epilogue had done, they cost 0.5 % of a ResNet-20 step with AVX-512; held to AVX2,
-/// the 3x3/1 backward went 136-138 -> 134 ms a step (in-process A/B, AMD EPYC family 25 model 17),
-/// the forward the same within noise.
+/// A store of each vector with its channel's sums added on from the lanes vector after vector in
+/// position order, 8-lane vectors each into their half of the 16 lanes, as the batch norm's own
+/// 16-lane passes add (so the sums are theirs bit for bit), by `sums`:
+/// - [`Sums::Deferred`] (the input gradient of a deferred batch norm + ReLU,
+///   [`super::tight::Out::Grad`]): the values stored as they are, the sums of `g'` (the gradient
+///   where the batch norm + ReLU's output is positive) and of `g' (z - mean)`;
+/// - [`Sums::Residual`] (the last contribution to a ResNet block end's gradient,
+///   [`super::tight::Out::ResGrad`]): the values added to the gradient there, `g'` (where the
+///   block's output is positive) stored, and the same sums;
+/// - [`Sums::Plain`]: the values stored, the forward's sums of them and their squares (8-lane
+///   vectors; AVX-512 adds a tile's partial instead).
+///
+/// The running sums stay in registers over the tile's vectors: loaded and stored at every vector,
+/// as the general epilogue had done, they cost 0.5 % of a ResNet-20 step with AVX-512; held to
+/// AVX2, the 3x3/1 backward went 136-138 -> 134 ms a step (in-process A/B, AMD EPYC family 25
+/// model 17), the forward the same within noise.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn in_order_sums<I: Isa, const NB: usize, const V: usize>(
     a: &Args,
     (o0, v0): (usize, usize),
     acc: &[[I::V; V]; NB],
-    bn: Option<(*const f32, &Deferred)>,
+    sums: Sums,
     sl: *mut [f32; 32],
 ) {
     const HALVES: usize = 2;
@@ -350,19 +371,34 @@ unsafe fn in_order_sums<I: Isa, const NB: usize, const V: usize>(
         for h in 0..parts {
             (s[h], s2[h]) = (I::load(l.add(h * I::N)), I::load(l.add(16 + h * I::N)));
         }
-        let bn = bn.map(|(z, pre)| (z, I::set1(pre.scale[o]), I::set1(pre.shift[o]), I::set1(pre.mean[o])));
+        // Per channel: the affine and mean of a deferred batch norm, the mean of a residual one.
+        let (scale, shift, mean) = match sums {
+            Sums::Plain => (I::zero(), I::zero(), I::zero()),
+            Sums::Deferred(_, pre) => (I::set1(pre.scale[o]), I::set1(pre.shift[o]), I::set1(pre.mean[o])),
+            Sums::Residual(_, _, mean) => (I::zero(), I::zero(), I::set1(mean[o])),
+        };
         for (v, &y) in accb.iter().enumerate() {
             let (at, h) = (o * a.hw + I::N * (v0 + v), v % parts);
-            I::store(a.dst.add(at), y);
-            (s[h], s2[h]) = match bn {
-                // The batch norm's expressions, in its order: multiply, add, compare; g' (z - mu)
-                // multiplied, then added.
-                Some((z, scale, shift, mean)) => {
-                    let zv = I::load(z.add(at));
-                    let gm = I::where_positive(I::add(I::mul(zv, scale), shift), y);
-                    (I::add(s[h], gm), I::add(s2[h], I::mul(gm, I::sub(zv, mean))))
+            // The batch norm's expressions, in its order: multiply, add, compare; g' (z - mu)
+            // multiplied, then added.
+            let sum_g = |gm: I::V, zv: I::V| (I::add(s[h], gm), I::add(s2[h], I::mul(gm, I::sub(zv, mean))));
+            (s[h], s2[h]) = match sums {
+                Sums::Plain => {
+                    I::store(a.dst.add(at), y);
+                    (I::add(s[h], y), I::fmadd(y, y, s2[h]))
                 }
-                None => (I::add(s[h], y), I::fmadd(y, y, s2[h])),
+                Sums::Deferred(z, _) => {
+                    I::store(a.dst.add(at), y);
+                    let zv = I::load(z.add(at));
+                    sum_g(I::where_positive(I::add(I::mul(zv, scale), shift), y), zv)
+                }
+                // Added to the gradient there, then masked by the block's output (its ReLU's).
+                Sums::Residual(yo, z, _) => {
+                    let g = I::add(y, I::load(a.dst.add(at)));
+                    let gm = I::where_positive(I::load(yo.add(at)), g);
+                    I::store(a.dst.add(at), gm);
+                    sum_g(gm, I::load(z.add(at)))
+                }
             };
         }
         for h in 0..parts {

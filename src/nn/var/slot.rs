@@ -1,8 +1,8 @@
 //! The gradient slot of a recorded op's value (see the parent module's docs).
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Grads, Saved};
-use crate::nn::ops::bn_grad::DeferredGrad;
+use super::{Grads, Saved, Var};
+use crate::nn::ops::bn_grad::{DeferredGrad, ResidualSums};
 
 /// Per `(image, channel)` plane, a batch norm's backward sums of a gradient.
 type PlaneSums = Vec<(f64, f64)>;
@@ -19,6 +19,9 @@ pub(crate) struct GradSlot {
     /// gradient this slot stands for ([`DeferredGrad`]), applied by whoever reads `g` other than
     /// the producer's backward that takes it as it is ([`Saved::take_grad_map`]).
     map: Arc<Mutex<Option<DeferredGrad>>>,
+    /// Where this is a residual batch norm + ReLU's output: what it asks of the convolution that
+    /// adds the last contribution to `g` ([`ResidualSums`]).
+    wants: Arc<Mutex<Option<ResidualSums>>>,
 }
 
 /// A lock that a panic elsewhere cannot leave half-written: buffers are swapped in whole, so a
@@ -36,6 +39,12 @@ impl GradSlot {
     }
     pub(super) fn take_sums(&self) -> Option<PlaneSums> {
         locked(&self.sums).take()
+    }
+    pub(super) fn set_wants(&self, w: ResidualSums) {
+        *locked(&self.wants) = Some(w);
+    }
+    pub(super) fn wants(&self) -> Option<ResidualSums> {
+        locked(&self.wants).clone()
     }
     /// The gradient, locked, with a pending map applied first.
     pub(super) fn lock_mapped(&self) -> MutexGuard<'_, Vec<f32>> {
@@ -81,6 +90,30 @@ impl Saved {
     /// takes it unmapped ([`super::finish_unmapped`]).
     pub(crate) fn take_grad_map(&self) -> Option<DeferredGrad> {
         self.slot.as_ref().and_then(|s| locked(&s.map).take())
+    }
+
+    /// What this value's producer asks of the last contribution to its gradient, if anything
+    /// ([`ResidualSums`]).
+    pub(crate) fn residual_sums_wanted(&self) -> Option<ResidualSums> {
+        self.slot.as_ref().and_then(|s| s.wants())
+    }
+
+    /// Keeps `sums` with this value's gradient for [`Self::take_grad_sums`], the contribution just
+    /// added in place having been the last so far (any later one drops them).
+    pub(crate) fn set_grad_sums(&self, sums: Vec<(f64, f64)>) {
+        if let Some(slot) = &self.slot {
+            slot.set_sums(Some(sums));
+        }
+    }
+}
+
+impl<T> Var<T> {
+    /// Asks the convolution that adds the last contribution to this (recorded) value's gradient to
+    /// take `wants`' mask and sums as it adds ([`ResidualSums`]).
+    pub(crate) fn want_residual_sums(&self, wants: ResidualSums) {
+        if let Some(slot) = &self.slot {
+            slot.set_wants(wants);
+        }
     }
 }
 
