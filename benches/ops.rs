@@ -176,7 +176,7 @@ fn kernels_alone_s2(c: usize, hw: usize) {
                     (co, nb * pl),
                     &parts,
                     (c, hw, hw),
-                    &mut dx,
+                    tight_s2::Dx::Add(&mut dx),
                     &mut scratch
                 ));
             }

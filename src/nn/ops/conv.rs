@@ -794,17 +794,25 @@ impl S2Dx {
 /// tile kernel over its padded planes, one part of `dx` at a time (`parts`, given whenever `dx` is
 /// wanted). Where the CPU has no SIMD weight-gradient kernel, `dW` is GEMM + im2col per image.
 fn backward_chunk_s2(k: Chunk, (wt, parts): (&[f32], Option<&S2Dx>), g: &Geo) {
-    let Chunk { x, gout, nb, dw, mut dx, want_dw, gemm_threads, .. } = k;
+    let Chunk { x, gout, nb, dw, mut dx, mut dx_fresh, want_dw, gemm_threads, .. } = k;
     let pg = g.padded_out();
     let direct_dw = with_direct(|xbuf, gbuf, sc| {
-        if let (Some(dx), Some(S2Dx::Tight(parts))) = (dx.as_deref_mut(), parts) {
-            let (ho, wo) = (g.h / 2, g.w / 2);
-            let pl = tight::plane(ho, wo);
-            let gt = tight::pad_tight((gout, None), (nb, g.co), (ho, wo), gbuf);
-            for (bi, dxi) in dx.chunks_mut(g.in_len()).enumerate().take(nb) {
-                let (cs, shape) = ((g.co, nb * pl), (g.c, g.h, g.w));
-                assert!(tight_s2::input_grad(g.lanes, &gt[bi * pl..], cs, parts, shape, dxi, sc));
+        match parts {
+            Some(S2Dx::Tight(parts)) if dx.is_some() || dx_fresh.is_some() => {
+                let (ho, wo) = (g.h / 2, g.w / 2);
+                let pl = tight::plane(ho, wo);
+                let gt = tight::pad_tight((gout, None), (nb, g.co), (ho, wo), gbuf);
+                let (n, cs, shape) = (g.in_len(), (g.co, nb * pl), (g.c, g.h, g.w));
+                for bi in 0..nb {
+                    let dxi = match (dx.as_deref_mut(), dx_fresh.as_deref_mut()) {
+                        (Some(d), _) => tight_s2::Dx::Add(&mut d[bi * n..(bi + 1) * n]),
+                        (None, Some(d)) => tight_s2::Dx::Write(&mut d[bi * n..(bi + 1) * n]),
+                        (None, None) => unreachable!("one of them, above"),
+                    };
+                    assert!(tight_s2::input_grad(g.lanes, &gt[bi * pl..], cs, parts, shape, dxi, sc));
+                }
             }
+            _ => assert!(dx_fresh.is_none(), "a fresh stride-2 input gradient is written by the tight kernel only"),
         }
         // The padded output gradient, where the grid kernel takes the input gradient or the
         // polyphase kernel the weight gradient.
@@ -1117,7 +1125,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
         let nthreads = threads();
         // Where nothing has flowed into x's gradient yet and the tight kernel computes all of it,
         // it is written into a fresh buffer (no zero fill, no read back) and handed on whole.
-        let fresh = x_needs_grad && (g.tight() || bf) && g.n >= nthreads && xs.slot_is_empty();
+        // So too the stride-2 input gradient on the tight kernel ([`S2Dx::Tight`]).
+        let s2_tight = g.direct_s2() && tight_s2::applies(g.lanes, g.c, (g.h, g.w));
+        let fresh = x_needs_grad && (g.tight() || bf || s2_tight) && g.n >= nthreads && xs.slot_is_empty();
         // A fresh input gradient of a deferred batch norm's value comes with that batch norm's
         // backward sums, computed as it is written (not with guided ReLUs: their mask differs).
         let bn_sums = fresh && pre.is_some() && !super::elementwise::guided();
@@ -1170,7 +1180,9 @@ pub fn conv2d<T: Tape<f32, Dev>>(
                 }
                 Some(wf) => backward_chunk_direct(Chunk { dx_fresh, dx_sums, ..chunk(acc, dxs) }, wf, &g),
                 None if g.pointwise_s2() => backward_chunk_1x1s2(chunk(acc, dxs), wt_t.as_deref(), &g),
-                None if g.direct_s2() => backward_chunk_s2(chunk(acc, dxs), (&w_data, s2.as_ref()), &g),
+                None if g.direct_s2() => {
+                    backward_chunk_s2(Chunk { dx_fresh, ..chunk(acc, dxs) }, (&w_data, s2.as_ref()), &g)
+                }
                 None => {
                     let mut dxs = dxs;
                     for i in 0..i1 - i0 {

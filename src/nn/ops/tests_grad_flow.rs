@@ -90,7 +90,9 @@ fn conv_plane_sums_feed_batch_norm() {
 /// gradients, at 16 and 32 channels and plane sizes that take each kernel's tiles and tails, and
 /// at stride 2 (the blocked weight gradient against the polyphase one; the tight stride-2 forward
 /// and input gradient against the padded-grid ones where the output planes are whole vectors: 8x8
-/// and 16x16 inputs) (on a CPU without AVX2 every run takes the planar paths).
+/// and 16x16 inputs; that input gradient written fresh, and added to the gradient of a 1x1 stride-2
+/// shortcut beside it, whose backward runs first or last) (on a CPU without AVX2 every run takes
+/// the planar paths).
 #[test]
 fn tight_and_blocked_kernels_match_the_planar_paths() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -103,40 +105,58 @@ fn tight_and_blocked_kernels_match_the_planar_paths() {
         (16, 32, 8, 9, 2),
         (8, 16, 16, 3, 2),
     ] {
-        let mut s = Store::new();
-        let conv = Conv2d::new(&mut s, &mut rng, "c", c, co, 3, ConvCfg::new(stride, 1), false);
-        let bn = BatchNorm2d::new(&mut s, "bn", co);
-        let shape = Shape4::new(n, c, hw, hw);
-        let x = rand_vec(&mut rng, shape.numel());
-        let r = rand_vec(&mut rng, n * co * hw * hw / stride / stride);
-        let run = || {
-            let xv = Var::from_vec(x.clone(), shape);
-            let h = xv.detach();
-            // Through a recorded op, so the convolution's input has a gradient slot that is empty
-            // when it runs backward: the tight kernel writes that gradient fresh.
-            let y = bn.forward(&s, conv.forward(&s, scale(xv.traced(), 1.5)), true, true);
-            let out = y.to_vec();
-            let mut grads = weighted_loss(y, &r).backward();
-            let dx = h.grad(&mut grads);
-            let dw: Vec<Vec<f32>> =
-                s.params.iter().map(|p| grads.get_or_alloc_mut(&p.t).expect("a gradient").to_vec()).collect();
-            (out, dx, dw)
-        };
-        let planar = cpu::with_planar_kernels(run);
-        for (kernels, wide) in [("widest", run()), ("AVX2", cpu::with_avx2_kernels(run))] {
-            let close = |a: &[f32], b: &[f32], what: &str| {
-                let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                for (i, (u, v)) in a.iter().zip(b).enumerate() {
-                    assert!(
-                        (u - v).abs() <= 1e-5 * (1.0 + scale),
-                        "{kernels} c{c} co{co} {hw}x{hw} s{stride}: {what}[{i}] {u} vs {v}"
-                    );
-                }
+        // At stride 2: alone, with the shortcut recorded after the convolution, and before it.
+        for shortcut in (0..if stride == 2 { 3 } else { 1 }).map(|k| [None, Some(true), Some(false)][k]) {
+            let mut s = Store::new();
+            let conv = Conv2d::new(&mut s, &mut rng, "c", c, co, 3, ConvCfg::new(stride, 1), false);
+            let bn = BatchNorm2d::new(&mut s, "bn", co);
+            let sc = Conv2d::new(&mut s, &mut rng, "sc", c, co, 1, ConvCfg::new(2, 0), false);
+            let shape = Shape4::new(n, c, hw, hw);
+            let x = rand_vec(&mut rng, shape.numel());
+            let r = rand_vec(&mut rng, n * co * hw * hw / stride / stride);
+            let run = || {
+                let xv = Var::from_vec(x.clone(), shape);
+                let h = xv.detach();
+                // Through a recorded op, so the convolution's input has a gradient slot that is empty
+                // when it runs backward: the tight kernel writes that gradient fresh.
+                let xin = scale(xv.traced(), 1.5);
+                let y = match shortcut {
+                    None => bn.forward(&s, conv.forward(&s, xin), true, true),
+                    Some(after) => {
+                        let (a, b) = xin.fork();
+                        let (main, side) = if after {
+                            let m = bn.forward(&s, conv.forward(&s, a), true, true);
+                            (m, sc.forward(&s, b))
+                        } else {
+                            let side = sc.forward(&s, b);
+                            (bn.forward(&s, conv.forward(&s, a), true, true), side)
+                        };
+                        add(main, side, false)
+                    }
+                };
+                let out = y.to_vec();
+                let mut grads = weighted_loss(y, &r).backward();
+                let dx = h.grad(&mut grads);
+                let dw: Vec<Vec<f32>> =
+                    s.params.iter().map(|p| grads.get_or_alloc_mut(&p.t).expect("a gradient").to_vec()).collect();
+                (out, dx, dw)
             };
-            close(&wide.0, &planar.0, "output");
-            close(&wide.1, &planar.1, "input gradient");
-            for (p, (a, b)) in wide.2.iter().zip(&planar.2).enumerate() {
-                close(a, b, &format!("parameter {p} gradient"));
+            let planar = cpu::with_planar_kernels(run);
+            for (kernels, wide) in [("widest", run()), ("AVX2", cpu::with_avx2_kernels(run))] {
+                let close = |a: &[f32], b: &[f32], what: &str| {
+                    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    for (i, (u, v)) in a.iter().zip(b).enumerate() {
+                        assert!(
+                            (u - v).abs() <= 1e-5 * (1.0 + scale),
+                            "{kernels} c{c} co{co} {hw}x{hw} s{stride} shortcut {shortcut:?}: {what}[{i}] {u} vs {v}"
+                        );
+                    }
+                };
+                close(&wide.0, &planar.0, "output");
+                close(&wide.1, &planar.1, "input gradient");
+                for (p, (a, b)) in wide.2.iter().zip(&planar.2).enumerate() {
+                    close(a, b, &format!("parameter {p} gradient"));
+                }
             }
         }
     }

@@ -24,9 +24,10 @@ fn naive(g: &[f32], (co, c, h, w): (usize, usize, usize, usize), wt: &[f32]) -> 
     dx
 }
 
-/// Added to what `dx` holds, for output planes whose rows are shorter than a vector (4x4: the
-/// right taps' masks inside a vector), as long as one (16x16) and two vectors long (8x8 with AVX2),
-/// the last image of a chunk; shapes outside the kernel's blocks are turned down untouched.
+/// Added to what `dx` holds, and written over a buffer of NaNs (every value), for output planes
+/// whose rows are shorter than a vector (4x4: the right taps' masks inside a vector), as long as
+/// one (16x16) and two vectors long (8x8 with AVX2), the last image of a chunk; shapes outside the
+/// kernel's blocks are turned down untouched.
 #[test]
 fn stride2_input_grad_matches_naive() {
     let widths: Vec<usize> = [8, 16].into_iter().filter(|&l| super::tight::applies_at(l, 4, 4)).collect();
@@ -47,13 +48,20 @@ fn stride2_input_grad_matches_naive() {
         let want = naive(&g[b * co * ho * wo..(b + 1) * co * ho * wo], (co, c, h, w), &wt);
         let mut dx: Vec<f32> = (0..c * h * w).map(|k| (k % 7) as f32 * 0.25).collect();
         let mut scratch = vec![f32::NAN; 3];
-        assert!(input_grad(lanes, &gt[b * pl..], (co, nb * pl), &parts, (c, h, w), &mut dx, &mut scratch));
-        for (k, &v) in dx.iter().enumerate() {
-            let want = want[k] + ((k % 7) as f32 * 0.25) as f64;
-            assert!(
-                (v as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
-                "L{lanes} co{co} c{c} {h}x{w} at {k}: {v} vs {want}"
-            );
+        let mut written = vec![std::mem::MaybeUninit::new(f32::NAN); c * h * w];
+        for out in [Dx::Add(&mut dx), Dx::Write(&mut written)] {
+            assert!(input_grad(lanes, &gt[b * pl..], (co, nb * pl), &parts, (c, h, w), out, &mut scratch));
+        }
+        // SAFETY: `MaybeUninit::new` initialised every value.
+        let written: Vec<f32> = written.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+        for (k, (&v, &u)) in dx.iter().zip(&written).enumerate() {
+            let base = ((k % 7) as f32 * 0.25) as f64;
+            for (got, want) in [(v as f64, want[k] + base), (u as f64, want[k])] {
+                assert!(
+                    (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "L{lanes} co{co} c{c} {h}x{w} at {k}: {got} vs {want}"
+                );
+            }
         }
         cases += 1;
     }
@@ -64,7 +72,7 @@ fn stride2_input_grad_matches_naive() {
         assert!(!applies(lanes, c, hw), "L{lanes} c{c} {hw:?}");
         let mut dx = vec![1.0f32; c * hw.0 * hw.1];
         let parts = parts(&vec![0.5; 9 * c * c], c, c);
-        assert!(!input_grad(lanes, &[], (c, 1), &parts, (c, hw.0, hw.1), &mut dx, &mut Vec::new()));
+        assert!(!input_grad(lanes, &[], (c, 1), &parts, (c, hw.0, hw.1), Dx::Add(&mut dx), &mut Vec::new()));
         assert!(dx.iter().all(|&v| v == 1.0));
     }
 }

@@ -18,6 +18,8 @@
 //!
 //! Against the padded-grid kernel over four polyphase grids of `(h/2 + 1) x (w/2 + 1)` positions
 //! with a strided scalar add: see BENCHMARKS.md.
+use std::mem::MaybeUninit;
+
 use super::direct::aligned;
 use super::tight::{self, Out, Taps};
 use super::tight_kernel::PHASE_AT;
@@ -121,22 +123,35 @@ pub fn applies(lanes: usize, c: usize, (h, w): (usize, usize)) -> bool {
     h.is_multiple_of(2) && w.is_multiple_of(2) && (0..4).all(|p| tight::applies_taps(lanes, (h / 2, w / 2), taps(p), c))
 }
 
-/// `dx (c x h x w) +=` the input gradient of one image from `gt`, its output gradient's first tight
-/// plane ([`tight::pad_tight`] of the `h/2 x w/2` output, `co` channels `cstride` apart), where
-/// [`applies`]; `false` (nothing done) elsewhere. `scratch` holds the four parts.
+/// Where [`input_grad`] puts an image's input gradient (`c x h x w`).
+pub enum Dx<'a> {
+    /// Added to what is there.
+    Add(&'a mut [f32]),
+    /// Written, every value (need not be initialised): the first contribution to a gradient, with
+    /// no zero fill before it and no read of it.
+    Write(&'a mut [MaybeUninit<f32>]),
+}
+
+/// The input gradient of one image from `gt`, its output gradient's first tight plane
+/// ([`tight::pad_tight`] of the `h/2 x w/2` output, `co` channels `cstride` apart), into `dx`,
+/// where [`applies`]; `false` (nothing done) elsewhere. `scratch` holds the four parts.
 pub fn input_grad(
     lanes: usize,
     gt: &[f32],
     (co, cstride): (usize, usize),
     parts: &Parts,
     (c, h, w): (usize, usize, usize),
-    dx: &mut [f32],
+    dx: Dx,
     scratch: &mut Vec<f32>,
 ) -> bool {
     if !applies(lanes, c, (h, w)) {
         return false;
     }
-    assert!(dx.len() >= c * h * w, "tight_s2::input_grad: {} values for {c} x {h} x {w}", dx.len());
+    let (dst, len, add) = match dx {
+        Dx::Add(d) => (d.as_mut_ptr(), d.len(), true),
+        Dx::Write(d) => (d.as_mut_ptr().cast::<f32>(), d.len(), false),
+    };
+    assert!(len >= c * h * w, "tight_s2::input_grad: {len} values for {c} x {h} x {w}");
     let (ho, wo) = (h / 2, w / 2);
     let n = c * ho * wo;
     let s = aligned(scratch, 4 * n, 0);
@@ -147,91 +162,110 @@ pub fn input_grad(
         let ran = tight::conv_taps_at(lanes, gt, (co, cstride), (ho, wo), (&parts.0[p], taps(p)), c, out);
         assert!(ran, "tight_s2::input_grad: the kernel turned down a part `applies` accepted");
     }
-    for (ci, dxc) in dx.chunks_exact_mut(h * w).take(c).enumerate() {
-        for (y, row) in dxc.chunks_exact_mut(w).enumerate() {
+    for ci in 0..c {
+        for y in 0..h {
             let (py, i) = (y % 2, y / 2);
             let at = |p: usize| p * n + (ci * ho + i) * wo;
             let (even, odd) = (&s[at(py * 2)..at(py * 2) + wo], &s[at(py * 2 + 1)..at(py * 2 + 1) + wo]);
-            interleave_add(lanes, row, even, odd);
+            // SAFETY: row `y` of channel `ci` is inside the `c x h x w` values checked above, and
+            // `2 wo = w` values long.
+            unsafe { interleave(lanes, add, dst.add((ci * h + y) * w), even, odd) };
         }
     }
     true
 }
 
-/// `row[2j] += even[j]`, `row[2j + 1] += odd[j]` for `j < even.len()`: 8 pairs at a time on the
-/// kernel width's vectors (a permute of the two halves with AVX-512, unpacks and a lane exchange
-/// with AVX), the rest one by one.
-fn interleave_add(lanes: usize, row: &mut [f32], even: &[f32], odd: &[f32]) {
-    assert!(odd.len() == even.len() && row.len() >= 2 * even.len());
-    // SAFETY: the entries run on the instructions `lanes` implies (the tight kernel's width, which
-    // this CPU's dispatch reached); the lengths are checked above.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        if lanes == 16 {
-            return interleave16(row, even, odd);
-        }
-        if lanes == 8 {
-            return interleave8(row, even, odd);
-        }
-    }
-    pairs_from(0, row, even, odd);
-}
-
-/// [`interleave_add`] of the pairs from `j0` on, one by one.
-#[inline(always)]
-fn pairs_from(j0: usize, row: &mut [f32], even: &[f32], odd: &[f32]) {
-    for j in j0..even.len() {
-        row[2 * j] += even[j];
-        row[2 * j + 1] += odd[j];
-    }
-}
-
-/// [`interleave_add`] on AVX-512: 8 pairs a vector.
+/// `row[2j] (+)= even[j]`, `row[2j + 1] (+)= odd[j]` for `j < even.len()` (added with `add`, else
+/// written): 8 pairs at a time on the kernel width's vectors (a permute of the two halves with
+/// AVX-512, unpacks and a lane exchange with AVX), the rest one by one.
 ///
 /// # Safety
-/// AVX-512F; `odd` as long as `even`, `row` twice as long.
+/// `row` valid for `2 * even.len()` values (initialised where `add`); `odd` as long as `even`.
+unsafe fn interleave(lanes: usize, add: bool, row: *mut f32, even: &[f32], odd: &[f32]) {
+    assert_eq!(odd.len(), even.len());
+    // SAFETY: the entries run on the instructions `lanes` implies (the tight kernel's width, which
+    // this CPU's dispatch reached); the lengths are the caller's.
+    #[cfg(target_arch = "x86_64")]
+    match (lanes, add) {
+        (16, true) => return interleave16::<true>(row, even, odd),
+        (16, false) => return interleave16::<false>(row, even, odd),
+        (8, true) => return interleave8::<true>(row, even, odd),
+        (8, false) => return interleave8::<false>(row, even, odd),
+        _ => {}
+    }
+    if add {
+        pairs_from::<true>(0, row, even, odd)
+    } else {
+        pairs_from::<false>(0, row, even, odd)
+    }
+}
+
+/// [`interleave`] of the pairs from `j0` on, one by one.
+#[inline(always)]
+unsafe fn pairs_from<const ADD: bool>(j0: usize, row: *mut f32, even: &[f32], odd: &[f32]) {
+    for j in j0..even.len() {
+        let (e, o) = (row.add(2 * j), row.add(2 * j + 1));
+        if ADD {
+            (*e, *o) = (*e + even[j], *o + odd[j]);
+        } else {
+            e.write(even[j]);
+            o.write(odd[j]);
+        }
+    }
+}
+
+/// [`interleave`] on AVX-512: 8 pairs a vector.
+///
+/// # Safety
+/// AVX-512F; as [`interleave`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn interleave16(row: &mut [f32], even: &[f32], odd: &[f32]) {
+unsafe fn interleave16<const ADD: bool>(row: *mut f32, even: &[f32], odd: &[f32]) {
     use std::arch::x86_64::*;
     let idx = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
     let mut j = 0;
     while j + 8 <= even.len() {
-        let (r, e, o) = (row.as_mut_ptr().add(2 * j), even.as_ptr().add(j), odd.as_ptr().add(j));
+        let (r, e, o) = (row.add(2 * j), even.as_ptr().add(j), odd.as_ptr().add(j));
         let v = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(_mm256_loadu_ps(e)), _mm256_loadu_ps(o));
-        _mm512_storeu_ps(r, _mm512_add_ps(_mm512_loadu_ps(r), _mm512_permutexvar_ps(idx, v)));
+        let v = _mm512_permutexvar_ps(idx, v);
+        _mm512_storeu_ps(r, if ADD { _mm512_add_ps(_mm512_loadu_ps(r), v) } else { v });
         j += 8;
     }
-    pairs_from(j, row, even, odd);
+    pairs_from::<ADD>(j, row, even, odd);
 }
 
-/// [`interleave_add`] on AVX: 8 pairs two vectors.
+/// [`interleave`] on AVX: 8 pairs two vectors.
 ///
 /// # Safety
-/// AVX; `odd` as long as `even`, `row` twice as long.
+/// AVX; as [`interleave`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn interleave8(row: &mut [f32], even: &[f32], odd: &[f32]) {
+unsafe fn interleave8<const ADD: bool>(row: *mut f32, even: &[f32], odd: &[f32]) {
     use std::arch::x86_64::*;
     let mut j = 0;
     while j + 8 <= even.len() {
-        let (r, e, o) = (row.as_mut_ptr().add(2 * j), even.as_ptr().add(j), odd.as_ptr().add(j));
+        let (r, e, o) = (row.add(2 * j), even.as_ptr().add(j), odd.as_ptr().add(j));
         let (ev, ov) = (_mm256_loadu_ps(e), _mm256_loadu_ps(o));
         // (e0 o0 e1 o1 | e4 o4 e5 o5) and (e2 o2 e3 o3 | e6 o6 e7 o7).
         let (lo, hi) = (_mm256_unpacklo_ps(ev, ov), _mm256_unpackhi_ps(ev, ov));
         let (a, b) = (_mm256_permute2f128_ps::<0x20>(lo, hi), _mm256_permute2f128_ps::<0x31>(lo, hi));
-        _mm256_storeu_ps(r, _mm256_add_ps(_mm256_loadu_ps(r), a));
-        _mm256_storeu_ps(r.add(8), _mm256_add_ps(_mm256_loadu_ps(r.add(8)), b));
+        if ADD {
+            _mm256_storeu_ps(r, _mm256_add_ps(_mm256_loadu_ps(r), a));
+            _mm256_storeu_ps(r.add(8), _mm256_add_ps(_mm256_loadu_ps(r.add(8)), b));
+        } else {
+            _mm256_storeu_ps(r, a);
+            _mm256_storeu_ps(r.add(8), b);
+        }
         j += 8;
     }
-    pairs_from(j, row, even, odd);
+    pairs_from::<ADD>(j, row, even, odd);
 }
 
 /// `even[j] = row[2j]`, `odd[j] = row[2j + 1]` for `j < even.len()`: 8 pairs at a time as
-/// [`interleave_add`], the rest one by one.
+/// [`interleave`], the rest one by one.
 fn deinterleave(lanes: usize, row: &[f32], even: &mut [f32], odd: &mut [f32]) {
     assert!(odd.len() == even.len() && row.len() >= 2 * even.len());
-    // SAFETY: as in `interleave_add`.
+    // SAFETY: as in `interleave`.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         if lanes == 16 {
