@@ -183,7 +183,9 @@ pub fn eval_affine(gamma: &[f32], beta: &[f32], stats: &RunningStats, eps: f32) 
 /// parameters with current values `g_data`/`b_data`. In training the running statistics are updated.
 /// With a residual `res` (a ResNet block's shortcut), the add is one more read in the output pass
 /// instead of a pass of its own, and its backward (the ReLU's mask and the shortcut's copy of the
-/// gradient) is done plane by plane in the batch norm's first backward pass.
+/// gradient) is done plane by plane in the batch norm's first backward pass; with the ReLU, where
+/// the convolution that reads the output adds the last contribution to its gradient on the tight
+/// kernel, the mask and that pass's sums are taken in its epilogue instead (`bn_grad::ResidualSums`).
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm<T: Tape<f32, Dev>>(
     x: Var<T>,

@@ -50,7 +50,7 @@ pub(super) fn with_residual_pass_own<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Whether a residual batch norm + ReLU asks for [`ResidualSums`] (always, but in tests under
-/// [`with_residual_pass_own`]).
+/// `with_residual_pass_own`, a test helper).
 pub(crate) fn asking_residual_sums() -> bool {
     #[cfg(test)]
     return !OWN_PASS.get();

@@ -210,7 +210,7 @@ pub enum Out<'a> {
     /// Added to `out`, then through the ReLU's backward on `y` (kept where `y > 0`, else 0): the
     /// last contribution to the gradient of a ResNet block's end `y = relu(bn(z) + res)`, with each
     /// channel's batch-norm backward sums over the plane, `(sum g', sum g' * (z - mean))`
-    /// ([`super::bn_grad::ResidualSums`]); `y` and `z` laid out as `out`.
+    /// (`bn_grad::ResidualSums`); `y` and `z` laid out as `out`.
     ResGrad { out: &'a mut [f32], y: &'a [f32], z: &'a [f32], mean: &'a [f32], sums: &'a mut [(f64, f64)] },
 }
 
