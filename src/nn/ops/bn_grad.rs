@@ -19,34 +19,24 @@ thread_local! {
     static WRITTEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Tests: the convolutions on this thread that took a deferred gradient into their tight copy.
     pub(super) static MAPPED_IN_COPY: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Runs `f` with every batch norm on this thread writing its input gradient out (the reference the
-/// deferred one is tested against).
-#[cfg(test)]
-pub(super) fn with_maps_written<R>(f: impl FnOnce() -> R) -> R {
-    WRITTEN.set(true);
-    let r = f();
-    WRITTEN.set(false);
-    r
-}
-
-#[cfg(test)]
-thread_local! {
     /// Tests: residual batch norms on this thread take their first backward pass themselves.
     static OWN_PASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Tests: the residual batch norms on this thread that took [`ResidualSums`] from a convolution.
     pub(super) static RESIDUAL_SUMS_TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// Runs `f` with every batch norm on this thread writing its input gradient out (the reference the
+/// deferred one is tested against).
+#[cfg(test)]
+pub(super) fn with_maps_written<R>(f: impl FnOnce() -> R) -> R {
+    super::with_flag(&WRITTEN, f)
+}
+
 /// Runs `f` with every residual batch norm on this thread asking nothing of the convolutions
 /// ([`ResidualSums`]): the reference the asked-for sums are tested against.
 #[cfg(test)]
 pub(super) fn with_residual_pass_own<R>(f: impl FnOnce() -> R) -> R {
-    OWN_PASS.set(true);
-    let r = f();
-    OWN_PASS.set(false);
-    r
+    super::with_flag(&OWN_PASS, f)
 }
 
 /// Whether a residual batch norm + ReLU asks for [`ResidualSums`] (always, but in tests under

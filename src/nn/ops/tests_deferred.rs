@@ -93,6 +93,26 @@ fn deferred_batch_norm_matches_the_written_one() {
     }
 }
 
+/// A ResNet block: conv1, bn1 (+ ReLU), conv2, bn2 (+ the residual and ReLU).
+type Block = (Conv2d, BatchNorm2d, Conv2d, BatchNorm2d);
+
+/// A stem (3 -> 16 channels, batch norm) and `k` blocks of 16 channels, their first batch norms
+/// deferred where `defer`.
+fn stem_and_blocks(s: &mut Store, rng: &mut ChaCha8Rng, k: usize, defer: bool) -> ((Conv2d, BatchNorm2d), Vec<Block>) {
+    let stem = Conv2d::new(s, rng, "stem", 3, 16, 3, ConvCfg::new(1, 1), false);
+    let bn0 = BatchNorm2d::new(s, "bn0", 16);
+    let blocks = (0..k)
+        .map(|i| {
+            let c1 = Conv2d::new(s, rng, &format!("{i}.c1"), 16, 16, 3, ConvCfg::new(1, 1), false);
+            let mut b1 = BatchNorm2d::new(s, &format!("{i}.b1"), 16);
+            b1.cfg.defer = defer;
+            let c2 = Conv2d::new(s, rng, &format!("{i}.c2"), 16, 16, 3, ConvCfg::new(1, 1), false);
+            (c1, b1, c2, BatchNorm2d::new(s, &format!("{i}.b2"), 16))
+        })
+        .collect();
+    ((stem, bn0), blocks)
+}
+
 /// A whole ResNet block (shortcut, conv1, deferred bn1, conv2, bn2 with the residual and ReLU), two
 /// blocks in a row, as the written one.
 #[test]
@@ -100,18 +120,7 @@ fn deferred_batch_norm_in_resnet_blocks() {
     let outcome = |defer: bool| {
         let mut rng = ChaCha8Rng::seed_from_u64(12);
         let mut s = Store::new();
-        let stem = Conv2d::new(&mut s, &mut rng, "stem", 3, 16, 3, ConvCfg::new(1, 1), false);
-        let bn0 = BatchNorm2d::new(&mut s, "bn0", 16);
-        let layers: Vec<_> = (0..2)
-            .map(|i| {
-                let c1 = Conv2d::new(&mut s, &mut rng, &format!("{i}.c1"), 16, 16, 3, ConvCfg::new(1, 1), false);
-                let mut b1 = BatchNorm2d::new(&mut s, &format!("{i}.b1"), 16);
-                b1.cfg.defer = defer;
-                let c2 = Conv2d::new(&mut s, &mut rng, &format!("{i}.c2"), 16, 16, 3, ConvCfg::new(1, 1), false);
-                let b2 = BatchNorm2d::new(&mut s, &format!("{i}.b2"), 16);
-                (c1, b1, c2, b2)
-            })
-            .collect();
+        let ((stem, bn0), layers) = stem_and_blocks(&mut s, &mut rng, 2, defer);
         let shape = Shape4::new(16, 3, 32, 32);
         let x = rand_vec(&mut rng, shape.numel());
         let r = rand_vec(&mut rng, 16 * 16 * 32 * 32);
@@ -222,17 +231,7 @@ fn residual_sums_from_the_convolution_match_the_batch_norms_own() {
         let outcome = || {
             let mut rng = ChaCha8Rng::seed_from_u64(21);
             let mut s = Store::new();
-            let stem = Conv2d::new(&mut s, &mut rng, "stem", 3, 16, 3, ConvCfg::new(1, 1), false);
-            let bn0 = BatchNorm2d::new(&mut s, "bn0", 16);
-            let layers: Vec<_> = (0..3)
-                .map(|i| {
-                    let c1 = Conv2d::new(&mut s, &mut rng, &format!("{i}.c1"), 16, 16, 3, ConvCfg::new(1, 1), false);
-                    let mut b1 = BatchNorm2d::new(&mut s, &format!("{i}.b1"), 16);
-                    b1.cfg.defer = true;
-                    let c2 = Conv2d::new(&mut s, &mut rng, &format!("{i}.c2"), 16, 16, 3, ConvCfg::new(1, 1), false);
-                    (c1, b1, c2, BatchNorm2d::new(&mut s, &format!("{i}.b2"), 16))
-                })
-                .collect();
+            let ((stem, bn0), layers) = stem_and_blocks(&mut s, &mut rng, 3, true);
             let shape = Shape4::new(8, 3, hw, hw);
             let x = rand_vec(&mut rng, shape.numel());
             let r = rand_vec(&mut rng, 8 * 16 * hw * hw);
