@@ -267,6 +267,11 @@ pub fn batch_norm<T: Tape<f32, Dev>>(
     let ask = asked.is_some();
     let (gt, bt) = (gamma.clone(), beta.clone());
     let backward = move |grads: &mut Grads, mut gout: Vec<f32>, y: &Saved| {
+        // The request has served (it holds the input `z`, which handles to the output kept after
+        // the backward would otherwise keep alive).
+        if ask {
+            y.forget_residual_sums();
+        }
         if super::elementwise::all_zero(&gout) {
             return Ok(());
         }

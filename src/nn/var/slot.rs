@@ -46,6 +46,9 @@ impl GradSlot {
     pub(super) fn wants(&self) -> Option<ResidualSums> {
         locked(&self.wants).clone()
     }
+    pub(super) fn forget_wants(&self) {
+        *locked(&self.wants) = None;
+    }
     /// The gradient, locked, with a pending map applied first.
     pub(super) fn lock_mapped(&self) -> MutexGuard<'_, Vec<f32>> {
         let mut g = self.lock();
@@ -96,6 +99,13 @@ impl Saved {
     /// ([`ResidualSums`]).
     pub(crate) fn residual_sums_wanted(&self) -> Option<ResidualSums> {
         self.slot.as_ref().and_then(|s| s.wants())
+    }
+
+    /// Drops what this value's producer asked of its gradient ([`Self::residual_sums_wanted`]).
+    pub(crate) fn forget_residual_sums(&self) {
+        if let Some(slot) = &self.slot {
+            slot.forget_wants();
+        }
     }
 
     /// Keeps `sums` with this value's gradient for [`Self::take_grad_sums`], the contribution just
